@@ -1,0 +1,185 @@
+// citymeter.v1 frames in the firmware: the Uplink encoder and the Downlink decoder.
+// Message shapes mirror the protobuf JSON mapping (camelCase fields), so the golden frames'
+// JSON can be fed to the encoder as is. Field numbers come from firmware/gen/wire.ts.
+import { PbReader, PbWriter, WIRE_LEN, WIRE_VARINT } from "./pb"
+import {
+    Ack,
+    Alarm as AlarmF,
+    Birth as BirthF,
+    Config,
+    Downlink as DownlinkF,
+    ElectricitySeries as ElectricityF,
+    PressureSeries as PressureF,
+    ReadingBatch as ReadingsF,
+    Resend,
+    TimeSync,
+    Uplink as UplinkF,
+    WaterSeries as WaterF,
+} from "./gen/wire"
+
+export interface WaterSeries {
+    totalMl?: number
+    volumeMl?: number[]
+    reverseMl?: number[]
+}
+export interface ElectricitySeries {
+    totalWh?: number
+    energyWh?: number[]
+    powerW?: number[]
+    voltageDv?: number[]
+}
+export interface PressureSeries {
+    avgPa?: number[]
+    belowAvgPa?: number[]
+    aboveAvgPa?: number[]
+}
+export interface ReadingBatch {
+    startS?: number
+    timeSynced?: boolean
+    intervalS?: number
+    water?: WaterSeries
+    electricity?: ElectricitySeries
+    pressure?: PressureSeries
+    replayed?: boolean
+}
+export interface Birth {
+    firmware?: string
+    board?: string
+    intervalS?: number
+    batch?: number
+    waterTotalMl?: number
+    energyTotalWh?: number
+    queued?: number
+    dropped?: number
+    uptimeS?: number
+}
+export interface Alarm {
+    type?: number
+    active?: boolean
+    timeS?: number
+    timeSynced?: boolean
+    value?: number
+}
+export interface Uplink {
+    boot?: number
+    seq?: number
+    readings?: ReadingBatch
+    birth?: Birth
+    alarm?: Alarm
+    death?: {}
+}
+
+function encodeWater(s: WaterSeries) {
+    const w = new PbWriter()
+    w.uint(WaterF.totalMl, s.totalMl)
+    w.packedUint(WaterF.volumeMl, s.volumeMl)
+    w.packedUint(WaterF.reverseMl, s.reverseMl)
+    return w
+}
+
+function encodeElectricity(s: ElectricitySeries) {
+    const w = new PbWriter()
+    w.uint(ElectricityF.totalWh, s.totalWh)
+    w.packedUint(ElectricityF.energyWh, s.energyWh)
+    w.packedSint(ElectricityF.powerW, s.powerW)
+    w.packedUint(ElectricityF.voltageDv, s.voltageDv)
+    return w
+}
+
+function encodePressure(s: PressureSeries) {
+    const w = new PbWriter()
+    w.packedUint(PressureF.avgPa, s.avgPa)
+    w.packedUint(PressureF.belowAvgPa, s.belowAvgPa)
+    w.packedUint(PressureF.aboveAvgPa, s.aboveAvgPa)
+    return w
+}
+
+function encodeReadings(r: ReadingBatch) {
+    const w = new PbWriter(128)
+    w.uint(ReadingsF.startS, r.startS)
+    w.bool(ReadingsF.timeSynced, r.timeSynced)
+    w.uint(ReadingsF.intervalS, r.intervalS)
+    if (r.water) w.message(ReadingsF.water, encodeWater(r.water))
+    if (r.electricity)
+        w.message(ReadingsF.electricity, encodeElectricity(r.electricity))
+    if (r.pressure) w.message(ReadingsF.pressure, encodePressure(r.pressure))
+    w.bool(ReadingsF.replayed, r.replayed)
+    return w
+}
+
+function encodeBirth(b: Birth) {
+    const w = new PbWriter()
+    w.string(BirthF.firmware, b.firmware)
+    w.string(BirthF.board, b.board)
+    w.uint(BirthF.intervalS, b.intervalS)
+    w.uint(BirthF.batch, b.batch)
+    w.uint(BirthF.waterTotalMl, b.waterTotalMl)
+    w.uint(BirthF.energyTotalWh, b.energyTotalWh)
+    w.uint(BirthF.queued, b.queued)
+    w.uint(BirthF.dropped, b.dropped)
+    w.uint(BirthF.uptimeS, b.uptimeS)
+    return w
+}
+
+function encodeAlarm(a: Alarm) {
+    const w = new PbWriter()
+    w.uint(AlarmF.type, a.type)
+    w.bool(AlarmF.active, a.active)
+    w.uint(AlarmF.timeS, a.timeS)
+    w.bool(AlarmF.timeSynced, a.timeSynced)
+    w.sint(AlarmF.value, a.value)
+    return w
+}
+
+export function encodeUplink(u: Uplink): Buffer {
+    const w = new PbWriter(160)
+    w.uint(UplinkF.boot, u.boot)
+    w.uint(UplinkF.seq, u.seq)
+    if (u.readings) w.message(UplinkF.readings, encodeReadings(u.readings))
+    else if (u.birth) w.message(UplinkF.birth, encodeBirth(u.birth))
+    else if (u.alarm) w.message(UplinkF.alarm, encodeAlarm(u.alarm))
+    else if (u.death) w.message(UplinkF.death, new PbWriter(1))
+    return w.finish()
+}
+
+export interface Downlink {
+    ack?: { boot?: number; seq?: number }
+    time?: { unixMs?: number; uptimeS?: number }
+    config?: { intervalS?: number; batch?: number }
+    resend?: { boot?: number; fromSeq?: number }
+}
+
+/** Reads the varint fields of a flat submessage, indexed by field number (absent fields are 0). */
+function readVarints(buf: Buffer, maxField: number): number[] {
+    const r = new PbReader(buf)
+    const out: number[] = []
+    for (let i = 0; i <= maxField; ++i) out.push(0)
+    while (r.next()) {
+        if (r.wire === WIRE_VARINT && r.field <= maxField) out[r.field] = r.varint()
+        else r.skip()
+    }
+    return out
+}
+
+/** Decodes a Downlink; unknown fields are skipped (forward compatible). Throws on bad bytes. */
+export function decodeDownlink(buf: Buffer): Downlink {
+    const r = new PbReader(buf)
+    const d: Downlink = {}
+    while (r.next()) {
+        if (r.wire !== WIRE_LEN) {
+            r.skip()
+            continue
+        }
+        const f = r.field
+        const v = readVarints(r.bytes(), 15)
+        if (f === DownlinkF.ack) d.ack = { boot: v[Ack.boot], seq: v[Ack.seq] }
+        else if (f === DownlinkF.time)
+            d.time = { unixMs: v[TimeSync.unixMs], uptimeS: v[TimeSync.uptimeS] }
+        else if (f === DownlinkF.config)
+            d.config = { intervalS: v[Config.intervalS], batch: v[Config.batch] }
+        else if (f === DownlinkF.resend)
+            d.resend = { boot: v[Resend.boot], fromSeq: v[Resend.fromSeq] }
+    }
+    return d
+}
+

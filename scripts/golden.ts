@@ -1,0 +1,13 @@
+// Writes proto/golden/<name>.hex from <name>.json with protobufjs (run after adding a golden
+// frame: `npm run golden`). The .hex files are committed: the firmware's encoder and the bridge's
+// decoder are both tested against them, so a change to the wire shows up as a diff here.
+import { readdirSync, readFileSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import { goldenDir, encodeGolden } from "../tests/golden-util.js"
+
+for (const f of readdirSync(goldenDir).filter((n) => n.endsWith(".json"))) {
+  const { message, json } = JSON.parse(readFileSync(join(goldenDir, f), "utf8"))
+  const hex = encodeGolden(message, json)
+  writeFileSync(join(goldenDir, f.replace(/\.json$/, ".hex")), hex + "\n")
+  console.log(`${f.replace(/\.json$/, "")}: ${hex.length / 2} bytes`)
+}

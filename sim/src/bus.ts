@@ -1,0 +1,39 @@
+// A private Jacdac bus per simulated meter: the VM on one side, jacdac-ts servers on the other.
+import { JDBus, Transport } from "jacdac-ts"
+import type { DevsVm } from "./vm.js"
+
+/**
+ * Carries Jacdac frames between a VM instance and a jacdac-ts bus in the same process.
+ * Frames are copied and delivered on the next turn of the event loop: the VM drops replies
+ * that arrive re-entrantly while it is still sending.
+ */
+class VmTransport extends Transport {
+  constructor(private readonly vm: DevsVm) {
+    super("citymeter-vm")
+    vm.sendPacket = (frame) => {
+      const copy = frame.slice()
+      setImmediate(() => this.deliver(copy))
+    }
+  }
+  private deliver(frame: Uint8Array) {
+    if (this.connected) this.handleFrame(frame)
+  }
+  protected transportSendPacketAsync(frame: Uint8Array): Promise<void> {
+    const copy = frame.slice()
+    setImmediate(() => {
+      if (this.vm.devsIsRunning()) this.vm.handlePacket(copy)
+    })
+    return Promise.resolve()
+  }
+  protected transportConnectAsync(): Promise<void> {
+    return Promise.resolve()
+  }
+  protected transportDisconnectAsync(): Promise<void> {
+    return Promise.resolve()
+  }
+}
+
+export function createVmBus(vm: DevsVm): JDBus {
+  const bus = new JDBus([new VmTransport(vm)], { disableRoleManager: true })
+  return bus
+}
