@@ -1,0 +1,178 @@
+// Sensors → interval readings → reading batches.
+// Volume and energy come from cumulative counters (differences are exact whatever the sampling
+// jitter); power, voltage and pressure are sampled every tick and summarised per interval.
+import * as ds from "@devicescript/core"
+import { ReadingBatch } from "./frames"
+
+const U32 = 4294967296
+
+/**
+ * Increase of a u32 hardware counter between two reads. A counter that went down either wrapped
+ * (it was in the upper half, now in the lower half) or restarted from zero (sensor power cycle).
+ */
+export function counterDelta(prev: number, now: number): number {
+    if (now >= prev) return now - prev
+    if (prev >= U32 / 2 && now < U32 / 2) return now + U32 - prev
+    return now
+}
+
+/**
+ * A monotonic register fed by a wrapping hardware counter. A meter with no persisted total
+ * (first boot ever, total < 0) adopts the sensor's counter as its register.
+ */
+export class Totalizer {
+    /** Raw counter value at the last update; undefined until the first read after boot. */
+    lastRaw: number = undefined
+    constructor(public total: number) {}
+
+    /** Takes a raw counter read; returns the increase since the previous read (0 on the first). */
+    update(raw: number): number {
+        if (this.lastRaw === undefined) {
+            this.lastRaw = raw
+            if (this.total < 0) this.total = raw
+            return 0
+        }
+        const d = counterDelta(this.lastRaw, raw)
+        this.lastRaw = raw
+        this.total = this.total + d
+        return d
+    }
+}
+
+export class Stats {
+    n = 0
+    sum = 0
+    min = 0
+    max = 0
+    add(v: number) {
+        if (this.n === 0) {
+            this.min = v
+            this.max = v
+        } else {
+            if (v < this.min) this.min = v
+            if (v > this.max) this.max = v
+        }
+        this.n = this.n + 1
+        this.sum = this.sum + v
+    }
+    mean(): number {
+        return this.n ? Math.round(this.sum / this.n) : 0
+    }
+}
+
+export interface IntervalReading {
+    volumeMl: number
+    reverseMl: number
+    energyWh: number
+    powerW: number
+    voltageDv: number
+    pressureAvg: number
+    pressureMin: number
+    pressureMax: number
+}
+
+export interface Sensors {
+    flow: ds.CitymeterWaterFlow
+    electricity: ds.CitymeterElectricityMeter
+    pressure: ds.CitymeterWaterPressure
+}
+
+/** Accumulates one interval at a time from the sensors. */
+export class Sampler {
+    readonly water: Totalizer
+    readonly reverse: Totalizer
+    readonly energy: Totalizer
+    private power = new Stats()
+    private voltage = new Stats()
+    private pressure = new Stats()
+    private volumeMl = 0
+    private reverseMl = 0
+    private energyWh = 0
+    hasWater = false
+    hasElectricity = false
+    hasPressure = false
+
+    constructor(
+        private readonly sensors: Sensors,
+        waterTotalMl: number,
+        energyTotalWh: number
+    ) {
+        this.water = new Totalizer(waterTotalMl)
+        this.reverse = new Totalizer(-1)
+        this.energy = new Totalizer(energyTotalWh)
+    }
+
+    /** One sample of every bound sensor. */
+    async sample() {
+        const { flow, electricity, pressure } = this.sensors
+        if (flow.isBound) {
+            this.hasWater = true
+            this.volumeMl += this.water.update(await flow.reading.read())
+            this.reverseMl += this.reverse.update(await flow.reverseVolume.read())
+        }
+        if (electricity.isBound) {
+            this.hasElectricity = true
+            this.energyWh += this.energy.update(await electricity.reading.read())
+            this.power.add(await electricity.power.read())
+            this.voltage.add(await electricity.voltage.read())
+        }
+        if (pressure.isBound) {
+            this.hasPressure = true
+            this.pressure.add(await pressure.reading.read())
+        }
+    }
+
+    /** Closes the current interval and starts the next. */
+    close(): IntervalReading {
+        const r: IntervalReading = {
+            volumeMl: this.volumeMl,
+            reverseMl: this.reverseMl,
+            energyWh: this.energyWh,
+            powerW: this.power.mean(),
+            voltageDv: this.voltage.mean(),
+            pressureAvg: this.pressure.mean(),
+            pressureMin: this.pressure.min,
+            pressureMax: this.pressure.max,
+        }
+        this.volumeMl = 0
+        this.reverseMl = 0
+        this.energyWh = 0
+        this.power = new Stats()
+        this.voltage = new Stats()
+        this.pressure = new Stats()
+        return r
+    }
+}
+
+/** Builds a ReadingBatch from consecutive intervals (oldest first). */
+export function toBatch(
+    intervals: IntervalReading[],
+    startS: number,
+    timeSynced: boolean,
+    intervalS: number,
+    sampler: Sampler
+): ReadingBatch {
+    const b: ReadingBatch = { startS, timeSynced, intervalS }
+    if (sampler.hasWater) {
+        const reverse = intervals.map(r => r.reverseMl)
+        b.water = {
+            totalMl: sampler.water.total,
+            volumeMl: intervals.map(r => r.volumeMl),
+            reverseMl: reverse.some(v => v !== 0) ? reverse : undefined,
+        }
+    }
+    if (sampler.hasElectricity)
+        b.electricity = {
+            totalWh: sampler.energy.total,
+            energyWh: intervals.map(r => r.energyWh),
+            powerW: intervals.map(r => r.powerW),
+            voltageDv: intervals.map(r => r.voltageDv),
+        }
+    if (sampler.hasPressure)
+        b.pressure = {
+            avgPa: intervals.map(r => r.pressureAvg),
+            belowAvgPa: intervals.map(r => r.pressureAvg - r.pressureMin),
+            aboveAvgPa: intervals.map(r => r.pressureMax - r.pressureAvg),
+        }
+    return b
+}

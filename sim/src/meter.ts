@@ -1,0 +1,201 @@
+// A simulated meter: the real firmware bytecode in its own DeviceScript VM, on its own Jacdac bus,
+// with jacdac-ts servers for the three citymeter sensor services, and its own flash file.
+import { existsSync, readFileSync, writeFileSync } from "node:fs"
+import {
+  JDBus,
+  JDServerServiceProvider,
+  SRV_SETTINGS,
+  SensorServer,
+  SettingsClient,
+  delay,
+  loadServiceSpecifications,
+} from "jacdac-ts"
+import { createVmBus } from "./bus.js"
+import { paths } from "./paths.js"
+import { createVm, type DevsVm } from "./vm.js"
+
+// Service classes and register codes from services/*.md
+export const SRV_WATER_FLOW = 0x1c1e7f01
+export const SRV_ELECTRICITY = 0x1c1e7f02
+export const SRV_PRESSURE = 0x1c1e7f03
+const REG_READING = 0x101
+const REG_EXTRA_1 = 0x180
+const REG_EXTRA_2 = 0x181
+
+let specsLoaded = false
+function loadSpecs() {
+  if (specsLoaded) return
+  if (!existsSync(paths.servicesJson))
+    throw new Error(`${paths.servicesJson} is missing: run \`npm run build:firmware\` first`)
+  loadServiceSpecifications(JSON.parse(readFileSync(paths.servicesJson, "utf8")))
+  specsLoaded = true
+}
+
+/** Settings as .env files write them: the value is JSON when it parses as JSON, else a string. */
+export function parseEnvSettings(text: string): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {}
+  for (const line of text.split(/\r?\n/)) {
+    const m = /^\s*([^#=\s][^=]*?)\s*=([^#]*)/.exec(line)
+    if (!m) continue
+    const raw = m[2].trim()
+    if (!raw.length) continue
+    try {
+      out[m[1]] = JSON.parse(raw)
+    } catch {
+      out[m[1]] = raw
+    }
+  }
+  return out
+}
+
+export function defaultSettings(): Record<string, string | number | boolean> {
+  const read = (f: string) => (existsSync(f) ? parseEnvSettings(readFileSync(f, "utf8")) : {})
+  return { ...read(paths.envDefaults), ...read(paths.envLocal) }
+}
+
+export interface SimMeterOptions {
+  meterId: string
+  /** Overrides on top of .env.defaults / .env.local (e.g. MQTT_PORT, INTERVAL_S). */
+  settings?: Record<string, string | number | boolean>
+  /** Flash image file; survives stop()/start() like a meter's flash survives power loss. */
+  flashFile?: string
+  bytecodeFile?: string
+  /** Firmware console lines (DeviceScript console.log) and VM messages. */
+  log?: (line: string) => void
+}
+
+export interface WaterState {
+  /** Cumulative forward volume counter, mL (u32, wraps). */
+  volumeMl: number
+  reverseMl: number
+  flowRateMlMin: number
+}
+export interface ElectricityState {
+  energyWh: number
+  powerW: number
+  voltageDv: number
+}
+
+export class SimMeter {
+  readonly flow: SensorServer<[number]>
+  readonly electricity: SensorServer<[number]>
+  readonly pressure: SensorServer<[number]>
+  private readonly flowReverse
+  private readonly flowRate
+  private readonly power
+  private readonly voltage
+  private vm?: DevsVm
+  private bus?: JDBus
+  private flash: Uint8Array = new Uint8Array(0)
+  readonly lines: string[] = []
+
+  constructor(readonly options: SimMeterOptions) {
+    loadSpecs()
+    this.flow = new SensorServer<[number]>(SRV_WATER_FLOW, { readingValues: [0] })
+    this.electricity = new SensorServer<[number]>(SRV_ELECTRICITY, { readingValues: [0] })
+    this.pressure = new SensorServer<[number]>(SRV_PRESSURE, { readingValues: [0] })
+    this.flowReverse = this.flow.addRegister<[number]>(REG_EXTRA_1, [0])
+    this.flowRate = this.flow.addRegister<[number]>(REG_EXTRA_2, [0])
+    this.power = this.electricity.addRegister<[number]>(REG_EXTRA_1, [0])
+    this.voltage = this.electricity.addRegister<[number]>(REG_EXTRA_2, [0])
+  }
+
+  get meterId() {
+    return this.options.meterId
+  }
+
+  get running() {
+    return !!this.vm
+  }
+
+  setWater(s: Partial<WaterState>) {
+    if (s.volumeMl !== undefined) this.flow.reading.setValues([s.volumeMl >>> 0])
+    if (s.reverseMl !== undefined) this.flowReverse.setValues([s.reverseMl >>> 0])
+    if (s.flowRateMlMin !== undefined) this.flowRate.setValues([s.flowRateMlMin | 0])
+  }
+
+  setElectricity(s: Partial<ElectricityState>) {
+    if (s.energyWh !== undefined) this.electricity.reading.setValues([s.energyWh >>> 0])
+    if (s.powerW !== undefined) this.power.setValues([s.powerW | 0])
+    if (s.voltageDv !== undefined) this.voltage.setValues([s.voltageDv >>> 0])
+  }
+
+  setPressure(pa: number) {
+    this.pressure.reading.setValues([pa >>> 0])
+  }
+
+  private logLine(line: string) {
+    this.lines.push(line)
+    if (this.lines.length > 2000) this.lines.splice(0, 1000)
+    this.options.log?.(line)
+  }
+
+  /** Powers the meter on: VM, bus, sensors, settings, firmware. */
+  async start() {
+    if (this.vm) return
+    const { flashFile } = this.options
+    this.flash = flashFile && existsSync(flashFile) ? new Uint8Array(readFileSync(flashFile)) : this.flash
+    const vm = await createVm()
+    vm.dmesg = (s) => this.logLine(s)
+    vm.log = (...a) => this.logLine(a.join(" "))
+    vm.error = (...a) => this.logLine("error: " + a.join(" "))
+    vm.flashLoad = () => this.flash
+    vm.flashSave = (data) => {
+      this.flash = data.slice()
+      if (flashFile) writeFileSync(flashFile, data)
+    }
+    const bus = createVmBus(vm)
+    await bus.connect()
+    bus.addServiceProvider(
+      new JDServerServiceProvider("citymeter-sensors", [this.flow, this.electricity, this.pressure]),
+    )
+    vm.devsSetDeviceId(this.options.meterId)
+    vm.devsStart()
+    this.vm = vm
+    this.bus = bus
+    await this.deploySettings()
+    const bytecode = readFileSync(this.options.bytecodeFile ?? paths.bytecode)
+    const r = vm.devsDeploy(bytecode)
+    if (r) throw new Error(`firmware deploy failed with code ${r}`)
+  }
+
+  private async deploySettings() {
+    const settings = { ...defaultSettings(), METER_ID: this.options.meterId, ...this.options.settings }
+    const bus = this.bus!
+    let service = bus.services({ serviceClass: SRV_SETTINGS })[0]
+    for (let i = 0; !service && i < 200; ++i) {
+      await delay(10)
+      service = bus.services({ serviceClass: SRV_SETTINGS })[0]
+    }
+    if (!service) throw new Error("the VM's settings service did not appear on the bus")
+    const client = new SettingsClient(service)
+    for (const [key, value] of Object.entries(settings)) {
+      if (key.length > 13) throw new Error(`setting key ${key} is longer than 13 characters`)
+      await client.setValue(key, new TextEncoder().encode(JSON.stringify(value)))
+    }
+  }
+
+  /** Power loss: the VM stops at once (no shutdown path runs); flash keeps what was written. */
+  async stop() {
+    const vm = this.vm
+    if (!vm) return
+    this.vm = undefined
+    vm.devsStop()
+    vm.sockClose()
+    const bus = this.bus
+    this.bus = undefined
+    await bus?.disconnect()
+    bus?.stop?.()
+  }
+
+  /** Waits until the firmware prints a console line matching `re`. */
+  async waitForLine(re: RegExp, timeoutMs = 20000): Promise<string> {
+    const t0 = Date.now()
+    for (;;) {
+      const hit = this.lines.find((l) => re.test(l))
+      if (hit) return hit
+      if (Date.now() - t0 > timeoutMs) throw new Error(`${this.meterId}: no line ${re} in ${timeoutMs} ms`)
+      await delay(50)
+    }
+  }
+}

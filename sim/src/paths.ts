@@ -1,0 +1,13 @@
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
+
+/** Where the build puts things (run from anywhere; DeviceScript builds from the repo root). */
+export const paths = {
+  root,
+  bytecode: join(root, ".devicescript/bin/bytecode.devs"),
+  servicesJson: join(root, ".devicescript/services.json"),
+  envDefaults: join(root, ".env.defaults"),
+  envLocal: join(root, ".env.local"),
+}
