@@ -76,8 +76,8 @@ async function sendBirth() {
             board: cfg.board,
             intervalS: cfg.intervalS,
             batch: cfg.batch,
-            waterTotalMl: sampler.water.total,
-            energyTotalWh: sampler.energy.total,
+            waterTotalMl: Math.max(0, sampler.water.total),
+            energyTotalWh: Math.max(0, sampler.energy.total),
             queued: pending.length,
             uptimeS: Math.floor(ds.millis() / 1000),
         },
@@ -118,6 +118,7 @@ await mqtt.subscribe(downFilter(cfg.meterId), async (msg: MQTTMessage) => {
         console.log(`citymeter: bad downlink on ${msg.topic}`)
     }
 })
+await sampler.sample() // first reads set the counters' baselines before anything is sent
 await mqtt.start()
 
 // ---- sampling loop
@@ -128,7 +129,6 @@ let batchStart = ds.millis()
 let intervalEnd = batchStart + intervalMs
 let intervals: IntervalReading[] = []
 let busy = false
-await sampler.sample() // first reads set the counters' baselines
 
 async function closeBatch() {
     const t = stamp(batchStart)

@@ -1,0 +1,76 @@
+// Runs one bridge service from its configuration: broker (external or embedded), data tier,
+// ingest, HTTP API. Used by bridge/src/main.ts, the demo (scripts/start.ts) and the tests.
+import pino, { type Logger } from "pino"
+import { buildApp } from "./api.js"
+import { startBridge, type Bridge } from "./bridge.js"
+import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
+import { createMetrics } from "./metrics.js"
+import { openStore, type StoreOptions } from "./store/engines.js"
+import type { Store } from "./store/store.js"
+
+export interface ServiceConfig {
+  /** External broker; when absent an embedded broker is started on embeddedMqttPort. */
+  mqttUrl?: string
+  embeddedMqttPort?: number
+  /** postgres://… or pglite:<dir> / pglite:memory */
+  databaseUrl: string
+  storeOptions?: StoreOptions
+  httpPort?: number
+  httpHost?: string
+  clientId?: string
+  shareGroup?: string
+  autoRegister?: boolean
+  log?: Logger
+}
+
+export interface Service {
+  mqttUrl: string
+  httpUrl?: string
+  store: Store
+  bridge: Bridge
+  broker?: EmbeddedBroker
+  app: ReturnType<typeof buildApp>
+  stop(): Promise<void>
+}
+
+export function configFromEnv(env = process.env): ServiceConfig {
+  return {
+    mqttUrl: env.MQTT_URL || undefined,
+    embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? 11883),
+    databaseUrl: env.DATABASE_URL || "pglite:./data/pglite",
+    httpPort: Number(env.HTTP_PORT ?? 8080),
+    httpHost: env.HTTP_HOST ?? "127.0.0.1",
+    clientId: env.MQTT_CLIENT_ID || undefined,
+    shareGroup: env.MQTT_SHARE_GROUP || undefined,
+    autoRegister: env.AUTO_REGISTER !== "false",
+  }
+}
+
+export async function startService(c: ServiceConfig): Promise<Service> {
+  const log = c.log ?? pino({ name: "citymeter-bridge" })
+  const broker = c.mqttUrl ? undefined : await startEmbeddedBroker(c.embeddedMqttPort ?? 0)
+  const mqttUrl = c.mqttUrl ?? broker!.url
+  const store = await openStore(c.databaseUrl, c.storeOptions)
+  const metrics = createMetrics(true)
+  const bridge = startBridge({ mqttUrl, store, metrics, log, clientId: c.clientId, shareGroup: c.shareGroup, autoRegister: c.autoRegister })
+  await bridge.ready
+  const app = buildApp({ store, metrics })
+  let httpUrl: string | undefined
+  if (c.httpPort !== undefined) {
+    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
+  }
+  return {
+    mqttUrl,
+    httpUrl,
+    store,
+    bridge,
+    broker,
+    app,
+    stop: async () => {
+      await app.close()
+      await bridge.stop()
+      await store.close()
+      await broker?.close()
+    },
+  }
+}

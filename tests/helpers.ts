@@ -1,0 +1,68 @@
+import { randomBytes } from "node:crypto"
+import { Writable } from "node:stream"
+import pg from "pg"
+import pino from "pino"
+import { startService, type Service } from "../bridge/src/service.js"
+
+/** The real services this machine (and CI, via .ci/run) runs. */
+export const PG_URL = process.env.TEST_DATABASE_URL ?? "postgres://root@127.0.0.1:5432/test"
+export const MOSQUITTO_URL = process.env.TEST_MQTT_URL ?? "mqtt://127.0.0.1:1883"
+
+export type StackKind = "mosquitto+postgres" | "embedded"
+export const STACKS: StackKind[] = ["mosquitto+postgres", "embedded"]
+
+export const uid = (prefix: string) => `${prefix}-${randomBytes(4).toString("hex")}`
+
+/** A pino logger whose JSON lines are kept for assertions. */
+export function captureLog() {
+  const lines: Record<string, unknown>[] = []
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      for (const l of String(chunk).split("\n")) if (l.trim()) lines.push(JSON.parse(l))
+      cb()
+    },
+  })
+  return { log: pino({ level: "info" }, stream), lines }
+}
+
+export interface TestStack extends Service {
+  kind: StackKind
+  lines: Record<string, unknown>[]
+}
+
+/** A bridge on the given stack; PostgreSQL runs in a private schema dropped by stop(). */
+export async function startStack(kind: StackKind): Promise<TestStack> {
+  const { log, lines } = captureLog()
+  const schema = `t_${randomBytes(6).toString("hex")}`
+  const svc = await startService(
+    kind === "embedded"
+      ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0, log, clientId: uid("bridge") }
+      : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL, log, clientId: uid("bridge") },
+  )
+  return {
+    ...svc,
+    kind,
+    lines,
+    stop: async () => {
+      await svc.stop()
+      if (kind !== "embedded") await dropSchema(schema)
+    },
+  }
+}
+
+export async function dropSchema(schema: string) {
+  const c = new pg.Client({ connectionString: PG_URL })
+  await c.connect()
+  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+  await c.end()
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30000, stepMs = 100): Promise<T> {
+  const t0 = Date.now()
+  for (;;) {
+    const v = await fn()
+    if (v) return v
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, stepMs))
+  }
+}
