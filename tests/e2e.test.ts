@@ -61,14 +61,21 @@ describe.each(STACKS)("end to end on %s", (kind) => {
     const steady = (r: ApiReading, p: typeof phase1) =>
       r.pressureMinPa === p.pressurePa && r.pressureMaxPa === p.pressurePa && r.powerW === p.powerW
     // two frames of steady phase-1 intervals
-    await waitFor("phase 1 readings", async () => (await readings(meterId)).filter((r) => steady(r, phase1)).length >= 4)
+    await waitFor(
+      "phase 1 readings",
+      async () => (await readings(meterId)).filter((r) => steady(r, phase1)).length >= 4,
+    )
     set(phase2)
-    await waitFor("phase 2 readings", async () => (await readings(meterId)).filter((r) => steady(r, phase2)).length >= 4)
+    await waitFor(
+      "phase 2 readings",
+      async () => (await readings(meterId)).filter((r) => steady(r, phase2)).length >= 4,
+    )
 
     const rows = await readings(meterId)
     for (const r of rows) {
       // every interval is phase 1, phase 2, or the one interval that straddles the change
-      const p = r.pressureAvgPa === phase1.pressurePa && steady(r, phase1) ? phase1 : steady(r, phase2) ? phase2 : undefined
+      const p =
+        r.pressureAvgPa === phase1.pressurePa && steady(r, phase1) ? phase1 : steady(r, phase2) ? phase2 : undefined
       if (p) {
         expect(r.pressureAvgPa).toBe(p.pressurePa)
         expect(r.voltageDv).toBe(p.voltageDv)

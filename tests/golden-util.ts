@@ -4,15 +4,22 @@ import { citymeter } from "../bridge/src/gen/citymeter.js"
 
 export const goldenDir = join(dirname(fileURLToPath(import.meta.url)), "../proto/golden")
 
-const types = { Uplink: citymeter.v1.Uplink, Downlink: citymeter.v1.Downlink }
-export type GoldenMessage = keyof typeof types
+export type GoldenMessage = "Uplink" | "Downlink"
+
+const { Uplink, Downlink } = citymeter.v1
+const toObjectOptions = { longs: Number, enums: String }
 
 export function encodeGolden(message: GoldenMessage, json: object): string {
-  const T = types[message]
-  return Buffer.from(T.encode(T.fromObject(json)).finish()).toString("hex")
+  const bytes =
+    message === "Uplink"
+      ? Uplink.encode(Uplink.fromObject(json)).finish()
+      : Downlink.encode(Downlink.fromObject(json)).finish()
+  return Buffer.from(bytes).toString("hex")
 }
 
 export function decodeGolden(message: GoldenMessage, hex: string): object {
-  const T = types[message]
-  return T.toObject(T.decode(Buffer.from(hex, "hex")), { longs: Number, enums: String })
+  const bytes = Buffer.from(hex, "hex")
+  return message === "Uplink"
+    ? Uplink.toObject(Uplink.decode(bytes), toObjectOptions)
+    : Downlink.toObject(Downlink.decode(bytes), toObjectOptions)
 }

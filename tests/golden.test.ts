@@ -9,14 +9,18 @@ const frames = readdirSync(goldenDir)
   .filter((f) => f.endsWith(".json"))
   .map((f) => {
     const name = f.slice(0, -5)
-    const { message, json } = JSON.parse(readFileSync(join(goldenDir, f), "utf8")) as { message: GoldenMessage; json: Record<string, unknown> }
+    const { message, json } = JSON.parse(readFileSync(join(goldenDir, f), "utf8")) as {
+      message: GoldenMessage
+      json: Record<string, unknown>
+    }
     return { name, message, json, hex: readFileSync(join(goldenDir, `${name}.hex`), "utf8").trim() }
   })
 
 describe("golden frames", () => {
   test("there is a golden frame for every uplink and downlink kind", () => {
     const kinds = frames.map((f) => Object.keys(f.json).find((k) => k !== "boot" && k !== "seq"))
-    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config", "resend"]) expect(kinds).toContain(k)
+    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config", "resend"])
+      expect(kinds).toContain(k)
   })
 
   for (const g of frames) {

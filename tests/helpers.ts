@@ -57,7 +57,12 @@ export async function dropSchema(schema: string) {
   await c.end()
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30000, stepMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 30000,
+  stepMs = 100,
+): Promise<T> {
   const t0 = Date.now()
   for (;;) {
     const v = await fn()

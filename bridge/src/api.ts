@@ -27,7 +27,8 @@ const readingJson = ({ meterId: _m, ts, ...r }: ReadingRow) => ({ ts: ts.toISOSt
 function parseTime(v: unknown, name: string): Date | undefined {
   if (v === undefined || v === "") return undefined
   const d = new Date(String(v))
-  if (Number.isNaN(d.getTime())) throw Object.assign(new Error(`${name} must be an ISO 8601 time`), { statusCode: 400, code: "CM_ERR_BAD_QUERY" })
+  if (Number.isNaN(d.getTime()))
+    throw Object.assign(new Error(`${name} must be an ISO 8601 time`), { statusCode: 400, code: "CM_ERR_BAD_QUERY" })
   return d
 }
 
@@ -37,7 +38,9 @@ export function buildApp(o: AppOptions): FastifyInstance {
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
     const status = err.statusCode ?? 500
-    reply.status(status).send({ error: status >= 500 ? "CM_ERR_INTERNAL" : (err.code ?? "CM_ERR_BAD_REQUEST"), message: err.message })
+    reply
+      .status(status)
+      .send({ error: status >= 500 ? "CM_ERR_INTERNAL" : (err.code ?? "CM_ERR_BAD_REQUEST"), message: err.message })
   })
 
   const meterParam = {

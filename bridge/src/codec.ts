@@ -87,8 +87,7 @@ const num = (v: unknown): number => (v === undefined || v === null ? 0 : Number(
 
 function series(name: string, values: number[] | null | undefined, n: number): number[] | undefined {
   if (!values || values.length === 0) return undefined
-  if (values.length !== n)
-    throw new FrameError("CM_ERR_SERIES", `${name} has ${values.length} entries, expected ${n}`)
+  if (values.length !== n) throw new FrameError("CM_ERR_SERIES", `${name} has ${values.length} entries, expected ${n}`)
   return values.map(Number)
 }
 

@@ -40,7 +40,8 @@ export class Ingest {
       } catch (e) {
         if (this.stopping) throw e
         this.metrics.storeErrors.inc()
-        if (attempt % 10 === 0) this.log.error({ err: (e as Error).message, what, attempt }, "data tier failed; retrying")
+        if (attempt % 10 === 0)
+          this.log.error({ err: (e as Error).message, what, attempt }, "data tier failed; retrying")
         await new Promise((r) => setTimeout(r, Math.min(5000, (this.opts.retryMs ?? 200) * (1 + attempt))))
       }
     }
@@ -57,7 +58,14 @@ export class Ingest {
   async handle(topic: string, payload: Uint8Array, at = new Date()): Promise<void> {
     const t = parseUpTopic(topic)
     this.metrics.framesIn.inc({ kind: t?.kind ?? "invalid" })
-    if (!t) return this.reject(topic, null, new FrameError("CM_ERR_TOPIC", "not a citymeter/v1/<meter>/up/<kind> topic"), payload, at)
+    if (!t)
+      return this.reject(
+        topic,
+        null,
+        new FrameError("CM_ERR_TOPIC", "not a citymeter/v1/<meter>/up/<kind> topic"),
+        payload,
+        at,
+      )
     const { meterId } = t
     let frame
     try {
@@ -67,7 +75,13 @@ export class Ingest {
       throw e
     }
     if (this.opts.autoRegister === false && !(await this.durable("meter", () => this.store.getMeter(meterId))))
-      return this.reject(topic, meterId, new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned"), payload, at)
+      return this.reject(
+        topic,
+        meterId,
+        new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned"),
+        payload,
+        at,
+      )
 
     switch (frame.kind) {
       case "readings": {
@@ -91,7 +105,18 @@ export class Ingest {
         await this.durable("touch", () => this.store.touchMeter(meterId, at))
         const ts = frame.timeSynced ? new Date(frame.timeS * 1000) : at
         const stored = await this.durable("alarm", () =>
-          this.store.insertAlarm({ meterId, boot: frame.boot, seq: frame.seq, type: frame.type, active: frame.active, ts, value: frame.value }, at),
+          this.store.insertAlarm(
+            {
+              meterId,
+              boot: frame.boot,
+              seq: frame.seq,
+              type: frame.type,
+              active: frame.active,
+              ts,
+              value: frame.value,
+            },
+            at,
+          ),
         )
         if (stored) this.metrics.framesStored.inc({ kind: "alarm" })
         else this.metrics.framesDuplicate.inc()
@@ -101,7 +126,18 @@ export class Ingest {
       case "birth": {
         const uptimeEpochMs = at.getTime() - frame.uptimeS * 1000
         await this.durable("birth", () =>
-          this.store.recordBirth(meterId, { firmware: frame.firmware, board: frame.board, boot: frame.boot, intervalS: frame.intervalS, batch: frame.batch, uptimeEpochMs }, at),
+          this.store.recordBirth(
+            meterId,
+            {
+              firmware: frame.firmware,
+              board: frame.board,
+              boot: frame.boot,
+              intervalS: frame.intervalS,
+              batch: frame.batch,
+              uptimeEpochMs,
+            },
+            at,
+          ),
         )
         this.metrics.framesStored.inc({ kind: "birth" })
         this.log.info({ meterId, boot: frame.boot, firmware: frame.firmware, queued: frame.queued }, "meter birth")
@@ -137,7 +173,12 @@ export class Ingest {
  * One row per interval. Timestamps: the meter's own when it was time-synced; else its uptime
  * mapped through the boot's birth (uptimeEpochMs); else counted back from the arrival time.
  */
-export function expandReadings(meterId: string, f: ReadingsFrame, uptimeEpochMs: number | null, at: Date): ReadingRow[] {
+export function expandReadings(
+  meterId: string,
+  f: ReadingsFrame,
+  uptimeEpochMs: number | null,
+  at: Date,
+): ReadingRow[] {
   const n = f.intervals.length
   const stepMs = f.intervalS * 1000
   const startMs = f.timeSynced

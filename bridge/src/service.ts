@@ -52,7 +52,15 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   const mqttUrl = c.mqttUrl ?? broker!.url
   const store = await openStore(c.databaseUrl, c.storeOptions)
   const metrics = createMetrics(true)
-  const bridge = startBridge({ mqttUrl, store, metrics, log, clientId: c.clientId, shareGroup: c.shareGroup, autoRegister: c.autoRegister })
+  const bridge = startBridge({
+    mqttUrl,
+    store,
+    metrics,
+    log,
+    clientId: c.clientId,
+    shareGroup: c.shareGroup,
+    autoRegister: c.autoRegister,
+  })
   await bridge.ready
   const app = buildApp({ store, metrics })
   let httpUrl: string | undefined

@@ -18,7 +18,6 @@ import { createVm, type DevsVm } from "./vm.js"
 export const SRV_WATER_FLOW = 0x1c1e7f01
 export const SRV_ELECTRICITY = 0x1c1e7f02
 export const SRV_PRESSURE = 0x1c1e7f03
-const REG_READING = 0x101
 const REG_EXTRA_1 = 0x180
 const REG_EXTRA_2 = 0x181
 

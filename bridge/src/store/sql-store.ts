@@ -1,14 +1,6 @@
 // One SQL implementation of Store for every PostgreSQL-compatible engine. All statements are
 // parameterised ($1...); identifiers never come from input.
-import type {
-  AlarmEvent,
-  BirthInfo,
-  DeadLetter,
-  MeterRow,
-  ReadingQuery,
-  ReadingRow,
-  Store,
-} from "./store.js"
+import type { AlarmEvent, BirthInfo, DeadLetter, MeterRow, ReadingQuery, ReadingRow, Store } from "./store.js"
 
 /** The part of a PostgreSQL client both engines provide. */
 export interface Db {
@@ -90,16 +82,46 @@ function toReading(r: Record<string, unknown>): ReadingRow {
 }
 
 const READING_COLUMNS = [
-  "meter_id", "ts", "interval_s", "boot", "seq", "idx", "volume_ml", "reverse_ml", "water_total_ml",
-  "energy_wh", "energy_total_wh", "power_w", "voltage_dv", "pressure_min_pa", "pressure_avg_pa",
-  "pressure_max_pa", "time_synced", "backfill",
+  "meter_id",
+  "ts",
+  "interval_s",
+  "boot",
+  "seq",
+  "idx",
+  "volume_ml",
+  "reverse_ml",
+  "water_total_ml",
+  "energy_wh",
+  "energy_total_wh",
+  "power_w",
+  "voltage_dv",
+  "pressure_min_pa",
+  "pressure_avg_pa",
+  "pressure_max_pa",
+  "time_synced",
+  "backfill",
 ]
 
 function readingValues(r: ReadingRow): unknown[] {
   return [
-    r.meterId, r.ts, r.intervalS, r.boot, r.seq, r.idx, r.volumeMl, r.reverseMl, r.waterTotalMl,
-    r.energyWh, r.energyTotalWh, r.powerW, r.voltageDv, r.pressureMinPa, r.pressureAvgPa,
-    r.pressureMaxPa, r.timeSynced, r.backfill,
+    r.meterId,
+    r.ts,
+    r.intervalS,
+    r.boot,
+    r.seq,
+    r.idx,
+    r.volumeMl,
+    r.reverseMl,
+    r.waterTotalMl,
+    r.energyWh,
+    r.energyTotalWh,
+    r.powerW,
+    r.voltageDv,
+    r.pressureMinPa,
+    r.pressureAvgPa,
+    r.pressureMaxPa,
+    r.timeSynced,
+    r.backfill,
   ]
 }
 
