@@ -37,6 +37,7 @@ export async function loadConfig(): Promise<MeterConfig> {
         mqttUser: await readSetting<string>("MQTT_USER", ""),
         mqttPass: await readSetting<string>("MQTT_PASS", ""),
         intervalS: clampInt(await readSetting<number>("INTERVAL_S", 900), 1, 86400, 900),
-        batch: clampInt(await readSetting<number>("BATCH", 4), 1, 16, 4),
+        // at most 8 intervals: a frame must fit one flash slot (store.ts MAX_FRAME_BYTES)
+        batch: clampInt(await readSetting<number>("BATCH", 4), 1, 8, 4),
     }
 }

@@ -1,26 +1,48 @@
-// citymeter firmware: sensors → sampler → interval batches → protobuf frames → MQTT uplink.
+// citymeter firmware: sensors → sampler → interval batches → protobuf frames → flash queue → MQTT.
+// Nothing leaves the queue before the bridge acknowledges it (Ack downlink, sent after its commit);
+// DeviceScript's MQTT QoS 1 is not relied on (one packet id, PUBACK only logged).
 import * as ds from "@devicescript/core"
-import { MQTTClient, MQTTMessage } from "@devicescript/net"
+import { MQTTClient, MQTTMessage, MQTTState } from "@devicescript/net"
 import { readSetting, writeSetting } from "@devicescript/settings"
 import { FIRMWARE_VERSION, loadConfig } from "./config"
 import { Downlink, decodeDownlink, encodeUplink } from "./frames"
+import { Uplink as UplinkF } from "./gen/wire"
 import { IntervalReading, Sampler, toBatch } from "./sampler"
+import { MeterStore, QUEUE_SLOTS } from "./store"
 import { downFilter, upTopic } from "./topics"
 
 const cfg = await loadConfig()
 const boot = (await readSetting<number>("BOOT", 0)) + 1
 await writeSetting("BOOT", boot)
-console.log(`citymeter: meter ${cfg.meterId} boot ${boot} interval ${cfg.intervalS}s x${cfg.batch}`)
+const store = new MeterStore()
+await store.load()
+console.log(
+    `citymeter: meter ${cfg.meterId} boot ${boot} interval ${cfg.intervalS}s x${cfg.batch}, ${store.queuedCount()} frames queued`
+)
 
+const st = store.state
 const sampler = new Sampler(
     {
         flow: new ds.CitymeterWaterFlow(),
         electricity: new ds.CitymeterElectricityMeter(),
         pressure: new ds.CitymeterWaterPressure(),
     },
-    await readSetting<number>("TOT_WATER", -1),
-    await readSetting<number>("TOT_ENERGY", -1)
+    st.w,
+    st.e
 )
+// Counter values the persisted totals already include: pulses counted while the meter was off
+// are added on the first read (or, if the sensor restarted too, everything since its restart).
+if (st.w >= 0 && st.rw >= 0) sampler.water.lastRaw = st.rw
+if (st.rv >= 0) sampler.reverse.lastRaw = st.rv
+if (st.e >= 0 && st.re >= 0) sampler.energy.lastRaw = st.re
+
+function persistTotals() {
+    st.w = sampler.water.total
+    st.rw = sampler.water.lastRaw === undefined ? -1 : sampler.water.lastRaw
+    st.rv = sampler.reverse.lastRaw === undefined ? -1 : sampler.reverse.lastRaw
+    st.e = sampler.energy.total
+    st.re = sampler.energy.lastRaw === undefined ? -1 : sampler.energy.lastRaw
+}
 
 // ---- clock: wall time comes only from the bridge (TimeSync downlink); no NTP in DeviceScript
 let unixOffsetMs: number = undefined
@@ -29,15 +51,11 @@ function stamp(millis: number): { s: number; synced: boolean } {
     return { s: Math.floor((millis + unixOffsetMs) / 1000), synced: true }
 }
 
-// ---- uplink: frames wait here until the bridge acknowledges them (Ack downlink)
-interface Pending {
-    seq: number
-    frame: Buffer
-    sentAt: number
-}
+// ---- uplink
 let seq = 0
-const pending: Pending[] = []
-const RESEND_MS = 10000
+let born = false // birth sent on this connection
+const RESEND_MS = 8000
+const WINDOW = 4
 
 const mqtt = new MQTTClient({
     host: cfg.mqttHost,
@@ -47,7 +65,7 @@ const mqtt = new MQTTClient({
     password: cfg.mqttPass.length ? cfg.mqttPass : undefined,
     clientId: cfg.meterId,
     keepAlive: 30,
-    watchdogInterval: 5000,
+    watchdogInterval: 3000,
     // The client packs the will with Buffer.from(), which copies a Buffer: the will is binary.
     will: {
         topic: upTopic(cfg.meterId, "death"),
@@ -55,17 +73,8 @@ const mqtt = new MQTTClient({
     },
 })
 
-async function publishFrame(p: Pending) {
-    p.sentAt = ds.millis()
-    await mqtt.publish(upTopic(cfg.meterId, "readings"), p.frame, 1)
-}
-
-async function flushPending(all: boolean) {
-    const now = ds.millis()
-    for (const p of pending) {
-        if (all || p.sentAt === 0 || now - p.sentAt >= RESEND_MS) await publishFrame(p)
-    }
-}
+const connected = () =>
+    mqtt.readyState === MQTTState.Connected || mqtt.readyState === MQTTState.Sending
 
 async function sendBirth() {
     const birth = encodeUplink({
@@ -78,22 +87,38 @@ async function sendBirth() {
             batch: cfg.batch,
             waterTotalMl: Math.max(0, sampler.water.total),
             energyTotalWh: Math.max(0, sampler.energy.total),
-            queued: pending.length,
+            queued: store.queuedCount(),
+            dropped: st.d,
             uptimeS: Math.floor(ds.millis() / 1000),
         },
     })
-    await mqtt.publish(upTopic(cfg.meterId, "birth"), birth, 1)
+    if (await mqtt.publish(upTopic(cfg.meterId, "birth"), birth, 1)) born = true
+}
+
+/** Sends queued frames oldest first, at most WINDOW unacknowledged in flight; resends stale ones. */
+async function pump() {
+    if (!connected()) return
+    if (!born) await sendBirth()
+    if (!born) return
+    const now = ds.millis()
+    let inflight = 0
+    for (const f of store.frames) {
+        if (f.acked) continue
+        if (f.sentAt !== 0 && now - f.sentAt < RESEND_MS) {
+            inflight++
+            continue
+        }
+        if (inflight >= WINDOW) break
+        const topic = upTopic(cfg.meterId, f.body === UplinkF.alarm ? "alarm" : "readings")
+        if (!(await mqtt.publish(topic, f.frame, 1))) return
+        f.sentAt = ds.millis()
+        inflight++
+    }
 }
 
 function onDownlink(d: Downlink) {
     if (d.ack) {
-        if (d.ack.boot !== boot) return
-        for (let i = 0; i < pending.length; ++i) {
-            if (pending[i].seq === d.ack.seq) {
-                pending.insert(i, -1)
-                break
-            }
-        }
+        store.ack(d.ack.boot, d.ack.seq)
     } else if (d.time) {
         // the bridge echoes our uptime: discount half the round trip
         const rttMs = Math.max(0, ds.millis() - d.time.uptimeS * 1000)
@@ -102,13 +127,16 @@ function onDownlink(d: Downlink) {
     } else if (d.config) {
         if (d.config.intervalS > 0) nextIntervalS = d.config.intervalS
         if (d.config.batch > 0) nextBatch = d.config.batch
+    } else if (d.resend) {
+        for (const f of store.frames)
+            if (f.boot === d.resend.boot && f.seq >= d.resend.fromSeq) f.sentAt = 0
     }
 }
 
 mqtt.onconnect.subscribe(async () => {
     console.log("citymeter: connected")
-    await sendBirth()
-    await flushPending(true)
+    born = false
+    for (const f of store.frames) f.sentAt = 0 // a new session: everything unacked goes again
 })
 mqtt.onerror.subscribe(e => console.log(`citymeter: mqtt ${e.message}`))
 await mqtt.subscribe(downFilter(cfg.meterId), async (msg: MQTTMessage) => {
@@ -120,6 +148,18 @@ await mqtt.subscribe(downFilter(cfg.meterId), async (msg: MQTTMessage) => {
 })
 await sampler.sample() // first reads set the counters' baselines before anything is sent
 await mqtt.start()
+
+let pumping = false
+setInterval(async () => {
+    if (pumping) return
+    pumping = true
+    try {
+        await pump()
+    } catch (e) {
+        console.log(`citymeter: send failed`)
+    }
+    pumping = false
+}, 250)
 
 // ---- sampling loop
 let nextIntervalS = cfg.intervalS
@@ -133,16 +173,13 @@ let busy = false
 async function closeBatch() {
     const t = stamp(batchStart)
     seq = seq + 1
-    const frame = encodeUplink({
-        boot,
-        seq,
-        readings: toBatch(intervals, t.s, t.synced, intervalMs / 1000, sampler),
-    })
+    const readings = toBatch(intervals, t.s, t.synced, intervalMs / 1000, sampler)
+    // made while the uplink is down: it will arrive late, from the queue
+    readings.replayed = !connected()
+    const frame = encodeUplink({ boot, seq, readings })
+    console.log(`citymeter: frame boot=${boot} seq=${seq} n=${intervals.length}`)
     intervals = []
-    pending.push({ seq, frame, sentAt: 0 })
-    await writeSetting("TOT_WATER", sampler.water.total)
-    await writeSetting("TOT_ENERGY", sampler.energy.total)
-    await flushPending(false)
+    await store.push(frame)
 }
 
 setInterval(async () => {
@@ -153,8 +190,9 @@ setInterval(async () => {
         const now = ds.millis()
         if (now >= intervalEnd) {
             intervals.push(sampler.close())
+            persistTotals()
             if (intervals.length >= cfg.batch) {
-                await closeBatch()
+                await closeBatch() // saves the state record with the frame
                 batchStart = intervalEnd
                 if (nextIntervalS !== cfg.intervalS || nextBatch !== cfg.batch) {
                     cfg.intervalS = nextIntervalS
@@ -162,13 +200,15 @@ setInterval(async () => {
                     intervalMs = cfg.intervalS * 1000
                     await writeSetting("INTERVAL_S", cfg.intervalS)
                     await writeSetting("BATCH", cfg.batch)
-                    await sendBirth() // confirms the configuration now in force
+                    born = false // the next birth confirms the configuration now in force
                 }
-            }
+            } else await store.saveState()
             intervalEnd = intervalEnd + intervalMs
-        } else if (pending.length) await flushPending(false)
+        }
     } catch (e) {
         console.log(`citymeter: sample failed`)
     }
     busy = false
 }, Math.min(1000, Math.max(100, intervalMs / 4)))
+
+console.log(`citymeter: queue ${QUEUE_SLOTS} frames`)

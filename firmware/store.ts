@@ -1,0 +1,144 @@
+// What the meter keeps in flash (DeviceScript settings, the only persistence it has):
+//   - a bounded FIFO of uplink frames waiting for the bridge's Ack, in a fixed ring of slots
+//     "q0".."q31" overwritten in place (raw bytes; the settings store fails silently when full,
+//     so its footprint must stay fixed: 32 slots x <= 200 B + one state record),
+//   - one state record "st" (JSON): ring positions, drop counter, monotonic totals and the raw
+//     counter values they were last reconciled with.
+//
+// Flash writes: one state record per interval (totals) plus one slot per frame. At 15-minute
+// intervals and 4 intervals per frame that is 96 + 24 writes a day. Acks cost no write: after a
+// power cut, already-acknowledged frames may be sent again; the bridge stores them once.
+import * as ds from "@devicescript/core"
+import { settings } from "@devicescript/settings"
+import { Uplink as UplinkF } from "./gen/wire"
+import { PbReader } from "./pb"
+
+export const QUEUE_SLOTS = 32
+/** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
+export const MAX_FRAME_BYTES = 200
+
+export interface PersistedState {
+    /** Ring positions: head = oldest queued, tail = next free (both grow forever). */
+    h: number
+    t: number
+    /** Frames dropped because the queue was full (oldest first). */
+    d: number
+    /** Monotonic totals and the raw counter values they include. */
+    w: number
+    rw: number
+    rv: number
+    e: number
+    re: number
+}
+
+export interface QueuedFrame {
+    pos: number
+    boot: number
+    seq: number
+    /** Uplink body field number (10 readings, 12 alarm). */
+    body: number
+    frame: Buffer
+    /** ds.millis() of the last send; 0 = not sent since boot/reconnect. */
+    sentAt: number
+    acked: boolean
+}
+
+/** Reads a raw settings value (readSetting() of @devicescript/settings is JSON-only). */
+async function readRaw(key: string): Promise<Buffer> {
+    const pkt = await ds.actionReport(
+        settings,
+        "get",
+        async () => await settings.get(key),
+        p => p.decode()[0] === key
+    )
+    const [, value] = pkt.decode()
+    return value as Buffer
+}
+
+/** [boot, seq, body field] of an Uplink frame. */
+export function frameId(frame: Buffer): number[] {
+    const r = new PbReader(frame)
+    let boot = 0
+    let seq = 0
+    while (r.next()) {
+        if (r.field === UplinkF.boot) boot = r.varint()
+        else if (r.field === UplinkF.seq) seq = r.varint()
+        else return [boot, seq, r.field]
+    }
+    return [boot, seq, 0]
+}
+
+export class MeterStore {
+    state: PersistedState = { h: 0, t: 0, d: 0, w: -1, rw: -1, rv: -1, e: -1, re: -1 }
+    /** Queued frames, oldest first (RAM mirror of the ring). */
+    frames: QueuedFrame[] = []
+
+    async load() {
+        const s = await readRaw("st")
+        if (s && s.length) {
+            try {
+                const o = JSON.parse(s.toString())
+                if (typeof o.h === "number" && typeof o.t === "number") this.state = o
+            } catch (e) {
+                console.log("citymeter: state record unreadable; starting empty")
+            }
+        }
+        for (let pos = this.state.h; pos < this.state.t; ++pos) {
+            const frame = await readRaw(`q${pos % QUEUE_SLOTS}`)
+            if (!frame || !frame.length) continue
+            const id = frameId(frame)
+            this.frames.push({ pos, boot: id[0], seq: id[1], body: id[2], frame, sentAt: 0, acked: false })
+        }
+    }
+
+    async saveState() {
+        await settings.set("st", Buffer.from(JSON.stringify(this.state)))
+    }
+
+    /** Queues a frame durably (slot, then state). When full, the oldest frame is dropped and counted. */
+    async push(frame: Buffer) {
+        this.compact()
+        if (this.state.t - this.state.h >= QUEUE_SLOTS) {
+            this.frames.shift()
+            this.state.h = this.state.h + 1
+            this.state.d = this.state.d + 1
+            console.log(`citymeter: queue full, dropped the oldest frame (${this.state.d} so far)`)
+        }
+        const pos = this.state.t
+        const slot = `q${pos % QUEUE_SLOTS}`
+        if (frame.length <= MAX_FRAME_BYTES) await settings.set(slot, frame)
+        else {
+            console.log(`citymeter: frame of ${frame.length} B too large for flash; sent unpersisted`)
+            await settings.delete(slot)
+        }
+        this.state.t = pos + 1
+        const id = frameId(frame)
+        this.frames.push({ pos, boot: id[0], seq: id[1], body: id[2], frame, sentAt: 0, acked: false })
+        await this.saveState()
+    }
+
+    /** Marks (boot, seq) acknowledged; the ring's head moves past acknowledged frames. */
+    ack(boot: number, seq: number): boolean {
+        for (const f of this.frames) {
+            if (f.boot === boot && f.seq === seq) {
+                f.acked = true
+                this.compact()
+                return true
+            }
+        }
+        return false
+    }
+
+    private compact() {
+        while (this.frames.length && this.frames[0].acked) {
+            this.frames.shift()
+        }
+        this.state.h = this.frames.length ? this.frames[0].pos : this.state.t
+    }
+
+    queuedCount(): number {
+        let n = 0
+        for (const f of this.frames) if (!f.acked) n++
+        return n
+    }
+}
