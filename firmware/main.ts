@@ -179,6 +179,9 @@ async function closeBatch() {
     const frame = encodeUplink({ boot, seq, readings })
     console.log(`citymeter: frame boot=${boot} seq=${seq} n=${intervals.length}`)
     intervals = []
+    // Totals are persisted with the frame that carries them, never ahead of it: after a power
+    // cut the first interval of the next boot gets everything since this frame.
+    persistTotals()
     await store.push(frame)
 }
 
@@ -190,7 +193,6 @@ setInterval(async () => {
         const now = ds.millis()
         if (now >= intervalEnd) {
             intervals.push(sampler.close())
-            persistTotals()
             if (intervals.length >= cfg.batch) {
                 await closeBatch() // saves the state record with the frame
                 batchStart = intervalEnd
@@ -202,7 +204,7 @@ setInterval(async () => {
                     await writeSetting("BATCH", cfg.batch)
                     born = false // the next birth confirms the configuration now in force
                 }
-            } else await store.saveState()
+            }
             intervalEnd = intervalEnd + intervalMs
         }
     } catch (e) {

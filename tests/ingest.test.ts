@@ -33,8 +33,7 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
   })
 
   const rejected = async (reason: string) =>
-    (await stack.bridge.ingest["metrics"].framesRejected.get()).values.find((v) => v.labels.reason === reason)?.value ??
-    0
+    (await stack.metrics.framesRejected.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0
 
   test("each bad frame is counted, logged with its reason, dead-lettered; the bridge keeps ingesting and serving", async () => {
     const meterId = uid("bad")
@@ -70,7 +69,7 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
       return res.statusCode === 200 && res.json().readings.length === 2
     })
     for (const [reason] of cases) expect(await rejected(reason), reason).toBe(1)
-    const dup = await stack.bridge.ingest["metrics"].framesDuplicate.get()
+    const dup = await stack.metrics.framesDuplicate.get()
     expect(dup.values[0].value).toBe(1)
 
     const logged = stack.lines.filter((l) => l.msg === "frame rejected")

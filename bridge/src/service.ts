@@ -4,8 +4,8 @@ import pino, { type Logger } from "pino"
 import { buildApp } from "./api.js"
 import { startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
-import { createMetrics } from "./metrics.js"
-import { openStore, type StoreOptions } from "./store/engines.js"
+import { createMetrics, type Metrics } from "./metrics.js"
+import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
 import type { Store } from "./store/store.js"
 
 export interface ServiceConfig {
@@ -27,6 +27,7 @@ export interface Service {
   mqttUrl: string
   httpUrl?: string
   store: Store
+  metrics: Metrics
   bridge: Bridge
   broker?: EmbeddedBroker
   app: ReturnType<typeof buildApp>
@@ -38,6 +39,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     mqttUrl: env.MQTT_URL || undefined,
     embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? 11883),
     databaseUrl: env.DATABASE_URL || "pglite:./data/pglite",
+    storeOptions: env.DATABASE_SCHEMA ? { schema: env.DATABASE_SCHEMA } : undefined,
     httpPort: Number(env.HTTP_PORT ?? 8080),
     httpHost: env.HTTP_HOST ?? "127.0.0.1",
     clientId: env.MQTT_CLIENT_ID || undefined,
@@ -46,11 +48,24 @@ export function configFromEnv(env = process.env): ServiceConfig {
   }
 }
 
+/** The bridge starts even when the data tier is down: it waits for it (logged), then subscribes. */
+async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await openStore(c.databaseUrl, c.storeOptions)
+    } catch (e) {
+      if (e instanceof StoreConfigError) throw e
+      if (attempt % 10 === 0) log.error({ err: (e as Error).message, attempt }, "data tier unavailable; retrying")
+      await new Promise((r) => setTimeout(r, Math.min(5000, 200 * (attempt + 1))))
+    }
+  }
+}
+
 export async function startService(c: ServiceConfig): Promise<Service> {
   const log = c.log ?? pino({ name: "citymeter-bridge" })
   const broker = c.mqttUrl ? undefined : await startEmbeddedBroker(c.embeddedMqttPort ?? 0)
   const mqttUrl = c.mqttUrl ?? broker!.url
-  const store = await openStore(c.databaseUrl, c.storeOptions)
+  const store = await openStoreWithRetry(c, log)
   const metrics = createMetrics(true)
   const bridge = startBridge({
     mqttUrl,
@@ -71,6 +86,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     mqttUrl,
     httpUrl,
     store,
+    metrics,
     bridge,
     broker,
     app,

@@ -10,10 +10,13 @@ export interface StoreOptions {
   schema?: string
 }
 
+/** A configuration mistake: retrying cannot help. */
+export class StoreConfigError extends Error {}
+
 const SCHEMA_PATTERN = /^[a-z_][a-z0-9_]{0,62}$/
 
 function checkSchema(schema?: string) {
-  if (schema !== undefined && !SCHEMA_PATTERN.test(schema)) throw new Error(`invalid schema name ${schema}`)
+  if (schema !== undefined && !SCHEMA_PATTERN.test(schema)) throw new StoreConfigError(`invalid schema name ${schema}`)
 }
 
 // pg returns int8 as strings; our bigints are counters well below 2^53.
@@ -97,5 +100,5 @@ export async function openStore(url: string, opts: StoreOptions = {}): Promise<S
     const dir = url.slice("pglite:".length)
     return openPglite(dir === "memory" || dir === "" ? undefined : dir, opts)
   }
-  throw new Error(`DATABASE_URL must start with postgres:// or pglite: (got ${url.split(":")[0]}:)`)
+  throw new StoreConfigError(`DATABASE_URL must start with postgres:// or pglite: (got ${url.split(":")[0]}:)`)
 }

@@ -1,0 +1,167 @@
+// Real parts for fault injection: a private Mosquitto we can stop and restart, a TCP proxy that
+// makes PostgreSQL unreachable, and the bridge as a child process we can SIGKILL.
+import { spawn, type ChildProcess } from "node:child_process"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { createServer, connect, type Server, type Socket, type AddressInfo } from "node:net"
+import { tmpdir } from "node:os"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+
+export async function freePort(): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()))
+  const port = (s.address() as AddressInfo).port
+  await new Promise<void>((r) => s.close(() => r()))
+  return port
+}
+
+async function waitPort(port: number, timeoutMs = 10000) {
+  const t0 = Date.now()
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const c = connect(port, "127.0.0.1", () => {
+        c.destroy()
+        r(true)
+      })
+      c.on("error", () => r(false))
+    })
+    if (ok) return
+    if (Date.now() - t0 > timeoutMs) throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 50))
+  }
+}
+
+/** Mosquitto with deploy/mosquitto/citymeter.conf, on a private port and persistence directory. */
+export class MosquittoProcess {
+  private proc?: ChildProcess
+  readonly dir = mkdtempSync(join(tmpdir(), "cm-mosq-"))
+  constructor(readonly port: number) {}
+  get url() {
+    return `mqtt://127.0.0.1:${this.port}`
+  }
+  static async create() {
+    const m = new MosquittoProcess(await freePort())
+    await m.start()
+    return m
+  }
+  async start() {
+    const conf = readFileSync(join(root, "deploy/mosquitto/citymeter.conf"), "utf8")
+      .replace(/^listener .*$/m, `listener ${this.port} 127.0.0.1`)
+      .replace(/^persistence_location .*$/m, `persistence_location ${this.dir}/`)
+    const file = join(this.dir, "mosquitto.conf")
+    writeFileSync(file, conf + "\nlog_dest none\n")
+    this.proc = spawn("mosquitto", ["-c", file], { stdio: "ignore" })
+    await waitPort(this.port)
+  }
+  /** Graceful stop (SIGTERM: Mosquitto saves its sessions). */
+  async stop() {
+    const p = this.proc
+    this.proc = undefined
+    if (!p || p.exitCode !== null) return
+    await new Promise<void>((r) => {
+      p.once("exit", () => r())
+      p.kill("SIGTERM")
+    })
+  }
+}
+
+/** A TCP proxy in front of a server; cut() drops every connection and refuses new ones. */
+export class TcpProxy {
+  private server?: Server
+  private sockets = new Set<Socket>()
+  private down = false
+  constructor(
+    readonly port: number,
+    private readonly target: number,
+  ) {}
+  static async create(target: number) {
+    const p = new TcpProxy(await freePort(), target)
+    await p.listen()
+    return p
+  }
+  private async listen() {
+    this.server = createServer((client) => {
+      if (this.down) return client.destroy()
+      const upstream = connect(this.target, "127.0.0.1")
+      for (const s of [client, upstream]) {
+        this.sockets.add(s)
+        s.on("close", () => this.sockets.delete(s))
+        s.on("error", () => {})
+      }
+      client.pipe(upstream).pipe(client)
+      client.on("close", () => upstream.destroy())
+      upstream.on("close", () => client.destroy())
+    })
+    await new Promise<void>((r) => this.server!.listen(this.port, "127.0.0.1", () => r()))
+  }
+  cut() {
+    this.down = true
+    for (const s of this.sockets) s.destroy()
+  }
+  restore() {
+    this.down = false
+  }
+  async close() {
+    this.cut()
+    await new Promise<void>((r) => this.server?.close(() => r()))
+  }
+}
+
+/** The bridge service (bridge/src/main.ts) in its own process. */
+export class BridgeProcess {
+  private proc?: ChildProcess
+  apiUrl?: string
+  readonly output: string[] = []
+  constructor(readonly env: Record<string, string>) {}
+  async start() {
+    this.apiUrl = undefined
+    const proc = spawn(process.execPath, ["--import", "tsx", join(root, "bridge/src/main.ts")], {
+      cwd: root,
+      env: { ...process.env, HTTP_PORT: "0", ...this.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    })
+    this.proc = proc
+    const onData = (b: Buffer) => {
+      for (const line of String(b).split("\n")) {
+        if (!line.trim()) continue
+        this.output.push(line)
+        const m = /API (http:\/\/\S+)/.exec(line)
+        if (m) this.apiUrl = m[1]
+      }
+    }
+    proc.stdout!.on("data", onData)
+    proc.stderr!.on("data", onData)
+    const t0 = Date.now()
+    while (!this.apiUrl) {
+      if (proc.exitCode !== null) throw new Error(`bridge exited: ${this.output.slice(-5).join("\n")}`)
+      if (Date.now() - t0 > 20000) throw new Error("bridge did not start in 20 s")
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  }
+  /** Crash: no shutdown path runs. */
+  async kill() {
+    const p = this.proc
+    this.proc = undefined
+    if (!p || p.exitCode !== null) return
+    await new Promise<void>((r) => {
+      p.once("exit", () => r())
+      p.kill("SIGKILL")
+    })
+  }
+  async stop() {
+    const p = this.proc
+    this.proc = undefined
+    if (!p || p.exitCode !== null) return
+    await new Promise<void>((r) => {
+      p.once("exit", () => r())
+      p.kill("SIGTERM")
+    })
+  }
+  async get<T>(path: string): Promise<T> {
+    const res = await fetch(`${this.apiUrl}${path}`)
+    if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`)
+    return (await res.json()) as T
+  }
+}
