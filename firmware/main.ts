@@ -2,12 +2,12 @@
 // Nothing leaves the queue before the bridge acknowledges it (Ack downlink, sent after its commit);
 // DeviceScript's MQTT QoS 1 is not relied on (one packet id, PUBACK only logged).
 import * as ds from "@devicescript/core"
-import { MQTTClient, MQTTMessage, MQTTState } from "@devicescript/net"
 import { readSetting, writeSetting } from "@devicescript/settings"
 import { FIRMWARE_VERSION, loadConfig } from "./config"
 import { Downlink, decodeDownlink, encodeUplink } from "./frames"
 import { Uplink as UplinkF } from "./gen/wire"
 import { IntervalReading, Sampler, toBatch } from "./sampler"
+import { MqttLink } from "./mqtt"
 import { MeterStore, QUEUE_SLOTS } from "./store"
 import { downFilter, upTopic } from "./topics"
 
@@ -57,24 +57,19 @@ let born = false // birth sent on this connection
 const RESEND_MS = 8000
 const WINDOW = 4
 
-const mqtt = new MQTTClient({
+const mqtt = new MqttLink({
     host: cfg.mqttHost,
     port: cfg.mqttPort,
-    proto: cfg.mqttProto as any,
+    proto: cfg.mqttProto,
     username: cfg.mqttUser.length ? cfg.mqttUser : undefined,
     password: cfg.mqttPass.length ? cfg.mqttPass : undefined,
     clientId: cfg.meterId,
-    keepAlive: 30,
-    watchdogInterval: 3000,
-    // The client packs the will with Buffer.from(), which copies a Buffer: the will is binary.
-    will: {
-        topic: upTopic(cfg.meterId, "death"),
-        message: encodeUplink({ boot, death: {} }) as any,
-    },
+    keepAliveS: 30,
+    // the last will is a death frame (proto: Death)
+    will: { topic: upTopic(cfg.meterId, "death"), payload: encodeUplink({ boot, death: {} }), qos: 1 },
 })
 
-const connected = () =>
-    mqtt.readyState === MQTTState.Connected || mqtt.readyState === MQTTState.Sending
+const connected = () => mqtt.connected
 
 async function sendBirth() {
     const birth = encodeUplink({
@@ -102,7 +97,9 @@ async function pump() {
     if (!born) return
     const now = ds.millis()
     let inflight = 0
-    for (const f of store.frames) {
+    // a snapshot: acks arriving during the awaits below shift store.frames
+    const frames = store.frames.slice(0)
+    for (const f of frames) {
         if (f.acked) continue
         if (f.sentAt !== 0 && now - f.sentAt < RESEND_MS) {
             inflight++
@@ -118,7 +115,7 @@ async function pump() {
 
 function onDownlink(d: Downlink) {
     if (d.ack) {
-        store.ack(d.ack.boot, d.ack.seq)
+        if (!store.ack(d.ack.boot, d.ack.seq)) console.log(`citymeter: ack ${d.ack.boot}/${d.ack.seq} for no queued frame`)
     } else if (d.time) {
         // the bridge echoes our uptime: discount half the round trip
         const rttMs = Math.max(0, ds.millis() - d.time.uptimeS * 1000)
@@ -133,21 +130,24 @@ function onDownlink(d: Downlink) {
     }
 }
 
-mqtt.onconnect.subscribe(async () => {
+mqtt.onConnect = () => {
     console.log("citymeter: connected")
     born = false
     for (const f of store.frames) f.sentAt = 0 // a new session: everything unacked goes again
-})
-mqtt.onerror.subscribe(e => console.log(`citymeter: mqtt ${e.message}`))
-await mqtt.subscribe(downFilter(cfg.meterId), async (msg: MQTTMessage) => {
+}
+mqtt.onMessage = (topic: string, payload: Buffer) => {
     try {
-        onDownlink(decodeDownlink(msg.content))
+        onDownlink(decodeDownlink(payload))
     } catch (e) {
-        console.log(`citymeter: bad downlink on ${msg.topic}`)
+        console.log(`citymeter: bad downlink on ${topic}`)
     }
-})
+}
+mqtt.subscribe(downFilter(cfg.meterId))
 await sampler.sample() // first reads set the counters' baselines before anything is sent
-await mqtt.start()
+// connects, reads and reconnects forever, in the background
+setTimeout(async () => {
+    await mqtt.run()
+}, 0)
 
 let pumping = false
 setInterval(async () => {

@@ -40,7 +40,9 @@ export function startBridge(o: BridgeOptions): Bridge {
     ...o.mqttOptions,
   })
   const send = async (meterId: string, kind: Parameters<typeof downTopic>[1], payload: Uint8Array) => {
+    const t0 = Date.now()
     await client.publishAsync(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 })
+    o.log.debug({ meterId, kind, ms: Date.now() - t0 }, "downlink acknowledged by broker")
   }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
   // mqtt.js calls handleMessage one message at a time and sends the PUBACK only after its

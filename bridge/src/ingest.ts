@@ -98,6 +98,7 @@ export class Ingest {
           const last = rows[rows.length - 1]
           this.metrics.ingestLag.observe(Math.max(0, (Date.now() - last.ts.getTime()) / 1000 - last.intervalS))
         } else this.metrics.framesDuplicate.inc()
+        this.log.debug({ meterId, boot: frame.boot, seq: frame.seq, stored }, "readings frame")
         await this.ack(meterId, frame.boot, frame.seq)
         return
       }

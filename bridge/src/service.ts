@@ -62,7 +62,7 @@ async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store>
 }
 
 export async function startService(c: ServiceConfig): Promise<Service> {
-  const log = c.log ?? pino({ name: "citymeter-bridge" })
+  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
   const broker = c.mqttUrl ? undefined : await startEmbeddedBroker(c.embeddedMqttPort ?? 0)
   const mqttUrl = c.mqttUrl ?? broker!.url
   const store = await openStoreWithRetry(c, log)

@@ -124,7 +124,7 @@ export class SimMeter {
   }
 
   private logLine(line: string) {
-    this.lines.push(line)
+    this.lines.push(`${((Date.now() % 1e6) / 1000).toFixed(2)} ${line}`)
     if (this.lines.length > 2000) this.lines.splice(0, 1000)
     this.options.log?.(line)
   }

@@ -1,0 +1,113 @@
+// Shared by the fault-injection suites (issue 3): a driven meter, what its firmware generated
+// (from its console), and the comparison with what the API returns.
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { expect } from "vitest"
+import { SimMeter } from "../sim/src/meter.js"
+import type { BridgeProcess } from "./infra.js"
+import { waitFor } from "./helpers.js"
+
+export interface Row {
+  ts: string
+  boot: number
+  seq: number
+  idx: number
+  volumeMl: number
+  waterTotalMl: number
+  energyWh: number
+  energyTotalWh: number
+  backfill: boolean
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** A meter whose flow and energy counters advance steadily, like real consumption. */
+export function drivenMeter(meterId: string, mqttPort: number) {
+  const dir = mkdtempSync(join(tmpdir(), "cm-flash-"))
+  const meter = new SimMeter({
+    meterId,
+    flashFile: join(dir, "flash.bin"),
+    settings: { MQTT_HOST: "127.0.0.1", MQTT_PORT: mqttPort, INTERVAL_S: 1, BATCH: 2 },
+  })
+  const counters = { water: 50_000, energy: 1_000 }
+  meter.setWater({ volumeMl: counters.water })
+  meter.setElectricity({ energyWh: counters.energy, powerW: 500, voltageDv: 2300 })
+  meter.setPressure(300_000)
+  let timer: NodeJS.Timeout | undefined
+  // consumption starts once the meter has read its counters (a new meter adopts their values)
+  const startDriving = () => {
+    timer = setInterval(() => {
+      counters.water += 37 // 22.2 L/min
+      counters.energy += 1
+      meter.setWater({ volumeMl: counters.water })
+      meter.setElectricity({ energyWh: counters.energy })
+    }, 100)
+  }
+  return { meter, counters, initial: { ...counters }, startDriving, stopDriving: () => clearInterval(timer) }
+}
+
+/** Frames the firmware made, from its console: "citymeter: frame boot=B seq=S n=N". */
+export function generated(meter: SimMeter): Map<string, number> {
+  const frames = new Map<string, number>()
+  for (const l of meter.lines) {
+    const m = /frame boot=(\d+) seq=(\d+) n=(\d+)/.exec(l)
+    if (m) frames.set(`${m[1]}/${m[2]}`, Number(m[3]))
+  }
+  return frames
+}
+
+export function compare(meter: SimMeter, rows: Row[]) {
+  const gen = generated(meter)
+  const generatedIntervals = [...gen.values()].reduce((a, b) => a + b, 0)
+  const keys = rows.map((r) => `${r.boot}/${r.seq}/${r.idx}`)
+  const unique = new Set(keys)
+  let missing = 0
+  for (const [frame, n] of gen) for (let i = 0; i < n; i++) if (!unique.has(`${frame}/${i}`)) missing++
+  return { generated: generatedIntervals, stored: rows.length, duplicates: keys.length - unique.size, missing }
+}
+
+export async function caughtUp(meter: SimMeter, bridge: BridgeProcess, meterId: string, timeoutMs = 60_000) {
+  await waitFor(
+    "every generated frame stored",
+    async () => {
+      const gen = generated(meter)
+      if (!bridge.apiUrl) return false
+      let rows: Row[]
+      try {
+        rows = (await bridge.get<{ readings: Row[] }>(`/meters/${meterId}/readings`)).readings
+      } catch {
+        return false
+      }
+      const stored = new Set(rows.map((r) => `${r.boot}/${r.seq}`))
+      return gen.size > 0 && [...gen.keys()].every((k) => stored.has(k))
+    },
+    timeoutMs,
+    250,
+  ).catch(async (e) => {
+    const metrics = bridge.apiUrl ? await (await fetch(`${bridge.apiUrl}/metrics`)).text().catch(() => "") : ""
+    writeFileSync(`/tmp/fault-metrics-${meterId}.txt`, metrics)
+    writeFileSync(
+      `/tmp/fault-debug-${meterId}.log`,
+      `bridge output:\n${bridge.output.slice(-100).join("\n")}\nmeter:\n${meter.lines.slice(-400).join("\n")}`,
+    )
+    throw e
+  })
+}
+
+/** Frames the (current) bridge process received again after storing them: acked, not stored. */
+export async function redelivered(bridge: BridgeProcess): Promise<number> {
+  const text = await (await fetch(`${bridge.apiUrl}/metrics`)).text()
+  return Number(/^citymeter_frames_duplicate_total (\d+)/m.exec(text)?.[1] ?? 0)
+}
+
+export function checkContinuity(rows: Row[], initial: { water: number; energy: number }) {
+  const sorted = [...rows].sort((a, b) => a.boot - b.boot || a.seq - b.seq || a.idx - b.idx)
+  expect(sorted[0].waterTotalMl - sorted[0].volumeMl).toBe(initial.water)
+  expect(sorted[0].energyTotalWh - sorted[0].energyWh).toBe(initial.energy)
+  for (let i = 1; i < sorted.length; i++) {
+    expect(sorted[i].waterTotalMl, `water total at row ${i}`).toBe(sorted[i - 1].waterTotalMl + sorted[i].volumeMl)
+    expect(sorted[i].energyTotalWh, `energy total at row ${i}`).toBe(sorted[i - 1].energyTotalWh + sorted[i].energyWh)
+  }
+  return sorted
+}
