@@ -52,6 +52,8 @@ export interface Birth {
     queued?: number
     dropped?: number
     uptimeS?: number
+    /** proto Config, keyed by camelCase field name */
+    config?: any
 }
 export interface Alarm {
     type?: number
@@ -118,6 +120,14 @@ function encodeBirth(b: Birth) {
     w.uint(BirthF.queued, b.queued)
     w.uint(BirthF.dropped, b.dropped)
     w.uint(BirthF.uptimeS, b.uptimeS)
+    if (b.config) w.message(BirthF.config, encodeConfig(b.config))
+    return w
+}
+
+/** Config's fields are all uint32: written in field order from the generated table. */
+function encodeConfig(c: any) {
+    const w = new PbWriter()
+    for (const k of Object.keys(Config)) w.uint((Config as any)[k], c[k])
     return w
 }
 
@@ -145,7 +155,8 @@ export function encodeUplink(u: Uplink): Buffer {
 export interface Downlink {
     ack?: { boot?: number; seq?: number }
     time?: { unixMs?: number; uptimeS?: number }
-    config?: { intervalS?: number; batch?: number }
+    /** proto Config, keyed by camelCase field name; absent fields are 0 (= unchanged) */
+    config?: any
     resend?: { boot?: number; fromSeq?: number }
 }
 
@@ -175,8 +186,11 @@ export function decodeDownlink(buf: Buffer): Downlink {
         if (f === DownlinkF.ack) d.ack = { boot: v[Ack.boot], seq: v[Ack.seq] }
         else if (f === DownlinkF.time)
             d.time = { unixMs: v[TimeSync.unixMs], uptimeS: v[TimeSync.uptimeS] }
-        else if (f === DownlinkF.config)
-            d.config = { intervalS: v[Config.intervalS], batch: v[Config.batch] }
+        else if (f === DownlinkF.config) {
+            const c: any = {}
+            for (const k of Object.keys(Config)) c[k] = v[(Config as any)[k]]
+            d.config = c
+        }
         else if (f === DownlinkF.resend)
             d.resend = { boot: v[Resend.boot], fromSeq: v[Resend.fromSeq] }
     }

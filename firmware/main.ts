@@ -3,7 +3,8 @@
 // DeviceScript's MQTT QoS 1 is not relied on (one packet id, PUBACK only logged).
 import * as ds from "@devicescript/core"
 import { readSetting, writeSetting } from "@devicescript/settings"
-import { FIRMWARE_VERSION, loadConfig } from "./config"
+import { AlarmRules } from "./alarms"
+import { FIRMWARE_VERSION, applyConfig, loadConfig } from "./config"
 import { Downlink, decodeDownlink, encodeUplink } from "./frames"
 import { Uplink as UplinkF } from "./gen/wire"
 import { IntervalReading, Sampler, toBatch } from "./sampler"
@@ -17,7 +18,7 @@ await writeSetting("BOOT", boot)
 const store = new MeterStore()
 await store.load()
 console.log(
-    `citymeter: meter ${cfg.meterId} boot ${boot} interval ${cfg.intervalS}s x${cfg.batch}, ${store.queuedCount()} frames queued`
+    `citymeter: meter ${cfg.meterId} boot ${boot} interval ${cfg.t.intervalS}s x${cfg.t.batch}, ${store.queuedCount()} frames queued`
 )
 
 const st = store.state
@@ -26,6 +27,8 @@ const sampler = new Sampler(
         flow: new ds.CitymeterWaterFlow(),
         electricity: new ds.CitymeterElectricityMeter(),
         pressure: new ds.CitymeterWaterPressure(),
+        tamper: new ds.Button("tamper"),
+        magnet: new ds.MagneticFieldLevel("magnet"),
     },
     st.w,
     st.e
@@ -78,13 +81,14 @@ async function sendBirth() {
         birth: {
             firmware: FIRMWARE_VERSION,
             board: cfg.board,
-            intervalS: cfg.intervalS,
-            batch: cfg.batch,
+            intervalS: cfg.t.intervalS,
+            batch: cfg.t.batch,
             waterTotalMl: Math.max(0, sampler.water.total),
             energyTotalWh: Math.max(0, sampler.energy.total),
             queued: store.queuedCount(),
             dropped: st.d,
             uptimeS: Math.floor(ds.millis() / 1000),
+            config: cfg.t,
         },
     })
     if (await mqtt.publish(upTopic(cfg.meterId, "birth"), birth, 1)) born = true
@@ -122,8 +126,7 @@ function onDownlink(d: Downlink) {
         unixOffsetMs = d.time.unixMs + rttMs / 2 - ds.millis()
         console.log(`citymeter: time synced`)
     } else if (d.config) {
-        if (d.config.intervalS > 0) nextIntervalS = d.config.intervalS
-        if (d.config.batch > 0) nextBatch = d.config.batch
+        pendingConfig = d.config // applied at the next frame boundary
     } else if (d.resend) {
         for (const f of store.frames)
             if (f.boot === d.resend.boot && f.seq >= d.resend.fromSeq) f.sentAt = 0
@@ -162,13 +165,39 @@ setInterval(async () => {
 }, 250)
 
 // ---- sampling loop
-let nextIntervalS = cfg.intervalS
-let nextBatch = cfg.batch
-let intervalMs = cfg.intervalS * 1000
+let pendingConfig: any = undefined
+const rules = new AlarmRules()
+let intervalMs = cfg.t.intervalS * 1000
 let batchStart = ds.millis()
 let intervalEnd = batchStart + intervalMs
 let intervals: IntervalReading[] = []
 let busy = false
+
+/** Raises and clears alarms for the interval that started at `startMillis`; queued like frames. */
+async function checkAlarms(r: IntervalReading, startMillis: number) {
+    const edges = rules.evaluate(
+        r,
+        {
+            intervalS: intervalMs / 1000,
+            hasWater: sampler.hasWater,
+            hasElectricity: sampler.hasElectricity,
+            hasPressure: sampler.hasPressure,
+        },
+        cfg.t
+    )
+    const t = stamp(startMillis)
+    for (const e of edges) {
+        seq = seq + 1
+        console.log(`citymeter: alarm ${e.type} ${e.active ? "raised" : "cleared"} boot=${boot} seq=${seq}`)
+        await store.push(
+            encodeUplink({
+                boot,
+                seq,
+                alarm: { type: e.type, active: e.active, timeS: t.s, timeSynced: t.synced, value: e.value },
+            })
+        )
+    }
+}
 
 async function closeBatch() {
     const t = stamp(batchStart)
@@ -192,16 +221,17 @@ setInterval(async () => {
         await sampler.sample()
         const now = ds.millis()
         if (now >= intervalEnd) {
-            intervals.push(sampler.close())
-            if (intervals.length >= cfg.batch) {
+            const r = sampler.close()
+            intervals.push(r)
+            await checkAlarms(r, intervalEnd - intervalMs)
+            if (intervals.length >= cfg.t.batch) {
                 await closeBatch() // saves the state record with the frame
                 batchStart = intervalEnd
-                if (nextIntervalS !== cfg.intervalS || nextBatch !== cfg.batch) {
-                    cfg.intervalS = nextIntervalS
-                    cfg.batch = nextBatch
-                    intervalMs = cfg.intervalS * 1000
-                    await writeSetting("INTERVAL_S", cfg.intervalS)
-                    await writeSetting("BATCH", cfg.batch)
+                if (pendingConfig) {
+                    const changed = await applyConfig(cfg.t, pendingConfig)
+                    pendingConfig = undefined
+                    intervalMs = cfg.t.intervalS * 1000
+                    console.log(`citymeter: config applied (${changed} changed)`)
                     born = false // the next birth confirms the configuration now in force
                 }
             }

@@ -69,12 +69,18 @@ export interface IntervalReading {
     pressureAvg: number
     pressureMin: number
     pressureMax: number
+    /** Tamper input seen active at any sample of the interval (case switch). */
+    tamper: boolean
+    /** Magnetic field seen at any sample of the interval (magnet tamper). */
+    magnet: boolean
 }
 
 export interface Sensors {
     flow: ds.CitymeterWaterFlow
     electricity: ds.CitymeterElectricityMeter
     pressure: ds.CitymeterWaterPressure
+    tamper: ds.Button
+    magnet: ds.MagneticFieldLevel
 }
 
 /** Accumulates one interval at a time from the sensors. */
@@ -88,6 +94,8 @@ export class Sampler {
     private volumeMl = 0
     private reverseMl = 0
     private energyWh = 0
+    private tamper = false
+    private magnet = false
     hasWater = false
     hasElectricity = false
     hasPressure = false
@@ -104,7 +112,7 @@ export class Sampler {
 
     /** One sample of every bound sensor. */
     async sample() {
-        const { flow, electricity, pressure } = this.sensors
+        const { flow, electricity, pressure, tamper, magnet } = this.sensors
         if (flow.isBound) {
             this.hasWater = true
             this.volumeMl += this.water.update(await flow.reading.read())
@@ -120,6 +128,8 @@ export class Sampler {
             this.hasPressure = true
             this.pressure.add(await pressure.reading.read())
         }
+        if (tamper.isBound && (await tamper.reading.read()) >= 0.5) this.tamper = true
+        if (magnet.isBound && Math.abs(await magnet.reading.read()) >= 0.5) this.magnet = true
     }
 
     /** Closes the current interval and starts the next. */
@@ -133,7 +143,11 @@ export class Sampler {
             pressureAvg: this.pressure.mean(),
             pressureMin: this.pressure.min,
             pressureMax: this.pressure.max,
+            tamper: this.tamper,
+            magnet: this.magnet,
         }
+        this.tamper = false
+        this.magnet = false
         this.volumeMl = 0
         this.reverseMl = 0
         this.energyWh = 0

@@ -4,6 +4,8 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs"
 import {
   JDBus,
   JDServerServiceProvider,
+  SRV_BUTTON,
+  SRV_MAGNETIC_FIELD_LEVEL,
   SRV_SETTINGS,
   SensorServer,
   SettingsClient,
@@ -79,6 +81,10 @@ export class SimMeter {
   readonly flow: SensorServer<[number]>
   readonly electricity: SensorServer<[number]>
   readonly pressure: SensorServer<[number]>
+  /** Case tamper switch (a Jacdac button: pressure 0..1). */
+  readonly tamper: SensorServer<[number]>
+  /** Magnetic tamper sensor (Jacdac magnetic field level: strength -1..1). */
+  readonly magnet: SensorServer<[number]>
   private readonly flowReverse
   private readonly flowRate
   private readonly power
@@ -93,6 +99,8 @@ export class SimMeter {
     this.flow = new SensorServer<[number]>(SRV_WATER_FLOW, { readingValues: [0] })
     this.electricity = new SensorServer<[number]>(SRV_ELECTRICITY, { readingValues: [0] })
     this.pressure = new SensorServer<[number]>(SRV_PRESSURE, { readingValues: [0] })
+    this.tamper = new SensorServer<[number]>(SRV_BUTTON, { readingValues: [0] })
+    this.magnet = new SensorServer<[number]>(SRV_MAGNETIC_FIELD_LEVEL, { readingValues: [0] })
     this.flowReverse = this.flow.addRegister<[number]>(REG_EXTRA_1, [0])
     this.flowRate = this.flow.addRegister<[number]>(REG_EXTRA_2, [0])
     this.power = this.electricity.addRegister<[number]>(REG_EXTRA_1, [0])
@@ -123,6 +131,14 @@ export class SimMeter {
     this.pressure.reading.setValues([pa >>> 0])
   }
 
+  setTamper(open: boolean) {
+    this.tamper.reading.setValues([open ? 1 : 0])
+  }
+
+  setMagnet(present: boolean) {
+    this.magnet.reading.setValues([present ? 1 : 0])
+  }
+
   private logLine(line: string) {
     this.lines.push(`${((Date.now() % 1e6) / 1000).toFixed(2)} ${line}`)
     if (this.lines.length > 2000) this.lines.splice(0, 1000)
@@ -146,7 +162,13 @@ export class SimMeter {
     const bus = createVmBus(vm)
     await bus.connect()
     bus.addServiceProvider(
-      new JDServerServiceProvider("citymeter-sensors", [this.flow, this.electricity, this.pressure]),
+      new JDServerServiceProvider("citymeter-sensors", [
+        this.flow,
+        this.electricity,
+        this.pressure,
+        this.tamper,
+        this.magnet,
+      ]),
     )
     vm.devsSetDeviceId(this.options.meterId)
     vm.devsStart()
