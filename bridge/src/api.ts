@@ -98,7 +98,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
 
   app.get<{ Params: { id: string } }>("/meters/:id/alarms", { schema: { params: meterParam } }, async (req) => ({
     meterId: req.params.id,
-    alarms: (await store.alarms(req.params.id)).map((a) => ({ ...a, ts: a.ts.toISOString() })),
+    alarms: (await store.alarms({ meterId: req.params.id })).map((a) => ({ ...a, ts: a.ts.toISOString() })),
   }))
 
   app.get<{ Querystring: { limit?: number } }>("/dead-letters", async (req) => ({

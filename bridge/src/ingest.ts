@@ -86,6 +86,7 @@ export class Ingest {
     switch (frame.kind) {
       case "readings": {
         const meter = await this.durable("touch", () => this.store.touchMeter(meterId, at))
+        if (meter.inactive) await this.active(meterId, at)
         const rows = expandReadings(meterId, frame, meter.boot === frame.boot ? meter.uptimeEpochMs : null, at)
         const t0 = performance.now()
         const stored = await this.durable("readings", () =>
@@ -103,7 +104,8 @@ export class Ingest {
         return
       }
       case "alarm": {
-        await this.durable("touch", () => this.store.touchMeter(meterId, at))
+        const meter = await this.durable("touch", () => this.store.touchMeter(meterId, at))
+        if (meter.inactive) await this.active(meterId, at)
         const ts = frame.timeSynced ? new Date(frame.timeS * 1000) : at
         const stored = await this.durable("alarm", () =>
           this.store.insertAlarm(
@@ -140,6 +142,7 @@ export class Ingest {
             at,
           ),
         )
+        await this.active(meterId, at)
         this.metrics.framesStored.inc({ kind: "birth" })
         this.log.info({ meterId, boot: frame.boot, firmware: frame.firmware, queued: frame.queued }, "meter birth")
         await this.downlink(meterId, "time", encodeDownlink({ time: { unixMs: Date.now(), uptimeS: frame.uptimeS } }))
@@ -152,6 +155,12 @@ export class Ingest {
         return
       }
     }
+  }
+
+  /** Frames from a meter marked inactive: clear it (once, whichever bridge instance gets there first). */
+  private async active(meterId: string, at: Date) {
+    if (await this.durable("active", () => this.store.markActive(meterId, at)))
+      this.log.info({ meterId }, "meter active again; INACTIVE alarm cleared")
   }
 
   private async ack(meterId: string, boot: number, seq: number) {

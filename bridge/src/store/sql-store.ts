@@ -1,6 +1,20 @@
 // One SQL implementation of Store for every PostgreSQL-compatible engine. All statements are
 // parameterised ($1...); identifiers never come from input.
-import type { AlarmEvent, BirthInfo, DeadLetter, MeterRow, ReadingQuery, ReadingRow, Store } from "./store.js"
+import type {
+  AlarmEvent,
+  AlarmQuery,
+  AlarmRow,
+  BirthInfo,
+  Bucket,
+  ConsumptionQuery,
+  ConsumptionRow,
+  DeadLetter,
+  LatestQuery,
+  MeterRow,
+  ReadingQuery,
+  ReadingRow,
+  Store,
+} from "./store.js"
 
 /** The part of a PostgreSQL client both engines provide. */
 export interface Db {
@@ -39,7 +53,49 @@ export const MIGRATIONS: string[] = [
   `CREATE TABLE IF NOT EXISTS dead_letters (
      id bigserial PRIMARY KEY, received_at timestamptz NOT NULL, topic text NOT NULL,
      meter_id text, reason text NOT NULL, detail text NOT NULL, payload bytea NOT NULL)`,
+  // issue 5: inactivity, bridge-raised alarms, the fleet-wide latest reading.
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS inactive boolean NOT NULL DEFAULT false`,
+  `CREATE INDEX IF NOT EXISTS meters_online ON meters (meter_id) WHERE online`,
+  `CREATE INDEX IF NOT EXISTS alarms_meter_type_ts ON alarms (meter_id, type, ts)`,
+  `CREATE TABLE IF NOT EXISTS bridge_alarms (
+     id bigserial PRIMARY KEY, meter_id text NOT NULL, type text NOT NULL, active boolean NOT NULL,
+     ts timestamptz NOT NULL, value bigint NOT NULL)`,
+  `CREATE INDEX IF NOT EXISTS bridge_alarms_meter_type_ts ON bridge_alarms (meter_id, type, ts)`,
+  // Every alarm edge, meter-sent and bridge-raised; bridge alarms have boot 0 and seq = their id.
+  `CREATE OR REPLACE VIEW alarm_events AS
+     SELECT meter_id, boot, seq, type, active, ts, value, 'meter'::text AS source FROM alarms
+     UNION ALL
+     SELECT meter_id, 0::bigint, id, type, active, ts, value, 'bridge'::text FROM bridge_alarms`,
+  // The newest reading per meter, upserted in the same transaction as the frame's readings, so
+  // "latest for the whole fleet" reads one row per meter instead of scanning readings.
+  `CREATE TABLE IF NOT EXISTS meter_latest (
+     meter_id text PRIMARY KEY, ts timestamptz NOT NULL, interval_s integer NOT NULL,
+     boot bigint NOT NULL, seq bigint NOT NULL, idx integer NOT NULL,
+     volume_ml bigint, reverse_ml bigint, water_total_ml bigint,
+     energy_wh bigint, energy_total_wh bigint, power_w integer, voltage_dv integer,
+     pressure_min_pa integer, pressure_avg_pa integer, pressure_max_pa integer,
+     time_synced boolean NOT NULL, backfill boolean NOT NULL)`,
+  // Fills meter_latest once for a data tier migrated from before it existed (a no-op afterwards).
+  `INSERT INTO meter_latest
+     SELECT DISTINCT ON (meter_id) meter_id, ts, interval_s, boot, seq, idx, volume_ml, reverse_ml,
+       water_total_ml, energy_wh, energy_total_wh, power_w, voltage_dv, pressure_min_pa,
+       pressure_avg_pa, pressure_max_pa, time_synced, backfill
+     FROM readings WHERE NOT EXISTS (SELECT 1 FROM meter_latest)
+     ORDER BY meter_id, ts DESC, boot DESC, seq DESC, idx DESC
+   ON CONFLICT DO NOTHING`,
 ]
+
+/**
+ * Bucket start of an interval reading (by its start ts). Fixed expressions chosen from the bucket
+ * name, never built from input; the time zone is parameter $4. Quarter hours align to UTC quarter
+ * hours, which are quarter hours in every time zone in use.
+ */
+const BUCKET_SQL: Record<Bucket, string> = {
+  "15min": `date_bin('15 minutes', ts, TIMESTAMPTZ '2000-01-01 00:00:00+00')`,
+  hour: `date_trunc('hour', ts, $4::text)`,
+  day: `date_trunc('day', ts, $4::text)`,
+  month: `date_trunc('month', ts, $4::text)`,
+}
 
 const n = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v))
 
@@ -55,6 +111,20 @@ function toMeter(r: Record<string, unknown>): MeterRow {
     intervalS: n(r.interval_s),
     batch: n(r.batch),
     uptimeEpochMs: n(r.uptime_epoch_ms),
+    inactive: !!r.inactive,
+  }
+}
+
+function toAlarm(r: Record<string, unknown>): AlarmRow {
+  return {
+    meterId: r.meter_id as string,
+    boot: Number(r.boot),
+    seq: Number(r.seq),
+    type: r.type as string,
+    active: r.active as boolean,
+    ts: new Date(r.ts as Date),
+    value: Number(r.value),
+    source: r.source as AlarmRow["source"],
   }
 }
 
@@ -125,14 +195,56 @@ function readingValues(r: ReadingRow): unknown[] {
   ]
 }
 
+const LATEST_UPSERT = `INSERT INTO meter_latest (${READING_COLUMNS.join(", ")})
+  VALUES (${READING_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})
+  ON CONFLICT (meter_id) DO UPDATE SET ${READING_COLUMNS.slice(1)
+    .map((c) => `${c} = EXCLUDED.${c}`)
+    .join(", ")}
+  WHERE (meter_latest.ts, meter_latest.boot, meter_latest.seq, meter_latest.idx)
+      < (EXCLUDED.ts, EXCLUDED.boot, EXCLUDED.seq, EXCLUDED.idx)`
+
 export class SqlStore implements Store {
+  readonly features = { hypertable: false }
+
   constructor(
     readonly engine: string,
-    private readonly db: Db,
+    /** The engine's connection; public for tools (benchmarks seed with it), not for the API. */
+    readonly db: Db,
   ) {}
 
   async migrate() {
     for (const m of MIGRATIONS) await this.db.query(m)
+    this.features.hypertable = await this.makeHypertable()
+  }
+
+  /**
+   * Where the TimescaleDB extension is available, readings become a hypertable on ts. TimescaleDB
+   * wants the partitioning column in every unique index, so the primary key gains ts (exactly-once
+   * is the frame ledger's job; the key only guards against a frame's rows twice). Without the
+   * extension (or the right to create it), readings stay a plain table.
+   */
+  private async makeHypertable(): Promise<boolean> {
+    const available = await this.db
+      .query(`SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`)
+      .then((r) => r.rows.length > 0)
+      .catch(() => false)
+    if (!available) return false
+    try {
+      await this.db.query(`CREATE EXTENSION IF NOT EXISTS timescaledb`)
+      const { rows } = await this.db.query(
+        `SELECT 1 FROM timescaledb_information.hypertables
+         WHERE hypertable_name = 'readings' AND hypertable_schema = current_schema()`,
+      )
+      if (rows.length) return true
+      await this.db.transaction(async (tx) => {
+        await tx.query(`ALTER TABLE readings DROP CONSTRAINT IF EXISTS readings_pkey`)
+        await tx.query(`ALTER TABLE readings ADD PRIMARY KEY (meter_id, boot, seq, idx, ts)`)
+        await tx.query(`SELECT create_hypertable('readings', 'ts', migrate_data => true)`)
+      })
+      return true
+    } catch {
+      return false
+    }
   }
 
   async touchMeter(meterId: string, at: Date): Promise<MeterRow> {
@@ -200,6 +312,10 @@ export class SqlStore implements Store {
            ON CONFLICT DO NOTHING`,
           params,
         )
+        const newest = rows.reduce((a, b) =>
+          a.ts.getTime() > b.ts.getTime() || (a.ts.getTime() === b.ts.getTime() && a.idx > b.idx) ? a : b,
+        )
+        await tx.query(LATEST_UPSERT, readingValues(newest))
       }
       return true
     })
@@ -226,20 +342,99 @@ export class SqlStore implements Store {
     return rows.map(toReading)
   }
 
-  async alarms(meterId?: string) {
+  async latest(q: LatestQuery = {}) {
     const { rows } = await this.db.query(
-      `SELECT * FROM alarms WHERE ($1::text IS NULL OR meter_id = $1) ORDER BY ts, meter_id, boot, seq`,
-      [meterId ?? null],
+      `SELECT * FROM meter_latest WHERE ($1::text IS NULL OR meter_id > $1) ORDER BY meter_id LIMIT $2`,
+      [q.after ?? null, q.limit ?? 1_000_000],
+    )
+    return rows.map(toReading)
+  }
+
+  /**
+   * Consumption per bucket (the rule is on ConsumptionRow): LAG over the meter's readings in time
+   * order, starting from the last reading before `from` so the first bucket's difference has its
+   * predecessor.
+   */
+  async consumption(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
+    const bucket = BUCKET_SQL[q.bucket]
+    if (!bucket) throw new Error(`unknown bucket ${q.bucket}`)
+    const { rows } = await this.db.query(
+      `WITH r AS (
+         SELECT ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
+           LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
+           LAG(ts + make_interval(secs => interval_s)) OVER w AS prev_end
+         FROM readings
+         WHERE meter_id = $1 AND ($3::timestamptz IS NULL OR ts < $3)
+           AND ts >= COALESCE(
+             (SELECT max(ts) FROM readings WHERE meter_id = $1 AND ts < $2::timestamptz), $2, '-infinity')
+         WINDOW w AS (ORDER BY ts, boot, seq, idx))
+       SELECT ${bucket} AS start,
+         sum(CASE WHEN water_total_ml >= prev_water THEN water_total_ml - prev_water ELSE volume_ml END) AS water_ml,
+         sum(CASE WHEN energy_total_wh >= prev_energy THEN energy_total_wh - prev_energy ELSE energy_wh END) AS energy_wh,
+         count(*) AS readings,
+         bool_or(ts > prev_end) AS gap
+       FROM r WHERE $2::timestamptz IS NULL OR ts >= $2
+       GROUP BY 1 ORDER BY 1`,
+      // $4 (time zone) only where the bucket expression uses it: PostgreSQL rejects untyped extras.
+      [meterId, q.from ?? null, q.to ?? null, q.tz ?? "UTC"].slice(0, q.bucket === "15min" ? 3 : 4),
     )
     return rows.map((r) => ({
-      meterId: r.meter_id as string,
-      boot: Number(r.boot),
-      seq: Number(r.seq),
-      type: r.type as string,
-      active: r.active as boolean,
-      ts: new Date(r.ts as Date),
-      value: Number(r.value),
+      start: new Date(r.start as Date),
+      waterMl: n(r.water_ml),
+      energyWh: n(r.energy_wh),
+      readings: Number(r.readings),
+      gap: !!r.gap,
     }))
+  }
+
+  async alarms(q: AlarmQuery = {}) {
+    const params = [q.meterId ?? null, q.from ?? null, q.to ?? null, q.limit ?? 10000]
+    const where = `($1::text IS NULL OR meter_id = $1)
+      AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)`
+    const { rows } = await this.db.query(
+      q.open
+        ? // open: the newest edge of each (meter, type) is a raise
+          `SELECT * FROM (
+             SELECT DISTINCT ON (meter_id, type) * FROM alarm_events WHERE ($1::text IS NULL OR meter_id = $1)
+             ORDER BY meter_id, type, ts DESC, boot DESC, seq DESC) newest
+           WHERE active AND ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`
+        : `SELECT * FROM alarm_events WHERE ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`,
+      params,
+    )
+    return rows.map(toAlarm)
+  }
+
+  async checkInactivity(now: Date, slackS: number) {
+    const { rows } = await this.db.query<{ meter_id: string }>(
+      `WITH gone AS (
+         UPDATE meters SET online = false, inactive = true
+         WHERE NOT inactive AND interval_s > 0
+           AND last_seen < $1::timestamptz
+             - make_interval(secs => 2 * interval_s * GREATEST(COALESCE(batch, 1), 1) + $2::double precision)
+         RETURNING meter_id, last_seen)
+       INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
+       SELECT meter_id, 'INACTIVE', true, $1, floor(extract(epoch FROM $1::timestamptz - last_seen))::bigint FROM gone
+       RETURNING meter_id`,
+      [now, slackS],
+    )
+    return rows.map((r) => r.meter_id).sort()
+  }
+
+  async markActive(meterId: string, at: Date) {
+    const { rows } = await this.db.query(
+      `WITH back AS (
+         UPDATE meters SET inactive = false, online = true, last_seen = GREATEST(last_seen, $2)
+         WHERE meter_id = $1 AND inactive RETURNING meter_id)
+       INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
+       SELECT meter_id, 'INACTIVE', false, $2, 0 FROM back RETURNING meter_id`,
+      [meterId, at],
+    )
+    return rows.length === 1
+  }
+
+  async countOnline() {
+    const { rows } = await this.db.query(`SELECT count(*) AS n FROM meters WHERE online`)
+    return Number(rows[0].n)
   }
 
   async addDeadLetter(d: DeadLetter, at: Date) {

@@ -13,6 +13,8 @@ export interface MeterRow {
   batch: number | null
   /** Wall-clock time of uptime zero in the current boot, from the last birth (for unsynced frames). */
   uptimeEpochMs: number | null
+  /** Missed its expected frames (see checkInactivity); an INACTIVE alarm is open. */
+  inactive: boolean
 }
 
 export interface ReadingRow {
@@ -55,6 +57,53 @@ export interface AlarmEvent {
   value: number
 }
 
+/** An alarm as stored: edges sent by meters, and edges the bridge raises itself (INACTIVE). */
+export interface AlarmRow extends AlarmEvent {
+  /** "meter": an alarm frame (boot, seq) from the meter; "bridge": raised by the bridge (boot 0, seq = its id). */
+  source: "meter" | "bridge"
+}
+
+export interface AlarmQuery {
+  meterId?: string
+  /** Only alarms still open: the newest edge of its (meter, type) is a raise. */
+  open?: boolean
+  from?: Date
+  to?: Date
+  limit?: number
+}
+
+export const BUCKETS = ["15min", "hour", "day", "month"] as const
+export type Bucket = (typeof BUCKETS)[number]
+
+export interface ConsumptionQuery {
+  bucket: Bucket
+  from?: Date
+  to?: Date
+  /** IANA time zone for day and month boundaries; default UTC. */
+  tz?: string
+}
+
+/**
+ * Consumption of one bucket. The rule (store/sql-store.ts, README): each interval reading consumes
+ * its cumulative total minus the previous reading's total (by time); when there is no previous
+ * reading, or the total went down (a replaced or reset meter), or totals are absent, it consumes
+ * its own interval volume. After a gap the whole total difference, the gap's consumption
+ * included, belongs to the bucket where data resumes (`gap` is then true).
+ */
+export interface ConsumptionRow {
+  start: Date
+  waterMl: number | null
+  energyWh: number | null
+  readings: number
+  gap: boolean
+}
+
+export interface LatestQuery {
+  /** Keyset pagination: meters with an id greater than this. */
+  after?: string
+  limit?: number
+}
+
 export interface DeadLetter {
   topic: string
   meterId: string | null
@@ -91,7 +140,24 @@ export interface Store {
   /** Same contract as insertReadings, for alarm frames. */
   insertAlarm(event: AlarmEvent, at: Date): Promise<boolean>
   readings(meterId: string, q?: ReadingQuery): Promise<ReadingRow[]>
-  alarms(meterId?: string): Promise<AlarmEvent[]>
+  /** The newest reading of every meter (by ts), from a table kept on insert: never scans readings. */
+  latest(q?: LatestQuery): Promise<ReadingRow[]>
+  consumption(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]>
+  alarms(q?: AlarmQuery): Promise<AlarmRow[]>
+  /**
+   * Marks offline and inactive every meter with a birth config whose last frame is older than
+   * 2 × interval_s × batch + slackS at `now`, raising one INACTIVE alarm per meter (exactly once,
+   * also with several bridges checking). Returns the meters it marked.
+   */
+  checkInactivity(now: Date, slackS: number): Promise<string[]>
+  /**
+   * Called for every frame of a meter marked inactive: clears it (online again, INACTIVE alarm
+   * cleared once). Returns whether this call cleared it.
+   */
+  markActive(meterId: string, at: Date): Promise<boolean>
+  countOnline(): Promise<number>
+  /** Engine features found by migrate() (TimescaleDB hypertable for readings). */
+  readonly features: { hypertable: boolean }
   addDeadLetter(d: DeadLetter, at: Date): Promise<void>
   deadLetters(limit?: number): Promise<DeadLetterRow[]>
   ping(): Promise<void>

@@ -1,0 +1,278 @@
+// The contract every Store engine must pass (like aedes-persistence's abstract suite): run by
+// tests/store.test.ts against PostgreSQL and PGlite.
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import type { SqlStore } from "../bridge/src/store/sql-store.js"
+import type { ReadingRow, Store } from "../bridge/src/store/store.js"
+import { uid } from "./helpers.js"
+
+export interface StoreFixture {
+  store: Store
+  /** Releases what makeStore created (schema, database). */
+  cleanup(): Promise<void>
+}
+
+const T0 = Date.parse("2026-03-01T00:00:00Z")
+const at = (minutes: number) => new Date(T0 + minutes * 60_000)
+
+/** One 15-minute interval reading; totals are the cumulative counters at the interval's end. */
+export function reading(
+  meterId: string,
+  o: { minute: number; boot?: number; seq: number; idx?: number; volumeMl: number; waterTotalMl: number | null },
+): ReadingRow {
+  return {
+    meterId,
+    ts: at(o.minute),
+    intervalS: 900,
+    boot: o.boot ?? 1,
+    seq: o.seq,
+    idx: o.idx ?? 0,
+    volumeMl: o.volumeMl,
+    reverseMl: 0,
+    waterTotalMl: o.waterTotalMl,
+    energyWh: o.volumeMl * 2,
+    energyTotalWh: o.waterTotalMl === null ? null : o.waterTotalMl * 2,
+    powerW: 100,
+    voltageDv: 2300,
+    pressureMinPa: 1,
+    pressureAvgPa: 2,
+    pressureMaxPa: 3,
+    timeSynced: true,
+    backfill: false,
+  }
+}
+
+/** Stores a frame of consecutive 15-minute intervals starting at `minute`. */
+async function frame(
+  store: Store,
+  meterId: string,
+  o: { boot?: number; seq: number; minute: number; volumes: number[]; endTotal: number },
+) {
+  let total = o.endTotal - o.volumes.reduce((a, b) => a + b, 0)
+  const rows = o.volumes.map((v, idx) => {
+    total += v
+    return reading(meterId, {
+      minute: o.minute + idx * 15,
+      boot: o.boot,
+      seq: o.seq,
+      idx,
+      volumeMl: v,
+      waterTotalMl: total,
+    })
+  })
+  return store.insertReadings(meterId, o.boot ?? 1, o.seq, rows, at(o.minute + o.volumes.length * 15))
+}
+
+export function describeStoreContract(name: string, makeStore: () => Promise<StoreFixture>) {
+  describe(`store contract: ${name}`, () => {
+    let fx: StoreFixture
+    let store: Store
+    beforeAll(async () => {
+      fx = await makeStore()
+      store = fx.store
+    })
+    afterAll(async () => {
+      await fx?.cleanup()
+    })
+
+    test("migrations are idempotent and keep data", async () => {
+      const m = uid("mig")
+      await store.touchMeter(m, at(0))
+      await store.migrate()
+      await store.migrate()
+      expect((await store.getMeter(m))?.meterId).toBe(m)
+      const { rows } = await (store as SqlStore).db.query(
+        `SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`,
+      )
+      // readings become a hypertable exactly when TimescaleDB is available
+      expect(store.features.hypertable).toBe(rows.length > 0)
+    })
+
+    test("meters: registered on first frame, birth config, online/offline, last seen only moves forward", async () => {
+      const m = uid("m")
+      expect(await store.getMeter(m)).toBeUndefined()
+      const first = await store.touchMeter(m, at(10))
+      expect(first).toMatchObject({ meterId: m, online: false, firmware: null, boot: null, inactive: false })
+      expect(first.firstSeen.getTime()).toBe(at(10).getTime())
+      await store.touchMeter(m, at(5)) // a late frame does not move last_seen back
+      expect((await store.getMeter(m))!.lastSeen.getTime()).toBe(at(10).getTime())
+      await store.recordBirth(
+        m,
+        { firmware: "fw 1", board: "esp32", boot: 3, intervalS: 900, batch: 4, uptimeEpochMs: 123 },
+        at(20),
+      )
+      const born = (await store.getMeter(m))!
+      expect(born).toMatchObject({ online: true, firmware: "fw 1", board: "esp32", boot: 3, intervalS: 900, batch: 4 })
+      expect(born.uptimeEpochMs).toBe(123)
+      expect(born.firstSeen.getTime()).toBe(at(10).getTime())
+      expect(born.lastSeen.getTime()).toBe(at(20).getTime())
+      await store.setOnline(m, false, at(30))
+      expect((await store.getMeter(m))!.online).toBe(false)
+      const ids = (await store.listMeters()).map((x) => x.meterId)
+      expect(ids).toContain(m)
+      expect(ids).toEqual([...ids].sort())
+    })
+
+    test("readings by half-open time range, ordered, with a limit", async () => {
+      const m = uid("r")
+      await frame(store, m, { seq: 1, minute: 0, volumes: [1, 2, 3, 4], endTotal: 110 })
+      await frame(store, m, { seq: 2, minute: 60, volumes: [5, 6], endTotal: 121 })
+      const all = await store.readings(m)
+      expect(all.map((r) => r.volumeMl)).toEqual([1, 2, 3, 4, 5, 6])
+      expect(all.map((r) => r.waterTotalMl)).toEqual([101, 103, 106, 110, 115, 121])
+      const mid = await store.readings(m, { from: at(15), to: at(60) })
+      expect(mid.map((r) => r.volumeMl)).toEqual([2, 3, 4])
+      expect((await store.readings(m, { limit: 2 })).map((r) => r.volumeMl)).toEqual([1, 2])
+      expect(await store.readings(uid("none"))).toEqual([])
+      expect(all[0]).toMatchObject({ meterId: m, intervalS: 900, boot: 1, seq: 1, idx: 0, timeSynced: true })
+    })
+
+    test("a frame is stored exactly once, also when delivered concurrently", async () => {
+      const m = uid("x")
+      expect(await frame(store, m, { seq: 7, minute: 0, volumes: [1, 1], endTotal: 2 })).toBe(true)
+      expect(await frame(store, m, { seq: 7, minute: 0, volumes: [1, 1], endTotal: 2 })).toBe(false)
+      const results = await Promise.all(
+        Array.from({ length: 6 }, () => frame(store, m, { seq: 8, minute: 30, volumes: [2], endTotal: 4 })),
+      )
+      expect(results.filter(Boolean)).toHaveLength(1)
+      expect(await store.readings(m)).toHaveLength(3)
+      // the same seq in another boot is another frame
+      expect(await frame(store, m, { boot: 2, seq: 7, minute: 45, volumes: [3], endTotal: 7 })).toBe(true)
+      expect(await store.readings(m)).toHaveLength(4)
+    })
+
+    test("alarms: stored once, history in time order, open = raised without a later clear of its type", async () => {
+      const m = uid("a")
+      const ev = (seq: number, type: string, active: boolean, minute: number) =>
+        store.insertAlarm({ meterId: m, boot: 1, seq, type, active, ts: at(minute), value: seq * 10 }, at(minute))
+      expect(await ev(1, "ALARM_TYPE_LEAK", true, 1)).toBe(true)
+      expect(await ev(1, "ALARM_TYPE_LEAK", true, 1)).toBe(false)
+      await ev(2, "ALARM_TYPE_BURST", true, 2)
+      await ev(3, "ALARM_TYPE_LEAK", false, 3)
+      await ev(4, "ALARM_TYPE_TAMPER", true, 4)
+      const history = await store.alarms({ meterId: m })
+      expect(history.map((a) => [a.seq, a.type, a.active])).toEqual([
+        [1, "ALARM_TYPE_LEAK", true],
+        [2, "ALARM_TYPE_BURST", true],
+        [3, "ALARM_TYPE_LEAK", false],
+        [4, "ALARM_TYPE_TAMPER", true],
+      ])
+      expect(history[0]).toMatchObject({ meterId: m, boot: 1, value: 10, source: "meter" })
+      const open = await store.alarms({ meterId: m, open: true })
+      expect(open.map((a) => a.type)).toEqual(["ALARM_TYPE_BURST", "ALARM_TYPE_TAMPER"])
+      expect((await store.alarms({ meterId: m, from: at(2), to: at(4) })).map((a) => a.seq)).toEqual([2, 3])
+      // fleet-wide open alarms include this meter's
+      const fleet = await store.alarms({ open: true })
+      expect(fleet.filter((a) => a.meterId === m)).toHaveLength(2)
+    })
+
+    test("dead letters keep their bytes, newest first", async () => {
+      const m = uid("d")
+      await store.addDeadLetter(
+        { topic: "t/1", meterId: m, reason: "CM_ERR_DECODE", detail: "d1", payload: new Uint8Array([0, 255, 7]) },
+        at(1),
+      )
+      await store.addDeadLetter(
+        { topic: "t/2", meterId: null, reason: "CM_ERR_TOPIC", detail: "d2", payload: new Uint8Array() },
+        at(2),
+      )
+      const [newest, older] = await store.deadLetters(2)
+      expect(newest).toMatchObject({ topic: "t/2", meterId: null, reason: "CM_ERR_TOPIC" })
+      expect(older).toMatchObject({ topic: "t/1", meterId: m, reason: "CM_ERR_DECODE", detail: "d1" })
+      expect([...older.payload]).toEqual([0, 255, 7])
+      expect(older.receivedAt.getTime()).toBe(at(1).getTime())
+      expect(await store.deadLetters(1)).toHaveLength(1)
+    })
+
+    test("latest reading per meter: newest by time, a late backfill does not replace it, keyset pages", async () => {
+      const prefix = uid("lt")
+      const [a, b, c] = ["a", "b", "c"].map((s) => `${prefix}-${s}`)
+      await frame(store, a, { seq: 1, minute: 0, volumes: [1, 2], endTotal: 3 })
+      await frame(store, a, { seq: 3, minute: 60, volumes: [5], endTotal: 12 })
+      await frame(store, a, { seq: 2, minute: 30, volumes: [3, 4], endTotal: 7 }) // backfill, older
+      await frame(store, b, { seq: 1, minute: 0, volumes: [9], endTotal: 9 })
+      await frame(store, c, { seq: 1, minute: 0, volumes: [1], endTotal: 1 })
+      const mine = (await store.latest()).filter((r) => r.meterId.startsWith(prefix))
+      expect(mine.map((r) => [r.meterId, r.seq, r.waterTotalMl])).toEqual([
+        [a, 3, 12],
+        [b, 1, 9],
+        [c, 1, 1],
+      ])
+      expect(mine[0].ts.getTime()).toBe(at(60).getTime())
+      const page = await store.latest({ after: a, limit: 1 })
+      expect(page.map((r) => r.meterId)).toEqual([b])
+    })
+
+    test("consumption per bucket from totals: continuous across a reboot, a gap counted where data resumes", async () => {
+      const m = uid("c")
+      // 00:00-01:00 boot 1, totals 1000 → 1100
+      await frame(store, m, { boot: 1, seq: 1, minute: 0, volumes: [10, 20, 30, 40], endTotal: 1100 })
+      // reboot at 01:00: boot 2 starts a new seq, totals continue (firmware keeps them)
+      await frame(store, m, { boot: 2, seq: 1, minute: 60, volumes: [5, 5, 5, 5], endTotal: 1120 })
+      // gap: 02:00-03:00 missing (frames lost); data resumes 03:00 with total 1300: 180 ml were used
+      // in the gap, 1300 - 1120 - 0 = 180 → all of it goes to the 03:00 bucket (interval volume 0)
+      await frame(store, m, { boot: 2, seq: 3, minute: 180, volumes: [0, 7], endTotal: 1307 })
+      // meter replaced at 04:00: total starts again at 50 → the interval volume counts
+      await frame(store, m, { boot: 3, seq: 1, minute: 240, volumes: [50], endTotal: 50 })
+
+      const hours = await store.consumption(m, { bucket: "hour" })
+      expect(hours.map((h) => [h.start.toISOString(), h.waterMl, h.readings, h.gap])).toEqual([
+        ["2026-03-01T00:00:00.000Z", 100, 4, false], // first reading: its interval volume
+        ["2026-03-01T01:00:00.000Z", 20, 4, false], // across the reboot: total differences
+        ["2026-03-01T03:00:00.000Z", 187, 2, true], // the gap's 180 ml where data resumes
+        ["2026-03-01T04:00:00.000Z", 50, 1, true], // after 30 min without data the total went down: interval volume
+      ])
+      expect(hours.map((h) => h.energyWh)).toEqual([200, 40, 374, 100])
+      // the sum telescopes to the totals (until the reset)
+      expect(hours.slice(0, 3).reduce((s, h) => s + h.waterMl!, 0)).toBe(1307 - 1000)
+
+      const quarters = await store.consumption(m, { bucket: "15min", from: at(60), to: at(195) })
+      // from 01:00: the 00:45 reading is the predecessor, so 01:00 is a difference (5), not a volume
+      expect(quarters.map((q) => q.waterMl)).toEqual([5, 5, 5, 5, 180])
+      expect(quarters[4].start.toISOString()).toBe("2026-03-01T03:00:00.000Z")
+      const days = await store.consumption(m, { bucket: "day" })
+      expect(days.map((d) => [d.start.toISOString(), d.waterMl, d.readings])).toEqual([
+        ["2026-03-01T00:00:00.000Z", 357, 11],
+      ])
+      const months = await store.consumption(m, { bucket: "month", to: at(240) })
+      expect(months.map((d) => [d.start.toISOString(), d.waterMl])).toEqual([["2026-03-01T00:00:00.000Z", 307]])
+      // a day in another time zone: Berlin's 1 March starts 2026-02-28T23:00Z
+      const berlin = await store.consumption(m, { bucket: "day", tz: "Europe/Berlin" })
+      expect(berlin.map((d) => d.start.toISOString())).toEqual(["2026-02-28T23:00:00.000Z"])
+      expect(await store.consumption(uid("none"), { bucket: "day" })).toEqual([])
+    })
+
+    test("inactivity: marked offline with one INACTIVE alarm after 2 × interval × batch + slack; cleared once", async () => {
+      const m = uid("i")
+      const quiet = uid("q")
+      await store.recordBirth(
+        m,
+        { firmware: "f", board: "b", boot: 1, intervalS: 60, batch: 2, uptimeEpochMs: 0 },
+        at(0),
+      )
+      await store.recordBirth(
+        quiet,
+        { firmware: "f", board: "b", boot: 1, intervalS: 3600, batch: 4, uptimeEpochMs: 0 },
+        at(0),
+      )
+      const online0 = await store.countOnline()
+      // 2 × 60 × 2 = 240 s, + 30 s slack: not yet at 4.5 min, due after
+      expect((await store.checkInactivity(at(4.4), 30)).filter((x) => x === m)).toEqual([])
+      const marked = await Promise.all([store.checkInactivity(at(5), 30), store.checkInactivity(at(5), 30)])
+      expect(marked.flat().filter((x) => x === m)).toEqual([m])
+      expect(marked.flat()).not.toContain(quiet)
+      expect(await store.getMeter(m)).toMatchObject({ online: false, inactive: true })
+      expect(await store.countOnline()).toBe(online0 - 1)
+      expect(await store.checkInactivity(at(10), 30)).not.toContain(m) // raised once
+      const open = await store.alarms({ meterId: m, open: true })
+      expect(open.map((a) => [a.type, a.source, a.active])).toEqual([["INACTIVE", "bridge", true]])
+      expect(open[0].value).toBe(300) // seconds since its last frame
+
+      const cleared = await Promise.all([store.markActive(m, at(11)), store.markActive(m, at(11))])
+      expect(cleared.filter(Boolean)).toHaveLength(1)
+      expect(await store.markActive(quiet, at(11))).toBe(false)
+      expect(await store.getMeter(m)).toMatchObject({ online: true, inactive: false })
+      expect(await store.alarms({ meterId: m, open: true })).toEqual([])
+      expect((await store.alarms({ meterId: m })).map((a) => a.active)).toEqual([true, false])
+    })
+  })
+}
