@@ -121,8 +121,8 @@ function onDownlink(d: Downlink) {
     if (d.ack) {
         if (!store.ack(d.ack.boot, d.ack.seq)) console.log(`citymeter: ack ${d.ack.boot}/${d.ack.seq} for no queued frame`)
     } else if (d.time) {
-        // the bridge echoes our uptime: discount half the round trip
-        const rttMs = Math.max(0, ds.millis() - d.time.uptimeS * 1000)
+        // an answer to a birth echoes our uptime: discount half the round trip (0: pushed time)
+        const rttMs = d.time.uptimeS > 0 ? Math.max(0, ds.millis() - d.time.uptimeS * 1000) : 0
         unixOffsetMs = d.time.unixMs + rttMs / 2 - ds.millis()
         console.log(`citymeter: time synced`)
     } else if (d.config) {

@@ -17,8 +17,13 @@ export interface IngestOptions {
   retryMs?: number
 }
 
+/** A live (not replayed) synced frame whose end is further than this from its arrival has a wrong clock. */
+export const CLOCK_SKEW_TOLERANCE_MS = 120_000
+const CLOCK_CORRECTION_EVERY_MS = 60_000
+
 export class Ingest {
   private stopping = false
+  private lastCorrection = new Map<string, number>()
 
   constructor(
     private readonly store: Store,
@@ -101,6 +106,7 @@ export class Ingest {
         } else this.metrics.framesDuplicate.inc()
         this.log.debug({ meterId, boot: frame.boot, seq: frame.seq, stored }, "readings frame")
         await this.ack(meterId, frame.boot, frame.seq)
+        this.checkClock(meterId, frame, at)
         return
       }
       case "alarm": {
@@ -155,6 +161,20 @@ export class Ingest {
         return
       }
     }
+  }
+
+  /** Pushes a TimeSync to a meter whose synced frames arrive with a skewed clock (at most once a minute). */
+  private checkClock(meterId: string, f: ReadingsFrame, at: Date) {
+    if (!f.timeSynced || f.replayed) return
+    const endMs = (f.startS + f.intervals.length * f.intervalS) * 1000
+    const skewMs = endMs - at.getTime()
+    if (Math.abs(skewMs) <= CLOCK_SKEW_TOLERANCE_MS + f.intervalS * 1000) return
+    const last = this.lastCorrection.get(meterId) ?? 0
+    if (at.getTime() - last < CLOCK_CORRECTION_EVERY_MS) return
+    this.lastCorrection.set(meterId, at.getTime())
+    this.metrics.clockCorrections.inc()
+    this.log.warn({ meterId, skewMs }, "meter clock skewed; sending time")
+    void this.downlink(meterId, "time", encodeDownlink({ time: { unixMs: Date.now() } }))
   }
 
   /** Frames from a meter marked inactive: clear it (once, whichever bridge instance gets there first). */

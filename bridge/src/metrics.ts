@@ -51,6 +51,11 @@ export function createMetrics(defaults = false) {
       registers: [registry],
       buckets: [0.1, 0.5, 1, 5, 30, 120, 900, 3600, 86400],
     }),
+    clockCorrections: new Counter({
+      name: "citymeter_clock_corrections_total",
+      help: "TimeSync downlinks pushed to meters whose frames showed a skewed clock",
+      registers: [registry],
+    }),
     onlineMeters: new Gauge({
       name: "citymeter_meters_online",
       help: "Meters whose last birth/death says online",

@@ -1,0 +1,202 @@
+// A real meter (issue 4), end to end with the real firmware in the VM: the simulator plays a leak,
+// a burst, a pressure drop and a tamper, and the API shows each alarm raised and cleared at the
+// interval where it happened; a Config downlink changes the interval; a skewed clock is corrected.
+import mqtt from "mqtt"
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { encodeDownlink } from "../bridge/src/codec.js"
+import { downTopic } from "../bridge/src/topics.js"
+import { SimMeter } from "../sim/src/meter.js"
+import { startStack, uid, waitFor, type StackKind, type TestStack } from "./helpers.js"
+
+interface Reading {
+  ts: string
+  intervalS: number
+  volumeMl: number
+  pressureMinPa: number
+  timeSynced: boolean
+}
+interface Alarm {
+  type: string
+  active: boolean
+  ts: string
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+function useStack(kind: StackKind) {
+  const ctx: { stack?: TestStack; meters: SimMeter[]; timers: NodeJS.Timeout[] } = { meters: [], timers: [] }
+  beforeAll(async () => {
+    ctx.stack = await startStack(kind)
+  })
+  afterAll(async () => {
+    ctx.timers.forEach(clearInterval)
+    for (const m of ctx.meters) await m.stop()
+    await ctx.stack?.stop()
+  })
+  return ctx
+}
+
+async function startMeter(ctx: ReturnType<typeof useStack>, settings: Record<string, number>) {
+  const url = new URL(ctx.stack!.mqttUrl)
+  const meter = new SimMeter({
+    meterId: uid("meter"),
+    settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), INTERVAL_S: 1, BATCH: 2, ...settings },
+  })
+  ctx.meters.push(meter)
+  meter.setWater({ volumeMl: 0 })
+  meter.setElectricity({ energyWh: 0, powerW: 100, voltageDv: 2300 })
+  meter.setPressure(300_000)
+  await meter.start()
+  return meter
+}
+
+async function readings(stack: TestStack, meterId: string): Promise<Reading[]> {
+  const res = await stack.app.inject({ url: `/meters/${meterId}/readings` })
+  return res.statusCode === 200 ? res.json().readings : []
+}
+
+async function alarms(stack: TestStack, meterId: string): Promise<Alarm[]> {
+  const res = await stack.app.inject({ url: `/meters/${meterId}/alarms` })
+  return res.statusCode === 200 ? res.json().alarms : []
+}
+
+describe("edge alarms on Mosquitto + PostgreSQL", () => {
+  const ctx = useStack("mosquitto+postgres")
+
+  test("leak, burst, pressure drop and tamper are raised and cleared at the right interval", async () => {
+    const stack = ctx.stack!
+    const meter = await startMeter(ctx, { LEAK_S: 4, BURST_MLMIN: 60_000, P_LOW_PA: 200_000 })
+    let volume = 0
+    let flowPer100ms = 0
+    ctx.timers.push(
+      setInterval(() => {
+        volume += flowPer100ms
+        meter.setWater({ volumeMl: volume })
+      }, 100),
+    )
+    await waitFor("synced readings", async () => (await readings(stack, meter.meterId)).some((r) => r.timeSynced))
+    await sleep(2000)
+
+    flowPer100ms = 10 // 6 L/min, continuous: a leak after 4 s
+    await sleep(7000)
+    flowPer100ms = 0
+    await sleep(3000)
+    flowPer100ms = 250 // 150 L/min: a burst, too short to be a leak
+    await sleep(1500)
+    flowPer100ms = 0
+    await sleep(3000)
+    meter.setPressure(150_000)
+    await sleep(3000)
+    meter.setPressure(300_000)
+    await sleep(3000)
+    meter.setTamper(true)
+    await sleep(2500)
+    meter.setTamper(false)
+
+    const kinds = ["ALARM_TYPE_LEAK", "ALARM_TYPE_BURST", "ALARM_TYPE_PRESSURE_LOW", "ALARM_TYPE_TAMPER"]
+    const all = await waitFor(
+      "every alarm raised and cleared",
+      async () => {
+        const a = await alarms(stack, meter.meterId)
+        return kinds.every((k) => a.filter((x) => x.type === k).length === 2) ? a : false
+      },
+      30_000,
+      250,
+    )
+    await sleep(2500) // the frames with the clearing intervals
+    const rows = await readings(stack, meter.meterId)
+    const at = (ts: string) => rows.find((r) => r.ts === ts)
+    const byType = (k: string) => all.filter((a) => a.type === k)
+
+    for (const k of kinds) {
+      const [raised, cleared] = byType(k)
+      expect(raised.active, k).toBe(true)
+      expect(cleared.active, k).toBe(false)
+      expect(Date.parse(cleared.ts), k).toBeGreaterThan(Date.parse(raised.ts))
+    }
+    // LEAK: raised at the interval that completed 4 s of uninterrupted flow, cleared at the first dry one
+    const [leakOn, leakOff] = byType("ALARM_TYPE_LEAK")
+    const leakIdx = rows.findIndex((r) => r.ts === leakOn.ts)
+    expect(leakIdx).toBeGreaterThanOrEqual(3)
+    for (let i = leakIdx - 3; i <= leakIdx; i++) expect(rows[i].volumeMl).toBeGreaterThan(0)
+    expect(rows[leakIdx - 4]?.volumeMl ?? 0).toBe(0)
+    expect(at(leakOff.ts)?.volumeMl).toBe(0)
+    expect(rows[rows.findIndex((r) => r.ts === leakOff.ts) - 1].volumeMl).toBeGreaterThan(0)
+    // BURST: the raising interval's rate is at least 60 L/min; the clearing one is below 57 L/min
+    const [burstOn, burstOff] = byType("ALARM_TYPE_BURST")
+    expect(at(burstOn.ts)!.volumeMl * 60).toBeGreaterThanOrEqual(60_000)
+    expect(at(burstOff.ts)!.volumeMl * 60).toBeLessThan(57_000)
+    // PRESSURE_LOW: raised where the interval minimum fell below 200 kPa, cleared where it recovered
+    const [lowOn, lowOff] = byType("ALARM_TYPE_PRESSURE_LOW")
+    expect(at(lowOn.ts)!.pressureMinPa).toBeLessThan(200_000)
+    expect(at(lowOff.ts)!.pressureMinPa).toBeGreaterThanOrEqual(210_000)
+    const lowIdx = rows.findIndex((r) => r.ts === lowOn.ts)
+    expect(rows[lowIdx - 1].pressureMinPa).toBeGreaterThanOrEqual(200_000)
+    // TAMPER: about 2.5 s open
+    const [tOn, tOff] = byType("ALARM_TYPE_TAMPER")
+    const openS = (Date.parse(tOff.ts) - Date.parse(tOn.ts)) / 1000
+    expect(openS).toBeGreaterThanOrEqual(2)
+    expect(openS).toBeLessThanOrEqual(4)
+    // nothing else fired
+    expect(all.filter((a) => !kinds.includes(a.type))).toEqual([])
+  })
+})
+
+describe("downlinks on the embedded broker + PGlite", () => {
+  const ctx = useStack("embedded")
+  let pub: mqtt.MqttClient
+  beforeAll(async () => {
+    pub = await mqtt.connectAsync(ctx.stack!.mqttUrl, { clientId: uid("ops") })
+  })
+  afterAll(async () => {
+    await pub?.endAsync()
+  })
+
+  test("a Config downlink changes the interval; the following frames follow it and the birth confirms it", async () => {
+    const stack = ctx.stack!
+    const meter = await startMeter(ctx, {})
+    await waitFor("readings at 1 s", async () => (await readings(stack, meter.meterId)).length >= 4)
+    const payload = encodeDownlink({ config: { intervalS: 2, batch: 3, leakS: 600 } })
+    await pub.publishAsync(downTopic(meter.meterId, "config"), Buffer.from(payload), { qos: 1 })
+    const rows = await waitFor(
+      "readings at 2 s",
+      async () => {
+        const r = await readings(stack, meter.meterId)
+        return r.filter((x) => x.intervalS === 2).length >= 6 ? r : false
+      },
+      40_000,
+    )
+    // once switched, every later interval is 2 s long and 2 s apart
+    const first2 = rows.findIndex((r) => r.intervalS === 2)
+    for (let i = first2; i < rows.length; i++) {
+      expect(rows[i].intervalS).toBe(2)
+      if (i > first2) expect(Date.parse(rows[i].ts) - Date.parse(rows[i - 1].ts)).toBe(2000)
+    }
+    const m = (await stack.app.inject({ url: `/meters/${meter.meterId}` })).json()
+    expect(m.intervalS).toBe(2)
+    expect(m.batch).toBe(3)
+  })
+
+  test("a skewed meter clock is detected from its frames and corrected by a TimeSync", async () => {
+    const stack = ctx.stack!
+    const meter = await startMeter(ctx, {})
+    await waitFor("synced readings", async () => (await readings(stack, meter.meterId)).some((r) => r.timeSynced))
+    // put the meter's clock an hour behind, as a bad time source would
+    const skewed = encodeDownlink({ time: { unixMs: Date.now() - 3600_000 } })
+    await pub.publishAsync(downTopic(meter.meterId, "time"), Buffer.from(skewed), { qos: 1 })
+    const hourAgo = (r: Reading) => Math.abs(Date.now() - 3600_000 - Date.parse(r.ts)) < 30_000
+    await waitFor("skewed readings", async () => (await readings(stack, meter.meterId)).some(hourAgo))
+    const t0 = Date.now()
+    const rows = await waitFor(
+      "corrected readings",
+      async () => {
+        const r = await readings(stack, meter.meterId)
+        return r.filter((x) => Date.parse(x.ts) > t0 - 5000).length >= 2 ? r : false
+      },
+      30_000,
+    )
+    const latest = rows[rows.length - 1]
+    expect(Math.abs(Date.parse(latest.ts) - Date.now())).toBeLessThan(10_000)
+    expect((await stack.metrics.clockCorrections.get()).values[0].value).toBeGreaterThanOrEqual(1)
+  })
+})
