@@ -1,7 +1,7 @@
 // The bridge service: MQTT subscription → Ingest → data tier, downlinks back to meters.
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt"
 import type { Logger } from "pino"
-import { Ingest, type IngestOptions } from "./ingest.js"
+import { Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
 import type { Metrics } from "./metrics.js"
 import type { Store } from "./store/store.js"
 import { downTopic, upFilter } from "./topics.js"
@@ -22,6 +22,8 @@ export interface BridgeOptions extends IngestOptions {
 export interface Bridge {
   client: MqttClient
   ingest: Ingest
+  /** Publishes a downlink (QoS 1); resolves when the broker has it. */
+  send: SendDownlink
   /** Resolves once subscribed. */
   ready: Promise<void>
   stop(): Promise<void>
@@ -39,7 +41,7 @@ export function startBridge(o: BridgeOptions): Bridge {
     connectTimeout: 5000,
     ...o.mqttOptions,
   })
-  const send = async (meterId: string, kind: Parameters<typeof downTopic>[1], payload: Uint8Array) => {
+  const send: SendDownlink = async (meterId, kind, payload) => {
     const t0 = Date.now()
     await client.publishAsync(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 })
     o.log.debug({ meterId, kind, ms: Date.now() - t0 }, "downlink acknowledged by broker")
@@ -69,6 +71,7 @@ export function startBridge(o: BridgeOptions): Bridge {
   return {
     client,
     ingest,
+    send,
     ready,
     stop: async () => {
       ingest.stop()

@@ -1,9 +1,12 @@
 // Runs one bridge service from its configuration: broker (external or embedded), data tier,
 // ingest, HTTP API. Used by bridge/src/main.ts, the demo (scripts/start.ts) and the tests.
+import { readFileSync } from "node:fs"
 import pino, { type Logger } from "pino"
+import { DEFAULT_BRIDGE_USER } from "./acl.js"
 import { buildApp } from "./api.js"
 import { startBridge, type Bridge } from "./bridge.js"
-import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
+import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
+import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { createMetrics, type Metrics } from "./metrics.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
 import type { Store } from "./store/store.js"
@@ -20,6 +23,18 @@ export interface ServiceConfig {
   clientId?: string
   shareGroup?: string
   autoRegister?: boolean
+  /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
+  mqttUsername?: string
+  mqttPassword?: string
+  /** PEM CA certificate that signed the broker's TLS certificate (mqtts:// with a private CA). */
+  mqttCaFile?: string
+  /** Embedded broker: Mosquitto password file enabling logins and the topic ACL, and TLS files. */
+  embeddedBroker?: EmbeddedBrokerOptions
+  /** Bearer token for API writes and downlinks; unset: writes are refused. */
+  apiToken?: string
+  /** Inactivity check period (ms) and slack (s) beyond 2 × interval × batch. */
+  inactivityCheckMs?: number
+  inactivitySlackS?: number
   log?: Logger
 }
 
@@ -30,6 +45,7 @@ export interface Service {
   metrics: Metrics
   bridge: Bridge
   broker?: EmbeddedBroker
+  inactivity: InactivityChecker
   app: ReturnType<typeof buildApp>
   stop(): Promise<void>
 }
@@ -45,6 +61,20 @@ export function configFromEnv(env = process.env): ServiceConfig {
     clientId: env.MQTT_CLIENT_ID || undefined,
     shareGroup: env.MQTT_SHARE_GROUP || undefined,
     autoRegister: env.AUTO_REGISTER !== "false",
+    mqttUsername: env.MQTT_USERNAME || undefined,
+    mqttPassword: env.MQTT_PASSWORD || undefined,
+    mqttCaFile: env.MQTT_CA_FILE || undefined,
+    embeddedBroker: {
+      passwordFile: env.EMBEDDED_MQTT_PASSWORD_FILE || undefined,
+      bridgeUser: env.MQTT_USERNAME || DEFAULT_BRIDGE_USER,
+      tls:
+        env.EMBEDDED_MQTT_TLS_CERT && env.EMBEDDED_MQTT_TLS_KEY
+          ? { certFile: env.EMBEDDED_MQTT_TLS_CERT, keyFile: env.EMBEDDED_MQTT_TLS_KEY }
+          : undefined,
+    },
+    apiToken: env.API_TOKEN || undefined,
+    inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? 30_000),
+    inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? 60),
   }
 }
 
@@ -63,7 +93,9 @@ async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store>
 
 export async function startService(c: ServiceConfig): Promise<Service> {
   const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
-  const broker = c.mqttUrl ? undefined : await startEmbeddedBroker(c.embeddedMqttPort ?? 0)
+  const broker = c.mqttUrl
+    ? undefined
+    : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker)
   const mqttUrl = c.mqttUrl ?? broker!.url
   const store = await openStoreWithRetry(c, log)
   const metrics = createMetrics(true)
@@ -75,9 +107,21 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     clientId: c.clientId,
     shareGroup: c.shareGroup,
     autoRegister: c.autoRegister,
+    mqttOptions: {
+      username: c.mqttUsername,
+      password: c.mqttPassword,
+      ...(c.mqttCaFile ? { ca: readFileSync(c.mqttCaFile), rejectUnauthorized: true } : {}),
+    },
   })
   await bridge.ready
-  const app = buildApp({ store, metrics })
+  const inactivity = startInactivityChecker({
+    store,
+    metrics,
+    log,
+    everyMs: c.inactivityCheckMs ?? 30_000,
+    slackS: c.inactivitySlackS ?? 60,
+  })
+  const app = buildApp({ store, metrics, downlink: bridge.send, apiToken: c.apiToken })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
     httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
@@ -89,8 +133,10 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     metrics,
     bridge,
     broker,
+    inactivity,
     app,
     stop: async () => {
+      await inactivity.stop()
       await app.close()
       await bridge.stop()
       await store.close()

@@ -1,0 +1,52 @@
+// Inactivity: a meter that misses its expected frames (2 × interval_s × batch from its birth
+// config, plus slack) is marked offline with an INACTIVE alarm; ingest clears it when frames
+// return. The marking is one SQL statement per check, so several bridge instances checking the
+// same data tier raise each alarm once. The check also refreshes the online-meters gauge.
+import type { Logger } from "pino"
+import type { Metrics } from "./metrics.js"
+import type { Store } from "./store/store.js"
+
+export interface InactivityOptions {
+  store: Store
+  metrics: Metrics
+  log: Logger
+  /** How often to check, ms. */
+  everyMs: number
+  /** Grace beyond 2 × interval × batch, seconds (network, broker, clock jitter). */
+  slackS: number
+}
+
+export interface InactivityChecker {
+  /** One check now; resolves with the meters it marked inactive. */
+  check(): Promise<string[]>
+  stop(): Promise<void>
+}
+
+export function startInactivityChecker(o: InactivityOptions): InactivityChecker {
+  let running: Promise<string[]> | undefined
+  const check = async () => {
+    const marked = await o.store.checkInactivity(new Date(), o.slackS)
+    for (const meterId of marked) o.log.warn({ meterId, alarm: "INACTIVE" }, "meter missed its frames; marked offline")
+    o.metrics.onlineMeters.set(await o.store.countOnline())
+    return marked
+  }
+  const tick = () => {
+    if (running) return // a slow data tier: skip, do not pile up
+    running = check()
+      .catch((e: Error) => {
+        o.log.error({ err: e.message }, "inactivity check failed")
+        return []
+      })
+      .finally(() => (running = undefined))
+  }
+  const timer = setInterval(tick, o.everyMs)
+  timer.unref()
+  tick()
+  return {
+    check,
+    stop: async () => {
+      clearInterval(timer)
+      await running
+    },
+  }
+}
