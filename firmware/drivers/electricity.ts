@@ -1,0 +1,120 @@
+// Electricity metering: S0 pulse outputs (DIN 43864 / IEC 62053-31, impulses per kWh) and the
+// PZEM-004T v3 metering IC (Modbus RTU, function 0x04, 10 input registers). Both expose the
+// citymeter Electricity Meter service (services/electricitymeter.md).
+//
+// DeviceScript gives user code no UART, so the PZEM-004T frames here are built and parsed (and
+// tested) but need a UART bridge (e.g. an I2C-UART chip) to reach the meter; S0 works on a GPIO
+// within the 100 ms edge polling limit (≤ 5 impulses/s, i.e. ≤ 18 kW at 1000 imp/kWh).
+import * as ds from "@devicescript/core"
+import { subscribeDigital } from "@devicescript/gpio"
+import { SensorServer, startServer } from "@devicescript/server"
+
+/** Energy of `impulses` S0 impulses, Wh, rounded down. */
+export function s0ToWh(impulses: number, impPerKwh: number): number {
+    return Math.floor((impulses * 1000) / impPerKwh)
+}
+
+/** Active power from the time between two S0 impulses: P = 3.6e6 / (imp/kWh × Δt[s]) W. */
+export function s0PowerW(gapMs: number, impPerKwh: number): number {
+    if (gapMs <= 0) return 0
+    return Math.round(3600000000 / (impPerKwh * gapMs))
+}
+
+/** Modbus RTU CRC-16 (polynomial 0xA001, init 0xFFFF), as sent low byte first. */
+export function modbusCrc16(b: Buffer, len: number): number {
+    let crc = 0xffff
+    for (let i = 0; i < len; ++i) {
+        crc = crc ^ b.getAt(i, "u8")
+        for (let k = 0; k < 8; ++k) crc = crc & 1 ? (crc >> 1) ^ 0xa001 : crc >> 1
+    }
+    return crc & 0xffff
+}
+
+/** "Read input registers 0x0000..0x0009" request for a PZEM-004T at `address` (1..247). */
+export function pzemReadRequest(address: number): Buffer {
+    const b = Buffer.alloc(8)
+    b.setAt(0, "u8", address)
+    b.setAt(1, "u8", 0x04)
+    b.setAt(2, "u8", 0)
+    b.setAt(3, "u8", 0)
+    b.setAt(4, "u8", 0)
+    b.setAt(5, "u8", 10)
+    const crc = modbusCrc16(b, 6)
+    b.setAt(6, "u8", crc & 0xff)
+    b.setAt(7, "u8", crc >> 8)
+    return b
+}
+
+export interface PzemReading {
+    voltageDv: number
+    currentMa: number
+    powerW: number
+    energyWh: number
+    frequencyDhz: number
+    powerFactorPct: number
+}
+
+function reg(b: Buffer, i: number): number {
+    return b.getAt(3 + i * 2, "u8") * 256 + b.getAt(4 + i * 2, "u8")
+}
+
+/** Parses a PZEM-004T response (25 bytes); undefined when the frame or its CRC is bad. */
+export function parsePzemResponse(b: Buffer): PzemReading {
+    if (b.length < 25 || b.getAt(1, "u8") !== 0x04 || b.getAt(2, "u8") !== 20) return undefined
+    const crc = modbusCrc16(b, 23)
+    if (b.getAt(23, "u8") !== (crc & 0xff) || b.getAt(24, "u8") !== crc >> 8) return undefined
+    // 32-bit values come low word first
+    return {
+        voltageDv: reg(b, 0),
+        currentMa: reg(b, 1) + reg(b, 2) * 65536,
+        powerW: Math.round((reg(b, 3) + reg(b, 4) * 65536) / 10),
+        energyWh: reg(b, 5) + reg(b, 6) * 65536,
+        frequencyDhz: reg(b, 7),
+        powerFactorPct: reg(b, 8),
+    }
+}
+
+export class S0Counter {
+    impulses = 0
+    powerW = 0
+    private lastMs: number = undefined
+    constructor(readonly impPerKwh: number) {}
+    impulse(nowMs: number) {
+        if (this.lastMs !== undefined) this.powerW = s0PowerW(nowMs - this.lastMs, this.impPerKwh)
+        this.lastMs = nowMs
+        this.impulses = this.impulses + 1
+    }
+    /** Power decays to 0 when no impulse came for longer than the last gap would allow. */
+    settle(nowMs: number) {
+        if (this.lastMs !== undefined && this.powerW > 0 && s0PowerW(nowMs - this.lastMs, this.impPerKwh) < this.powerW)
+            this.powerW = s0PowerW(nowMs - this.lastMs, this.impPerKwh)
+    }
+    energyWh() {
+        return s0ToWh(this.impulses, this.impPerKwh)
+    }
+}
+
+class S0Server extends SensorServer implements ds.CitymeterElectricityMeterServerSpec {
+    constructor(private readonly s0: S0Counter, private readonly nominalDv: number) {
+        super(ds.CitymeterElectricityMeter.spec)
+    }
+    reading() {
+        return this.s0.energyWh()
+    }
+    power() {
+        this.s0.settle(ds.millis())
+        return this.s0.powerW
+    }
+    voltage() {
+        return this.nominalDv // an S0 output carries no voltage: report the nominal supply
+    }
+}
+
+export function startS0Meter(pin: ds.InputPin, impPerKwh: number, nominalDv: number): S0Counter {
+    const s0 = new S0Counter(impPerKwh)
+    subscribeDigital(pin, (v: ds.DigitalValue) => {
+        if (v === 1) s0.impulse(ds.millis())
+    })
+    startServer(new S0Server(s0, nominalDv))
+    return s0
+}

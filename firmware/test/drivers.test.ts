@@ -1,0 +1,120 @@
+// Driver conversion maths in the VM (the drivers themselves need hardware: boards/).
+import { describe, expect, test } from "@devicescript/test"
+import { modbusCrc16, parsePzemResponse, pzemReadRequest, s0PowerW, s0ToWh, S0Counter } from "../drivers/electricity"
+import { adcToVolts, DEFAULT_CALIBRATION, outOfRange, voltsToPa } from "../drivers/pressure"
+import { Debouncer, FlowCounter, flowRateMlMin, pulsesToMl } from "../drivers/waterflow"
+
+describe("water flow pulses", () => {
+    test("pulses to millilitres at the sensor's K-factor", () => {
+        expect(pulsesToMl(450, 450)).toBe(1000)
+        expect(pulsesToMl(1, 450)).toBe(2) // 2.22 mL, rounded down
+        expect(pulsesToMl(0, 450)).toBe(0)
+        expect(pulsesToMl(1, 1)).toBe(1000) // reed switch, 1 pulse per litre
+    })
+    test("flow rate from pulses over time", () => {
+        expect(flowRateMlMin(450, 60000, 450)).toBe(1000) // 1 L in a minute
+        expect(flowRateMlMin(225, 1000, 450)).toBe(30000) // 225 Hz = 30 L/min
+        expect(flowRateMlMin(10, 0, 450)).toBe(0)
+    })
+    test("debouncing drops edges closer than the gap, at the gap exactly it accepts", () => {
+        const d = new Debouncer(5)
+        expect(d.accept(100)).toBe(true)
+        expect(d.accept(101)).toBe(false)
+        expect(d.accept(104)).toBe(false)
+        expect(d.accept(105)).toBe(true)
+        expect(d.accept(200)).toBe(true)
+    })
+    test("the cumulative volume wraps at 2^32 mL like the service register", () => {
+        const c = new FlowCounter(1)
+        c.pulses = 4294967 // 4 294 967 L = 4 294 967 000 mL
+        expect(c.volumeMl()).toBe(4294967000)
+        c.pulses = 4294968
+        expect(c.volumeMl()).toBe(4294968000 - 4294967296)
+    })
+    test("rate follows the pulses between updates", () => {
+        const c = new FlowCounter(450)
+        c.updateRate(1000)
+        for (let i = 0; i < 45; ++i) c.pulse()
+        c.updateRate(2000)
+        expect(c.rateMlMin).toBe(6000) // 45 pulses/s = 0.1 L/s
+    })
+})
+
+describe("S0 electricity pulses", () => {
+    test("impulses to watt-hours", () => {
+        expect(s0ToWh(1000, 1000)).toBe(1000)
+        expect(s0ToWh(1, 1000)).toBe(1)
+        expect(s0ToWh(1, 800)).toBe(1) // 1.25 Wh, rounded down
+        expect(s0ToWh(5, 800)).toBe(6)
+    })
+    test("power from the gap between impulses", () => {
+        expect(s0PowerW(3600, 1000)).toBe(1000) // 1 Wh every 3.6 s = 1 kW
+        expect(s0PowerW(1000, 1000)).toBe(3600)
+        expect(s0PowerW(0, 1000)).toBe(0)
+    })
+    test("power decays when impulses stop", () => {
+        const s = new S0Counter(1000)
+        s.impulse(0)
+        s.impulse(3600)
+        expect(s.powerW).toBe(1000)
+        s.settle(7200) // no impulse for 3.6 s more: still at most 1 kW
+        expect(s.powerW).toBe(1000)
+        s.settle(3600 + 36000)
+        expect(s.powerW).toBe(100)
+    })
+})
+
+describe("PZEM-004T Modbus RTU", () => {
+    test("the read request matches the documented frame 01 04 00 00 00 0A 70 0D", () => {
+        expect(pzemReadRequest(1).toString("hex")).toBe("01040000000a700d")
+    })
+    test("a response is parsed into units, a corrupted one rejected", () => {
+        const b = Buffer.alloc(25)
+        const words = [2301, 1500, 0, 3450, 0, 0xa120, 0x0007, 500, 95, 0] // 230.1 V, 1.5 A, 345 W, 500000 Wh
+        b.setAt(0, "u8", 1)
+        b.setAt(1, "u8", 4)
+        b.setAt(2, "u8", 20)
+        for (let i = 0; i < 10; ++i) {
+            b.setAt(3 + i * 2, "u8", words[i] >> 8)
+            b.setAt(4 + i * 2, "u8", words[i] & 0xff)
+        }
+        const crc = modbusCrc16(b, 23)
+        b.setAt(23, "u8", crc & 0xff)
+        b.setAt(24, "u8", crc >> 8)
+        const r = parsePzemResponse(b)
+        expect(r.voltageDv).toBe(2301)
+        expect(r.currentMa).toBe(1500)
+        expect(r.powerW).toBe(345)
+        expect(r.energyWh).toBe(500000)
+        expect(r.frequencyDhz).toBe(500)
+        expect(r.powerFactorPct).toBe(95)
+        b.setAt(5, "u8", 0x55)
+        expect(parsePzemResponse(b)).toBe(undefined)
+    })
+})
+
+describe("pressure transducer", () => {
+    const c = DEFAULT_CALIBRATION
+    test("0.5 V is zero, 4.5 V full range, 2.5 V half", () => {
+        expect(voltsToPa(0.5, c)).toBe(0)
+        expect(voltsToPa(4.5, c)).toBe(1000000)
+        expect(voltsToPa(2.5, c)).toBe(500000)
+        expect(voltsToPa(0.45, c)).toBe(0) // below zero clamps
+    })
+    test("zero and span calibration", () => {
+        const cal = { zeroV: 0.52, spanV: 3.96, rangePa: 1600000, fullScaleV: 3.3, divider: 0.66 }
+        expect(voltsToPa(0.52, cal)).toBe(0)
+        expect(voltsToPa(4.48, cal)).toBe(1600000)
+    })
+    test("ADC ratio through the divider", () => {
+        expect(Math.round(adcToVolts(1, c) * 1000)).toBe(5000)
+        expect(Math.round(adcToVolts(0.1, c) * 1000)).toBe(500)
+    })
+    test("out of range beyond 0.1 V outside the band (open or shorted sensor)", () => {
+        expect(outOfRange(0.4, c)).toBe(false)
+        expect(outOfRange(0.39, c)).toBe(true)
+        expect(outOfRange(4.6, c)).toBe(false)
+        expect(outOfRange(4.61, c)).toBe(true)
+        expect(outOfRange(0, c)).toBe(true)
+    })
+})
