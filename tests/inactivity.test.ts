@@ -1,0 +1,89 @@
+// Inactivity: a meter that stops sending for longer than 2 × interval × batch (+ slack) from its
+// birth config is marked offline with an open INACTIVE alarm; its next frame clears both.
+import { randomBytes } from "node:crypto"
+import mqtt from "mqtt"
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { citymeter } from "../bridge/src/gen/citymeter.js"
+import { startService, type Service } from "../bridge/src/service.js"
+import { upTopic } from "../bridge/src/topics.js"
+import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+
+const { Uplink } = citymeter.v1
+const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
+
+describe.each(STACKS)("inactivity on %s", (kind) => {
+  let svc: Service
+  let pub: mqtt.MqttClient
+  const schema = `t_${randomBytes(6).toString("hex")}`
+  const { log, lines } = captureLog()
+  beforeAll(async () => {
+    svc = await startService({
+      ...(kind === "embedded"
+        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
+        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      clientId: uid("inact-bridge"),
+      log,
+      inactivityCheckMs: 200,
+      inactivitySlackS: 1,
+    })
+    pub = await mqtt.connectAsync(svc.mqttUrl, { clientId: uid("inact-pub") })
+  })
+  afterAll(async () => {
+    await pub?.endAsync()
+    await svc?.stop()
+    if (kind !== "embedded") await dropSchema(schema)
+  })
+
+  const openAlarms = async (meterId: string) =>
+    (await svc.app.inject({ url: `/meters/${meterId}/alarms?open=true` })).json().alarms as {
+      type: string
+      source: string
+    }[]
+  const meter = async (meterId: string) => (await svc.app.inject({ url: `/meters/${meterId}` })).json()
+  const gauge = async () => (await svc.metrics.onlineMeters.get()).values[0]?.value
+
+  test("a silent meter is marked offline with an INACTIVE alarm, cleared when its frames return", async () => {
+    const meterId = uid("quiet")
+    const readings = (seq: number) =>
+      up({
+        boot: 1,
+        seq,
+        readings: {
+          startS: Math.floor(Date.now() / 1000) - 1,
+          timeSynced: true,
+          intervalS: 1,
+          water: { totalMl: seq, volumeMl: [1] },
+        },
+      })
+    // expected every 1 s × batch 1: inactive after 2 × 1 × 1 + 1 s slack without a frame
+    await pub.publishAsync(
+      upTopic(meterId, "birth"),
+      up({ boot: 1, birth: { firmware: "fw", board: "b", intervalS: 1, batch: 1, uptimeS: 1 } }),
+      { qos: 1 },
+    )
+    await pub.publishAsync(upTopic(meterId, "readings"), readings(1), { qos: 1 })
+    await waitFor("online", async () => (await meter(meterId)).online === true, 5000)
+    if (kind === "embedded") await waitFor("gauge 1", async () => (await gauge()) === 1, 5000)
+    const quietSince = Date.now()
+
+    const alarms = await waitFor("INACTIVE raised", async () => {
+      const a = await openAlarms(meterId)
+      return a.length ? a : undefined
+    })
+    expect(Date.now() - quietSince).toBeGreaterThanOrEqual(2500) // not before 2 × interval × batch + slack
+    expect(alarms).toMatchObject([{ type: "INACTIVE", source: "bridge", active: true }])
+    expect(await meter(meterId)).toMatchObject({ online: false, inactive: true })
+    expect(lines.some((l) => l.meterId === meterId && l.alarm === "INACTIVE")).toBe(true)
+    if (kind === "embedded") await waitFor("gauge 0", async () => (await gauge()) === 0, 5000)
+
+    await pub.publishAsync(upTopic(meterId, "readings"), readings(2), { qos: 1 })
+    await waitFor("INACTIVE cleared", async () => (await openAlarms(meterId)).length === 0, 5000)
+    expect(await meter(meterId)).toMatchObject({ online: true, inactive: false })
+    const history = (await svc.app.inject({ url: `/meters/${meterId}/alarms` })).json().alarms
+    expect(history.map((a: { type: string; active: boolean }) => [a.type, a.active])).toEqual([
+      ["INACTIVE", true],
+      ["INACTIVE", false],
+    ])
+    if (kind === "embedded") await waitFor("gauge 1 again", async () => (await gauge()) === 1, 5000)
+  })
+})
