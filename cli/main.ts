@@ -1,0 +1,196 @@
+// citymeter: the field CLI. `npx citymeter --help`; each command has --help.
+// Exit codes: 0 ok, 1 the operation failed, 2 bad input or usage.
+import { Command, InvalidArgumentError, Option } from "commander"
+import { CliError } from "./errors.js"
+import { decodeCommand } from "./decode.js"
+import { build, flash } from "./firmware.js"
+import { provision } from "./provision.js"
+import { bridge, sim } from "./run.js"
+import { watch } from "./watch.js"
+
+const print = (line: string) => console.log(line)
+const DEFAULT_BROKER = process.env.MQTT_URL || "mqtt://127.0.0.1:1883"
+
+function intArg(name: string) {
+  return (v: string) => {
+    const n = Number(v)
+    if (!/^-?\d+$/.test(v.trim()) || !Number.isSafeInteger(n))
+      throw new InvalidArgumentError(`${name} must be an integer`)
+    return n
+  }
+}
+
+const program = new Command()
+  .name("citymeter")
+  .description(
+    "Field tool for citymeter meters: provision, build, flash, watch and decode frames, run the simulator and the bridge.",
+  )
+  .showHelpAfterError("(run with --help for usage)")
+  .configureOutput({ outputError: (s, write) => write(s.startsWith("error:") ? `citymeter: ${s}` : s) })
+  .exitOverride((e) => {
+    // commander's own errors (unknown option, missing argument) are usage errors
+    process.exit(e.exitCode === 0 ? 0 : 2)
+  })
+
+program
+  .command("provision")
+  .description(
+    "write a meter's DeviceScript settings: .env.defaults (identity, broker, interval) and .env.local (secrets)",
+  )
+  .requiredOption("-m, --meter <id>", "meter id, [A-Za-z0-9_.-]{1,64} (an MQTT topic level)")
+  .requiredOption("-b, --board <board>", "board id: a DeviceScript board, boards/<id>.board.json, or 'sim'")
+  .requiredOption("-u, --broker <url>", "broker URL, mqtt://host:port or mqtts://host:port (TLS)")
+  .option("--username <user>", "MQTT username")
+  .option("--password <pass>", "MQTT password (or set MQTT_PASS); written to .env.local only")
+  .option("-i, --interval <s>", "seconds per interval, 1..86400", intArg("--interval"), 900)
+  .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 4)
+  .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants, e.g. LEAK_S=3600 (keys <= 13 characters)")
+  .option("-o, --out <dir>", "directory for the two files (default: data/provision/<meter>)")
+  .option("-f, --force", "overwrite existing files")
+  .addHelpText(
+    "after",
+    "\nExample:\n  citymeter provision -m hall-7.w1 -b esp32c3_bare -u mqtts://broker.city.example:8883 --username hall7 --password s3cret\n" +
+      "  citymeter build -b esp32c3_bare --settings data/provision/hall-7.w1",
+  )
+  .action((o) => {
+    const out = o.out ?? `data/provision/${o.meter}`
+    const r = provision(
+      {
+        meterId: o.meter,
+        board: o.board,
+        broker: o.broker,
+        username: o.username,
+        password: o.password ?? process.env.MQTT_PASS,
+        intervalS: o.interval,
+        batch: o.batch,
+        set: o.set,
+      },
+      out,
+      o.force,
+    )
+    print(`wrote ${r.defaultsFile}`)
+    for (const [k, v] of Object.entries(r.defaults)) print(`  ${k}=${JSON.stringify(v)}`)
+    print(`wrote ${r.localFile} (mode 600)`)
+    for (const k of Object.keys(r.secrets)) print(`  ${k}=********`)
+    print(`next: citymeter build --board ${o.board} --settings ${out}`)
+  })
+
+program
+  .command("build")
+  .description("compile the firmware (devs build) for a board, with the repository's or a provisioned meter's settings")
+  .requiredOption("-b, --board <board>", "board id")
+  .option("-s, --settings <dir>", "directory written by `citymeter provision`")
+  .option("-o, --out <dir>", "output directory (default: .devicescript/boards/<board>)")
+  .action(async (o) => {
+    await build({ board: o.board, settings: o.settings, out: o.out }, print)
+  })
+
+program
+  .command("flash")
+  .description("flash the DeviceScript runtime onto a board (wraps `devs flash`); offline, pass the image with --file")
+  .requiredOption("-b, --board <board>", "board id")
+  .option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it")
+  .option("--port <path>", "serial port (ESP32)")
+  .option("--once", "do not wait for the board to be connected")
+  .action(async (o) => {
+    await flash({ board: o.board, file: o.file, port: o.port, once: o.once }, print)
+  })
+
+program
+  .command("watch")
+  .description("print a meter's live frames (citymeter/v1/<meter>/#), decoded; '+' watches every meter")
+  .argument("<meter>", "meter id, or + for all")
+  .option("-u, --broker <url>", "broker URL", DEFAULT_BROKER)
+  .option("--username <user>", "MQTT username")
+  .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
+  .option("-n, --count <n>", "exit after n frames", intArg("--count"))
+  .option("-t, --timeout <s>", "exit with an error when no frame arrives for s seconds", intArg("--timeout"))
+  .option("--hex", "also print each payload in hex (for `citymeter decode`)")
+  .action(async (meter, o) => {
+    await watch(
+      meter,
+      {
+        url: o.broker,
+        username: o.username,
+        password: o.password ?? process.env.MQTT_PASS,
+        count: o.count,
+        timeout: o.timeout,
+        hex: o.hex,
+      },
+      print,
+    )
+  })
+
+program
+  .command("decode")
+  .description("explain a captured frame field by field: field numbers, wire types, values with units")
+  .argument("<hex|file>", "hex bytes, or a file holding hex text (proto/golden/*.hex) or raw bytes")
+  .option("--downlink", "decode a citymeter.v1.Downlink (default: Uplink)")
+  .addOption(
+    new Option("--kind <kind>", "uplink topic kind to validate against (default: the frame's body)").choices([
+      "readings",
+      "birth",
+      "alarm",
+      "death",
+    ]),
+  )
+  .action((input, o) => {
+    print(decodeCommand(input, { downlink: o.downlink, kind: o.kind }))
+  })
+
+program
+  .command("sim")
+  .description("run simulated meters (the real firmware in DeviceScript VMs) against a broker")
+  .option("-u, --broker <url>", "broker URL", DEFAULT_BROKER)
+  .option("-n, --meters <n>", "number of meters", intArg("--meters"), 3)
+  .option("--prefix <prefix>", "meter ids are <prefix>-001, <prefix>-002, …", "sim")
+  .option("-i, --interval <s>", "seconds per interval", intArg("--interval"), 5)
+  .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 2)
+  .option("--username <user>", "MQTT username")
+  .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
+  .option("-d, --duration <s>", "stop after s seconds (0: run until Ctrl-C)", intArg("--duration"), 0)
+  .option("-v, --verbose", "print every firmware console line")
+  .action(async (o) => {
+    await sim(
+      {
+        broker: o.broker,
+        meters: o.meters,
+        prefix: o.prefix,
+        interval: o.interval,
+        batch: o.batch,
+        username: o.username,
+        password: o.password ?? process.env.MQTT_PASS,
+        duration: o.duration,
+        verbose: o.verbose,
+      },
+      print,
+    )
+  })
+
+program
+  .command("bridge")
+  .description("run the bridge service (ingest + HTTP API); flags override the environment (README: Configuration)")
+  .option("--mqtt-url <url>", "external broker (default: $MQTT_URL, else an embedded broker)")
+  .option(
+    "--database-url <url>",
+    "postgres://… or pglite:<dir> / pglite:memory (default: $DATABASE_URL or pglite:./data/pglite)",
+  )
+  .option("--http-port <port>", "API port (default: $HTTP_PORT or 8080)", intArg("--http-port"))
+  .option("--http-host <host>", "API host (default: $HTTP_HOST or 127.0.0.1)")
+  .option("--client-id <id>", "stable MQTT client id (keeps the bridge's session at the broker)")
+  .option("--share-group <name>", "MQTT 5 shared subscription group (scale-out)")
+  .option("--no-auto-register", "reject frames of meters not in the data tier")
+  .action(async (o) => {
+    await bridge(o, print)
+  })
+
+try {
+  await program.parseAsync()
+} catch (e) {
+  if (e instanceof CliError) {
+    console.error(`citymeter: error: ${e.message}`)
+    process.exit(e.exitCode)
+  }
+  console.error(`citymeter: error: ${(e as Error).stack ?? e}`)
+  process.exit(1)
+}

@@ -1,0 +1,157 @@
+// `citymeter provision`: meter identity, board and broker → the two DeviceScript settings files.
+// Non-secrets go to .env.defaults, secrets (MQTT_PASS) to .env.local (mode 0600). `devs build`
+// reads both from the directory it runs in (cli/firmware.ts stages them); the simulator deploys
+// the same keys over its settings service (sim/src/meter.ts).
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { join, resolve } from "node:path"
+import { METER_ID_PATTERN } from "../bridge/src/topics.js"
+import { knownBoards } from "./boards.js"
+import { usage } from "./errors.js"
+
+/** DeviceScript settings keys are at most 13 characters (longer ones build, then throw at run time). */
+export const MAX_KEY_LENGTH = 13
+const KEY_PATTERN = /^[A-Z][A-Z0-9_]*$/
+export const SECRET_KEYS = new Set(["MQTT_PASS"])
+
+/** Keys `--set` may add on top of the identity and broker settings (firmware/config.ts TUNABLES). */
+export const TUNABLE_KEYS: Record<string, { min: number; max: number }> = {
+  LEAK_S: { min: 1, max: 30 * 86400 },
+  BURST_MLMIN: { min: 1, max: 10_000_000 },
+  BACKFLOW_ML: { min: 1, max: 10_000_000 },
+  NO_FLOW_S: { min: 0, max: 365 * 86400 },
+  P_LOW_PA: { min: 0, max: 10_000_000 },
+  P_HIGH_PA: { min: 1, max: 10_000_000 },
+  UNDERVOLT_DV: { min: 0, max: 10_000 },
+  SUPLOSS_DV: { min: 0, max: 10_000 },
+  PULSES_PER_L: { min: 1, max: 100_000 },
+  IMP_PER_KWH: { min: 1, max: 100_000 },
+}
+
+export interface ProvisionInput {
+  meterId: string
+  board: string
+  broker: string
+  username?: string
+  password?: string
+  intervalS: number
+  batch: number
+  /** Extra settings, KEY=VALUE. */
+  set?: string[]
+}
+
+export type Settings = Record<string, string | number>
+
+function intInRange(name: string, raw: string | number, min: number, max: number): number {
+  const v = typeof raw === "number" ? raw : Number(raw)
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw usage(`${name} must be an integer in ${min}..${max} (got ${raw})`)
+  return v
+}
+
+/** Characters a DeviceScript .env value cannot carry: '#' starts a comment, lines end at a break. */
+function checkValue(key: string, value: string) {
+  if (/[#\r\n]/.test(value))
+    throw usage(`${key} must not contain '#' or line breaks (DeviceScript .env files cut values there)`)
+}
+
+/** Validates the input; returns the settings, non-secret and secret, in file order. */
+export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets: Settings } {
+  if (!METER_ID_PATTERN.test(i.meterId))
+    throw usage(`meter id '${i.meterId}' must match ${METER_ID_PATTERN.source} (it is an MQTT topic level)`)
+  const boards = knownBoards()
+  if (!boards.has(i.board))
+    throw usage(
+      `unknown board '${i.board}': use one of ${[...boards].sort().join(", ")} (or add boards/${i.board}.board.json)`,
+    )
+  let url: URL
+  try {
+    url = new URL(i.broker)
+  } catch {
+    throw usage(`broker URL '${i.broker}' is not a URL; expected mqtt://host:port or mqtts://host:port`)
+  }
+  const proto = { "mqtt:": "tcp", "mqtts:": "tls" }[url.protocol]
+  if (!proto) throw usage(`broker URL scheme must be mqtt:// or mqtts:// (got ${url.protocol}//)`)
+  if (!url.hostname) throw usage(`broker URL '${i.broker}' has no host`)
+  if (url.pathname && url.pathname !== "/") throw usage(`broker URL must not have a path (got ${url.pathname})`)
+  if (url.username || url.password)
+    throw usage("put credentials in --username/--password, not in the broker URL (the URL is not secret)")
+  const port = url.port ? Number(url.port) : proto === "tls" ? 8883 : 1883
+  const defaults: Settings = {
+    METER_ID: i.meterId,
+    BOARD: i.board,
+    MQTT_HOST: url.hostname.replace(/^\[|\]$/g, ""),
+    MQTT_PORT: port,
+    MQTT_PROTO: proto,
+    MQTT_USER: i.username ?? "",
+    INTERVAL_S: intInRange("interval", i.intervalS, 1, 86400),
+    BATCH: intInRange("batch", i.batch, 1, 8),
+  }
+  const secrets: Settings = {}
+  if (i.password !== undefined && i.password !== "") {
+    if (!i.username) throw usage("a password needs a --username")
+    secrets.MQTT_PASS = i.password
+  }
+  for (const kv of i.set ?? []) {
+    const eq = kv.indexOf("=")
+    if (eq < 1) throw usage(`--set expects KEY=VALUE (got '${kv}')`)
+    const key = kv.slice(0, eq)
+    const value = kv.slice(eq + 1)
+    if (key.length > MAX_KEY_LENGTH)
+      throw usage(`setting key ${key} is ${key.length} characters; DeviceScript allows at most ${MAX_KEY_LENGTH}`)
+    if (!KEY_PATTERN.test(key)) throw usage(`setting key ${key} must be upper case letters, digits and '_'`)
+    const range = TUNABLE_KEYS[key]
+    if (!range)
+      throw usage(
+        `--set ${key}: not a tunable; known: ${Object.keys(TUNABLE_KEYS).join(", ")} (identity and broker have their own options)`,
+      )
+    defaults[key] = intInRange(key, value, range.min, range.max)
+  }
+  for (const [k, v] of Object.entries({ ...defaults, ...secrets })) {
+    if (k.length > MAX_KEY_LENGTH) throw usage(`setting key ${k} is longer than ${MAX_KEY_LENGTH} characters`)
+    if (typeof v === "string") checkValue(k, v)
+  }
+  return { defaults, secrets }
+}
+
+/**
+ * One `KEY=value` line as DeviceScript reads it: the value is JSON when it parses as JSON. Strings
+ * are written JSON-quoted so that a password "1234" stays a string; no spaces around '='
+ * (DeviceScript keeps them as part of the key).
+ */
+export function settingLine(key: string, value: string | number): string {
+  return `${key}=${JSON.stringify(value)}`
+}
+
+export function renderEnv(header: string[], settings: Settings): string {
+  return (
+    [...header.map((l) => `# ${l}`), ...Object.entries(settings).map(([k, v]) => settingLine(k, v))].join("\n") + "\n"
+  )
+}
+
+export interface ProvisionResult {
+  dir: string
+  defaultsFile: string
+  localFile: string
+  defaults: Settings
+  secrets: Settings
+}
+
+export function provision(i: ProvisionInput, outDir: string, force = false): ProvisionResult {
+  const { defaults, secrets } = buildSettings(i)
+  const dir = resolve(outDir)
+  const defaultsFile = join(dir, ".env.defaults")
+  const localFile = join(dir, ".env.local")
+  for (const f of [defaultsFile, localFile])
+    if (existsSync(f) && !force) throw usage(`${f} exists; pass --force to overwrite it`)
+  mkdirSync(dir, { recursive: true })
+  const stamp = `written by citymeter provision for meter ${i.meterId}`
+  writeFileSync(
+    defaultsFile,
+    renderEnv(["citymeter meter settings (DeviceScript; keys <= 13 characters)", stamp], defaults),
+  )
+  writeFileSync(localFile, renderEnv(["citymeter meter secrets: never commit this file", stamp], secrets), {
+    mode: 0o600,
+  })
+  chmodSync(localFile, 0o600)
+  return { dir, defaultsFile, localFile, defaults, secrets }
+}

@@ -1,0 +1,136 @@
+// `citymeter sim` and `citymeter bridge`: run those parts in this process.
+import { existsSync } from "node:fs"
+import { configFromEnv, startService, type ServiceConfig } from "../bridge/src/service.js"
+import { METER_ID_PATTERN } from "../bridge/src/topics.js"
+import { SimMeter } from "../sim/src/meter.js"
+import { paths } from "../sim/src/paths.js"
+import { CliError, usage } from "./errors.js"
+import type { Print } from "./firmware.js"
+
+export interface SimOptions {
+  broker: string
+  meters: number
+  prefix: string
+  interval: number
+  batch: number
+  username?: string
+  password?: string
+  /** Seconds; 0 runs until Ctrl-C. */
+  duration: number
+  verbose?: boolean
+}
+
+function int(name: string, v: number, min: number, max: number) {
+  if (!Number.isInteger(v) || v < min || v > max) throw usage(`${name} must be an integer in ${min}..${max} (got ${v})`)
+  return v
+}
+
+const stopSignal = () =>
+  new Promise<void>((r) => {
+    process.once("SIGINT", () => r())
+    process.once("SIGTERM", () => r())
+  })
+
+/** N meters running the real firmware bytecode, each with a household-like demand pattern. */
+export async function sim(o: SimOptions, print: Print): Promise<Map<string, number>> {
+  int("--meters", o.meters, 1, 500)
+  int("--interval", o.interval, 1, 86400)
+  int("--batch", o.batch, 1, 8)
+  const url = (() => {
+    try {
+      return new URL(o.broker)
+    } catch {
+      throw usage(`broker URL '${o.broker}' is not a URL`)
+    }
+  })()
+  if (url.protocol !== "mqtt:" && url.protocol !== "mqtts:") throw usage("broker URL must be mqtt:// or mqtts://")
+  if (!existsSync(paths.bytecode))
+    throw new CliError(
+      `${paths.bytecode} is missing: run \`npm run build:firmware\` (or \`citymeter build --board sim\`)`,
+    )
+  const ids = Array.from({ length: o.meters }, (_, i) => `${o.prefix}-${String(i + 1).padStart(3, "0")}`)
+  const bad = ids.find((id) => !METER_ID_PATTERN.test(id))
+  if (bad) throw usage(`meter id '${bad}' (from --prefix) must match ${METER_ID_PATTERN.source}`)
+  const frames = new Map(ids.map((id) => [id, 0]))
+  const meters = ids.map(
+    (meterId) =>
+      new SimMeter({
+        meterId,
+        settings: {
+          MQTT_HOST: url.hostname,
+          MQTT_PORT: Number(url.port || (url.protocol === "mqtts:" ? 8883 : 1883)),
+          MQTT_PROTO: url.protocol === "mqtts:" ? "tls" : "tcp",
+          MQTT_USER: o.username ?? "",
+          MQTT_PASS: o.password ?? "",
+          INTERVAL_S: o.interval,
+          BATCH: o.batch,
+        },
+        log: (line) => {
+          if (/citymeter: frame /.test(line)) frames.set(meterId, (frames.get(meterId) ?? 0) + 1)
+          if (o.verbose || /citymeter: (frame|alarm|connected)|error/.test(line)) print(`${meterId}: ${line}`)
+        },
+      }),
+  )
+  // water in bursts, a steady electrical load, pressure sagging with flow; phase-shifted per meter
+  const state = meters.map((_, i) => ({ water: 0, energy: 0, phase: i }))
+  const step = (dtS: number) => {
+    const t = Date.now() / 1000
+    meters.forEach((m, i) => {
+      const s = state[i]
+      const flowMlS = Math.max(0, Math.sin((t + s.phase * 40) / 30)) * 150
+      const powerW = Math.round(300 + 200 * Math.sin((t + s.phase * 17) / 60))
+      s.water += flowMlS * dtS
+      s.energy += (powerW * dtS) / 3600
+      m.setWater({ volumeMl: Math.floor(s.water), flowRateMlMin: Math.round(flowMlS * 60) })
+      m.setElectricity({ energyWh: Math.floor(s.energy), powerW, voltageDv: 2300 + Math.round(20 * Math.sin(t / 45)) })
+      m.setPressure(Math.round(320_000 - flowMlS * 200))
+    })
+  }
+  step(0)
+  print(`starting ${o.meters} simulated meter(s) (real firmware in the DeviceScript VM) against ${o.broker}`)
+  for (const [i, m] of meters.entries()) {
+    await m.start()
+    print(`[${i + 1}/${o.meters}] ${m.meterId} running, ${o.interval} s × ${o.batch} per frame`)
+  }
+  const timer = setInterval(() => step(0.2), 200)
+  await (o.duration > 0
+    ? Promise.race([new Promise((r) => setTimeout(r, o.duration * 1000)), stopSignal()])
+    : stopSignal())
+  clearInterval(timer)
+  for (const m of meters) await m.stop()
+  print(`stopped; frames made: ${[...frames].map(([id, n]) => `${id}=${n}`).join(" ")}`)
+  return frames
+}
+
+export interface BridgeCliOptions {
+  mqttUrl?: string
+  databaseUrl?: string
+  httpPort?: number
+  httpHost?: string
+  clientId?: string
+  shareGroup?: string
+  autoRegister?: boolean
+}
+
+/** The bridge service: environment (README) first, flags override. Runs until SIGINT/SIGTERM. */
+export async function bridge(o: BridgeCliOptions, print: Print): Promise<void> {
+  const c: ServiceConfig = { ...configFromEnv() }
+  if (o.mqttUrl !== undefined) {
+    if (!/^mqtts?:\/\//.test(o.mqttUrl))
+      throw usage(`--mqtt-url must start with mqtt:// or mqtts:// (got ${o.mqttUrl})`)
+    c.mqttUrl = o.mqttUrl
+  }
+  if (o.databaseUrl !== undefined) c.databaseUrl = o.databaseUrl
+  if (!/^(postgres(ql)?:\/\/|pglite:)/.test(c.databaseUrl))
+    throw usage(`database URL must be postgres://… or pglite:<dir>|pglite:memory (got ${c.databaseUrl})`)
+  if (o.httpPort !== undefined) c.httpPort = int("--http-port", o.httpPort, 0, 65535)
+  if (o.httpHost !== undefined) c.httpHost = o.httpHost
+  if (o.clientId !== undefined) c.clientId = o.clientId
+  if (o.shareGroup !== undefined) c.shareGroup = o.shareGroup
+  if (o.autoRegister === false) c.autoRegister = false
+  print(`starting the bridge: store ${c.databaseUrl}, MQTT ${c.mqttUrl ?? `embedded on port ${c.embeddedMqttPort}`}`)
+  const svc = await startService(c)
+  print(`citymeter bridge: MQTT ${svc.mqttUrl}, store ${svc.store.engine}, API ${svc.httpUrl}`)
+  await stopSignal()
+  await svc.stop()
+}

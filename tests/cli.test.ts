@@ -1,0 +1,188 @@
+// The field CLI as a user runs it: a separate process (cli/bin/citymeter.js), real files, the real
+// Mosquitto on 1883 for `watch`. Issue 6: provision, decode and watch.
+import { spawn } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import mqtt from "mqtt"
+import { describe, expect, test } from "vitest"
+import { upTopic } from "../bridge/src/topics.js"
+import { parseEnvSettings } from "../sim/src/meter.js"
+import { MOSQUITTO_URL, uid, waitFor } from "./helpers.js"
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+const bin = join(root, "cli/bin/citymeter.js")
+const golden = (name: string) => join(root, "proto/golden", name)
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+function start(args: string[]) {
+  const p = spawn(process.execPath, [bin, ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+  const r: Run = { code: null, stdout: "", stderr: "" }
+  p.stdout.on("data", (b) => (r.stdout += b))
+  p.stderr.on("data", (b) => (r.stderr += b))
+  const done = new Promise<Run>((res) => p.on("close", (code) => res({ ...r, code })))
+  return { proc: p, out: r, done }
+}
+
+const citymeter = (...args: string[]) => start(args).done
+
+describe("citymeter provision", () => {
+  test("writes DeviceScript settings: non-secrets in .env.defaults, the password only in .env.local", async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), "cm-cli-")), "meter")
+    const r = await citymeter(
+      "provision",
+      ...["-m", "hall-7.w1", "-b", "esp32c3_bare", "-u", "mqtts://broker.city.example:8883"],
+      ...["--username", "hall7", "--password", "1234", "--interval", "60", "--batch", "2", "--set", "LEAK_S=3600"],
+      ...["-o", dir],
+    )
+    expect(r.stderr).toBe("")
+    expect(r.code).toBe(0)
+    const defaults = readFileSync(join(dir, ".env.defaults"), "utf8")
+    const local = readFileSync(join(dir, ".env.local"), "utf8")
+    expect(parseEnvSettings(defaults)).toEqual({
+      METER_ID: "hall-7.w1",
+      BOARD: "esp32c3_bare",
+      MQTT_HOST: "broker.city.example",
+      MQTT_PORT: 8883,
+      MQTT_PROTO: "tls",
+      MQTT_USER: "hall7",
+      INTERVAL_S: 60,
+      BATCH: 2,
+      LEAK_S: 3600,
+    })
+    // a numeric-looking password stays a string (DeviceScript parses values as JSON)
+    expect(parseEnvSettings(local)).toEqual({ MQTT_PASS: "1234" })
+    expect(defaults).not.toContain("1234")
+    expect(statSync(join(dir, ".env.local")).mode & 0o777).toBe(0o600)
+    // DeviceScript keeps spaces around '=' in the key: every setting line is KEY=value exactly
+    for (const line of (defaults + local).split("\n").filter((l) => l && !l.startsWith("#"))) {
+      expect(line).toMatch(/^[A-Z][A-Z0-9_]{0,12}=\S/)
+    }
+    expect(r.stdout).not.toContain("1234")
+  })
+
+  const bad: [string, string[], RegExp][] = [
+    ["a meter id that is not a topic level", ["-m", "bad/id"], /meter id 'bad\/id' must match/],
+    ["a meter id longer than 64 characters", ["-m", "m".repeat(65)], /must match/],
+    ["an http:// broker", ["-u", "http://broker:1883"], /scheme must be mqtt:\/\/ or mqtts:\/\//],
+    ["credentials in the broker URL", ["-u", "mqtt://u:p@broker:1883"], /not in the broker URL/],
+    ["an unknown board", ["-b", "no_such_board"], /unknown board 'no_such_board'/],
+    ["batch 9", ["--batch", "9"], /batch must be an integer in 1\.\.8/],
+    ["interval 0", ["--interval", "0"], /interval must be an integer in 1\.\.86400/],
+    ["a settings key longer than 13 characters", ["--set", "PRESSURE_LOW_PA=1"], /at most 13/],
+    ["a password with '#'", ["--username", "u", "--password", "a#b"], /must not contain '#'/],
+    ["a password without a username", ["--password", "x"], /needs a --username/],
+  ]
+  for (const [what, args, message] of bad) {
+    test.concurrent(`rejects ${what} with exit code 2 and writes nothing`, async () => {
+      const dir = join(mkdtempSync(join(tmpdir(), "cm-cli-")), "meter")
+      const base: Record<string, string> = { "-m": "ok-1", "-b": "sim", "-u": "mqtt://127.0.0.1:1883" }
+      for (let i = 0; i < args.length; i += 2) base[args[i]] = args[i + 1]
+      const r = await citymeter("provision", ...Object.entries(base).flat(), "-o", dir)
+      expect(r.code).toBe(2)
+      expect(r.stderr).toMatch(message)
+      expect(r.stderr).toMatch(/^citymeter: error: /)
+      expect(existsSync(dir)).toBe(false)
+    })
+  }
+})
+
+describe("citymeter decode", () => {
+  test("explains the golden readings frame field by field, with units and the bridge's view", async () => {
+    const r = await citymeter("decode", golden("readings-4x3.hex"))
+    expect(r.code).toBe(0)
+    const out = r.stdout
+    expect(out).toContain("citymeter.v1.Uplink, 105 bytes")
+    expect(out).toMatch(/^0\s+08 03\s+1 boot\s+varint\s+3$/m)
+    expect(out).toMatch(/^4\s+52 63\s+10 readings\s+len 99\s+ReadingBatch \{$/m)
+    expect(out).toMatch(/1 start_s\s+varint\s+1795392000 s \(Unix time 2026-11-23T00:00:00\.000Z\)/)
+    expect(out).toMatch(/3 interval_s\s+varint\s+900 s \(15 min\)/)
+    expect(out).toMatch(/2 volume_ml\s+len 8, packed\s+4 values: 15200 mL \(15\.2 L\), 0 mL, 3100 mL/)
+    expect(out).toMatch(/4 voltage_dv\s+len 8, packed\s+4 values: 2301 dV \(230\.1 V\)/)
+    expect(out).toMatch(/1 avg_pa\s+len 12, packed\s+4 values: 312000 Pa \(312 kPa\)/)
+    expect(out).toContain("bridge's view (valid on citymeter/v1/<meter>/up/readings)")
+    expect(out).toContain("readings boot=3 seq=42: 4 × 900 s from 2026-11-23T00:00:00Z")
+  })
+
+  test("takes the frame as a hex argument too, and explains signed values and enums", async () => {
+    const hex = readFileSync(golden("alarm-leak-raised.hex"), "utf8").trim()
+    const r = await citymeter("decode", hex)
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/1 type\s+varint\s+ALARM_TYPE_LEAK \(1\)/)
+    expect(r.stdout).toMatch(/5 value\s+varint\s+-1 \(zigzag 1\)/)
+  })
+
+  test("decodes downlinks with --downlink", async () => {
+    const r = await citymeter("decode", "--downlink", golden("down-ack.hex"))
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(/1 ack\s+len \d+\s+Ack \{/)
+    expect(r.stdout).toMatch(/meter's view: ack boot=\d+ seq=\d+/)
+  })
+
+  test("fails with exit code 1 on a truncated frame and 2 on input that is not hex", async () => {
+    const truncated = readFileSync(golden("readings-4x3.hex"), "utf8").trim().slice(0, 40)
+    const r = await citymeter("decode", truncated)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/not a valid protobuf Uplink: length \d+ at offset \d+ runs past the end/)
+    const r2 = await citymeter("decode", "not-hex-and-not-a-file")
+    expect(r2.code).toBe(2)
+    expect(r2.stderr).toMatch(/neither an existing file nor hex bytes/)
+  })
+})
+
+describe("citymeter watch", () => {
+  test("prints a frame published to the meter's topic during the watch, decoded; a bad one as rejected", async () => {
+    const meterId = uid("cli-watch")
+    const w = start(["watch", meterId, "-u", MOSQUITTO_URL, "--count", "2", "--timeout", "20"])
+    await waitFor("watch to subscribe", async () => w.out.stdout.includes("watching"), 15000, 50)
+    const pub = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: uid("cli-pub") })
+    const frame = Buffer.from(readFileSync(golden("readings-4x3.hex"), "utf8").trim(), "hex")
+    await pub.publishAsync(upTopic(meterId, "readings"), frame, { qos: 1 })
+    await pub.publishAsync(upTopic(meterId, "readings"), Buffer.from([0x0a, 0x05]), { qos: 1 })
+    await pub.endAsync()
+    const r = await w.done
+    expect(r.stderr).toBe("")
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain(`watching citymeter/v1/${meterId}/# on ${MOSQUITTO_URL}`)
+    expect(r.stdout).toMatch(
+      new RegExp(`${meterId} up/readings \\(105 B\\) readings boot=3 seq=42: 4 × 900 s from 2026-11-23T00:00:00Z`),
+    )
+    expect(r.stdout).toMatch(/#4 2026-11-23T00:45:00Z, water 48\.750 L, energy 251 Wh, power 1004 W, voltage 229\.0 V/)
+    expect(r.stdout).toMatch(new RegExp(`${meterId} up/readings \\(2 B\\) REJECTED CM_ERR_DECODE`))
+  })
+
+  test("exits with code 1 and a clear error when the broker cannot be reached", async () => {
+    const r = await citymeter("watch", "m-1", "-u", "mqtt://127.0.0.1:1", "--timeout", "5")
+    expect(r.code).toBe(1)
+    expect(r.stderr).toMatch(/cannot connect to mqtt:\/\/127\.0\.0\.1:1/)
+  })
+})
+
+describe("citymeter --help", () => {
+  test("every command has help, and an unknown command is a usage error", async () => {
+    const cmds = ["provision", "build", "flash", "watch", "decode", "sim", "bridge"]
+    const runs = await Promise.all(cmds.map((cmd) => citymeter(cmd, "--help")))
+    cmds.forEach((cmd, i) => {
+      expect(runs[i].code, cmd).toBe(0)
+      expect(runs[i].stdout, cmd).toMatch(new RegExp(`^Usage: citymeter ${cmd} `))
+    })
+    const r = await citymeter("frobnicate")
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/unknown command 'frobnicate'/)
+  })
+
+  test("flash without a runtime image says how to pass one (no network here)", async () => {
+    const r = await citymeter("flash", "--board", "sim")
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/run `citymeter sim`/)
+    const r2 = await citymeter("flash", "--board", "pico", "--file", "/nonexistent/image.uf2")
+    expect(r2.code).toBe(2)
+    expect(r2.stderr).toMatch(/runtime image \/nonexistent\/image\.uf2 not found/)
+  })
+})
