@@ -1,0 +1,15 @@
+// citymeter benchmarks: `npm run bench` (full), `npm run bench -- --quick` (CI smoke, a few seconds),
+// `--only frames|ingest|firmware`. Every benchmark prints its baseline and the ratio to it, both
+// measured in the same run on the same machine.
+import { arch, cpus, totalmem } from "node:os"
+import { frameSizeBench } from "./frames.js"
+
+const args = process.argv.slice(2)
+const quick = args.includes("--quick")
+const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined
+
+console.log(
+  `citymeter bench ${quick ? "(quick)" : "(full)"} ${new Date().toISOString()} — ${cpus().length} × ${cpus()[0]?.model ?? arch()}, ` +
+    `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.versions.node}`,
+)
+if (!only || only === "frames") frameSizeBench()
