@@ -20,7 +20,7 @@ export const TUNABLES: Tunable[] = [
     // at most 8 intervals: a frame must fit one flash slot (store.ts MAX_FRAME_BYTES)
     { field: "batch", key: "BATCH", def: 4, min: 1, max: 8 },
     { field: "leakS", key: "LEAK_S", def: 86400, min: 1, max: 30 * 86400 },
-    { field: "burstMlMin", key: "BURST_MLMIN", def: 60000, min: 1, max: 10000000 },
+    { field: "burstMlMin", key: "BURST_MLMIN", def: 60000, min: 1, max: 1000000000 },
     { field: "backflowMl", key: "BACKFLOW_ML", def: 100, min: 1, max: 10000000 },
     { field: "noFlowS", key: "NO_FLOW_S", def: 0, min: 0, max: 365 * 86400 },
     { field: "pressureLowPa", key: "P_LOW_PA", def: 150000, min: 0, max: 10000000 },

@@ -1,0 +1,55 @@
+// Shared by the scenario suites: a scenario's meter, and what the bridge stored for it.
+import { expect } from "vitest"
+import { SimMeter } from "../sim/src/meter.js"
+import type { Scenario, ScenarioResult } from "../sim/src/scenario.js"
+import { uid, waitFor, type TestStack } from "./helpers.js"
+
+export interface Row {
+  ts: string
+  boot: number
+  seq: number
+  idx: number
+  volumeMl: number
+  reverseMl: number
+  waterTotalMl: number
+  energyTotalWh: number
+  pressureMinPa: number
+  pressureAvgPa: number
+  timeSynced: boolean
+  backfill: boolean
+}
+export interface Alarm {
+  type: string
+  active: boolean
+}
+
+export async function storedRows(stack: TestStack, meterId: string): Promise<Row[]> {
+  const res = await stack.app.inject({ url: `/meters/${meterId}/readings` })
+  return res.statusCode === 200 ? res.json().readings : []
+}
+
+/** Waits until the last stored total equals the simulator's final counter, then checks continuity. */
+export async function finalRows(stack: TestStack, r: ScenarioResult): Promise<Row[]> {
+  const rows = await waitFor(
+    `${r.meter.meterId}: final totals stored`,
+    async () => {
+      const rows = await storedRows(stack, r.meter.meterId)
+      const sorted = [...rows].sort((a, b) => a.boot - b.boot || a.seq - b.seq || a.idx - b.idx)
+      const last = sorted[sorted.length - 1]
+      return last && last.waterTotalMl === r.waterMl && last.energyTotalWh === r.energyWh ? sorted : false
+    },
+    30_000,
+    250,
+  )
+  for (let i = 1; i < rows.length; i++)
+    expect(rows[i].waterTotalMl, `${r.meter.meterId} row ${i}`).toBe(rows[i - 1].waterTotalMl + rows[i].volumeMl)
+  return rows
+}
+
+export function scenarioMeter(s: Scenario, mqttUrl: string) {
+  const url = new URL(mqttUrl)
+  return new SimMeter({
+    meterId: uid(s.name),
+    settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), ...s.settings },
+  })
+}
