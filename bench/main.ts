@@ -3,6 +3,8 @@
 // measured in the same run on the same machine.
 import { arch, cpus, totalmem } from "node:os"
 import { frameSizeBench } from "./frames.js"
+import { ingestBench } from "./ingest.js"
+import { firmwareBench } from "./firmware.js"
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -13,3 +15,7 @@ console.log(
     `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.versions.node}`,
 )
 if (!only || only === "frames") frameSizeBench()
+if (!only || only === "ingest") await ingestBench(quick)
+if (!only || only === "firmware") await firmwareBench(quick)
+// VM hosts and sockets may keep the event loop alive
+process.exit(0)

@@ -1,0 +1,35 @@
+// CI smoke test of the benchmarks (issue 6): `npm run bench -- --quick` runs to the end and prints
+// every benchmark's baseline and ratio. No timing assertions: the machines are shared and noisy.
+import { spawn } from "node:child_process"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
+import { expect, test } from "vitest"
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+
+test("npm run bench -- --quick exits 0 and prints each baseline with its ratio", async () => {
+  const p = spawn(process.execPath, ["--import", "tsx", join(root, "bench/main.ts"), "--quick"], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+  })
+  let out = ""
+  p.stdout.on("data", (b) => (out += b))
+  p.stderr.on("data", (b) => (out += b))
+  const code = await new Promise<number | null>((r) => p.on("close", r))
+  expect(code, out).toBe(0)
+  // frame size: one row per batch size, both ratios; citymeter is the smallest
+  for (const n of [1, 4, 16]) {
+    const m = new RegExp(`^\\s+${n}\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+([\\d.]+)×\\s+([\\d.]+)×$`, "m").exec(out)
+    expect(m, `frame size row for ${n} intervals\n${out}`).not.toBeNull()
+    const [cm, sp, json] = [m![1], m![2], m![3]].map(Number)
+    expect(sp).toBeGreaterThan(cm)
+    expect(json).toBeGreaterThan(cm)
+  }
+  // ingest: baseline and bridge rates and their ratio, for both data tiers
+  for (const engine of ["PostgreSQL", "PGlite"])
+    expect(out).toMatch(new RegExp(`^${engine}.*\\s\\d+ frames/s\\s+\\d+ frames/s\\s+\\d+\\.\\d{3}$`, "m"))
+  // firmware: size, time per interval against its baseline, VM count against its baseline
+  expect(out).toMatch(/^bytecode: \d+ B/m)
+  expect(out).toMatch(/baseline: the interval, 1000 ms; ratio \(VM duty cycle\) \d+\.\d+%/)
+  expect(out).toMatch(/real-firmware VMs with intervals kept .*: \d+.*baseline: 1 VM; ratio \d+×/)
+}, 90_000)
