@@ -70,7 +70,8 @@ async function measure(engine: "postgres" | "pglite", meters: number, perMeter: 
     await seedFleet(store, meters, perMeter)
     const seedS = (performance.now() - t0) / 1000
     const app = buildApp({ store, metrics: createMetrics() })
-    const storeMs = await time(5, () => store.latest())
+    const rowsMs = await time(5, () => store.latest())
+    const jsonMs = await time(5, () => store.latestJson())
     const httpMs = await time(5, async () => {
       const res = await app.inject({ url: "/readings/latest" })
       if (res.json().readings.length !== meters) throw new Error("wrong row count")
@@ -82,15 +83,8 @@ async function measure(engine: "postgres" | "pglite", meters: number, perMeter: 
       ),
     )
     await app.close()
-    const row = [
-      engine,
-      meters,
-      meters * perMeter,
-      seedS.toFixed(1),
-      storeMs.toFixed(0),
-      httpMs.toFixed(0),
-      scanMs.toFixed(0),
-    ]
+    const row = [engine, meters, meters * perMeter, seedS.toFixed(1)]
+    row.push(...[rowsMs, jsonMs, httpMs, scanMs].map((x) => x.toFixed(0)))
     console.log(`| ${row.join(" | ")} |`)
   } finally {
     if (engine === "postgres") await (store as SqlStore).db.query(`DROP SCHEMA ${schema} CASCADE`)

@@ -295,13 +295,13 @@ export function buildApp(o: AppOptions): FastifyInstance {
           },
         },
       },
-      async (req) => {
+      async (req, reply) => {
         const limit = req.query.limit ?? 200000
-        const rows = await store.latest({ after: req.query.after, limit })
-        return {
-          readings: rows.map((r) => ({ meterId: r.meterId, ...readingJson(r) })),
-          next: rows.length === limit ? rows[rows.length - 1].meterId : null,
-        }
+        // serialised by the engine: one string instead of 100k objects parsed and stringified
+        const { json, count, last } = await store.latestJson({ after: req.query.after, limit })
+        return reply
+          .header("content-type", "application/json; charset=utf-8")
+          .send(`{"readings":${json},"next":${JSON.stringify(count === limit ? last : null)}}`)
       },
     )
 
