@@ -117,6 +117,8 @@ describe.each(STACKS)("end to end on %s", (kind) => {
     // power loss: the broker publishes the meter's last will, a death frame
     await meter.stop()
     await waitFor("death", async () => !(await stack.app.inject({ url: `/meters/${meterId}` })).json().online)
-    console.log(`e2e ${kind}: ${rows.length} intervals in ${new Set(rows.map((r) => r.seq)).size} frames, ${Date.now() - t0} ms`)
+    console.log(
+      `e2e ${kind}: ${rows.length} intervals in ${new Set(rows.map((r) => r.seq)).size} frames, ${Date.now() - t0} ms`,
+    )
   })
 })
