@@ -95,9 +95,9 @@ async function measure(engine: "postgres" | "pglite", meters: number, perMeter: 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const sizes = process.argv.slice(2).map(Number)
   console.log(
-    "| engine | meters | readings | seed s | store.latest() ms | GET /readings/latest ms | DISTINCT ON scan ms |",
+    "| engine | meters | readings | seed s | latest() rows ms | latestJson() ms | GET /readings/latest ms | DISTINCT ON scan ms |",
   )
-  console.log("|---|---|---|---|---|---|---|")
+  console.log("|---|---|---|---|---|---|---|---|")
   for (const meters of sizes.length ? sizes : [10_000, 100_000])
     for (const engine of ["postgres", "pglite"] as const) await measure(engine, meters, 24)
 }

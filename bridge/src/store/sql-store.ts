@@ -352,13 +352,14 @@ export class SqlStore implements Store {
 
   async latestJson(q: LatestQuery = {}) {
     const camel = (c: string) => c.replace(/_([a-z])/g, (_, x: string) => x.toUpperCase())
-    const fields = READING_COLUMNS.map((c) =>
-      c === "ts" ? `'ts', to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')` : `'${camel(c)}', ${c}`,
+    const columns = READING_COLUMNS.map((c) =>
+      c === "ts" ? `to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ts` : `${c} AS "${camel(c)}"`,
     )
+    // json_agg over an aliased row is faster than json_build_object per row
     const { rows } = await this.db.query<{ json: string | null; count: number; last: string | null }>(
-      `SELECT json_agg(json_build_object(${fields.join(", ")}) ORDER BY meter_id)::text AS json,
-         count(*) AS count, max(meter_id) AS last
-       FROM (SELECT * FROM meter_latest WHERE ($1::text IS NULL OR meter_id > $1) ORDER BY meter_id LIMIT $2) l`,
+      `SELECT json_agg(l ORDER BY "meterId")::text AS json, count(*) AS count, max("meterId") AS last
+       FROM (SELECT ${columns.join(", ")} FROM meter_latest
+             WHERE ($1::text IS NULL OR meter_id > $1) ORDER BY meter_id LIMIT $2) l`,
       [q.after ?? null, q.limit ?? 1_000_000],
     )
     const r = rows[0]
