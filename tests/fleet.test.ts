@@ -38,11 +38,13 @@ describe("fleet against Mosquitto + PostgreSQL", () => {
   const fleets: Fleet[] = []
   beforeAll(async () => {
     broker = await MosquittoProcess.create()
+    // two ingest pipelines in one process, sharing the uplink (MQTT 5 shared subscription)
     svc = await startService({
       mqttUrl: broker.url,
       databaseUrl: PG_URL,
       storeOptions: { schema },
       clientId: uid("bridge"),
+      consumers: 2,
       log: captureLog().log,
     })
   })

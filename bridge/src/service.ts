@@ -22,6 +22,12 @@ export interface ServiceConfig {
   httpHost?: string
   clientId?: string
   shareGroup?: string
+  /**
+   * Ingest pipelines in this process. mqtt.js hands one message at a time to a client and the
+   * PUBACK waits for the commit, so each pipeline commits serially; several pipelines share the
+   * uplink through an MQTT 5 shared subscription (MQTT 5 broker required; not aedes).
+   */
+  consumers?: number
   autoRegister?: boolean
   /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
   mqttUsername?: string
@@ -60,6 +66,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     httpHost: env.HTTP_HOST ?? "127.0.0.1",
     clientId: env.MQTT_CLIENT_ID || undefined,
     shareGroup: env.MQTT_SHARE_GROUP || undefined,
+    consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
     autoRegister: env.AUTO_REGISTER !== "false",
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
@@ -99,21 +106,30 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   const mqttUrl = c.mqttUrl ?? broker!.url
   const store = await openStoreWithRetry(c, log)
   const metrics = createMetrics(true)
-  const bridge = startBridge({
-    mqttUrl,
-    store,
-    metrics,
-    log,
-    clientId: c.clientId,
-    shareGroup: c.shareGroup,
-    autoRegister: c.autoRegister,
-    mqttOptions: {
-      username: c.mqttUsername,
-      password: c.mqttPassword,
-      ...(c.mqttCaFile ? { ca: readFileSync(c.mqttCaFile), rejectUnauthorized: true } : {}),
-    },
-  })
-  await bridge.ready
+  const consumers = Math.max(1, Math.floor(c.consumers ?? 1))
+  if (consumers > 1 && !c.mqttUrl)
+    throw new Error(
+      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
+    )
+  const baseId = c.clientId ?? `citymeter-bridge-${process.pid}`
+  const bridges = Array.from({ length: consumers }, (_, i) =>
+    startBridge({
+      mqttUrl,
+      store,
+      metrics,
+      log,
+      clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
+      shareGroup: c.shareGroup ?? (consumers > 1 ? "citymeter" : undefined),
+      autoRegister: c.autoRegister,
+      mqttOptions: {
+        username: c.mqttUsername,
+        password: c.mqttPassword,
+        ...(c.mqttCaFile ? { ca: readFileSync(c.mqttCaFile), rejectUnauthorized: true } : {}),
+      },
+    }),
+  )
+  const bridge = bridges[0]
+  await Promise.all(bridges.map((b) => b.ready))
   const inactivity = startInactivityChecker({
     store,
     metrics,
@@ -138,7 +154,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     stop: async () => {
       await inactivity.stop()
       await app.close()
-      await bridge.stop()
+      await Promise.all(bridges.map((b) => b.stop()))
       await store.close()
       await broker?.close()
     },
