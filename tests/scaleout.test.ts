@@ -89,3 +89,60 @@ test(`${INSTANCES} bridges on a shared subscription store ${N} frames exactly on
   const rows = await services[2].store.readings("fleet-7")
   expect(rows.map((r) => r.seq)).toEqual(Array.from({ length: SEQS }, (_, i) => i + 1))
 })
+
+test("an instance that crashes mid-stream and returns under its client id loses nothing; nothing is stored twice", async () => {
+  expect(services).toHaveLength(INSTANCES) // runs after the test above, on its broker and schema
+  const victim = services[2]
+  const victimId = victim.bridge.client.options.clientId!
+  const pub = await mqtt.connectAsync(broker!.url, { clientId: uid("fleet2") })
+  const startS = Math.floor(Date.now() / 1000) - 3600
+  const publish = (seq: number) => {
+    for (let m = 0; m < METERS; m++) {
+      const payload = Uplink.encode(
+        Uplink.fromObject({
+          boot: 1,
+          seq,
+          readings: {
+            startS: startS + seq * 60,
+            timeSynced: true,
+            intervalS: 60,
+            water: { totalMl: seq, volumeMl: [1] },
+          },
+        }),
+      ).finish()
+      pub.publish(upTopic(`crash-${m}`, "readings"), Buffer.from(payload), { qos: 1 })
+    }
+  }
+  for (let seq = 1; seq <= SEQS / 2; seq++) publish(seq)
+  // crash: the connection drops without a clean shutdown, frames in flight are not acknowledged
+  victim.bridge.ingest.stop()
+  victim.bridge.client.end(true)
+  for (let seq = SEQS / 2 + 1; seq <= SEQS; seq++) publish(seq)
+  await pub.endAsync()
+  await victim.store.close().catch(() => {})
+  await victim.inactivity.stop()
+  await victim.app.close()
+
+  // the instance returns under the same client id: its session's frames are delivered to it
+  services[2] = await startService({
+    mqttUrl: broker!.url,
+    databaseUrl: PG_URL,
+    storeOptions: { schema },
+    clientId: victimId,
+    shareGroup: "citymeter",
+    log: captureLog().log,
+    inactivityCheckMs: 60_000,
+  })
+  const db = (services[0].store as SqlStore).db
+  const count = async (sql: string) => Number((await db.query<{ n: number }>(sql)).rows[0].n)
+  await waitFor("every crash-* frame stored", async () => {
+    return (await count(`SELECT count(*) AS n FROM frames WHERE meter_id LIKE 'crash-%'`)) >= N
+  })
+  await new Promise((r) => setTimeout(r, 500)) // late redeliveries would show up as extra rows now
+  expect(await count(`SELECT count(*) AS n FROM frames WHERE meter_id LIKE 'crash-%'`)).toBe(N)
+  expect(await count(`SELECT count(*) AS n FROM readings WHERE meter_id LIKE 'crash-%'`)).toBe(N)
+  // the returned instance got the frames its session kept while it was away
+  const returned = await stored(services[2])
+  console.log(`scale-out: the returned instance stored ${returned} frames from its session`)
+  expect(returned).toBeGreaterThan(0)
+})

@@ -93,6 +93,8 @@ function checkTimeZone(tz: string | undefined) {
   return tz
 }
 
+const DOWNLINK_TIMEOUT_MS = 10_000
+
 const sha = (s: string) => createHash("sha256").update(s).digest()
 
 /** Config downlink fields (proto Config), all uint32; intervalS and batch are bounded by the codec. */
@@ -379,7 +381,15 @@ export function buildApp(o: AppOptions): FastifyInstance {
       if (!o.downlink)
         return reply.status(503).send({ error: "CM_ERR_NO_DOWNLINK", message: "this instance sends no downlinks" })
       if (!(await store.getMeter(meterId))) return notFound(reply, meterId)
-      await o.downlink(meterId, kind, payload)
+      // QoS 1: resolves on the broker's PUBACK; a broker that is away must not hold the request forever
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), DOWNLINK_TIMEOUT_MS)))
+      const sent = await Promise.race([o.downlink(meterId, kind, payload).then(() => true), timeout])
+      clearTimeout(timer)
+      if (!sent)
+        return reply
+          .status(504)
+          .send({ error: "CM_ERR_DOWNLINK_TIMEOUT", message: "the broker did not take the downlink in time" })
       return reply.status(202).send({ meterId, sent: kind })
     }
 
