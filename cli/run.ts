@@ -3,6 +3,7 @@ import { existsSync } from "node:fs"
 import { configFromEnv, startService, type ServiceConfig } from "../bridge/src/service.js"
 import { METER_ID_PATTERN } from "../bridge/src/topics.js"
 import { SimMeter } from "../sim/src/meter.js"
+import { driveDemo } from "../sim/src/demo.js"
 import { paths } from "../sim/src/paths.js"
 import { CliError, usage } from "./errors.js"
 import type { Print } from "./firmware.js"
@@ -71,32 +72,16 @@ export async function sim(o: SimOptions, print: Print): Promise<Map<string, numb
         },
       }),
   )
-  // water in bursts, a steady electrical load, pressure sagging with flow; phase-shifted per meter
-  const state = meters.map((_, i) => ({ water: 0, energy: 0, phase: i }))
-  const step = (dtS: number) => {
-    const t = Date.now() / 1000
-    meters.forEach((m, i) => {
-      const s = state[i]
-      const flowMlS = Math.max(0, Math.sin((t + s.phase * 40) / 30)) * 150
-      const powerW = Math.round(300 + 200 * Math.sin((t + s.phase * 17) / 60))
-      s.water += flowMlS * dtS
-      s.energy += (powerW * dtS) / 3600
-      m.setWater({ volumeMl: Math.floor(s.water), flowRateMlMin: Math.round(flowMlS * 60) })
-      m.setElectricity({ energyWh: Math.floor(s.energy), powerW, voltageDv: 2300 + Math.round(20 * Math.sin(t / 45)) })
-      m.setPressure(Math.round(320_000 - flowMlS * 200))
-    })
-  }
-  step(0)
+  const stopDriving = driveDemo(meters)
   print(`starting ${o.meters} simulated meter(s) (real firmware in the DeviceScript VM) against ${o.broker}`)
   for (const [i, m] of meters.entries()) {
     await m.start()
     print(`[${i + 1}/${o.meters}] ${m.meterId} running, ${o.interval} s × ${o.batch} per frame`)
   }
-  const timer = setInterval(() => step(0.2), 200)
   await (o.duration > 0
     ? Promise.race([new Promise((r) => setTimeout(r, o.duration * 1000)), stopSignal()])
     : stopSignal())
-  clearInterval(timer)
+  stopDriving()
   for (const m of meters) await m.stop()
   print(`stopped; frames made: ${[...frames].map(([id, n]) => `${id}=${n}`).join(" ")}`)
   return frames

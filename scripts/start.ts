@@ -5,6 +5,7 @@
 import { join } from "node:path"
 import { mkdirSync } from "node:fs"
 import { configFromEnv, startService } from "../bridge/src/service.js"
+import { driveDemo } from "../sim/src/demo.js"
 import { SimMeter } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
 
@@ -28,24 +29,8 @@ for (let i = 1; i <= meters; i++) {
   sims.push(m)
 }
 
-// A simple household pattern per meter: water in bursts, steady load, pressure sagging with flow.
-const state = sims.map((_, i) => ({ water: 0, energy: 0, phase: i }))
-function step(dtS: number) {
-  const t = Date.now() / 1000
-  sims.forEach((m, i) => {
-    const s = state[i]
-    const flowMlS = Math.max(0, Math.sin((t + s.phase * 40) / 30)) * 150 // up to 9 L/min
-    const powerW = Math.round(300 + 200 * Math.sin((t + s.phase * 17) / 60))
-    s.water += flowMlS * dtS
-    s.energy += (powerW * dtS) / 3600
-    m.setWater({ volumeMl: Math.floor(s.water), flowRateMlMin: Math.round(flowMlS * 60) })
-    m.setElectricity({ energyWh: Math.floor(s.energy), powerW, voltageDv: 2300 + Math.round(20 * Math.sin(t / 45)) })
-    m.setPressure(Math.round(320_000 - flowMlS * 200))
-  })
-}
-step(0)
+const stopDriving = driveDemo(sims)
 for (const m of sims) await m.start()
-const timer = setInterval(() => step(0.2), 200)
 
 console.log(`
 citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
@@ -58,7 +43,7 @@ citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
 Ctrl-C to stop.`)
 
 async function shutdown() {
-  clearInterval(timer)
+  stopDriving()
   for (const m of sims) await m.stop()
   await svc.stop()
   process.exit(0)

@@ -33,6 +33,15 @@ async function waitPort(port: number, timeoutMs = 10000) {
   }
 }
 
+/** Sends `signal` and waits for the process to exit (no-op when it is not running). */
+async function endProcess(p: ChildProcess | undefined, signal: NodeJS.Signals) {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return
+  await new Promise<void>((r) => {
+    p.once("exit", () => r())
+    p.kill(signal)
+  })
+}
+
 /** Mosquitto with deploy/mosquitto/citymeter.conf, on a private port and persistence directory. */
 export class MosquittoProcess {
   private proc?: ChildProcess
@@ -57,13 +66,8 @@ export class MosquittoProcess {
   }
   /** Graceful stop (SIGTERM: Mosquitto saves its sessions). */
   async stop() {
-    const p = this.proc
+    await endProcess(this.proc, "SIGTERM")
     this.proc = undefined
-    if (!p || p.exitCode !== null) return
-    await new Promise<void>((r) => {
-      p.once("exit", () => r())
-      p.kill("SIGTERM")
-    })
   }
 }
 
@@ -142,22 +146,12 @@ export class BridgeProcess {
   }
   /** Crash: no shutdown path runs. */
   async kill() {
-    const p = this.proc
+    await endProcess(this.proc, "SIGKILL")
     this.proc = undefined
-    if (!p || p.exitCode !== null) return
-    await new Promise<void>((r) => {
-      p.once("exit", () => r())
-      p.kill("SIGKILL")
-    })
   }
   async stop() {
-    const p = this.proc
+    await endProcess(this.proc, "SIGTERM")
     this.proc = undefined
-    if (!p || p.exitCode !== null) return
-    await new Promise<void>((r) => {
-      p.once("exit", () => r())
-      p.kill("SIGTERM")
-    })
   }
   async get<T>(path: string): Promise<T> {
     const res = await fetch(`${this.apiUrl}${path}`)
