@@ -200,6 +200,17 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(mine[0].ts.getTime()).toBe(at(60).getTime())
       const page = await store.latest({ after: a, limit: 1 })
       expect(page.map((r) => r.meterId)).toEqual([b])
+      // a data tier from before meter_latest existed gets it filled by the migration
+      const db = (store as SqlStore).db
+      await db.query(`DROP TABLE meter_latest`)
+      await store.migrate()
+      const refilled = (await store.latest()).filter((r) => r.meterId.startsWith(prefix))
+      expect(refilled).toEqual(mine)
+      const json = JSON.parse((await store.latestJson({ after: a, limit: 2 })).json)
+      expect(json.map((r: { meterId: string; ts: string }) => [r.meterId, r.ts])).toEqual([
+        [b, at(0).toISOString()],
+        [c, at(0).toISOString()],
+      ])
     })
 
     test("consumption per bucket from totals: continuous across a reboot, a gap counted where data resumes", async () => {
