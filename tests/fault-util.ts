@@ -111,3 +111,42 @@ export function checkContinuity(rows: Row[], initial: { water: number; energy: n
   }
   return sorted
 }
+
+/** Starts the driven meter and waits until its first frames are stored. */
+export async function startDriven(d: ReturnType<typeof drivenMeter>, bridge: BridgeProcess, meterId: string) {
+  await d.meter.start()
+  await waitFor("first frame", async () => generated(d.meter).size >= 1, 30_000)
+  d.startDriving()
+  await waitFor("frames", async () => generated(d.meter).size >= 3, 30_000)
+  await caughtUp(d.meter, bridge, meterId)
+}
+
+/** Power loss: the VM stops dead, boots again from its flash, and catches up. */
+export async function powerLoss(meter: SimMeter, bridge: BridgeProcess, meterId: string) {
+  await meter.stop()
+  await sleep(3000)
+  await meter.start()
+  await waitFor("frames after reboot", async () => [...generated(meter).keys()].some((k) => k.startsWith("2/")), 30_000)
+  await sleep(3000)
+  await caughtUp(meter, bridge, meterId)
+}
+
+/** Compares what the firmware generated with what the API returns; prints and checks the counts. */
+export async function finalCheck(
+  label: string,
+  t0: number,
+  d: ReturnType<typeof drivenMeter>,
+  bridge: BridgeProcess,
+  meterId: string,
+) {
+  const rows = (await bridge.get<{ readings: Row[] }>(`/meters/${meterId}/readings`)).readings
+  const counts = compare(d.meter, rows)
+  console.log(
+    `fault run (${label}): generated ${counts.generated}, stored ${counts.stored}, duplicates ${counts.duplicates}, missing ${counts.missing}, backfilled ${rows.filter((r) => r.backfill).length}, redelivered since the last bridge restart ${await redelivered(bridge)}, ${Math.round((Date.now() - t0) / 1000)} s`,
+  )
+  expect(counts.missing).toBe(0)
+  expect(counts.duplicates).toBe(0)
+  expect(counts.stored).toBe(counts.generated)
+  checkContinuity(rows, d.initial)
+  return rows
+}
