@@ -3,8 +3,9 @@
 // interval where it happened; a Config downlink changes the interval; a skewed clock is corrected.
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { encodeDownlink } from "../bridge/src/codec.js"
-import { downTopic } from "../bridge/src/topics.js"
+import { startEmbeddedBroker } from "../bridge/src/broker.js"
+import { decodeUplink, encodeDownlink } from "../bridge/src/codec.js"
+import { downTopic, upTopic } from "../bridge/src/topics.js"
 import { SimMeter } from "../sim/src/meter.js"
 import { startStack, uid, waitFor, type StackKind, type TestStack } from "./helpers.js"
 
@@ -198,5 +199,43 @@ describe("downlinks on the embedded broker + PGlite", () => {
     const latest = rows[rows.length - 1]
     expect(Math.abs(Date.parse(latest.ts) - Date.now())).toBeLessThan(10_000)
     expect((await stack.metrics.clockCorrections.get()).values[0].value).toBeGreaterThanOrEqual(1)
+  })
+})
+
+describe("resend on request", () => {
+  test("a Resend downlink makes the meter send its queued frames from that sequence number at once", async () => {
+    // a broker with no bridge: nothing is acknowledged, so every frame stays queued on the meter
+    const broker = await startEmbeddedBroker(0)
+    const meterId = uid("resend")
+    const seen: { seq: number; at: number }[] = []
+    const sub = await mqtt.connectAsync(broker.url, { clientId: uid("sub") })
+    await sub.subscribeAsync(upTopic(meterId, "readings"), { qos: 1 })
+    sub.on("message", (_t, payload) => {
+      const f = decodeUplink("readings", payload)
+      if (f.kind === "readings") seen.push({ seq: f.seq, at: Date.now() })
+    })
+    const meter = new SimMeter({ meterId, settings: { MQTT_PORT: broker.port, INTERVAL_S: 1, BATCH: 1 } })
+    meter.setWater({ volumeMl: 0 })
+    meter.setElectricity({ energyWh: 0, powerW: 100, voltageDv: 2300 })
+    meter.setPressure(300_000)
+    try {
+      await meter.start()
+      // at most 4 frames are in flight unacknowledged: seq 1..4 go out, then the meter waits
+      await waitFor("four frames sent", async () => new Set(seen.map((s) => s.seq)).size >= 4)
+      const asked = Date.now()
+      await sub.publishAsync(
+        downTopic(meterId, "resend"),
+        Buffer.from(encodeDownlink({ resend: { boot: 1, fromSeq: 2 } })),
+        { qos: 1 },
+      )
+      // unacknowledged frames go again after 8 s on their own; on request they go within a second
+      await waitFor("frame 2 again", async () => seen.some((s) => s.seq === 2 && s.at > asked), 2000, 50)
+      const again = seen.filter((s) => s.at > asked && s.at < asked + 1500).map((s) => s.seq)
+      expect([...new Set(again)].sort()).toEqual([2, 3, 4])
+    } finally {
+      await meter.stop()
+      await sub.endAsync()
+      await broker.close()
+    }
   })
 })
