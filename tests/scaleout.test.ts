@@ -12,6 +12,23 @@ import { PG_URL, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 import { MosquittoProcess } from "./infra.js"
 
 const { Uplink } = citymeter.v1
+
+/** Frame `seq` of a meter: one 60 s interval of 1 mL, the total equal to seq. */
+const readingsFrame = (seq: number, startS: number) =>
+  Buffer.from(
+    Uplink.encode(
+      Uplink.fromObject({
+        boot: 1,
+        seq,
+        readings: {
+          startS: startS + seq * 60,
+          timeSynced: true,
+          intervalS: 60,
+          water: { totalMl: seq, volumeMl: [1] },
+        },
+      }),
+    ).finish(),
+  )
 const INSTANCES = 3
 const METERS = 30
 const SEQS = 30
@@ -51,19 +68,7 @@ test(`${INSTANCES} bridges on a shared subscription store ${N} frames exactly on
   const startS = Math.floor(t0 / 1000) - 3600
   for (let seq = 1; seq <= SEQS; seq++)
     for (let m = 0; m < METERS; m++) {
-      const payload = Uplink.encode(
-        Uplink.fromObject({
-          boot: 1,
-          seq,
-          readings: {
-            startS: startS + seq * 60,
-            timeSynced: true,
-            intervalS: 60,
-            water: { totalMl: seq, volumeMl: [1] },
-          },
-        }),
-      ).finish()
-      pub.publish(upTopic(`fleet-${m}`, "readings"), Buffer.from(payload), { qos: 1 })
+      pub.publish(upTopic(`fleet-${m}`, "readings"), readingsFrame(seq, startS), { qos: 1 })
     }
   await waitFor("all frames stored", async () => {
     const counts = await Promise.all(services.map(stored))
@@ -98,19 +103,7 @@ test("an instance that crashes mid-stream and returns under its client id loses 
   const startS = Math.floor(Date.now() / 1000) - 3600
   const publish = (seq: number) => {
     for (let m = 0; m < METERS; m++) {
-      const payload = Uplink.encode(
-        Uplink.fromObject({
-          boot: 1,
-          seq,
-          readings: {
-            startS: startS + seq * 60,
-            timeSynced: true,
-            intervalS: 60,
-            water: { totalMl: seq, volumeMl: [1] },
-          },
-        }),
-      ).finish()
-      pub.publish(upTopic(`crash-${m}`, "readings"), Buffer.from(payload), { qos: 1 })
+      pub.publish(upTopic(`crash-${m}`, "readings"), readingsFrame(seq, startS), { qos: 1 })
     }
   }
   for (let seq = 1; seq <= SEQS / 2; seq++) publish(seq)
