@@ -140,6 +140,7 @@ export class SimMeter {
   }
 
   private logLine(line: string) {
+    // prefixed with wall-clock seconds (mod 1000 s) to line up with the bridge's log times
     this.lines.push(`${((Date.now() % 1e6) / 1000).toFixed(2)} ${line}`)
     if (this.lines.length > 2000) this.lines.splice(0, 1000)
     this.options.log?.(line)
