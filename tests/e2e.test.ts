@@ -3,24 +3,7 @@
 // embedded broker + embedded database.
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
-import { STACKS, startStack, uid, waitFor, type TestStack } from "./helpers.js"
-
-interface ApiReading {
-  ts: string
-  intervalS: number
-  boot: number
-  seq: number
-  volumeMl: number
-  waterTotalMl: number
-  energyWh: number
-  energyTotalWh: number
-  powerW: number
-  voltageDv: number
-  pressureMinPa: number
-  pressureAvgPa: number
-  pressureMaxPa: number
-  timeSynced: boolean
-}
+import { STACKS, startStack, uid, waitFor, type ApiReading, type TestStack } from "./helpers.js"
 
 describe.each(STACKS)("end to end on %s", (kind) => {
   let stack: TestStack

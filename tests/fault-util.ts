@@ -6,19 +6,9 @@ import { join } from "node:path"
 import { expect } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
 import type { BridgeProcess } from "./infra.js"
-import { waitFor } from "./helpers.js"
+import { waitFor, type ApiReading } from "./helpers.js"
 
-export interface Row {
-  ts: string
-  boot: number
-  seq: number
-  idx: number
-  volumeMl: number
-  waterTotalMl: number
-  energyWh: number
-  energyTotalWh: number
-  backfill: boolean
-}
+export type Row = ApiReading
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 

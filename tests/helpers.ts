@@ -8,6 +8,27 @@ import { startService, type Service } from "../bridge/src/service.js"
 export const PG_URL = process.env.TEST_DATABASE_URL ?? "postgres://root@127.0.0.1:5432/test"
 export const MOSQUITTO_URL = process.env.TEST_MQTT_URL ?? "mqtt://127.0.0.1:1883"
 
+/** A reading as GET /meters/:id/readings returns it (bridge/src/api.ts readingJson). */
+export interface ApiReading {
+  ts: string
+  intervalS: number
+  boot: number
+  seq: number
+  idx: number
+  volumeMl: number
+  reverseMl: number
+  waterTotalMl: number
+  energyWh: number
+  energyTotalWh: number
+  powerW: number
+  voltageDv: number
+  pressureMinPa: number
+  pressureAvgPa: number
+  pressureMaxPa: number
+  timeSynced: boolean
+  backfill: boolean
+}
+
 export type StackKind = "mosquitto+postgres" | "embedded"
 export const STACKS: StackKind[] = ["mosquitto+postgres", "embedded"]
 

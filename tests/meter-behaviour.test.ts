@@ -7,15 +7,9 @@ import { startEmbeddedBroker } from "../bridge/src/broker.js"
 import { decodeUplink, encodeDownlink } from "../bridge/src/codec.js"
 import { downTopic, upTopic } from "../bridge/src/topics.js"
 import { SimMeter } from "../sim/src/meter.js"
-import { startStack, uid, waitFor, type StackKind, type TestStack } from "./helpers.js"
+import { startStack, uid, waitFor, type ApiReading, type StackKind, type TestStack } from "./helpers.js"
 
-interface Reading {
-  ts: string
-  intervalS: number
-  volumeMl: number
-  pressureMinPa: number
-  timeSynced: boolean
-}
+type Reading = ApiReading
 interface Alarm {
   type: string
   active: boolean

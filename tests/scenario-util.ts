@@ -2,22 +2,9 @@
 import { expect } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
 import type { Scenario, ScenarioResult } from "../sim/src/scenario.js"
-import { uid, waitFor, type TestStack } from "./helpers.js"
+import { uid, waitFor, type ApiReading, type TestStack } from "./helpers.js"
 
-export interface Row {
-  ts: string
-  boot: number
-  seq: number
-  idx: number
-  volumeMl: number
-  reverseMl: number
-  waterTotalMl: number
-  energyTotalWh: number
-  pressureMinPa: number
-  pressureAvgPa: number
-  timeSynced: boolean
-  backfill: boolean
-}
+export type Row = ApiReading
 export interface Alarm {
   type: string
   active: boolean

@@ -316,6 +316,11 @@ export function buildApp(o: AppOptions): FastifyInstance {
       },
     } as const
     type AlarmQs = { open?: boolean; from?: string; to?: string; limit?: number }
+    const alarmsFor = async (meterId: string | undefined, q: AlarmQs) => {
+      const { from, to } = parseRange(q)
+      const rows = await store.alarms({ meterId, open: q.open, from, to, limit: q.limit })
+      return rows.map(alarmJson)
+    }
 
     api.get<{ Querystring: AlarmQs & { meter?: string } }>(
       "/alarms",
@@ -329,33 +334,13 @@ export function buildApp(o: AppOptions): FastifyInstance {
           },
         },
       },
-      async (req) => {
-        const { from, to } = parseRange(req.query)
-        const rows = await store.alarms({
-          meterId: req.query.meter,
-          open: req.query.open,
-          from,
-          to,
-          limit: req.query.limit,
-        })
-        return { alarms: rows.map(alarmJson) }
-      },
+      async (req) => ({ alarms: await alarmsFor(req.query.meter, req.query) }),
     )
 
     api.get<{ Params: { id: string }; Querystring: AlarmQs }>(
       "/meters/:id/alarms",
       { schema: { tags: ["alarms"], summary: "One meter's alarms", params: meterParam, querystring: alarmQuery } },
-      async (req) => {
-        const { from, to } = parseRange(req.query)
-        const rows = await store.alarms({
-          meterId: req.params.id,
-          open: req.query.open,
-          from,
-          to,
-          limit: req.query.limit,
-        })
-        return { meterId: req.params.id, alarms: rows.map(alarmJson) }
-      },
+      async (req) => ({ meterId: req.params.id, alarms: await alarmsFor(req.params.id, req.query) }),
     )
 
     api.get<{ Querystring: { limit?: number } }>(
