@@ -13,7 +13,7 @@ const meters = Number(process.env.METERS ?? 3)
 const intervalS = Number(process.env.INTERVAL_S ?? 5)
 const batch = Number(process.env.BATCH ?? 2)
 
-const svc = await startService(configFromEnv())
+const svc = await startService({ ...configFromEnv(), demo: true })
 const broker = new URL(svc.mqttUrl)
 const flashDir = join(paths.root, "data/flash")
 mkdirSync(flashDir, { recursive: true })

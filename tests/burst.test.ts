@@ -25,6 +25,7 @@ test(`a ${FRAMES}-frame backlog queued for an offline bridge is stored in full`,
   const clientId = uid("burst-bridge")
   const start = () =>
     startService({
+      demo: true,
       mqttUrl: broker!.url,
       databaseUrl: PG_URL,
       storeOptions: { schema },

@@ -40,6 +40,7 @@ describe("fleet against Mosquitto + PostgreSQL", () => {
     broker = await MosquittoProcess.create()
     // two ingest pipelines in one process, sharing the uplink (MQTT 5 shared subscription)
     svc = await startService({
+      demo: true,
       mqttUrl: broker.url,
       databaseUrl: PG_URL,
       storeOptions: { schema },

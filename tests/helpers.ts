@@ -57,8 +57,8 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
   const schema = `t_${randomBytes(6).toString("hex")}`
   const svc = await startService(
     kind === "embedded"
-      ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0, log, clientId: uid("bridge") }
-      : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL, log, clientId: uid("bridge") },
+      ? { demo: true, databaseUrl: "pglite:memory", embeddedMqttPort: 0, log, clientId: uid("bridge") }
+      : { demo: true, databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL, log, clientId: uid("bridge") },
   )
   return {
     ...svc,

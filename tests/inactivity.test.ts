@@ -18,6 +18,7 @@ describe.each(STACKS)("inactivity on %s", (kind) => {
   const { log, lines } = captureLog()
   beforeAll(async () => {
     svc = await startService({
+      demo: true,
       ...(kind === "embedded"
         ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
         : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),

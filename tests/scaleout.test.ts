@@ -53,6 +53,7 @@ test(`${INSTANCES} bridges on a shared subscription store ${N} frames exactly on
   for (let i = 0; i < INSTANCES; i++)
     services.push(
       await startService({
+        demo: true,
         mqttUrl: broker.url,
         databaseUrl: PG_URL,
         storeOptions: { schema },
@@ -118,6 +119,7 @@ test("an instance that crashes mid-stream and returns under its client id loses 
 
   // the instance returns under the same client id: its session's frames are delivered to it
   services[2] = await startService({
+    demo: true,
     mqttUrl: broker!.url,
     databaseUrl: PG_URL,
     storeOptions: { schema },

@@ -20,6 +20,7 @@ test("broker outage: the meter keeps measuring and replays its queue; every mill
   const s = scenarios["broker-outage"]
   broker = await MosquittoProcess.create()
   svc = await startService({
+    demo: true,
     mqttUrl: broker.url,
     databaseUrl: "pglite:memory",
     clientId: uid("bridge"),

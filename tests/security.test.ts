@@ -190,6 +190,7 @@ describeBroker(
     const url = `mqtts://127.0.0.1:${port}`
     // the bridge retries until Mosquitto listens
     const svc = await startService({
+      demo: true,
       mqttUrl: url,
       databaseUrl: "pglite:memory",
       clientId: uid("tls-bridge"),
@@ -205,6 +206,7 @@ describeBroker(
   "the embedded broker",
   async () => {
     const svc = await startService({
+      demo: true,
       databaseUrl: "pglite:memory",
       embeddedMqttPort: 0,
       embeddedBroker: {

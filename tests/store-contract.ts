@@ -1,8 +1,9 @@
 // The contract every Store engine must pass (like aedes-persistence's abstract suite): run by
 // tests/store.test.ts against PostgreSQL and PGlite.
+import { createHash, randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
-import type { ReadingRow, Store } from "../bridge/src/store/store.js"
+import { DEAD_LETTER_HEAD_BYTES, type ReadingRow, type Store } from "../bridge/src/store/store.js"
 import { uid } from "./helpers.js"
 
 export interface StoreFixture {
@@ -45,7 +46,7 @@ export function reading(
 async function frame(
   store: Store,
   meterId: string,
-  o: { boot?: number; seq: number; minute: number; volumes: number[]; endTotal: number },
+  o: { boot?: number; seq: number; minute: number; volumes: number[]; endTotal: number; sha256?: string },
 ) {
   let total = o.endTotal - o.volumes.reduce((a, b) => a + b, 0)
   const rows = o.volumes.map((v, idx) => {
@@ -59,7 +60,8 @@ async function frame(
       waterTotalMl: total,
     })
   })
-  return store.insertReadings(meterId, o.boot ?? 1, o.seq, rows, at(o.minute + o.volumes.length * 15))
+  const key = { meterId, boot: o.boot ?? 1, seq: o.seq, sha256: o.sha256 }
+  return (await store.insertReadings(key, rows, at(o.minute + o.volumes.length * 15))).kind
 }
 
 export function describeStoreContract(name: string, makeStore: () => Promise<StoreFixture>) {
@@ -97,7 +99,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect((await store.getMeter(m))!.lastSeen.getTime()).toBe(at(10).getTime())
       await store.recordBirth(
         m,
-        { firmware: "fw 1", board: "esp32", boot: 3, intervalS: 900, batch: 4, uptimeEpochMs: 123 },
+        { firmware: "fw 1", board: "esp32", boot: 3, seq: 17, intervalS: 900, batch: 4, uptimeEpochMs: 123 },
         at(20),
       )
       const born = (await store.getMeter(m))!
@@ -105,7 +107,12 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(born.uptimeEpochMs).toBe(123)
       expect(born.firstSeen.getTime()).toBe(at(10).getTime())
       expect(born.lastSeen.getTime()).toBe(at(20).getTime())
-      await store.setOnline(m, false, at(30))
+      expect(born.birthSeq).toBe(17)
+      expect(born.bornAt!.getTime()).toBe(at(20).getTime())
+      // issue 9: a death of an earlier boot (or of none) leaves a re-born meter online
+      expect(await store.recordDeath(m, 2, at(25))).toBe(false)
+      expect((await store.getMeter(m))!.online).toBe(true)
+      expect(await store.recordDeath(m, 3, at(30))).toBe(true)
       expect((await store.getMeter(m))!.online).toBe(false)
       const ids = (await store.listMeters()).map((x) => x.meterId)
       expect(ids).toContain(m)
@@ -128,24 +135,59 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
 
     test("a frame is stored exactly once, also when delivered concurrently", async () => {
       const m = uid("x")
-      expect(await frame(store, m, { seq: 7, minute: 0, volumes: [1, 1], endTotal: 2 })).toBe(true)
-      expect(await frame(store, m, { seq: 7, minute: 0, volumes: [1, 1], endTotal: 2 })).toBe(false)
+      expect(await frame(store, m, { seq: 7, minute: 0, volumes: [1, 1], endTotal: 2 })).toBe("stored")
+      expect(await frame(store, m, { seq: 7, minute: 0, volumes: [1, 1], endTotal: 2 })).toBe("duplicate")
       const results = await Promise.all(
         Array.from({ length: 6 }, () => frame(store, m, { seq: 8, minute: 30, volumes: [2], endTotal: 4 })),
       )
-      expect(results.filter(Boolean)).toHaveLength(1)
+      expect(results.filter((r) => r === "stored")).toHaveLength(1)
       expect(await store.readings(m)).toHaveLength(3)
       // the same seq in another boot is another frame
-      expect(await frame(store, m, { boot: 2, seq: 7, minute: 45, volumes: [3], endTotal: 7 })).toBe(true)
+      expect(await frame(store, m, { boot: 2, seq: 7, minute: 45, volumes: [3], endTotal: 7 })).toBe("stored")
       expect(await store.readings(m)).toHaveLength(4)
+    })
+
+    test("same frame id with the same content is a duplicate, with other content a conflict; nothing is written", async () => {
+      const m = uid("h")
+      const f = { seq: 1, minute: 0, volumes: [5], endTotal: 5 }
+      expect(await frame(store, m, { ...f, sha256: "aa".repeat(32) })).toBe("stored")
+      expect(await frame(store, m, { ...f, sha256: "aa".repeat(32) })).toBe("duplicate")
+      const other = await store.insertReadings(
+        { meterId: m, boot: 1, seq: 1, sha256: "bb".repeat(32) },
+        [reading(m, { minute: 0, seq: 1, idx: 0, volumeMl: 999, waterTotalMl: 999 })],
+        at(15),
+      )
+      expect(other).toEqual({ kind: "conflict", storedSha256: "aa".repeat(32) })
+      expect((await store.readings(m)).map((r) => r.volumeMl)).toEqual([5])
+      const alarm = { meterId: m, boot: 1, seq: 2, type: "ALARM_TYPE_LEAK", active: true, ts: at(1), value: 1 }
+      expect((await store.insertAlarm(alarm, at(1), "cc".repeat(32))).kind).toBe("stored")
+      expect((await store.insertAlarm(alarm, at(1), "cc".repeat(32))).kind).toBe("duplicate")
+      expect((await store.insertAlarm({ ...alarm, active: false }, at(1), "dd".repeat(32))).kind).toBe("conflict")
+      expect((await store.alarms({ meterId: m })).map((a) => a.active)).toEqual([true])
+    })
+
+    test("a bridge alarm is raised once while it is open", async () => {
+      const m = uid("ba")
+      await store.touchMeter(m, at(0))
+      const raised = await Promise.all([1, 2, 3].map((v) => store.raiseBridgeAlarm(m, "FRAME_CONFLICT", v, at(v))))
+      expect(raised.filter(Boolean)).toHaveLength(1)
+      const open = await store.alarms({ meterId: m, open: true })
+      expect(open.map((a) => [a.type, a.source])).toEqual([["FRAME_CONFLICT", "bridge"]])
+    })
+
+    test("the registry: registering is idempotent and makes a meter known, offline, unborn", async () => {
+      const m = uid("reg")
+      expect(await store.registerMeter(m, at(0))).toBe(true)
+      expect(await store.registerMeter(m, at(1))).toBe(false)
+      expect(await store.getMeter(m)).toMatchObject({ meterId: m, online: false, boot: null, birthSeq: null })
     })
 
     test("alarms: stored once, history in time order, open = raised without a later clear of its type", async () => {
       const m = uid("a")
       const ev = (seq: number, type: string, active: boolean, minute: number) =>
         store.insertAlarm({ meterId: m, boot: 1, seq, type, active, ts: at(minute), value: seq * 10 }, at(minute))
-      expect(await ev(1, "ALARM_TYPE_LEAK", true, 1)).toBe(true)
-      expect(await ev(1, "ALARM_TYPE_LEAK", true, 1)).toBe(false)
+      expect((await ev(1, "ALARM_TYPE_LEAK", true, 1)).kind).toBe("stored")
+      expect((await ev(1, "ALARM_TYPE_LEAK", true, 1)).kind).toBe("duplicate")
       await ev(2, "ALARM_TYPE_BURST", true, 2)
       await ev(3, "ALARM_TYPE_LEAK", false, 3)
       await ev(4, "ALARM_TYPE_TAMPER", true, 4)
@@ -165,22 +207,65 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(fleet.filter((a) => a.meterId === m)).toHaveLength(2)
     })
 
-    test("dead letters keep their bytes, newest first", async () => {
+    test("dead letters keep a bounded head with the size and hash of the whole, newest first, keyset pages", async () => {
       const m = uid("d")
+      const big = randomBytes(DEAD_LETTER_HEAD_BYTES * 4)
       await store.addDeadLetter(
-        { topic: "t/1", meterId: m, reason: "CM_ERR_DECODE", detail: "d1", payload: new Uint8Array([0, 255, 7]) },
+        { topic: "t/1", meterId: m, reason: "CM_ERR_DECODE", detail: "d1", payload: big },
         at(1),
       )
+      // text from the network with a NUL and control characters is stored, escaped
       await store.addDeadLetter(
-        { topic: "t/2", meterId: null, reason: "CM_ERR_TOPIC", detail: "d2", payload: new Uint8Array() },
+        {
+          topic: "t/\u0000/2",
+          meterId: null,
+          reason: "CM_ERR_TOPIC",
+          detail: "d\u00002",
+          payload: new Uint8Array(),
+          storedSha256: "ab",
+        },
         at(2),
       )
-      const [newest, older] = await store.deadLetters(2)
-      expect(newest).toMatchObject({ topic: "t/2", meterId: null, reason: "CM_ERR_TOPIC" })
-      expect(older).toMatchObject({ topic: "t/1", meterId: m, reason: "CM_ERR_DECODE", detail: "d1" })
-      expect([...older.payload]).toEqual([0, 255, 7])
+      const [newest, older] = await store.deadLetters({ limit: 2 })
+      expect(newest).toMatchObject({
+        topic: "t/\\x00/2",
+        meterId: null,
+        reason: "CM_ERR_TOPIC",
+        detail: "d\\x002",
+        payloadBytes: 0,
+        storedSha256: "ab",
+      })
+      expect(older).toMatchObject({
+        topic: "t/1",
+        meterId: m,
+        reason: "CM_ERR_DECODE",
+        detail: "d1",
+        storedSha256: null,
+      })
+      expect(Buffer.from(older.payloadHead)).toEqual(big.subarray(0, DEAD_LETTER_HEAD_BYTES))
+      expect(older.payloadBytes).toBe(big.length)
+      expect(older.payloadSha256).toBe(createHash("sha256").update(big).digest("hex"))
       expect(older.receivedAt.getTime()).toBe(at(1).getTime())
-      expect(await store.deadLetters(1)).toHaveLength(1)
+      expect(await store.deadLetters({ limit: 1 })).toHaveLength(1)
+      const page2 = await store.deadLetters({ beforeId: newest.id, limit: 1 })
+      expect(page2.map((d) => d.id)).toEqual([older.id])
+    })
+
+    test("dead-letter retention deletes beyond the row count and the age", async () => {
+      const letter = (i: number) => ({
+        topic: `t/${i}`,
+        meterId: null,
+        reason: "CM_ERR_DECODE",
+        detail: "",
+        payload: new Uint8Array([i]),
+      })
+      for (let i = 0; i < 5; i++) await store.addDeadLetter(letter(i), at(1000 + i))
+      // keep 3 rows: everything but the newest 3 goes
+      await store.pruneDeadLetters({ maxRows: 3, maxAgeS: 1e9 }, at(1010))
+      expect((await store.deadLetters({ limit: 100 })).map((d) => d.topic)).toEqual(["t/4", "t/3", "t/2"])
+      // keep 1 day: rows older than a day before `now` go
+      await store.pruneDeadLetters({ maxRows: 100, maxAgeS: 86400 }, new Date(at(1002).getTime() + 86400_000 + 1))
+      expect((await store.deadLetters({ limit: 100 })).map((d) => d.topic)).toEqual(["t/4", "t/3"])
     })
 
     test("latest reading per meter: newest by time, a late backfill does not replace it, keyset pages", async () => {
@@ -257,12 +342,12 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       const quiet = uid("q")
       await store.recordBirth(
         m,
-        { firmware: "f", board: "b", boot: 1, intervalS: 60, batch: 2, uptimeEpochMs: 0 },
+        { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 60, batch: 2, uptimeEpochMs: 0 },
         at(0),
       )
       await store.recordBirth(
         quiet,
-        { firmware: "f", board: "b", boot: 1, intervalS: 3600, batch: 4, uptimeEpochMs: 0 },
+        { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 3600, batch: 4, uptimeEpochMs: 0 },
         at(0),
       )
       const online0 = await store.countOnline()

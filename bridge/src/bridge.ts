@@ -26,6 +26,8 @@ export interface Bridge {
   send: SendDownlink
   /** Resolves once subscribed. */
   ready: Promise<void>
+  /** The uplink subscription is in place (granted by the broker's SUBACK, connection up). */
+  readonly subscribed: boolean
   stop(): Promise<void>
 }
 
@@ -48,32 +50,52 @@ export function startBridge(o: BridgeOptions): Bridge {
   }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
   // mqtt.js calls handleMessage one message at a time and sends the PUBACK only after its
-  // callback: the broker's acknowledgement therefore waits for the commit (MQTT-4.3.2).
+  // callback: the broker's acknowledgement therefore waits for the commit (MQTT-4.3.2). handle()
+  // settles every frame itself (stored, duplicate or dead-lettered) and only waits, unresolved,
+  // while the data tier is unavailable; it rejects only when the bridge stops.
   client.handleMessage = (packet, done) => {
     ingest.handle(packet.topic, packet.payload as Buffer).then(
       () => done(),
       (e: Error) => {
-        o.log.error({ err: e.message, topic: packet.topic }, "ingest failed; frame not acknowledged")
+        o.log.warn({ err: e.message, topic: packet.topic }, "bridge stopping; frame left unacknowledged")
         done(e)
       },
     )
   }
   client.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error"))
-  let subscribed: () => void
-  const ready = new Promise<void>((r) => (subscribed = r))
+  let subscribed = false
+  let stopped = false
+  let resolveReady: () => void
+  const ready = new Promise<void>((r) => (resolveReady = r))
+  const subscribe = () => {
+    client.subscribe(upFilter(o.shareGroup), { qos: 1 }, (err, granted) => {
+      // [MQTT-3.9.3] return code 0x80 (128): the broker refused the subscription
+      const refused =
+        err ?? (granted?.some((g) => g.qos === 128) ? new Error("refused by the broker (SUBACK 0x80)") : null)
+      if (refused) {
+        o.log.error({ err: refused.message, filter: upFilter(o.shareGroup) }, "subscribe failed; retrying")
+        if (!stopped && client.connected) setTimeout(subscribe, 1000)
+        return
+      }
+      subscribed = true
+      resolveReady()
+    })
+  }
   client.on("connect", (ack) => {
     o.log.info({ url: o.mqttUrl, sessionPresent: ack.sessionPresent }, "bridge connected")
-    client.subscribe(upFilter(o.shareGroup), { qos: 1 }, (err) => {
-      if (err) o.log.error({ err: err.message }, "subscribe failed")
-      else subscribed()
-    })
+    subscribe()
   })
+  client.on("close", () => (subscribed = false))
   return {
     client,
     ingest,
     send,
     ready,
+    get subscribed() {
+      return subscribed
+    },
     stop: async () => {
+      stopped = true
       ingest.stop()
       await client.endAsync()
     },

@@ -1,5 +1,6 @@
 // Uplink decoding and validation: bytes → a checked domain frame, or a FrameError with a stable code.
 import { citymeter } from "./gen/citymeter.js"
+import { PLAUSIBLE } from "./store/columns.js"
 import type { UpKind } from "./topics.js"
 
 const { Uplink, Downlink, AlarmType } = citymeter.v1
@@ -9,17 +10,36 @@ export const MAX_INTERVALS = 96
 export const MAX_INTERVAL_S = 86400
 /** A synced timestamp further ahead of the bridge's clock than this is clock skew. */
 export const MAX_FUTURE_SKEW_S = 600
+/** No citymeter reading predates 2020-01-01: an older synced time is a wrong clock or a corrupt frame. */
+export const MIN_SYNCED_S = 1_577_836_800
+/** Birth firmware and board strings: printable ASCII, at most this long. */
+export const MAX_LABEL_CHARS = 64
+/** An alarm's measured value, in its rule's unit (mL, mL/min, s, Pa, dV): at most this in magnitude. */
+export const MAX_ALARM_VALUE = 1e12
 
-export type RejectCode =
-  | "CM_ERR_TOPIC"
-  | "CM_ERR_OVERSIZE"
-  | "CM_ERR_DECODE"
-  | "CM_ERR_KIND_MISMATCH"
-  | "CM_ERR_SERIES"
-  | "CM_ERR_INTERVAL"
-  | "CM_ERR_SEQ"
-  | "CM_ERR_CLOCK_SKEW"
-  | "CM_ERR_UNKNOWN_METER"
+/**
+ * Why a frame was not stored. Each is counted (citymeter_frames_rejected_total{reason}), logged
+ * with the meter and kept as a dead letter; README "No reading lost" says what happens to each.
+ */
+export const REJECT_REASONS = {
+  CM_ERR_TOPIC: "not a citymeter/v1/<meter>/up/<kind> topic, or a meter id outside the grammar",
+  CM_ERR_OVERSIZE: `payload larger than ${MAX_PAYLOAD_BYTES} bytes`,
+  CM_ERR_DECODE: "not a citymeter.v1.Uplink",
+  CM_ERR_NONCANONICAL: "decodes, but is not the canonical encoding the firmware writes (unknown fields, bit flips)",
+  CM_ERR_KIND_MISMATCH: "the envelope's body is not the topic's kind",
+  CM_ERR_SERIES: "series lengths differ, or no or too many intervals",
+  CM_ERR_INTERVAL: `interval_s outside 1..${MAX_INTERVAL_S}`,
+  CM_ERR_FIELD: "a value outside what its field, its column or the physics of its channel allow",
+  CM_ERR_SEQ: "seq missing, or beyond what the meter can have counted since its birth",
+  CM_ERR_BOOT: "boot ahead of the meter's last birth, or an implausible jump",
+  CM_ERR_CLOCK_SKEW: "a synced time in the future or before 2020",
+  CM_ERR_UNKNOWN_METER: "the meter is not in the registry (production mode)",
+  CM_ERR_CONFLICT: "same (meter, boot, seq) as a stored frame, different content",
+  CM_ERR_STALE_DEATH: "a death from an earlier boot than the meter's last birth, or an empty one",
+  CM_ERR_STORE_REFUSED: "the data tier refused the frame's content (not an outage)",
+} as const
+
+export type RejectCode = keyof typeof REJECT_REASONS
 
 export class FrameError extends Error {
   constructor(
@@ -85,10 +105,46 @@ export type UplinkFrame = ReadingsFrame | BirthFrame | AlarmFrame | DeathFrame
 
 const num = (v: unknown): number => (v === undefined || v === null ? 0 : Number(v))
 
+const field = (name: string, v: number, lo: number, hi: number) => {
+  if (!Number.isInteger(v) || v < lo || v > hi)
+    throw new FrameError("CM_ERR_FIELD", `${name} ${v} outside ${lo}..${hi}`)
+  return v
+}
+
+function label(name: string, v: string | null | undefined): string {
+  const s = v ?? ""
+  if (s.length > MAX_LABEL_CHARS || !/^[\x20-\x7e]*$/.test(s))
+    throw new FrameError("CM_ERR_FIELD", `${name} must be at most ${MAX_LABEL_CHARS} printable ASCII characters`)
+  return s
+}
+
 function series(name: string, values: number[] | null | undefined, n: number): number[] | undefined {
   if (!values || values.length === 0) return undefined
   if (values.length !== n) throw new FrameError("CM_ERR_SERIES", `${name} has ${values.length} entries, expected ${n}`)
   return values.map(Number)
+}
+
+function syncedTime(name: string, s: number, nowS: number) {
+  if (s > nowS + MAX_FUTURE_SKEW_S)
+    throw new FrameError("CM_ERR_CLOCK_SKEW", `${name} ${s} is ${s - nowS} s ahead of the bridge`)
+  if (s < MIN_SYNCED_S) throw new FrameError("CM_ERR_CLOCK_SKEW", `${name} ${s} is before 2020`)
+}
+
+/**
+ * Per-interval amounts bounded by rate: what the channel can pass in interval_s at its physical
+ * maximum (store/columns.ts PLAUSIBLE). Column and register bounds are checked on the rows
+ * (store/columns.ts outOfRange), so every value is checked once against one description.
+ */
+function checkRates(f: ReadingsFrame) {
+  const maxVolume = f.intervalS * PLAUSIBLE.flowMlPerS
+  const maxEnergy = Math.ceil((f.intervalS * PLAUSIBLE.powerW) / 3600)
+  f.intervals.forEach((v, i) => {
+    if (v.volumeMl !== undefined) field(`water.volume_ml[${i}]`, v.volumeMl, 0, maxVolume)
+    if (v.reverseMl !== undefined) field(`water.reverse_ml[${i}]`, v.reverseMl, 0, maxVolume)
+    if (v.energyWh !== undefined) field(`electricity.energy_wh[${i}]`, v.energyWh, 0, maxEnergy)
+    if (v.pressureMinPa !== undefined)
+      field(`pressure.avg_pa - below_avg_pa [${i}]`, v.pressureMinPa, 0, PLAUSIBLE.pressurePa)
+  })
 }
 
 function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
@@ -105,8 +161,7 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
   if (n === 0) throw new FrameError("CM_ERR_SERIES", "readings frame without intervals")
   if (n > MAX_INTERVALS) throw new FrameError("CM_ERR_SERIES", `${n} intervals, at most ${MAX_INTERVALS}`)
   const startS = num(r.startS)
-  if (r.timeSynced && startS > nowS + MAX_FUTURE_SKEW_S)
-    throw new FrameError("CM_ERR_CLOCK_SKEW", `start_s ${startS} is ${startS - nowS} s ahead of the bridge`)
+  if (r.timeSynced) syncedTime("start_s", startS, nowS)
   const volume = series("water.volume_ml", r.water?.volumeMl, n)
   const reverse = series("water.reverse_ml", r.water?.reverseMl, n)
   const energy = series("electricity.energy_wh", r.electricity?.energyWh, n)
@@ -130,7 +185,7 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
     }
     intervals.push(v)
   }
-  return {
+  const frame: ReadingsFrame = {
     kind: "readings",
     boot: num(u.boot),
     seq: num(u.seq),
@@ -142,9 +197,55 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
     energyTotalWh: r.electricity ? num(r.electricity.totalWh) : undefined,
     intervals,
   }
+  checkRates(frame)
+  return frame
 }
 
-/** Decodes and validates one uplink payload received on a topic of the given kind. */
+function decodeBirth(u: citymeter.v1.Uplink): BirthFrame {
+  const b = u.birth!
+  return {
+    kind: "birth",
+    boot: num(u.boot),
+    seq: num(u.seq),
+    firmware: label("birth.firmware", b.firmware),
+    board: label("birth.board", b.board),
+    intervalS: field("birth.interval_s", num(b.intervalS), 1, MAX_INTERVAL_S),
+    batch: field("birth.batch", num(b.batch), 1, MAX_INTERVALS),
+    waterTotalMl: field("birth.water_total_ml", num(b.waterTotalMl), 0, PLAUSIBLE.waterTotalMl),
+    energyTotalWh: field("birth.energy_total_wh", num(b.energyTotalWh), 0, PLAUSIBLE.energyTotalWh),
+    queued: num(b.queued),
+    dropped: num(b.dropped),
+    uptimeS: num(b.uptimeS),
+  }
+}
+
+function decodeAlarm(u: citymeter.v1.Uplink, nowS: number): AlarmFrame {
+  const a = u.alarm!
+  const type = a.type ?? 0
+  // Names, never numbers (proto AlarmType); an unknown or unspecified type is not an alarm.
+  if (type === AlarmType.ALARM_TYPE_UNSPECIFIED || AlarmType[type] === undefined)
+    throw new FrameError("CM_ERR_FIELD", `alarm.type ${type} is not an AlarmType`)
+  if (!u.seq) throw new FrameError("CM_ERR_SEQ", "alarm frame without seq")
+  const timeS = num(a.timeS)
+  if (a.timeSynced) syncedTime("alarm.time_s", timeS, nowS)
+  return {
+    kind: "alarm",
+    boot: num(u.boot),
+    seq: num(u.seq),
+    type: AlarmType[type],
+    active: !!a.active,
+    timeS,
+    timeSynced: !!a.timeSynced,
+    value: field("alarm.value", num(a.value), -MAX_ALARM_VALUE, MAX_ALARM_VALUE),
+  }
+}
+
+/**
+ * Decodes and validates one uplink payload received on a topic of the given kind. Every byte is
+ * hostile until checked: the size, the structure (protobufjs), the encoding (it must be exactly
+ * the canonical bytes the firmware writes: protobufjs skips unknown fields and accepts
+ * non-minimal varints, so a bit-flipped frame often still decodes), the kind, and every value.
+ */
 export function decodeUplink(kind: UpKind, payload: Uint8Array, nowS = Date.now() / 1000): UplinkFrame {
   if (payload.length > MAX_PAYLOAD_BYTES)
     throw new FrameError("CM_ERR_OVERSIZE", `${payload.length} bytes, at most ${MAX_PAYLOAD_BYTES}`)
@@ -154,45 +255,26 @@ export function decodeUplink(kind: UpKind, payload: Uint8Array, nowS = Date.now(
   } catch (e) {
     throw new FrameError("CM_ERR_DECODE", `not a citymeter.v1.Uplink: ${(e as Error).message}`)
   }
-  // An empty will payload is accepted as a death on the death topic.
+  if (!isCanonical(u, payload))
+    throw new FrameError("CM_ERR_NONCANONICAL", `${payload.length} bytes decode, but are not their canonical encoding`)
   const body = u.body ?? (kind === "death" ? "death" : undefined)
   if (body !== kind) throw new FrameError("CM_ERR_KIND_MISMATCH", `body ${body ?? "none"} on an up/${kind} topic`)
   switch (body) {
     case "readings":
       return decodeReadings(u, nowS)
-    case "birth": {
-      const b = u.birth!
-      return {
-        kind: "birth",
-        boot: num(u.boot),
-        seq: num(u.seq),
-        firmware: b.firmware ?? "",
-        board: b.board ?? "",
-        intervalS: num(b.intervalS),
-        batch: num(b.batch),
-        waterTotalMl: num(b.waterTotalMl),
-        energyTotalWh: num(b.energyTotalWh),
-        queued: num(b.queued),
-        dropped: num(b.dropped),
-        uptimeS: num(b.uptimeS),
-      }
-    }
-    case "alarm": {
-      const a = u.alarm!
-      return {
-        kind: "alarm",
-        boot: num(u.boot),
-        seq: num(u.seq),
-        type: AlarmType[a.type ?? 0] ?? `ALARM_TYPE_${a.type}`,
-        active: !!a.active,
-        timeS: num(a.timeS),
-        timeSynced: !!a.timeSynced,
-        value: num(a.value),
-      }
-    }
+    case "birth":
+      return decodeBirth(u)
+    case "alarm":
+      return decodeAlarm(u, nowS)
     default:
+      // An empty will payload decodes as a death of boot 0: ingest treats it as stale.
       return { kind: "death", boot: num(u.boot) }
   }
+}
+
+function isCanonical(u: citymeter.v1.Uplink, payload: Uint8Array): boolean {
+  const again = Uplink.encode(u).finish()
+  return again.length === payload.length && Buffer.compare(again, payload) === 0
 }
 
 export function encodeDownlink(d: citymeter.v1.Downlink.$Properties): Uint8Array {

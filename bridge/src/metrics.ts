@@ -1,7 +1,11 @@
 // Prometheus metrics of one bridge instance (its own registry, so tests can run several).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client"
 
+/** What the ingest health gauges read when Prometheus scrapes (set by service.ts). */
+export type HealthSource = () => { oldestUnackedS: number; stalled: boolean }
+
 export function createMetrics(defaults = false) {
+  let health: HealthSource = () => ({ oldestUnackedS: 0, stalled: false })
   const registry = new Registry()
   if (defaults) collectDefaultMetrics({ register: registry })
   const m = {
@@ -56,6 +60,40 @@ export function createMetrics(defaults = false) {
       help: "TimeSync downlinks pushed to meters whose frames showed a skewed clock",
       registers: [registry],
     }),
+    deadLetterFailures: new Counter({
+      name: "citymeter_dead_letter_failures_total",
+      help: "Rejected frames whose dead letter the data tier refused (logged, then dropped)",
+      registers: [registry],
+    }),
+    deadLettersPruned: new Counter({
+      name: "citymeter_dead_letters_pruned_total",
+      help: "Dead letters deleted by retention (DEAD_LETTER_MAX_ROWS, DEAD_LETTER_MAX_AGE_DAYS)",
+      registers: [registry],
+    }),
+    bootRegressions: new Counter({
+      name: "citymeter_boot_regressions_total",
+      help: "Births whose boot counter was lower than the meter's last (re-flash or settings wipe)",
+      registers: [registry],
+    }),
+    oldestUnacked: new Gauge({
+      name: "citymeter_ingest_oldest_unacked_seconds",
+      help: "Age of the oldest uplink received and not yet acknowledged to the broker",
+      registers: [registry],
+      collect() {
+        this.set(health().oldestUnackedS)
+      },
+    }),
+    stalled: new Gauge({
+      name: "citymeter_ingest_stalled",
+      help: "1 while ingest is stalled (a frame in hand too long, the data tier failing, or no subscription)",
+      registers: [registry],
+      collect() {
+        this.set(health().stalled ? 1 : 0)
+      },
+    }),
+    setHealthSource(source: HealthSource) {
+      health = source
+    },
     onlineMeters: new Gauge({
       name: "citymeter_meters_online",
       help: "Meters whose last birth/death says online",

@@ -9,7 +9,8 @@ import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } 
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { createMetrics, type Metrics } from "./metrics.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
-import type { Store } from "./store/store.js"
+import type { IngestHealth } from "./health.js"
+import type { DeadLetterRetention, Store } from "./store/store.js"
 
 export interface ServiceConfig {
   /** External broker; when absent an embedded broker is started on embeddedMqttPort. */
@@ -28,7 +29,19 @@ export interface ServiceConfig {
    * uplink through an MQTT 5 shared subscription (MQTT 5 broker required; not aedes).
    */
   consumers?: number
+  /**
+   * The demo (`npm start`): meters register themselves with their first frame, and the embedded
+   * broker accepts anonymous clients. Anything else is production: frames only from provisioned
+   * meters, and the embedded broker needs a password file.
+   */
+  demo?: boolean
+  /** Override the registry rule of the mode (tests of either rule). */
   autoRegister?: boolean
+  /** Dead-letter retention (defaults: 100,000 rows, 30 days) and how often it runs (ms). */
+  deadLetterRetention?: DeadLetterRetention
+  deadLetterPruneMs?: number
+  /** Ingest counts as stalled when a frame waits longer than this for its commit, or the data tier fails as long (ms). */
+  stallMs?: number
   /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
   mqttUsername?: string
   mqttPassword?: string
@@ -53,8 +66,14 @@ export interface Service {
   broker?: EmbeddedBroker
   inactivity: InactivityChecker
   app: ReturnType<typeof buildApp>
+  ingestHealth(): IngestHealth
   stop(): Promise<void>
 }
+
+/** A setting that cannot work: the message says what to set. */
+export class ServiceConfigError extends Error {}
+
+export const DEFAULT_DEAD_LETTER_RETENTION: DeadLetterRetention = { maxRows: 100_000, maxAgeS: 30 * 86400 }
 
 export function configFromEnv(env = process.env): ServiceConfig {
   return {
@@ -67,7 +86,11 @@ export function configFromEnv(env = process.env): ServiceConfig {
     clientId: env.MQTT_CLIENT_ID || undefined,
     shareGroup: env.MQTT_SHARE_GROUP || undefined,
     consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
-    autoRegister: env.AUTO_REGISTER !== "false",
+    deadLetterRetention: {
+      maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? DEFAULT_DEAD_LETTER_RETENTION.maxRows),
+      maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? DEFAULT_DEAD_LETTER_RETENTION.maxAgeS / 86400) * 86400,
+    },
+    stallMs: Number(env.INGEST_STALL_S ?? 10) * 1000,
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
     mqttCaFile: env.MQTT_CA_FILE || undefined,
@@ -100,11 +123,21 @@ async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store>
 
 export async function startService(c: ServiceConfig): Promise<Service> {
   const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
+  if (!c.mqttUrl && !c.embeddedBroker?.passwordFile) {
+    if (!c.demo)
+      throw new ServiceConfigError(
+        "the embedded broker accepts anonymous clients only in the demo (npm start): set EMBEDDED_MQTT_PASSWORD_FILE, or MQTT_URL for your broker",
+      )
+    log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
+  }
+  const store = await openStoreWithRetry(c, log)
   const broker = c.mqttUrl
     ? undefined
-    : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker)
+    : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker).catch(async (e) => {
+        await store.close()
+        throw e
+      })
   const mqttUrl = c.mqttUrl ?? broker!.url
-  const store = await openStoreWithRetry(c, log)
   const metrics = createMetrics(true)
   const consumers = Math.max(1, Math.floor(c.consumers ?? 1))
   if (consumers > 1 && !c.mqttUrl)
@@ -120,7 +153,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       log,
       clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
       shareGroup: c.shareGroup ?? (consumers > 1 ? "citymeter" : undefined),
-      autoRegister: c.autoRegister,
+      autoRegister: c.autoRegister ?? !!c.demo,
       mqttOptions: {
         username: c.mqttUsername,
         password: c.mqttPassword,
@@ -129,6 +162,34 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     }),
   )
   const bridge = bridges[0]
+  const stallMs = c.stallMs ?? 10_000
+  const ingestHealth = (): IngestHealth => {
+    const now = performance.now()
+    let busyMs = 0
+    let failingMs = 0
+    for (const b of bridges) {
+      const h = b.ingest.health(now)
+      busyMs = Math.max(busyMs, h.busyMs)
+      failingMs = Math.max(failingMs, h.failingMs)
+    }
+    const subscribed = bridges.every((b) => b.subscribed)
+    const reason = !subscribed
+      ? "no uplink subscription"
+      : failingMs > stallMs
+        ? `the data tier has failed for ${Math.round(failingMs / 1000)} s`
+        : busyMs > stallMs
+          ? `a frame has waited ${Math.round(busyMs / 1000)} s for its commit`
+          : undefined
+    return { subscribed, stalled: reason !== undefined, oldestUnackedS: busyMs / 1000, reason }
+  }
+  metrics.setHealthSource(ingestHealth)
+  // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
+  // whatever backlog the broker holds for it.
+  const app = buildApp({ store, metrics, downlink: bridge.send, apiToken: c.apiToken, ingestHealth })
+  let httpUrl: string | undefined
+  if (c.httpPort !== undefined) {
+    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
+  }
   await Promise.all(bridges.map((b) => b.ready))
   const inactivity = startInactivityChecker({
     store,
@@ -137,11 +198,19 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     everyMs: c.inactivityCheckMs ?? 30_000,
     slackS: c.inactivitySlackS ?? 60,
   })
-  const app = buildApp({ store, metrics, downlink: bridge.send, apiToken: c.apiToken })
-  let httpUrl: string | undefined
-  if (c.httpPort !== undefined) {
-    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
+  const retention = c.deadLetterRetention ?? DEFAULT_DEAD_LETTER_RETENTION
+  const prune = async () => {
+    try {
+      const n = await store.pruneDeadLetters(retention, new Date())
+      metrics.deadLettersPruned.inc(n)
+      if (n) log.info({ deleted: n, ...retention }, "dead letters pruned")
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, "dead-letter retention failed; next run retries")
+    }
   }
+  void prune()
+  const pruner = setInterval(() => void prune(), c.deadLetterPruneMs ?? 60_000)
+  pruner.unref()
   return {
     mqttUrl,
     httpUrl,
@@ -151,7 +220,9 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     broker,
     inactivity,
     app,
+    ingestHealth,
     stop: async () => {
+      clearInterval(pruner)
       await inactivity.stop()
       await app.close()
       await Promise.all(bridges.map((b) => b.stop()))

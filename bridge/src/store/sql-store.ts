@@ -1,19 +1,26 @@
 // One SQL implementation of Store for every PostgreSQL-compatible engine. All statements are
 // parameterised ($1...); identifiers never come from input.
-import type {
-  AlarmEvent,
-  AlarmQuery,
-  AlarmRow,
-  BirthInfo,
-  Bucket,
-  ConsumptionQuery,
-  ConsumptionRow,
-  DeadLetter,
-  LatestQuery,
-  MeterRow,
-  ReadingQuery,
-  ReadingRow,
-  Store,
+import { createHash } from "node:crypto"
+import { COLUMN_DDL, COLUMN_NAMES, readingValues, toReading } from "./columns.js"
+import {
+  DEAD_LETTER_HEAD_BYTES,
+  type AlarmEvent,
+  type AlarmQuery,
+  type AlarmRow,
+  type BirthInfo,
+  type Bucket,
+  type ConsumptionQuery,
+  type ConsumptionRow,
+  type DeadLetter,
+  type LatestQuery,
+  type MeterRow,
+  type ReadingQuery,
+  type ReadingRow,
+  type Store,
+  type DeadLetterQuery,
+  type DeadLetterRetention,
+  type FrameKey,
+  type FrameOutcome,
 } from "./store.js"
 
 /** The part of a PostgreSQL client both engines provide. */
@@ -37,14 +44,7 @@ export const MIGRATIONS: string[] = [
      meter_id text NOT NULL, boot bigint NOT NULL, seq bigint NOT NULL,
      kind text NOT NULL, received_at timestamptz NOT NULL,
      PRIMARY KEY (meter_id, boot, seq))`,
-  `CREATE TABLE IF NOT EXISTS readings (
-     meter_id text NOT NULL, ts timestamptz NOT NULL, interval_s integer NOT NULL,
-     boot bigint NOT NULL, seq bigint NOT NULL, idx integer NOT NULL,
-     volume_ml bigint, reverse_ml bigint, water_total_ml bigint,
-     energy_wh bigint, energy_total_wh bigint, power_w integer, voltage_dv integer,
-     pressure_min_pa integer, pressure_avg_pa integer, pressure_max_pa integer,
-     time_synced boolean NOT NULL, backfill boolean NOT NULL,
-     PRIMARY KEY (meter_id, boot, seq, idx))`,
+  `CREATE TABLE IF NOT EXISTS readings (${COLUMN_DDL}, PRIMARY KEY (meter_id, boot, seq, idx))`,
   `CREATE INDEX IF NOT EXISTS readings_meter_ts ON readings (meter_id, ts)`,
   `CREATE TABLE IF NOT EXISTS alarms (
      meter_id text NOT NULL, boot bigint NOT NULL, seq bigint NOT NULL,
@@ -68,21 +68,25 @@ export const MIGRATIONS: string[] = [
      SELECT meter_id, 0::bigint, id, type, active, ts, value, 'bridge'::text FROM bridge_alarms`,
   // The newest reading per meter, upserted in the same transaction as the frame's readings, so
   // "latest for the whole fleet" reads one row per meter instead of scanning readings.
-  `CREATE TABLE IF NOT EXISTS meter_latest (
-     meter_id text PRIMARY KEY, ts timestamptz NOT NULL, interval_s integer NOT NULL,
-     boot bigint NOT NULL, seq bigint NOT NULL, idx integer NOT NULL,
-     volume_ml bigint, reverse_ml bigint, water_total_ml bigint,
-     energy_wh bigint, energy_total_wh bigint, power_w integer, voltage_dv integer,
-     pressure_min_pa integer, pressure_avg_pa integer, pressure_max_pa integer,
-     time_synced boolean NOT NULL, backfill boolean NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS meter_latest (${COLUMN_DDL}, PRIMARY KEY (meter_id))`,
   // Fills meter_latest once for a data tier migrated from before it existed (a no-op afterwards).
   `INSERT INTO meter_latest
-     SELECT DISTINCT ON (meter_id) meter_id, ts, interval_s, boot, seq, idx, volume_ml, reverse_ml,
-       water_total_ml, energy_wh, energy_total_wh, power_w, voltage_dv, pressure_min_pa,
-       pressure_avg_pa, pressure_max_pa, time_synced, backfill
+     SELECT DISTINCT ON (meter_id) ${COLUMN_NAMES.join(", ")}
      FROM readings WHERE NOT EXISTS (SELECT 1 FROM meter_latest)
      ORDER BY meter_id, ts DESC, boot DESC, seq DESC, idx DESC
    ON CONFLICT DO NOTHING`,
+  // issue 9: the ledger keeps each frame's content hash (a same-id frame with other content is a
+  // conflict, not a duplicate); liveness knows the birth it belongs to; dead letters are bounded.
+  `ALTER TABLE frames ADD COLUMN IF NOT EXISTS sha256 text`,
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS birth_seq bigint`,
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS born_at timestamptz`,
+  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_bytes integer`,
+  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_sha256 text`,
+  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS stored_sha256 text`,
+  // dead letters from before: keep the first ${DEAD_LETTER_HEAD_BYTES} bytes, their size and hash
+  `UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = encode(sha256(payload), 'hex'),
+     payload = substring(payload FROM 1 FOR ${DEAD_LETTER_HEAD_BYTES}) WHERE payload_bytes IS NULL`,
+  `CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at)`,
 ]
 
 /**
@@ -96,6 +100,11 @@ const BUCKET_SQL: Record<Bucket, string> = {
   day: `date_trunc('day', ts, $4::text)`,
   month: `date_trunc('month', ts, $4::text)`,
 }
+
+/** Text from the network made safe for a text column: no NUL or other control characters, bounded. */
+const printable = (s: string, max: number) =>
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
+  s.slice(0, max).replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
 
 const n = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v))
 
@@ -112,6 +121,8 @@ function toMeter(r: Record<string, unknown>): MeterRow {
     batch: n(r.batch),
     uptimeEpochMs: n(r.uptime_epoch_ms),
     inactive: !!r.inactive,
+    birthSeq: n(r.birth_seq),
+    bornAt: r.born_at ? new Date(r.born_at as Date) : null,
   }
 }
 
@@ -128,76 +139,9 @@ function toAlarm(r: Record<string, unknown>): AlarmRow {
   }
 }
 
-function toReading(r: Record<string, unknown>): ReadingRow {
-  return {
-    meterId: r.meter_id as string,
-    ts: new Date(r.ts as Date),
-    intervalS: Number(r.interval_s),
-    boot: Number(r.boot),
-    seq: Number(r.seq),
-    idx: Number(r.idx),
-    volumeMl: n(r.volume_ml),
-    reverseMl: n(r.reverse_ml),
-    waterTotalMl: n(r.water_total_ml),
-    energyWh: n(r.energy_wh),
-    energyTotalWh: n(r.energy_total_wh),
-    powerW: n(r.power_w),
-    voltageDv: n(r.voltage_dv),
-    pressureMinPa: n(r.pressure_min_pa),
-    pressureAvgPa: n(r.pressure_avg_pa),
-    pressureMaxPa: n(r.pressure_max_pa),
-    timeSynced: r.time_synced as boolean,
-    backfill: r.backfill as boolean,
-  }
-}
-
-const READING_COLUMNS = [
-  "meter_id",
-  "ts",
-  "interval_s",
-  "boot",
-  "seq",
-  "idx",
-  "volume_ml",
-  "reverse_ml",
-  "water_total_ml",
-  "energy_wh",
-  "energy_total_wh",
-  "power_w",
-  "voltage_dv",
-  "pressure_min_pa",
-  "pressure_avg_pa",
-  "pressure_max_pa",
-  "time_synced",
-  "backfill",
-]
-
-function readingValues(r: ReadingRow): unknown[] {
-  return [
-    r.meterId,
-    r.ts,
-    r.intervalS,
-    r.boot,
-    r.seq,
-    r.idx,
-    r.volumeMl,
-    r.reverseMl,
-    r.waterTotalMl,
-    r.energyWh,
-    r.energyTotalWh,
-    r.powerW,
-    r.voltageDv,
-    r.pressureMinPa,
-    r.pressureAvgPa,
-    r.pressureMaxPa,
-    r.timeSynced,
-    r.backfill,
-  ]
-}
-
-const LATEST_UPSERT = `INSERT INTO meter_latest (${READING_COLUMNS.join(", ")})
-  VALUES (${READING_COLUMNS.map((_, i) => `$${i + 1}`).join(", ")})
-  ON CONFLICT (meter_id) DO UPDATE SET ${READING_COLUMNS.slice(1)
+const LATEST_UPSERT = `INSERT INTO meter_latest (${COLUMN_NAMES.join(", ")})
+  VALUES (${COLUMN_NAMES.map((_, i) => `$${i + 1}`).join(", ")})
+  ON CONFLICT (meter_id) DO UPDATE SET ${COLUMN_NAMES.slice(1)
     .map((c) => `${c} = EXCLUDED.${c}`)
     .join(", ")}
   WHERE (meter_latest.ts, meter_latest.boot, meter_latest.seq, meter_latest.idx)
@@ -269,36 +213,58 @@ export class SqlStore implements Store {
 
   async recordBirth(meterId: string, b: BirthInfo, at: Date) {
     await this.db.query(
-      `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch, uptime_epoch_ms)
-       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8)
-       ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = EXCLUDED.last_seen,
+      `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
+         uptime_epoch_ms, birth_seq, born_at)
+       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2)
+       ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
          firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
-         interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms`,
-      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs],
+         interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
+         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at`,
+      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs, b.seq],
     )
   }
 
-  async setOnline(meterId: string, online: boolean, at: Date) {
-    await this.db.query(
-      `INSERT INTO meters (meter_id, online, first_seen, last_seen) VALUES ($1, $2, $3, $3)
-       ON CONFLICT (meter_id) DO UPDATE SET online = EXCLUDED.online`,
-      [meterId, online, at],
-    )
-  }
-
-  /** Claims (meter, boot, seq) in the frame ledger; false when it was claimed before. */
-  private async claimFrame(tx: Db, meterId: string, boot: number, seq: number, kind: string, at: Date) {
-    const { rows } = await tx.query(
-      `INSERT INTO frames (meter_id, boot, seq, kind, received_at) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT DO NOTHING RETURNING seq`,
-      [meterId, boot, seq, kind, at],
+  async recordDeath(meterId: string, boot: number, _at: Date) {
+    const { rows } = await this.db.query(
+      `UPDATE meters SET online = false WHERE meter_id = $1 AND (boot IS NULL OR boot <= $2) RETURNING meter_id`,
+      [meterId, boot],
     )
     return rows.length === 1
   }
 
-  async insertReadings(meterId: string, boot: number, seq: number, rows: ReadingRow[], at: Date) {
+  async registerMeter(meterId: string, at: Date) {
+    const { rows } = await this.db.query(
+      `INSERT INTO meters (meter_id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING RETURNING meter_id`,
+      [meterId, at],
+    )
+    return rows.length === 1
+  }
+
+  /**
+   * Claims (meter, boot, seq) in the frame ledger. When it was claimed before, the content hashes
+   * tell a redelivery (same bytes, or a ledger row from before hashes were kept) from a conflict.
+   */
+  private async claimFrame(tx: Db, f: FrameKey, kind: string, at: Date): Promise<FrameOutcome> {
+    const { rows } = await tx.query(
+      `INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT DO NOTHING RETURNING seq`,
+      [f.meterId, f.boot, f.seq, kind, at, f.sha256 ?? null],
+    )
+    if (rows.length === 1) return { kind: "stored" }
+    const stored = await tx.query<{ sha256: string | null }>(
+      `SELECT sha256 FROM frames WHERE meter_id = $1 AND boot = $2 AND seq = $3`,
+      [f.meterId, f.boot, f.seq],
+    )
+    const storedSha256 = stored.rows[0]?.sha256 ?? null
+    return storedSha256 && f.sha256 && storedSha256 !== f.sha256
+      ? { kind: "conflict", storedSha256 }
+      : { kind: "duplicate" }
+  }
+
+  async insertReadings(f: FrameKey, rows: ReadingRow[], at: Date): Promise<FrameOutcome> {
     return this.db.transaction(async (tx) => {
-      if (!(await this.claimFrame(tx, meterId, boot, seq, "readings", at))) return false
+      const claim = await this.claimFrame(tx, f, "readings", at)
+      if (claim.kind !== "stored") return claim
       if (rows.length) {
         const params: unknown[] = []
         const tuples = rows.map((r) => {
@@ -308,7 +274,7 @@ export class SqlStore implements Store {
           return `(${vals.map((_, i) => `$${base + i + 1}`).join(", ")})`
         })
         await tx.query(
-          `INSERT INTO readings (${READING_COLUMNS.join(", ")}) VALUES ${tuples.join(", ")}
+          `INSERT INTO readings (${COLUMN_NAMES.join(", ")}) VALUES ${tuples.join(", ")}
            ON CONFLICT DO NOTHING`,
           params,
         )
@@ -317,18 +283,35 @@ export class SqlStore implements Store {
         )
         await tx.query(LATEST_UPSERT, readingValues(newest))
       }
-      return true
+      return claim
     })
   }
 
-  async insertAlarm(e: AlarmEvent, at: Date) {
+  async insertAlarm(e: AlarmEvent, at: Date, sha256?: string): Promise<FrameOutcome> {
     return this.db.transaction(async (tx) => {
-      if (!(await this.claimFrame(tx, e.meterId, e.boot, e.seq, "alarm", at))) return false
+      const claim = await this.claimFrame(tx, { ...e, sha256 }, "alarm", at)
+      if (claim.kind !== "stored") return claim
       await tx.query(
         `INSERT INTO alarms (meter_id, boot, seq, type, active, ts, value) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
         [e.meterId, e.boot, e.seq, e.type, e.active, e.ts, e.value],
       )
-      return true
+      return claim
+    })
+  }
+
+  async raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date) {
+    return this.db.transaction(async (tx) => {
+      // one raise per open alarm: serialised per meter by locking its row
+      await tx.query(`SELECT 1 FROM meters WHERE meter_id = $1 FOR UPDATE`, [meterId])
+      const { rows } = await tx.query(
+        `INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
+         SELECT $1, $2, true, $3, $4
+         WHERE NOT COALESCE((SELECT active FROM bridge_alarms WHERE meter_id = $1 AND type = $2
+                             ORDER BY ts DESC, id DESC LIMIT 1), false)
+         RETURNING id`,
+        [meterId, type, at, value],
+      )
+      return rows.length === 1
     })
   }
 
@@ -352,7 +335,7 @@ export class SqlStore implements Store {
 
   async latestJson(q: LatestQuery = {}) {
     const camel = (c: string) => c.replace(/_([a-z])/g, (_, x: string) => x.toUpperCase())
-    const columns = READING_COLUMNS.map((c) =>
+    const columns = COLUMN_NAMES.map((c) =>
       c === "ts" ? `to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ts` : `${c} AS "${camel(c)}"`,
     )
     // json_agg over an aliased row is faster than json_build_object per row
@@ -454,14 +437,29 @@ export class SqlStore implements Store {
   }
 
   async addDeadLetter(d: DeadLetter, at: Date) {
+    const payload = Buffer.from(d.payload.buffer, d.payload.byteOffset, d.payload.byteLength)
     await this.db.query(
-      `INSERT INTO dead_letters (received_at, topic, meter_id, reason, detail, payload) VALUES ($1, $2, $3, $4, $5, $6)`,
-      [at, d.topic, d.meterId, d.reason, d.detail, Buffer.from(d.payload)],
+      `INSERT INTO dead_letters (received_at, topic, meter_id, reason, detail, payload, payload_bytes, payload_sha256,
+         stored_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+      [
+        at,
+        printable(d.topic, 512),
+        d.meterId,
+        printable(d.reason, 64),
+        printable(d.detail, 1024),
+        payload.subarray(0, DEAD_LETTER_HEAD_BYTES),
+        payload.length,
+        createHash("sha256").update(payload).digest("hex"),
+        d.storedSha256 ?? null,
+      ],
     )
   }
 
-  async deadLetters(limit = 100) {
-    const { rows } = await this.db.query(`SELECT * FROM dead_letters ORDER BY id DESC LIMIT $1`, [limit])
+  async deadLetters(q: DeadLetterQuery = {}) {
+    const { rows } = await this.db.query(
+      `SELECT * FROM dead_letters WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
+      [q.beforeId ?? null, q.limit ?? 100],
+    )
     return rows.map((r) => ({
       id: Number(r.id),
       receivedAt: new Date(r.received_at as Date),
@@ -469,8 +467,23 @@ export class SqlStore implements Store {
       meterId: (r.meter_id as string) ?? null,
       reason: r.reason as string,
       detail: r.detail as string,
-      payload: new Uint8Array(r.payload as Uint8Array),
+      payloadHead: new Uint8Array(r.payload as Uint8Array),
+      payloadBytes: Number(r.payload_bytes),
+      payloadSha256: r.payload_sha256 as string,
+      storedSha256: (r.stored_sha256 as string) ?? null,
     }))
+  }
+
+  async pruneDeadLetters(r: DeadLetterRetention, now: Date) {
+    const { rows } = await this.db.query<{ n: number }>(
+      `WITH gone AS (
+         DELETE FROM dead_letters WHERE received_at < $1::timestamptz - make_interval(secs => $2::double precision)
+            OR id <= (SELECT id FROM dead_letters ORDER BY id DESC OFFSET $3 LIMIT 1)
+         RETURNING 1)
+       SELECT count(*) AS n FROM gone`,
+      [now, r.maxAgeS, r.maxRows],
+    )
+    return Number(rows[0].n)
   }
 
   async ping() {

@@ -15,6 +15,9 @@ export interface MeterRow {
   uptimeEpochMs: number | null
   /** Missed its expected frames (see checkInactivity); an INACTIVE alarm is open. */
   inactive: boolean
+  /** The last birth: the seq it carried (last seq assigned in that boot) and when it arrived. */
+  birthSeq: number | null
+  bornAt: Date | null
 }
 
 export interface ReadingRow {
@@ -42,10 +45,26 @@ export interface BirthInfo {
   firmware: string
   board: string
   boot: number
+  /** The last seq the meter assigned in this boot (proto Uplink.seq of a Birth). */
+  seq: number
   intervalS: number
   batch: number
   uptimeEpochMs: number
 }
+
+/** A frame's identity in the ledger: (meter, boot, seq), and the SHA-256 (hex) of its payload. */
+export interface FrameKey {
+  meterId: string
+  boot: number
+  seq: number
+  sha256?: string
+}
+
+/**
+ * What claiming a frame in the ledger found: stored now; a duplicate (stored before with the
+ * same content, or before content hashes were kept); a conflict (stored before, other content).
+ */
+export type FrameOutcome = { kind: "stored" } | { kind: "duplicate" } | { kind: "conflict"; storedSha256: string }
 
 export interface AlarmEvent {
   meterId: string
@@ -104,17 +123,46 @@ export interface LatestQuery {
   limit?: number
 }
 
+/** Bytes of a rejected payload kept in the dead letter; the rest is described by size and SHA-256. */
+export const DEAD_LETTER_HEAD_BYTES = 512
+
 export interface DeadLetter {
   topic: string
   meterId: string | null
   reason: string
   detail: string
+  /** The whole payload as received; the store keeps its first DEAD_LETTER_HEAD_BYTES, size and SHA-256. */
   payload: Uint8Array
+  /** A conflict (same frame id, other content): the SHA-256 (hex) of the content stored first. */
+  storedSha256?: string
 }
 
-export interface DeadLetterRow extends DeadLetter {
+export interface DeadLetterRow {
   id: number
   receivedAt: Date
+  topic: string
+  meterId: string | null
+  reason: string
+  detail: string
+  /** The payload's first DEAD_LETTER_HEAD_BYTES bytes. */
+  payloadHead: Uint8Array
+  /** Size of the whole payload in bytes. */
+  payloadBytes: number
+  /** SHA-256 (hex) of the whole payload. */
+  payloadSha256: string
+  storedSha256: string | null
+}
+
+export interface DeadLetterQuery {
+  /** Keyset pagination, newest first: dead letters with an id below this. */
+  beforeId?: number
+  limit?: number
+}
+
+/** Dead-letter retention: keep at most maxRows, none older than maxAgeS. */
+export interface DeadLetterRetention {
+  maxRows: number
+  maxAgeS: number
 }
 
 export interface ReadingQuery {
@@ -131,14 +179,24 @@ export interface Store {
   getMeter(meterId: string): Promise<MeterRow | undefined>
   listMeters(): Promise<MeterRow[]>
   recordBirth(meterId: string, birth: BirthInfo, at: Date): Promise<void>
-  setOnline(meterId: string, online: boolean, at: Date): Promise<void>
   /**
-   * Stores one readings frame atomically and exactly once: false when (meter, boot, seq) was
-   * stored before (nothing written). Returns after the commit.
+   * A death (the meter's last will) of `boot`: marks the meter offline unless it was born again
+   * since (its last birth has a later boot), as Sparkplug's bdSeq does. Returns whether it applied.
    */
-  insertReadings(meterId: string, boot: number, seq: number, rows: ReadingRow[], at: Date): Promise<boolean>
+  recordDeath(meterId: string, boot: number, at: Date): Promise<boolean>
+  /**
+   * Stores one readings frame atomically and exactly once, keyed by (meter, boot, seq) in the
+   * frame ledger with its content hash; nothing is written unless the outcome is "stored".
+   * Returns after the commit.
+   */
+  insertReadings(frame: FrameKey, rows: ReadingRow[], at: Date): Promise<FrameOutcome>
   /** Same contract as insertReadings, for alarm frames. */
-  insertAlarm(event: AlarmEvent, at: Date): Promise<boolean>
+  insertAlarm(event: AlarmEvent, at: Date, sha256?: string): Promise<FrameOutcome>
+  /**
+   * Raises a bridge alarm of `type` on the meter unless one is open already. Returns whether it
+   * raised one.
+   */
+  raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date): Promise<boolean>
   readings(meterId: string, q?: ReadingQuery): Promise<ReadingRow[]>
   /** The newest reading of every meter (by ts), from a table kept on insert: never scans readings. */
   latest(q?: LatestQuery): Promise<ReadingRow[]>
@@ -165,7 +223,15 @@ export interface Store {
   /** Engine features found by migrate() (TimescaleDB hypertable for readings). */
   readonly features: { hypertable: boolean }
   addDeadLetter(d: DeadLetter, at: Date): Promise<void>
-  deadLetters(limit?: number): Promise<DeadLetterRow[]>
+  /** Newest first, keyset-paged by id. */
+  deadLetters(q?: DeadLetterQuery): Promise<DeadLetterRow[]>
+  /** Deletes dead letters beyond the retention; returns how many. */
+  pruneDeadLetters(r: DeadLetterRetention, now: Date): Promise<number>
+  /**
+   * Registers a provisioned meter (the registry: production bridges accept frames only from
+   * registered meters). Returns true when it was new.
+   */
+  registerMeter(meterId: string, at: Date): Promise<boolean>
   ping(): Promise<void>
   close(): Promise<void>
 }

@@ -1,0 +1,129 @@
+// A reading's columns, described once: the SQL tables (readings, meter_latest), the row mapping,
+// the engine's JSON, the CSV export and the bounds every value is checked against before it is
+// stored all come from READING_COLUMNS. A value's bounds are the intersection of what the wire
+// carries (the .proto type), what the column holds (the SQL type), what a JS number holds exactly
+// (2^53) and what the channel can physically measure (PLAUSIBLE below).
+import type { ReadingRow } from "./store.js"
+
+export type SqlType = "text" | "timestamptz" | "integer" | "bigint" | "boolean"
+export type ProtoType = "uint32" | "sint32" | "uint64" | "sint64"
+
+/** Physical plausibility, per channel. A value outside is a corrupt or forged frame, not a reading. */
+export const PLAUSIBLE = {
+  /** Water flow: 30 L/s ≈ 108 m³/h, above the overload flow (Q4) of a DN80 bulk meter. */
+  flowMlPerS: 30_000,
+  /** Water register: 10^14 mL = 100 million m³, a century of a DN300 main at full flow. */
+  waterTotalMl: 1e14,
+  /** Active power: 250 kW either way, a large three-phase commercial supply. */
+  powerW: 250_000,
+  /** Energy register: 10^12 Wh = 1 TWh, 400 years of that supply at full load. */
+  energyTotalWh: 1e12,
+  /** Mains RMS voltage: up to 500.0 V (decivolts). */
+  voltageDv: 5000,
+  /** Water pressure: up to 50 bar (Pa); mains run at 2–10 bar, sensors top out at 12–35 bar. */
+  pressurePa: 5_000_000,
+} as const
+
+/** Range of each type. bigint is bounded by JS numbers: integers are exact up to 2^53 − 1. */
+export const SQL_RANGE: Record<"integer" | "bigint", [number, number]> = {
+  integer: [-(2 ** 31), 2 ** 31 - 1],
+  bigint: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+}
+export const PROTO_RANGE: Record<ProtoType, [number, number]> = {
+  uint32: [0, 2 ** 32 - 1],
+  sint32: [-(2 ** 31), 2 ** 31 - 1],
+  uint64: [0, 2 ** 64 - 1],
+  sint64: [-(2 ** 63), 2 ** 63 - 1],
+}
+
+export interface ReadingColumn {
+  key: keyof ReadingRow
+  /** snake_case column name. */
+  column: string
+  sql: SqlType
+  nullable: boolean
+  /** Where the value comes from on the wire (proto field), for the value's bounds. */
+  proto?: ProtoType
+  /** Physical bounds of the channel; per-interval amounts are also bounded by rate (codec.ts). */
+  plausible?: [number, number]
+}
+
+const col = (key: keyof ReadingRow, sql: SqlType, o: Partial<ReadingColumn> = {}): ReadingColumn => ({
+  key,
+  column: key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
+  sql,
+  nullable: false,
+  ...o,
+})
+
+export const READING_COLUMNS: readonly ReadingColumn[] = [
+  col("meterId", "text"),
+  col("ts", "timestamptz"),
+  col("intervalS", "integer", { proto: "uint32", plausible: [1, 86400] }),
+  col("boot", "bigint", { proto: "uint32" }),
+  col("seq", "bigint", { proto: "uint32" }),
+  col("idx", "integer", { plausible: [0, 95] }),
+  // proto WaterSeries
+  col("volumeMl", "bigint", { nullable: true, proto: "uint32" }),
+  col("reverseMl", "bigint", { nullable: true, proto: "uint32" }),
+  col("waterTotalMl", "bigint", { nullable: true, proto: "uint64", plausible: [0, PLAUSIBLE.waterTotalMl] }),
+  // proto ElectricitySeries
+  col("energyWh", "bigint", { nullable: true, proto: "uint32" }),
+  col("energyTotalWh", "bigint", { nullable: true, proto: "uint64", plausible: [0, PLAUSIBLE.energyTotalWh] }),
+  col("powerW", "integer", { nullable: true, proto: "sint32", plausible: [-PLAUSIBLE.powerW, PLAUSIBLE.powerW] }),
+  col("voltageDv", "integer", { nullable: true, proto: "uint32", plausible: [0, PLAUSIBLE.voltageDv] }),
+  // proto PressureSeries (min and max are avg minus/plus the uint32 deltas)
+  col("pressureMinPa", "integer", { nullable: true, plausible: [0, PLAUSIBLE.pressurePa] }),
+  col("pressureAvgPa", "integer", { nullable: true, proto: "uint32", plausible: [0, PLAUSIBLE.pressurePa] }),
+  col("pressureMaxPa", "integer", { nullable: true, plausible: [0, PLAUSIBLE.pressurePa] }),
+  col("timeSynced", "boolean"),
+  col("backfill", "boolean"),
+]
+
+/** The bounds a column's value must lie in: its SQL type, its proto type and its plausibility. */
+export function columnRange(c: ReadingColumn): [number, number] | undefined {
+  if (c.sql !== "integer" && c.sql !== "bigint") return undefined
+  let [lo, hi] = SQL_RANGE[c.sql]
+  for (const r of [c.proto ? PROTO_RANGE[c.proto] : undefined, c.plausible])
+    if (r) [lo, hi] = [Math.max(lo, r[0]), Math.min(hi, r[1])]
+  return [lo, hi]
+}
+
+const RANGES = READING_COLUMNS.map((c) => [c, columnRange(c)] as const).filter(([, r]) => r !== undefined)
+
+/** The first value of the row outside its column's bounds, as a message; undefined when all fit. */
+export function outOfRange(r: ReadingRow): string | undefined {
+  for (const [c, range] of RANGES) {
+    const v = r[c.key] as number | null
+    if (v === null && c.nullable) continue
+    const [lo, hi] = range!
+    if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi)
+      return `${c.column} ${v} outside ${lo}..${hi} (interval ${r.idx})`
+  }
+  return undefined
+}
+
+export const COLUMN_NAMES = READING_COLUMNS.map((c) => c.column)
+
+/** Column definitions for CREATE TABLE. */
+export const COLUMN_DDL = READING_COLUMNS.map((c) => `${c.column} ${c.sql}${c.nullable ? "" : " NOT NULL"}`).join(", ")
+
+/** A row's values in COLUMN_NAMES order (SQL parameters). */
+export const readingValues = (r: ReadingRow): unknown[] => READING_COLUMNS.map((c) => r[c.key])
+
+/** A database row (snake_case) back to a ReadingRow. */
+export function toReading(row: Record<string, unknown>): ReadingRow {
+  const out: Record<string, unknown> = {}
+  for (const c of READING_COLUMNS) {
+    const v = row[c.column]
+    out[c.key] =
+      v === null || v === undefined
+        ? null
+        : c.sql === "timestamptz"
+          ? new Date(v as Date)
+          : c.sql === "integer" || c.sql === "bigint"
+            ? Number(v)
+            : v
+  }
+  return out as unknown as ReadingRow
+}
