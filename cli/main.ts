@@ -1,10 +1,11 @@
 // citymeter: the field CLI. `npx citymeter --help`; each command has --help.
 // Exit codes: 0 ok, 1 the operation failed, 2 bad input or usage.
 import { Command, InvalidArgumentError, Option } from "commander"
+import { METER_ID_RULE } from "../bridge/src/topics.js"
 import { CliError } from "./errors.js"
 import { decodeCommand } from "./decode.js"
 import { build, flash } from "./firmware.js"
-import { provision } from "./provision.js"
+import { bridgeTarget, provision, registerMeter, usernameWarning } from "./provision.js"
 import { bridge, sim } from "./run.js"
 import { watch } from "./watch.js"
 
@@ -37,11 +38,13 @@ program
   .description(
     "write a meter's DeviceScript settings: .env.defaults (identity, broker, interval) and .env.local (secrets)",
   )
-  .requiredOption("-m, --meter <id>", "meter id, [A-Za-z0-9_.-]{1,64} (an MQTT topic level)")
+  .requiredOption("-m, --meter <id>", `meter id: ${METER_ID_RULE}`)
   .requiredOption("-b, --board <board>", "board id: a DeviceScript board, boards/<id>.board.json, or 'sim'")
   .requiredOption("-u, --broker <url>", "broker URL, mqtt://host:port or mqtts://host:port (TLS)")
-  .option("--username <user>", "MQTT username")
+  .option("--username <user>", "MQTT username (the shipped broker ACL needs it to be the meter id)")
   .option("--password <pass>", "MQTT password (or set MQTT_PASS); written to .env.local only")
+  .option("--bridge <url>", "then register the meter with this bridge's HTTP API, http(s)://host:port")
+  .option("--token <token>", "the bridge's API token (or set CITYMETER_API_TOKEN, which keeps it out of ps)")
   .option("-i, --interval <s>", "seconds per interval, 1..86400", intArg("--interval"), 900)
   .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 4)
   .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants, e.g. LEAK_S=3600 (keys <= 13 characters)")
@@ -49,11 +52,13 @@ program
   .option("-f, --force", "overwrite existing files")
   .addHelpText(
     "after",
-    "\nExample:\n  citymeter provision -m hall-7.w1 -b esp32c3_bare -u mqtts://broker.city.example:8883 --username hall7 --password s3cret\n" +
-      "  citymeter build -b esp32c3_bare --settings data/provision/hall-7.w1",
+    "\nExample:\n  citymeter provision -m hall-7.w1 -b esp32c3_bare -u mqtts://broker.city.example:8883 --username hall-7.w1 --password s3cret\n" +
+      "  citymeter build -b esp32c3_bare --settings data/provision/hall-7.w1\n" +
+      "  CITYMETER_API_TOKEN=… citymeter provision -m hall-7.w1 -b esp32c3_bare -u mqtts://broker.city.example:8883 --bridge https://bridge.city.example",
   )
-  .action((o) => {
+  .action(async (o) => {
     const out = o.out ?? `data/provision/${o.meter}`
+    const bridge = o.bridge ? bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN) : undefined
     const r = provision(
       {
         meterId: o.meter,
@@ -68,10 +73,16 @@ program
       out,
       o.force,
     )
+    const warning = usernameWarning({ meterId: o.meter, username: o.username })
+    if (warning) console.error(`citymeter: warning: ${warning}`)
     print(`wrote ${r.defaultsFile}`)
     for (const [k, v] of Object.entries(r.defaults)) print(`  ${k}=${JSON.stringify(v)}`)
     print(`wrote ${r.localFile} (mode 600)`)
     for (const k of Object.keys(r.secrets)) print(`  ${k}=********`)
+    if (bridge) {
+      const { created } = await registerMeter(bridge, o.meter)
+      print(`${created ? "registered" : "already registered:"} meter ${o.meter} with the bridge at ${bridge.url.href}`)
+    }
     print(`next: citymeter build --board ${o.board} --settings ${out}`)
   })
 

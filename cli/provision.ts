@@ -1,17 +1,17 @@
 // `citymeter provision`: meter identity, board and broker → the two DeviceScript settings files.
 // Non-secrets go to .env.defaults, secrets (MQTT_PASS) to .env.local (mode 0600). `devs build`
 // reads both from the directory it runs in (cli/firmware.ts stages them); the simulator deploys
-// the same keys over its settings service (sim/src/meter.ts).
+// the same keys over its settings service (sim/src/meter.ts). With --bridge, the meter is then
+// registered with the bridge (PUT /meters/:id), which accepts frames only from registered meters.
 import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
-import { METER_ID_PATTERN } from "../bridge/src/topics.js"
+import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
 import { knownBoards } from "./boards.js"
-import { usage } from "./errors.js"
+import { CliError, usage } from "./errors.js"
 
 /** DeviceScript settings keys are at most 13 characters (longer ones build, then throw at run time). */
 export const MAX_KEY_LENGTH = 13
 const KEY_PATTERN = /^[A-Z][A-Z0-9_]*$/
-export const SECRET_KEYS = new Set(["MQTT_PASS"])
 
 /** Keys `--set` may add on top of the identity and broker settings (firmware/config.ts TUNABLES). */
 export const TUNABLE_KEYS: Record<string, { min: number; max: number }> = {
@@ -56,8 +56,7 @@ function checkValue(key: string, value: string) {
 
 /** Validates the input; returns the settings, non-secret and secret, in file order. */
 export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets: Settings } {
-  if (!METER_ID_PATTERN.test(i.meterId))
-    throw usage(`meter id '${i.meterId}' must match ${METER_ID_PATTERN.source} (it is an MQTT topic level)`)
+  if (!isMeterId(i.meterId)) throw usage(`meter id '${i.meterId}' is not valid: ${METER_ID_RULE}`)
   const boards = knownBoards()
   if (!boards.has(i.board))
     throw usage(
@@ -154,4 +153,78 @@ export function provision(i: ProvisionInput, outDir: string, force = false): Pro
   })
   chmodSync(localFile, 0o600)
   return { dir, defaultsFile, localFile, defaults, secrets }
+}
+
+/**
+ * The shipped ACL (deploy/mosquitto/acl, bridge/src/acl.ts) lets a login publish only under its own
+ * name: `pattern write citymeter/v1/%u/up/#`. Another username provisions a meter the broker refuses.
+ */
+export function usernameWarning(i: Pick<ProvisionInput, "meterId" | "username">): string | undefined {
+  if (!i.username || i.username === i.meterId) return undefined
+  return (
+    `--username '${i.username}' differs from the meter id '${i.meterId}': the shipped broker ACL ` +
+    "(deploy/mosquitto/acl) lets a meter publish only when its username is its meter id"
+  )
+}
+
+export interface BridgeTarget {
+  /** The bridge's HTTP API, e.g. https://bridge.city.example/ */
+  url: URL
+  token: string
+}
+
+/** Checks --bridge and the token before anything is written. */
+export function bridgeTarget(bridge: string, token: string | undefined): BridgeTarget {
+  let url: URL
+  try {
+    url = new URL(bridge)
+  } catch {
+    throw usage(`bridge URL '${bridge}' is not a URL; expected http://host:port or https://host:port`)
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw usage(`bridge URL scheme must be http:// or https:// (got ${url.protocol}//)`)
+  if (url.username || url.password) throw usage("put the API token in --token or CITYMETER_API_TOKEN, not in the URL")
+  if (url.search || url.hash) throw usage(`bridge URL must not have a query or fragment (got ${bridge})`)
+  if (!token) throw usage("--bridge needs the bridge's API token: --token, or CITYMETER_API_TOKEN in the environment")
+  if (!url.pathname.endsWith("/")) url.pathname += "/"
+  return { url, token }
+}
+
+const REGISTER_TIMEOUT_MS = 10_000
+
+/**
+ * Registers the meter with the bridge (PUT /meters/:id). Returns whether it was new; a refusal or
+ * an unreachable bridge is a CliError with one line saying which.
+ */
+export async function registerMeter(target: BridgeTarget, meterId: string): Promise<{ created: boolean }> {
+  const url = new URL(`meters/${encodeURIComponent(meterId)}`, target.url)
+  let res: Response
+  try {
+    res = await fetch(url, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${target.token}` },
+      signal: AbortSignal.timeout(REGISTER_TIMEOUT_MS),
+    })
+  } catch (e) {
+    const err = e as Error & { cause?: { message?: string } }
+    const why =
+      err.name === "TimeoutError"
+        ? `no answer within ${REGISTER_TIMEOUT_MS / 1000} s`
+        : (err.cause?.message ?? err.message)
+    throw new CliError(`cannot reach the bridge at ${target.url.href} to register meter ${meterId}: ${why}`)
+  }
+  const text = await res.text()
+  let body: { error?: string; message?: string; meterId?: string } = {}
+  try {
+    body = JSON.parse(text)
+  } catch {
+    // not our API: described by its status below
+  }
+  if ((res.status === 200 || res.status === 201) && body.meterId === meterId) return { created: res.status === 201 }
+  if (res.ok)
+    throw new CliError(
+      `${target.url.href} answered ${res.status} but not as a citymeter bridge: is --bridge the bridge's HTTP API?`,
+    )
+  const detail = body.error ? `${body.error}: ${body.message}` : text.slice(0, 200).replace(/\s+/g, " ")
+  throw new CliError(`the bridge at ${target.url.href} refused to register meter ${meterId}: ${res.status} ${detail}`)
 }

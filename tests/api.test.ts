@@ -1,7 +1,8 @@
 // The HTTP API end to end on both stacks: frames published over MQTT (as a meter would) → bridge →
 // data tier → every endpoint: meter status, readings and CSV, consumption across a reboot and a
-// gap, the fleet's latest readings, alarms, OpenAPI, SensorThings, and token-guarded downlinks.
-import { randomBytes } from "node:crypto"
+// gap, the fleet's latest readings, alarms, OpenAPI, SensorThings, token-guarded downlinks, the
+// registry, dead letters and readiness. Edge cases of the HTTP layer: http-edges.test.ts.
+import { createHash, randomBytes } from "node:crypto"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { CSV_COLUMNS } from "../bridge/src/api.js"
@@ -60,6 +61,7 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
       ...(kind === "embedded"
         ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
         : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      demo: true,
       clientId: uid("api-bridge"),
       log: captureLog().log,
       apiToken: TOKEN,
@@ -107,6 +109,7 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
     expect(all).toEqual(expect.arrayContaining([meterId, other]))
     expect((await get(`/meters/${uid("nope")}`)).statusCode).toBe(404)
     expect((await get(`/meters/bad%20id`)).json().error).toBe("CM_ERR_BAD_REQUEST")
+    expect((await get(`/meters/${uid("nope")}`)).json().error).toBe("CM_ERR_NOT_FOUND")
   })
 
   test("readings by time range, and the same as CSV", async () => {
@@ -214,6 +217,48 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
     }
   })
 
+  test("a rejected uplink is a dead letter behind the token: its head, size and hash, not the payload", async () => {
+    const junk = Buffer.concat([Buffer.from([0x0a, 0xff]), randomBytes(1500)])
+    await pub.publishAsync(upTopic(other, "readings"), junk, { qos: 1 })
+    const sha = createHash("sha256").update(junk).digest("hex")
+    const headers = { authorization: `Bearer ${TOKEN}` }
+    expect((await get("/dead-letters")).statusCode).toBe(401)
+    const row = await waitFor("the dead letter", async () => {
+      const res = await svc.app.inject({ url: "/dead-letters?limit=10", headers })
+      expect(res.statusCode).toBe(200)
+      return (res.json().deadLetters as { payloadSha256: string }[]).find((d) => d.payloadSha256 === sha)
+    })
+    expect(row).toMatchObject({
+      topic: upTopic(other, "readings"),
+      meterId: other,
+      reason: expect.stringMatching(/^CM_ERR_/),
+      payloadHead: junk.subarray(0, 512).toString("hex"),
+      payloadBytes: junk.length,
+    })
+    expect(row).not.toHaveProperty("payload")
+  })
+
+  test("PUT /meters/:id registers a provisioned meter once", async () => {
+    const id = uid("api-reg")
+    const put = (token?: string) =>
+      svc.app.inject({
+        method: "PUT",
+        url: `/meters/${id}`,
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      })
+    expect((await put()).statusCode).toBe(401)
+    expect((await put(TOKEN)).statusCode).toBe(201)
+    expect((await put(TOKEN)).statusCode).toBe(200)
+    expect((await get(`/meters/${id}`)).json()).toMatchObject({ meterId: id, online: false })
+  })
+
+  test("readiness reports the data tier and the ingest pipelines", async () => {
+    const res = await get("/readyz")
+    expect(res.statusCode).toBe(200)
+    expect(res.json()).toMatchObject({ ok: true, ingest: { subscribed: true, stalled: false } })
+    expect((await get("/healthz")).json()).toEqual({ ok: true })
+  })
+
   test("an OpenAPI description lists every endpoint and the token on writes", async () => {
     const doc = (await get("/openapi.json")).json()
     expect(doc.openapi).toBe("3.0.3")
@@ -227,6 +272,7 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
       "/meters/{id}/alarms",
       "/meters/{id}/config",
       "/meters/{id}/resend",
+      "/dead-letters",
       "/metrics",
       "/readyz",
     ])

@@ -1,15 +1,18 @@
 // The field CLI as a user runs it: a separate process (cli/bin/citymeter.js), real files, the real
-// Mosquitto on 1883 for `watch`. Issue 6: provision, decode and watch.
+// Mosquitto on 1883 for `watch`, a real bridge for `provision --bridge`. Issue 6: provision, decode
+// and watch; issue 9: provision registers meters, and checks their ids with the one grammar.
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs"
+import { createServer, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
-import { describe, expect, test } from "vitest"
-import { upTopic } from "../bridge/src/topics.js"
+import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { startService, type Service } from "../bridge/src/service.js"
+import { METER_ID_RULE, upTopic } from "../bridge/src/topics.js"
 import { parseEnvSettings } from "../sim/src/meter.js"
-import { MOSQUITTO_URL, uid, waitFor } from "./helpers.js"
+import { MOSQUITTO_URL, captureLog, uid, waitFor } from "./helpers.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const bin = join(root, "cli/bin/citymeter.js")
@@ -21,8 +24,12 @@ interface Run {
   stderr: string
 }
 
-function start(args: string[]) {
-  const p = spawn(process.execPath, [bin, ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] })
+function start(args: string[], env: Record<string, string> = {}) {
+  const p = spawn(process.execPath, [bin, ...args], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, CITYMETER_API_TOKEN: "", ...env },
+  })
   const r: Run = { code: null, stdout: "", stderr: "" }
   p.stdout.on("data", (b) => (r.stdout += b))
   p.stderr.on("data", (b) => (r.stderr += b))
@@ -31,6 +38,15 @@ function start(args: string[]) {
 }
 
 const citymeter = (...args: string[]) => start(args).done
+/** A local port nothing listens on (bound, read back and closed). */
+async function closedPort(): Promise<number> {
+  const srv = createServer()
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r))
+  const { port } = srv.address() as AddressInfo
+  await new Promise((r) => srv.close(r))
+  return port
+}
+const tmpMeterDir = () => join(mkdtempSync(join(tmpdir(), "cm-cli-")), "meter")
 
 describe("citymeter provision", () => {
   test("writes DeviceScript settings: non-secrets in .env.defaults, the password only in .env.local", async () => {
@@ -41,7 +57,8 @@ describe("citymeter provision", () => {
       ...["--username", "hall7", "--password", "1234", "--interval", "60", "--batch", "2", "--set", "LEAK_S=3600"],
       ...["-o", dir],
     )
-    expect(r.stderr).toBe("")
+    // the shipped ACL lets a meter publish only as username = meter id
+    expect(r.stderr).toMatch(/^citymeter: warning: --username 'hall7' differs from the meter id 'hall-7\.w1'/)
     expect(r.code).toBe(0)
     const defaults = readFileSync(join(dir, ".env.defaults"), "utf8")
     const local = readFileSync(join(dir, ".env.local"), "utf8")
@@ -67,9 +84,16 @@ describe("citymeter provision", () => {
     expect(r.stdout).not.toContain("1234")
   })
 
+  const rule = new RegExp(`is not valid: ${METER_ID_RULE.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`)
   const bad: [string, string[], RegExp][] = [
-    ["a meter id that is not a topic level", ["-m", "bad/id"], /meter id 'bad\/id' must match/],
-    ["a meter id longer than 64 characters", ["-m", "m".repeat(65)], /must match/],
+    ["a meter id that is not a topic level", ["-m", "bad/id"], /meter id 'bad\/id' is not valid/],
+    ["a meter id longer than 64 characters", ["-m", "m".repeat(65)], rule],
+    ["the meter id '.'", ["-m", "."], rule],
+    ["the meter id '..'", ["-m", ".."], rule],
+    ["a reserved device name as meter id", ["-m", "CON"], rule],
+    ["a meter id starting with '-'", ["-m", "-x"], rule],
+    ["a --bridge without a token", ["--bridge", "http://127.0.0.1:8080"], /--bridge needs the bridge's API token/],
+    ["a --bridge that is not http(s)", ["--bridge", "mqtt://127.0.0.1:1883", "--token", "t"], /http:\/\/ or https:/],
     ["an http:// broker", ["-u", "http://broker:1883"], /scheme must be mqtt:\/\/ or mqtts:\/\//],
     ["credentials in the broker URL", ["-u", "mqtt://u:p@broker:1883"], /not in the broker URL/],
     ["an unknown board", ["-b", "no_such_board"], /unknown board 'no_such_board'/],
@@ -81,7 +105,7 @@ describe("citymeter provision", () => {
   ]
   for (const [what, args, message] of bad) {
     test.concurrent(`rejects ${what} with exit code 2 and writes nothing`, async () => {
-      const dir = join(mkdtempSync(join(tmpdir(), "cm-cli-")), "meter")
+      const dir = tmpMeterDir()
       const base: Record<string, string> = { "-m": "ok-1", "-b": "sim", "-u": "mqtt://127.0.0.1:1883" }
       for (let i = 0; i < args.length; i += 2) base[args[i]] = args[i + 1]
       const r = await citymeter("provision", ...Object.entries(base).flat(), "-o", dir)
@@ -91,6 +115,67 @@ describe("citymeter provision", () => {
       expect(existsSync(dir)).toBe(false)
     })
   }
+})
+
+describe("citymeter provision --bridge", () => {
+  const TOKEN = "cli-token"
+  let svc: Service
+  beforeAll(async () => {
+    svc = await startService({
+      demo: true,
+      databaseUrl: "pglite:memory",
+      embeddedMqttPort: 0,
+      httpPort: 0,
+      apiToken: TOKEN,
+      clientId: uid("cli-bridge"),
+      log: captureLog().log,
+    })
+  })
+  afterAll(async () => {
+    await svc?.stop()
+  })
+  const provisionArgs = (meterId: string, dir: string) => [
+    "provision",
+    ...["-m", meterId, "-b", "sim", "-u", "mqtt://127.0.0.1:1883", "--username", meterId, "-o", dir],
+  ]
+
+  test("registers the meter with the bridge after writing its settings; a second time it is known", async () => {
+    const meterId = uid("cli-reg")
+    const dir = tmpMeterDir()
+    const r = await start([...provisionArgs(meterId, dir), "--bridge", svc.httpUrl!], {
+      CITYMETER_API_TOKEN: TOKEN,
+    }).done
+    expect(r.stderr).toBe("") // username = meter id: no ACL warning
+    expect(r.code).toBe(0)
+    expect(r.stdout).toContain(`registered meter ${meterId} with the bridge at ${svc.httpUrl}/`)
+    expect(existsSync(join(dir, ".env.defaults"))).toBe(true)
+    expect(await svc.store.getMeter(meterId)).toMatchObject({ meterId, online: false })
+    const again = await citymeter(...provisionArgs(meterId, dir), "--force", "--bridge", svc.httpUrl!, "--token", TOKEN)
+    expect(again.code).toBe(0)
+    expect(again.stdout).toContain(`already registered: meter ${meterId}`)
+  })
+
+  test("a refused or unreachable bridge is one clear error line and exit code 1", async () => {
+    const meterId = uid("cli-reg")
+    const refused = await citymeter(...provisionArgs(meterId, tmpMeterDir()), "--bridge", svc.httpUrl!, "--token", "no")
+    expect(refused.code).toBe(1)
+    expect(refused.stderr.trimEnd().split("\n")).toEqual([
+      `citymeter: error: the bridge at ${svc.httpUrl}/ refused to register meter ${meterId}: 401 CM_ERR_UNAUTHORIZED: missing or wrong bearer token`,
+    ])
+    expect(await svc.store.getMeter(meterId)).toBeUndefined()
+    const closed = await closedPort()
+    const away = await citymeter(
+      ...provisionArgs(meterId, tmpMeterDir()),
+      ...["--bridge", `http://127.0.0.1:${closed}`, "--token", "t"],
+    )
+    expect(away.code).toBe(1)
+    expect(away.stderr.trimEnd().split("\n")).toHaveLength(1)
+    expect(away.stderr).toMatch(
+      new RegExp(
+        `^citymeter: error: cannot reach the bridge at http://127\\.0\\.0\\.1:${closed}/ to register meter .*ECONNREFUSED`,
+      ),
+    )
+  })
 })
 
 describe("citymeter decode", () => {

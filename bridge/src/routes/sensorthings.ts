@@ -3,9 +3,13 @@
 // Supported: Things, Things('id'), Things('id')/Datastreams, Datastreams, Datastreams('id'),
 // Datastreams('id')/Observations with $top and $skip. Ids are strings: a meter id, and
 // "<meter>:<channel>" for a Datastream (meter ids never contain ':').
+// Entity ids come from the URL: they are looked up (Map, isMeterId), never used as object keys, so
+// Datastreams('m:constructor') is a 404, not Object.prototype (issue 9).
 import type { FastifyInstance, FastifyRequest } from "fastify"
-import type { MeterRow, ReadingRow, Store } from "./store/store.js"
-import { METER_ID_PATTERN } from "./topics.js"
+import { ERROR_RESPONSES, errors } from "../errors.js"
+import type { MeterRow, ReadingRow } from "../store/store.js"
+import { isMeterId } from "../topics.js"
+import { strictQuery, type RouteContext } from "./shared.js"
 
 const BASE = "/sta/v1.1"
 const OM_MEASUREMENT = "http://www.opengis.net/def/observationType/OGC-OM/2.0/OM_Measurement"
@@ -19,42 +23,44 @@ interface Channel {
 }
 
 /** The channels a meter's Datastreams expose, one per measured column of a reading. */
-export const CHANNELS: Record<string, Channel> = {
-  water: {
-    key: "volumeMl",
-    name: "water volume",
-    unit: { name: "millilitre", symbol: "mL", definition: UCUM },
-    property: "Water volume per interval",
-  },
-  energy: {
-    key: "energyWh",
-    name: "active energy",
-    unit: { name: "watt hour", symbol: "W.h", definition: UCUM },
-    property: "Imported active energy per interval",
-  },
-  power: {
-    key: "powerW",
-    name: "active power",
-    unit: { name: "watt", symbol: "W", definition: UCUM },
-    property: "Mean active power per interval",
-  },
-  voltage: {
-    key: "voltageDv",
-    name: "voltage",
-    unit: { name: "decivolt", symbol: "dV", definition: UCUM },
-    property: "Mean RMS voltage per interval",
-  },
-  pressure: {
-    key: "pressureAvgPa",
-    name: "water pressure",
-    unit: { name: "pascal", symbol: "Pa", definition: UCUM },
-    property: "Mean water pressure per interval",
-  },
-}
+export const CHANNELS: ReadonlyMap<string, Channel> = new Map(
+  Object.entries({
+    water: {
+      key: "volumeMl",
+      name: "water volume",
+      unit: { name: "millilitre", symbol: "mL", definition: UCUM },
+      property: "Water volume per interval",
+    },
+    energy: {
+      key: "energyWh",
+      name: "active energy",
+      unit: { name: "watt hour", symbol: "W.h", definition: UCUM },
+      property: "Imported active energy per interval",
+    },
+    power: {
+      key: "powerW",
+      name: "active power",
+      unit: { name: "watt", symbol: "W", definition: UCUM },
+      property: "Mean active power per interval",
+    },
+    voltage: {
+      key: "voltageDv",
+      name: "voltage",
+      unit: { name: "decivolt", symbol: "dV", definition: UCUM },
+      property: "Mean RMS voltage per interval",
+    },
+    pressure: {
+      key: "pressureAvgPa",
+      name: "water pressure",
+      unit: { name: "pascal", symbol: "Pa", definition: UCUM },
+      property: "Mean water pressure per interval",
+    },
+  }),
+)
 
 const PATH = /^(Things|Datastreams)(?:\('([^']+)'\))?(?:\/(Datastreams|Observations))?$/
 
-export function registerSensorThings(app: FastifyInstance, store: Store) {
+export async function sensorThingsRoutes(app: FastifyInstance, { store }: RouteContext) {
   const origin = (req: FastifyRequest) => `${req.protocol}://${req.host}${BASE}`
 
   const thing = (base: string, m: MeterRow) => ({
@@ -66,8 +72,7 @@ export function registerSensorThings(app: FastifyInstance, store: Store) {
     "Datastreams@iot.navigationLink": `${base}/Things('${m.meterId}')/Datastreams`,
   })
 
-  const datastream = (base: string, meterId: string, ch: string) => {
-    const c = CHANNELS[ch]
+  const datastream = (base: string, meterId: string, ch: string, c: Channel) => {
     const id = `${meterId}:${ch}`
     return {
       "@iot.id": id,
@@ -94,12 +99,17 @@ export function registerSensorThings(app: FastifyInstance, store: Store) {
     }
   }
 
-  const notFound = (what: string) =>
-    Object.assign(new Error(`no ${what}`), { statusCode: 404, code: "CM_ERR_NOT_FOUND" })
+  const notFound = (what: string) => errors.CM_ERR_NOT_FOUND(what)
+  const datastreams = (base: string, meterId: string) =>
+    [...CHANNELS].map(([ch, c]) => datastream(base, meterId, ch, c))
 
-  app.get(BASE, { schema: { tags: ["sensorthings"], summary: "SensorThings service root" } }, async (req) => ({
-    value: ["Things", "Datastreams"].map((name) => ({ name, url: `${origin(req)}/${name}` })),
-  }))
+  app.get(
+    BASE,
+    { schema: { tags: ["sensorthings"], summary: "SensorThings service root", response: ERROR_RESPONSES } },
+    async (req) => ({
+      value: ["Things", "Datastreams"].map((name) => ({ name, url: `${origin(req)}/${name}` })),
+    }),
+  )
 
   app.get<{ Params: { "*": string }; Querystring: { $top?: number; $skip?: number } }>(
     `${BASE}/*`,
@@ -107,13 +117,11 @@ export function registerSensorThings(app: FastifyInstance, store: Store) {
       schema: {
         tags: ["sensorthings"],
         summary: "SensorThings read view: Things, Datastreams, Observations of a Datastream",
-        querystring: {
-          type: "object",
-          properties: {
-            $top: { type: "integer", minimum: 1, maximum: 10000, default: 100 },
-            $skip: { type: "integer", minimum: 0, maximum: 1000000, default: 0 },
-          },
-        },
+        querystring: strictQuery({
+          $top: { type: "integer", minimum: 1, maximum: 10000, default: 100 },
+          $skip: { type: "integer", minimum: 0, maximum: 1000000, default: 0 },
+        }),
+        response: ERROR_RESPONSES,
       },
     },
     async (req) => {
@@ -129,7 +137,7 @@ export function registerSensorThings(app: FastifyInstance, store: Store) {
         ...(skip + top < all.length ? { "@iot.nextLink": `${base}/${m[0]}?$top=${top}&$skip=${skip + top}` } : {}),
       })
       const meterOf = async (meterId: string) => {
-        const meter = METER_ID_PATTERN.test(meterId) ? await store.getMeter(meterId) : undefined
+        const meter = isMeterId(meterId) ? await store.getMeter(meterId) : undefined
         if (!meter) throw notFound(`Thing ${meterId}`)
         return meter
       }
@@ -142,22 +150,23 @@ export function registerSensorThings(app: FastifyInstance, store: Store) {
         const meter = await meterOf(id)
         if (!nav) return thing(base, meter)
         if (nav !== "Datastreams") throw notFound(`Things('${id}')/${nav}`)
-        return page(Object.keys(CHANNELS).map((ch) => datastream(base, meter.meterId, ch)))
+        return page(datastreams(base, meter.meterId))
       }
       // Datastreams
       if (id === undefined) {
         if (nav) throw notFound(`SensorThings resource ${req.params["*"]}`)
         const meters = await store.listMeters()
-        return page(meters.flatMap((x) => Object.keys(CHANNELS).map((ch) => datastream(base, x.meterId, ch))))
+        return page(meters.flatMap((x) => datastreams(base, x.meterId)))
       }
       const sep = id.lastIndexOf(":")
       const [meterId, ch] = [id.slice(0, sep), id.slice(sep + 1)]
-      if (sep < 0 || !CHANNELS[ch]) throw notFound(`Datastream ${id}`)
+      const channel = sep < 0 ? undefined : CHANNELS.get(ch)
+      if (!channel) throw notFound(`Datastream ${id}`)
       await meterOf(meterId)
-      if (!nav) return datastream(base, meterId, ch)
+      if (!nav) return datastream(base, meterId, ch, channel)
       if (nav !== "Observations") throw notFound(`Datastreams('${id}')/${nav}`)
       const rows = await store.readings(meterId, { limit: skip + top + 1 })
-      const obs = rows.filter((r) => r[CHANNELS[ch].key] !== null).map((r) => observation(base, id, CHANNELS[ch], r))
+      const obs = rows.filter((r) => r[channel.key] !== null).map((r) => observation(base, id, channel, r))
       const value = obs.slice(skip, skip + top)
       return {
         value,

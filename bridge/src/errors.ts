@@ -1,0 +1,90 @@
+// The HTTP API's error codes, each declared once with its message template and status, in the
+// style of fastify's lib/errors.js (`createError('FST_ERR_NOT_FOUND', 'Not Found', 404)`). Every
+// route, SensorThings and the error handler (routes/errors.ts) answer with one of these, always in
+// the shape { error: "CM_ERR_…", message }. Frame rejection reasons (codec.ts) are another list:
+// they name why an uplink was dead-lettered, not why an HTTP request failed.
+
+/** The arguments a message template takes: one per `%s`. */
+type TemplateArgs<T extends string> = T extends `${string}%s${infer Rest}`
+  ? [string | number, ...TemplateArgs<Rest>]
+  : []
+
+/** An error the API answers with: its code, its HTTP status and a message for people. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: string,
+    readonly statusCode: number,
+    message: string,
+  ) {
+    super(message)
+    this.name = "ApiError"
+  }
+}
+
+export interface ApiErrorFactory<T extends string> {
+  (...args: TemplateArgs<T>): ApiError
+  readonly code: string
+  readonly statusCode: number
+}
+
+/** Declares one error: `createError("CM_ERR_NOT_FOUND", "no %s", 404)("meter m-1")`. */
+export function createError<T extends string>(code: string, template: T, statusCode: number): ApiErrorFactory<T> {
+  const make = (...args: TemplateArgs<T>) => {
+    let i = 0
+    return new ApiError(
+      code,
+      statusCode,
+      template.replace(/%s/g, () => String(args[i++])),
+    )
+  }
+  return Object.assign(make, { code, statusCode })
+}
+
+export const errors = {
+  /** The request does not match its route's schema (type, range, pattern, required field). */
+  CM_ERR_BAD_REQUEST: createError("CM_ERR_BAD_REQUEST", "%s", 400),
+  /** A query or body key the route does not know: refused, never ignored. */
+  CM_ERR_UNKNOWN_KEY: createError("CM_ERR_UNKNOWN_KEY", "unknown %s key '%s'", 400),
+  /** A time that is not a calendar date-time, or outside what the data tier holds (routes/time.ts). */
+  CM_ERR_BAD_TIME: createError("CM_ERR_BAD_TIME", "%s must be %s (got '%s')", 400),
+  /** A well-formed query the route cannot answer: from not before to, unknown time zone. */
+  CM_ERR_BAD_QUERY: createError("CM_ERR_BAD_QUERY", "%s", 400),
+  /** The body is not JSON, or is empty while its content type says JSON. */
+  CM_ERR_BAD_JSON: createError("CM_ERR_BAD_JSON", "the body is not valid JSON: %s", 400),
+  CM_ERR_UNAUTHORIZED: createError("CM_ERR_UNAUTHORIZED", "%s", 401),
+  CM_ERR_NOT_FOUND: createError("CM_ERR_NOT_FOUND", "no %s", 404),
+  CM_ERR_METHOD_NOT_ALLOWED: createError("CM_ERR_METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", 405),
+  CM_ERR_BODY_TOO_LARGE: createError("CM_ERR_BODY_TOO_LARGE", "the body is larger than %s bytes", 413),
+  CM_ERR_UNSUPPORTED_MEDIA_TYPE: createError(
+    "CM_ERR_UNSUPPORTED_MEDIA_TYPE",
+    "unsupported content type '%s': send application/json",
+    415,
+  ),
+  /** A bug: the details are in the bridge's log under the request id, never in the answer. */
+  CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
+  /** The data tier does not answer (connection refused or lost, shutting down): retry later. */
+  CM_ERR_STORE_DOWN: createError("CM_ERR_STORE_DOWN", "the data tier is unavailable: %s", 503),
+  /** /readyz: ingest holds no subscription, or a frame has waited too long (IngestHealth). */
+  CM_ERR_INGEST_STALLED: createError("CM_ERR_INGEST_STALLED", "%s", 503),
+  CM_ERR_NO_DOWNLINK: createError("CM_ERR_NO_DOWNLINK", "this instance sends no downlinks", 503),
+  CM_ERR_DOWNLINK_TIMEOUT: createError(
+    "CM_ERR_DOWNLINK_TIMEOUT",
+    "the broker did not take the downlink within %s ms",
+    504,
+  ),
+} as const
+
+export type ErrorCode = keyof typeof errors
+
+/** JSON Schema of every error answer (OpenAPI: the 4xx and 5xx responses of each route). */
+export const ERROR_SCHEMA = {
+  type: "object",
+  required: ["error", "message"],
+  properties: {
+    error: { type: "string", enum: Object.keys(errors) },
+    message: { type: "string" },
+  },
+} as const
+
+/** Response schemas every route shares: its errors. */
+export const ERROR_RESPONSES = { "4xx": ERROR_SCHEMA, "5xx": ERROR_SCHEMA } as const

@@ -1,0 +1,88 @@
+// Downlinks: Config and Resend to one meter, token-guarded; 202 once the broker has them (QoS 1).
+import type { FastifyInstance, FastifyReply } from "fastify"
+import { MAX_INTERVALS, MAX_INTERVAL_S, encodeDownlink } from "../codec.js"
+import { ERROR_RESPONSES, errors } from "../errors.js"
+import type { DownKind } from "../topics.js"
+import { knownMeter, meterParam, type RouteContext } from "./shared.js"
+
+const DOWNLINK_TIMEOUT_MS = 10_000
+
+/** Config downlink fields (proto Config), all uint32; intervalS and batch are bounded by the codec. */
+const CONFIG_FIELDS = [
+  "intervalS",
+  "batch",
+  "leakS",
+  "burstMlMin",
+  "backflowMl",
+  "noFlowS",
+  "pressureLowPa",
+  "pressureHighPa",
+  "undervoltageDv",
+  "supplyLossDv",
+  "pulsesPerL",
+  "impPerKwh",
+] as const
+const UINT32 = { type: "integer", minimum: 0, maximum: 0xffffffff } as const
+
+type ConfigBody = Partial<Record<(typeof CONFIG_FIELDS)[number], number>>
+
+export async function downlinkRoutes(app: FastifyInstance, { store, downlink, requireToken }: RouteContext) {
+  /** Sends one downlink to a known meter; 202 once the broker has it (QoS 1). */
+  const send = async (reply: FastifyReply, meterId: string, kind: DownKind, payload: Uint8Array) => {
+    if (!downlink) throw errors.CM_ERR_NO_DOWNLINK()
+    await knownMeter(store, meterId)
+    // QoS 1: resolves on the broker's PUBACK; a broker that is away must not hold the request forever
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), DOWNLINK_TIMEOUT_MS)))
+    const sent = await Promise.race([downlink(meterId, kind, payload).then(() => true), timeout])
+    clearTimeout(timer)
+    if (!sent) throw errors.CM_ERR_DOWNLINK_TIMEOUT(DOWNLINK_TIMEOUT_MS)
+    return reply.status(202).send({ meterId, sent: kind })
+  }
+
+  app.post<{ Params: { id: string }; Body: ConfigBody }>(
+    "/meters/:id/config",
+    {
+      onRequest: requireToken,
+      schema: {
+        tags: ["downlinks"],
+        summary: "Send a Config downlink (interval, batch, alarm thresholds)",
+        security: [{ bearer: [] }],
+        params: meterParam,
+        body: {
+          type: "object",
+          additionalProperties: false,
+          minProperties: 1,
+          properties: {
+            ...Object.fromEntries(CONFIG_FIELDS.map((f) => [f, UINT32])),
+            intervalS: { type: "integer", minimum: 1, maximum: MAX_INTERVAL_S },
+            batch: { type: "integer", minimum: 1, maximum: MAX_INTERVALS },
+          },
+        },
+        response: ERROR_RESPONSES,
+      },
+    },
+    async (req, reply) => send(reply, req.params.id, "config", encodeDownlink({ config: req.body })),
+  )
+
+  app.post<{ Params: { id: string }; Body: { boot: number; fromSeq: number } }>(
+    "/meters/:id/resend",
+    {
+      onRequest: requireToken,
+      schema: {
+        tags: ["downlinks"],
+        summary: "Ask a meter to send again every frame from (boot, fromSeq) on",
+        security: [{ bearer: [] }],
+        params: meterParam,
+        body: {
+          type: "object",
+          additionalProperties: false,
+          required: ["boot", "fromSeq"],
+          properties: { boot: UINT32, fromSeq: UINT32 },
+        },
+        response: ERROR_RESPONSES,
+      },
+    },
+    async (req, reply) => send(reply, req.params.id, "resend", encodeDownlink({ resend: req.body })),
+  )
+}

@@ -1,0 +1,128 @@
+// Every failure the API answers, in one shape { error: "CM_ERR_…", message } (bridge/src/errors.ts):
+// our own errors, schema validation, fastify's body and URL errors (FST_ERR_*), unknown routes and
+// methods, a data tier that is down (503) and bugs (500, details only in the log).
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify"
+import { ApiError, errors } from "../errors.js"
+import { isTransientStoreError } from "../store/errors.js"
+import type { Store } from "../store/store.js"
+import { METER_ID_PATTERN, METER_ID_RULE } from "../topics.js"
+
+const FROM_STORE = Symbol("citymeter.fromStore")
+
+/**
+ * The store as the routes see it: every error it throws is marked as coming from the data tier, so
+ * the error handler can tell a data tier that is down (503, isTransientStoreError) from a bug
+ * (500). Without the mark, any error lacking a SQLSTATE would look like a lost connection.
+ */
+export function markStoreErrors(store: Store): Store {
+  const mark = (e: unknown) => {
+    if (e !== null && typeof e === "object" && Object.isExtensible(e))
+      Object.defineProperty(e, FROM_STORE, { value: true })
+    return e
+  }
+  return new Proxy(store, {
+    get(target, key) {
+      const value: unknown = Reflect.get(target, key, target)
+      if (typeof value !== "function") return value
+      return (...args: unknown[]) => {
+        try {
+          return Promise.resolve(value.apply(target, args)).catch((e: unknown) => {
+            throw mark(e)
+          })
+        } catch (e) {
+          throw mark(e)
+        }
+      }
+    },
+  })
+}
+
+const fromStore = (e: unknown) => e !== null && typeof e === "object" && FROM_STORE in e
+
+type ValidationError = FastifyError & {
+  validation?: { keyword: string; instancePath: string; params: Record<string, unknown> }[]
+  validationContext?: string
+}
+
+/** Schema validation failures: unknown keys have their own code; a bad meter id quotes the rule. */
+function validationError(err: ValidationError): ApiError {
+  const v = err.validation?.[0]
+  const where = err.validationContext ?? "request"
+  if (v?.keyword === "additionalProperties")
+    return errors.CM_ERR_UNKNOWN_KEY(where, String(v.params.additionalProperty))
+  if (v?.keyword === "pattern" && v.params.pattern === METER_ID_PATTERN.source)
+    return errors.CM_ERR_BAD_REQUEST(`${where}${v.instancePath} must be a meter id: ${METER_ID_RULE}`)
+  return errors.CM_ERR_BAD_REQUEST(err.message)
+}
+
+/** The answer to any error a request ends with. */
+export function toApiError(err: unknown, req: FastifyRequest): ApiError {
+  if (err instanceof ApiError) return err
+  if (fromStore(err))
+    return isTransientStoreError(err) ? errors.CM_ERR_STORE_DOWN("retry later") : errors.CM_ERR_INTERNAL(req.id)
+  const e = err as ValidationError
+  if (e?.validation) return validationError(e)
+  switch (e?.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return errors.CM_ERR_BODY_TOO_LARGE(req.routeOptions.bodyLimit ?? "the limit")
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return errors.CM_ERR_UNSUPPORTED_MEDIA_TYPE(req.headers["content-type"] ?? "")
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return errors.CM_ERR_BAD_JSON("it is empty")
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+      return errors.CM_ERR_BAD_JSON("it does not parse")
+  }
+  const status = e?.statusCode ?? 500
+  if (status >= 400 && status < 500) return errors.CM_ERR_BAD_REQUEST(e.message)
+  return errors.CM_ERR_INTERNAL(req.id)
+}
+
+function send(reply: FastifyReply, e: ApiError) {
+  if (e.code === errors.CM_ERR_UNAUTHORIZED.code) reply.header("www-authenticate", 'Bearer realm="citymeter"')
+  if (e.code === errors.CM_ERR_STORE_DOWN.code) reply.header("retry-after", "5")
+  return reply.status(e.statusCode).send({ error: e.code, message: e.message })
+}
+
+/**
+ * fastify's `frameworkErrors` option: errors it meets before routing (a malformed percent escape, a
+ * parameter longer than maxParamLength) would otherwise answer in fastify's own shape.
+ */
+export function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: FastifyReply) {
+  return send(reply, errors.CM_ERR_BAD_REQUEST(err.message))
+}
+
+/** A route pattern (/meters/:id, /sta/v1.1/*) as a regular expression over request paths. */
+function routeRegExp(url: string): RegExp {
+  const escape = (s: string) => s.replace(/[.+?^${}()|[\]\\]/g, "\\$&")
+  const parts = url.split("/").map((seg) => (seg.startsWith(":") ? "[^/]+" : seg === "*" ? ".*" : escape(seg)))
+  return new RegExp(`^${parts.join("/")}$`)
+}
+
+/**
+ * Installs the error handler, the not-found handler (404, or 405 with Allow when the path exists
+ * with other methods) and the route table the latter needs. Call before any route is registered.
+ */
+export function installErrorHandling(app: FastifyInstance) {
+  const routes = new Map<string, { re: RegExp; methods: Set<string> }>()
+  app.addHook("onRoute", (r) => {
+    const entry = routes.get(r.url) ?? { re: routeRegExp(r.url), methods: new Set<string>() }
+    for (const m of [r.method].flat()) entry.methods.add(m)
+    routes.set(r.url, entry)
+  })
+
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split("?")[0]
+    const allowed = new Set<string>()
+    for (const { re, methods } of routes.values()) if (re.test(path)) for (const m of methods) allowed.add(m)
+    if (allowed.size === 0) return send(reply, errors.CM_ERR_NOT_FOUND(`route ${req.method} ${path}`))
+    const allow = [...allowed].sort().join(", ")
+    reply.header("allow", allow)
+    return send(reply, errors.CM_ERR_METHOD_NOT_ALLOWED(req.method, path, allow))
+  })
+
+  app.setErrorHandler((err, req, reply) => {
+    const e = toApiError(err, req)
+    if (e.statusCode >= 500) req.log.error({ err }, `request failed: ${e.code}`)
+    return send(reply, e)
+  })
+}

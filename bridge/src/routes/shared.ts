@@ -1,0 +1,58 @@
+// What every route plugin receives, and the schema pieces they share.
+import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify"
+import { errors } from "../errors.js"
+import type { IngestHealth } from "../health.js"
+import type { Metrics } from "../metrics.js"
+import type { Store } from "../store/store.js"
+import { METER_ID_PATTERN, type DownKind } from "../topics.js"
+
+export type Downlink = (meterId: string, kind: DownKind, payload: Uint8Array) => Promise<void>
+
+/** The options of every route plugin (api.ts builds them once). */
+export interface RouteContext {
+  /** The data tier; its errors are marked for the error handler (error-handler.ts). */
+  store: Store
+  metrics: Metrics
+  downlink?: Downlink
+  ingestHealth?: () => IngestHealth
+  /** onRequest hook of the routes that need the bearer token (auth.ts). */
+  requireToken: onRequestAsyncHookHandler
+}
+
+export const meterIdSchema = { type: "string", pattern: METER_ID_PATTERN.source } as const
+
+export const meterParam = {
+  type: "object",
+  properties: { id: meterIdSchema },
+  required: ["id"],
+} as const
+
+/** A query string schema that refuses keys it does not list. */
+export const strictQuery = <P extends Record<string, object>>(properties: P) =>
+  ({ type: "object", additionalProperties: false, properties }) as const
+
+/**
+ * preValidation hook: reads integer and boolean query values from their text, strictly (decimal
+ * digits; true or false). Anything else stays text and fails the schema with a 400. ajv's own
+ * coercion is off for the whole API, because it would also turn a JSON body's "12" into 12 and
+ * accept limit=1e2 or limit=0x10.
+ */
+export async function readQueryTypes(req: FastifyRequest) {
+  const schema = req.routeOptions.schema?.querystring as { properties?: Record<string, { type?: unknown }> } | undefined
+  const props = schema?.properties
+  if (!props || req.query === null || typeof req.query !== "object") return
+  const query = req.query as Record<string, unknown>
+  for (const [key, value] of Object.entries(query)) {
+    if (typeof value !== "string" || !Object.hasOwn(props, key)) continue
+    const type = props[key].type
+    if (type === "integer" && /^-?\d{1,16}$/.test(value)) query[key] = Number(value)
+    else if (type === "boolean" && (value === "true" || value === "false")) query[key] = value === "true"
+  }
+}
+
+/** The meter, or a 404. */
+export async function knownMeter(store: Store, meterId: string) {
+  const m = await store.getMeter(meterId)
+  if (!m) throw errors.CM_ERR_NOT_FOUND(`meter ${meterId}`)
+  return m
+}
