@@ -1,10 +1,12 @@
 // Bad input gets a clear error and loses nothing: every rejected frame is counted by reason,
 // logged with its meter, kept as a dead letter, and valid frames keep flowing.
+import { createHash } from "node:crypto"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { STACKS, startStack, uid, waitFor, type TestStack } from "./helpers.js"
+import { startService } from "../bridge/src/service.js"
+import { MOSQUITTO_URL, STACKS, captureLog, startStack, uid, waitFor, type TestStack } from "./helpers.js"
 
 const { Uplink } = citymeter.v1
 
@@ -77,10 +79,7 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
       expect(logged.some((l) => l.reason === reason && typeof l.detail === "string")).toBe(true)
     expect(logged.filter((l) => l.meterId === meterId)).toHaveLength(cases.length - 1) // the bad topic has no meter
 
-    const dead = (await stack.app.inject({ url: "/dead-letters?limit=50" })).json().deadLetters as {
-      reason: string
-      topic: string
-    }[]
+    const dead = await stack.store.deadLetters({ limit: 50 })
     for (const [reason, topic] of cases) expect(dead.some((d) => d.reason === reason && d.topic === topic)).toBe(true)
 
     const rows = (await stack.app.inject({ url: `/meters/${meterId}/readings` })).json().readings
@@ -91,7 +90,161 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
     expect((await stack.app.inject({ url: "/healthz" })).statusCode).toBe(200)
     expect((await stack.app.inject({ url: "/meters/not%20valid/readings" })).statusCode).toBe(400)
     expect((await stack.app.inject({ url: `/meters/${meterId}/readings?from=yesterday` })).json().error).toBe(
-      "CM_ERR_BAD_QUERY",
+      "CM_ERR_BAD_TIME",
+    )
+  })
+
+  /** Publishes and waits until the bridge has handled that many more frames. */
+  const handled = async () => (await stack.metrics.framesIn.get()).values.reduce((a, v) => a + v.value, 0)
+  const publish = async (topic: string, payload: Buffer) => {
+    const before = await handled()
+    await pub.publishAsync(topic, payload, { qos: 1 })
+    await waitFor(`${topic} handled`, async () => (await handled()) > before)
+    // handled() counts on arrival: wait for the outcome to be committed too
+    await new Promise((r) => setTimeout(r, 200))
+  }
+
+  test("same (boot, seq) with other content is a conflict: acked, dead-lettered with both hashes, alarmed, never dropped unseen", async () => {
+    const meterId = uid("conflict")
+    const nowS = Math.floor(Date.now() / 1000)
+    const acks: string[] = []
+    const meter = await mqtt.connectAsync(stack.mqttUrl, { clientId: uid("meter") })
+    await meter.subscribeAsync(`citymeter/v1/${meterId}/down/ack`, { qos: 1 })
+    meter.on("message", (_t, p) => acks.push(p.toString("hex")))
+    const first = readingsFrame(3, nowS - 120)
+    const forged = Buffer.from(
+      Uplink.encode(
+        Uplink.fromObject({
+          boot: 1,
+          seq: 3,
+          readings: {
+            startS: nowS - 120,
+            timeSynced: true,
+            intervalS: 60,
+            water: { totalMl: 999_999, volumeMl: [999] },
+          },
+        }),
+      ).finish(),
+    )
+    await publish(upTopic(meterId, "readings"), first)
+    await publish(upTopic(meterId, "readings"), first) // a redelivery: a duplicate
+    await publish(upTopic(meterId, "readings"), forged)
+    await waitFor("three acks", async () => acks.length === 3)
+    expect(new Set(acks).size).toBe(1) // every one acks (boot 1, seq 3)
+
+    const rows = (await stack.app.inject({ url: `/meters/${meterId}/readings` })).json().readings
+    expect(rows.map((r: { volumeMl: number }) => r.volumeMl)).toEqual([3]) // the first stays
+    const [letter] = (await stack.store.deadLetters({ limit: 20 })).filter((d) => d.meterId === meterId)
+    const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex")
+    expect(letter).toMatchObject({ reason: "CM_ERR_CONFLICT", payloadSha256: sha(forged), storedSha256: sha(first) })
+    expect(Buffer.from(letter.payloadHead)).toEqual(forged) // kept whole: it can be replayed
+    expect(await rejected("CM_ERR_CONFLICT")).toBeGreaterThanOrEqual(1)
+    expect(stack.lines.some((l) => l.reason === "CM_ERR_CONFLICT" && l.level === 40 && l.meterId === meterId)).toBe(
+      true,
+    )
+    const open = await stack.store.alarms({ meterId, open: true })
+    expect(open.map((a) => [a.type, a.source])).toEqual([["FRAME_CONFLICT", "bridge"]])
+    await meter.endAsync()
+  })
+
+  test("a death from an earlier boot, or an empty one, leaves a re-born meter online", async () => {
+    const meterId = uid("live")
+    const birth = (boot: number) =>
+      Buffer.from(
+        Uplink.encode(
+          Uplink.fromObject({
+            boot,
+            seq: 0,
+            birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1 },
+          }),
+        ).finish(),
+      )
+    const death = (boot: number) => Buffer.from(Uplink.encode(Uplink.fromObject({ boot, death: {} })).finish())
+    const online = async () => (await stack.store.getMeter(meterId))?.online
+    await publish(upTopic(meterId, "birth"), birth(4))
+    await publish(upTopic(meterId, "birth"), birth(5))
+    expect(await online()).toBe(true)
+    await publish(upTopic(meterId, "death"), death(4)) // boot 4's will, delivered late
+    expect(await online()).toBe(true)
+    await publish(upTopic(meterId, "death"), Buffer.alloc(0))
+    expect(await online()).toBe(true)
+    const reasons = (await stack.store.deadLetters({ limit: 20 }))
+      .filter((d) => d.meterId === meterId)
+      .map((d) => d.reason)
+    expect(reasons).toEqual(["CM_ERR_STALE_DEATH", "CM_ERR_STALE_DEATH"])
+    await publish(upTopic(meterId, "death"), death(5))
+    expect(await online()).toBe(false)
+  })
+
+  test("frames with a boot ahead of the last birth, or a seq beyond reach, are refused and not acked", async () => {
+    const meterId = uid("window")
+    const nowS = Math.floor(Date.now() / 1000)
+    const frame = (boot: number, seq: number) =>
+      Buffer.from(
+        Uplink.encode(
+          Uplink.fromObject({
+            boot,
+            seq,
+            readings: { startS: nowS - 60, timeSynced: true, intervalS: 60, water: { volumeMl: [7] } },
+          }),
+        ).finish(),
+      )
+    await publish(
+      upTopic(meterId, "birth"),
+      Buffer.from(
+        Uplink.encode(
+          Uplink.fromObject({
+            boot: 2,
+            seq: 10,
+            birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1 },
+          }),
+        ).finish(),
+      ),
+    )
+    await publish(upTopic(meterId, "readings"), frame(652613, 11)) // a flipped boot
+    await publish(upTopic(meterId, "readings"), frame(2, 2054061008)) // a flipped seq
+    await publish(upTopic(meterId, "readings"), frame(2, 11)) // the real next frame
+    const rows = (await stack.app.inject({ url: `/meters/${meterId}/readings` })).json().readings
+    expect(rows.map((r: { boot: number; seq: number }) => [r.boot, r.seq])).toEqual([[2, 11]])
+    const reasons = (await stack.store.deadLetters({ limit: 20 }))
+      .filter((d) => d.meterId === meterId)
+      .map((d) => d.reason)
+    expect(reasons.sort()).toEqual(["CM_ERR_BOOT", "CM_ERR_SEQ"])
+  })
+})
+
+describe("the registry outside the demo", () => {
+  test("frames of meters that were not provisioned are refused; provisioned ones are stored", async () => {
+    const { log, lines } = captureLog()
+    const svc = await startService({
+      databaseUrl: "pglite:memory",
+      mqttUrl: MOSQUITTO_URL,
+      clientId: uid("prod-bridge"),
+      log,
+    })
+    const pub = await mqtt.connectAsync(MOSQUITTO_URL, { clientId: uid("pub") })
+    try {
+      const known = uid("known")
+      const stranger = uid("stranger")
+      await svc.store.registerMeter(known, new Date())
+      const nowS = Math.floor(Date.now() / 1000)
+      await pub.publishAsync(upTopic(stranger, "readings"), readingsFrame(1, nowS - 60), { qos: 1 })
+      await pub.publishAsync(upTopic(known, "readings"), readingsFrame(1, nowS - 60), { qos: 1 })
+      await waitFor("the known meter's frame", async () => (await svc.store.readings(known)).length === 1)
+      await waitFor("the stranger's frame refused", async () =>
+        lines.some((l) => l.meterId === stranger && l.reason === "CM_ERR_UNKNOWN_METER"),
+      )
+      expect(await svc.store.getMeter(stranger)).toBeUndefined() // no phantom meter
+      expect(await svc.store.readings(stranger)).toEqual([])
+    } finally {
+      await pub.endAsync()
+      await svc.stop()
+    }
+  })
+
+  test("the embedded broker refuses to start anonymous outside the demo, and says what to set", async () => {
+    await expect(startService({ databaseUrl: "pglite:memory", embeddedMqttPort: 0 })).rejects.toThrow(
+      /anonymous clients only in the demo.*EMBEDDED_MQTT_PASSWORD_FILE/,
     )
   })
 })

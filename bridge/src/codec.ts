@@ -131,13 +131,21 @@ function syncedTime(name: string, s: number, nowS: number) {
 }
 
 /**
- * Per-interval amounts bounded by rate: what the channel can pass in interval_s at its physical
+ * Shortest window the rate bounds are applied over. Intervals shorter than the usual 15 minutes
+ * (DLMS load profiles: 15 or 30 min) are bounded as if they lasted 15 minutes, so time-compressed
+ * simulations (a day in minutes) stay plausible; at 15 minutes and more the bound is exact.
+ */
+export const MIN_RATE_WINDOW_S = 900
+
+/**
+ * Per-interval amounts bounded by rate: what the channel can pass in the interval at its physical
  * maximum (store/columns.ts PLAUSIBLE). Column and register bounds are checked on the rows
  * (store/columns.ts outOfRange), so every value is checked once against one description.
  */
 function checkRates(f: ReadingsFrame) {
-  const maxVolume = f.intervalS * PLAUSIBLE.flowMlPerS
-  const maxEnergy = Math.ceil((f.intervalS * PLAUSIBLE.powerW) / 3600)
+  const windowS = Math.max(f.intervalS, MIN_RATE_WINDOW_S)
+  const maxVolume = windowS * PLAUSIBLE.flowMlPerS
+  const maxEnergy = Math.ceil((windowS * PLAUSIBLE.powerW) / 3600)
   f.intervals.forEach((v, i) => {
     if (v.volumeMl !== undefined) field(`water.volume_ml[${i}]`, v.volumeMl, 0, maxVolume)
     if (v.reverseMl !== undefined) field(`water.reverse_ml[${i}]`, v.reverseMl, 0, maxVolume)
