@@ -154,7 +154,12 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
 
   const intervalS = 1
   const mosq = await MosquittoProcess.create()
-  const bridge = new BridgeProcess({ MQTT_URL: mosq.url, DATABASE_URL: "pglite:memory", LOG_LEVEL: "warn" })
+  const bridge = new BridgeProcess({
+    MQTT_URL: mosq.url,
+    DATABASE_URL: "pglite:memory",
+    LOG_LEVEL: "warn",
+    CITYMETER_MODE: "demo",
+  })
   await bridge.start()
   const run = randomBytes(3).toString("hex")
   const probes: VmProbe[] = []

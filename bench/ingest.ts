@@ -77,13 +77,20 @@ async function bridgeRate(url: string, databaseUrl: string, backlog: Backlog, sc
   const clientId = `bench-bridge-${randomBytes(3).toString("hex")}`
   const store = await openStore(databaseUrl, schema ? { schema } : {})
   try {
-    const first = startBridge({ mqttUrl: url, store, metrics: createMetrics(), log: silent, clientId })
+    const first = startBridge({
+      mqttUrl: url,
+      store,
+      metrics: createMetrics(),
+      log: silent,
+      clientId,
+      autoRegister: true,
+    })
     await first.ready
     await first.stop()
     await publish(url, backlog)
     const metrics = createMetrics()
     let t0 = 0
-    const bridge = startBridge({ mqttUrl: url, store, metrics, log: silent, clientId })
+    const bridge = startBridge({ mqttUrl: url, store, metrics, log: silent, clientId, autoRegister: true }) // bench meters are not provisioned
     bridge.client.once("connect", () => (t0 = performance.now()))
     const n = backlog.frames.length
     for (;;) {

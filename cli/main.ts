@@ -190,7 +190,10 @@ program
   .option("--http-host <host>", "API host (default: $HTTP_HOST or 127.0.0.1)")
   .option("--client-id <id>", "stable MQTT client id (keeps the bridge's session at the broker)")
   .option("--share-group <name>", "MQTT 5 shared subscription group (scale-out)")
-  .option("--no-auto-register", "reject frames of meters not in the data tier")
+  .option(
+    "--demo",
+    "demo mode: meters register with their first frame and the embedded broker takes anonymous clients (default: $CITYMETER_MODE, else production)",
+  )
   .action(async (o) => {
     await bridge(o, print)
   })

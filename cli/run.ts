@@ -94,7 +94,7 @@ export interface BridgeCliOptions {
   httpHost?: string
   clientId?: string
   shareGroup?: string
-  autoRegister?: boolean
+  demo?: boolean
 }
 
 /** The bridge service: environment (README) first, flags override. Runs until SIGINT/SIGTERM. */
@@ -112,7 +112,7 @@ export async function bridge(o: BridgeCliOptions, print: Print): Promise<void> {
   if (o.httpHost !== undefined) c.httpHost = o.httpHost
   if (o.clientId !== undefined) c.clientId = o.clientId
   if (o.shareGroup !== undefined) c.shareGroup = o.shareGroup
-  if (o.autoRegister === false) c.autoRegister = false
+  if (o.demo) c.demo = true
   print(`starting the bridge: store ${c.databaseUrl}, MQTT ${c.mqttUrl ?? `embedded on port ${c.embeddedMqttPort}`}`)
   const svc = await startService(c)
   print(`citymeter bridge: MQTT ${svc.mqttUrl}, store ${svc.store.engine}, API ${svc.httpUrl}`)

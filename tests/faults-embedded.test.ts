@@ -22,6 +22,7 @@ describe("fault injection on the embedded broker + PGlite", () => {
       EMBEDDED_MQTT_PORT: String(port),
       DATABASE_URL: `pglite:${dataDir}`,
       LOG_LEVEL: "debug",
+      CITYMETER_MODE: "demo", // meters register with their first frame; anonymous embedded broker
     })
     await bridge.start()
     cleanup.push(() => bridge.stop())

@@ -27,6 +27,7 @@ describe("fault injection on Mosquitto + PostgreSQL", () => {
       DATABASE_URL: pgViaProxy.toString(),
       DATABASE_SCHEMA: schema,
       MQTT_CLIENT_ID: uid("fault-bridge"),
+      CITYMETER_MODE: "demo", // meters register with their first frame
     })
     await bridge.start()
     cleanup.push(() => bridge.stop())

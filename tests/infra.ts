@@ -119,6 +119,10 @@ export class BridgeProcess {
   apiUrl?: string
   readonly output: string[] = []
   constructor(readonly env: Record<string, string>) {}
+  /** The bridge's process id while it runs (for /proc readings such as peak RSS). */
+  get pid() {
+    return this.proc?.pid
+  }
   async start() {
     this.apiUrl = undefined
     const proc = spawn(process.execPath, ["--import", "tsx", join(root, "bridge/src/main.ts")], {

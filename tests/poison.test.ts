@@ -135,7 +135,7 @@ test("poison frames amid real-firmware traffic are dead-lettered; every reading 
     `poison run: ${sent + queued} poison frames (${queued} waiting in the session at restart) → dead letters ${JSON.stringify(reasons)}; ` +
       `real intervals generated ${generatedTotal}, stored ${storedTotal}; restart subscribed in ${upMs} ms`,
   )
-  expect(letters).toHaveLength(sent + queued)
+  expect(letters.length, JSON.stringify(reasons)).toBe(sent + queued)
   expect(storedTotal).toBe(generatedTotal)
   // nothing from a poison frame reached the data tier: no phantom meters, only the real ones
   const ids = (await svc.store.listMeters()).map((m) => m.meterId)

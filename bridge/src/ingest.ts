@@ -44,7 +44,7 @@ const CLOCK_CORRECTION_EVERY_MS = 60_000
  * whose seq is beyond what the meter can have counted since its birth is corrupt or forged.
  */
 export const MAX_SEQS_PER_INTERVAL = 24
-export const SEQ_SLACK = 256
+export const SEQ_SLACK = 32
 /** Boot plausibility: restarts between two births the bridge sees. */
 export const MAX_BOOT_JUMP = 10_000
 

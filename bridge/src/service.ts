@@ -76,7 +76,11 @@ export class ServiceConfigError extends Error {}
 export const DEFAULT_DEAD_LETTER_RETENTION: DeadLetterRetention = { maxRows: 100_000, maxAgeS: 30 * 86400 }
 
 export function configFromEnv(env = process.env): ServiceConfig {
+  const mode = env.CITYMETER_MODE ?? "production"
+  if (mode !== "demo" && mode !== "production")
+    throw new ServiceConfigError(`CITYMETER_MODE must be demo or production (got ${mode})`)
   return {
+    demo: mode === "demo",
     mqttUrl: env.MQTT_URL || undefined,
     embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? 11883),
     databaseUrl: env.DATABASE_URL || "pglite:./data/pglite",

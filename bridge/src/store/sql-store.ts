@@ -483,7 +483,10 @@ export class SqlStore implements Store {
        SELECT count(*) AS n FROM gone`,
       [now, r.maxAgeS, r.maxRows],
     )
-    return Number(rows[0].n)
+    const deleted = Number(rows[0].n)
+    // PGlite runs no autovacuum: without this, deleted rows' space is never reused
+    if (deleted > 0) await this.db.query(`VACUUM dead_letters`)
+    return deleted
   }
 
   async ping() {
