@@ -58,7 +58,14 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
   const svc = await startService(
     kind === "embedded"
       ? { demo: true, databaseUrl: "pglite:memory", embeddedMqttPort: 0, log, clientId: uid("bridge") }
-      : { demo: true, databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL, log, clientId: uid("bridge") },
+      : {
+          demo: true,
+          databaseUrl: PG_URL,
+          storeOptions: { schema },
+          mqttUrl: MOSQUITTO_URL,
+          log,
+          clientId: uid("bridge"),
+        },
   )
   return {
     ...svc,
