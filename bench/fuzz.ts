@@ -121,7 +121,7 @@ for (const m of METERS) {
 const base = METERS.length * (SEEDS + 1)
 while ((await received()) < base) await new Promise((r) => setTimeout(r, 100))
 await new Promise((r) => setTimeout(r, 1000))
-const before = { text: await metrics(), db: await dbBytes() }
+const before = { text: await metrics(), db: await dbBytes(), rssMiB: vmHwmMiB() }
 const storedBefore = sum(metric(before.text, "citymeter_frames_stored_total"))
 
 console.log(`fuzz: ${FRAMES} mutated frames at a ${ENGINE} bridge (pid ${bridgePid}) ...`)
@@ -174,6 +174,7 @@ console.log(
       rejected: sum(rejected),
       duplicates,
       stored,
+      bridgePeakRssMiBBeforeFuzz: Math.round(before.rssMiB),
       bridgePeakRssMiB: Math.round(peak),
       dataTierBytesBefore: before.db,
       dataTierBytesAfter: dbAfter,
