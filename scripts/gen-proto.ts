@@ -72,6 +72,18 @@ export function readGoldenFrames(): GoldenFrame[] {
     })
 }
 
+function readSealedFrames() {
+  const dir = join(root, "proto/golden/sealed")
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".json"))
+    .sort()
+    .map((f) => {
+      const name = f.slice(0, -5)
+      const e = JSON.parse(readFileSync(join(dir, f), "utf8"))
+      return { name, ...e, hex: readFileSync(join(dir, `${name}.hex`), "utf8").trim() }
+    })
+}
+
 function genFirmwareGolden() {
   const frames = readGoldenFrames()
   const list = (message: string) =>
@@ -86,6 +98,9 @@ function genFirmwareGolden() {
       "export interface GoldenFrame { name: string; json: any; hex: string }",
       `export const goldenUplinks: GoldenFrame[] = ${list("Uplink")}`,
       `export const goldenDownlinks: GoldenFrame[] = ${list("Downlink")}`,
+      "/** proto/golden/sealed: golden frames sealed under a test key (hex), downlinks with their clear nonce. */",
+      "export interface SealedGolden { name: string; message: string; of: string; key: string; nonce?: string; link?: number; hex: string }",
+      `export const sealedGolden: SealedGolden[] = ${JSON.stringify(readSealedFrames(), null, 2)}`,
     ].join("\n") + "\n"
   )
 }

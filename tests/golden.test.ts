@@ -2,8 +2,19 @@
 import { readFileSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { describe, expect, test } from "vitest"
-import { decodeUplink } from "../bridge/src/codec.js"
-import { decodeGolden, encodeGolden, goldenDir, type GoldenMessage } from "./golden-util.js"
+import { decodeUplink, type FrameError } from "../bridge/src/codec.js"
+import { citymeter } from "../bridge/src/gen/citymeter.js"
+import { downlinkNonce, open } from "../bridge/src/seal.js"
+import type { DownKind, UpKind } from "../bridge/src/topics.js"
+import {
+  decodeGolden,
+  encodeGolden,
+  goldenDir,
+  plainGolden,
+  readSealedGolden,
+  sealGolden,
+  type GoldenMessage,
+} from "./golden-util.js"
 
 const frames = readdirSync(goldenDir)
   .filter((f) => f.endsWith(".json"))
@@ -48,5 +59,72 @@ describe("golden frames", () => {
       pressureMinPa: 292100,
       pressureMaxPa: 304200,
     })
+  })
+})
+
+describe("sealed golden frames (issue 10)", () => {
+  const sealed = readSealedGolden()
+  const nowS = 1795392000 + 3600
+  const kindOf = (json: Record<string, unknown>) => Object.keys(json).find((k) => k !== "boot" && k !== "seq") as UpKind
+
+  test("there is a sealed golden frame of every uplink kind and of ack, time and config", () => {
+    const kinds = sealed.map((s) => kindOf(plainGolden(s.of).json))
+    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config"]) expect(kinds).toContain(k)
+  })
+
+  for (const s of sealed) {
+    const { json, hex: plainHex } = plainGolden(s.of)
+    const kind = kindOf(json)
+    const key = Buffer.from(s.key, "hex")
+    test(`${s.name}: sealing the plain golden frame under the test key gives the committed bytes`, () => {
+      expect(sealGolden(s)).toBe(s.hex)
+    })
+    if (s.message === "Uplink") {
+      test(`${s.name}: the bridge opens it to the plain frame; another key, another kind or a changed clear field fails`, () => {
+        const ctx = { policy: "sealed" as const, keys: [key] }
+        const opened = decodeUplink(kind, Buffer.from(s.hex, "hex"), nowS, ctx)
+        const plain = decodeUplink(kind, Buffer.from(plainHex, "hex"), nowS)
+        expect({ ...opened, link: 0, keyIndex: null }).toEqual(plain)
+        expect(opened.keyIndex).toBe(0)
+        const other = { policy: "sealed" as const, keys: [Buffer.alloc(32, 7)] }
+        expect(() => decodeUplink(kind, Buffer.from(s.hex, "hex"), nowS, other)).toThrow(/tag does not verify/)
+        const otherKind = kind === "alarm" ? "readings" : "alarm"
+        expect(() => decodeUplink(otherKind, Buffer.from(s.hex, "hex"), nowS, ctx)).toThrow(/tag does not verify/)
+        // the open plain frame is refused from a sealed meter
+        expect(() => decodeUplink(kind, Buffer.from(plainHex, "hex"), nowS, ctx)).toThrow(/must be sealed/)
+      })
+    }
+  }
+
+  test("sealed downlinks open, under the test key and their clear nonce, to the plain golden bytes", () => {
+    for (const s of sealed.filter((x) => x.message === "Downlink")) {
+      const { json, hex } = plainGolden(s.of)
+      const d = citymeter.v1.Downlink.decode(Buffer.from(s.hex, "hex"))
+      expect(Buffer.from(d.nonce).toString("hex")).toBe(s.nonce)
+      const nonce = downlinkNonce(Object.keys(json)[0] as DownKind, d.nonce)
+      expect(open(Buffer.from(s.key, "hex"), nonce, d.sealed!)?.toString("hex"), s.name).toBe(hex)
+      expect(open(Buffer.alloc(32), nonce, d.sealed!), s.name).toBeUndefined()
+    }
+  })
+
+  test("2,000 bit flips of a sealed readings frame: none is accepted", () => {
+    const s = sealed.find((x) => x.of === "readings-4x3")!
+    const ctx = { policy: "sealed" as const, keys: [Buffer.from(s.key, "hex")] }
+    const bytes = Buffer.from(s.hex, "hex")
+    const reasons: Record<string, number> = {}
+    for (let i = 0; i < 2000; i++) {
+      const b = Buffer.from(bytes)
+      const bit = i % (b.length * 8)
+      b[bit >> 3] ^= 1 << (bit & 7)
+      try {
+        decodeUplink("readings", b, nowS, ctx)
+        reasons.accepted = (reasons.accepted ?? 0) + 1
+      } catch (e) {
+        const code = (e as FrameError).code
+        reasons[code] = (reasons[code] ?? 0) + 1
+      }
+    }
+    expect(reasons.accepted ?? 0).toBe(0)
+    expect(reasons.CM_ERR_SEAL).toBeGreaterThan(1500)
   })
 })

@@ -212,15 +212,32 @@ describe("HTTP edges", () => {
       req({ method: "PUT", url: `/meters/${id}`, headers: auth, ...o })
     const first = await put("reg-7.w1")
     expect(first.statusCode).toBe(201)
-    expect(first.json()).toEqual({ meterId: "reg-7.w1", created: true })
+    expect(first.json()).toEqual({ meterId: "reg-7.w1", created: true, policy: "sealed" })
     const again = await put("reg-7.w1")
     expect(again.statusCode).toBe(200)
-    expect(again.json()).toEqual({ meterId: "reg-7.w1", created: false })
+    expect(again.json()).toEqual({ meterId: "reg-7.w1", created: false, policy: "sealed" })
     expect((await req("/meters/reg-7.w1")).json()).toMatchObject({ meterId: "reg-7.w1", online: false })
     for (const bad of [".x", "..x", "-x", "_x", "CON", "nul.txt", "a%2Fb", "a%23b", "a%2Bb", "m".repeat(65)])
       expect(expectError(await put(bad), 400, "CM_ERR_BAD_REQUEST"), bad).toContain(METER_ID_RULE)
-    expectError(await put("reg-8", { payload: { owner: "x" } }), 400, "CM_ERR_BAD_REQUEST")
+    expectError(await put("reg-8", { payload: { owner: "x" } }), 400, "CM_ERR_UNKNOWN_KEY")
+    expectError(await put("reg-8", { payload: { key: "00" } }), 400, "CM_ERR_BAD_REQUEST")
     expect((await req("/meters/reg-8")).statusCode).toBe(404)
+    // issue 10: a sealing key is imported with the token, and never answered back
+    const key = "ab".repeat(32)
+    expect((await put("reg-9", { payload: { key } })).json()).toEqual({
+      meterId: "reg-9",
+      created: true,
+      policy: "sealed",
+    })
+    expect((await store.getMeter("reg-9"))!.seal).toMatchObject({
+      policy: "sealed",
+      key: new Uint8Array(32).fill(0xab),
+    })
+    const shown = await req("/meters/reg-9")
+    expect(shown.json()).toMatchObject({ meterId: "reg-9", sealPolicy: "sealed" })
+    expect(shown.body).not.toContain(key)
+    expect((await req("/meters")).body).not.toContain(key)
+    expect((await put("reg-10", { payload: { policy: "open" } })).json().policy).toBe("open")
   })
 
   test("dead letters: token, capped keyset pages with a next cursor, the payload's first 512 B only", async () => {

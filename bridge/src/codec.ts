@@ -1,5 +1,6 @@
 // Uplink decoding and validation: bytes → a checked domain frame, or a FrameError with a stable code.
 import { citymeter } from "./gen/citymeter.js"
+import { downlinkClearNonce, downlinkNonce, open, seal, uplinkNonce } from "./seal.js"
 import { PLAUSIBLE } from "./store/columns.js"
 import type { UpKind } from "./topics.js"
 
@@ -26,6 +27,9 @@ export const REJECT_REASONS = {
   CM_ERR_OVERSIZE: `payload larger than ${MAX_PAYLOAD_BYTES} bytes`,
   CM_ERR_DECODE: "not a citymeter.v1.Uplink",
   CM_ERR_NONCANONICAL: "decodes, but is not the canonical encoding the firmware writes (unknown fields, bit flips)",
+  CM_ERR_SEAL: "a sealed frame whose tag does not verify under the meter's key (forged, bit-flipped), or no key",
+  CM_ERR_UNSEALED: "an open (unsealed) frame from a meter whose policy is sealed",
+  CM_ERR_REPLAY: "a birth of a connection older than the meter's last birth (a replay)",
   CM_ERR_KIND_MISMATCH: "the envelope's body is not the topic's kind",
   CM_ERR_SERIES: "series lengths differ, or no or too many intervals",
   CM_ERR_INTERVAL: `interval_s outside 1..${MAX_INTERVAL_S}`,
@@ -101,7 +105,21 @@ export interface DeathFrame {
   kind: "death"
   boot: number
 }
-export type UplinkFrame = ReadingsFrame | BirthFrame | AlarmFrame | DeathFrame
+/** What every decoded frame carries besides its body. */
+export interface FrameMeta {
+  /** Births and deaths: the connection of this boot (proto Uplink.link). */
+  link: number
+  /** Index of the key that verified the seal (0: the key in force, 1: the next one), or null when open. */
+  keyIndex: number | null
+}
+export type UplinkFrame = (ReadingsFrame | BirthFrame | AlarmFrame | DeathFrame) & FrameMeta
+
+/** How a meter's frames are sealed (the registry's policy and keys). */
+export interface SealContext {
+  policy: "sealed" | "open"
+  /** The key in force, then the next one while a rotation is unconfirmed. */
+  keys: Uint8Array[]
+}
 
 const num = (v: unknown): number => (v === undefined || v === null ? 0 : Number(v))
 
@@ -254,9 +272,36 @@ function decodeAlarm(u: citymeter.v1.Uplink, nowS: number): AlarmFrame {
  * the canonical bytes the firmware writes: protobufjs skips unknown fields and accepts
  * non-minimal varints, so a bit-flipped frame often still decodes), the kind, and every value.
  */
-export function decodeUplink(kind: UpKind, payload: Uint8Array, nowS = Date.now() / 1000): UplinkFrame {
+export function decodeUplink(
+  kind: UpKind,
+  payload: Uint8Array,
+  nowS = Date.now() / 1000,
+  seal: SealContext = { policy: "open", keys: [] },
+): UplinkFrame {
   if (payload.length > MAX_PAYLOAD_BYTES)
     throw new FrameError("CM_ERR_OVERSIZE", `${payload.length} bytes, at most ${MAX_PAYLOAD_BYTES}`)
+  let u = decodeCanonical(payload)
+  let keyIndex: number | null = null
+  if (u.body === "sealed") [u, keyIndex] = unseal(kind, u, seal)
+  else if (seal.policy === "sealed")
+    throw new FrameError("CM_ERR_UNSEALED", `an open ${u.body ?? "empty"} frame; this meter's frames must be sealed`)
+  const meta: FrameMeta = { link: num(u.link), keyIndex }
+  const body = u.body ?? (kind === "death" ? "death" : undefined)
+  if (body !== kind) throw new FrameError("CM_ERR_KIND_MISMATCH", `body ${body ?? "none"} on an up/${kind} topic`)
+  switch (body) {
+    case "readings":
+      return { ...decodeReadings(u, nowS), ...meta }
+    case "birth":
+      return { ...decodeBirth(u), ...meta }
+    case "alarm":
+      return { ...decodeAlarm(u, nowS), ...meta }
+    default:
+      // An empty will payload decodes as a death of boot 0: ingest treats it as stale.
+      return { kind: "death", boot: num(u.boot), ...meta }
+  }
+}
+
+function decodeCanonical(payload: Uint8Array): citymeter.v1.Uplink {
   let u: citymeter.v1.Uplink
   try {
     u = Uplink.decode(payload)
@@ -265,19 +310,30 @@ export function decodeUplink(kind: UpKind, payload: Uint8Array, nowS = Date.now(
   }
   if (!isCanonical(u, payload))
     throw new FrameError("CM_ERR_NONCANONICAL", `${payload.length} bytes decode, but are not their canonical encoding`)
-  const body = u.body ?? (kind === "death" ? "death" : undefined)
-  if (body !== kind) throw new FrameError("CM_ERR_KIND_MISMATCH", `body ${body ?? "none"} on an up/${kind} topic`)
-  switch (body) {
-    case "readings":
-      return decodeReadings(u, nowS)
-    case "birth":
-      return decodeBirth(u)
-    case "alarm":
-      return decodeAlarm(u, nowS)
-    default:
-      // An empty will payload decodes as a death of boot 0: ingest treats it as stale.
-      return { kind: "death", boot: num(u.boot) }
+  return u
+}
+
+/**
+ * Opens a sealed frame with the meter's keys; the nonce binds the topic's kind and the clear boot,
+ * seq and link. The plaintext must be exactly an Uplink holding the body, nothing else.
+ */
+function unseal(kind: UpKind, outer: citymeter.v1.Uplink, ctx: SealContext): [citymeter.v1.Uplink, number] {
+  if (ctx.keys.length === 0)
+    throw new FrameError("CM_ERR_SEAL", "a sealed frame, and the registry has no key for this meter")
+  const [boot, seq, link] = [num(outer.boot), num(outer.seq), num(outer.link)]
+  const nonce = uplinkNonce(kind, boot, seq, link)
+  for (let i = 0; i < ctx.keys.length; i++) {
+    const plain = open(ctx.keys[i], nonce, outer.sealed!)
+    if (!plain) continue
+    const inner = decodeCanonical(plain)
+    if (inner.boot || inner.seq || inner.link || !inner.body || inner.body === "sealed")
+      throw new FrameError("CM_ERR_DECODE", "the sealed plaintext must hold only the body")
+    inner.boot = boot
+    inner.seq = seq
+    inner.link = link
+    return [inner, i]
   }
+  throw new FrameError("CM_ERR_SEAL", `the tag does not verify under the meter's key${ctx.keys.length > 1 ? "s" : ""}`)
 }
 
 function isCanonical(u: citymeter.v1.Uplink, payload: Uint8Array): boolean {
@@ -285,6 +341,20 @@ function isCanonical(u: citymeter.v1.Uplink, payload: Uint8Array): boolean {
   return again.length === payload.length && Buffer.compare(again, payload) === 0
 }
 
-export function encodeDownlink(d: citymeter.v1.Downlink.$Properties): Uint8Array {
-  return Downlink.encode(Downlink.fromObject(d)).finish()
+export function encodeDownlink(d: citymeter.v1.Downlink.$Properties, key?: Uint8Array): Uint8Array {
+  const plain = Downlink.encode(Downlink.fromObject(d)).finish()
+  if (!key) return plain
+  const kind = (["ack", "time", "config", "resend"] as const).find((k) => d[k] !== undefined && d[k] !== null)
+  if (!kind) throw new Error("a downlink needs a body")
+  const clear = downlinkClearNonce()
+  return Downlink.encode({ sealed: seal(key, downlinkNonce(kind, clear), plain), nonce: clear }).finish()
+}
+
+/** The sealed form of an uplink (the firmware's job; here for tests, the simulator's fleet and golden frames). */
+export function sealUplink(key: Uint8Array, u: citymeter.v1.IUplink): Uint8Array {
+  const kind = (["readings", "birth", "alarm", "death"] as const).find((k) => u[k] !== undefined && u[k] !== null)
+  if (!kind) throw new Error("an uplink needs a body")
+  const plain = Uplink.encode({ [kind]: u[kind] }).finish()
+  const [boot, seq, link] = [num(u.boot), num(u.seq), num(u.link)]
+  return Uplink.encode({ boot, seq, link, sealed: seal(key, uplinkNonce(kind, boot, seq, link), plain) }).finish()
 }

@@ -13,7 +13,9 @@ import {
   type AlarmFrame,
   type ReadingsFrame,
   type RejectCode,
+  type SealContext,
 } from "./codec.js"
+import { citymeter } from "./gen/citymeter.js"
 import type { Metrics } from "./metrics.js"
 import { outOfRange } from "./store/columns.js"
 import { isTransientStoreError, storeErrorDetail } from "./store/errors.js"
@@ -51,9 +53,18 @@ export const MAX_BOOT_JUMP = 10_000
 /** The data tier refused this frame's content: retrying cannot help. */
 class StoreRefused extends Error {}
 
+/** The decoder's view of a meter's sealing (an unknown meter in the demo: open). */
+export function sealContext(meter: MeterRow | undefined): SealContext {
+  if (!meter) return { policy: "open", keys: [] }
+  const keys = [meter.seal.key, meter.seal.nextKey].filter((k): k is Uint8Array => k !== null)
+  return { policy: meter.seal.policy, keys }
+}
+
 export class Ingest {
   private stopping = false
   private lastCorrection = new Map<string, number>()
+  /** Sealed meters' keys in force, from their registry rows, for sealing downlinks. */
+  private downlinkKeys = new Map<string, Uint8Array | null>()
   /** When the frame in hand arrived (performance.now()), or undefined when idle. */
   private busySince: number | undefined
   /** Since when the data tier has been failing (performance.now()), or undefined. */
@@ -148,12 +159,13 @@ export class Ingest {
     const { meterId } = t
     const sha256 = createHash("sha256").update(payload).digest("hex")
     try {
-      const frame = decodeUplink(t.kind, payload, at.getTime() / 1000)
+      // the meter first: its registry entry says whether (and with which keys) its frames are sealed
       let meter = await this.durable("meter", () => this.store.getMeter(meterId))
-      if (!meter) {
-        if (!this.opts.autoRegister) throw new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned")
-        meter = await this.durable("register", () => this.store.touchMeter(meterId, at))
-      }
+      if (!meter && !this.opts.autoRegister) throw new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned")
+      const frame = decodeUplink(t.kind, payload, at.getTime() / 1000, sealContext(meter))
+      meter ??= await this.durable("register", () => this.store.touchMeter(meterId, at))
+      this.downlinkKeys.set(meterId, meter.seal.policy === "sealed" ? meter.seal.key : null)
+      if (frame.keyIndex === 1) await this.keyConfirmed(meterId, meter)
       switch (frame.kind) {
         case "readings":
           return await this.readings(meterId, meter, frame, sha256, payload, topic, at)
@@ -163,6 +175,11 @@ export class Ingest {
           return await this.birth(meterId, meter, frame, at)
         case "death": {
           if (frame.boot === 0) throw new FrameError("CM_ERR_STALE_DEATH", "a death without a boot changes nothing")
+          if (frame.boot === meter.boot && frame.link > 0 && frame.link < (meter.birthLink ?? 0))
+            throw new FrameError(
+              "CM_ERR_STALE_DEATH",
+              `death of connection ${frame.link}; connection ${meter.birthLink} was born since`,
+            )
           if (!(await this.durable("death", () => this.store.recordDeath(meterId, frame.boot, at))))
             throw new FrameError("CM_ERR_STALE_DEATH", `death of boot ${frame.boot}; the meter was born again since`)
           this.metrics.framesStored.inc({ kind: "death" })
@@ -316,6 +333,11 @@ export class Ingest {
         "CM_ERR_BOOT",
         `birth of boot ${frame.boot}, more than ${MAX_BOOT_JUMP} after boot ${meter.boot}`,
       )
+    if (frame.keyIndex !== null && frame.boot === meter.boot && frame.link <= (meter.birthLink ?? 0))
+      throw new FrameError(
+        "CM_ERR_REPLAY",
+        `birth of connection ${frame.link}; connection ${meter.birthLink} was born already`,
+      )
     if (meter.boot !== null && frame.boot < meter.boot) {
       // A re-flashed or wiped meter restarts its boot counter: its frames may collide with
       // stored ones; such collisions are conflicts (dead-lettered, alarmed), never dropped unseen.
@@ -334,6 +356,7 @@ export class Ingest {
           board: frame.board,
           boot: frame.boot,
           seq: frame.seq,
+          link: frame.link,
           intervalS: frame.intervalS,
           batch: frame.batch,
           uptimeEpochMs,
@@ -344,16 +367,24 @@ export class Ingest {
     if (meter.inactive) await this.active(meterId, at)
     this.metrics.framesStored.inc({ kind: "birth" })
     this.log.info({ meterId, boot: frame.boot, firmware: frame.firmware, queued: frame.queued }, "meter birth")
-    await this.downlink(meterId, "time", encodeDownlink({ time: { unixMs: Date.now(), uptimeS: frame.uptimeS } }))
+    await this.downlink(meterId, "time", this.encode(meterId, { time: { unixMs: Date.now(), uptimeS: frame.uptimeS } }))
     return "stored"
+  }
+
+  /** A frame sealed with the next key: the meter has switched (key rotation); the next key is now the key. */
+  private async keyConfirmed(meterId: string, meter: MeterRow) {
+    await this.durable("key rotation", () => this.store.setSeal(meterId, { key: meter.seal.nextKey, nextKey: null }))
+    meter.seal = { ...meter.seal, key: meter.seal.nextKey, nextKey: null }
+    this.log.info({ meterId }, "key rotation confirmed by the meter")
   }
 
   /** A parked readings or alarm frame is acknowledged to the meter when its id can be read. */
   private async ackIfDecodable(meterId: string, payload: Uint8Array, kind: string) {
     if (kind !== "readings" && kind !== "alarm") return
     try {
-      const f = decodeUplink(kind, payload)
-      if (f.kind === "readings" || f.kind === "alarm") await this.ack(meterId, f.boot, f.seq)
+      // the clear envelope is enough: boot and seq are readable in sealed frames too
+      const u = citymeter.v1.Uplink.decode(payload)
+      if (u.seq) await this.ack(meterId, Number(u.boot), Number(u.seq))
     } catch {
       // not decodable: nothing to acknowledge
     }
@@ -370,7 +401,7 @@ export class Ingest {
     this.lastCorrection.set(meterId, at.getTime())
     this.metrics.clockCorrections.inc()
     this.log.warn({ meterId, skewMs }, "meter clock skewed; sending time")
-    void this.downlink(meterId, "time", encodeDownlink({ time: { unixMs: Date.now() } }))
+    void this.downlink(meterId, "time", this.encode(meterId, { time: { unixMs: Date.now() } }))
   }
 
   /** Frames from a meter marked inactive: clear it (once, whichever bridge instance gets there first). */
@@ -379,8 +410,13 @@ export class Ingest {
       this.log.info({ meterId }, "meter active again; INACTIVE alarm cleared")
   }
 
+  /** A downlink for the meter, sealed under its key when its policy is sealed. */
+  private encode(meterId: string, d: citymeter.v1.Downlink.$Properties) {
+    return encodeDownlink(d, this.downlinkKeys.get(meterId) ?? undefined)
+  }
+
   private async ack(meterId: string, boot: number, seq: number) {
-    await this.downlink(meterId, "ack", encodeDownlink({ ack: { boot, seq } }))
+    await this.downlink(meterId, "ack", this.encode(meterId, { ack: { boot, seq } }))
   }
 
   /**

@@ -2,6 +2,8 @@
 import type { FastifyInstance, FastifyReply } from "fastify"
 import { MAX_INTERVALS, MAX_INTERVAL_S, encodeDownlink } from "../codec.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
+import type { citymeter } from "../gen/citymeter.js"
+import { keyId, newKey } from "../seal.js"
 import type { DownKind } from "../topics.js"
 import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 
@@ -28,16 +30,24 @@ type ConfigBody = Partial<Record<(typeof CONFIG_FIELDS)[number], number>>
 
 export async function downlinkRoutes(app: FastifyInstance, { store, downlink, requireToken }: RouteContext) {
   /** Sends one downlink to a known meter; 202 once the broker has it (QoS 1). */
-  const send = async (reply: FastifyReply, meterId: string, kind: DownKind, payload: Uint8Array) => {
+  const send = async (
+    reply: FastifyReply,
+    meterId: string,
+    kind: DownKind,
+    d: citymeter.v1.Downlink.$Properties,
+    extra: Record<string, unknown> = {},
+  ) => {
     if (!downlink) throw errors.CM_ERR_NO_DOWNLINK()
-    await knownMeter(store, meterId)
+    const meter = await knownMeter(store, meterId)
+    // sealed meters refuse open downlinks: seal under the key in force
+    const payload = encodeDownlink(d, meter.seal.policy === "sealed" ? (meter.seal.key ?? undefined) : undefined)
     // QoS 1: resolves on the broker's PUBACK; a broker that is away must not hold the request forever
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), DOWNLINK_TIMEOUT_MS)))
     const sent = await Promise.race([downlink(meterId, kind, payload).then(() => true), timeout])
     clearTimeout(timer)
     if (!sent) throw errors.CM_ERR_DOWNLINK_TIMEOUT(DOWNLINK_TIMEOUT_MS)
-    return reply.status(202).send({ meterId, sent: kind })
+    return reply.status(202).send({ meterId, sent: kind, ...extra })
   }
 
   app.post<{ Params: { id: string }; Body: ConfigBody }>(
@@ -62,7 +72,7 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
         response: ERROR_RESPONSES,
       },
     },
-    async (req, reply) => send(reply, req.params.id, "config", encodeDownlink({ config: req.body })),
+    async (req, reply) => send(reply, req.params.id, "config", { config: req.body }),
   )
 
   app.post<{ Params: { id: string }; Body: { boot: number; fromSeq: number } }>(
@@ -83,6 +93,31 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
         response: ERROR_RESPONSES,
       },
     },
-    async (req, reply) => send(reply, req.params.id, "resend", encodeDownlink({ resend: req.body })),
+    async (req, reply) => send(reply, req.params.id, "resend", { resend: req.body }),
+  )
+
+  app.post<{ Params: { id: string } }>(
+    "/meters/:id/rotate-key",
+    {
+      onRequest: requireToken,
+      schema: {
+        tags: ["downlinks"],
+        summary: "Rotate a sealed meter's key: a new random key goes to the meter in a Config sealed under the old one",
+        description:
+          "The bridge accepts frames under both keys until the meter seals one with the new key (its next birth), " +
+          "then the new key is the key. Answers the new key's public id (Birth.key_id), never the key.",
+        security: [{ bearer: [] }],
+        params: meterParam,
+        response: ERROR_RESPONSES,
+      },
+    },
+    async (req, reply) => {
+      const meter = await knownMeter(store, req.params.id)
+      if (meter.seal.policy !== "sealed" || !meter.seal.key)
+        throw errors.CM_ERR_BAD_REQUEST(`meter ${meter.meterId} is not sealed with a key: register one first`)
+      const next = meter.seal.nextKey ?? newKey() // an unconfirmed rotation is sent again, not replaced
+      await store.setSeal(meter.meterId, { nextKey: next })
+      return send(reply, meter.meterId, "config", { config: { sealKey: next } }, { nextKeyId: keyId(next) })
+    },
   )
 }

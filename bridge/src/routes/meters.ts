@@ -1,6 +1,7 @@
 // Meters: status of the fleet and of one meter, and the registry of provisioned meters.
 import type { FastifyInstance } from "fastify"
-import { ERROR_RESPONSES, errors } from "../errors.js"
+import { parseKey } from "../seal.js"
+import { ERROR_RESPONSES } from "../errors.js"
 import type { MeterRow } from "../store/store.js"
 import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 
@@ -8,6 +9,8 @@ export const meterJson = (m: MeterRow) => ({
   meterId: m.meterId,
   online: m.online,
   inactive: m.inactive,
+  /** sealed or open (the key itself never leaves the bridge) */
+  sealPolicy: m.seal.policy,
   firstSeen: m.firstSeen.toISOString(),
   lastSeen: m.lastSeen.toISOString(),
   firmware: m.firmware,
@@ -38,7 +41,7 @@ export async function meterRoutes(app: FastifyInstance, { store, requireToken }:
     },
   )
 
-  app.put<{ Params: { id: string } }>(
+  app.put<{ Params: { id: string }; Body: { policy?: "sealed" | "open"; key?: string } | undefined }>(
     "/meters/:id",
     {
       onRequest: requireToken,
@@ -47,17 +50,34 @@ export async function meterRoutes(app: FastifyInstance, { store, requireToken }:
         summary: "Register a provisioned meter (201 when new, 200 when it was registered already)",
         description:
           "Bridges that do not auto-register accept frames only from registered meters. " +
-          "`citymeter provision --bridge` calls this. No body.",
+          "`citymeter provision --bridge` calls this with the meter's sealing key. Optional body: " +
+          "`policy` (`sealed`, the default, or `open` for legacy and demo meters) and `key` (64 hex digits, " +
+          "the meter's AES-256 key). A key given for a known meter replaces its key (re-provisioning). " +
+          "The key is never returned by any route.",
         security: [{ bearer: [] }],
         params: meterParam,
+        body: {
+          type: "object",
+          nullable: true, // no body: a sealed meter without a key yet
+          additionalProperties: false,
+          properties: {
+            policy: { type: "string", enum: ["sealed", "open"] },
+            key: { type: "string", pattern: "^[0-9a-fA-F]{64}$" },
+          },
+        },
         response: ERROR_RESPONSES,
       },
     },
     async (req, reply) => {
-      if (req.body !== undefined && req.body !== null) throw errors.CM_ERR_BAD_REQUEST("PUT /meters/:id takes no body")
       const meterId = req.params.id
-      const created = await store.registerMeter(meterId, new Date())
-      return reply.status(created ? 201 : 200).send({ meterId, created })
+      const body = req.body ?? {}
+      const seal = {
+        policy: body.policy ?? "sealed",
+        ...(body.key ? { key: parseKey(body.key)!, nextKey: null } : {}),
+      } as const
+      const created = await store.registerMeter(meterId, new Date(), seal)
+      if (!created && (body.key || body.policy)) await store.setSeal(meterId, seal)
+      return reply.status(created ? 201 : 200).send({ meterId, created, policy: seal.policy })
     },
   )
 }

@@ -18,6 +18,7 @@ import {
   type ReadingRow,
   type Store,
   type DeadLetterQuery,
+  type MeterSeal,
   type DeadLetterRetention,
   type FrameKey,
   type FrameOutcome,
@@ -87,6 +88,11 @@ export const MIGRATIONS: string[] = [
   `UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = encode(sha256(payload), 'hex'),
      payload = substring(payload FROM 1 FOR ${DEAD_LETTER_HEAD_BYTES}) WHERE payload_bytes IS NULL`,
   `CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at)`,
+  // issue 10: sealed frames. Meters registered before default to open (they have no key).
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS birth_link bigint`,
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_policy text NOT NULL DEFAULT 'open'`,
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key bytea`,
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key_next bytea`,
 ]
 
 /**
@@ -100,6 +106,8 @@ const BUCKET_SQL: Record<Bucket, string> = {
   day: `date_trunc('day', ts, $4::text)`,
   month: `date_trunc('month', ts, $4::text)`,
 }
+
+const bytes = (b: Uint8Array | null | undefined) => (b ? Buffer.from(b) : null)
 
 /** Text from the network made safe for a text column: no NUL or other control characters, bounded. */
 const printable = (s: string, max: number) =>
@@ -123,6 +131,12 @@ function toMeter(r: Record<string, unknown>): MeterRow {
     inactive: !!r.inactive,
     birthSeq: n(r.birth_seq),
     bornAt: r.born_at ? new Date(r.born_at as Date) : null,
+    birthLink: n(r.birth_link),
+    seal: {
+      policy: r.seal_policy === "sealed" ? "sealed" : "open",
+      key: r.seal_key ? new Uint8Array(r.seal_key as Uint8Array) : null,
+      nextKey: r.seal_key_next ? new Uint8Array(r.seal_key_next as Uint8Array) : null,
+    },
   }
 }
 
@@ -214,13 +228,13 @@ export class SqlStore implements Store {
   async recordBirth(meterId: string, b: BirthInfo, at: Date) {
     await this.db.query(
       `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
-         uptime_epoch_ms, birth_seq, born_at)
-       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2)
+         uptime_epoch_ms, birth_seq, born_at, birth_link)
+       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10)
        ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
          firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
          interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
-         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at`,
-      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs, b.seq],
+         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link`,
+      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs, b.seq, b.link ?? null],
     )
   }
 
@@ -232,10 +246,24 @@ export class SqlStore implements Store {
     return rows.length === 1
   }
 
-  async registerMeter(meterId: string, at: Date) {
+  async registerMeter(meterId: string, at: Date, seal: Partial<MeterSeal> = {}) {
     const { rows } = await this.db.query(
-      `INSERT INTO meters (meter_id, first_seen, last_seen) VALUES ($1, $2, $2) ON CONFLICT DO NOTHING RETURNING meter_id`,
-      [meterId, at],
+      `INSERT INTO meters (meter_id, first_seen, last_seen, seal_policy, seal_key, seal_key_next)
+       VALUES ($1, $2, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING meter_id`,
+      [meterId, at, seal.policy ?? "open", bytes(seal.key), bytes(seal.nextKey)],
+    )
+    return rows.length === 1
+  }
+
+  async setSeal(meterId: string, seal: Partial<MeterSeal>) {
+    // a field left out is left unchanged ($n IS NULL AND NOT $m: not given)
+    const { rows } = await this.db.query(
+      `UPDATE meters SET
+         seal_policy = COALESCE($2, seal_policy),
+         seal_key = CASE WHEN $4 THEN $3::bytea ELSE seal_key END,
+         seal_key_next = CASE WHEN $6 THEN $5::bytea ELSE seal_key_next END
+       WHERE meter_id = $1 RETURNING meter_id`,
+      [meterId, seal.policy ?? null, bytes(seal.key), "key" in seal, bytes(seal.nextKey), "nextKey" in seal],
     )
     return rows.length === 1
   }

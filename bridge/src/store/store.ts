@@ -18,6 +18,19 @@ export interface MeterRow {
   /** The last birth: the seq it carried (last seq assigned in that boot) and when it arrived. */
   birthSeq: number | null
   bornAt: Date | null
+  /** The last birth's connection number in its boot (proto Uplink.link). */
+  birthLink: number | null
+  /**
+   * Sealing: the policy, the key in force and, during a rotation, the next key. Never leaves
+   * the bridge (no route, log or export includes it).
+   */
+  seal: MeterSeal
+}
+
+export interface MeterSeal {
+  policy: "sealed" | "open"
+  key: Uint8Array | null
+  nextKey: Uint8Array | null
 }
 
 export interface ReadingRow {
@@ -45,6 +58,8 @@ export interface BirthInfo {
   firmware: string
   board: string
   boot: number
+  /** The connection of this boot (proto Uplink.link). */
+  link?: number
   /** The last seq the meter assigned in this boot (proto Uplink.seq of a Birth). */
   seq: number
   intervalS: number
@@ -231,7 +246,12 @@ export interface Store {
    * Registers a provisioned meter (the registry: production bridges accept frames only from
    * registered meters). Returns true when it was new.
    */
-  registerMeter(meterId: string, at: Date): Promise<boolean>
+  registerMeter(meterId: string, at: Date, seal?: Partial<MeterSeal>): Promise<boolean>
+  /**
+   * Sets a registered meter's sealing policy and keys (provisioning, import, rotation). Returns
+   * false when the meter is unknown.
+   */
+  setSeal(meterId: string, seal: Partial<MeterSeal>): Promise<boolean>
   ping(): Promise<void>
   close(): Promise<void>
 }
