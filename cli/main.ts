@@ -1,11 +1,11 @@
 // citymeter: the field CLI. `npx citymeter --help`; each command has --help.
 // Exit codes: 0 ok, 1 the operation failed, 2 bad input or usage.
 import { Command, InvalidArgumentError, Option } from "commander"
-import { METER_ID_RULE } from "../bridge/src/topics.js"
-import { CliError } from "./errors.js"
+import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
+import { CliError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
 import { build, flash } from "./firmware.js"
-import { bridgeTarget, provision, registerMeter, usernameWarning } from "./provision.js"
+import { bridgeTarget, provision, readSealKey, registerMeter, usernameWarning } from "./provision.js"
 import { bridge, sim } from "./run.js"
 import { watch } from "./watch.js"
 
@@ -49,6 +49,7 @@ program
   .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 4)
   .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants, e.g. LEAK_S=3600 (keys <= 13 characters)")
   .option("-o, --out <dir>", "directory for the two files (default: data/provision/<meter>)")
+  .option("--open", "no sealing key: a legacy or demo meter whose frames travel unsealed")
   .option("-f, --force", "overwrite existing files")
   .addHelpText(
     "after",
@@ -69,6 +70,7 @@ program
         intervalS: o.interval,
         batch: o.batch,
         set: o.set,
+        open: o.open,
       },
       out,
       o.force,
@@ -79,11 +81,29 @@ program
     for (const [k, v] of Object.entries(r.defaults)) print(`  ${k}=${JSON.stringify(v)}`)
     print(`wrote ${r.localFile} (mode 600)`)
     for (const k of Object.keys(r.secrets)) print(`  ${k}=********`)
+    const key = r.secrets.SEAL_KEY as string | undefined
     if (bridge) {
-      const { created } = await registerMeter(bridge, o.meter)
-      print(`${created ? "registered" : "already registered:"} meter ${o.meter} with the bridge at ${bridge.url.href}`)
-    }
+      const { created } = await registerMeter(bridge, o.meter, key)
+      print(
+        `${created ? "registered" : "already registered, key replaced:"} meter ${o.meter} (${key ? "sealed" : "open"}) with the bridge at ${bridge.url.href}`,
+      )
+    } else if (key) print(`the bridge needs the key: citymeter register -m ${o.meter} --settings ${out} --bridge <url>`)
     print(`next: citymeter build --board ${o.board} --settings ${out}`)
+  })
+
+program
+  .command("register")
+  .description("import a provisioned meter and its sealing key into the bridge's registry (PUT /meters/:id)")
+  .requiredOption("-m, --meter <id>", `meter id: ${METER_ID_RULE}`)
+  .requiredOption("--settings <dir>", "the meter's provision folder (its .env.local holds SEAL_KEY)")
+  .requiredOption("--bridge <url>", "the bridge's HTTP API, http(s)://host:port")
+  .option("--token <token>", "the bridge's API token (or set CITYMETER_API_TOKEN)")
+  .action(async (o) => {
+    if (!isMeterId(o.meter)) throw usage(`meter id '${o.meter}' must be ${METER_ID_RULE}`)
+    const bridge = bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN)
+    const key = readSealKey(o.settings)
+    const { created } = await registerMeter(bridge, o.meter, key)
+    print(`${created ? "registered" : "updated"} meter ${o.meter} (${key ? "sealed" : "open"}) at ${bridge.url.href}`)
   })
 
 program

@@ -3,7 +3,8 @@
 // reads both from the directory it runs in (cli/firmware.ts stages them); the simulator deploys
 // the same keys over its settings service (sim/src/meter.ts). With --bridge, the meter is then
 // registered with the bridge (PUT /meters/:id), which accepts frames only from registered meters.
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs"
+import { randomBytes } from "node:crypto"
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
 import { knownBoards } from "./boards.js"
@@ -37,6 +38,8 @@ export interface ProvisionInput {
   batch: number
   /** Extra settings, KEY=VALUE. */
   set?: string[]
+  /** A legacy or demo meter: no sealing key (frames travel open; the bridge's policy must be open). */
+  open?: boolean
 }
 
 export type Settings = Record<string, string | number>
@@ -86,6 +89,8 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
     BATCH: intInRange("batch", i.batch, 1, 8),
   }
   const secrets: Settings = {}
+  // issue 10: a random 256-bit key per meter; frames are sealed with it (firmware/seal.ts)
+  if (!i.open) secrets.SEAL_KEY = randomBytes(32).toString("hex")
   if (i.password !== undefined && i.password !== "") {
     if (!i.username) throw usage("a password needs a --username")
     secrets.MQTT_PASS = i.password
@@ -196,13 +201,18 @@ const REGISTER_TIMEOUT_MS = 10_000
  * Registers the meter with the bridge (PUT /meters/:id). Returns whether it was new; a refusal or
  * an unreachable bridge is a CliError with one line saying which.
  */
-export async function registerMeter(target: BridgeTarget, meterId: string): Promise<{ created: boolean }> {
+export async function registerMeter(
+  target: BridgeTarget,
+  meterId: string,
+  sealKey: string | undefined,
+): Promise<{ created: boolean }> {
   const url = new URL(`meters/${encodeURIComponent(meterId)}`, target.url)
   let res: Response
   try {
     res = await fetch(url, {
       method: "PUT",
-      headers: { authorization: `Bearer ${target.token}` },
+      headers: { authorization: `Bearer ${target.token}`, "content-type": "application/json" },
+      body: JSON.stringify(sealKey ? { policy: "sealed", key: sealKey } : { policy: "open" }),
       signal: AbortSignal.timeout(REGISTER_TIMEOUT_MS),
     })
   } catch (e) {
@@ -227,4 +237,15 @@ export async function registerMeter(target: BridgeTarget, meterId: string): Prom
     )
   const detail = body.error ? `${body.error}: ${body.message}` : text.slice(0, 200).replace(/\s+/g, " ")
   throw new CliError(`the bridge at ${target.url.href} refused to register meter ${meterId}: ${res.status} ${detail}`)
+}
+
+/** The sealing key a provisioned meter's .env.local holds (SEAL_KEY), or undefined for an open meter. */
+export function readSealKey(settingsDir: string): string | undefined {
+  const file = join(resolve(settingsDir), ".env.local")
+  if (!existsSync(file)) throw usage(`${file} does not exist: provision the meter first (citymeter provision)`)
+  const m = /^SEAL_KEY=(.*)$/m.exec(readFileSync(file, "utf8"))
+  if (!m) return undefined
+  const key = JSON.parse(m[1]) as string
+  if (!/^[0-9a-f]{64}$/.test(key)) throw usage(`SEAL_KEY in ${file} is not 64 hex digits`)
+  return key
 }

@@ -74,8 +74,11 @@ describe("citymeter provision", () => {
       LEAK_S: 3600,
     })
     // a numeric-looking password stays a string (DeviceScript parses values as JSON)
-    expect(parseEnvSettings(local)).toEqual({ MQTT_PASS: "1234" })
+    const secrets = parseEnvSettings(local)
+    expect(secrets).toEqual({ MQTT_PASS: "1234", SEAL_KEY: expect.stringMatching(/^[0-9a-f]{64}$/) })
     expect(defaults).not.toContain("1234")
+    expect(defaults + r.stdout).not.toContain(secrets.SEAL_KEY as string) // the key only in .env.local
+    expect(r.stdout).toContain("citymeter register -m hall-7.w1") // the bridge needs the key
     expect(statSync(join(dir, ".env.local")).mode & 0o777).toBe(0o600)
     // DeviceScript keeps spaces around '=' in the key: every setting line is KEY=value exactly
     for (const line of (defaults + local).split("\n").filter((l) => l && !l.startsWith("#"))) {
@@ -147,12 +150,28 @@ describe("citymeter provision --bridge", () => {
     }).done
     expect(r.stderr).toBe("") // username = meter id: no ACL warning
     expect(r.code).toBe(0)
-    expect(r.stdout).toContain(`registered meter ${meterId} with the bridge at ${svc.httpUrl}/`)
+    expect(r.stdout).toContain(`registered meter ${meterId} (sealed) with the bridge at ${svc.httpUrl}/`)
     expect(existsSync(join(dir, ".env.defaults"))).toBe(true)
-    expect(await svc.store.getMeter(meterId)).toMatchObject({ meterId, online: false })
+    // the bridge holds the same key the meter's secrets hold
+    const key = () => parseEnvSettings(readFileSync(join(dir, ".env.local"), "utf8")).SEAL_KEY as string
+    const stored = await svc.store.getMeter(meterId)
+    expect(stored).toMatchObject({ meterId, online: false, seal: { policy: "sealed" } })
+    expect(Buffer.from(stored!.seal.key!).toString("hex")).toBe(key())
+    expect(r.stdout).not.toContain(key())
     const again = await citymeter(...provisionArgs(meterId, dir), "--force", "--bridge", svc.httpUrl!, "--token", TOKEN)
     expect(again.code).toBe(0)
-    expect(again.stdout).toContain(`already registered: meter ${meterId}`)
+    expect(again.stdout).toContain(`already registered, key replaced: meter ${meterId}`)
+    expect(Buffer.from((await svc.store.getMeter(meterId))!.seal.key!).toString("hex")).toBe(key())
+    // `register` imports a provisioned meter's key later
+    const later = uid("cli-reg")
+    const laterDir = tmpMeterDir()
+    expect((await citymeter(...provisionArgs(later, laterDir))).code).toBe(0)
+    const reg = await start(["register", "-m", later, "--settings", laterDir, "--bridge", svc.httpUrl!], {
+      CITYMETER_API_TOKEN: TOKEN,
+    }).done
+    expect(reg.code).toBe(0)
+    const laterKey = parseEnvSettings(readFileSync(join(laterDir, ".env.local"), "utf8")).SEAL_KEY as string
+    expect(Buffer.from((await svc.store.getMeter(later))!.seal.key!).toString("hex")).toBe(laterKey)
   })
 
   test("a refused or unreachable bridge is one clear error line and exit code 1", async () => {
@@ -251,7 +270,7 @@ describe("citymeter watch", () => {
 
 describe("citymeter --help", () => {
   test("every command has help, and an unknown command is a usage error", async () => {
-    const cmds = ["provision", "build", "flash", "watch", "decode", "sim", "bridge"]
+    const cmds = ["provision", "register", "build", "flash", "watch", "decode", "sim", "bridge"]
     const runs = await Promise.all(cmds.map((cmd) => citymeter(cmd, "--help")))
     cmds.forEach((cmd, i) => {
       expect(runs[i].code, cmd).toBe(0)
