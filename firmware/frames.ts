@@ -3,6 +3,17 @@
 // JSON can be fed to the encoder as is. Field numbers come from firmware/gen/wire.ts.
 import { PbReader, PbWriter, WIRE_LEN, WIRE_VARINT } from "./pb"
 import {
+    KIND_ALARM,
+    KIND_BIRTH,
+    KIND_DEATH,
+    KIND_READINGS,
+    NONCE_BYTES,
+    downlinkNonce,
+    open,
+    seal,
+    uplinkNonce,
+} from "./seal"
+import {
     Ack,
     Alarm as AlarmF,
     Birth as BirthF,
@@ -54,6 +65,8 @@ export interface Birth {
     uptimeS?: number
     /** proto Config, keyed by camelCase field name */
     config?: any
+    /** The sealing key in force (seal.ts keyId), 0 when open. */
+    keyId?: number
 }
 export interface Alarm {
     type?: number
@@ -65,6 +78,8 @@ export interface Alarm {
 export interface Uplink {
     boot?: number
     seq?: number
+    /** Births and deaths: the connection of this boot (proto Uplink.link). */
+    link?: number
     readings?: ReadingBatch
     birth?: Birth
     alarm?: Alarm
@@ -121,13 +136,14 @@ function encodeBirth(b: Birth) {
     w.uint(BirthF.dropped, b.dropped)
     w.uint(BirthF.uptimeS, b.uptimeS)
     if (b.config) w.message(BirthF.config, encodeConfig(b.config))
+    w.fixed32(BirthF.keyId, b.keyId)
     return w
 }
 
-/** Config's fields are all uint32: written in field order from the generated table. */
+/** Config's fields are uint32 but for seal_key, which a meter never sends: written in field order. */
 function encodeConfig(c: any) {
     const w = new PbWriter()
-    for (const k of Object.keys(Config)) w.uint((Config as any)[k], c[k])
+    for (const k of Object.keys(Config)) if (k !== "sealKey") w.uint((Config as any)[k], c[k])
     return w
 }
 
@@ -141,14 +157,45 @@ function encodeAlarm(a: Alarm) {
     return w
 }
 
-export function encodeUplink(u: Uplink): Buffer {
-    const w = new PbWriter(160)
-    w.uint(UplinkF.boot, u.boot)
-    w.uint(UplinkF.seq, u.seq)
+function writeBody(w: PbWriter, u: Uplink) {
     if (u.readings) w.message(UplinkF.readings, encodeReadings(u.readings))
     else if (u.birth) w.message(UplinkF.birth, encodeBirth(u.birth))
     else if (u.alarm) w.message(UplinkF.alarm, encodeAlarm(u.alarm))
     else if (u.death) w.message(UplinkF.death, new PbWriter(1))
+}
+
+export function encodeUplink(u: Uplink): Buffer {
+    const w = new PbWriter(160)
+    w.uint(UplinkF.boot, u.boot)
+    w.uint(UplinkF.seq, u.seq)
+    w.uint(UplinkF.link, u.link)
+    writeBody(w, u)
+    return w.finish()
+}
+
+/** The nonce kind byte of an uplink's body (seal.ts). */
+function upKindCode(u: Uplink): number {
+    if (u.readings) return KIND_READINGS
+    if (u.birth) return KIND_BIRTH
+    if (u.alarm) return KIND_ALARM
+    return KIND_DEATH
+}
+
+/**
+ * A sealed uplink: boot, seq and link in the clear, the body sealed under `key` with a nonce
+ * that binds them (proto Uplink.sealed).
+ */
+export function encodeSealedUplink(u: Uplink, key: Buffer): Buffer {
+    const body = new PbWriter(128)
+    writeBody(body, u)
+    const kind = upKindCode(u)
+    const counter = kind === KIND_READINGS || kind === KIND_ALARM ? u.seq : u.link
+    const sealed = seal(key, uplinkNonce(kind, u.boot, counter ? counter : 0), body.finish())
+    const w = new PbWriter(sealed.length + 16)
+    w.uint(UplinkF.boot, u.boot)
+    w.uint(UplinkF.seq, u.seq)
+    w.uint(UplinkF.link, u.link)
+    w.bytes(UplinkF.sealed, sealed)
     return w.finish()
 }
 
@@ -158,6 +205,9 @@ export interface Downlink {
     /** proto Config, keyed by camelCase field name; absent fields are 0 (= unchanged) */
     config?: any
     resend?: { boot?: number; fromSeq?: number }
+    /** A sealed downlink (proto Downlink.sealed) and its 12 clear nonce bytes. */
+    sealed?: Buffer
+    nonce?: Buffer
 }
 
 /** Reads the varint fields of a flat submessage, indexed by field number (absent fields are 0). */
@@ -172,6 +222,30 @@ function readVarints(buf: Buffer, maxField: number): number[] {
     return out
 }
 
+/** The last bytes field `field` of a message, or undefined. */
+function readBytesField(buf: Buffer, field: number): Buffer {
+    const r = new PbReader(buf)
+    let out: Buffer = undefined
+    while (r.next()) {
+        if (r.wire === WIRE_LEN && r.field === field) out = r.bytes()
+        else r.skip()
+    }
+    return out
+}
+
+/**
+ * Opens a sealed downlink received on a `down/<kind>` topic with `key`: the inner Downlink, or
+ * undefined when it is not sealed or its tag does not verify (forged, or another key).
+ */
+export function openDownlink(d: Downlink, kindCode: number, key: Buffer): Downlink {
+    if (!d.sealed || !d.nonce || d.nonce.length !== NONCE_BYTES - 1 || kindCode === 0) return undefined
+    const plain = open(key, downlinkNonce(kindCode, d.nonce), d.sealed)
+    if (!plain) return undefined
+    const inner = decodeDownlink(plain)
+    if (inner.sealed || inner.nonce) return undefined
+    return inner
+}
+
 /** Decodes a Downlink; unknown fields are skipped (forward compatible). Throws on bad bytes. */
 export function decodeDownlink(buf: Buffer): Downlink {
     const r = new PbReader(buf)
@@ -182,13 +256,23 @@ export function decodeDownlink(buf: Buffer): Downlink {
             continue
         }
         const f = r.field
-        const v = readVarints(r.bytes(), 15)
+        const raw = r.bytes()
+        if (f === DownlinkF.sealed) {
+            d.sealed = raw
+            continue
+        }
+        if (f === DownlinkF.nonce) {
+            d.nonce = raw
+            continue
+        }
+        const v = readVarints(raw, 15)
         if (f === DownlinkF.ack) d.ack = { boot: v[Ack.boot], seq: v[Ack.seq] }
         else if (f === DownlinkF.time)
             d.time = { unixMs: v[TimeSync.unixMs], uptimeS: v[TimeSync.uptimeS] }
         else if (f === DownlinkF.config) {
             const c: any = {}
-            for (const k of Object.keys(Config)) c[k] = v[(Config as any)[k]]
+            for (const k of Object.keys(Config)) if (k !== "sealKey") c[k] = v[(Config as any)[k]]
+            c.sealKey = readBytesField(raw, Config.sealKey)
             d.config = c
         }
         else if (f === DownlinkF.resend)

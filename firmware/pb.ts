@@ -95,6 +95,17 @@ export class PbWriter {
         this.raw(b)
     }
 
+    /** fixed32: 4 bytes, little-endian (wire type 5); an unset or zero value is not written. */
+    fixed32(field: number, v: number) {
+        if (isUnset(v)) return
+        this.tag(field, WIRE_I32)
+        for (let i = 0; i < 4; ++i) {
+            const q = Math.floor(v / 256)
+            this.byte(v - q * 256)
+            v = q
+        }
+    }
+
     string(field: number, s: string) {
         if (!s || !s.length) return
         this.bytes(field, Buffer.from(s))
