@@ -1,7 +1,7 @@
 // One SQL implementation of Store for every PostgreSQL-compatible engine. All statements are
 // parameterised ($1...); identifiers never come from input.
 import { createHash } from "node:crypto"
-import { COLUMN_DDL, COLUMN_NAMES, readingValues, toReading } from "./columns.js"
+import { COLUMN_DDL, COLUMN_NAMES, READING_COLUMNS, toReading } from "./columns.js"
 import {
   DEAD_LETTER_HEAD_BYTES,
   type AlarmEvent,
@@ -22,6 +22,8 @@ import {
   type DeadLetterRetention,
   type FrameKey,
   type FrameOutcome,
+  type IngestTx,
+  type LedgerEntry,
 } from "./store.js"
 
 /** The part of a PostgreSQL client both engines provide. */
@@ -153,13 +155,237 @@ function toAlarm(r: Record<string, unknown>): AlarmRow {
   }
 }
 
+/** Parameters of a bulk statement: one typed array per column, unnested in SQL (any number of rows, few parameters). */
+const unnest = (types: string[], from = 1) => `unnest(${types.map((t, i) => `$${i + from}::${t}[]`).join(", ")})`
+
+const READING_ARRAY_TYPES = READING_COLUMNS.map((c) => c.sql)
+
+/** The rows' values as one array per column (COLUMN_NAMES order); times as ISO 8601. */
+function readingColumns(rows: ReadingRow[]): unknown[][] {
+  return READING_COLUMNS.map((c) =>
+    c.sql === "timestamptz" ? rows.map((r) => (r[c.key] as Date).toISOString()) : rows.map((r) => r[c.key]),
+  )
+}
+
+const READINGS_INSERT = `INSERT INTO readings (${COLUMN_NAMES.join(", ")})
+  SELECT * FROM ${unnest(READING_ARRAY_TYPES)} ON CONFLICT DO NOTHING`
+
+/** One row per meter (ON CONFLICT DO UPDATE may touch a row once per statement). */
 const LATEST_UPSERT = `INSERT INTO meter_latest (${COLUMN_NAMES.join(", ")})
-  VALUES (${COLUMN_NAMES.map((_, i) => `$${i + 1}`).join(", ")})
+  SELECT * FROM ${unnest(READING_ARRAY_TYPES)}
   ON CONFLICT (meter_id) DO UPDATE SET ${COLUMN_NAMES.slice(1)
     .map((c) => `${c} = EXCLUDED.${c}`)
     .join(", ")}
   WHERE (meter_latest.ts, meter_latest.boot, meter_latest.seq, meter_latest.idx)
       < (EXCLUDED.ts, EXCLUDED.boot, EXCLUDED.seq, EXCLUDED.idx)`
+
+/** a is newer than b in meter_latest's order: (ts, boot, seq, idx). */
+const newer = (a: ReadingRow, b: ReadingRow) =>
+  a.ts.getTime() - b.ts.getTime() || a.boot - b.boot || a.seq - b.seq || a.idx - b.idx
+
+const frameKey = (f: FrameKey) => `${f.meterId}\u0000${f.boot}\u0000${f.seq}`
+
+/** What the ledger holds for a frame id answers a claim of it (the rule on FrameOutcome). */
+const against = (ledgerSha256: string | null, sha256: string | undefined): FrameOutcome =>
+  ledgerSha256 && sha256 && ledgerSha256 !== sha256
+    ? { kind: "conflict", storedSha256: ledgerSha256 }
+    : { kind: "duplicate" }
+
+/**
+ * The data tier's writes on one connection or transaction: SqlStore's single-frame methods and
+ * an ingest batch (IngestTx) run the same statements.
+ */
+class SqlWrites implements IngestTx {
+  constructor(private readonly db: Db) {}
+
+  async getMeters(meterIds: string[]) {
+    const out = new Map<string, MeterRow>()
+    if (!meterIds.length) return out
+    const { rows } = await this.db.query(`SELECT * FROM meters WHERE meter_id = ANY($1::text[])`, [meterIds])
+    for (const r of rows) out.set(r.meter_id as string, toMeter(r))
+    return out
+  }
+
+  async touchMeters(touches: { meterId: string; firstAt: Date; lastAt: Date }[]) {
+    if (!touches.length) return
+    // sorted, one row per meter: concurrent batches lock meters in the same order
+    const t = [...touches].sort((a, b) => (a.meterId < b.meterId ? -1 : a.meterId > b.meterId ? 1 : 0))
+    await this.db.query(
+      `INSERT INTO meters (meter_id, first_seen, last_seen) SELECT * FROM ${unnest(["text", "timestamptz", "timestamptz"])}
+       ON CONFLICT (meter_id) DO UPDATE SET last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen)`,
+      [t.map((x) => x.meterId), t.map((x) => x.firstAt.toISOString()), t.map((x) => x.lastAt.toISOString())],
+    )
+  }
+
+  async recordBirth(meterId: string, b: BirthInfo, at: Date) {
+    await this.db.query(
+      `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
+         uptime_epoch_ms, birth_seq, born_at, birth_link)
+       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10)
+       ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
+         firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
+         interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
+         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link`,
+      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs, b.seq, b.link ?? null],
+    )
+  }
+
+  async recordDeath(meterId: string, boot: number, _at: Date) {
+    const { rows } = await this.db.query(
+      `UPDATE meters SET online = false WHERE meter_id = $1 AND (boot IS NULL OR boot <= $2) RETURNING meter_id`,
+      [meterId, boot],
+    )
+    return rows.length === 1
+  }
+
+  async markActive(meterId: string, at: Date) {
+    const { rows } = await this.db.query(
+      `WITH back AS (
+         UPDATE meters SET inactive = false, online = true, last_seen = GREATEST(last_seen, $2)
+         WHERE meter_id = $1 AND inactive RETURNING meter_id)
+       INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
+       SELECT meter_id, 'INACTIVE', false, $2, 0 FROM back RETURNING meter_id`,
+      [meterId, at],
+    )
+    return rows.length === 1
+  }
+
+  async setSeal(meterId: string, seal: Partial<MeterSeal>) {
+    // a field left out is left unchanged ($n IS NULL AND NOT $m: not given)
+    const { rows } = await this.db.query(
+      `UPDATE meters SET
+         seal_policy = COALESCE($2, seal_policy),
+         seal_key = CASE WHEN $4 THEN $3::bytea ELSE seal_key END,
+         seal_key_next = CASE WHEN $6 THEN $5::bytea ELSE seal_key_next END
+       WHERE meter_id = $1 RETURNING meter_id`,
+      [meterId, seal.policy ?? null, bytes(seal.key), "key" in seal, bytes(seal.nextKey), "nextKey" in seal],
+    )
+    return rows.length === 1
+  }
+
+  /**
+   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id; a second statement reads the
+   * content hashes of the ids claimed before (in a statement of its own, so it sees ids another
+   * bridge committed meanwhile), which tell a redelivery (same bytes, or a ledger row from before
+   * hashes were kept) from a conflict.
+   */
+  async claimFrames(frames: LedgerEntry[]): Promise<FrameOutcome[]> {
+    const first = new Map<string, LedgerEntry>()
+    for (const f of frames) if (!first.has(frameKey(f))) first.set(frameKey(f), f)
+    const distinct = [...first.values()].sort((a, b) =>
+      a.meterId < b.meterId ? -1 : a.meterId > b.meterId ? 1 : a.boot - b.boot || a.seq - b.seq,
+    )
+    const claimed = new Set<string>()
+    const ledger = new Map<string, string | null>()
+    if (distinct.length) {
+      const { rows } = await this.db.query<{ meter_id: string; boot: number; seq: number }>(
+        `INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256)
+         SELECT * FROM ${unnest(["text", "bigint", "bigint", "text", "timestamptz", "text"])}
+         ON CONFLICT DO NOTHING RETURNING meter_id, boot, seq`,
+        [
+          distinct.map((f) => f.meterId),
+          distinct.map((f) => f.boot),
+          distinct.map((f) => f.seq),
+          distinct.map((f) => f.kind),
+          distinct.map((f) => f.at.toISOString()),
+          distinct.map((f) => f.sha256 ?? null),
+        ],
+      )
+      for (const r of rows) claimed.add(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }))
+      const before = distinct.filter((f) => !claimed.has(frameKey(f)))
+      if (before.length) {
+        const stored = await this.db.query<{ meter_id: string; boot: number; seq: number; sha256: string | null }>(
+          `SELECT f.meter_id, f.boot, f.seq, f.sha256 FROM frames f
+           JOIN ${unnest(["text", "bigint", "bigint"])} AS k(meter_id, boot, seq) USING (meter_id, boot, seq)`,
+          [before.map((f) => f.meterId), before.map((f) => f.boot), before.map((f) => f.seq)],
+        )
+        for (const r of stored.rows)
+          ledger.set(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }), r.sha256 ?? null)
+      }
+    }
+    // the outcome of each entry in order, as if claimed one at a time
+    const seen = new Set<string>()
+    return frames.map((f): FrameOutcome => {
+      const k = frameKey(f)
+      if (!seen.has(k)) {
+        seen.add(k)
+        if (claimed.has(k)) {
+          ledger.set(k, f.sha256 ?? null)
+          return { kind: "stored" }
+        }
+      }
+      return against(ledger.get(k) ?? null, f.sha256)
+    })
+  }
+
+  async writeReadings(rows: ReadingRow[]) {
+    if (!rows.length) return
+    await this.db.query(READINGS_INSERT, readingColumns(rows))
+    const newest = new Map<string, ReadingRow>()
+    for (const r of rows) {
+      const n = newest.get(r.meterId)
+      if (!n || newer(r, n) > 0) newest.set(r.meterId, r)
+    }
+    const latest = [...newest.values()].sort((a, b) => (a.meterId < b.meterId ? -1 : a.meterId > b.meterId ? 1 : 0))
+    await this.db.query(LATEST_UPSERT, readingColumns(latest))
+  }
+
+  async writeAlarms(events: AlarmEvent[]) {
+    if (!events.length) return
+    await this.db.query(
+      `INSERT INTO alarms (meter_id, boot, seq, type, active, ts, value)
+       SELECT * FROM ${unnest(["text", "bigint", "bigint", "text", "boolean", "timestamptz", "bigint"])}`,
+      [
+        events.map((e) => e.meterId),
+        events.map((e) => e.boot),
+        events.map((e) => e.seq),
+        events.map((e) => e.type),
+        events.map((e) => e.active),
+        events.map((e) => e.ts.toISOString()),
+        events.map((e) => e.value),
+      ],
+    )
+  }
+
+  async raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date) {
+    // one raise per open alarm: serialised per meter by locking its row
+    await this.db.query(`SELECT 1 FROM meters WHERE meter_id = $1 FOR UPDATE`, [meterId])
+    const { rows } = await this.db.query(
+      `INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
+       SELECT $1, $2, true, $3, $4
+       WHERE NOT COALESCE((SELECT active FROM bridge_alarms WHERE meter_id = $1 AND type = $2
+                           ORDER BY ts DESC, id DESC LIMIT 1), false)
+       RETURNING id`,
+      [meterId, type, at, value],
+    )
+    return rows.length === 1
+  }
+
+  async addDeadLetters(letters: { letter: DeadLetter; at: Date }[]) {
+    if (!letters.length) return
+    const payloads = letters.map(({ letter }) =>
+      Buffer.from(letter.payload.buffer, letter.payload.byteOffset, letter.payload.byteLength),
+    )
+    await this.db.query(
+      `INSERT INTO dead_letters (received_at, topic, meter_id, reason, detail, payload, payload_bytes, payload_sha256,
+         stored_sha256)
+       SELECT received_at, topic, meter_id, reason, detail, decode(head, 'hex'), bytes, sha256, stored_sha256
+       FROM ${unnest(["timestamptz", "text", "text", "text", "text", "text", "integer", "text", "text"])}
+         AS d(received_at, topic, meter_id, reason, detail, head, bytes, sha256, stored_sha256)`,
+      [
+        letters.map(({ at }) => at.toISOString()),
+        letters.map(({ letter }) => printable(letter.topic, 512)),
+        letters.map(({ letter }) => letter.meterId),
+        letters.map(({ letter }) => printable(letter.reason, 64)),
+        letters.map(({ letter }) => printable(letter.detail, 1024)),
+        payloads.map((p) => p.subarray(0, DEAD_LETTER_HEAD_BYTES).toString("hex")),
+        payloads.map((p) => p.length),
+        payloads.map((p) => createHash("sha256").update(p).digest("hex")),
+        letters.map(({ letter }) => letter.storedSha256 ?? null),
+      ],
+    )
+  }
+}
 
 export class SqlStore implements Store {
   readonly features = { hypertable: false }
@@ -168,7 +394,12 @@ export class SqlStore implements Store {
     readonly engine: string,
     /** The engine's connection; public for tools (benchmarks seed with it), not for the API. */
     readonly db: Db,
-  ) {}
+  ) {
+    this.writes = new SqlWrites(db)
+  }
+
+  /** Single statements outside a batch: the same SQL as a batch's. */
+  private readonly writes: SqlWrites
 
   async migrate() {
     for (const m of MIGRATIONS) await this.db.query(m)
@@ -226,24 +457,11 @@ export class SqlStore implements Store {
   }
 
   async recordBirth(meterId: string, b: BirthInfo, at: Date) {
-    await this.db.query(
-      `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
-         uptime_epoch_ms, birth_seq, born_at, birth_link)
-       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10)
-       ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
-         firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
-         interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
-         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link`,
-      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs, b.seq, b.link ?? null],
-    )
+    await this.writes.recordBirth(meterId, b, at)
   }
 
-  async recordDeath(meterId: string, boot: number, _at: Date) {
-    const { rows } = await this.db.query(
-      `UPDATE meters SET online = false WHERE meter_id = $1 AND (boot IS NULL OR boot <= $2) RETURNING meter_id`,
-      [meterId, boot],
-    )
-    return rows.length === 1
+  async recordDeath(meterId: string, boot: number, at: Date) {
+    return this.writes.recordDeath(meterId, boot, at)
   }
 
   async registerMeter(meterId: string, at: Date, seal: Partial<MeterSeal> = {}) {
@@ -256,91 +474,33 @@ export class SqlStore implements Store {
   }
 
   async setSeal(meterId: string, seal: Partial<MeterSeal>) {
-    // a field left out is left unchanged ($n IS NULL AND NOT $m: not given)
-    const { rows } = await this.db.query(
-      `UPDATE meters SET
-         seal_policy = COALESCE($2, seal_policy),
-         seal_key = CASE WHEN $4 THEN $3::bytea ELSE seal_key END,
-         seal_key_next = CASE WHEN $6 THEN $5::bytea ELSE seal_key_next END
-       WHERE meter_id = $1 RETURNING meter_id`,
-      [meterId, seal.policy ?? null, bytes(seal.key), "key" in seal, bytes(seal.nextKey), "nextKey" in seal],
-    )
-    return rows.length === 1
-  }
-
-  /**
-   * Claims (meter, boot, seq) in the frame ledger. When it was claimed before, the content hashes
-   * tell a redelivery (same bytes, or a ledger row from before hashes were kept) from a conflict.
-   */
-  private async claimFrame(tx: Db, f: FrameKey, kind: string, at: Date): Promise<FrameOutcome> {
-    const { rows } = await tx.query(
-      `INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256) VALUES ($1, $2, $3, $4, $5, $6)
-       ON CONFLICT DO NOTHING RETURNING seq`,
-      [f.meterId, f.boot, f.seq, kind, at, f.sha256 ?? null],
-    )
-    if (rows.length === 1) return { kind: "stored" }
-    const stored = await tx.query<{ sha256: string | null }>(
-      `SELECT sha256 FROM frames WHERE meter_id = $1 AND boot = $2 AND seq = $3`,
-      [f.meterId, f.boot, f.seq],
-    )
-    const storedSha256 = stored.rows[0]?.sha256 ?? null
-    return storedSha256 && f.sha256 && storedSha256 !== f.sha256
-      ? { kind: "conflict", storedSha256 }
-      : { kind: "duplicate" }
+    return this.writes.setSeal(meterId, seal)
   }
 
   async insertReadings(f: FrameKey, rows: ReadingRow[], at: Date): Promise<FrameOutcome> {
-    return this.db.transaction(async (tx) => {
-      const claim = await this.claimFrame(tx, f, "readings", at)
-      if (claim.kind !== "stored") return claim
-      if (rows.length) {
-        const params: unknown[] = []
-        const tuples = rows.map((r) => {
-          const vals = readingValues(r)
-          const base = params.length
-          params.push(...vals)
-          return `(${vals.map((_, i) => `$${base + i + 1}`).join(", ")})`
-        })
-        await tx.query(
-          `INSERT INTO readings (${COLUMN_NAMES.join(", ")}) VALUES ${tuples.join(", ")}
-           ON CONFLICT DO NOTHING`,
-          params,
-        )
-        const newest = rows.reduce((a, b) =>
-          a.ts.getTime() > b.ts.getTime() || (a.ts.getTime() === b.ts.getTime() && a.idx > b.idx) ? a : b,
-        )
-        await tx.query(LATEST_UPSERT, readingValues(newest))
-      }
+    return this.ingestBatch(async (tx) => {
+      const [claim] = await tx.claimFrames([{ ...f, kind: "readings", at }])
+      if (claim.kind === "stored") await tx.writeReadings(rows)
       return claim
     })
   }
 
   async insertAlarm(e: AlarmEvent, at: Date, sha256?: string): Promise<FrameOutcome> {
-    return this.db.transaction(async (tx) => {
-      const claim = await this.claimFrame(tx, { ...e, sha256 }, "alarm", at)
-      if (claim.kind !== "stored") return claim
-      await tx.query(
-        `INSERT INTO alarms (meter_id, boot, seq, type, active, ts, value) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-        [e.meterId, e.boot, e.seq, e.type, e.active, e.ts, e.value],
-      )
+    return this.ingestBatch(async (tx) => {
+      const [claim] = await tx.claimFrames([
+        { meterId: e.meterId, boot: e.boot, seq: e.seq, sha256, kind: "alarm", at },
+      ])
+      if (claim.kind === "stored") await tx.writeAlarms([e])
       return claim
     })
   }
 
+  async ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T> {
+    return this.db.transaction((tx) => fn(new SqlWrites(tx)))
+  }
+
   async raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date) {
-    return this.db.transaction(async (tx) => {
-      // one raise per open alarm: serialised per meter by locking its row
-      await tx.query(`SELECT 1 FROM meters WHERE meter_id = $1 FOR UPDATE`, [meterId])
-      const { rows } = await tx.query(
-        `INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
-         SELECT $1, $2, true, $3, $4
-         WHERE NOT COALESCE((SELECT active FROM bridge_alarms WHERE meter_id = $1 AND type = $2
-                             ORDER BY ts DESC, id DESC LIMIT 1), false)
-         RETURNING id`,
-        [meterId, type, at, value],
-      )
-      return rows.length === 1
-    })
+    return this.ingestBatch((tx) => tx.raiseBridgeAlarm(meterId, type, value, at))
   }
 
   async readings(meterId: string, q: ReadingQuery = {}) {
@@ -448,15 +608,7 @@ export class SqlStore implements Store {
   }
 
   async markActive(meterId: string, at: Date) {
-    const { rows } = await this.db.query(
-      `WITH back AS (
-         UPDATE meters SET inactive = false, online = true, last_seen = GREATEST(last_seen, $2)
-         WHERE meter_id = $1 AND inactive RETURNING meter_id)
-       INSERT INTO bridge_alarms (meter_id, type, active, ts, value)
-       SELECT meter_id, 'INACTIVE', false, $2, 0 FROM back RETURNING meter_id`,
-      [meterId, at],
-    )
-    return rows.length === 1
+    return this.writes.markActive(meterId, at)
   }
 
   async countOnline() {
@@ -465,22 +617,7 @@ export class SqlStore implements Store {
   }
 
   async addDeadLetter(d: DeadLetter, at: Date) {
-    const payload = Buffer.from(d.payload.buffer, d.payload.byteOffset, d.payload.byteLength)
-    await this.db.query(
-      `INSERT INTO dead_letters (received_at, topic, meter_id, reason, detail, payload, payload_bytes, payload_sha256,
-         stored_sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-      [
-        at,
-        printable(d.topic, 512),
-        d.meterId,
-        printable(d.reason, 64),
-        printable(d.detail, 1024),
-        payload.subarray(0, DEAD_LETTER_HEAD_BYTES),
-        payload.length,
-        createHash("sha256").update(payload).digest("hex"),
-        d.storedSha256 ?? null,
-      ],
-    )
+    await this.writes.addDeadLetters([{ letter: d, at }])
   }
 
   async deadLetters(q: DeadLetterQuery = {}) {

@@ -186,6 +186,40 @@ export interface ReadingQuery {
   limit?: number
 }
 
+/** A frame to claim in the ledger within an ingest batch. */
+export interface LedgerEntry extends FrameKey {
+  kind: "readings" | "alarm"
+  at: Date
+}
+
+/**
+ * The writes of one ingest batch, all in one transaction (Store.ingestBatch): none is visible,
+ * and no frame of the batch is acknowledged, before all of them commit. Each bulk method is one
+ * statement whatever the number of frames.
+ */
+export interface IngestTx {
+  /** The rows of those meters that exist. */
+  getMeters(meterIds: string[]): Promise<Map<string, MeterRow>>
+  /** Registers the meters not known yet (first_seen = firstAt) and advances every last_seen to lastAt. */
+  touchMeters(touches: { meterId: string; firstAt: Date; lastAt: Date }[]): Promise<void>
+  recordBirth(meterId: string, birth: BirthInfo, at: Date): Promise<void>
+  recordDeath(meterId: string, boot: number, at: Date): Promise<boolean>
+  markActive(meterId: string, at: Date): Promise<boolean>
+  setSeal(meterId: string, seal: Partial<MeterSeal>): Promise<boolean>
+  /**
+   * Claims the frames in the ledger, with the outcome each would have had claimed one by one in
+   * this order: a later entry with the (meter, boot, seq) of an earlier one is its duplicate (same
+   * hash) or conflict (other hash).
+   */
+  claimFrames(frames: LedgerEntry[]): Promise<FrameOutcome[]>
+  /** Interval readings of claimed frames; meter_latest follows the newest of each meter. */
+  writeReadings(rows: ReadingRow[]): Promise<void>
+  /** Alarm edges of claimed frames. */
+  writeAlarms(events: AlarmEvent[]): Promise<void>
+  raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date): Promise<boolean>
+  addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
+}
+
 export interface Store {
   readonly engine: string
   migrate(): Promise<void>
@@ -207,6 +241,11 @@ export interface Store {
   insertReadings(frame: FrameKey, rows: ReadingRow[], at: Date): Promise<FrameOutcome>
   /** Same contract as insertReadings, for alarm frames. */
   insertAlarm(event: AlarmEvent, at: Date, sha256?: string): Promise<FrameOutcome>
+  /**
+   * Runs one ingest batch's writes in one transaction; commits when fn resolves (durably: the
+   * embedded engine syncs its WAL as PostgreSQL does). Rolls back, writing nothing, when it throws.
+   */
+  ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T>
   /**
    * Raises a bridge alarm of `type` on the meter unless one is open already. Returns whether it
    * raised one.
