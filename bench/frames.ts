@@ -4,7 +4,7 @@
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import protobuf from "protobufjs"
-import { decodeUplink } from "../bridge/src/codec.js"
+import { decodeUplink, sealUplink } from "../bridge/src/codec.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 
 const { Uplink } = citymeter.v1
@@ -72,7 +72,8 @@ export function encodeCitymeter(b: Batch, replayed = false): Uint8Array {
           totalWh: b.energyTotalWh,
           energyWh: v.map((r) => r.energyWh),
           powerW: v.map((r) => r.powerW),
-          voltageDv: v.map((r) => r.voltageDv),
+          // delta-encoded, as the firmware sends it (proto voltage_delta_dv)
+          voltageDeltaDv: v.map((r, i) => (i === 0 ? r.voltageDv : r.voltageDv - v[i - 1].voltageDv)),
         },
         pressure: {
           avgPa: v.map((r) => r.pressureAvgPa),
@@ -146,13 +147,15 @@ export function encodeJson(b: Batch): Uint8Array {
 export interface FrameSizeRow {
   intervals: number
   citymeter: number
+  /** The same frame sealed (issue 10), with a boot from the random range a wiped meter starts in. */
+  sealed: number
   sparkplug: number
   json: number
 }
 
 export function frameSizeBench(): FrameSizeRow[] {
   console.log("\n## frame size (bytes of MQTT payload; 7 values per interval + 2 totals)")
-  console.log("intervals  citymeter  Sparkplug B (baseline)  JSON  Sparkplug/citymeter  JSON/citymeter")
+  console.log("intervals  citymeter  sealed  Sparkplug B (baseline)  JSON  Sparkplug/citymeter  JSON/citymeter")
   const rows: FrameSizeRow[] = []
   for (const n of [1, 4, 16]) {
     const b = householdBatch(n)
@@ -164,12 +167,48 @@ export function frameSizeBench(): FrameSizeRow[] {
     const sp = encodeSparkplug(b)
     const back = Payload.toObject(Payload.decode(sp), { longs: Number }) as { metrics: unknown[] }
     if (back.metrics.length !== n * 7 + 2) throw new Error("Sparkplug payload does not decode")
-    const row = { intervals: n, citymeter: cm.length, sparkplug: sp.length, json: encodeJson(b).length }
+    const sealed = sealUplink(BENCH_KEY, { ...Uplink.decode(cm), boot: 123_456_789 })
+    const row = {
+      intervals: n,
+      citymeter: cm.length,
+      sealed: sealed.length,
+      sparkplug: sp.length,
+      json: encodeJson(b).length,
+    }
     rows.push(row)
     console.log(
-      `${String(n).padStart(9)}  ${String(row.citymeter).padStart(9)}  ${String(row.sparkplug).padStart(22)}  ${String(row.json).padStart(4)}  ` +
+      `${String(n).padStart(9)}  ${String(row.citymeter).padStart(9)}  ${String(row.sealed).padStart(6)}  ${String(row.sparkplug).padStart(22)}  ${String(row.json).padStart(4)}  ` +
         `${(row.sparkplug / row.citymeter).toFixed(1).padStart(18)}×  ${(row.json / row.citymeter).toFixed(1).padStart(13)}×`,
     )
   }
   return rows
+}
+
+const BENCH_KEY = Buffer.alloc(32, 0x5a)
+
+/**
+ * Bridge-side cost of sealing: decode + validate of a 4-interval frame, open (baseline) against
+ * sealed (AES-256-CCM verify and decrypt first), frames/s on one core in the same run.
+ */
+export function sealCostBench(quick: boolean) {
+  const b = householdBatch(4)
+  const nowS = b.startS + 4 * 900
+  const open = encodeCitymeter(b)
+  const sealed = sealUplink(BENCH_KEY, Uplink.decode(open))
+  const ctx = { policy: "sealed" as const, keys: [BENCH_KEY] }
+  const rate = (fn: () => void) => {
+    const n = quick ? 5_000 : 100_000
+    for (let i = 0; i < n / 10; i++) fn() // warm up
+    const t0 = performance.now()
+    for (let i = 0; i < n; i++) fn()
+    return n / ((performance.now() - t0) / 1000)
+  }
+  const openRate = rate(() => decodeUplink("readings", open, nowS))
+  const sealedRate = rate(() => decodeUplink("readings", sealed, nowS, ctx))
+  console.log("\n## sealing cost on the bridge (decode + validate of a 4-interval frame, one core)")
+  console.log(`open frame (baseline)   ${Math.round(openRate).toLocaleString("en")} frames/s`)
+  console.log(
+    `sealed frame            ${Math.round(sealedRate).toLocaleString("en")} frames/s  (${(sealedRate / openRate).toFixed(2)}× of open; +${sealed.length - open.length} bytes)`,
+  )
+  return { openRate, sealedRate }
 }

@@ -2,7 +2,7 @@
 // `--only frames|ingest|firmware`. Every benchmark prints its baseline and the ratio to it, both
 // measured in the same run on the same machine.
 import { arch, cpus, totalmem } from "node:os"
-import { frameSizeBench } from "./frames.js"
+import { frameSizeBench, sealCostBench } from "./frames.js"
 import { ingestBench } from "./ingest.js"
 import { firmwareBench } from "./firmware.js"
 
@@ -14,7 +14,10 @@ console.log(
   `citymeter bench ${quick ? "(quick)" : "(full)"} ${new Date().toISOString()} — ${cpus().length} × ${cpus()[0]?.model ?? arch()}, ` +
     `${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.versions.node}`,
 )
-if (!only || only === "frames") frameSizeBench()
+if (!only || only === "frames") {
+  frameSizeBench()
+  sealCostBench(quick)
+}
 if (!only || only === "ingest") await ingestBench(quick)
 if (!only || only === "firmware") await firmwareBench(quick)
 // VM hosts and sockets may keep the event loop alive

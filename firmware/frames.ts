@@ -3,8 +3,11 @@
 // JSON can be fed to the encoder as is. Field numbers come from firmware/gen/wire.ts.
 import { PbReader, PbWriter, WIRE_LEN, WIRE_VARINT } from "./pb"
 import {
+    KIND_ACK,
     KIND_ALARM,
     KIND_BIRTH,
+    KIND_CONFIG,
+    KIND_TIME,
     KIND_DEATH,
     KIND_READINGS,
     NONCE_BYTES,
@@ -38,6 +41,8 @@ export interface ElectricitySeries {
     energyWh?: number[]
     powerW?: number[]
     voltageDv?: number[]
+    /** proto voltage_delta_dv: the first voltage, then changes (what the sampler sends). */
+    voltageDeltaDv?: number[]
 }
 export interface PressureSeries {
     avgPa?: number[]
@@ -100,6 +105,7 @@ function encodeElectricity(s: ElectricitySeries) {
     w.packedUint(ElectricityF.energyWh, s.energyWh)
     w.packedSint(ElectricityF.powerW, s.powerW)
     w.packedUint(ElectricityF.voltageDv, s.voltageDv)
+    w.packedSint(ElectricityF.voltageDeltaDv, s.voltageDeltaDv)
     return w
 }
 
@@ -186,8 +192,14 @@ function upKindCode(u: Uplink): number {
  * that binds them (proto Uplink.sealed).
  */
 export function encodeSealedUplink(u: Uplink, key: Buffer): Buffer {
-    const body = new PbWriter(128)
-    writeBody(body, u)
+    // the plaintext is the body message itself: the topic's kind says which
+    const body = u.readings
+        ? encodeReadings(u.readings)
+        : u.birth
+          ? encodeBirth(u.birth)
+          : u.alarm
+            ? encodeAlarm(u.alarm)
+            : new PbWriter(1)
     const kind = upKindCode(u)
     const counter = kind === KIND_READINGS || kind === KIND_ALARM ? u.seq : u.link
     const sealed = seal(key, uplinkNonce(kind, u.boot, counter ? counter : 0), body.finish())
@@ -241,9 +253,18 @@ export function openDownlink(d: Downlink, kindCode: number, key: Buffer): Downli
     if (!d.sealed || !d.nonce || d.nonce.length !== NONCE_BYTES - 1 || kindCode === 0) return undefined
     const plain = open(key, downlinkNonce(kindCode, d.nonce), d.sealed)
     if (!plain) return undefined
-    const inner = decodeDownlink(plain)
-    if (inner.sealed || inner.nonce) return undefined
-    return inner
+    // the plaintext is the body message of the topic's kind: read it as that field of a Downlink
+    const field =
+        kindCode === KIND_ACK
+            ? DownlinkF.ack
+            : kindCode === KIND_TIME
+              ? DownlinkF.time
+              : kindCode === KIND_CONFIG
+                ? DownlinkF.config
+                : DownlinkF.resend
+    const w = new PbWriter(plain.length + 4)
+    w.bytes(field, plain)
+    return decodeDownlink(w.finish())
 }
 
 /** Decodes a Downlink; unknown fields are skipped (forward compatible). Throws on bad bytes. */

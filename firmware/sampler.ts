@@ -180,7 +180,8 @@ export function toBatch(
             totalWh: sampler.energy.total,
             energyWh: intervals.map(r => r.energyWh),
             powerW: intervals.map(r => r.powerW),
-            voltageDv: intervals.map(r => r.voltageDv),
+            // delta-encoded (proto voltage_delta_dv): a steady line costs a byte per interval
+            voltageDeltaDv: intervals.map((r, i) => (i === 0 ? r.voltageDv : r.voltageDv - intervals[i - 1].voltageDv)),
         }
     if (sampler.hasPressure)
         b.pressure = {

@@ -2,8 +2,7 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { readFileSync, readdirSync } from "node:fs"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
-import { sealUplink } from "../bridge/src/codec.js"
-import { downlinkNonce, seal } from "../bridge/src/seal.js"
+import { sealDownlinkBody, sealUplink } from "../bridge/src/codec.js"
 import type { DownKind } from "../bridge/src/topics.js"
 
 export const goldenDir = join(dirname(fileURLToPath(import.meta.url)), "../proto/golden")
@@ -58,11 +57,7 @@ export function sealGolden(e: Omit<SealedGolden, "hex" | "name">): string {
     return Buffer.from(sealUplink(key, u)).toString("hex")
   }
   const kind = Object.keys(json)[0] as DownKind
-  const clear = Buffer.from(e.nonce!, "hex")
-  const plain = Downlink.encode(Downlink.fromObject(json)).finish()
-  return Buffer.from(
-    Downlink.encode({ sealed: seal(key, downlinkNonce(kind, clear), plain), nonce: clear }).finish(),
-  ).toString("hex")
+  return Buffer.from(sealDownlinkBody(key, kind, json[kind] as object, Buffer.from(e.nonce!, "hex"))).toString("hex")
 }
 
 export function readSealedGolden(): SealedGolden[] {

@@ -2,7 +2,8 @@
 import { citymeter } from "./gen/citymeter.js"
 import { downlinkClearNonce, downlinkNonce, open, seal, uplinkNonce } from "./seal.js"
 import { PLAUSIBLE } from "./store/columns.js"
-import type { UpKind } from "./topics.js"
+import protobuf from "protobufjs/minimal.js"
+import type { DownKind, UpKind } from "./topics.js"
 
 const { Uplink, Downlink, AlarmType } = citymeter.v1
 
@@ -142,6 +143,13 @@ function series(name: string, values: number[] | null | undefined, n: number): n
   return values.map(Number)
 }
 
+/** proto ElectricitySeries.voltage_delta_dv: the first value, then changes. */
+function undelta(d: number[] | undefined): number[] | undefined {
+  if (!d) return undefined
+  let v = 0
+  return d.map((x) => (v += x))
+}
+
 function syncedTime(name: string, s: number, nowS: number) {
   if (s > nowS + MAX_FUTURE_SKEW_S)
     throw new FrameError("CM_ERR_CLOCK_SKEW", `${name} ${s} is ${s - nowS} s ahead of the bridge`)
@@ -192,7 +200,11 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
   const reverse = series("water.reverse_ml", r.water?.reverseMl, n)
   const energy = series("electricity.energy_wh", r.electricity?.energyWh, n)
   const power = series("electricity.power_w", r.electricity?.powerW, n)
-  const voltage = series("electricity.voltage_dv", r.electricity?.voltageDv, n)
+  const voltage =
+    series("electricity.voltage_dv", r.electricity?.voltageDv, n) ??
+    undelta(series("electricity.voltage_delta_dv", r.electricity?.voltageDeltaDv, n))
+  if (r.electricity?.voltageDv?.length && r.electricity?.voltageDeltaDv?.length)
+    throw new FrameError("CM_ERR_SERIES", "both voltage_dv and voltage_delta_dv")
   const avg = series("pressure.avg_pa", r.pressure?.avgPa, n)
   const below = series("pressure.below_avg_pa", r.pressure?.belowAvgPa, n)
   const above = series("pressure.above_avg_pa", r.pressure?.aboveAvgPa, n)
@@ -325,9 +337,8 @@ function unseal(kind: UpKind, outer: citymeter.v1.Uplink, ctx: SealContext): [ci
   for (let i = 0; i < ctx.keys.length; i++) {
     const plain = open(ctx.keys[i], nonce, outer.sealed!)
     if (!plain) continue
-    const inner = decodeCanonical(plain)
-    if (inner.boot || inner.seq || inner.link || !inner.body || inner.body === "sealed")
-      throw new FrameError("CM_ERR_DECODE", "the sealed plaintext must hold only the body")
+    // the plaintext is the body message of the topic's kind, canonical like any frame
+    const inner = decodeCanonical(wrapBody(kind, plain))
     inner.boot = boot
     inner.seq = seq
     inner.link = link
@@ -336,25 +347,53 @@ function unseal(kind: UpKind, outer: citymeter.v1.Uplink, ctx: SealContext): [ci
   throw new FrameError("CM_ERR_SEAL", `the tag does not verify under the meter's key${ctx.keys.length > 1 ? "s" : ""}`)
 }
 
+/** The Uplink that carries `body` as its `kind` (field number + length + bytes). */
+function wrapBody(kind: UpKind, body: Uint8Array): Uint8Array {
+  const w = protobuf.Writer.create()
+  w.uint32((BODY_FIELD[kind] << 3) | 2).bytes(body)
+  return w.finish()
+}
+const BODY_FIELD: Record<UpKind, number> = { readings: 10, birth: 11, alarm: 12, death: 13 }
+
 function isCanonical(u: citymeter.v1.Uplink, payload: Uint8Array): boolean {
   const again = Uplink.encode(u).finish()
   return again.length === payload.length && Buffer.compare(again, payload) === 0
 }
 
 export function encodeDownlink(d: citymeter.v1.Downlink.$Properties, key?: Uint8Array): Uint8Array {
-  const plain = Downlink.encode(Downlink.fromObject(d)).finish()
-  if (!key) return plain
+  if (!key) return Downlink.encode(Downlink.fromObject(d)).finish()
   const kind = (["ack", "time", "config", "resend"] as const).find((k) => d[k] !== undefined && d[k] !== null)
   if (!kind) throw new Error("a downlink needs a body")
-  const clear = downlinkClearNonce()
+  return sealDownlinkBody(key, kind, d[kind]!, downlinkClearNonce())
+}
+
+const DOWN_BODY = {
+  ack: citymeter.v1.Ack,
+  time: citymeter.v1.TimeSync,
+  config: citymeter.v1.Config,
+  resend: citymeter.v1.Resend,
+}
+
+/** A sealed Downlink: the body message of `kind` sealed under `key` with the given clear nonce. */
+export function sealDownlinkBody(key: Uint8Array, kind: DownKind, body: object, clear: Uint8Array): Uint8Array {
+  const type = DOWN_BODY[kind] as unknown as { encode(m: object): protobuf.Writer; fromObject(o: object): object }
+  const plain = type.encode(type.fromObject(body)).finish()
   return Downlink.encode({ sealed: seal(key, downlinkNonce(kind, clear), plain), nonce: clear }).finish()
+}
+
+const UP_BODY = {
+  readings: citymeter.v1.ReadingBatch,
+  birth: citymeter.v1.Birth,
+  alarm: citymeter.v1.Alarm,
+  death: citymeter.v1.Death,
 }
 
 /** The sealed form of an uplink (the firmware's job; here for tests, the simulator's fleet and golden frames). */
 export function sealUplink(key: Uint8Array, u: citymeter.v1.IUplink): Uint8Array {
   const kind = (["readings", "birth", "alarm", "death"] as const).find((k) => u[k] !== undefined && u[k] !== null)
   if (!kind) throw new Error("an uplink needs a body")
-  const plain = Uplink.encode({ [kind]: u[kind] }).finish()
+  const type = UP_BODY[kind] as unknown as { encode(m: object): protobuf.Writer; fromObject(o: object): object }
+  const plain = type.encode(type.fromObject(u[kind]!)).finish()
   const [boot, seq, link] = [num(u.boot), num(u.seq), num(u.link)]
   return Uplink.encode({ boot, seq, link, sealed: seal(key, uplinkNonce(kind, boot, seq, link), plain) }).finish()
 }
