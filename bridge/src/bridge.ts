@@ -1,7 +1,7 @@
 // The bridge service: MQTT subscription → Ingest → data tier, downlinks back to meters.
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt"
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt"
 import type { Logger } from "pino"
-import { Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
+import { DEFAULT_BATCH_MAX_FRAMES, Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
 import type { Metrics } from "./metrics.js"
 import type { Store } from "./store/store.js"
 import { downTopic, upFilter } from "./topics.js"
@@ -17,6 +17,11 @@ export interface BridgeOptions extends IngestOptions {
   shareGroup?: string
   protocolVersion?: 4 | 5
   mqttOptions?: IClientOptions
+  /**
+   * Uplinks received and not yet acknowledged at most (default: two batches); beyond it the
+   * bridge stops reading the socket until a batch commits. Also the MQTT 5 Receive Maximum.
+   */
+  maxInFlight?: number
 }
 
 export interface Bridge {
@@ -33,12 +38,16 @@ export interface Bridge {
 
 export function startBridge(o: BridgeOptions): Bridge {
   const protocolVersion = o.protocolVersion ?? (o.shareGroup ? 5 : 4)
+  const maxInFlight = o.maxInFlight ?? 2 * (o.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES)
   const client = mqtt.connect(o.mqttUrl, {
     clientId: o.clientId ?? `citymeter-bridge-${process.pid}`,
     clean: false,
     protocolVersion,
     // MQTT 5 [3.1.2.11.2]: without a session expiry the session ends with the connection.
-    properties: protocolVersion === 5 ? { sessionExpiryInterval: 7 * 24 * 3600 } : undefined,
+    // MQTT 5 [3.1.2.11.3] Receive Maximum: how many QoS 1 uplinks the broker may send before our
+    // PUBACKs (Mosquitto uses it instead of max_inflight_messages); two batches keep the pipeline full.
+    properties:
+      protocolVersion === 5 ? { sessionExpiryInterval: 7 * 24 * 3600, receiveMaximum: maxInFlight } : undefined,
     reconnectPeriod: 500,
     connectTimeout: 5000,
     ...o.mqttOptions,
@@ -49,19 +58,8 @@ export function startBridge(o: BridgeOptions): Bridge {
     o.log.debug({ meterId, kind, ms: Date.now() - t0 }, "downlink acknowledged by broker")
   }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
-  // mqtt.js calls handleMessage one message at a time and sends the PUBACK only after its
-  // callback: the broker's acknowledgement therefore waits for the commit (MQTT-4.3.2). handle()
-  // settles every frame itself (stored, duplicate or dead-lettered) and only waits, unresolved,
-  // while the data tier is unavailable; it rejects only when the bridge stops.
-  client.handleMessage = (packet, done) => {
-    ingest.handle(packet.topic, packet.payload as Buffer).then(
-      () => done(),
-      (e: Error) => {
-        o.log.warn({ err: e.message, topic: packet.topic }, "bridge stopping; frame left unacknowledged")
-        done(e)
-      },
-    )
-  }
+  const acks = deferredPubacks(client, ingest, o.log, maxInFlight)
+  client.handleMessage = acks.handleMessage
   client.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error"))
   let subscribed = false
   let stopped = false
@@ -101,3 +99,71 @@ export function startBridge(o: BridgeOptions): Bridge {
     },
   }
 }
+
+/**
+ * The broker's acknowledgements (PUBACK) follow the commit of their frame's batch, in the order the
+ * uplinks were received ([MQTT-4.6.0-2]), while mqtt.js goes on reading the next uplinks.
+ *
+ * mqtt.js hands one message at a time to handleMessage and reads the next packet only after its
+ * callback; called without an error, the callback sends the PUBACK first (handlers/publish.js). So
+ * the callback is called at once with DEFERRED, which makes mqtt.js skip its PUBACK and go on, and
+ * the PUBACK is sent here when the frame's batch has committed and every earlier uplink has been
+ * acknowledged. Beyond maxInFlight unacknowledged uplinks the callback waits, which stops mqtt.js
+ * reading the socket (TCP backpressure) until a batch commits. A PUBACK goes only on the
+ * connection that delivered its PUBLISH: after a reconnect the broker sends unacknowledged QoS 1
+ * messages again (persistent session), and the frame ledger makes the second copy a duplicate.
+ */
+function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, maxInFlight: number) {
+  interface Pending {
+    messageId: number
+    /** The connection (socket stream) the PUBLISH came on. */
+    stream: unknown
+    settled: boolean
+    /** Not to be acknowledged: the bridge stopped before its commit. */
+    drop: boolean
+  }
+  const fifo: Pending[] = []
+  const waiting: (() => void)[] = []
+  /** Streams on which a frame was left unacknowledged: no later PUBACK may overtake it there. */
+  const halted = new WeakSet<object>()
+  // mqtt.js's own PUBACK path (what its handlers call once handleMessage's callback succeeds)
+  const sendPacket = (packet: object) => (client as unknown as { _sendPacket(p: object): void })._sendPacket(packet)
+  const flush = () => {
+    while (fifo.length && fifo[0].settled) {
+      const p = fifo.shift()!
+      const stream = p.stream as object
+      if (p.drop) halted.add(stream)
+      else if (client.connected && client.stream === stream && !halted.has(stream))
+        sendPacket({ cmd: "puback", messageId: p.messageId })
+    }
+    while (waiting.length && fifo.length < maxInFlight) waiting.shift()!()
+  }
+  const handleMessage = (packet: IPublishPacket, done: (err?: Error) => void) => {
+    if (packet.qos === 0 || packet.messageId === undefined) {
+      // no acknowledgement to defer (meters publish at QoS 1)
+      void ingest.handle(packet.topic, packet.payload as Buffer).catch(() => {})
+      return done()
+    }
+    const p: Pending = { messageId: packet.messageId, stream: client.stream, settled: false, drop: false }
+    fifo.push(p)
+    ingest.handle(packet.topic, packet.payload as Buffer).then(
+      () => {
+        p.settled = true
+        flush()
+      },
+      (e: Error) => {
+        log.warn({ err: e.message, topic: packet.topic }, "bridge stopping; frame left unacknowledged")
+        p.settled = true
+        p.drop = true
+        flush()
+      },
+    )
+    const next = () => done(DEFERRED)
+    if (fifo.length < maxInFlight) next()
+    else waiting.push(next)
+  }
+  return { handleMessage }
+}
+
+/** handleMessage's callback error that makes mqtt.js skip its own PUBACK; ours follows the commit. */
+const DEFERRED = new Error("PUBACK deferred until the frame's batch commits")

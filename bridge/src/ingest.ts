@@ -1,9 +1,12 @@
-// Uplink ingest: topic + payload → validated frame → committed rows → downlink (ack / time).
+// Uplink ingest: topic + payload → validated frame → committed rows → downlink (ack / time), in
+// batches. Frames are grouped into one transaction (at most batchMaxFrames, gathered for at most
+// batchWindowMs while the pipeline is idle, or while the previous batch commits); handle()
+// resolves after the commit, and the caller sends the broker's acknowledgement only then.
 // Every frame ends in one of: stored, duplicate (same content as a stored frame), or dead-lettered
-// with a reason (counted, logged with its meter). Content errors are per frame: a frame the data
-// tier refuses for its content is parked and acknowledged, so it can never stall other meters.
-// Only an unavailable data tier is retried, with the frame unacknowledged at the broker (the MQTT
-// acknowledgement is sent by the caller after handle() resolves, so it always follows the commit).
+// with a reason (counted, logged with its meter), its dead letter in the same transaction.
+// Content errors are per frame: a batch the data tier refuses is split in halves until the frame
+// it refuses is alone, and that frame is parked and acknowledged, so it never blocks the others.
+// Only an unavailable data tier is retried, the whole batch unacknowledged at the broker.
 import { createHash } from "node:crypto"
 import type { Logger } from "pino"
 import {
@@ -11,16 +14,18 @@ import {
   decodeUplink,
   encodeDownlink,
   type AlarmFrame,
+  type BirthFrame,
   type ReadingsFrame,
   type RejectCode,
   type SealContext,
+  type UplinkFrame,
 } from "./codec.js"
 import { citymeter } from "./gen/citymeter.js"
 import type { Metrics } from "./metrics.js"
 import { outOfRange } from "./store/columns.js"
 import { isTransientStoreError, storeErrorDetail } from "./store/errors.js"
-import type { FrameOutcome, MeterRow, ReadingRow, Store } from "./store/store.js"
-import { parseUpTopic, type DownKind } from "./topics.js"
+import type { AlarmEvent, DeadLetter, FrameOutcome, IngestTx, MeterRow, ReadingRow, Store } from "./store/store.js"
+import { parseUpTopic, type DownKind, type UpKind } from "./topics.js"
 
 export type SendDownlink = (meterId: string, kind: DownKind, payload: Uint8Array) => Promise<void>
 
@@ -32,7 +37,24 @@ export interface IngestOptions {
   autoRegister?: boolean
   /** Delay between retries of a failed data-tier operation, ms. */
   retryMs?: number
+  /** Most frames in one batch (one transaction). Default DEFAULT_BATCH_MAX_FRAMES. */
+  batchMaxFrames?: number
+  /**
+   * How long a batch gathers frames after the first one arrives at an idle pipeline, ms (0: the
+   * frames already handed over, nothing more). While a batch commits the next one gathers anyway.
+   * Default DEFAULT_BATCH_WINDOW_MS.
+   */
+  batchWindowMs?: number
 }
+
+/**
+ * Batch bounds (bench/README.md measures them). 1000 frames of 4 intervals are 4000 readings, one
+ * INSERT of ~80 ms of work on PostgreSQL here; more per batch gains little, and the broker's
+ * in-flight window (deploy/mosquitto/citymeter.conf) must hold two batches to keep the pipeline full.
+ */
+export const DEFAULT_BATCH_MAX_FRAMES = 1000
+/** A short window: at 1000 frames/s it makes batches of ~2 frames and costs ~1 ms of latency. */
+export const DEFAULT_BATCH_WINDOW_MS = 2
 
 /** What became of one uplink. */
 export type IngestOutcome = "stored" | "duplicate" | RejectCode
@@ -50,8 +72,12 @@ export const SEQ_SLACK = 32
 /** Boot plausibility: restarts between two births the bridge sees. */
 export const MAX_BOOT_JUMP = 10_000
 
-/** The data tier refused this frame's content: retrying cannot help. */
+/** The data tier refused this batch's content: retrying cannot help. */
 class StoreRefused extends Error {}
+
+/** Errors of the bridge's own code (not the data tier's): retrying cannot help either. */
+const isBug = (e: unknown) =>
+  e instanceof TypeError || e instanceof RangeError || e instanceof ReferenceError || e instanceof SyntaxError
 
 /** The decoder's view of a meter's sealing (an unknown meter in the demo: open). */
 export function sealContext(meter: MeterRow | undefined): SealContext {
@@ -60,15 +86,66 @@ export function sealContext(meter: MeterRow | undefined): SealContext {
   return { policy: meter.seal.policy, keys }
 }
 
+/** An uplink waiting for its batch. */
+interface Inbound {
+  topic: string
+  payload: Uint8Array
+  at: Date
+  /** performance.now() at arrival. */
+  since: number
+  resolve(outcome: IngestOutcome): void
+  reject(e: Error): void
+}
+
+/**
+ * One frame's way through a batch: decided from its meter's row inside the batch's transaction,
+ * written with the batch, and settled (metrics, logs, downlinks) after the commit. Built anew on
+ * every attempt of the batch.
+ */
+interface Work {
+  in: Inbound
+  kind: UpKind | undefined
+  meterId: string | null
+  sha256: string
+  frame?: UplinkFrame
+  /** The key downlinks to this meter are sealed with (null: open), as the frame found it. */
+  downlinkKey: Uint8Array | null
+  rows?: ReadingRow[]
+  event?: AlarmEvent
+  /** Dead-lettered with this reason (in the batch's transaction). */
+  error?: FrameError
+  storedSha256?: string
+  /** A bug in the bridge met while deciding: logged at error, parked. */
+  bug?: Error
+  claim?: FrameOutcome
+  /** Acknowledged to the meter after the commit. */
+  ack?: { boot: number; seq: number }
+  /** Effects on the meter's row, for the log: INACTIVE cleared, key rotation confirmed, boot went back. */
+  activated?: boolean
+  keyConfirmed?: boolean
+  previousBoot?: number
+  /** A FRAME_CONFLICT alarm was raised by this frame. */
+  conflictAlarm?: boolean
+}
+
+/** A write on a meter's row, in frame order within the batch (a later frame may depend on it). */
+type MeterOp = (tx: IngestTx) => Promise<void>
+
 export class Ingest {
   private stopping = false
   private lastCorrection = new Map<string, number>()
   /** Sealed meters' keys in force, from their registry rows, for sealing downlinks. */
   private downlinkKeys = new Map<string, Uint8Array | null>()
-  /** When the frame in hand arrived (performance.now()), or undefined when idle. */
-  private busySince: number | undefined
+  /** Frames waiting for a batch, in arrival order. */
+  private queue: Inbound[] = []
+  /** The batch in hand (its first frame is the oldest unacknowledged). */
+  private current: Inbound[] | undefined
+  private running = false
+  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined
   /** Since when the data tier has been failing (performance.now()), or undefined. */
   private failingSince: number | undefined
+  private readonly maxFrames: number
+  private readonly windowMs: number
 
   constructor(
     private readonly store: Store,
@@ -76,23 +153,90 @@ export class Ingest {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly opts: IngestOptions = {},
-  ) {}
-
-  stop() {
-    this.stopping = true
+  ) {
+    this.maxFrames = Math.max(1, Math.floor(opts.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES))
+    this.windowMs = Math.max(0, opts.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS)
   }
 
-  /** How long the frame in hand has waited for its acknowledgement, and how long the data tier has failed (ms). */
+  /** Frames received and not settled yet (queued or in the batch in hand). */
+  get pending() {
+    return this.queue.length + (this.current?.length ?? 0)
+  }
+
+  /** No new batch starts; frames waiting for one are refused (left unacknowledged). */
+  stop() {
+    this.stopping = true
+    this.clearTimer()
+    const e = new Error("ingest stopped")
+    for (const f of this.queue.splice(0)) f.reject(e)
+  }
+
+  /** How long the oldest frame in hand has waited for its acknowledgement, and how long the data tier has failed (ms). */
   health(now = performance.now()) {
+    const oldest = this.current?.[0]?.since ?? this.queue[0]?.since
     return {
-      busyMs: this.busySince === undefined ? 0 : now - this.busySince,
+      busyMs: oldest === undefined ? 0 : now - oldest,
       failingMs: this.failingSince === undefined ? 0 : now - this.failingSince,
     }
   }
 
   /**
+   * Handles one uplink: resolves when its batch has committed (stored, duplicate, or
+   * dead-lettered), and its meter's acknowledgement is sent; rejects only when ingest stops.
+   */
+  handle(topic: string, payload: Uint8Array, at = new Date()): Promise<IngestOutcome> {
+    this.metrics.framesIn.inc({ kind: parseUpTopic(topic)?.kind ?? "invalid" })
+    if (this.stopping) return Promise.reject(new Error("ingest stopped"))
+    return new Promise((resolve, reject) => {
+      this.queue.push({ topic, payload, at, since: performance.now(), resolve, reject })
+      this.schedule()
+    })
+  }
+
+  private schedule() {
+    if (this.running) return // the loop takes the queue when the batch in hand has committed
+    if (this.queue.length >= this.maxFrames) return this.startNow()
+    if (this.timer) return
+    this.timer =
+      this.windowMs > 0 ? setTimeout(() => this.startNow(), this.windowMs) : setImmediate(() => this.startNow())
+  }
+
+  private clearTimer() {
+    if (!this.timer) return
+    clearTimeout(this.timer as NodeJS.Timeout)
+    clearImmediate(this.timer as NodeJS.Immediate)
+    this.timer = undefined
+  }
+
+  private startNow() {
+    this.clearTimer()
+    if (this.running) return
+    this.running = true
+    void this.loop()
+  }
+
+  /** One batch at a time, in arrival order: what arrives meanwhile makes the next batch. */
+  private async loop() {
+    try {
+      while (this.queue.length && !this.stopping) {
+        const batch = this.queue.splice(0, this.maxFrames)
+        this.current = batch
+        try {
+          await this.commit(batch)
+        } catch (e) {
+          for (const f of batch) f.reject(e as Error)
+        }
+        this.current = undefined
+      }
+    } finally {
+      this.running = false
+      this.current = undefined
+    }
+  }
+
+  /**
    * Retries a data-tier operation while the data tier is unavailable (or until the bridge stops).
-   * A refusal for content (an SQLSTATE outside the transient classes) is not retried.
+   * A refusal for content (an SQLSTATE outside the transient classes), or a bug, is not retried.
    */
   private async durable<T>(what: string, op: () => Promise<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
@@ -102,7 +246,7 @@ export class Ingest {
         return v
       } catch (e) {
         if (this.stopping) throw e
-        if (!isTransientStoreError(e)) throw new StoreRefused(`${what}: ${storeErrorDetail(e)}`)
+        if (isBug(e) || !isTransientStoreError(e)) throw new StoreRefused(`${what}: ${storeErrorDetail(e)}`)
         this.failingSince ??= performance.now()
         this.metrics.storeErrors.inc()
         if (attempt % 10 === 0)
@@ -112,100 +256,289 @@ export class Ingest {
     }
   }
 
-  /** Counts, logs and dead-letters a frame. A dead letter the data tier refuses is logged and dropped. */
-  private async reject(
-    topic: string,
-    meterId: string | null,
-    err: FrameError,
-    payload: Uint8Array,
-    at: Date,
-    storedSha256?: string,
-  ): Promise<RejectCode> {
-    this.metrics.framesRejected.inc({ reason: err.code })
-    const level = err.code === "CM_ERR_STORE_REFUSED" ? "error" : "warn"
-    this.log[level]({ topic, meterId, reason: err.code, detail: err.message, bytes: payload.length }, "frame rejected")
-    const letter = { topic, meterId, reason: err.code, detail: err.message, payload, storedSha256 }
+  /**
+   * Commits one batch and settles its frames in order. A batch the data tier refuses is split in
+   * halves, each committed on its own, until the frame it refuses is alone: that one is parked.
+   * Rejects only when the bridge stops.
+   */
+  private async commit(batch: Inbound[]): Promise<void> {
+    let attempt: Work[] = []
+    let done: Work[]
+    const t0 = performance.now()
     try {
-      await this.durable("dead letter", () => this.store.addDeadLetter(letter, at))
+      done = await this.durable("batch", () =>
+        this.store.ingestBatch((tx) => this.write(tx, batch, (w) => (attempt = w))),
+      )
     } catch (e) {
       if (!(e instanceof StoreRefused)) throw e
+      if (batch.length > 1) {
+        this.log.warn(
+          { frames: batch.length, err: e.message },
+          "batch refused by the data tier; splitting it to find the frame",
+        )
+        const half = Math.ceil(batch.length / 2)
+        await this.commit(batch.slice(0, half))
+        await this.commit(batch.slice(half))
+        return
+      }
+      done = [await this.park(attempt[0] ?? this.work(batch[0]), e)]
+    }
+    this.metrics.storeLatency.observe((performance.now() - t0) / 1000)
+    this.metrics.batchFrames.observe(batch.length)
+    for (const w of done) w.in.resolve(this.settle(w))
+  }
+
+  /** The frame alone is refused by the data tier: parked (a dead letter of its own), acknowledged when its id can be read. */
+  private async park(w: Work, e: StoreRefused): Promise<Work> {
+    if (w.error && !w.bug) {
+      // it was to be dead-lettered anyway: the data tier refused the dead letter itself
       this.metrics.deadLetterFailures.inc()
-      this.log.error({ topic, meterId, reason: err.code, err: e.message }, "dead letter refused by the data tier")
-    }
-    return err.code
-  }
-
-  /** Handles one uplink; resolves when it is committed, a duplicate, or dead-lettered. */
-  async handle(topic: string, payload: Uint8Array, at = new Date()): Promise<IngestOutcome> {
-    this.busySince = performance.now()
-    try {
-      return await this.handleFrame(topic, payload, at)
-    } finally {
-      this.busySince = undefined
-    }
-  }
-
-  private async handleFrame(topic: string, payload: Uint8Array, at: Date): Promise<IngestOutcome> {
-    const t = parseUpTopic(topic)
-    this.metrics.framesIn.inc({ kind: t?.kind ?? "invalid" })
-    if (!t)
-      return this.reject(
-        topic,
-        null,
-        new FrameError("CM_ERR_TOPIC", "not a citymeter/v1/<meter>/up/<kind> topic"),
-        payload,
-        at,
+      this.log.error(
+        { topic: w.in.topic, meterId: w.meterId, reason: w.error.code, err: e.message },
+        "dead letter refused by the data tier",
       )
-    const { meterId } = t
-    const sha256 = createHash("sha256").update(payload).digest("hex")
+      return w
+    }
+    const parked: Work = {
+      ...this.work(w.in),
+      downlinkKey: w.downlinkKey,
+      error: new FrameError("CM_ERR_STORE_REFUSED", e.message),
+      ack: w.kind === "readings" || w.kind === "alarm" ? clearId(w.in.payload) : undefined,
+    }
     try {
-      // the meter first: its registry entry says whether (and with which keys) its frames are sealed
-      let meter = await this.durable("meter", () => this.store.getMeter(meterId))
-      if (!meter && !this.opts.autoRegister) throw new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned")
-      const frame = decodeUplink(t.kind, payload, at.getTime() / 1000, sealContext(meter))
-      meter ??= await this.durable("register", () => this.store.touchMeter(meterId, at))
-      this.downlinkKeys.set(meterId, meter.seal.policy === "sealed" ? meter.seal.key : null)
-      if (frame.keyIndex === 1) await this.keyConfirmed(meterId, meter)
-      switch (frame.kind) {
-        case "readings":
-          return await this.readings(meterId, meter, frame, sha256, payload, topic, at)
-        case "alarm":
-          return await this.alarm(meterId, meter, frame, sha256, payload, topic, at)
-        case "birth":
-          return await this.birth(meterId, meter, frame, at)
-        case "death": {
-          if (frame.boot === 0) throw new FrameError("CM_ERR_STALE_DEATH", "a death without a boot changes nothing")
-          if (frame.boot === meter.boot && frame.link > 0 && frame.link < (meter.birthLink ?? 0))
-            throw new FrameError(
-              "CM_ERR_STALE_DEATH",
-              `death of connection ${frame.link}; connection ${meter.birthLink} was born since`,
-            )
-          if (!(await this.durable("death", () => this.store.recordDeath(meterId, frame.boot, at))))
-            throw new FrameError("CM_ERR_STALE_DEATH", `death of boot ${frame.boot}; the meter was born again since`)
-          this.metrics.framesStored.inc({ kind: "death" })
-          this.log.info({ meterId, boot: frame.boot }, "meter death")
-          return "stored"
+      await this.durable("dead letter", () =>
+        this.store.ingestBatch((tx) => tx.addDeadLetters([{ letter: this.letter(parked), at: w.in.at }])),
+      )
+    } catch (e2) {
+      if (!(e2 instanceof StoreRefused)) throw e2
+      this.metrics.deadLetterFailures.inc()
+      this.log.error(
+        { topic: w.in.topic, meterId: w.meterId, reason: "CM_ERR_STORE_REFUSED", err: e2.message },
+        "dead letter refused by the data tier",
+      )
+    }
+    return parked
+  }
+
+  private work(f: Inbound): Work {
+    const t = parseUpTopic(f.topic)
+    return {
+      in: f,
+      kind: t?.kind,
+      meterId: t?.meterId ?? null,
+      sha256: createHash("sha256").update(f.payload).digest("hex"),
+      downlinkKey: null,
+    }
+  }
+
+  private letter(w: Work): DeadLetter {
+    return {
+      topic: w.in.topic,
+      meterId: w.meterId,
+      reason: w.error!.code,
+      detail: w.error!.message,
+      payload: w.in.payload,
+      storedSha256: w.storedSha256,
+    }
+  }
+
+  /**
+   * The batch inside its transaction: the meters' rows (one query, before any frame is decoded:
+   * a row says whether and with which keys its frames are sealed), each frame decided in arrival
+   * order against its meter's row as the earlier frames of the batch left it (a birth moves the
+   * seq window of the frames after it), then the writes, a few statements for the whole batch.
+   */
+  private async write(tx: IngestTx, batch: Inbound[], attempt: (w: Work[]) => void): Promise<Work[]> {
+    const works = batch.map((f) => this.work(f))
+    attempt(works)
+    const ids = [...new Set(works.flatMap((w) => (w.meterId !== null && w.kind ? [w.meterId] : [])))]
+    const meters = await tx.getMeters(ids)
+    const touches = new Map<string, { meterId: string; firstAt: Date; lastAt: Date }>()
+    const touch = (meterId: string, at: Date) => {
+      const t = touches.get(meterId)
+      if (!t) touches.set(meterId, { meterId, firstAt: at, lastAt: at })
+      else if (at > t.lastAt) t.lastAt = at
+    }
+    const ops: MeterOp[] = []
+    for (const w of works) {
+      try {
+        this.decide(w, meters, touch, ops)
+      } catch (e) {
+        if (e instanceof FrameError) w.error = e
+        else {
+          // a bug in the bridge on this frame: parked like a frame the data tier refuses
+          w.bug = e as Error
+          w.error = new FrameError("CM_ERR_STORE_REFUSED", (e as Error).message)
+          if (w.kind === "readings" || w.kind === "alarm") w.ack = clearId(w.in.payload)
         }
       }
-    } catch (e) {
-      if (e instanceof FrameError) return this.reject(topic, meterId, e, payload, at)
-      if (e instanceof StoreRefused || !this.stopping) {
-        // Parked and acknowledged: the same statement would fail again forever. A bug in the
-        // bridge (not a FrameError, not the data tier) is parked the same way.
-        const refused = e instanceof StoreRefused
-        if (!refused) this.log.error({ err: e as Error, meterId }, "ingest failed on this frame")
-        const code = await this.reject(
-          topic,
-          meterId,
-          new FrameError("CM_ERR_STORE_REFUSED", (e as Error).message),
-          payload,
-          at,
-        )
-        await this.ackIfDecodable(meterId, payload, t.kind)
-        return code
-      }
-      throw e
     }
+    // meters first (registered, last seen), then their rows' changes in frame order
+    await tx.touchMeters([...touches.values()])
+    for (const op of ops) await op(tx)
+    // the ledger decides stored, duplicate or conflict for every readings and alarm frame at once
+    const claims = works.filter((w) => !w.error && (w.rows || w.event))
+    const outcomes = await tx.claimFrames(
+      claims.map((w) => {
+        const f = w.frame as ReadingsFrame | AlarmFrame
+        return { meterId: w.meterId!, boot: f.boot, seq: f.seq, sha256: w.sha256, kind: f.kind, at: w.in.at }
+      }),
+    )
+    claims.forEach((w, i) => (w.claim = outcomes[i]))
+    const stored = claims.filter((w) => w.claim!.kind === "stored")
+    await tx.writeReadings(stored.flatMap((w) => w.rows ?? []))
+    await tx.writeAlarms(stored.flatMap((w) => (w.event ? [w.event] : [])))
+    for (const w of claims) {
+      const c = w.claim!
+      if (c.kind !== "conflict") continue
+      // same id, other content: acknowledged so the meter's queue drains, never dropped unseen
+      const f = w.frame as ReadingsFrame | AlarmFrame
+      w.storedSha256 = c.storedSha256
+      w.error = new FrameError(
+        "CM_ERR_CONFLICT",
+        `(boot ${f.boot}, seq ${f.seq}) was stored with content ${c.storedSha256.slice(0, 16)}…, this is ${w.sha256.slice(0, 16)}…`,
+      )
+      w.conflictAlarm = await tx.raiseBridgeAlarm(w.meterId!, "FRAME_CONFLICT", f.seq, w.in.at)
+    }
+    await tx.addDeadLetters(works.filter((w) => w.error).map((w) => ({ letter: this.letter(w), at: w.in.at })))
+    return works
+  }
+
+  /**
+   * Decides one frame against its meter's row (updated in `meters` for the frames after it) and
+   * queues its writes: touches, row changes (ops, in order); readings rows and alarm events are
+   * written after the ledger's claim. Throws a FrameError for a frame to dead-letter.
+   */
+  private decide(w: Work, meters: Map<string, MeterRow>, touch: (meterId: string, at: Date) => void, ops: MeterOp[]) {
+    const at = w.in.at
+    if (!w.kind || w.meterId === null)
+      throw new FrameError("CM_ERR_TOPIC", "not a citymeter/v1/<meter>/up/<kind> topic")
+    const meterId = w.meterId
+    // the meter first: its registry entry says whether (and with which keys) its frames are sealed
+    let meter = meters.get(meterId)
+    if (!meter && !this.opts.autoRegister) throw new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned")
+    const frame = decodeUplink(w.kind, w.in.payload, at.getTime() / 1000, sealContext(meter))
+    w.frame = frame
+    if (!meter) {
+      meter = newMeterRow(meterId, at)
+      meters.set(meterId, meter)
+      touch(meterId, at)
+    }
+    const m = meter
+    w.downlinkKey = m.seal.policy === "sealed" ? m.seal.key : null
+    if (frame.keyIndex === 1) {
+      // sealed with the next key: the meter has switched (key rotation); the next key is now the key
+      const seal = { key: m.seal.nextKey, nextKey: null }
+      m.seal = { ...m.seal, ...seal }
+      w.keyConfirmed = true
+      ops.push(async (tx) => void (await tx.setSeal(meterId, seal)))
+    }
+    const activate = () => {
+      if (!m.inactive) return
+      m.inactive = false
+      m.online = true
+      ops.push(async (tx) => void (w.activated = await tx.markActive(meterId, at)))
+    }
+    switch (frame.kind) {
+      case "readings": {
+        this.checkWindow(m, frame, at)
+        const rows = expandReadings(meterId, frame, m.boot === frame.boot ? m.uptimeEpochMs : null, at)
+        for (const r of rows) {
+          const bad = outOfRange(r)
+          if (bad) throw new FrameError("CM_ERR_FIELD", bad)
+        }
+        touch(meterId, at)
+        activate()
+        w.rows = rows
+        w.ack = { boot: frame.boot, seq: frame.seq }
+        return
+      }
+      case "alarm": {
+        this.checkWindow(m, frame, at)
+        touch(meterId, at)
+        activate()
+        w.event = {
+          meterId,
+          boot: frame.boot,
+          seq: frame.seq,
+          type: frame.type,
+          active: frame.active,
+          ts: frame.timeSynced ? new Date(frame.timeS * 1000) : at,
+          value: frame.value,
+        }
+        w.ack = { boot: frame.boot, seq: frame.seq }
+        return
+      }
+      case "birth":
+        return this.birth(w, m, frame, at, ops, activate)
+      case "death": {
+        if (frame.boot === 0) throw new FrameError("CM_ERR_STALE_DEATH", "a death without a boot changes nothing")
+        if (frame.boot === m.boot && frame.link > 0 && frame.link < (m.birthLink ?? 0))
+          throw new FrameError(
+            "CM_ERR_STALE_DEATH",
+            `death of connection ${frame.link}; connection ${m.birthLink} was born since`,
+          )
+        if (m.boot === null || m.boot <= frame.boot) m.online = false
+        ops.push(async (tx) => {
+          // the row decides (another bridge may have seen a birth since): a stale death changes nothing
+          if (!(await tx.recordDeath(meterId, frame.boot, at)))
+            w.error = new FrameError(
+              "CM_ERR_STALE_DEATH",
+              `death of boot ${frame.boot}; the meter was born again since`,
+            )
+        })
+        return
+      }
+    }
+  }
+
+  private birth(
+    w: Work,
+    m: MeterRow,
+    frame: Extract<UplinkFrame, BirthFrame>,
+    at: Date,
+    ops: MeterOp[],
+    activate: () => void,
+  ) {
+    const meterId = m.meterId
+    if (m.boot !== null && frame.boot > m.boot + MAX_BOOT_JUMP)
+      throw new FrameError(
+        "CM_ERR_BOOT",
+        `birth of boot ${frame.boot}, more than ${MAX_BOOT_JUMP} after boot ${m.boot}`,
+      )
+    if (frame.keyIndex !== null && frame.boot === m.boot && frame.link <= (m.birthLink ?? 0))
+      throw new FrameError(
+        "CM_ERR_REPLAY",
+        `birth of connection ${frame.link}; connection ${m.birthLink} was born already`,
+      )
+    // A re-flashed or wiped meter restarts its boot counter: its frames may collide with
+    // stored ones; such collisions are conflicts (dead-lettered, alarmed), never dropped unseen.
+    if (m.boot !== null && frame.boot < m.boot) w.previousBoot = m.boot
+    const birth = {
+      firmware: frame.firmware,
+      board: frame.board,
+      boot: frame.boot,
+      seq: frame.seq,
+      link: frame.link,
+      intervalS: frame.intervalS,
+      batch: frame.batch,
+      uptimeEpochMs: at.getTime() - frame.uptimeS * 1000,
+    }
+    Object.assign(m, {
+      online: true,
+      lastSeen: at > m.lastSeen ? at : m.lastSeen,
+      firmware: birth.firmware,
+      board: birth.board,
+      boot: birth.boot,
+      intervalS: birth.intervalS,
+      batch: birth.batch,
+      uptimeEpochMs: birth.uptimeEpochMs,
+      birthSeq: birth.seq,
+      bornAt: at,
+      birthLink: birth.link,
+    } satisfies Partial<MeterRow>)
+    ops.push((tx) => tx.recordBirth(meterId, birth, at))
+    activate()
   }
 
   /**
@@ -231,163 +564,62 @@ export class Ingest {
       throw new FrameError("CM_ERR_SEQ", `seq ${f.seq} is beyond ${maxSeq}, the most boot ${f.boot} can have reached`)
   }
 
-  private async readings(
-    meterId: string,
-    meter: MeterRow,
-    frame: ReadingsFrame,
-    sha256: string,
-    payload: Uint8Array,
-    topic: string,
-    at: Date,
-  ): Promise<IngestOutcome> {
-    this.checkWindow(meter, frame, at)
-    const rows = expandReadings(meterId, frame, meter.boot === frame.boot ? meter.uptimeEpochMs : null, at)
-    for (const r of rows) {
-      const bad = outOfRange(r)
-      if (bad) throw new FrameError("CM_ERR_FIELD", bad)
-    }
-    const touched = await this.durable("touch", () => this.store.touchMeter(meterId, at))
-    if (touched.inactive) await this.active(meterId, at)
-    const t0 = performance.now()
-    const outcome = await this.durable("readings", () =>
-      this.store.insertReadings({ meterId, boot: frame.boot, seq: frame.seq, sha256 }, rows, at),
-    )
-    this.metrics.storeLatency.observe((performance.now() - t0) / 1000)
-    if (outcome.kind === "stored") {
-      this.metrics.framesStored.inc({ kind: "readings" })
-      this.metrics.readingsStored.inc(rows.length)
-      const last = rows[rows.length - 1]
-      this.metrics.ingestLag.observe(Math.max(0, (Date.now() - last.ts.getTime()) / 1000 - last.intervalS))
-    }
-    this.log.debug({ meterId, boot: frame.boot, seq: frame.seq, outcome: outcome.kind }, "readings frame")
-    const result = await this.settle(meterId, frame, outcome, sha256, payload, topic, at)
-    this.checkClock(meterId, frame, at)
-    return result
-  }
-
-  private async alarm(
-    meterId: string,
-    meter: MeterRow,
-    frame: AlarmFrame,
-    sha256: string,
-    payload: Uint8Array,
-    topic: string,
-    at: Date,
-  ): Promise<IngestOutcome> {
-    this.checkWindow(meter, frame, at)
-    const touched = await this.durable("touch", () => this.store.touchMeter(meterId, at))
-    if (touched.inactive) await this.active(meterId, at)
-    const ts = frame.timeSynced ? new Date(frame.timeS * 1000) : at
-    const event = {
-      meterId,
-      boot: frame.boot,
-      seq: frame.seq,
-      type: frame.type,
-      active: frame.active,
-      ts,
-      value: frame.value,
-    }
-    const outcome = await this.durable("alarm", () => this.store.insertAlarm(event, at, sha256))
-    if (outcome.kind === "stored") this.metrics.framesStored.inc({ kind: "alarm" })
-    return this.settle(meterId, frame, outcome, sha256, payload, topic, at)
-  }
-
-  /**
-   * After the ledger's answer: stored and duplicate frames are acknowledged to the meter; a
-   * conflict (same id, other content) is acknowledged too, so the meter's queue drains, but it is
-   * never dropped unseen: dead-lettered with both hashes, counted, logged at warn, and raised as
-   * a FRAME_CONFLICT bridge alarm on the meter.
-   */
-  private async settle(
-    meterId: string,
-    frame: ReadingsFrame | AlarmFrame,
-    outcome: FrameOutcome,
-    sha256: string,
-    payload: Uint8Array,
-    topic: string,
-    at: Date,
-  ): Promise<IngestOutcome> {
-    if (outcome.kind === "duplicate") this.metrics.framesDuplicate.inc()
-    if (outcome.kind === "conflict") {
-      const detail = `(boot ${frame.boot}, seq ${frame.seq}) was stored with content ${outcome.storedSha256.slice(0, 16)}…, this is ${sha256.slice(0, 16)}…`
-      await this.reject(topic, meterId, new FrameError("CM_ERR_CONFLICT", detail), payload, at, outcome.storedSha256)
-      if (
-        await this.durable("conflict alarm", () =>
-          this.store.raiseBridgeAlarm(meterId, "FRAME_CONFLICT", frame.seq, at),
-        )
+  /** After the commit: counts, logs and downlinks of one frame, in arrival order. Returns its outcome. */
+  private settle(w: Work): IngestOutcome {
+    const { meterId } = w
+    if (meterId !== null && w.frame) this.downlinkKeys.set(meterId, w.downlinkKey)
+    if (w.keyConfirmed) this.log.info({ meterId }, "key rotation confirmed by the meter")
+    if (w.activated) this.log.info({ meterId }, "meter active again; INACTIVE alarm cleared")
+    if (w.bug) this.log.error({ err: w.bug, meterId }, "ingest failed on this frame")
+    let outcome: IngestOutcome
+    if (w.error) {
+      outcome = w.error.code
+      this.metrics.framesRejected.inc({ reason: outcome })
+      const level = outcome === "CM_ERR_STORE_REFUSED" ? "error" : "warn"
+      this.log[level](
+        { topic: w.in.topic, meterId, reason: outcome, detail: w.error.message, bytes: w.in.payload.length },
+        "frame rejected",
       )
-        this.log.warn({ meterId, boot: frame.boot, seq: frame.seq }, "FRAME_CONFLICT alarm raised")
+      if (w.conflictAlarm) this.log.warn({ meterId, boot: w.ack?.boot, seq: w.ack?.seq }, "FRAME_CONFLICT alarm raised")
+    } else outcome = w.claim?.kind === "duplicate" ? "duplicate" : "stored"
+    const f = w.frame
+    if (!w.error && f) {
+      if (w.claim?.kind === "duplicate") this.metrics.framesDuplicate.inc()
+      else this.metrics.framesStored.inc({ kind: f.kind })
+      switch (f.kind) {
+        case "readings":
+          if (w.claim?.kind === "stored" && w.rows?.length) {
+            this.metrics.readingsStored.inc(w.rows.length)
+            const last = w.rows[w.rows.length - 1]
+            this.metrics.ingestLag.observe(Math.max(0, (Date.now() - last.ts.getTime()) / 1000 - last.intervalS))
+          }
+          this.log.debug({ meterId, boot: f.boot, seq: f.seq, outcome }, "readings frame")
+          break
+        case "birth":
+          if (w.previousBoot !== undefined) {
+            this.metrics.bootRegressions.inc()
+            this.log.warn(
+              { meterId, boot: f.boot, previousBoot: w.previousBoot },
+              "boot counter went back (re-flash or settings wipe?)",
+            )
+          }
+          this.log.info({ meterId, boot: f.boot, firmware: f.firmware, queued: f.queued }, "meter birth")
+          void this.downlink(
+            meterId!,
+            "time",
+            this.encode(meterId!, { time: { unixMs: Date.now(), uptimeS: f.uptimeS } }),
+          )
+          break
+        case "death":
+          this.log.info({ meterId, boot: f.boot }, "meter death")
+          break
+      }
     }
-    await this.ack(meterId, frame.boot, frame.seq)
-    return outcome.kind === "conflict" ? "CM_ERR_CONFLICT" : outcome.kind
-  }
-
-  private async birth(
-    meterId: string,
-    meter: MeterRow,
-    frame: Extract<ReturnType<typeof decodeUplink>, { kind: "birth" }>,
-    at: Date,
-  ): Promise<IngestOutcome> {
-    if (meter.boot !== null && frame.boot > meter.boot + MAX_BOOT_JUMP)
-      throw new FrameError(
-        "CM_ERR_BOOT",
-        `birth of boot ${frame.boot}, more than ${MAX_BOOT_JUMP} after boot ${meter.boot}`,
-      )
-    if (frame.keyIndex !== null && frame.boot === meter.boot && frame.link <= (meter.birthLink ?? 0))
-      throw new FrameError(
-        "CM_ERR_REPLAY",
-        `birth of connection ${frame.link}; connection ${meter.birthLink} was born already`,
-      )
-    if (meter.boot !== null && frame.boot < meter.boot) {
-      // A re-flashed or wiped meter restarts its boot counter: its frames may collide with
-      // stored ones; such collisions are conflicts (dead-lettered, alarmed), never dropped unseen.
-      this.metrics.bootRegressions.inc()
-      this.log.warn(
-        { meterId, boot: frame.boot, previousBoot: meter.boot },
-        "boot counter went back (re-flash or settings wipe?)",
-      )
-    }
-    const uptimeEpochMs = at.getTime() - frame.uptimeS * 1000
-    await this.durable("birth", () =>
-      this.store.recordBirth(
-        meterId,
-        {
-          firmware: frame.firmware,
-          board: frame.board,
-          boot: frame.boot,
-          seq: frame.seq,
-          link: frame.link,
-          intervalS: frame.intervalS,
-          batch: frame.batch,
-          uptimeEpochMs,
-        },
-        at,
-      ),
-    )
-    if (meter.inactive) await this.active(meterId, at)
-    this.metrics.framesStored.inc({ kind: "birth" })
-    this.log.info({ meterId, boot: frame.boot, firmware: frame.firmware, queued: frame.queued }, "meter birth")
-    await this.downlink(meterId, "time", this.encode(meterId, { time: { unixMs: Date.now(), uptimeS: frame.uptimeS } }))
-    return "stored"
-  }
-
-  /** A frame sealed with the next key: the meter has switched (key rotation); the next key is now the key. */
-  private async keyConfirmed(meterId: string, meter: MeterRow) {
-    await this.durable("key rotation", () => this.store.setSeal(meterId, { key: meter.seal.nextKey, nextKey: null }))
-    meter.seal = { ...meter.seal, key: meter.seal.nextKey, nextKey: null }
-    this.log.info({ meterId }, "key rotation confirmed by the meter")
-  }
-
-  /** A parked readings or alarm frame is acknowledged to the meter when its id can be read. */
-  private async ackIfDecodable(meterId: string, payload: Uint8Array, kind: string) {
-    if (kind !== "readings" && kind !== "alarm") return
-    try {
-      // the clear envelope is enough: boot and seq are readable in sealed frames too
-      const u = citymeter.v1.Uplink.decode(payload)
-      if (u.seq) await this.ack(meterId, Number(u.boot), Number(u.seq))
-    } catch {
-      // not decodable: nothing to acknowledge
-    }
+    if (w.ack && meterId !== null)
+      void this.downlink(meterId, "ack", this.encode(meterId, { ack: w.ack }, w.downlinkKey))
+    if (f?.kind === "readings" && (!w.error || w.error.code === "CM_ERR_CONFLICT"))
+      this.checkClock(meterId!, f, w.in.at)
+    return outcome
   }
 
   /** Pushes a TimeSync to a meter whose synced frames arrive with a skewed clock (at most once a minute). */
@@ -404,30 +636,50 @@ export class Ingest {
     void this.downlink(meterId, "time", this.encode(meterId, { time: { unixMs: Date.now() } }))
   }
 
-  /** Frames from a meter marked inactive: clear it (once, whichever bridge instance gets there first). */
-  private async active(meterId: string, at: Date) {
-    if (await this.durable("active", () => this.store.markActive(meterId, at)))
-      this.log.info({ meterId }, "meter active again; INACTIVE alarm cleared")
-  }
-
   /** A downlink for the meter, sealed under its key when its policy is sealed. */
-  private encode(meterId: string, d: citymeter.v1.Downlink.$Properties) {
-    return encodeDownlink(d, this.downlinkKeys.get(meterId) ?? undefined)
-  }
-
-  private async ack(meterId: string, boot: number, seq: number) {
-    await this.downlink(meterId, "ack", this.encode(meterId, { ack: { boot, seq } }))
+  private encode(meterId: string, d: citymeter.v1.Downlink.$Properties, key = this.downlinkKeys.get(meterId)) {
+    return encodeDownlink(d, key ?? undefined)
   }
 
   /**
-   * Downlinks are queued, not awaited: mqtt.js reads no packet (the downlink's PUBACK included)
-   * until the current message's handler returns. They are best effort: a lost ack makes the meter
-   * resend, and the resend is deduplicated.
+   * Downlinks are queued, not awaited. They are best effort: a lost ack makes the meter resend,
+   * and the resend is deduplicated.
    */
   private async downlink(meterId: string, kind: DownKind, payload: Uint8Array) {
     this.send(meterId, kind, payload).catch((e: Error) =>
       this.log.warn({ meterId, kind, err: e.message }, "downlink failed"),
     )
+  }
+}
+
+/** A meter registered by its first frame (the demo): no birth yet, no seq window. */
+function newMeterRow(meterId: string, at: Date): MeterRow {
+  return {
+    meterId,
+    online: false,
+    firstSeen: at,
+    lastSeen: at,
+    firmware: null,
+    board: null,
+    boot: null,
+    intervalS: null,
+    batch: null,
+    uptimeEpochMs: null,
+    inactive: false,
+    birthSeq: null,
+    bornAt: null,
+    birthLink: null,
+    seal: { policy: "open", key: null, nextKey: null },
+  }
+}
+
+/** (boot, seq) from the clear envelope (readable in sealed frames too), or undefined when it cannot be read. */
+function clearId(payload: Uint8Array): { boot: number; seq: number } | undefined {
+  try {
+    const u = citymeter.v1.Uplink.decode(payload)
+    return u.seq ? { boot: Number(u.boot), seq: Number(u.seq) } : undefined
+  } catch {
+    return undefined
   }
 }
 

@@ -45,9 +45,15 @@ export function createMetrics(defaults = false) {
     }),
     storeLatency: new Histogram({
       name: "citymeter_store_seconds",
-      help: "Data tier write latency per frame",
+      help: "Data tier write latency per ingest batch (one transaction)",
       registers: [registry],
       buckets: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3],
+    }),
+    batchFrames: new Histogram({
+      name: "citymeter_ingest_batch_frames",
+      help: "Frames per ingest batch (one transaction, acknowledged after its commit)",
+      registers: [registry],
+      buckets: [1, 2, 5, 10, 50, 100, 250, 500, 1000, 2000],
     }),
     ingestLag: new Histogram({
       name: "citymeter_ingest_lag_seconds",

@@ -24,11 +24,13 @@ export interface ServiceConfig {
   clientId?: string
   shareGroup?: string
   /**
-   * Ingest pipelines in this process. mqtt.js hands one message at a time to a client and the
-   * PUBACK waits for the commit, so each pipeline commits serially; several pipelines share the
-   * uplink through an MQTT 5 shared subscription (MQTT 5 broker required; not aedes).
+   * Ingest pipelines in this process, each with its own MQTT client and batches, sharing the uplink
+   * through an MQTT 5 shared subscription (MQTT 5 broker required; not aedes).
    */
   consumers?: number
+  /** Ingest batches: most frames per transaction, and how long an idle pipeline gathers (ms). */
+  batchMaxFrames?: number
+  batchWindowMs?: number
   /**
    * The demo (`npm start`): meters register themselves with their first frame, and the embedded
    * broker accepts anonymous clients. Anything else is production: frames only from provisioned
@@ -90,6 +92,8 @@ export function configFromEnv(env = process.env): ServiceConfig {
     clientId: env.MQTT_CLIENT_ID || undefined,
     shareGroup: env.MQTT_SHARE_GROUP || undefined,
     consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
+    batchMaxFrames: env.INGEST_BATCH_FRAMES ? Number(env.INGEST_BATCH_FRAMES) : undefined,
+    batchWindowMs: env.INGEST_BATCH_MS ? Number(env.INGEST_BATCH_MS) : undefined,
     deadLetterRetention: {
       maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? DEFAULT_DEAD_LETTER_RETENTION.maxRows),
       maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? DEFAULT_DEAD_LETTER_RETENTION.maxAgeS / 86400) * 86400,
@@ -158,6 +162,8 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
       shareGroup: c.shareGroup ?? (consumers > 1 ? "citymeter" : undefined),
       autoRegister: c.autoRegister ?? !!c.demo,
+      batchMaxFrames: c.batchMaxFrames,
+      batchWindowMs: c.batchWindowMs,
       mqttOptions: {
         username: c.mqttUsername,
         password: c.mqttPassword,
