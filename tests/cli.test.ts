@@ -179,7 +179,7 @@ describe("citymeter provision --bridge", () => {
     const refused = await citymeter(...provisionArgs(meterId, tmpMeterDir()), "--bridge", svc.httpUrl!, "--token", "no")
     expect(refused.code).toBe(1)
     expect(refused.stderr.trimEnd().split("\n")).toEqual([
-      `citymeter: error: the bridge at ${svc.httpUrl}/ refused to register meter ${meterId}: 401 CM_ERR_UNAUTHORIZED: missing or wrong bearer token`,
+      `citymeter: error: the bridge at ${svc.httpUrl}/ refused to register meter ${meterId}: 401 CM_ERR_UNAUTHORIZED: missing or wrong bearer token (this route needs the ops scope)`,
     ])
     expect(await svc.store.getMeter(meterId)).toBeUndefined()
     const closed = await closedPort()

@@ -73,7 +73,7 @@ describe("HTTP edges", () => {
     const open = buildApp({ store, metrics: createMetrics() })
     try {
       const res = await open.inject({ method: "PUT", url: "/meters/m-1", headers: auth })
-      expect(expectError(res, 401, "CM_ERR_UNAUTHORIZED")).toMatch(/API_TOKEN is not set/)
+      expect(expectError(res, 401, "CM_ERR_UNAUTHORIZED")).toMatch(/none is configured/)
     } finally {
       await open.close()
     }
@@ -384,5 +384,45 @@ describe("HTTP errors from the data tier", () => {
       await app.close()
       await real.close()
     }
+  })
+})
+
+describe("scoped tokens (issue 10)", () => {
+  let store: Store
+  let app: FastifyInstance
+  const tokens = { read: "r-token", write: "w-token", ops: "o-token" }
+  const as = (t: string | undefined) => (t ? { authorization: `Bearer ${t}` } : {})
+  beforeAll(async () => {
+    store = await openPglite(undefined)
+    await store.registerMeter(METER, new Date())
+    app = buildApp({ store, metrics: createMetrics(), apiTokens: tokens })
+    await app.ready()
+  })
+  afterAll(async () => {
+    await app?.close()
+    await store?.close()
+  })
+
+  test("each route needs its scope: write for downlinks, ops for the registry and dead letters, read for data", async () => {
+    const config = (t?: string) =>
+      app.inject({ method: "POST", url: `/meters/${METER}/config`, payload: { intervalS: 60 }, headers: as(t) })
+    const register = (t?: string) => app.inject({ method: "PUT", url: "/meters/scoped-1", headers: as(t) })
+    const letters = (t?: string) => app.inject({ url: "/dead-letters", headers: as(t) })
+    const meters = (t?: string) => app.inject({ url: "/meters", headers: as(t) })
+    // write: past authentication (no downlink wired here: 503), but not the ops or read routes
+    expectError(await config(tokens.write), 503, "CM_ERR_NO_DOWNLINK")
+    for (const t of [undefined, tokens.ops, tokens.read]) expectError(await config(t), 401, "CM_ERR_UNAUTHORIZED")
+    // ops: the registry and dead letters
+    expect((await register(tokens.ops)).statusCode).toBe(201)
+    expect((await letters(tokens.ops)).statusCode).toBe(200)
+    for (const t of [undefined, tokens.write, tokens.read]) {
+      expectError(await register(t), 401, "CM_ERR_UNAUTHORIZED")
+      expectError(await letters(t), 401, "CM_ERR_UNAUTHORIZED")
+    }
+    // read: with a read token configured, data reads need it; liveness, readiness and metrics stay open
+    expect((await meters(tokens.read)).statusCode).toBe(200)
+    expect((await meters(tokens.write)).statusCode).toBe(200) // write and ops tokens read too
+    for (const t of [undefined, "nope"]) expectError(await meters(t), 401, "CM_ERR_UNAUTHORIZED")
+    for (const url of ["/healthz", "/readyz", "/metrics"]) expect((await app.inject({ url })).statusCode).toBe(200)
   })
 })

@@ -8,7 +8,7 @@ import Fastify, { type FastifyInstance } from "fastify"
 import type { IngestHealth } from "./health.js"
 import type { Metrics } from "./metrics.js"
 import { alarmRoutes } from "./routes/alarms.js"
-import { bearerAuth } from "./routes/auth.js"
+import { SCOPES, readsGuarded, requireScope, type ApiTokens, type Scope } from "./routes/auth.js"
 import { deadLetterRoutes } from "./routes/dead-letters.js"
 import { downlinkRoutes } from "./routes/downlinks.js"
 import { frameworkErrors, installErrorHandling, markStoreErrors } from "./routes/error-handler.js"
@@ -25,14 +25,19 @@ export type { Downlink } from "./routes/shared.js"
 /** Largest request body (bytes): the biggest one, a full Config, is about 300 bytes of JSON. */
 export const BODY_LIMIT = 16 * 1024
 
+/** Liveness, readiness, metrics and the API description stay open when reads are guarded. */
+const OPEN_PATHS = new Set(["/healthz", "/readyz", "/metrics", "/openapi.json"])
+
 export interface AppOptions {
   store: Store
   metrics: Metrics
   logger?: boolean | object
   /** Sends a downlink to a meter (service.ts wires the bridge's MQTT client). */
   downlink?: Downlink
-  /** Bearer token for writes, downlinks, the registry and dead letters; without one they answer 401. */
+  /** Bearer token with every scope (API_TOKEN); without any token, guarded routes answer 401. */
   apiToken?: string
+  /** Scoped tokens (routes/auth.ts): write (downlinks), ops (registry, dead letters), read (reads). */
+  apiTokens?: Partial<Record<Scope, string>>
   /** Ingest health for /readyz (service.ts wires the bridge's pipelines); absent: not checked. */
   ingestHealth?: () => IngestHealth
 }
@@ -64,13 +69,22 @@ export function buildApp(o: AppOptions): FastifyInstance {
     },
   })
 
+  const tokens: ApiTokens = { ...o.apiTokens, all: o.apiToken }
   const ctx: RouteContext = {
     store: markStoreErrors(o.store),
     metrics: o.metrics,
     downlink: o.downlink,
     ingestHealth: o.ingestHealth,
-    requireToken: bearerAuth(o.apiToken),
+    requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
+  // reads are open data unless a read token is configured
+  if (readsGuarded(tokens))
+    app.addHook("onRequest", async (req, reply) => {
+      if (req.method !== "GET" && req.method !== "HEAD") return
+      const path = req.url.split("?")[0]
+      if (OPEN_PATHS.has(path)) return
+      await ctx.requireScope.read.call(app, req, reply)
+    })
   // registered after swagger, so swagger sees every route
   for (const routes of [
     opsRoutes,

@@ -53,6 +53,8 @@ export interface ServiceConfig {
   embeddedBroker?: EmbeddedBrokerOptions
   /** Bearer token for API writes and downlinks; unset: writes are refused. */
   apiToken?: string
+  /** Scoped tokens (bridge/src/routes/auth.ts): read, write (downlinks), ops (registry, dead letters). */
+  apiTokens?: Partial<Record<"read" | "write" | "ops", string>>
   /** Inactivity check period (ms) and slack (s) beyond 2 × interval × batch. */
   inactivityCheckMs?: number
   inactivitySlackS?: number
@@ -111,6 +113,11 @@ export function configFromEnv(env = process.env): ServiceConfig {
           : undefined,
     },
     apiToken: env.API_TOKEN || undefined,
+    apiTokens: {
+      read: env.API_TOKEN_READ || undefined,
+      write: env.API_TOKEN_WRITE || undefined,
+      ops: env.API_TOKEN_OPS || undefined,
+    },
     inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? 30_000),
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? 60),
   }
@@ -195,7 +202,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   metrics.setHealthSource(ingestHealth)
   // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
   // whatever backlog the broker holds for it.
-  const app = buildApp({ store, metrics, downlink: bridge.send, apiToken: c.apiToken, ingestHealth })
+  const app = buildApp({ store, metrics, downlink: bridge.send, apiToken: c.apiToken, apiTokens: c.apiTokens, ingestHealth })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
     httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })

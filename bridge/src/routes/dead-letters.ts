@@ -40,11 +40,11 @@ const deadLetterSchema = {
   },
 } as const
 
-export async function deadLetterRoutes(app: FastifyInstance, { store, requireToken }: RouteContext) {
+export async function deadLetterRoutes(app: FastifyInstance, { store, requireScope }: RouteContext) {
   app.get<{ Querystring: { limit?: number; before?: number } }>(
     "/dead-letters",
     {
-      onRequest: requireToken,
+      onRequest: requireScope.ops,
       schema: {
         tags: ["ops"],
         summary: "Rejected uplinks, newest first (keyset pages: pass next as before)",

@@ -28,7 +28,7 @@ const UINT32 = { type: "integer", minimum: 0, maximum: 0xffffffff } as const
 
 type ConfigBody = Partial<Record<(typeof CONFIG_FIELDS)[number], number>>
 
-export async function downlinkRoutes(app: FastifyInstance, { store, downlink, requireToken }: RouteContext) {
+export async function downlinkRoutes(app: FastifyInstance, { store, downlink, requireScope }: RouteContext) {
   /** Sends one downlink to a known meter; 202 once the broker has it (QoS 1). */
   const send = async (
     reply: FastifyReply,
@@ -53,7 +53,7 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
   app.post<{ Params: { id: string }; Body: ConfigBody }>(
     "/meters/:id/config",
     {
-      onRequest: requireToken,
+      onRequest: requireScope.write,
       schema: {
         tags: ["downlinks"],
         summary: "Send a Config downlink (interval, batch, alarm thresholds)",
@@ -78,7 +78,7 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
   app.post<{ Params: { id: string }; Body: { boot: number; fromSeq: number } }>(
     "/meters/:id/resend",
     {
-      onRequest: requireToken,
+      onRequest: requireScope.write,
       schema: {
         tags: ["downlinks"],
         summary: "Ask a meter to send again every frame from (boot, fromSeq) on",
@@ -99,7 +99,7 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
   app.post<{ Params: { id: string } }>(
     "/meters/:id/rotate-key",
     {
-      onRequest: requireToken,
+      onRequest: requireScope.write,
       schema: {
         tags: ["downlinks"],
         summary: "Rotate a sealed meter's key: a new random key goes to the meter in a Config sealed under the old one",

@@ -20,7 +20,7 @@ export const meterJson = (m: MeterRow) => ({
   batch: m.batch,
 })
 
-export async function meterRoutes(app: FastifyInstance, { store, requireToken }: RouteContext) {
+export async function meterRoutes(app: FastifyInstance, { store, requireScope }: RouteContext) {
   app.get(
     "/meters",
     {
@@ -44,7 +44,7 @@ export async function meterRoutes(app: FastifyInstance, { store, requireToken }:
   app.put<{ Params: { id: string }; Body: { policy?: "sealed" | "open"; key?: string } | undefined }>(
     "/meters/:id",
     {
-      onRequest: requireToken,
+      onRequest: requireScope.ops,
       schema: {
         tags: ["meters"],
         summary: "Register a provisioned meter (201 when new, 200 when it was registered already)",

@@ -1,6 +1,7 @@
 // What every route plugin receives, and the schema pieces they share.
 import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify"
 import { errors } from "../errors.js"
+import type { Scope } from "./auth.js"
 import type { IngestHealth } from "../health.js"
 import type { Metrics } from "../metrics.js"
 import type { Store } from "../store/store.js"
@@ -15,8 +16,8 @@ export interface RouteContext {
   metrics: Metrics
   downlink?: Downlink
   ingestHealth?: () => IngestHealth
-  /** onRequest hook of the routes that need the bearer token (auth.ts). */
-  requireToken: onRequestAsyncHookHandler
+  /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
+  requireScope: Record<Scope, onRequestAsyncHookHandler>
 }
 
 export const meterIdSchema = { type: "string", pattern: METER_ID_PATTERN.source } as const
