@@ -117,17 +117,24 @@ async function pump() {
     }
 }
 
+// Downlinks are counted, not logged one by one: a flood must cost no more than its bytes (issue 9).
+// The counts are logged with the next frame.
+const rx = { acks: 0, ignored: 0, bad: 0, time: 0, resend: 0 }
+
 function onDownlink(d: Downlink) {
     if (d.ack) {
-        if (!store.ack(d.ack.boot, d.ack.seq)) console.log(`citymeter: ack ${d.ack.boot}/${d.ack.seq} for no queued frame`)
+        rx.acks++
+        if (!store.ack(d.ack.boot, d.ack.seq)) rx.ignored++
     } else if (d.time) {
         // an answer to a birth echoes our uptime: discount half the round trip (0: pushed time)
         const rttMs = d.time.uptimeS > 0 ? Math.max(0, ds.millis() - d.time.uptimeS * 1000) : 0
+        if (unixOffsetMs === undefined) console.log(`citymeter: time synced`)
         unixOffsetMs = d.time.unixMs + rttMs / 2 - ds.millis()
-        console.log(`citymeter: time synced`)
+        rx.time++
     } else if (d.config) {
         pendingConfig = d.config // applied at the next frame boundary
     } else if (d.resend) {
+        rx.resend++
         for (const f of store.frames)
             if (f.boot === d.resend.boot && f.seq >= d.resend.fromSeq) f.sentAt = 0
     }
@@ -138,11 +145,11 @@ mqtt.onConnect = () => {
     born = false
     for (const f of store.frames) f.sentAt = 0 // a new session: everything unacked goes again
 }
-mqtt.onMessage = (topic: string, payload: Buffer) => {
+mqtt.onMessage = (_topic: string, payload: Buffer) => {
     try {
         onDownlink(decodeDownlink(payload))
     } catch (e) {
-        console.log(`citymeter: bad downlink on ${topic}`)
+        rx.bad++
     }
 }
 mqtt.subscribe(downFilter(cfg.meterId))
@@ -199,6 +206,25 @@ async function checkAlarms(r: IntervalReading, startMillis: number) {
     }
 }
 
+function logDownlinks() {
+    if (!rx.ignored && !rx.bad && !rx.time && !rx.resend && !mqtt.skipped && !mqtt.sendRetries) return
+    // two lines: DeviceScript's compiler takes at most 7 substitutions in a template
+    console.log(
+        `citymeter: downlinks: ${rx.acks} acks (ignored ${rx.ignored} acks for no queued frame), ${rx.bad} bad, ${rx.time} time, ${rx.resend} resend`
+    )
+    console.log(
+        `citymeter: mqtt: ${mqtt.skipped} packets skipped, ${mqtt.sendRetries} send retries, ${mqtt.sendFailures} sends failed`
+    )
+    rx.acks = 0
+    rx.ignored = 0
+    rx.bad = 0
+    rx.time = 0
+    rx.resend = 0
+    mqtt.skipped = 0
+    mqtt.sendRetries = 0
+    mqtt.sendFailures = 0
+}
+
 async function closeBatch() {
     const t = stamp(batchStart)
     seq = seq + 1
@@ -207,6 +233,7 @@ async function closeBatch() {
     readings.replayed = !connected()
     const frame = encodeUplink({ boot, seq, readings })
     console.log(`citymeter: frame boot=${boot} seq=${seq} n=${intervals.length}`)
+    logDownlinks()
     intervals = []
     // Totals are persisted with the frame that carries them, never ahead of it: after a power
     // cut the first interval of the next boot gets everything since this frame.

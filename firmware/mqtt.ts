@@ -1,97 +1,155 @@
-// A small MQTT 3.1.1 client for the meter, on @devicescript/net sockets.
+// The meter's MQTT 3.1.1 connection on @devicescript/net sockets: one socket, one reader loop,
+// reconnects with backoff. Packets are built and parsed in mqtt-codec.ts.
 //
 // Why not @devicescript/net's MQTTClient: it reads one socket chunk per `onmessage` event, and
 // events that arrive while a handler runs are coalesced, so incoming packets pile up and are read
 // one per later event (seen here: acks arriving 8+ s late, one per publish); QoS 1 publishes all
-// use packet id 1 and PUBACK is only logged; the will must be a string. This client has one reader
-// loop that drains every chunk, parses every complete packet, numbers its packets, takes a binary
-// will, and reconnects with backoff. End-to-end delivery is still our own Ack (proto: Ack).
+// use packet id 1 and PUBACK is only logged; the will must be a string. End-to-end delivery is
+// still our own Ack (proto: Ack).
+//
+// Bounded under a flood (issue 9). The VM panics with 60001 (DEVS_PANIC_TIMEOUT, "InfiniteLoop")
+// when a fiber runs 128 K instructions without yielding (runtime/devicescript/vm_main.c), and
+// Socket.recv() returns queued chunks without yielding: a reader that handled every queued packet
+// in one go took the meter down under 20,000 acks. This reader yields every YIELD_EVERY packets,
+// holds at most one packet of at most maxPacket bytes and skips larger ones unread. It never
+// sleeps while data may be arriving (the runtime keeps reading the socket into the VM's 64 KB heap
+// meanwhile: panic 60004, OutOfMemory): its PUBACKs go out in one write per batch, a batch refused
+// by a full send queue waits for the next one, and only MAX_PENDING_ACKS owed ends the session.
+//
+// Issue 11: a SUBACK refusal (0x80) is logged and the SUBSCRIBE retried; reconnects back off
+// exponentially with full jitter, starting over after a good session, so meters dropped together
+// (a broker restart) do not come back together; a publish refused by a full send queue is retried
+// a bounded number of times and then reported as not sent (the frame stays queued), never thrown.
 import * as ds from "@devicescript/core"
-import { Socket, connect } from "@devicescript/net"
+import { connect } from "@devicescript/net"
+import {
+    Framer,
+    PacketType,
+    SUBACK_FAILURE,
+    Will,
+    backoffMs,
+    encodeConnect,
+    encodeDisconnect,
+    encodePingreq,
+    encodePubacks,
+    encodePublish,
+    encodeSubscribe,
+    parseConnack,
+    parsePublish,
+    parseSuback,
+    publishId,
+} from "./mqtt-codec"
 
-// Control packet types [MQTT-2.2.1]
-const CONNECT = 1
-const CONNACK = 2
-const PUBLISH = 3
-const PUBACK = 4
-const SUBSCRIBE = 8
-const PINGREQ = 12
-const DISCONNECT = 14
+/** The socket as the link uses it: @devicescript/net's Socket, or a fake in tests. */
+export interface MqttSocket {
+    /** Throws when the write is refused ("send error -1": the send queue is full). */
+    send(b: Buffer): Promise<void>
+    /** A chunk; undefined on timeout; null once closed. */
+    recv(timeoutMs: number): Promise<Buffer>
+    close(): Promise<void>
+}
 
-export interface MqttWill {
-    topic: string
-    payload: Buffer
-    qos: number
+/** Timings, each with its default. */
+export interface MqttTiming {
+    /** Largest packet taken; a larger one is skipped as it arrives. 1024 B (downlinks are under 100 B). */
+    maxPacket: number
+    /** Reconnect delay: minMs plus uniform jitter up to a cap doubling from baseMs to maxMs. 250 ms. */
+    backoffMinMs: number
+    /** 2000 ms: after a good session, meters dropped together come back over 2 s, then 4, 8... */
+    backoffBaseMs: number
+    /** 30000 ms. */
+    backoffMaxMs: number
+    /** A session accepted and up this long was good: the backoff starts over. 30000 ms. */
+    goodSessionMs: number
+    /** A refused or unanswered SUBSCRIBE goes again after this, doubling up to 60 s. 5000 ms. */
+    subscribeRetryMs: number
+    /** Tries of a publish while the send queue is full, pausing 20, 40, ... ms between. 8. */
+    sendTries: number
+}
+
+export const DEFAULT_TIMING: MqttTiming = {
+    maxPacket: 1024,
+    backoffMinMs: 250,
+    backoffBaseMs: 2000,
+    backoffMaxMs: 30000,
+    goodSessionMs: 30000,
+    subscribeRetryMs: 5000,
+    sendTries: 8,
 }
 
 export interface MqttOptions {
     host: string
     port: number
+    /** "tcp" or "tls" */
     proto: string
     clientId: string
     username?: string
     password?: string
     keepAliveS: number
-    will?: MqttWill
+    will?: Will
+    /** Overrides of DEFAULT_TIMING. */
+    timing?: Partial<MqttTiming>
+    /** Opens the socket; default: @devicescript/net connect(). */
+    open?: (o: MqttOptions) => Promise<MqttSocket>
+    /** Jitter source, uniform in [0, 1); default Math.random. */
+    random?: () => number
 }
 
-class Bytes {
-    parts: Buffer[] = []
-    u8(v: number) {
-        const b = Buffer.alloc(1)
-        b.setAt(0, "u8", v)
-        this.parts.push(b)
-    }
-    u16(v: number) {
-        this.u8(Math.floor(v / 256) & 0xff)
-        this.u8(v & 0xff)
-    }
-    /** Length-prefixed binary data [MQTT-1.5.3]. */
-    data(b: Buffer) {
-        this.u16(b.length)
-        this.parts.push(b)
-    }
-    str(s: string) {
-        this.data(Buffer.from(s))
-    }
-    raw(b: Buffer) {
-        this.parts.push(b)
-    }
-    concat(): Buffer {
-        return Buffer.concat(...this.parts)
-    }
+/** Packets handled between two yields of the reader (a packet costs well under 2 K instructions). */
+const YIELD_EVERY = 16
+const SUBSCRIBE_MAX_MS = 60000
+const SEND_PAUSE_MS = 20
+/** PUBACKs owed before the session is given up (the broker would stop at its in-flight limit anyway). */
+export const MAX_PENDING_ACKS = 256
+
+/**
+ * @devicescript/net's Socket.send() throws `send error -1` when the runtime refuses the write:
+ * on ESP32 when its send queue is full (main/sock.c jd_tcpsock_write). Worth retrying.
+ */
+function queueFull(e: any): boolean {
+    const m: string = e && e.message ? e.message : ""
+    return m.indexOf("send error -1") >= 0
 }
 
-/** Fixed header + body [MQTT-2.2]: type/flags byte, remaining length as a base-128 varint. */
-function packet(typeAndFlags: number, body: Buffer): Buffer {
-    const h = new Bytes()
-    h.u8(typeAndFlags)
-    let n = body.length
-    while (true) {
-        let d = n % 128
-        n = Math.floor(n / 128)
-        if (n > 0) d = d + 128
-        h.u8(d)
-        if (n === 0) break
-    }
-    h.raw(body)
-    return h.concat()
+async function openSocket(o: MqttOptions): Promise<MqttSocket> {
+    return await connect({ host: o.host, port: o.port, proto: o.proto as any, timeout: 10000 })
 }
 
 export class MqttLink {
+    /** CONNACK accepted on the current socket. */
     connected = false
-    private sock: Socket = null
-    private rx: Buffer = null
+    /** The broker granted every subscription of this session (SUBACK). */
+    subscribed = false
+    /** Writes retried because the send queue was full, and writes given up. */
+    sendRetries = 0
+    sendFailures = 0
+    /** Packets skipped for being over maxPacket. */
+    skipped = 0
+    readonly timing: MqttTiming
+    private sock: MqttSocket = null
+    private framer: Framer = null
     private nextId = 1
     private lastTx = 0
     private lastRx = 0
+    private acceptedAt = 0
+    private handled = 0
     private subscriptions: string[] = []
+    private subId = 0
+    private subDueAt = 0
+    private subRetryMs = 0
+    /** Packet identifiers of received QoS 1 PUBLISHes not yet acknowledged. */
+    private acks: number[] = []
     /** Called for every PUBLISH received. */
     onMessage: (topic: string, payload: Buffer) => void = null
     /** Called once per accepted connection, after subscriptions were sent. */
     onConnect: () => void = null
 
-    constructor(readonly opts: MqttOptions) {}
+    constructor(readonly opts: MqttOptions) {
+        const t: any = {}
+        const over: any = opts.timing || {}
+        for (const k of Object.keys(DEFAULT_TIMING)) t[k] = over[k] !== undefined ? over[k] : (DEFAULT_TIMING as any)[k]
+        this.timing = t
+    }
 
     subscribe(filter: string) {
         this.subscriptions.push(filter)
@@ -99,158 +157,180 @@ export class MqttLink {
 
     /** Connects and reconnects forever; never throws. */
     async run() {
-        let backoffMs = 500
+        const t = this.timing
+        let failed = 0
         while (true) {
             try {
                 await this.session()
-                backoffMs = 500
             } catch (e) {
                 console.log(`mqtt: ${(e as Error).message}`)
             }
-            this.connected = false
-            const s = this.sock
-            this.sock = null
-            if (s) await s.close()
-            await ds.sleep(backoffMs)
-            backoffMs = Math.min(backoffMs * 2, 10000)
+            const good = this.acceptedAt > 0 && ds.millis() - this.acceptedAt >= t.goodSessionMs
+            await this.drop()
+            failed = good ? 0 : failed + 1
+            const rand = this.opts.random ? this.opts.random() : Math.random()
+            const delay = backoffMs(failed, rand, t.backoffMinMs, t.backoffBaseMs, t.backoffMaxMs)
+            console.log(`mqtt: reconnecting in ${delay} ms`)
+            await ds.sleep(delay)
         }
     }
 
-    private async send(b: Buffer): Promise<boolean> {
+    private async drop() {
+        this.connected = false
+        this.subscribed = false
+        this.acceptedAt = 0
         const s = this.sock
-        if (!s) return false
-        try {
-            // one write per packet: packets never interleave
-            await s.send(b)
-            this.lastTx = ds.millis()
-            return true
-        } catch (e) {
-            return false
-        }
+        this.sock = null
+        if (s) await s.close()
     }
 
+    /**
+     * One write per call (packets never interleave). A write refused because the send queue is
+     * full is tried again up to `tries` times, pausing between: the reader passes 1 (it must not
+     * sleep), publishers timing.sendTries.
+     */
+    private async send(b: Buffer, tries: number): Promise<boolean> {
+        for (let i = 0; i < tries; ++i) {
+            const s = this.sock
+            if (!s) return false
+            try {
+                await s.send(b)
+                this.lastTx = ds.millis()
+                return true
+            } catch (e) {
+                if (!queueFull(e)) return false
+                this.sendRetries++
+                if (i + 1 < tries) await ds.sleep(SEND_PAUSE_MS * (i + 1))
+            }
+        }
+        this.sendFailures++
+        return false
+    }
+
+    /** Sends the PUBACKs owed in one write [MQTT-4.3.2-2]; they wait for the next call if refused. */
+    private async flushAcks() {
+        const n = this.acks.length
+        if (n === 0) return
+        if (await this.send(encodePubacks(this.acks), 1)) this.acks = []
+        else if (n >= MAX_PENDING_ACKS) throw new Error(`${n} PUBACKs could not be sent`)
+    }
+
+    /** Packet identifiers are non-zero [MQTT-2.3.1-1]. */
     private id(): number {
         const id = this.nextId
         this.nextId = id >= 65535 ? 1 : id + 1
         return id
     }
 
-    private connectPacket(): Buffer {
-        const o = this.opts
-        const b = new Bytes()
-        b.str("MQTT")
-        b.u8(4) // protocol level 3.1.1
-        let flags = 0x02 // clean session: the meter keeps its own queue
-        if (o.will) flags = flags | 0x04 | (o.will.qos << 3)
-        if (o.username) flags = flags | 0x80
-        if (o.password) flags = flags | 0x40
-        b.u8(flags)
-        b.u16(o.keepAliveS)
-        b.str(o.clientId)
-        if (o.will) {
-            b.str(o.will.topic)
-            b.data(o.will.payload)
-        }
-        if (o.username) b.str(o.username)
-        if (o.password) b.str(o.password)
-        return packet(CONNECT << 4, b.concat())
-    }
-
     private async session() {
         const o = this.opts
-        this.rx = null
-        this.sock = await connect({ host: o.host, port: o.port, proto: o.proto as any, timeout: 10000 })
+        this.framer = new Framer(this.timing.maxPacket)
+        this.subId = 0
+        this.acks = []
+        this.sock = await (o.open || openSocket)(o)
         this.lastRx = ds.millis()
-        if (!(await this.send(this.connectPacket()))) throw new Error("connect send failed")
+        if (!(await this.send(encodeConnect(o), this.timing.sendTries))) throw new Error("CONNECT not sent")
         while (true) {
-            const chunk = await this.sock.recv(1000)
+            // PUBACKs refused by a full send queue go again soon
+            const chunk = await this.sock.recv(this.acks.length ? SEND_PAUSE_MS : 1000)
             if (chunk === null) throw new Error("connection closed")
-            const now = ds.millis()
             if (chunk) {
-                this.lastRx = now
-                this.rx = this.rx ? this.rx.concat(chunk) : chunk
-                await this.parse()
+                this.lastRx = ds.millis()
+                this.framer.push(chunk)
+                await this.drain()
             }
-            // keep alive [MQTT-3.1.2.10]: ping at half the period, give up at 1.5 periods
+            await this.flushAcks()
+            // keep alive [MQTT-3.1.2-24]: ping when idle for half the period, give up at 1.5 periods
             const ka = o.keepAliveS * 1000
-            if (now - this.lastRx > ka * 1.5) throw new Error("keep-alive timeout")
-            if (this.connected && now - this.lastTx > ka / 2) await this.send(packet(PINGREQ << 4, Buffer.alloc(0)))
+            if (ds.millis() - this.lastRx > ka * 1.5) throw new Error("keep-alive timeout")
+            if (this.connected && ds.millis() - this.lastTx > ka / 2) await this.send(encodePingreq(), 1)
+            if (this.connected && !this.subscribed && ds.millis() >= this.subDueAt) {
+                if (this.subId) {
+                    console.log(`mqtt: no SUBACK; subscribing again`)
+                    this.subRetryMs = Math.min(this.subRetryMs * 2, SUBSCRIBE_MAX_MS)
+                }
+                await this.sendSubscribe()
+            }
         }
     }
 
-    /** Handles every complete packet in the receive buffer. */
-    private async parse() {
-        while (this.rx && this.rx.length >= 2) {
-            const buf = this.rx
-            let len = 0
-            let mul = 1
-            let pos = 1
-            let complete = false
-            while (pos < buf.length && pos <= 4) {
-                const d = buf.getAt(pos, "u8")
-                len = len + (d & 127) * mul
-                mul = mul * 128
-                pos = pos + 1
-                if (d < 128) {
-                    complete = true
-                    break
-                }
+    /** Handles every complete packet received, yielding every YIELD_EVERY packets. */
+    private async drain() {
+        while (true) {
+            const p = this.framer.next()
+            if (!p) return
+            if (p.body) await this.handle(p.type, p.flags, p.body)
+            else this.skip(p.type, p.flags, p.length, p.head)
+            this.handled++
+            if (this.handled % YIELD_EVERY === 0) {
+                await this.flushAcks()
+                // sleep(0) lets due timers (the sampler) run and resumes in the same pass of the VM
+                await ds.sleep(0)
             }
-            if (!complete) {
-                if (pos > 4) throw new Error("malformed remaining length")
-                return
-            }
-            if (buf.length < pos + len) return
-            const header = buf.getAt(0, "u8")
-            const body = buf.slice(pos, pos + len)
-            this.rx = buf.length > pos + len ? buf.slice(pos + len) : null
-            await this.handle(header >> 4, header & 15, body)
         }
+    }
+
+    /** A packet over maxPacket: its bytes are dropped as they arrive; a QoS 1 PUBLISH is still acknowledged. */
+    private skip(type: number, flags: number, length: number, head: Buffer) {
+        this.skipped++
+        console.log(`mqtt: skipped a packet of type ${type} and ${length} B (limit ${this.timing.maxPacket} B)`)
+        if (type !== PacketType.PUBLISH) return
+        const id = publishId(flags, head)
+        if (id > 0) this.acks.push(id)
+    }
+
+    private async sendSubscribe() {
+        if (!this.subscriptions.length) {
+            this.subscribed = true
+            return
+        }
+        this.subId = this.id()
+        // sent again when refused or unanswered within the retry period
+        this.subDueAt = ds.millis() + this.subRetryMs
+        await this.send(encodeSubscribe(this.subId, this.subscriptions, 1), 1) // QoS 1 downlinks
     }
 
     private async handle(type: number, flags: number, body: Buffer) {
-        if (type === CONNACK) {
-            const rc = body.length >= 2 ? body.getAt(1, "u8") : 255
-            if (rc !== 0) throw new Error(`connection refused, code ${rc}`)
+        if (type === PacketType.PUBLISH) {
+            const m = parsePublish(flags, body)
+            // QoS 1 [MQTT-4.3.2-2]: PUBACK with the same packet identifier, batched
+            if (m.qos > 0) this.acks.push(m.id)
+            if (this.onMessage) this.onMessage(m.topic, m.payload)
+        } else if (type === PacketType.CONNACK) {
+            const c = parseConnack(body)
+            if (c.returnCode !== 0) throw new Error(`connection refused, code ${c.returnCode}`)
             this.connected = true
-            if (this.subscriptions.length) {
-                const b = new Bytes()
-                b.u16(this.id())
-                for (const f of this.subscriptions) {
-                    b.str(f)
-                    b.u8(1) // QoS 1 downlinks
-                }
-                await this.send(packet((SUBSCRIBE << 4) | 2, b.concat()))
-            }
+            this.acceptedAt = ds.millis()
+            this.subRetryMs = this.timing.subscribeRetryMs
+            await this.sendSubscribe()
             if (this.onConnect) this.onConnect()
-        } else if (type === PUBLISH) {
-            const qos = (flags >> 1) & 3
-            const tlen = body.getAt(0, "u8") * 256 + body.getAt(1, "u8")
-            const topic = body.slice(2, 2 + tlen).toString()
-            let off = 2 + tlen
-            if (qos > 0) {
-                const ack = new Bytes()
-                ack.raw(body.slice(off, off + 2))
-                await this.send(packet(PUBACK << 4, ack.concat()))
-                off = off + 2
+        } else if (type === PacketType.SUBACK) {
+            const s = parseSuback(body)
+            if (s.id !== this.subId) return
+            this.subId = 0
+            let refused = 0
+            for (const c of s.codes) if (c === SUBACK_FAILURE) refused++
+            if (refused === 0) {
+                this.subscribed = true
+                return
             }
-            if (this.onMessage) this.onMessage(topic, body.slice(off))
+            // 3.9.3: 0x80 is a refusal (e.g. the broker's ACL); without the subscription no downlink arrives
+            console.log(`mqtt: subscription refused (SUBACK 0x80); retrying in ${this.subRetryMs} ms`)
+            this.subDueAt = ds.millis() + this.subRetryMs
+            this.subRetryMs = Math.min(this.subRetryMs * 2, SUBSCRIBE_MAX_MS)
         }
-        // PUBACK, SUBACK, PINGRESP: nothing to do (delivery is confirmed end to end)
+        // PUBACK, PINGRESP: nothing to do (delivery is confirmed end to end)
     }
 
     /** Publishes; false when not connected or the write failed (the caller keeps the frame). */
     async publish(topic: string, payload: Buffer, qos: number): Promise<boolean> {
         if (!this.connected) return false
-        const b = new Bytes()
-        b.str(topic)
-        if (qos > 0) b.u16(this.id())
-        b.raw(payload)
-        return await this.send(packet((PUBLISH << 4) | (qos << 1), b.concat()))
+        const b = encodePublish(topic, payload, qos, qos > 0 ? this.id() : 0)
+        return await this.send(b, this.timing.sendTries)
     }
 
     /** Clean disconnect: the broker discards the will [MQTT-3.14.4-3]. */
     async disconnect() {
-        await this.send(packet(DISCONNECT << 4, Buffer.alloc(0)))
+        await this.send(encodeDisconnect(), this.timing.sendTries)
     }
 }

@@ -120,8 +120,18 @@ export class MeterStore {
         await this.saveState()
     }
 
-    /** Marks (boot, seq) acknowledged; the ring's head moves past acknowledged frames. */
+    /**
+     * Marks (boot, seq) acknowledged; the ring's head moves past acknowledged frames. Frames are
+     * queued in (boot, seq) order, so an ack outside the queue's range is refused in O(1) (issue 9:
+     * a flood of acks for frames the meter never queued).
+     */
     ack(boot: number, seq: number): boolean {
+        const n = this.frames.length
+        if (n === 0) return false
+        const first = this.frames[0]
+        const last = this.frames[n - 1]
+        if (boot < first.boot || (boot === first.boot && seq < first.seq)) return false
+        if (boot > last.boot || (boot === last.boot && seq > last.seq)) return false
         for (const f of this.frames) {
             if (f.boot === boot && f.seq === seq) {
                 f.acked = true

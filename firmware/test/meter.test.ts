@@ -98,4 +98,23 @@ describe("flash queue", () => {
         await r.load()
         expect(r.frames[0].seq).toBe(head + 2)
     })
+    // issue 9: a flood of acks for frames never queued cost a scan of the queue each
+    test("acks outside the queue's (boot, seq) range are refused without a scan", async () => {
+        const s = new MeterStore()
+        await s.load()
+        const first = s.frames[0]
+        const last = s.frames[s.frames.length - 1]
+        // 600 in one fiber run: a scan of ~30 frames each would pass the VM's 128 K
+        // instructions without a yield (panic 60001)
+        let accepted = 0
+        for (let i = 0; i < 150; ++i) {
+            if (s.ack(last.boot, last.seq + 1 + i)) accepted++
+            if (s.ack(last.boot + 1, i)) accepted++
+            if (s.ack(first.boot, first.seq - 1 - (i % first.seq))) accepted++
+            if (s.ack(first.boot - 1, i)) accepted++
+        }
+        expect(accepted).toBe(0)
+        expect(s.queuedCount()).toBe(QUEUE_SLOTS - 2)
+        expect(s.ack(last.boot, last.seq)).toBe(true)
+    })
 })

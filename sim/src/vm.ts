@@ -6,6 +6,7 @@
 // would share the fixed devtools ports and one flash file. The extraction is checked at load time.
 import { readFileSync } from "node:fs"
 import { createRequire } from "node:module"
+import { installMeterSocket } from "./socket.js"
 
 const require = createRequire(import.meta.url)
 
@@ -68,5 +69,7 @@ function loadFactory(): VmFactory {
 export async function createVm(): Promise<DevsVm> {
   const vm = await loadFactory()({})
   vm.devsGcStress(false)
+  installMeterSocket(vm) // 1 KB reads, a receive window, a bounded send queue: as on a board
+
   return vm
 }
