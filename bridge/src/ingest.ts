@@ -93,9 +93,19 @@ interface Inbound {
   at: Date
   /** performance.now() at arrival. */
   since: number
+  /** From the topic; undefined when it is not an uplink topic. */
+  up: { meterId: string; kind: UpKind } | undefined
+  sha256: string
+  /**
+   * Decoded on arrival as an open frame (what most are), while the previous batch commits; used
+   * when the meter's row says its frames are open and no key is registered, decoded again otherwise.
+   */
+  open?: UplinkFrame | FrameError
   resolve(outcome: IngestOutcome): void
   reject(e: Error): void
 }
+
+const OPEN: SealContext = { policy: "open", keys: [] }
 
 /**
  * One frame's way through a batch: decided from its meter's row inside the batch's transaction,
@@ -185,10 +195,19 @@ export class Ingest {
    * dead-lettered), and its meter's acknowledgement is sent; rejects only when ingest stops.
    */
   handle(topic: string, payload: Uint8Array, at = new Date()): Promise<IngestOutcome> {
-    this.metrics.framesIn.inc({ kind: parseUpTopic(topic)?.kind ?? "invalid" })
+    const up = parseUpTopic(topic)
+    this.metrics.framesIn.inc({ kind: up?.kind ?? "invalid" })
     if (this.stopping) return Promise.reject(new Error("ingest stopped"))
+    const sha256 = createHash("sha256").update(payload).digest("hex")
+    let open: Inbound["open"]
+    if (up)
+      try {
+        open = decodeUplink(up.kind, payload, at.getTime() / 1000, OPEN)
+      } catch (e) {
+        if (e instanceof FrameError) open = e
+      }
     return new Promise((resolve, reject) => {
-      this.queue.push({ topic, payload, at, since: performance.now(), resolve, reject })
+      this.queue.push({ topic, payload, at, since: performance.now(), up, sha256, open, resolve, reject })
       this.schedule()
     })
   }
@@ -215,22 +234,43 @@ export class Ingest {
     void this.loop()
   }
 
-  /** One batch at a time, in arrival order: what arrives meanwhile makes the next batch. */
+  /**
+   * One batch at a time, in arrival order: what arrives meanwhile makes the next batch. A batch's
+   * frames are settled (downlinks, resolved: the caller's PUBACKs) once the next batch's
+   * transaction has started, so the data tier works on it meanwhile.
+   */
   private async loop() {
+    let committed: Work[] = []
     try {
       while (this.queue.length && !this.stopping) {
         const batch = this.queue.splice(0, this.maxFrames)
         this.current = batch
+        const next = this.commit(batch)
+        this.settleAll(committed)
+        committed = []
         try {
-          await this.commit(batch)
+          committed = await next
         } catch (e) {
           for (const f of batch) f.reject(e as Error)
         }
-        this.current = undefined
       }
     } finally {
+      this.settleAll(committed)
       this.running = false
       this.current = undefined
+    }
+  }
+
+  private settleAll(works: Work[]) {
+    for (const w of works) {
+      let outcome: IngestOutcome
+      try {
+        outcome = this.settle(w)
+      } catch (e) {
+        this.log.error({ err: e as Error, meterId: w.meterId }, "settling a committed frame failed")
+        outcome = w.error?.code ?? "stored"
+      }
+      w.in.resolve(outcome)
     }
   }
 
@@ -261,7 +301,7 @@ export class Ingest {
    * halves, each committed on its own, until the frame it refuses is alone: that one is parked.
    * Rejects only when the bridge stops.
    */
-  private async commit(batch: Inbound[]): Promise<void> {
+  private async commit(batch: Inbound[]): Promise<Work[]> {
     let attempt: Work[] = []
     let done: Work[]
     const t0 = performance.now()
@@ -277,15 +317,13 @@ export class Ingest {
           "batch refused by the data tier; splitting it to find the frame",
         )
         const half = Math.ceil(batch.length / 2)
-        await this.commit(batch.slice(0, half))
-        await this.commit(batch.slice(half))
-        return
+        return [...(await this.commit(batch.slice(0, half))), ...(await this.commit(batch.slice(half)))]
       }
       done = [await this.park(attempt[0] ?? this.work(batch[0]), e)]
     }
     this.metrics.storeLatency.observe((performance.now() - t0) / 1000)
     this.metrics.batchFrames.observe(batch.length)
-    for (const w of done) w.in.resolve(this.settle(w))
+    return done
   }
 
   /** The frame alone is refused by the data tier: parked (a dead letter of its own), acknowledged when its id can be read. */
@@ -321,14 +359,7 @@ export class Ingest {
   }
 
   private work(f: Inbound): Work {
-    const t = parseUpTopic(f.topic)
-    return {
-      in: f,
-      kind: t?.kind,
-      meterId: t?.meterId ?? null,
-      sha256: createHash("sha256").update(f.payload).digest("hex"),
-      downlinkKey: null,
-    }
+    return { in: f, kind: f.up?.kind, meterId: f.up?.meterId ?? null, sha256: f.sha256, downlinkKey: null }
   }
 
   private letter(w: Work): DeadLetter {
@@ -417,7 +448,13 @@ export class Ingest {
     // the meter first: its registry entry says whether (and with which keys) its frames are sealed
     let meter = meters.get(meterId)
     if (!meter && !this.opts.autoRegister) throw new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned")
-    const frame = decodeUplink(w.kind, w.in.payload, at.getTime() / 1000, sealContext(meter))
+    const seal = sealContext(meter)
+    const decoded =
+      w.in.open && seal.policy === "open" && seal.keys.length === 0
+        ? w.in.open // decoded on arrival with the same (open) context
+        : decodeUplink(w.kind, w.in.payload, at.getTime() / 1000, seal)
+    if (decoded instanceof FrameError) throw decoded
+    const frame = decoded
     w.frame = frame
     if (!meter) {
       meter = newMeterRow(meterId, at)

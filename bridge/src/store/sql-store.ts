@@ -31,6 +31,11 @@ export interface Db {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<{ rows: T[] }>
   /** Runs fn in one transaction on one connection; commits when it resolves. */
   transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>
+  /**
+   * COPY table (columns) FROM STDIN of rows in the text format (copyText): bulk rows at about
+   * three times the rate of an INSERT of unnested arrays.
+   */
+  copyFrom(table: string, columns: readonly string[], text: string): Promise<void>
   close(): Promise<void>
 }
 
@@ -167,8 +172,20 @@ function readingColumns(rows: ReadingRow[]): unknown[][] {
   )
 }
 
-const READINGS_INSERT = `INSERT INTO readings (${COLUMN_NAMES.join(", ")})
-  SELECT * FROM ${unnest(READING_ARRAY_TYPES)} ON CONFLICT DO NOTHING`
+/** A value in COPY's text format: \\N for NULL, t/f, ISO 8601 times; backslash and separators escaped. */
+function copyValue(v: unknown): string {
+  if (v === null || v === undefined) return "\\N"
+  if (typeof v === "boolean") return v ? "t" : "f"
+  if (v instanceof Date) return v.toISOString()
+  if (typeof v === "number") return String(v)
+  return String(v).replace(/[\\\t\n\r]/g, (c) =>
+    c === "\\" ? "\\\\" : c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\r",
+  )
+}
+
+/** Rows for Db.copyFrom, one line each, values in COLUMN_NAMES order. */
+const copyText = (rows: ReadingRow[]) =>
+  rows.map((r) => READING_COLUMNS.map((c) => copyValue(r[c.key])).join("\t")).join("\n") + "\n"
 
 /** One row per meter (ON CONFLICT DO UPDATE may touch a row once per statement). */
 const LATEST_UPSERT = `INSERT INTO meter_latest (${COLUMN_NAMES.join(", ")})
@@ -320,7 +337,10 @@ class SqlWrites implements IngestTx {
 
   async writeReadings(rows: ReadingRow[]) {
     if (!rows.length) return
-    await this.db.query(READINGS_INSERT, readingColumns(rows))
+    // COPY has no ON CONFLICT: the ledger claimed these frames, so their rows are new. Rows of a
+    // claimed frame already present would mean a broken data tier: the key refuses them (23505),
+    // and the batch is split until that frame is parked.
+    await this.db.copyFrom("readings", COLUMN_NAMES, copyText(rows))
     const newest = new Map<string, ReadingRow>()
     for (const r of rows) {
       const n = newest.get(r.meterId)
