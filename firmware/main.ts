@@ -5,21 +5,50 @@ import * as ds from "@devicescript/core"
 import { readSetting, writeSetting } from "@devicescript/settings"
 import { AlarmRules } from "./alarms"
 import { FIRMWARE_VERSION, applyConfig, loadConfig } from "./config"
-import { Downlink, decodeDownlink, encodeUplink } from "./frames"
+import { randomBuffer } from "@devicescript/crypto"
+import { Downlink, Uplink, decodeDownlink, encodeSealedUplink, encodeUplink, openDownlink } from "./frames"
 import { Uplink as UplinkF } from "./gen/wire"
 import { IntervalReading, Sampler, toBatch } from "./sampler"
 import { MqttLink } from "./mqtt"
 import { MeterStore, QUEUE_SLOTS } from "./store"
+import { KIND_ALARM, KIND_READINGS, downKindCode, keyId, nonceMillis, parseKey } from "./seal"
 import { downFilter, upTopic } from "./topics"
 
 const cfg = await loadConfig()
-const boot = (await readSetting<number>("BOOT", 0)) + 1
+/**
+ * A meter that has no boot counter (first start, flash wipe, re-flash) starts it at a random value
+ * in [2^21, 2^28) (proto Uplink.boot): a new life never reuses an earlier one's (boot, seq), so the
+ * bridge never takes its frames for duplicates, and sealed nonces never repeat.
+ */
+function firstBoot(): number {
+    const r = randomBuffer(4)
+    let v = 0
+    for (let i = 0; i < 4; ++i) v = v * 256 + r.getAt(i, "u8")
+    const span = 2 ** 28 - 2 ** 21
+    return 2 ** 21 + (v - Math.floor(v / span) * span)
+}
+const lastBoot = await readSetting<number>("BOOT", 0)
+const boot = lastBoot > 0 ? lastBoot + 1 : firstBoot()
 await writeSetting("BOOT", boot)
+
+// ---- sealing (issue 10; proto/topics.md "Sealed frames"): with a SEAL_KEY every uplink is sealed
+// and only sealed downlinks are accepted
+let sealKey: Buffer = parseKey(await readSetting<string>("SEAL_KEY", ""))
+/** The key before a rotation: downlinks sealed before the bridge saw the switch still open. */
+let previousKey: Buffer = undefined
+/** Nonce time (ms) of the newest config or time downlink accepted: older ones are replays. */
+let newestDownMs = await readSetting<number>("DL_MS", 0)
+/** Connections of this boot (proto Uplink.link): part of the birth's and death's nonce. */
+let link = 0
+function encode(u: Uplink): Buffer {
+    return sealKey ? encodeSealedUplink(u, sealKey) : encodeUplink(u)
+}
 const store = new MeterStore()
 await store.load()
 console.log(
     `citymeter: meter ${cfg.meterId} boot ${boot} interval ${cfg.t.intervalS}s x${cfg.t.batch}, ${store.queuedCount()} frames queued`
 )
+console.log(`citymeter: frames ${sealKey ? "sealed (key id " + keyId(sealKey) + ")" : "open (no SEAL_KEY)"}`)
 
 const st = store.state
 const sampler = new Sampler(
@@ -68,16 +97,21 @@ const mqtt = new MqttLink({
     password: cfg.mqttPass.length ? cfg.mqttPass : undefined,
     clientId: cfg.meterId,
     keepAliveS: 30,
-    // the last will is a death frame (proto: Death)
-    will: { topic: upTopic(cfg.meterId, "death"), payload: encodeUplink({ boot, death: {} }), qos: 1 },
+    // the last will is a death frame (proto: Death) of this boot and connection (onBeforeConnect)
+    will: { topic: upTopic(cfg.meterId, "death"), payload: encode({ boot, death: {} }), qos: 1 },
 })
+mqtt.onBeforeConnect = () => {
+    link = link + 1
+    mqtt.opts.will.payload = encode({ boot, link, death: {} })
+}
 
 const connected = () => mqtt.connected
 
 async function sendBirth() {
-    const birth = encodeUplink({
+    const birth = encode({
         boot,
         seq,
+        link,
         birth: {
             firmware: FIRMWARE_VERSION,
             board: cfg.board,
@@ -89,6 +123,7 @@ async function sendBirth() {
             dropped: st.d,
             uptimeS: Math.floor(ds.millis() / 1000),
             config: cfg.t,
+            keyId: sealKey ? keyId(sealKey) : 0,
         },
     })
     if (await mqtt.publish(upTopic(cfg.meterId, "birth"), birth, 1)) born = true
@@ -119,7 +154,7 @@ async function pump() {
 
 // Downlinks are counted, not logged one by one: a flood must cost no more than its bytes (issue 9).
 // The counts are logged with the next frame.
-const rx = { acks: 0, ignored: 0, bad: 0, time: 0, resend: 0 }
+const rx = { acks: 0, ignored: 0, bad: 0, time: 0, resend: 0, refused: 0 }
 
 function onDownlink(d: Downlink) {
     if (d.ack) {
@@ -132,6 +167,13 @@ function onDownlink(d: Downlink) {
         unixOffsetMs = d.time.unixMs + rttMs / 2 - ds.millis()
         rx.time++
     } else if (d.config) {
+        if (d.config.sealKey) {
+            const next: Buffer = d.config.sealKey
+            setTimeout(async () => {
+                await rotateKey(next)
+            }, 0)
+            return
+        }
         pendingConfig = d.config // applied at the next frame boundary
     } else if (d.resend) {
         rx.resend++
@@ -145,9 +187,43 @@ mqtt.onConnect = () => {
     born = false
     for (const f of store.frames) f.sentAt = 0 // a new session: everything unacked goes again
 }
-mqtt.onMessage = (_topic: string, payload: Buffer) => {
+/**
+ * Key rotation (proto Config.seal_key): persist the next key, switch to it, and confirm it with a
+ * birth sealed under it (Birth.key_id). The old key still opens downlinks until the next reboot.
+ */
+async function rotateKey(next: Buffer) {
+    if (next.length !== 32 || !sealKey) return
+    await writeSetting("SEAL_KEY", next.toString("hex"))
+    previousKey = sealKey
+    sealKey = next
+    console.log(`citymeter: sealing key rotated (key id ${keyId(next)})`)
+    born = false
+}
+
+/** A sealed meter opens a downlink with its key (or the previous one); unsealed, forged or replayed ones are refused. */
+function openSealed(topic: string, d: Downlink): Downlink {
+    const kind = downKindCode(topic.slice(topic.lastIndexOf("/") + 1))
+    let inner = openDownlink(d, kind, sealKey)
+    if (!inner && previousKey) inner = openDownlink(d, kind, previousKey)
+    if (!inner) return undefined
+    if (inner.config || inner.time) {
+        const ms = nonceMillis(d.nonce)
+        if (ms <= newestDownMs) return undefined // a replay (or older than one accepted)
+        newestDownMs = ms
+        if (inner.config)
+            setTimeout(async () => {
+                await writeSetting("DL_MS", ms)
+            }, 0)
+    }
+    return inner
+}
+
+mqtt.onMessage = (topic: string, payload: Buffer) => {
     try {
-        onDownlink(decodeDownlink(payload))
+        const d = decodeDownlink(payload)
+        const inner = sealKey ? openSealed(topic, d) : d
+        if (inner) onDownlink(inner)
+        else rx.refused++
     } catch (e) {
         rx.bad++
     }
@@ -197,21 +273,23 @@ async function checkAlarms(r: IntervalReading, startMillis: number) {
         seq = seq + 1
         console.log(`citymeter: alarm ${e.type} ${e.active ? "raised" : "cleared"} boot=${boot} seq=${seq}`)
         await store.push(
-            encodeUplink({
+            encode({
                 boot,
                 seq,
                 alarm: { type: e.type, active: e.active, timeS: t.s, timeSynced: t.synced, value: e.value },
-            })
+            }),
+            sealKey ? KIND_ALARM : 0
         )
     }
 }
 
 function logDownlinks() {
-    if (!rx.ignored && !rx.bad && !rx.time && !rx.resend && !mqtt.skipped && !mqtt.sendRetries) return
+    if (!rx.ignored && !rx.bad && !rx.time && !rx.resend && !rx.refused && !mqtt.skipped && !mqtt.sendRetries) return
     // two lines: DeviceScript's compiler takes at most 7 substitutions in a template
     console.log(
         `citymeter: downlinks: ${rx.acks} acks (ignored ${rx.ignored} acks for no queued frame), ${rx.bad} bad, ${rx.time} time, ${rx.resend} resend`
     )
+    if (rx.refused) console.log(`citymeter: downlinks refused (unsealed, forged or replayed): ${rx.refused}`)
     console.log(
         `citymeter: mqtt: ${mqtt.skipped} packets skipped, ${mqtt.sendRetries} send retries, ${mqtt.sendFailures} sends failed`
     )
@@ -220,6 +298,7 @@ function logDownlinks() {
     rx.bad = 0
     rx.time = 0
     rx.resend = 0
+    rx.refused = 0
     mqtt.skipped = 0
     mqtt.sendRetries = 0
     mqtt.sendFailures = 0
@@ -231,14 +310,14 @@ async function closeBatch() {
     const readings = toBatch(intervals, t.s, t.synced, intervalMs / 1000, sampler)
     // made while the uplink is down: it will arrive late, from the queue
     readings.replayed = !connected()
-    const frame = encodeUplink({ boot, seq, readings })
+    const frame = encode({ boot, seq, readings })
     console.log(`citymeter: frame boot=${boot} seq=${seq} n=${intervals.length}`)
     logDownlinks()
     intervals = []
     // Totals are persisted with the frame that carries them, never ahead of it: after a power
     // cut the first interval of the next boot gets everything since this frame.
     persistTotals()
-    await store.push(frame)
+    await store.push(frame, sealKey ? KIND_READINGS : 0)
 }
 
 setInterval(async () => {

@@ -143,6 +143,8 @@ export class MqttLink {
     onMessage: (topic: string, payload: Buffer) => void = null
     /** Called once per accepted connection, after subscriptions were sent. */
     onConnect: () => void = null
+    /** Called before each CONNECT is sent: the last chance to change opts.will. */
+    onBeforeConnect: () => void = null
 
     constructor(readonly opts: MqttOptions) {
         const t: any = {}
@@ -229,6 +231,8 @@ export class MqttLink {
         this.acks = []
         this.sock = await (o.open || openSocket)(o)
         this.lastRx = ds.millis()
+        // the will may differ per connection (a sealed death carries its connection number)
+        if (this.onBeforeConnect) this.onBeforeConnect()
         if (!(await this.send(encodeConnect(o), this.timing.sendTries))) throw new Error("CONNECT not sent")
         while (true) {
             // PUBACKs refused by a full send queue go again soon

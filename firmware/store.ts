@@ -15,6 +15,7 @@ import * as ds from "@devicescript/core"
 import { settings } from "@devicescript/settings"
 import { Uplink as UplinkF } from "./gen/wire"
 import { PbReader } from "./pb"
+import { KIND_ALARM, KIND_READINGS } from "./seal"
 
 export const QUEUE_SLOTS = 32
 /** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
@@ -58,6 +59,26 @@ async function readRaw(key: string): Promise<Buffer> {
     return value as Buffer
 }
 
+/**
+ * A sealed frame's body is ciphertext, so its slot starts with the kind byte of its nonce
+ * (seal.ts: 0x01 readings, 0x03 alarm) before the frame; an open frame's slot is the frame. No
+ * Uplink starts with 0x01 or 0x03 (field 0 does not exist), so the two never mix up.
+ */
+export function slotValue(frame: Buffer, sealedKind: number): Buffer {
+    if (!sealedKind) return frame
+    const k = Buffer.alloc(1)
+    k.setAt(0, "u8", sealedKind)
+    return Buffer.concat(k, frame)
+}
+
+/** [frame, body field] of a slot's value. */
+function fromSlot(v: Buffer): [Buffer, number] {
+    const first = v.getAt(0, "u8")
+    if (first === KIND_READINGS) return [v.slice(1), UplinkF.readings]
+    if (first === KIND_ALARM) return [v.slice(1), UplinkF.alarm]
+    return [v, 0]
+}
+
 /** [boot, seq, body field] of an Uplink frame. */
 export function frameId(frame: Buffer): number[] {
     const r = new PbReader(frame)
@@ -87,10 +108,12 @@ export class MeterStore {
             }
         }
         for (let pos = this.state.h; pos < this.state.t; ++pos) {
-            const frame = await readRaw(`q${pos % QUEUE_SLOTS}`)
-            if (!frame || !frame.length) continue
+            const raw = await readRaw(`q${pos % QUEUE_SLOTS}`)
+            if (!raw || !raw.length) continue
+            const [frame, sealedBody] = fromSlot(raw)
             const id = frameId(frame)
-            this.frames.push({ pos, boot: id[0], seq: id[1], body: id[2], frame, sentAt: 0, acked: false })
+            const body = sealedBody ? sealedBody : id[2]
+            this.frames.push({ pos, boot: id[0], seq: id[1], body, frame, sentAt: 0, acked: false })
         }
     }
 
@@ -98,8 +121,11 @@ export class MeterStore {
         await settings.set("st", Buffer.from(JSON.stringify(this.state)))
     }
 
-    /** Queues a frame durably (slot, then state). When full, the oldest frame is dropped and counted. */
-    async push(frame: Buffer) {
+    /**
+     * Queues a frame durably (slot, then state). When full, the oldest frame is dropped and counted.
+     * `sealedKind`: the nonce kind byte of a sealed frame (its body is not readable), else 0.
+     */
+    async push(frame: Buffer, sealedKind: number = 0) {
         this.compact()
         if (this.state.t - this.state.h >= QUEUE_SLOTS) {
             this.frames.shift()
@@ -109,14 +135,16 @@ export class MeterStore {
         }
         const pos = this.state.t
         const slot = `q${pos % QUEUE_SLOTS}`
-        if (frame.length <= MAX_FRAME_BYTES) await settings.set(slot, frame)
+        const value = slotValue(frame, sealedKind)
+        if (value.length <= MAX_FRAME_BYTES) await settings.set(slot, value)
         else {
             console.log(`citymeter: frame of ${frame.length} B too large for flash; sent unpersisted`)
             await settings.delete(slot)
         }
         this.state.t = pos + 1
         const id = frameId(frame)
-        this.frames.push({ pos, boot: id[0], seq: id[1], body: id[2], frame, sentAt: 0, acked: false })
+        const body = sealedKind === KIND_ALARM ? UplinkF.alarm : sealedKind === KIND_READINGS ? UplinkF.readings : id[2]
+        this.frames.push({ pos, boot: id[0], seq: id[1], body, frame, sentAt: 0, acked: false })
         await this.saveState()
     }
 

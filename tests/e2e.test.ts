@@ -94,7 +94,10 @@ describe.each(STACKS)("end to end on %s", (kind) => {
     }
 
     const m = (await stack.app.inject({ url: `/meters/${meterId}` })).json()
-    expect(m).toMatchObject({ meterId, online: true, boot: 1, intervalS: 1, batch: 2 })
+    expect(m).toMatchObject({ meterId, online: true, intervalS: 1, batch: 2 })
+    // a meter's first boot starts at a random value in [2^21, 2^28) (proto Uplink.boot)
+    expect(m.boot).toBeGreaterThanOrEqual(2 ** 21)
+    expect(m.boot).toBeLessThan(2 ** 28)
     expect(m.firmware).toMatch(/^citymeter-fw \d+\.\d+\.\d+$/)
 
     // power loss: the broker publishes the meter's last will, a death frame

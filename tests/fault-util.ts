@@ -115,8 +115,10 @@ export async function startDriven(d: ReturnType<typeof drivenMeter>, bridge: Bri
 export async function powerLoss(meter: SimMeter, bridge: BridgeProcess, meterId: string) {
   await meter.stop()
   await sleep(3000)
+  const boots = () => new Set([...generated(meter).keys()].map((k) => k.split("/")[0]))
+  const before = boots().size
   await meter.start()
-  await waitFor("frames after reboot", async () => [...generated(meter).keys()].some((k) => k.startsWith("2/")), 30_000)
+  await waitFor("frames after reboot", async () => boots().size > before, 30_000)
   await sleep(3000)
   await caughtUp(meter, bridge, meterId)
 }

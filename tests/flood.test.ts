@@ -94,13 +94,13 @@ test(`a meter sent ${ACKS} acks and malformed downlinks at once neither panics n
   for (let i = 0; i < ACKS; i++) {
     if (i % 10 === 0) {
       duplicates++ // an ack the meter already had
-      send("ack", encodeDownlink({ ack: { boot: 1, seq: storedSeqs[i % storedSeqs.length] } }))
+      send("ack", encodeDownlink({ ack: { boot: bootBefore, seq: storedSeqs[i % storedSeqs.length] } }))
     } else if (i % 3 === 0)
       send("ack", encodeDownlink({ ack: { boot: 7, seq: i } })) // another boot
-    else send("ack", encodeDownlink({ ack: { boot: 1, seq: 1_000_000 + i } })) // a frame never made
+    else send("ack", encodeDownlink({ ack: { boot: bootBefore, seq: 1_000_000 + i } })) // a frame never made
     if (i % OTHER_EVERY === OTHER_EVERY / 2) {
       rounds++
-      send("resend", encodeDownlink({ resend: { boot: 1, fromSeq: 1 } }))
+      send("resend", encodeDownlink({ resend: { boot: bootBefore, fromSeq: 1 } }))
       for (const hex of MALFORMED) send(rounds % 2 ? "config" : "ack", Buffer.from(hex, "hex"))
       send("ack", Buffer.alloc(OVERSIZE_BYTES, 0x0a))
     }

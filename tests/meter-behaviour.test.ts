@@ -201,12 +201,12 @@ describe("resend on request", () => {
     // a broker with no bridge: nothing is acknowledged, so every frame stays queued on the meter
     const broker = await startEmbeddedBroker(0)
     const meterId = uid("resend")
-    const seen: { seq: number; at: number }[] = []
+    const seen: { boot: number; seq: number; at: number }[] = []
     const sub = await mqtt.connectAsync(broker.url, { clientId: uid("sub") })
     await sub.subscribeAsync(upTopic(meterId, "readings"), { qos: 1 })
     sub.on("message", (_t, payload) => {
       const f = decodeUplink("readings", payload)
-      if (f.kind === "readings") seen.push({ seq: f.seq, at: Date.now() })
+      if (f.kind === "readings") seen.push({ boot: f.boot, seq: f.seq, at: Date.now() })
     })
     const meter = new SimMeter({ meterId, settings: { MQTT_PORT: broker.port, INTERVAL_S: 1, BATCH: 1 } })
     meter.setWater({ volumeMl: 0 })
@@ -219,7 +219,7 @@ describe("resend on request", () => {
       const asked = Date.now()
       await sub.publishAsync(
         downTopic(meterId, "resend"),
-        Buffer.from(encodeDownlink({ resend: { boot: 1, fromSeq: 2 } })),
+        Buffer.from(encodeDownlink({ resend: { boot: seen[0].boot, fromSeq: 2 } })),
         { qos: 1 },
       )
       // unacknowledged frames go again after 8 s on their own; on request they go within a second
