@@ -49,13 +49,19 @@ interface VmProbe {
 
 const WRAPPED = ["_jd_em_process", "_jd_em_frame_received", "_jd_em_tcpsock_on_event"] as const
 
-async function startProbe(meterId: string, brokerPort: number, intervalS: number): Promise<VmProbe> {
+async function startProbe(meterId: string, brokerPort: number, intervalS: number, sealKey?: string): Promise<VmProbe> {
   const probe: VmProbe = { meter: undefined as never, frames: [], wasmMs: 0, closeMs: [] }
   let inCall = false
   let frameInCall = false
   probe.meter = new SimMeter({
     meterId,
-    settings: { MQTT_HOST: "127.0.0.1", MQTT_PORT: brokerPort, INTERVAL_S: intervalS, BATCH: 1 },
+    settings: {
+      MQTT_HOST: "127.0.0.1",
+      MQTT_PORT: brokerPort,
+      INTERVAL_S: intervalS,
+      BATCH: 1,
+      ...(sealKey ? { SEAL_KEY: sealKey } : {}),
+    },
     log: (line) => {
       if (!line.includes("citymeter: frame ")) return
       probe.frames.push(performance.now())
@@ -135,9 +141,30 @@ export interface FirmwareResult {
   helloBytecode?: number
   wasmMsPerInterval: number
   closeTickMs: number
+  sealedTickMs: number
   cpuMsPerInterval: number
   maxVms: number
   rssPerVmMiB: number
+}
+
+const BENCH_TOKEN = randomBytes(8).toString("hex")
+
+/** The closing tick of a meter that seals its frames (issue 10), registered with its key first. */
+async function sealedCloseTick(bridge: BridgeProcess, brokerPort: number, meterId: string, quick: boolean) {
+  const key = randomBytes(32).toString("hex")
+  const res = await fetch(`${bridge.apiUrl}/meters/${meterId}`, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${BENCH_TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify({ key }),
+  })
+  if (!res.ok) throw new Error(`registering ${meterId}: HTTP ${res.status}`)
+  const p = await startProbe(meterId, brokerPort, 1, key)
+  try {
+    await sleep(quick ? 4000 : 15000)
+    return median(p.closeMs)
+  } finally {
+    await p.meter.stop()
+  }
 }
 
 export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
@@ -159,6 +186,7 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
     DATABASE_URL: "pglite:memory",
     LOG_LEVEL: "warn",
     CITYMETER_MODE: "demo",
+    API_TOKEN: BENCH_TOKEN,
   })
   await bridge.start()
   const run = randomBytes(3).toString("hex")
@@ -186,6 +214,12 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
         `ratio (VM duty cycle) ${((wasmMsPerInterval / (intervalS * 1000)) * 100).toFixed(2)}%`,
     )
 
+    const sealedTickMs = await sealedCloseTick(bridge, mosq.port, `bench-fw-${run}-sealed`, quick)
+    console.log(
+      `sealing in the VM: closing tick with AES-256-CCM ${sealedTickMs.toFixed(2)} ms median; baseline: the open meter's ` +
+        `${closeTickMs.toFixed(2)} ms; ratio ${(sealedTickMs / closeTickMs).toFixed(2)}×`,
+    )
+
     // ramp: add VMs until one of them misses or is late with an interval
     const steps = quick ? [2] : [2, 4, 8, 16, 24, 32, 48, 64, 96, 128]
     let maxVms = 1
@@ -210,7 +244,16 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
         `${quick ? " (quick: ramp stops at 2)" : ""}; baseline: 1 VM; ratio ${maxVms}×; ` +
         `≈${rssPerVmMiB.toFixed(1)} MiB RSS per added VM (first VM and host ${((rss1 - rss0) / 2 ** 20).toFixed(0)} MiB)`,
     )
-    return { bytecode, helloBytecode, wasmMsPerInterval, closeTickMs, cpuMsPerInterval, maxVms, rssPerVmMiB }
+    return {
+      bytecode,
+      helloBytecode,
+      wasmMsPerInterval,
+      closeTickMs,
+      sealedTickMs,
+      cpuMsPerInterval,
+      maxVms,
+      rssPerVmMiB,
+    }
   } finally {
     for (const p of probes) await p.meter.stop()
     await bridge.stop()
