@@ -1,4 +1,5 @@
-// Fuzz the running bridge (issue 9; a script, not CI): `npm run fuzz -- [--frames N] [--engine pglite|postgres]`.
+// Fuzz the running bridge (issue 9; a script, not CI):
+//   `npm run fuzz -- [--frames N] [--engine pglite|postgres] [--sealed]`.
 //
 // A production bridge (registry on, its own process) on a private Mosquitto, two provisioned meters
 // with a birth and real readings frames, then N mutated copies of those frames: bit flips, byte
@@ -13,6 +14,7 @@ import { join } from "node:path"
 import mqtt from "mqtt"
 import pg from "pg"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
+import { sealUplink } from "../bridge/src/codec.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { PG_URL, dropSchema } from "../tests/helpers.js"
 import { BridgeProcess, MosquittoProcess } from "../tests/infra.js"
@@ -23,6 +25,8 @@ const args = process.argv.slice(2)
 const arg = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt)
 const FRAMES = Number(arg("--frames", "1000000"))
 const ENGINE = arg("--engine", "pglite")
+/** --sealed: the meters are provisioned with keys and their frames sealed (issue 10): 0 must be stored. */
+const SEALED = args.includes("--sealed")
 const TOKEN = randomBytes(12).toString("hex")
 const METERS = ["fuzz-a", "fuzz-b"]
 const BOOT = 3
@@ -92,13 +96,17 @@ const received = async () => sum(metric(await metrics(), "citymeter_frames_recei
 const bridgePid = bridge.pid!
 const vmHwmMiB = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${bridgePid}/status`, "utf8"))![1]) / 1024
 
+const keys = new Map(METERS.map((m) => [m, randomBytes(32)]))
 for (const m of METERS) {
   const res = await fetch(`${bridge.apiUrl}/meters/${m}`, {
     method: "PUT",
-    headers: { authorization: `Bearer ${TOKEN}` },
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify(SEALED ? { key: keys.get(m)!.toString("hex") } : { policy: "open" }),
   })
   if (!res.ok) throw new Error(`registering ${m}: HTTP ${res.status}`)
 }
+const frameFor = (m: string, u: citymeter.v1.IUplink) =>
+  Buffer.from(SEALED ? sealUplink(keys.get(m)!, u) : Uplink.encode(u).finish())
 const pub = await mqtt.connectAsync(mosquitto.url, { clientId: "fuzz-pub" })
 // the real traffic: a birth and SEEDS readings frames per meter
 const nowS = Math.floor(Date.now() / 1000)
@@ -109,11 +117,11 @@ for (const m of METERS) {
     seq: 0,
     birth: { firmware: "0.2.0", board: "esp32c3", intervalS: 900, batch: 4, uptimeS: 10 },
   }
-  await pub.publishAsync(upTopic(m, "birth"), Buffer.from(Uplink.encode(Uplink.fromObject(birth)).finish()), { qos: 1 })
+  await pub.publishAsync(upTopic(m, "birth"), frameFor(m, Uplink.fromObject({ ...birth, link: 1 })), { qos: 1 })
   for (let s = 1; s <= SEEDS; s++) {
     const f = Uplink.decode(encodeCitymeter(householdBatch(4, s, nowS - 86400 + s * 3600)))
     f.boot = BOOT
-    const bytes = Uplink.encode(f).finish()
+    const bytes = frameFor(m, f)
     seeds.push(bytes)
     await pub.publishAsync(upTopic(m, "readings"), Buffer.from(bytes), { qos: 1 })
   }
@@ -166,6 +174,7 @@ console.log(
   JSON.stringify(
     {
       engine: ENGINE,
+      sealed: SEALED,
       sent: FRAMES,
       publishedOnTheOtherMetersTopic: forged,
       seconds: Math.round(seconds),

@@ -19,12 +19,20 @@ test("npm run bench -- --quick exits 0 and prints each baseline with its ratio",
   expect(code, out).toBe(0)
   // frame size: one row per batch size, both ratios; citymeter is the smallest
   for (const n of [1, 4, 16]) {
-    const m = new RegExp(`^\\s+${n}\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+([\\d.]+)×\\s+([\\d.]+)×$`, "m").exec(out)
+    const m = new RegExp(`^\\s+${n}\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+([\\d.]+)×\\s+([\\d.]+)×$`, "m").exec(
+      out,
+    )
     expect(m, `frame size row for ${n} intervals\n${out}`).not.toBeNull()
-    const [cm, sp, json] = [m![1], m![2], m![3]].map(Number)
+    const [cm, sealed, sp, json] = [m![1], m![2], m![3], m![4]].map(Number)
     expect(sp).toBeGreaterThan(cm)
     expect(json).toBeGreaterThan(cm)
+    // sealing adds the 8-byte tag and a few bytes of envelope (issue 10: ≤ 120 B at 4 intervals)
+    expect(sealed - cm).toBeGreaterThanOrEqual(8)
+    if (n === 4) expect(sealed).toBeLessThanOrEqual(120)
   }
+  // sealing cost on the bridge and in the VM, each against its open baseline
+  expect(out).toMatch(/^sealed frame\s+[\d,]+ frames\/s\s+\([\d.]+× of open/m)
+  expect(out).toMatch(/sealing in the VM: closing tick .* ratio \d+\.\d+×/)
   // ingest: baseline and bridge rates and their ratio, for both data tiers
   for (const engine of ["PostgreSQL", "PGlite"])
     expect(out).toMatch(new RegExp(`^${engine}.*\\s\\d+ frames/s\\s+\\d+ frames/s\\s+\\d+\\.\\d{3}$`, "m"))
