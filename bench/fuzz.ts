@@ -188,6 +188,7 @@ console.log(
       dataTierBytesBefore: before.db,
       dataTierBytesAfter: dbAfter,
       dataTierGrowthMiB: +((dbAfter - before.db) / 2 ** 20).toFixed(1),
+      ...(ENGINE === "pglite" ? { walMiB: +(du(join(dataDir, "pg_wal")) / 2 ** 20).toFixed(1) } : {}),
       newestDeadLetterId: letters.deadLetters?.[0]?.id,
     },
     null,
