@@ -2,6 +2,7 @@
 // from one Mosquitto password file, and the topic ACL that keeps meter A from publishing as meter
 // B — on a private Mosquitto (deploy/mosquitto/citymeter-secure.conf + acl) and on the embedded
 // broker (bridge/src/broker.ts), which enforce the same rule.
+import { randomBytes } from "node:crypto"
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
 import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -9,6 +10,7 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { sealUplink } from "../bridge/src/codec.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { downTopic, upTopic } from "../bridge/src/topics.js"
@@ -112,6 +114,26 @@ function describeBroker(
       await expect(meterClient(url, "meter-a", { ca: undefined })).rejects.toThrow(/certificate/i)
       await expect(meterClient(url, "meter-a", { password: "wrong" })).rejects.toThrow()
       await expect(meterClient(url, "meter-a", { username: undefined, password: undefined })).rejects.toThrow()
+    })
+
+    test("a sealed meter's frames travel over TLS as well; its open frames are refused (issue 10)", async () => {
+      const key = randomBytes(32)
+      await svc.store.setSeal("meter-a", { policy: "sealed", key })
+      const a = await meterClient(url, "meter-a")
+      const sealed = sealUplink(key, Uplink.decode(readingsFrame(5)))
+      await a.publishAsync(upTopic("meter-a", "readings"), Buffer.from(sealed), { qos: 1 })
+      await a.publishAsync(upTopic("meter-a", "readings"), readingsFrame(6), { qos: 1 })
+      await waitFor(
+        "the sealed frame stored over TLS",
+        async () => (await readings("meter-a")).some((r) => r.seq === 5),
+        10_000,
+      )
+      await new Promise((r) => setTimeout(r, 300))
+      const seqs = (await readings("meter-a")).map((r) => r.seq)
+      expect(seqs).toContain(5)
+      expect(seqs).not.toContain(6)
+      await svc.store.setSeal("meter-a", { policy: "open", key: null })
+      await a.endAsync()
     })
 
     test("meter A cannot read meter B's downlinks", async () => {
