@@ -1,9 +1,13 @@
-// `citymeter build` and `citymeter flash`: the DeviceScript CLI (devs) with citymeter's layout.
-// The build runs in a staging directory that links the repository and holds the chosen settings
-// files, because `devs build` reads ./.env.defaults and ./.env.local from where it runs: a
-// provisioned meter's settings never overwrite the repository's, and concurrent builds do not
-// share .devicescript/bin. The bytecode is the same for every board (the firmware reads BOARD from
-// its settings); the board is checked against the settings and names the output directory.
+// `citymeter build`, `flash` and `deploy`: the DeviceScript CLI (devs) with citymeter's layout.
+// The build runs in a staging directory that links the repository (not .git: the compiler then
+// stamps no git hash or build time, so the same sources and settings give the same bytes) and
+// holds the chosen settings files, because `devs build` reads ./.env.defaults and ./.env.local
+// from where it runs: a provisioned meter's settings never overwrite the repository's, and
+// concurrent builds do not share .devicescript/bin.
+//
+// One bytecode (issue 11): a board's build compiles its target, firmware/targets/<board>.ts (the
+// meter program plus the board's drivers). The simulator runs that same file (SimMeter
+// bytecodeFile); there the drivers find no pins and the simulated sensors serve the roles.
 import { spawn } from "node:child_process"
 import {
   copyFileSync,
@@ -15,13 +19,16 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  writeFileSync,
 } from "node:fs"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
-import { join, relative, resolve } from "node:path"
+import { createHash } from "node:crypto"
+import { basename, join, relative, resolve } from "node:path"
 import { parseEnvSettings } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
-import { customBoard, knownBoards } from "./boards.js"
+import { boardArch, boardFamily, boardHardwareErrors, customBoard, knownBoards, settingsBankBytes } from "./boards.js"
+import { queueFootprintError } from "./storage.js"
 import { CliError, usage } from "./errors.js"
 
 const require = createRequire(import.meta.url)
@@ -60,18 +67,86 @@ export interface BuildOptions {
 }
 
 const SKIP = new Set([".env.defaults", ".env.local", ".devicescript", ".git", "data", "node_modules"])
+/** What a build folder holds; a folder with anything else is not a build folder and is refused. */
+const BUILD_FILES = [
+  "bytecode.devs",
+  "bytecode-dbg.json",
+  "bytecode-sizes.md",
+  "build.json",
+  ".env.defaults",
+  ".env.local",
+]
 
-export async function build(o: BuildOptions, print: Print): Promise<string> {
+/** The entry a board compiles: its target (program + drivers); 'sim' is the program alone. */
+export function entryFor(board: string): string {
+  if (board === "sim") return "firmware/main.ts"
+  const entry = `firmware/targets/${board}.ts`
+  if (existsSync(join(paths.root, entry))) return entry
+  const targets = readdirSync(join(paths.root, "firmware/targets"))
+    .filter((f) => f.endsWith(".ts"))
+    .map((f) => f.slice(0, -3))
+  throw usage(
+    `board '${board}' has no citymeter target (${entry}): a meter built without its drivers measures nothing; ` +
+      `use one of ${targets.join(", ")} (or 'sim'), or add boards/${board}.board.json and ${entry}`,
+  )
+}
+
+export interface BuildResult {
+  dir: string
+  bytecode: string
+  size: number
+  sha256: string
+  entry: string
+}
+
+/** Empties a build folder (only the files a build writes), or refuses a folder that holds anything else. */
+function cleanBuildDir(out: string) {
+  if (!existsSync(out)) return mkdirSync(out, { recursive: true })
+  const ours = (f: string) => BUILD_FILES.includes(f) || f.startsWith("bundle-")
+  const foreign = readdirSync(out).filter((f) => !ours(f))
+  if (foreign.length)
+    throw usage(`${out} is not a build folder (it holds ${foreign.slice(0, 3).join(", ")}): pick another --out`)
+  for (const f of readdirSync(out)) if (ours(f)) rmSync(join(out, f), { force: true })
+}
+
+/** Makes a staging directory: the repository linked in (no .git), the given settings files copied. */
+function stage(settingsDir: string | undefined): string {
+  const dir = mkdtempSync(join(tmpdir(), "citymeter-build-"))
+  for (const entry of readdirSync(paths.root))
+    if (!SKIP.has(entry)) symlinkSync(join(paths.root, entry), join(dir, entry))
+  // node_modules must resolve from the stage too (the compiler walks up from the sources)
+  symlinkSync(join(paths.root, "node_modules"), join(dir, "node_modules"))
+  mkdirSync(join(dir, ".devicescript"))
+  if (settingsDir)
+    for (const f of [".env.defaults", ".env.local"])
+      if (existsSync(join(settingsDir, f))) copyFileSync(join(settingsDir, f), join(dir, f))
+  return dir
+}
+
+export const sha256 = (f: string) => createHash("sha256").update(readFileSync(f)).digest("hex")
+
+export async function build(o: BuildOptions, print: Print): Promise<BuildResult> {
   checkBoard(o.board)
+  const entry = entryFor(o.board)
   const settingsDir = o.settings ? resolve(o.settings) : paths.root
   const defaultsFile = join(settingsDir, ".env.defaults")
   if (o.settings && !existsSync(defaultsFile))
     throw usage(`${defaultsFile} not found: run \`citymeter provision --out ${o.settings}\` first`)
+  let settings: Record<string, unknown> = {}
   if (o.settings) {
-    const s = parseEnvSettings(readFileSync(defaultsFile, "utf8"))
-    if (s.BOARD !== o.board) throw usage(`the settings in ${o.settings} are for board '${s.BOARD}', not '${o.board}'`)
+    settings = parseEnvSettings(readFileSync(defaultsFile, "utf8"))
+    if (settings.BOARD !== o.board)
+      throw usage(`the settings in ${o.settings} are for board '${settings.BOARD}', not '${o.board}'`)
   }
-  const out = resolve(o.out ?? join(paths.root, ".devicescript/boards", o.board))
+  const hardware = boardHardwareErrors(o.board)
+  if (hardware.length) throw usage(hardware.join("; "))
+  const storage = queueFootprintError(o.board, settingsBankBytes(o.board), settings)
+  if (storage) throw usage(storage)
+  // one folder per meter (its settings folder) or per board: never another meter's .env.local
+  const out = resolve(
+    o.out ?? (o.settings ? join(settingsDir, "build") : join(paths.root, ".devicescript/boards", o.board)),
+  )
+  cleanBuildDir(out)
   const t0 = Date.now()
   const step = (n: number, what: string) => print(`[${n}/3] ${what} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
 
@@ -79,98 +154,194 @@ export async function build(o: BuildOptions, print: Print): Promise<string> {
   const gen = await run(process.execPath, ["--import", "tsx", "scripts/gen-proto.ts"], paths.root, print, "  ")
   if (gen.code) throw new CliError(`code generation failed (exit ${gen.code})`)
 
-  step(2, `compiling firmware/main.ts for ${o.board} with devs build`)
-  const stage = mkdtempSync(join(tmpdir(), "citymeter-build-"))
+  step(2, `compiling ${entry} for ${o.board} with devs build`)
+  const dir = stage(o.settings ? settingsDir : paths.root)
   try {
-    for (const entry of readdirSync(paths.root))
-      if (!SKIP.has(entry)) symlinkSync(join(paths.root, entry), join(stage, entry))
-    // node_modules must resolve from the stage too (the compiler walks up from the sources)
-    symlinkSync(join(paths.root, "node_modules"), join(stage, "node_modules"))
-    for (const f of [".env.defaults", ".env.local"])
-      if (existsSync(join(settingsDir, f))) copyFileSync(join(settingsDir, f), join(stage, f))
-    const devs = await run(process.execPath, [devsBin(), "build", "firmware/main.ts"], stage, print, "  devs: ")
-    const bytecode = join(stage, ".devicescript/bin/bytecode.devs")
+    const devs = await run(process.execPath, [devsBin(), "build", entry], dir, print, "  devs: ")
+    const bytecode = join(dir, ".devicescript/bin/bytecode.devs")
     if (devs.code || !existsSync(bytecode)) throw new CliError(`devs build failed (exit ${devs.code})`)
 
     step(3, `writing ${relative(process.cwd(), out) || "."}`)
-    mkdirSync(out, { recursive: true })
     for (const f of ["bytecode.devs", "bytecode-dbg.json", "bytecode-sizes.md"])
-      if (existsSync(join(stage, ".devicescript/bin", f)))
-        copyFileSync(join(stage, ".devicescript/bin", f), join(out, f))
+      if (existsSync(join(dir, ".devicescript/bin", f))) copyFileSync(join(dir, ".devicescript/bin", f), join(out, f))
     // devs keeps settings out of the .devs file and deploys them with it: keep them side by side
     for (const f of [".env.defaults", ".env.local"])
-      if (existsSync(join(stage, f))) copyFileSync(join(stage, f), join(out, f))
-    const size = statSync(join(out, "bytecode.devs")).size
+      if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(out, f))
+    const file = join(out, "bytecode.devs")
+    const size = statSync(file).size
+    const digest = sha256(file)
+    const manifest = { board: o.board, entry, size, sha256: digest, settings: o.settings ? settingsDir : null }
+    writeFileSync(join(out, "build.json"), JSON.stringify(manifest, null, 2) + "\n")
     print(
-      `built ${join(out, "bytecode.devs")}: ${size} bytes of bytecode for ${o.board}` +
+      `built ${file}: ${size} bytes of bytecode (${entry}) for ${o.board}` +
         (o.settings ? `, settings from ${o.settings}` : ", repository settings"),
     )
-    print(
-      `settings (.env.defaults, .env.local) are next to it: devs deploys them with the program; ` +
-        `\`npx devs bundle firmware/main.ts --board ${o.board}\` (run with these settings) makes one flash image ` +
-        `of runtime + program + settings where the runtime image can be downloaded`,
-    )
+    print(`sha256 ${digest}; \`citymeter sim\` and the tests run this same file (SimMeter bytecodeFile)`)
+    if (o.board !== "sim")
+      print(
+        `next: citymeter flash --board ${o.board} --program ${relative(process.cwd(), out) || "."} --file <runtime image>` +
+          ` (programs this bytecode with its settings${o.settings ? ` from ${o.settings}` : ""})`,
+      )
     print(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`)
-    return join(out, "bytecode.devs")
+    return { dir: out, bytecode: file, size, sha256: digest, entry }
   } finally {
-    rmSync(stage, { recursive: true, force: true })
+    rmSync(dir, { recursive: true, force: true })
   }
 }
 
-/** The URL DeviceScript downloads a built-in board's runtime image from, when its bundle names one. */
+/** The URL DeviceScript downloads a board's runtime image from (a custom board: its chip's bare image). */
 export function runtimeImageUrl(board: string): string | undefined {
   const text = readFileSync(devsBin(), "utf8")
   const at = text.indexOf(`${board}: {\n`)
-  if (at < 0) return undefined
-  return /\$fwUrl: "([^"]+)"/.exec(text.slice(at, at + 600))?.[1]
+  if (at >= 0) {
+    const own = /\$fwUrl: "([^"]+)"/.exec(text.slice(at, at + 600))?.[1]
+    if (own) return own
+  }
+  const arch = boardArch(board)
+  if (!arch) return undefined
+  return new RegExp(
+    `bareUrl: "([^"]+/devicescript-(?:esp32-)?${arch}-[^"]+|[^"]+/devicescript-rp2040-${arch}[^"]*)"`,
+  ).exec(text)?.[1]
 }
 
 export interface FlashOptions {
   board: string
+  /** Runtime image (.bin, .uf2), instead of downloading it. */
   file?: string
   port?: string
   once?: boolean
+  /** A build folder (citymeter build): flash runtime + this bytecode + its settings as one image. */
+  program?: string
+}
+
+/** Checks --port against the board family before anything runs; returns the devs flash arguments. */
+function flashArgs(o: FlashOptions, image: string | undefined): string[] {
+  const family = boardFamily(o.board)
+  const args = [devsBin(), "flash"]
+  if (o.port) {
+    if (family === "rp2040")
+      throw usage(
+        `--port does not apply to ${o.board}: RP2040 boards are flashed as a USB drive (hold BOOTSEL while plugging in), not over a serial port`,
+      )
+    if (family !== "esp32") throw usage(`--port does not apply to ${o.board}`)
+    if (!existsSync(o.port)) throw new CliError(`no device at ${o.port}: connect the ${o.board} board and retry`)
+    args.push("esp32", "--port", o.port)
+  }
+  args.push("--board", o.board)
+  if (image) args.push("--file", image)
+  if (o.once || o.program) args.push("--once")
+  return args
+}
+
+/**
+ * Programs a build: the runtime image with the build's bytecode and settings in its flash store
+ * (devs bundle), checked to be the very bytecode of the build folder.
+ */
+async function bundleProgram(o: FlashOptions, print: Print): Promise<string> {
+  const dir = resolve(o.program!)
+  const manifestFile = join(dir, "build.json")
+  if (!existsSync(manifestFile)) throw usage(`${dir} is not a build folder: run \`citymeter build\` first`)
+  const m = JSON.parse(readFileSync(manifestFile, "utf8")) as { board: string; entry: string; sha256: string }
+  if (m.board !== o.board) throw usage(`${dir} was built for '${m.board}', not '${o.board}'`)
+  if (sha256(join(dir, "bytecode.devs")) !== m.sha256) throw usage(`${dir}/bytecode.devs changed since its build`)
+  const url = runtimeImageUrl(o.board)
+  const st = stage(dir)
+  try {
+    // devs bundle compiles the entry again: the stage is the build's, so the bytes must be the same
+    const again = await run(process.execPath, [devsBin(), "build", m.entry, "--quiet"], st, print, "  devs: ")
+    const rebuilt = join(st, ".devicescript/bin/bytecode.devs")
+    if (again.code || !existsSync(rebuilt)) throw new CliError(`devs build failed (exit ${again.code})`)
+    if (sha256(rebuilt) !== m.sha256)
+      throw new CliError(
+        `the sources changed since ${dir} was built (bytecode differs): run \`citymeter build\` again, test it, then program`,
+      )
+    print(
+      `bytecode ${m.sha256.slice(0, 16)}… is the build's (${m.entry}); bundling it with the runtime and its settings`,
+    )
+    if (o.file && url) {
+      // devs bundle looks for the runtime image in its cache before downloading it
+      mkdirSync(join(st, ".devicescript/cache"), { recursive: true })
+      copyFileSync(resolve(o.file), join(st, ".devicescript/cache", basename(url)))
+    }
+    const out = join(st, "bundle-" + basename(url ?? o.file ?? "image.bin"))
+    const b = await run(
+      process.execPath,
+      [devsBin(), "bundle", "--board", o.board, "--flash-file", out, m.entry],
+      st,
+      print,
+      "  devs: ",
+    )
+    if (b.code || !existsSync(out)) {
+      if (!o.file && /fetch|ENOTFOUND|EAI_AGAIN|getaddrinfo|ENETUNREACH|ETIMEDOUT/i.test(b.output))
+        throw new CliError(
+          `cannot download the ${o.board} runtime image here (no internet): pass it with --file <image> (from ${url ?? "the DeviceScript releases"})`,
+        )
+      throw new CliError(`devs bundle failed (exit ${b.code}); its output is above`)
+    }
+    const keep = join(dir, basename(out))
+    copyFileSync(out, keep)
+    print(`wrote ${keep}: runtime + program + settings, one image`)
+    return keep
+  } finally {
+    rmSync(st, { recursive: true, force: true })
+  }
 }
 
 export async function flash(o: FlashOptions, print: Print): Promise<void> {
   checkBoard(o.board)
   if (o.board === "sim") throw usage("board 'sim' is the simulator: run `citymeter sim` instead of flashing")
   if (o.file && !existsSync(o.file)) throw usage(`runtime image ${o.file} not found`)
+  flashArgs(o, undefined) // --port is checked before anything is built or downloaded
   const custom = customBoard(o.board)
-  const url = custom ? undefined : runtimeImageUrl(o.board)
-  const args = [devsBin(), "flash", "--board", o.board]
-  if (o.file) args.push("--file", resolve(o.file))
-  if (o.once) args.push("--once")
-  if (o.port) args.push("--port", o.port)
+  const url = runtimeImageUrl(o.board)
+  const image = o.program ? await bundleProgram(o, print) : o.file ? resolve(o.file) : undefined
+  const args = flashArgs(o, image)
   print(
-    o.file
-      ? `flashing ${o.file} to ${o.board}`
+    image
+      ? `flashing ${image} to ${o.board}`
       : `flashing the DeviceScript runtime for ${o.board}; devs downloads it from ${url ?? "the DeviceScript releases"}`,
   )
   const r = await run(process.execPath, args, paths.root, print, "  devs: ")
   const failed = r.code !== 0 || /fatal error|Error:/i.test(r.output)
   if (!failed) {
     print(
-      `flashed the runtime to ${o.board}; deploy the program and its settings with \`npx devs devtools firmware/main.ts\``,
+      o.program
+        ? `programmed ${o.board} with ${o.program}`
+        : `flashed the runtime to ${o.board}; program it with \`citymeter flash --board ${o.board} --program <build folder> --file <image>\``,
     )
     return
   }
-  const offline = /ENOTFOUND|EAI_AGAIN|getaddrinfo|fetch failed|ECONNREFUSED|ETIMEDOUT|ENETUNREACH/.test(r.output)
-  if (!o.file && (offline || custom))
+  const noDevice = /no drives found|no device|not found.*port|no serial|udevadm|ENOENT|no ports/i.test(r.output)
+  const offline = /ENOTFOUND|EAI_AGAIN|getaddrinfo|fetch failed|ENETUNREACH|ETIMEDOUT/.test(r.output)
+  if (!image && offline)
     throw new CliError(
-      `the runtime image for ${o.board} cannot be downloaded here (no internet access${custom ? ", or a custom board without an image URL" : ""}).\n` +
-        `Download it on a connected machine${url ? ` from ${url}` : ""} and pass it with: citymeter flash --board ${o.board} --file <image.bin|image.uf2>`,
+      `the runtime image for ${o.board} cannot be downloaded here (no internet${custom ? "; a custom board uses its chip's bare image" : ""}): ` +
+        `download it on a connected machine${url ? ` from ${url}` : ""} and pass it with --file <image.bin|image.uf2>`,
     )
-  if (/esptool/i.test(r.output))
+  if (/esptool/i.test(r.output) && !noDevice)
     throw new CliError("esptool is not installed: `pip install esptool` (ESP32 boards are flashed with it)")
-  if (/no drives found/i.test(r.output))
-    throw new CliError("no RP2040 drive found: plug the board in while holding BOOTSEL, then run flash again")
-  if (/udevadm|serial|no device|ENOENT/i.test(r.output))
+  if (noDevice || boardFamily(o.board) === "rp2040")
     throw new CliError(
-      `no ${o.board} board found on a serial port: connect it (or pass --port <path>) and retry` +
-        (o.file
-          ? ""
-          : `; offline, also pass the runtime image with --file (devs downloads it from ${url ?? "the DeviceScript releases"})`),
+      boardFamily(o.board) === "rp2040"
+        ? `no device: no RP2040 drive found; plug the ${o.board} in while holding BOOTSEL and retry`
+        : `no device: no ${o.board} board on a serial port; connect it (or pass --port <path>) and retry`,
     )
   throw new CliError(`devs flash failed (exit ${r.code}); its output is above`)
+}
+
+export interface DeployOptions {
+  board: string
+  settings: string
+  file?: string
+  port?: string
+}
+
+/** Build → program: the build folder's bytecode and settings go onto the board as one image. */
+export async function deploy(o: DeployOptions, print: Print): Promise<void> {
+  if (o.board === "sim") throw usage("board 'sim' is the simulator: run `citymeter sim` instead of deploying")
+  if (o.file && !existsSync(o.file)) throw usage(`runtime image ${o.file} not found`)
+  flashArgs({ board: o.board, port: o.port }, undefined) // --port refused or checked before building
+  const r = await build({ board: o.board, settings: o.settings }, () => {})
+  print(`[build] ${r.bytecode}: ${r.size} B (${r.entry}), sha256 ${r.sha256.slice(0, 16)}…`)
+  await flash({ board: o.board, file: o.file, port: o.port, program: r.dir, once: true }, print)
 }

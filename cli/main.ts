@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from "commander"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
 import { CliError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
-import { build, flash } from "./firmware.js"
+import { build, deploy, flash } from "./firmware.js"
 import { bridgeTarget, provision, readSealKey, registerMeter, usernameWarning } from "./provision.js"
 import { bridge, sim } from "./run.js"
 import { watch } from "./watch.js"
@@ -88,7 +88,10 @@ program
         `${created ? "registered" : "already registered, key replaced:"} meter ${o.meter} (${key ? "sealed" : "open"}) with the bridge at ${bridge.url.href}`,
       )
     } else if (key) print(`the bridge needs the key: citymeter register -m ${o.meter} --settings ${out} --bridge <url>`)
-    print(`next: citymeter build --board ${o.board} --settings ${out}`)
+    print(
+      `next: citymeter deploy --board ${o.board} --settings ${out} --file <runtime image>` +
+        ` (builds firmware/targets/${o.board}.ts with these settings and programs the board)`,
+    )
   })
 
 program
@@ -121,10 +124,51 @@ program
   .description("flash the DeviceScript runtime onto a board (wraps `devs flash`); offline, pass the image with --file")
   .requiredOption("-b, --board <board>", "board id")
   .option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it")
-  .option("--port <path>", "serial port (ESP32)")
+  .option("--port <path>", "serial port (ESP32 boards only; RP2040 boards are a USB drive)")
+  .option("--program <dir>", "a build folder (citymeter build): flash runtime + that bytecode + its settings")
   .option("--once", "do not wait for the board to be connected")
   .action(async (o) => {
-    await flash({ board: o.board, file: o.file, port: o.port, once: o.once }, print)
+    await flash({ board: o.board, file: o.file, port: o.port, once: o.once, program: o.program }, print)
+  })
+
+program
+  .command("deploy")
+  .description("provision (unless --settings), build the board's firmware and program it onto the board, in one go")
+  .requiredOption("-b, --board <board>", "board id (one with a firmware/targets/<board>.ts)")
+  .option("-s, --settings <dir>", "an already provisioned meter's folder (skips provisioning)")
+  .option("-m, --meter <id>", `meter id to provision: ${METER_ID_RULE}`)
+  .option("-u, --broker <url>", "broker URL to provision, mqtt://host:port or mqtts://host:port")
+  .option("--username <user>", "MQTT username")
+  .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
+  .option("-i, --interval <s>", "seconds per interval, 1..86400", intArg("--interval"), 900)
+  .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 4)
+  .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants")
+  .option("--open", "no sealing key")
+  .option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it")
+  .option("--port <path>", "serial port (ESP32 boards only)")
+  .action(async (o) => {
+    let settings = o.settings as string | undefined
+    if (!settings) {
+      if (!o.meter || !o.broker) throw usage("deploy needs --settings <dir>, or --meter and --broker to provision")
+      settings = `data/provision/${o.meter}`
+      const r = provision(
+        {
+          meterId: o.meter,
+          board: o.board,
+          broker: o.broker,
+          username: o.username,
+          password: o.password ?? process.env.MQTT_PASS,
+          intervalS: o.interval,
+          batch: o.batch,
+          set: o.set,
+          open: o.open,
+        },
+        settings,
+        false,
+      )
+      print(`[provision] wrote ${r.defaultsFile} and ${r.localFile}`)
+    }
+    await deploy({ board: o.board, settings, file: o.file, port: o.port }, print)
   })
 
 program

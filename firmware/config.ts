@@ -27,7 +27,8 @@ export const TUNABLES: Tunable[] = [
     { field: "pressureHighPa", key: "P_HIGH_PA", def: 800000, min: 1, max: 10000000 },
     { field: "undervoltageDv", key: "UNDERVOLT_DV", def: 2070, min: 0, max: 10000 },
     { field: "supplyLossDv", key: "SUPLOSS_DV", def: 500, min: 0, max: 10000 },
-    { field: "pulsesPerL", key: "PULSES_PER_L", def: 450, min: 1, max: 100000 },
+    // utility reed meters: 1 pulse per litre (pulseLimitError bounds it by the stated max flow)
+    { field: "pulsesPerL", key: "PULSES_PER_L", def: 1, min: 1, max: 100000 },
     { field: "impPerKwh", key: "IMP_PER_KWH", def: 1000, min: 1, max: 100000 },
 ]
 
@@ -47,6 +48,33 @@ export interface Tunables {
     impPerKwh: number
 }
 
+// ---- pulse inputs (issue 11): DeviceScript polls GPIO inputs every 100 ms (@devicescript/gpio
+// subscribeDigital). A pulse is seen only if it lasts at least one poll and the gap after it too:
+// at most 5 pulses/s (5 Hz at 50 % duty). cli/provision.ts applies the same rule.
+export const GPIO_POLL_MS = 100
+export const MAX_PULSE_HZ = 5
+/** Stated maximum flow (settings MAX_FLOW_LMIN): Q4 of a DN15 utility meter is 3.125 m³/h ≈ 52 L/min. */
+export const DEFAULT_MAX_FLOW_LMIN = 50
+/** Stated maximum power on the S0 input (settings MAX_POWER_W): 48 A at 230 V. */
+export const DEFAULT_MAX_POWER_W = 11000
+
+/** Why a flow pulse constant cannot be counted at the stated max flow, or undefined when it can. */
+export function pulseLimitError(pulsesPerL: number, maxFlowLmin: number): string {
+    const hz = (pulsesPerL * maxFlowLmin) / 60
+    if (hz <= MAX_PULSE_HZ) return undefined
+    return `PULSES_PER_L=${pulsesPerL} at MAX_FLOW_LMIN=${maxFlowLmin} is ${Math.round(hz * 10) / 10} pulses/s; GPIO is polled every 100 ms, at most 5 pulses/s count (max ${Math.floor((MAX_PULSE_HZ * 60) / pulsesPerL)} L/min)`
+}
+
+/** Why an S0 constant cannot be counted at the stated max power, or undefined when it can. */
+export function s0LimitError(impPerKwh: number, maxPowerW: number): string {
+    const hz = (impPerKwh * maxPowerW) / 3600000
+    if (hz <= MAX_PULSE_HZ) return undefined
+    return `IMP_PER_KWH=${impPerKwh} at MAX_POWER_W=${maxPowerW} is ${Math.round(hz * 10) / 10} impulses/s; GPIO is polled every 100 ms, at most 5/s count (max ${Math.floor((MAX_PULSE_HZ * 3600000) / impPerKwh)} W)`
+}
+
+/** Called when a config downlink changes a pulse constant: the running drivers take it at once. */
+export const pulseConstantListeners: ((t: Tunables) => void)[] = []
+
 export interface MeterConfig {
     meterId: string
     board: string
@@ -56,6 +84,9 @@ export interface MeterConfig {
     mqttProto: string
     mqttUser: string
     mqttPass: string
+    /** Stated maximum flow and power of the pulse inputs (not downlink tunables). */
+    maxFlowLmin: number
+    maxPowerW: number
     t: Tunables
 }
 
@@ -69,6 +100,19 @@ export async function loadConfig(): Promise<MeterConfig> {
     const id = await readSetting<string>("METER_ID", "")
     const t: any = {}
     for (const u of TUNABLES) t[u.field] = clampInt(await readSetting<number>(u.key, u.def), u.min, u.max, u.def)
+    const maxFlowLmin = clampInt(await readSetting<number>("MAX_FLOW_LMIN", DEFAULT_MAX_FLOW_LMIN), 1, 100000, DEFAULT_MAX_FLOW_LMIN)
+    const maxPowerW = clampInt(await readSetting<number>("MAX_POWER_W", DEFAULT_MAX_POWER_W), 1, 1000000, DEFAULT_MAX_POWER_W)
+    // constants the polling cannot count are refused: the defaults count instead
+    const whyFlow = pulseLimitError(t.pulsesPerL, maxFlowLmin)
+    if (whyFlow) {
+        console.log(`citymeter: refused: ${whyFlow}`)
+        t.pulsesPerL = 1
+    }
+    const whyS0 = s0LimitError(t.impPerKwh, maxPowerW)
+    if (whyS0) {
+        console.log(`citymeter: refused: ${whyS0}`)
+        t.impPerKwh = 1000
+    }
     return {
         meterId: id && id.length ? id : `m-${ds.deviceIdentifier("self")}`,
         board: await readSetting<string>("BOARD", "unknown"),
@@ -77,6 +121,8 @@ export async function loadConfig(): Promise<MeterConfig> {
         mqttProto: (await readSetting<string>("MQTT_PROTO", "tcp")) === "tls" ? "tls" : "tcp",
         mqttUser: await readSetting<string>("MQTT_USER", ""),
         mqttPass: await readSetting<string>("MQTT_PASS", ""),
+        maxFlowLmin,
+        maxPowerW,
         t,
     }
 }
@@ -85,17 +131,31 @@ export async function loadConfig(): Promise<MeterConfig> {
  * Merges a Config downlink into the tunables (zero fields stay unchanged, values are clamped)
  * and persists what changed. Returns the number of changed tunables.
  */
-export async function applyConfig(tunables: Tunables, update: any): Promise<number> {
+export async function applyConfig(tunables: Tunables, update: any, cfg?: MeterConfig): Promise<number> {
     const t: any = tunables
     let changed = 0
+    let pulses = false
     for (const u of TUNABLES) {
         const v = update[u.field]
         if (v === undefined || v === null || v === 0) continue
         const c = clampInt(v, u.min, u.max, t[u.field])
         if (c === t[u.field]) continue
+        const why = !cfg
+            ? undefined
+            : u.key === "PULSES_PER_L"
+              ? pulseLimitError(c, cfg.maxFlowLmin)
+              : u.key === "IMP_PER_KWH"
+                ? s0LimitError(c, cfg.maxPowerW)
+                : undefined
+        if (why) {
+            console.log(`citymeter: config refused: ${why}`)
+            continue
+        }
+        if (u.key === "PULSES_PER_L" || u.key === "IMP_PER_KWH") pulses = true
         t[u.field] = c
         await writeSetting(u.key, c)
         changed++
     }
+    if (pulses) for (const l of pulseConstantListeners) l(tunables)
     return changed
 }

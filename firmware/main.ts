@@ -334,7 +334,7 @@ setInterval(async () => {
                 await closeBatch() // saves the state record with the frame
                 batchStart = intervalEnd
                 if (pendingConfig) {
-                    const changed = await applyConfig(cfg.t, pendingConfig)
+                    const changed = await applyConfig(cfg.t, pendingConfig, cfg)
                     pendingConfig = undefined
                     intervalMs = cfg.t.intervalS * 1000
                     console.log(`citymeter: config applied (${changed} changed)`)

@@ -1,7 +1,7 @@
 // What the meter keeps in flash (DeviceScript settings, the only persistence it has):
 //   - a bounded FIFO of uplink frames waiting for the bridge's Ack, in a fixed ring of slots
-//     "q0".."q31" overwritten in place (raw bytes; the settings store fails silently when full,
-//     so its footprint must stay fixed: 32 slots x <= 200 B + one state record),
+//     "q0".."q27" overwritten in place (raw bytes; the settings store fails silently when full,
+//     so its footprint must stay fixed: 28 slots x <= 200 B + one state record),
 //   - one state record "st" (JSON): ring positions, drop counter, monotonic totals and the raw
 //     counter values they were last reconciled with.
 //
@@ -17,7 +17,11 @@ import { Uplink as UplinkF } from "./gen/wire"
 import { PbReader } from "./pb"
 import { KIND_ALARM, KIND_READINGS } from "./seal"
 
-export const QUEUE_SLOTS = 32
+/**
+ * 28 slots x (200 B + 24 B entry) = 6272 B plus every other setting at its largest (1528 B) fits the
+ * Pico W's 8 KB settings bank; 32 slots did not (cli/storage.ts checks it at build time, issue 11).
+ */
+export const QUEUE_SLOTS = 28
 /** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
 export const MAX_FRAME_BYTES = 200
 

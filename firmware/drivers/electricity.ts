@@ -78,7 +78,16 @@ export class S0Counter {
     impulses = 0
     powerW = 0
     private lastMs: number = undefined
-    constructor(readonly impPerKwh: number) {}
+    /** Energy counted under earlier constants (a config downlink changed it), Wh. */
+    private baseWh = 0
+    constructor(public impPerKwh: number) {}
+    /** New impulses/kWh from now on: impulses already counted keep the energy they had. */
+    setImpPerKwh(k: number) {
+        if (k === this.impPerKwh) return
+        this.baseWh = this.baseWh + s0ToWh(this.impulses, this.impPerKwh)
+        this.impulses = 0
+        this.impPerKwh = k
+    }
     impulse(nowMs: number) {
         if (this.lastMs !== undefined) this.powerW = s0PowerW(nowMs - this.lastMs, this.impPerKwh)
         this.lastMs = nowMs
@@ -90,7 +99,7 @@ export class S0Counter {
             this.powerW = s0PowerW(nowMs - this.lastMs, this.impPerKwh)
     }
     energyWh() {
-        return s0ToWh(this.impulses, this.impPerKwh)
+        return this.baseWh + s0ToWh(this.impulses, this.impPerKwh)
     }
 }
 

@@ -38,13 +38,23 @@ export class FlowCounter {
     private lastPulses = 0
     private lastMs = 0
     rateMlMin = 0
-    constructor(readonly pulsesPerL: number) {}
+    /** Volume counted under earlier K-factors (a config downlink changed it), mL. */
+    private baseMl = 0
+    constructor(public pulsesPerL: number) {}
     pulse() {
         this.pulses = this.pulses + 1
     }
+    /** New K-factor from now on: pulses already counted keep the volume they had. */
+    setPulsesPerL(k: number) {
+        if (k === this.pulsesPerL) return
+        this.baseMl = this.baseMl + pulsesToMl(this.pulses, this.pulsesPerL)
+        this.pulses = 0
+        this.lastPulses = 0
+        this.pulsesPerL = k
+    }
     volumeMl(): number {
         // not `%`: DeviceScript's % works on 32-bit integers
-        const ml = pulsesToMl(this.pulses, this.pulsesPerL)
+        const ml = this.baseMl + pulsesToMl(this.pulses, this.pulsesPerL)
         return ml - Math.floor(ml / U32) * U32
     }
     /** Updates the flow rate from the pulses since the previous call. */

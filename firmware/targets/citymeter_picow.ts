@@ -1,5 +1,6 @@
 // citymeter firmware for boards/citymeter_picow.board.json: the meter program plus the board's hardware
-// drivers. The program binds its sensors by role, so the drivers may start after it.
+// drivers. The program binds its sensors by role, so the drivers may start after it. In the
+// simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_picow"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"
@@ -7,6 +8,9 @@ import "../main"
 await startMeterDrivers({
     flowPin: pins.FLOW_PULSE,
     s0Pin: pins.S0_PULSE,
-    tamper: board.startTamper("tamper"),
-    pressureAdc: board.startPressureAdc("pressureAdc"),
+    startTamper: () => board.startTamper("tamper"),
+    startPressureAdc: () => board.startPressureAdc("pressureAdc"),
+    // boards/citymeter_picow.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
+    adcFullScaleV: 3.3,
+    pressureDivider: 0.66,
 })

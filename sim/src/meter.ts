@@ -12,6 +12,7 @@ import {
   delay,
   loadServiceSpecifications,
 } from "jacdac-ts"
+import { join } from "node:path"
 import { createVmBus } from "./bus.js"
 import { paths } from "./paths.js"
 import { createVm, type DevsVm } from "./vm.js"
@@ -60,7 +61,13 @@ export interface SimMeterOptions {
   settings?: Record<string, string | number | boolean>
   /** Flash image file; survives stop()/start() like a meter's flash survives power loss. */
   flashFile?: string
+  /**
+   * The bytecode to run: a file `citymeter build` wrote (issue 11: the sim runs the very file that is
+   * flashed). Default: the board's build (`board`), else firmware/main.ts's (npm run build:firmware).
+   */
   bytecodeFile?: string
+  /** A board id: runs .devicescript/boards/<board>.devs (npm run build:boards), the board's target. */
+  board?: string
   /** Firmware console lines (DeviceScript console.log) and VM messages. */
   log?: (line: string) => void
 }
@@ -105,6 +112,12 @@ export class SimMeter {
     this.flowRate = this.flow.addRegister<[number]>(REG_EXTRA_2, [0])
     this.power = this.electricity.addRegister<[number]>(REG_EXTRA_1, [0])
     this.voltage = this.electricity.addRegister<[number]>(REG_EXTRA_2, [0])
+  }
+
+  /** The .devs file this meter runs. */
+  get bytecodeFile(): string {
+    const { bytecodeFile, board } = this.options
+    return bytecodeFile ?? (board ? join(paths.root, ".devicescript/boards", `${board}.devs`) : paths.bytecode)
   }
 
   get meterId() {
@@ -176,7 +189,7 @@ export class SimMeter {
     this.vm = vm
     this.bus = bus
     await this.deploySettings()
-    const bytecode = readFileSync(this.options.bytecodeFile ?? paths.bytecode)
+    const bytecode = readFileSync(this.bytecodeFile)
     const r = vm.devsDeploy(bytecode)
     if (r) throw new Error(`firmware deploy failed with code ${r}`)
   }
