@@ -77,7 +77,12 @@ export function boardHardwareErrors(id: string): string[] {
   const errors: string[] = []
   const pins = (b.pins ?? {}) as Record<string, number>
   const arch = b.archId as string
-  for (const name of ["FLOW_PULSE", "S0_PULSE", "TAMPER", "PRESSURE_ADC"])
+  // the runtime's board config (dcfg) keys are "pins.<NAME>", at most 15 characters: devs bundle
+  // refuses longer ones ("dcfg key too long"), so such a board could never be programmed
+  for (const name of Object.keys(pins))
+    if (`pins.${name}`.length > 15)
+      errors.push(`${id}: pin name ${name} is over 10 characters (dcfg key pins.${name} > 15)`)
+  for (const name of ["FLOW_PULSE", "S0_PULSE", "TAMPER", "PRESS_ADC"])
     if ((STRAPPING_PINS[arch] ?? []).includes(pins[name]))
       errors.push(
         `${id}: ${name} is on GPIO${pins[name]}, a strapping pin of the ${arch} (${STRAPPING_PINS[arch].join(", ")})`,

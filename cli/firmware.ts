@@ -248,7 +248,7 @@ async function bundleProgram(o: FlashOptions, print: Print): Promise<string> {
   const st = stage(dir)
   try {
     // devs bundle compiles the entry again: the stage is the build's, so the bytes must be the same
-    const again = await run(process.execPath, [devsBin(), "build", m.entry, "--quiet"], st, print, "  devs: ")
+    const again = await run(process.execPath, [devsBin(), "build", m.entry, "--quiet"], st, () => {}, "")
     const rebuilt = join(st, ".devicescript/bin/bytecode.devs")
     if (again.code || !existsSync(rebuilt)) throw new CliError(`devs build failed (exit ${again.code})`)
     if (sha256(rebuilt) !== m.sha256)
@@ -264,22 +264,30 @@ async function bundleProgram(o: FlashOptions, print: Print): Promise<string> {
       copyFileSync(resolve(o.file), join(st, ".devicescript/cache", basename(url)))
     }
     const out = join(st, "bundle-" + basename(url ?? o.file ?? "image.bin"))
+    // quiet: a download that cannot happen here is one line, not a stack trace
     const b = await run(
       process.execPath,
       [devsBin(), "bundle", "--board", o.board, "--flash-file", out, m.entry],
       st,
-      print,
-      "  devs: ",
+      () => {},
+      "",
     )
     if (b.code || !existsSync(out)) {
       if (!o.file && /fetch|ENOTFOUND|EAI_AGAIN|getaddrinfo|ENETUNREACH|ETIMEDOUT/i.test(b.output))
         throw new CliError(
           `cannot download the ${o.board} runtime image here (no internet): pass it with --file <image> (from ${url ?? "the DeviceScript releases"})`,
         )
-      throw new CliError(`devs bundle failed (exit ${b.code}); its output is above`)
+      const why = /(?:Error|error):? ([^\n]+)/.exec(b.output)?.[1] ?? `exit ${b.code}`
+      throw new CliError(
+        `devs bundle failed: ${why.trim()}${o.file ? ` (is ${o.file} the DeviceScript runtime image for ${o.board}?)` : ""}`,
+      )
     }
+    // the image must carry the build's bytes (the program sits whole in the settings/program store)
+    const at = readFileSync(out).indexOf(readFileSync(join(dir, "bytecode.devs")))
+    if (at < 0) throw new CliError(`the bundled image does not contain ${dir}/bytecode.devs`)
     const keep = join(dir, basename(out))
     copyFileSync(out, keep)
+    print(`the image holds the build's bytecode byte for byte (offset 0x${at.toString(16)})`)
     print(`wrote ${keep}: runtime + program + settings, one image`)
     return keep
   } finally {
@@ -301,7 +309,8 @@ export async function flash(o: FlashOptions, print: Print): Promise<void> {
       ? `flashing ${image} to ${o.board}`
       : `flashing the DeviceScript runtime for ${o.board}; devs downloads it from ${url ?? "the DeviceScript releases"}`,
   )
-  const r = await run(process.execPath, args, paths.root, print, "  devs: ")
+  // devs's own output only when the failure is not one of the known ones below
+  const r = await run(process.execPath, args, paths.root, () => {}, "")
   const failed = r.code !== 0 || /fatal error|Error:/i.test(r.output)
   if (!failed) {
     print(
@@ -326,6 +335,7 @@ export async function flash(o: FlashOptions, print: Print): Promise<void> {
         ? `no device: no RP2040 drive found; plug the ${o.board} in while holding BOOTSEL and retry`
         : `no device: no ${o.board} board on a serial port; connect it (or pass --port <path>) and retry`,
     )
+  for (const l of r.output.split(/\r?\n/).slice(-20)) if (l.trim()) print(`  devs: ${l}`)
   throw new CliError(`devs flash failed (exit ${r.code}); its output is above`)
 }
 
