@@ -26,6 +26,24 @@ export const TUNABLE_KEYS: Record<string, { min: number; max: number }> = {
   SUPLOSS_DV: { min: 0, max: 10_000 },
   PULSES_PER_L: { min: 1, max: 100_000 },
   IMP_PER_KWH: { min: 1, max: 100_000 },
+  MAX_FLOW_LMIN: { min: 1, max: 100_000 },
+  MAX_POWER_W: { min: 1, max: 1_000_000 },
+}
+
+/**
+ * Pulse inputs are polled every 100 ms: at most 5 pulses/s count (firmware/config.ts
+ * pulseLimitError, the same rule). Defaults: 1 pulse/L at 50 L/min, 1000 imp/kWh at 11 kW.
+ */
+export function pulseLimitError(s: Settings): string | undefined {
+  const k = Number(s.PULSES_PER_L ?? 1)
+  const flow = Number(s.MAX_FLOW_LMIN ?? 50)
+  if ((k * flow) / 60 > 5)
+    return `PULSES_PER_L=${k} at MAX_FLOW_LMIN=${flow} is ${((k * flow) / 60).toFixed(1)} pulses/s; GPIO inputs are polled every 100 ms, so at most 5 pulses/s count (max ${(300 / k).toFixed(2)} L/min at this constant)`
+  const imp = Number(s.IMP_PER_KWH ?? 1000)
+  const w = Number(s.MAX_POWER_W ?? 11000)
+  if ((imp * w) / 3.6e6 > 5)
+    return `IMP_PER_KWH=${imp} at MAX_POWER_W=${w} is ${((imp * w) / 3.6e6).toFixed(1)} impulses/s; GPIO inputs are polled every 100 ms, so at most 5/s count (max ${Math.floor(1.8e7 / imp)} W at this constant)`
+  return undefined
 }
 
 export interface ProvisionInput {
@@ -110,6 +128,8 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
       )
     defaults[key] = intInRange(key, value, range.min, range.max)
   }
+  const pulses = pulseLimitError(defaults)
+  if (pulses) throw usage(pulses)
   for (const [k, v] of Object.entries({ ...defaults, ...secrets })) {
     if (k.length > MAX_KEY_LENGTH) throw usage(`setting key ${k} is longer than ${MAX_KEY_LENGTH} characters`)
     if (typeof v === "string") checkValue(k, v)
