@@ -58,31 +58,25 @@ export interface GoldenFrame {
   hex: string
 }
 
-/** proto/golden/<name>.json holds {message, json}; <name>.hex the committed bytes. */
-export function readGoldenFrames(): GoldenFrame[] {
-  const dir = join(root, "proto/golden")
+/** Every <name>.json of a folder with its <name>.hex (the committed bytes), by name. */
+export function readJsonWithHex<T>(dir: string): (T & { name: string; hex: string })[] {
   return readdirSync(dir)
     .filter((f) => f.endsWith(".json"))
     .sort()
     .map((f) => {
       const name = f.slice(0, -5)
-      const { message, json } = JSON.parse(readFileSync(join(dir, f), "utf8"))
       const hex = readFileSync(join(dir, `${name}.hex`), "utf8").trim()
-      return { name, message, json, hex }
+      return { ...(JSON.parse(readFileSync(join(dir, f), "utf8")) as T), name, hex }
     })
 }
 
-function readSealedFrames() {
-  const dir = join(root, "proto/golden/sealed")
-  return readdirSync(dir)
-    .filter((f) => f.endsWith(".json"))
-    .sort()
-    .map((f) => {
-      const name = f.slice(0, -5)
-      const e = JSON.parse(readFileSync(join(dir, f), "utf8"))
-      return { name, ...e, hex: readFileSync(join(dir, `${name}.hex`), "utf8").trim() }
-    })
+/** proto/golden/<name>.json holds {message, json}; <name>.hex the committed bytes. */
+export function readGoldenFrames(): GoldenFrame[] {
+  return readJsonWithHex<Omit<GoldenFrame, "name" | "hex">>(join(root, "proto/golden"))
 }
+
+/** proto/golden/sealed/<name>.json: {message, of, key, nonce?, link?} and the sealed bytes. */
+const readSealedFrames = () => readJsonWithHex<Record<string, unknown>>(join(root, "proto/golden/sealed"))
 
 function genFirmwareGolden() {
   const frames = readGoldenFrames()

@@ -1,8 +1,9 @@
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { readFileSync, readdirSync } from "node:fs"
+import { readFileSync } from "node:fs"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { sealDownlinkBody, sealUplink } from "../bridge/src/codec.js"
+import { readJsonWithHex } from "../scripts/gen-proto.js"
 import type { DownKind } from "../bridge/src/topics.js"
 
 export const goldenDir = join(dirname(fileURLToPath(import.meta.url)), "../proto/golden")
@@ -61,12 +62,5 @@ export function sealGolden(e: Omit<SealedGolden, "hex" | "name">): string {
 }
 
 export function readSealedGolden(): SealedGolden[] {
-  return readdirSync(sealedDir)
-    .filter((f) => f.endsWith(".json"))
-    .sort()
-    .map((f) => {
-      const name = f.slice(0, -5)
-      const e = JSON.parse(readFileSync(join(sealedDir, f), "utf8"))
-      return { name, ...e, hex: readFileSync(join(sealedDir, `${name}.hex`), "utf8").trim() }
-    })
+  return readJsonWithHex<Omit<SealedGolden, "name" | "hex">>(sealedDir)
 }
