@@ -45,6 +45,11 @@ export interface IngestOptions {
    * Default DEFAULT_BATCH_WINDOW_MS.
    */
   batchWindowMs?: number
+  /**
+   * Batches committed side by side, each on its own connection; a meter's frames always take the
+   * same lane. Default DEFAULT_LANES on PostgreSQL, 1 on PGlite (one connection, in this thread).
+   */
+  lanes?: number
 }
 
 /**
@@ -55,6 +60,9 @@ export interface IngestOptions {
 export const DEFAULT_BATCH_MAX_FRAMES = 1000
 /** A short window: at 1000 frames/s it makes batches of ~2 frames and costs ~1 ms of latency. */
 export const DEFAULT_BATCH_WINDOW_MS = 2
+
+/** Two lanes: one builds its batch (Node) while the other's statements run (PostgreSQL). */
+export const DEFAULT_LANES = 2
 
 /** What became of one uplink. */
 export type IngestOutcome = "stored" | "duplicate" | RejectCode
@@ -138,20 +146,53 @@ interface Work {
   conflictAlarm?: boolean
 }
 
+/** What a batch's frames came to, counted into the metrics at once. */
+class Tally {
+  stored = new Map<string, number>()
+  rejected = new Map<string, number>()
+  duplicates = 0
+  readings = 0
+  count(m: Map<string, number>, key: string) {
+    m.set(key, (m.get(key) ?? 0) + 1)
+  }
+}
+
 /** A write on a meter's row, in frame order within the batch (a later frame may depend on it). */
 type MeterOp = (tx: IngestTx) => Promise<void>
+
+/**
+ * A lane commits one batch at a time, in arrival order. Frames of a meter always take the same
+ * lane (by its id), so they stay in order; lanes commit side by side on their own connections.
+ */
+class Lane {
+  /** Frames waiting for a batch, in arrival order. */
+  queue: Inbound[] = []
+  /** The batch in hand (its first frame is the lane's oldest unacknowledged). */
+  current: Inbound[] | undefined
+  running = false
+  timer: NodeJS.Timeout | NodeJS.Immediate | undefined
+
+  clearTimer() {
+    if (!this.timer) return
+    clearTimeout(this.timer as NodeJS.Timeout)
+    clearImmediate(this.timer as NodeJS.Immediate)
+    this.timer = undefined
+  }
+}
+
+/** FNV-1a of the meter id: its lane. */
+function laneOf(meterId: string, lanes: number) {
+  let h = 0x811c9dc5
+  for (let i = 0; i < meterId.length; i++) h = Math.imul(h ^ meterId.charCodeAt(i), 0x01000193)
+  return (h >>> 0) % lanes
+}
 
 export class Ingest {
   private stopping = false
   private lastCorrection = new Map<string, number>()
   /** Sealed meters' keys in force, from their registry rows, for sealing downlinks. */
   private downlinkKeys = new Map<string, Uint8Array | null>()
-  /** Frames waiting for a batch, in arrival order. */
-  private queue: Inbound[] = []
-  /** The batch in hand (its first frame is the oldest unacknowledged). */
-  private current: Inbound[] | undefined
-  private running = false
-  private timer: NodeJS.Timeout | NodeJS.Immediate | undefined
+  private readonly lanes: Lane[]
   /** Since when the data tier has been failing (performance.now()), or undefined. */
   private failingSince: number | undefined
   private readonly maxFrames: number
@@ -166,26 +207,31 @@ export class Ingest {
   ) {
     this.maxFrames = Math.max(1, Math.floor(opts.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES))
     this.windowMs = Math.max(0, opts.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS)
+    const lanes = opts.lanes ?? (store.engine === "pglite" ? 1 : DEFAULT_LANES)
+    this.lanes = Array.from({ length: Math.max(1, Math.floor(lanes)) }, () => new Lane())
   }
 
-  /** Frames received and not settled yet (queued or in the batch in hand). */
+  /** Frames received and not settled yet (queued or in a batch in hand). */
   get pending() {
-    return this.queue.length + (this.current?.length ?? 0)
+    return this.lanes.reduce((n, l) => n + l.queue.length + (l.current?.length ?? 0), 0)
   }
 
   /** No new batch starts; frames waiting for one are refused (left unacknowledged). */
   stop() {
     this.stopping = true
-    this.clearTimer()
     const e = new Error("ingest stopped")
-    for (const f of this.queue.splice(0)) f.reject(e)
+    for (const lane of this.lanes) {
+      lane.clearTimer()
+      for (const f of lane.queue.splice(0)) f.reject(e)
+    }
   }
 
   /** How long the oldest frame in hand has waited for its acknowledgement, and how long the data tier has failed (ms). */
   health(now = performance.now()) {
-    const oldest = this.current?.[0]?.since ?? this.queue[0]?.since
+    let oldest = Infinity
+    for (const l of this.lanes) oldest = Math.min(oldest, l.current?.[0]?.since ?? l.queue[0]?.since ?? Infinity)
     return {
-      busyMs: oldest === undefined ? 0 : now - oldest,
+      busyMs: oldest === Infinity ? 0 : now - oldest,
       failingMs: this.failingSince === undefined ? 0 : now - this.failingSince,
     }
   }
@@ -206,45 +252,39 @@ export class Ingest {
       } catch (e) {
         if (e instanceof FrameError) open = e
       }
+    const lane = this.lanes[up && this.lanes.length > 1 ? laneOf(up.meterId, this.lanes.length) : 0]
     return new Promise((resolve, reject) => {
-      this.queue.push({ topic, payload, at, since: performance.now(), up, sha256, open, resolve, reject })
-      this.schedule()
+      lane.queue.push({ topic, payload, at, since: performance.now(), up, sha256, open, resolve, reject })
+      this.schedule(lane)
     })
   }
 
-  private schedule() {
-    if (this.running) return // the loop takes the queue when the batch in hand has committed
-    if (this.queue.length >= this.maxFrames) return this.startNow()
-    if (this.timer) return
-    this.timer =
-      this.windowMs > 0 ? setTimeout(() => this.startNow(), this.windowMs) : setImmediate(() => this.startNow())
+  private schedule(lane: Lane) {
+    if (lane.running) return // the loop takes the queue when the batch in hand has committed
+    if (lane.queue.length >= this.maxFrames) return this.startNow(lane)
+    if (lane.timer) return
+    lane.timer =
+      this.windowMs > 0 ? setTimeout(() => this.startNow(lane), this.windowMs) : setImmediate(() => this.startNow(lane))
   }
 
-  private clearTimer() {
-    if (!this.timer) return
-    clearTimeout(this.timer as NodeJS.Timeout)
-    clearImmediate(this.timer as NodeJS.Immediate)
-    this.timer = undefined
-  }
-
-  private startNow() {
-    this.clearTimer()
-    if (this.running) return
-    this.running = true
-    void this.loop()
+  private startNow(lane: Lane) {
+    lane.clearTimer()
+    if (lane.running) return
+    lane.running = true
+    void this.loop(lane)
   }
 
   /**
-   * One batch at a time, in arrival order: what arrives meanwhile makes the next batch. A batch's
-   * frames are settled (downlinks, resolved: the caller's PUBACKs) once the next batch's
+   * One batch at a time per lane, in arrival order: what arrives meanwhile makes the next batch.
+   * A batch's frames are settled (downlinks, resolved: the caller's PUBACKs) once the next batch's
    * transaction has started, so the data tier works on it meanwhile.
    */
-  private async loop() {
+  private async loop(lane: Lane) {
     let committed: Work[] = []
     try {
-      while (this.queue.length && !this.stopping) {
-        const batch = this.queue.splice(0, this.maxFrames)
-        this.current = batch
+      while (lane.queue.length && !this.stopping) {
+        const batch = lane.queue.splice(0, this.maxFrames)
+        lane.current = batch
         const next = this.commit(batch)
         this.settleAll(committed)
         committed = []
@@ -256,22 +296,29 @@ export class Ingest {
       }
     } finally {
       this.settleAll(committed)
-      this.running = false
-      this.current = undefined
+      lane.running = false
+      lane.current = undefined
     }
   }
 
   private settleAll(works: Work[]) {
+    if (!works.length) return
+    const tally = new Tally()
     for (const w of works) {
       let outcome: IngestOutcome
       try {
-        outcome = this.settle(w)
+        outcome = this.settle(w, tally)
       } catch (e) {
         this.log.error({ err: e as Error, meterId: w.meterId }, "settling a committed frame failed")
         outcome = w.error?.code ?? "stored"
       }
       w.in.resolve(outcome)
     }
+    // counters move once per batch and label, not once per frame
+    for (const [kind, n] of tally.stored) this.metrics.framesStored.inc({ kind }, n)
+    for (const [reason, n] of tally.rejected) this.metrics.framesRejected.inc({ reason }, n)
+    if (tally.duplicates) this.metrics.framesDuplicate.inc(tally.duplicates)
+    if (tally.readings) this.metrics.readingsStored.inc(tally.readings)
   }
 
   /**
@@ -602,7 +649,7 @@ export class Ingest {
   }
 
   /** After the commit: counts, logs and downlinks of one frame, in arrival order. Returns its outcome. */
-  private settle(w: Work): IngestOutcome {
+  private settle(w: Work, tally: Tally): IngestOutcome {
     const { meterId } = w
     if (meterId !== null && w.frame) this.downlinkKeys.set(meterId, w.downlinkKey)
     if (w.keyConfirmed) this.log.info({ meterId }, "key rotation confirmed by the meter")
@@ -611,7 +658,7 @@ export class Ingest {
     let outcome: IngestOutcome
     if (w.error) {
       outcome = w.error.code
-      this.metrics.framesRejected.inc({ reason: outcome })
+      tally.count(tally.rejected, outcome)
       const level = outcome === "CM_ERR_STORE_REFUSED" ? "error" : "warn"
       this.log[level](
         { topic: w.in.topic, meterId, reason: outcome, detail: w.error.message, bytes: w.in.payload.length },
@@ -621,12 +668,12 @@ export class Ingest {
     } else outcome = w.claim?.kind === "duplicate" ? "duplicate" : "stored"
     const f = w.frame
     if (!w.error && f) {
-      if (w.claim?.kind === "duplicate") this.metrics.framesDuplicate.inc()
-      else this.metrics.framesStored.inc({ kind: f.kind })
+      if (w.claim?.kind === "duplicate") tally.duplicates++
+      else tally.count(tally.stored, f.kind)
       switch (f.kind) {
         case "readings":
           if (w.claim?.kind === "stored" && w.rows?.length) {
-            this.metrics.readingsStored.inc(w.rows.length)
+            tally.readings += w.rows.length
             const last = w.rows[w.rows.length - 1]
             this.metrics.ingestLag.observe(Math.max(0, (Date.now() - last.ts.getTime()) / 1000 - last.intervalS))
           }
