@@ -31,6 +31,8 @@ export interface ServiceConfig {
   /** Ingest batches: most frames per transaction, and how long an idle pipeline gathers (ms). */
   batchMaxFrames?: number
   batchWindowMs?: number
+  /** Fault injection for tests: SIGKILL inside the first batch of at least this many frames (IngestOptions). */
+  faultKillInBatch?: number
   /**
    * The demo (`npm start`): meters register themselves with their first frame, and the embedded
    * broker accepts anonymous clients. Anything else is production: frames only from provisioned
@@ -39,7 +41,7 @@ export interface ServiceConfig {
   demo?: boolean
   /** Override the registry rule of the mode (tests of either rule). */
   autoRegister?: boolean
-  /** Dead-letter retention (defaults: 100,000 rows, 30 days) and how often it runs (ms). */
+  /** Dead-letter retention (defaults: 100,000 rows, 30 days) and how often it runs (ms, default 10 s). */
   deadLetterRetention?: DeadLetterRetention
   deadLetterPruneMs?: number
   /** Ingest counts as stalled when a frame waits longer than this for its commit, or the data tier fails as long (ms). */
@@ -96,6 +98,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
     batchMaxFrames: env.INGEST_BATCH_FRAMES ? Number(env.INGEST_BATCH_FRAMES) : undefined,
     batchWindowMs: env.INGEST_BATCH_MS ? Number(env.INGEST_BATCH_MS) : undefined,
+    faultKillInBatch: env.CITYMETER_FAULT_KILL_IN_BATCH ? Number(env.CITYMETER_FAULT_KILL_IN_BATCH) : undefined,
     deadLetterRetention: {
       maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? DEFAULT_DEAD_LETTER_RETENTION.maxRows),
       maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? DEFAULT_DEAD_LETTER_RETENTION.maxAgeS / 86400) * 86400,
@@ -171,6 +174,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       autoRegister: c.autoRegister ?? !!c.demo,
       batchMaxFrames: c.batchMaxFrames,
       batchWindowMs: c.batchWindowMs,
+      faultKillInBatch: c.faultKillInBatch,
       mqttOptions: {
         username: c.mqttUsername,
         password: c.mqttPassword,
@@ -226,7 +230,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     }
   }
   void prune()
-  const pruner = setInterval(() => void prune(), c.deadLetterPruneMs ?? 60_000)
+  const pruner = setInterval(() => void prune(), c.deadLetterPruneMs ?? 10_000)
   pruner.unref()
   return {
     mqttUrl,
