@@ -1,8 +1,10 @@
 // Shared by the fault-injection suites (issue 3): a driven meter, what its firmware generated
 // (from its console), and the comparison with what the API returns.
+import { spawn } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { dirname, join, resolve } from "node:path"
+import { fileURLToPath } from "node:url"
 import { expect } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
 import type { BridgeProcess } from "./infra.js"
@@ -141,4 +143,50 @@ export async function finalCheck(
   expect(counts.stored).toBe(counts.generated)
   checkContinuity(rows, d.initial)
   return rows
+}
+
+/** What a bridge run with CITYMETER_FAULT_KILL_IN_BATCH said before it died. */
+export interface KilledInBatch {
+  signal: NodeJS.Signals | null
+  /** Frames in the batch it died in, and the (meter/boot/seq) of its readings and alarm frames. */
+  batch: number
+  frames: string[]
+  output: string[]
+}
+
+/**
+ * Starts the bridge (bridge/src/main.ts) with CITYMETER_FAULT_KILL_IN_BATCH=minBatch. `ready`:
+ * it is subscribed; `died`: it has killed itself inside a batch transaction (after the batch's
+ * writes, before its commit).
+ */
+export function bridgeKilledInBatch(
+  env: Record<string, string>,
+  minBatch: number,
+  timeoutMs = 90_000,
+): { ready: Promise<void>; died: Promise<KilledInBatch> } {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+  const proc = spawn(process.execPath, ["--import", "tsx", join(root, "bridge/src/main.ts")], {
+    cwd: root,
+    env: { ...process.env, HTTP_PORT: "0", ...env, CITYMETER_FAULT_KILL_IN_BATCH: String(minBatch) },
+    stdio: ["ignore", "pipe", "pipe"],
+  })
+  let text = ""
+  let onReady: () => void
+  const ready = new Promise<void>((r) => (onReady = r))
+  const onData = (b: Buffer) => {
+    text += String(b)
+    if (/API http/.test(text)) onReady()
+  }
+  proc.stdout!.on("data", onData)
+  proc.stderr!.on("data", onData)
+  const timer = setTimeout(() => proc.kill("SIGTERM"), timeoutMs)
+  const died = new Promise<NodeJS.Signals | null>((r) => proc.once("close", (_code, sig) => r(sig))).then((signal) => {
+    clearTimeout(timer)
+    const output = text.split("\n").filter((l) => l.trim())
+    const line = output.find((l) => l.includes("fault injection: SIGKILL inside a batch"))
+    if (!line) throw new Error(`the bridge did not die in a batch (${signal}):\n${output.slice(-20).join("\n")}`)
+    const { batch, frames } = JSON.parse(line.slice(line.indexOf("{"))) as { batch: number; frames: string[] }
+    return { signal, batch, frames, output }
+  })
+  return { ready: Promise.race([ready, died.then(() => {})]), died }
 }

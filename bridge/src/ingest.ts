@@ -8,6 +8,7 @@
 // it refuses is alone, and that frame is parked and acknowledged, so it never blocks the others.
 // Only an unavailable data tier is retried, the whole batch unacknowledged at the broker.
 import { createHash } from "node:crypto"
+import { writeSync } from "node:fs"
 import type { Logger } from "pino"
 import {
   FrameError,
@@ -50,6 +51,12 @@ export interface IngestOptions {
    * same lane. Default DEFAULT_LANES on PostgreSQL, 1 on PGlite (one connection, in this thread).
    */
   lanes?: number
+  /**
+   * Fault injection (tests/faults-midbatch.test.ts, CITYMETER_FAULT_KILL_IN_BATCH): the process
+   * SIGKILLs itself inside the first batch transaction holding at least this many frames, after
+   * the batch's writes and before its commit.
+   */
+  faultKillInBatch?: number
 }
 
 /**
@@ -479,6 +486,7 @@ export class Ingest {
       w.conflictAlarm = await tx.raiseBridgeAlarm(w.meterId!, "FRAME_CONFLICT", f.seq, w.in.at)
     }
     await tx.addDeadLetters(works.filter((w) => w.error).map((w) => ({ letter: this.letter(w), at: w.in.at })))
+    if (this.opts.faultKillInBatch !== undefined && works.length >= this.opts.faultKillInBatch) killInBatch(works)
     return works
   }
 
@@ -734,6 +742,19 @@ export class Ingest {
       this.log.warn({ meterId, kind, err: e.message }, "downlink failed"),
     )
   }
+}
+
+/** Fault injection: dies mid-batch (written, not committed), saying which frames were in the batch. */
+function killInBatch(works: Work[]): never {
+  const frames = works.flatMap((w) =>
+    w.frame && (w.frame.kind === "readings" || w.frame.kind === "alarm")
+      ? [`${w.meterId}/${w.frame.boot}/${w.frame.seq}`]
+      : [],
+  )
+  // written synchronously: nothing of this process runs after the signal
+  writeSync(2, `${JSON.stringify({ msg: "fault injection: SIGKILL inside a batch", batch: works.length, frames })}\n`)
+  process.kill(process.pid, "SIGKILL")
+  throw new Error("unreachable: SIGKILL")
 }
 
 /** A meter registered by its first frame (the demo): no birth yet, no seq window. */
