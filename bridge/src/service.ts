@@ -206,7 +206,14 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   metrics.setHealthSource(ingestHealth)
   // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
   // whatever backlog the broker holds for it.
-  const app = buildApp({ store, metrics, downlink: bridge.send, apiToken: c.apiToken, apiTokens: c.apiTokens, ingestHealth })
+  const app = buildApp({
+    store,
+    metrics,
+    downlink: bridge.send,
+    apiToken: c.apiToken,
+    apiTokens: c.apiTokens,
+    ingestHealth,
+  })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
     httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
