@@ -593,19 +593,16 @@ export class Ingest {
     activate: () => void,
   ) {
     const meterId = m.meterId
-    if (m.boot !== null && frame.boot > m.boot + MAX_BOOT_JUMP)
-      throw new FrameError(
-        "CM_ERR_BOOT",
-        `birth of boot ${frame.boot}, more than ${MAX_BOOT_JUMP} after boot ${m.boot}`,
-      )
     if (frame.keyIndex !== null && frame.boot === m.boot && frame.link <= (m.birthLink ?? 0))
       throw new FrameError(
         "CM_ERR_REPLAY",
         `birth of connection ${frame.link}; connection ${m.birthLink} was born already`,
       )
-    // A re-flashed or wiped meter restarts its boot counter: its frames may collide with
-    // stored ones; such collisions are conflicts (dead-lettered, alarmed), never dropped unseen.
-    if (m.boot !== null && frame.boot < m.boot) w.previousBoot = m.boot
+    // A re-flashed or wiped meter starts a new life at a random boot in [2^21, 2^28) (firmware
+    // firstBoot), far behind or far ahead of its last: taken as a new life, counted and logged,
+    // never refused (issue 11: refusing a jump ahead left the meter's queue unsendable for good).
+    // Frames colliding with stored ones are conflicts (dead-lettered, alarmed), never dropped unseen.
+    if (m.boot !== null && (frame.boot < m.boot || frame.boot > m.boot + MAX_BOOT_JUMP)) w.previousBoot = m.boot
     const birth = {
       firmware: frame.firmware,
       board: frame.board,
@@ -692,7 +689,7 @@ export class Ingest {
             this.metrics.bootRegressions.inc()
             this.log.warn(
               { meterId, boot: f.boot, previousBoot: w.previousBoot },
-              "boot counter went back (re-flash or settings wipe?)",
+              "new life: boot counter went back or jumped ahead (re-flash or settings wipe?)",
             )
           }
           this.log.info({ meterId, boot: f.boot, firmware: f.firmware, queued: f.queued }, "meter birth")

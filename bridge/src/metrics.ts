@@ -78,7 +78,7 @@ export function createMetrics(defaults = false) {
     }),
     bootRegressions: new Counter({
       name: "citymeter_boot_regressions_total",
-      help: "Births whose boot counter was lower than the meter's last (re-flash or settings wipe)",
+      help: "Births of a new life: boot lower than the meter's last or more than 10,000 above it (re-flash or settings wipe)",
       registers: [registry],
     }),
     oldestUnacked: new Gauge({

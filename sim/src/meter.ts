@@ -1,6 +1,6 @@
 // A simulated meter: the real firmware bytecode in its own DeviceScript VM, on its own Jacdac bus,
 // with jacdac-ts servers for the three citymeter sensor services, and its own flash file.
-import { existsSync, readFileSync, writeFileSync } from "node:fs"
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import {
   JDBus,
   JDServerServiceProvider,
@@ -221,6 +221,17 @@ export class SimMeter {
     this.bus = undefined
     await bus?.disconnect()
     bus?.stop?.()
+  }
+
+  /**
+   * A settings wipe or a re-flash (issue 11): erases the whole flash image, boot counter, queue and
+   * totals with it. Only while the meter is off; the next start() deploys its settings again, as
+   * provisioning a re-flashed board does.
+   */
+  wipeFlash() {
+    if (this.vm) throw new Error(`${this.meterId}: wipe the flash of a stopped meter`)
+    this.flash = new Uint8Array(0)
+    if (this.options.flashFile) rmSync(this.options.flashFile, { force: true })
   }
 
   /** Waits until the firmware prints a console line matching `re`. */
