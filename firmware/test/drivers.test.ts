@@ -118,3 +118,58 @@ describe("pressure transducer", () => {
         expect(outOfRange(0, c)).toBe(true)
     })
 })
+
+// Issue 11: a simulated ADC per chip. The transducer's 0.5–4.5 V output goes through the board's
+// divider to an ADC with the chip's full scale (boards/<id>.board.json $adcFullScaleV,
+// $pressureDivider; uncalibrated, 11 dB on the ESP32s) and 12-bit quantisation; the driver's
+// conversion must give back the true pressure within half a step of the ADC, in pascals.
+/** The ADC reading as the analog service gives it: a 0..1 ratio of full scale, quantised to `bits`. */
+function simulatedAdc(pinV: number, fullScaleV: number, bits: number): number {
+    const top = (1 << bits) - 1
+    let code = Math.round((pinV / fullScaleV) * top)
+    if (code > top) code = top
+    if (code < 0) code = 0
+    return code / top
+}
+
+describe("pressure through each chip's simulated ADC", () => {
+    const chips = [
+        { board: "citymeter_esp32c3", fullScaleV: 2.5, divider: 0.5 },
+        { board: "citymeter_esp32s3", fullScaleV: 3.1, divider: 0.66 },
+        { board: "citymeter_picow", fullScaleV: 3.3, divider: 0.66 },
+    ]
+    chips.forEach((chip) => {
+        test(`${chip.board}: within half an ADC step over 0..10 bar`, () => {
+            const c = {
+                zeroV: 0.5,
+                spanV: 4.0,
+                rangePa: 1000000,
+                fullScaleV: chip.fullScaleV,
+                divider: chip.divider,
+            }
+            // one 12-bit step in pascals: full scale / 4095 at the pin, / divider at the sensor
+            const stepPa = (chip.fullScaleV / 4095 / chip.divider / c.spanV) * c.rangePa
+            let worst = 0
+            // 127 pressures 7,919 Pa apart (a prime: they fall anywhere within an ADC step), and full range
+            for (let pa = 0; pa <= c.rangePa; pa = pa + 7919 > c.rangePa && pa < c.rangePa ? c.rangePa : pa + 7919) {
+                const sensorV = c.zeroV + (pa / c.rangePa) * c.spanV
+                const got = voltsToPa(adcToVolts(simulatedAdc(sensorV * chip.divider, chip.fullScaleV, 12), c), c)
+                const err = Math.abs(got - pa)
+                if (err > worst) worst = err
+            }
+            // the band's ends read inside it: no clipping at 4.5 V, no false open/short alarm
+            expect(outOfRange(adcToVolts(simulatedAdc(4.5 * chip.divider, chip.fullScaleV, 12), c), c)).toBe(false)
+            expect(outOfRange(adcToVolts(simulatedAdc(0.5 * chip.divider, chip.fullScaleV, 12), c), c)).toBe(false)
+            console.log(
+                `adc: ${chip.board} ${chip.fullScaleV} V x ${chip.divider}: step ${Math.round(stepPa)} Pa, worst error ${worst} Pa`
+            )
+            expect(worst <= stepPa / 2 + 1).toBe(true)
+        })
+    })
+    test("assuming 3.3 V on an ESP32-C3 reads 32 % high", () => {
+        const c = { zeroV: 0.5, spanV: 4.0, rangePa: 1000000, fullScaleV: 3.3, divider: 0.5 }
+        // 5 bar true: 2.5 V at the sensor, 1.25 V at the pin, read by a 2.5 V full-scale ADC
+        const ratio = simulatedAdc(1.25, 2.5, 12)
+        expect(adcToVolts(ratio, c) > 3.29).toBe(true)
+    })
+})
