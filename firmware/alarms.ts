@@ -2,7 +2,7 @@
 // WaterConsumptionObserved (proto AlarmType). Every rule raises once and clears once: thresholds
 // are inclusive on the raising side, and rules that measure an analogue value clear only past a
 // 5 % hysteresis band, so a value hovering at the threshold does not flap.
-import { AlarmType } from "./gen/wire"
+import { AlarmType, Channel } from "./gen/wire"
 import { IntervalReading } from "./sampler"
 import { Tunables } from "./config"
 
@@ -19,6 +19,52 @@ export interface IntervalFlags {
     hasWater: boolean
     hasElectricity: boolean
     hasPressure: boolean
+    /**
+     * What the meter can really measure (issue 11: an alarm needs a sensor behind it); absent
+     * means it can. A board's reed pulse counter has no direction, an S0 output no voltage.
+     */
+    hasReverse?: boolean
+    hasVoltage?: boolean
+    hasTamper?: boolean
+    hasMagnet?: boolean
+}
+
+const can = (v: boolean) => v !== false
+
+/** The measured channels (proto Channel), for the Birth. */
+export function channelsOf(f: IntervalFlags): number[] {
+    const out: number[] = []
+    if (f.hasWater) out.push(Channel.CHANNEL_WATER)
+    if (f.hasWater && can(f.hasReverse)) out.push(Channel.CHANNEL_REVERSE_FLOW)
+    if (f.hasElectricity) out.push(Channel.CHANNEL_ENERGY)
+    if (f.hasElectricity) out.push(Channel.CHANNEL_POWER)
+    if (f.hasElectricity && can(f.hasVoltage)) out.push(Channel.CHANNEL_VOLTAGE)
+    if (f.hasPressure) out.push(Channel.CHANNEL_PRESSURE)
+    if (can(f.hasTamper)) out.push(Channel.CHANNEL_TAMPER)
+    if (can(f.hasMagnet)) out.push(Channel.CHANNEL_MAGNET)
+    return out
+}
+
+/** The alarm rules a meter with these channels evaluates (proto AlarmType), for the Birth. */
+export function alarmRulesOf(f: IntervalFlags): number[] {
+    const out: number[] = []
+    if (f.hasWater) {
+        out.push(AlarmType.ALARM_TYPE_LEAK)
+        out.push(AlarmType.ALARM_TYPE_BURST)
+        if (can(f.hasReverse)) out.push(AlarmType.ALARM_TYPE_BACKFLOW)
+        out.push(AlarmType.ALARM_TYPE_NO_FLOW)
+    }
+    if (f.hasPressure) {
+        out.push(AlarmType.ALARM_TYPE_PRESSURE_HIGH)
+        out.push(AlarmType.ALARM_TYPE_PRESSURE_LOW)
+    }
+    if (f.hasElectricity && can(f.hasVoltage)) {
+        out.push(AlarmType.ALARM_TYPE_SUPPLY_LOSS)
+        out.push(AlarmType.ALARM_TYPE_UNDERVOLTAGE)
+    }
+    if (can(f.hasTamper)) out.push(AlarmType.ALARM_TYPE_TAMPER)
+    if (can(f.hasMagnet)) out.push(AlarmType.ALARM_TYPE_MAGNETIC_FIELD)
+    return out
 }
 
 const HYSTERESIS = 0.05
@@ -61,13 +107,14 @@ export class AlarmRules {
                 rate < t.burstMlMin * (1 - HYSTERESIS),
                 rate
             )
-            this.set(
-                out,
-                AlarmType.ALARM_TYPE_BACKFLOW,
-                r.reverseMl >= t.backflowMl,
-                r.reverseMl === 0,
-                r.reverseMl
-            )
+            if (can(f.hasReverse))
+                this.set(
+                    out,
+                    AlarmType.ALARM_TYPE_BACKFLOW,
+                    r.reverseMl >= t.backflowMl,
+                    r.reverseMl === 0,
+                    r.reverseMl
+                )
             if (t.noFlowS > 0)
                 this.set(out, AlarmType.ALARM_TYPE_NO_FLOW, this.dryS >= t.noFlowS, flowing, this.dryS)
         }
@@ -87,7 +134,7 @@ export class AlarmRules {
                 r.pressureMax
             )
         }
-        if (f.hasElectricity) {
+        if (f.hasElectricity && can(f.hasVoltage)) {
             const v = r.voltageDv
             this.set(out, AlarmType.ALARM_TYPE_SUPPLY_LOSS, v < t.supplyLossDv, v >= t.supplyLossDv, v)
             this.set(
@@ -98,8 +145,9 @@ export class AlarmRules {
                 v
             )
         }
-        this.set(out, AlarmType.ALARM_TYPE_TAMPER, r.tamper, !r.tamper, r.tamper ? 1 : 0)
-        this.set(out, AlarmType.ALARM_TYPE_MAGNETIC_FIELD, r.magnet, !r.magnet, r.magnet ? 1 : 0)
+        if (can(f.hasTamper)) this.set(out, AlarmType.ALARM_TYPE_TAMPER, r.tamper, !r.tamper, r.tamper ? 1 : 0)
+        if (can(f.hasMagnet))
+            this.set(out, AlarmType.ALARM_TYPE_MAGNETIC_FIELD, r.magnet, !r.magnet, r.magnet ? 1 : 0)
         return out
     }
 }

@@ -72,6 +72,9 @@ export interface Birth {
     config?: any
     /** The sealing key in force (seal.ts keyId), 0 when open. */
     keyId?: number
+    /** proto Channel and AlarmType numbers: what the meter measures and evaluates. */
+    channels?: number[]
+    alarmRules?: number[]
 }
 export interface Alarm {
     type?: number
@@ -143,6 +146,8 @@ function encodeBirth(b: Birth) {
     w.uint(BirthF.uptimeS, b.uptimeS)
     if (b.config) w.message(BirthF.config, encodeConfig(b.config))
     w.fixed32(BirthF.keyId, b.keyId)
+    w.packedUint(BirthF.channels, b.channels)
+    w.packedUint(BirthF.alarmRules, b.alarmRules)
     return w
 }
 

@@ -3,7 +3,8 @@
 // DeviceScript's MQTT QoS 1 is not relied on (one packet id, PUBACK only logged).
 import * as ds from "@devicescript/core"
 import { readSetting, writeSetting } from "@devicescript/settings"
-import { AlarmRules } from "./alarms"
+import { AlarmRules, IntervalFlags, alarmRulesOf, channelsOf } from "./alarms"
+import { measures } from "./hardware"
 import { FIRMWARE_VERSION, applyConfig, loadConfig } from "./config"
 import { randomBuffer } from "@devicescript/crypto"
 import { Downlink, Uplink, decodeDownlink, encodeSealedUplink, encodeUplink, openDownlink } from "./frames"
@@ -38,7 +39,12 @@ let sealKey: Buffer = parseKey(await readSetting<string>("SEAL_KEY", ""))
 let previousKey: Buffer = undefined
 /** Nonce time (ms) of the newest config or time downlink accepted: older ones are replays. */
 let newestDownMs = await readSetting<number>("DL_MS", 0)
-/** Connections of this boot (proto Uplink.link): part of the birth's and death's nonce. */
+/**
+ * proto Uplink.link: connection × 256 + birth number on that connection. The will (death) takes
+ * connection × 256, each birth the next number, so no birth or death of a boot shares a nonce,
+ * also when a config or a newly bound sensor makes the meter announce itself again.
+ */
+let connection = 0
 let link = 0
 function encode(u: Uplink): Buffer {
     return sealKey ? encodeSealedUplink(u, sealKey) : encodeUplink(u)
@@ -101,13 +107,38 @@ const mqtt = new MqttLink({
     will: { topic: upTopic(cfg.meterId, "death"), payload: encode({ boot, death: {} }), qos: 1 },
 })
 mqtt.onBeforeConnect = () => {
-    link = link + 1
+    connection = connection + 1
+    link = connection * 256
     mqtt.opts.will.payload = encode({ boot, link, death: {} })
 }
 
 const connected = () => mqtt.connected
 
+/** What this meter measures: bound sensors, less what the board's drivers cannot (hardware.ts). */
+function capabilities(intervalS: number): IntervalFlags {
+    return {
+        intervalS,
+        hasWater: sampler.hasWater,
+        hasElectricity: sampler.hasElectricity,
+        hasPressure: sampler.hasPressure,
+        hasReverse: measures.reverseFlow,
+        hasVoltage: measures.voltage,
+        hasTamper: sampler.hasTamper,
+        hasMagnet: sampler.hasMagnet,
+    }
+}
+
+/** The channels the last birth announced: sensors bind a little after start, and a birth follows them. */
+let bornChannels = ""
+function channelsChanged(): boolean {
+    return channelsOf(capabilities(cfg.t.intervalS)).join(",") !== bornChannels
+}
+
 async function sendBirth() {
+    // a new number for every birth; 255 births on one connection are followed by a reconnect's
+    if (link - connection * 256 < 255) link = link + 1
+    const caps = capabilities(cfg.t.intervalS)
+    bornChannels = channelsOf(caps).join(",")
     const birth = encode({
         boot,
         seq,
@@ -124,6 +155,8 @@ async function sendBirth() {
             uptimeS: Math.floor(ds.millis() / 1000),
             config: cfg.t,
             keyId: sealKey ? keyId(sealKey) : 0,
+            channels: channelsOf(caps),
+            alarmRules: alarmRulesOf(caps),
         },
     })
     if (await mqtt.publish(upTopic(cfg.meterId, "birth"), birth, 1)) born = true
@@ -132,6 +165,7 @@ async function sendBirth() {
 /** Sends queued frames oldest first, at most WINDOW unacknowledged in flight; resends stale ones. */
 async function pump() {
     if (!connected()) return
+    if (born && channelsChanged()) born = false
     if (!born) await sendBirth()
     if (!born) return
     const now = ds.millis()
@@ -258,16 +292,7 @@ let busy = false
 
 /** Raises and clears alarms for the interval that started at `startMillis`; queued like frames. */
 async function checkAlarms(r: IntervalReading, startMillis: number) {
-    const edges = rules.evaluate(
-        r,
-        {
-            intervalS: intervalMs / 1000,
-            hasWater: sampler.hasWater,
-            hasElectricity: sampler.hasElectricity,
-            hasPressure: sampler.hasPressure,
-        },
-        cfg.t
-    )
+    const edges = rules.evaluate(r, capabilities(intervalMs / 1000), cfg.t)
     const t = stamp(startMillis)
     for (const e of edges) {
         seq = seq + 1

@@ -99,6 +99,8 @@ export class Sampler {
     hasWater = false
     hasElectricity = false
     hasPressure = false
+    hasTamper = false
+    hasMagnet = false
 
     constructor(
         private readonly sensors: Sensors,
@@ -128,8 +130,14 @@ export class Sampler {
             this.hasPressure = true
             this.pressure.add(await pressure.reading.read())
         }
-        if (tamper.isBound && (await tamper.reading.read()) >= 0.5) this.tamper = true
-        if (magnet.isBound && Math.abs(await magnet.reading.read()) >= 0.5) this.magnet = true
+        if (tamper.isBound) {
+            this.hasTamper = true
+            if ((await tamper.reading.read()) >= 0.5) this.tamper = true
+        }
+        if (magnet.isBound) {
+            this.hasMagnet = true
+            if (Math.abs(await magnet.reading.read()) >= 0.5) this.magnet = true
+        }
     }
 
     /** Closes the current interval and starts the next. */

@@ -99,6 +99,9 @@ describe.each(STACKS)("end to end on %s", (kind) => {
     expect(m.boot).toBeGreaterThanOrEqual(2 ** 21)
     expect(m.boot).toBeLessThan(2 ** 28)
     expect(m.firmware).toMatch(/^citymeter-fw \d+\.\d+\.\d+$/)
+    // the birth says what the meter measures and evaluates (issue 11): the simulator's sensors, all of them
+    expect(m.channels).toEqual(expect.arrayContaining(["CHANNEL_WATER", "CHANNEL_VOLTAGE", "CHANNEL_PRESSURE"]))
+    expect(m.alarmRules).toEqual(expect.arrayContaining(["ALARM_TYPE_LEAK", "ALARM_TYPE_UNDERVOLTAGE"]))
 
     // power loss: the broker publishes the meter's last will, a death frame
     await meter.stop()

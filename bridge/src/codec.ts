@@ -5,7 +5,7 @@ import { PLAUSIBLE } from "./store/columns.js"
 import protobuf from "protobufjs/minimal.js"
 import type { DownKind, UpKind } from "./topics.js"
 
-const { Uplink, Downlink, AlarmType } = citymeter.v1
+const { Uplink, Downlink, AlarmType, Channel } = citymeter.v1
 
 export const MAX_PAYLOAD_BYTES = 4096
 export const MAX_INTERVALS = 96
@@ -80,6 +80,9 @@ export interface ReadingsFrame {
 }
 export interface BirthFrame {
   kind: "birth"
+  /** proto Birth.channels and alarm_rules, by enum name (empty from firmware that predates them). */
+  channels: string[]
+  alarmRules: string[]
   boot: number
   seq: number
   firmware: string
@@ -254,7 +257,20 @@ function decodeBirth(u: citymeter.v1.Uplink): BirthFrame {
     queued: num(b.queued),
     dropped: num(b.dropped),
     uptimeS: num(b.uptimeS),
+    channels: enumNames("birth.channels", b.channels, Channel),
+    alarmRules: enumNames("birth.alarm_rules", b.alarmRules, AlarmType),
   }
+}
+
+/** A repeated enum as names; an unknown, unspecified or repeated value is a bad frame. */
+function enumNames(name: string, values: number[] | null | undefined, e: Record<number, string>): string[] {
+  const out: string[] = []
+  for (const v of values ?? []) {
+    const n = e[v]
+    if (!v || n === undefined || out.includes(n)) throw new FrameError("CM_ERR_FIELD", `${name} holds ${v}`)
+    out.push(n)
+  }
+  return out
 }
 
 function decodeAlarm(u: citymeter.v1.Uplink, nowS: number): AlarmFrame {

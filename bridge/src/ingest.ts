@@ -565,10 +565,11 @@ export class Ingest {
         return this.birth(w, m, frame, at, ops, activate)
       case "death": {
         if (frame.boot === 0) throw new FrameError("CM_ERR_STALE_DEATH", "a death without a boot changes nothing")
-        if (frame.boot === m.boot && frame.link > 0 && frame.link < (m.birthLink ?? 0))
+        // link = connection × 256 + birth number (proto Uplink.link): a will of an earlier connection is stale
+        if (frame.boot === m.boot && frame.link > 0 && connectionOf(frame.link) < connectionOf(m.birthLink ?? 0))
           throw new FrameError(
             "CM_ERR_STALE_DEATH",
-            `death of connection ${frame.link}; connection ${m.birthLink} was born since`,
+            `death of connection ${connectionOf(frame.link)}; connection ${connectionOf(m.birthLink ?? 0)} was born since`,
           )
         if (m.boot === null || m.boot <= frame.boot) m.online = false
         ops.push(async (tx) => {
@@ -596,7 +597,7 @@ export class Ingest {
     if (frame.keyIndex !== null && frame.boot === m.boot && frame.link <= (m.birthLink ?? 0))
       throw new FrameError(
         "CM_ERR_REPLAY",
-        `birth of connection ${frame.link}; connection ${m.birthLink} was born already`,
+        `birth ${frame.link} (connection × 256 + birth); ${m.birthLink} was born already`,
       )
     // A re-flashed or wiped meter starts a new life at a random boot in [2^21, 2^28) (firmware
     // firstBoot), far behind or far ahead of its last: taken as a new life, counted and logged,
@@ -612,6 +613,8 @@ export class Ingest {
       intervalS: frame.intervalS,
       batch: frame.batch,
       uptimeEpochMs: at.getTime() - frame.uptimeS * 1000,
+      channels: frame.channels,
+      alarmRules: frame.alarmRules,
     }
     Object.assign(m, {
       online: true,
@@ -625,6 +628,8 @@ export class Ingest {
       birthSeq: birth.seq,
       bornAt: at,
       birthLink: birth.link,
+      channels: birth.channels,
+      alarmRules: birth.alarmRules,
     } satisfies Partial<MeterRow>)
     ops.push((tx) => tx.recordBirth(meterId, birth, at))
     activate()
@@ -754,6 +759,9 @@ function killInBatch(works: Work[]): never {
   throw new Error("unreachable: SIGKILL")
 }
 
+/** The connection part of proto Uplink.link (connection × 256 + birth number). */
+const connectionOf = (link: number) => Math.floor(link / 256)
+
 /** A meter registered by its first frame (the demo): no birth yet, no seq window. */
 function newMeterRow(meterId: string, at: Date): MeterRow {
   return {
@@ -771,6 +779,8 @@ function newMeterRow(meterId: string, at: Date): MeterRow {
     birthSeq: null,
     bornAt: null,
     birthLink: null,
+    channels: [],
+    alarmRules: [],
     seal: { policy: "open", key: null, nextKey: null },
   }
 }

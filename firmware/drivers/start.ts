@@ -11,6 +11,7 @@ import { loadConfig, pulseConstantListeners } from "../config"
 import { startS0Meter } from "./electricity"
 import { DEFAULT_CALIBRATION, PressureCalibration, startPressure } from "./pressure"
 import { startWaterFlow } from "./waterflow"
+import { measures } from "../hardware"
 
 export interface MeterPins {
     flowPin: ds.InputPin
@@ -42,6 +43,9 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
     pinMode(p.s0Pin, ds.GPIOMode.InputPullUp)
     const flow = startWaterFlow({ pin: p.flowPin, pulsesPerL: cfg.t.pulsesPerL })
     const s0 = startS0Meter(p.s0Pin, cfg.t.impPerKwh, 2300)
+    // a reed contact has no direction and S0 no voltage: the Birth and the alarm rules say so
+    measures.reverseFlow = false
+    measures.voltage = false
     // a config downlink's pulse constants reach the counters without a reboot (issue 11)
     pulseConstantListeners.push(t => {
         flow.setPulsesPerL(t.pulsesPerL)

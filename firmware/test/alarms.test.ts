@@ -1,8 +1,8 @@
 // Alarm rules in the VM: every rule raises and clears once, at the threshold edges.
 import { describe, expect, test } from "@devicescript/test"
-import { AlarmEdge, AlarmRules } from "../alarms"
+import { AlarmEdge, AlarmRules, alarmRulesOf, channelsOf } from "../alarms"
 import { Tunables } from "../config"
-import { AlarmType } from "../gen/wire"
+import { AlarmType, Channel } from "../gen/wire"
 import { IntervalReading } from "../sampler"
 
 const T: Tunables = {
@@ -157,5 +157,45 @@ describe("tamper", () => {
         const r = new AlarmRules()
         const none = { intervalS: 60, hasWater: false, hasElectricity: false, hasPressure: false }
         expect(r.evaluate(reading({ voltageDv: 0, pressureMin: 0, volumeMl: 99999 }), none, T).length).toBe(0)
+    })
+})
+
+describe("honest alarms (issue 11)", () => {
+    // a citymeter board: reed pulses (no direction), S0 (no voltage), no magnet sensor
+    const BOARD = {
+        intervalS: 60,
+        hasWater: true,
+        hasElectricity: true,
+        hasPressure: true,
+        hasReverse: false,
+        hasVoltage: false,
+        hasTamper: true,
+        hasMagnet: false,
+    }
+    test("a board lists only the channels and rules it has sensors for", () => {
+        expect(channelsOf(BOARD).join(",")).toBe(
+            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_POWER, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(",")
+        )
+        const rules = alarmRulesOf(BOARD)
+        for (const t of [AlarmType.ALARM_TYPE_BACKFLOW, AlarmType.ALARM_TYPE_UNDERVOLTAGE, AlarmType.ALARM_TYPE_SUPPLY_LOSS, AlarmType.ALARM_TYPE_MAGNETIC_FIELD])
+            expect(rules.indexOf(t)).toBe(-1)
+        for (const t of [AlarmType.ALARM_TYPE_LEAK, AlarmType.ALARM_TYPE_BURST, AlarmType.ALARM_TYPE_PRESSURE_LOW, AlarmType.ALARM_TYPE_TAMPER])
+            expect(rules.indexOf(t) >= 0).toBe(true)
+        // the simulator's sensors measure everything
+        expect(alarmRulesOf(ALL).length).toBe(10)
+        expect(channelsOf(ALL).length).toBe(8)
+    })
+    test("a board without voltage or direction raises no voltage or backflow alarm, whatever the readings say", () => {
+        const r = new AlarmRules()
+        const e = r.evaluate(reading({ voltageDv: 0, reverseMl: 999999, magnet: true }), BOARD, T)
+        for (const x of e)
+            expect(
+                x.type === AlarmType.ALARM_TYPE_SUPPLY_LOSS ||
+                    x.type === AlarmType.ALARM_TYPE_UNDERVOLTAGE ||
+                    x.type === AlarmType.ALARM_TYPE_BACKFLOW ||
+                    x.type === AlarmType.ALARM_TYPE_MAGNETIC_FIELD
+            ).toBe(false)
+        // the same readings on a meter that measures them do raise
+        expect(new AlarmRules().evaluate(reading({ voltageDv: 0, reverseMl: 999999, magnet: true }), ALL, T).length).toBe(3)
     })
 })

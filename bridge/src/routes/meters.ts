@@ -18,6 +18,9 @@ export const meterJson = (m: MeterRow) => ({
   boot: m.boot,
   intervalS: m.intervalS,
   batch: m.batch,
+  /** what the meter measures and which alarm rules it evaluates (from its birth) */
+  channels: m.channels,
+  alarmRules: m.alarmRules,
 })
 
 export async function meterRoutes(app: FastifyInstance, { store, requireScope }: RouteContext) {

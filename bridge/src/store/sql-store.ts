@@ -100,6 +100,9 @@ export const MIGRATIONS: string[] = [
   `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_policy text NOT NULL DEFAULT 'open'`,
   `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key bytea`,
   `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key_next bytea`,
+  // issue 11: what a meter measures and which alarm rules it evaluates (proto Birth 12, 13)
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS channels text[]`,
+  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS alarm_rules text[]`,
 ]
 
 /**
@@ -139,6 +142,8 @@ function toMeter(r: Record<string, unknown>): MeterRow {
     birthSeq: n(r.birth_seq),
     bornAt: r.born_at ? new Date(r.born_at as Date) : null,
     birthLink: n(r.birth_link),
+    channels: (r.channels as string[] | null) ?? [],
+    alarmRules: (r.alarm_rules as string[] | null) ?? [],
     seal: {
       policy: r.seal_policy === "sealed" ? "sealed" : "open",
       key: r.seal_key ? new Uint8Array(r.seal_key as Uint8Array) : null,
@@ -247,13 +252,27 @@ class SqlWrites implements IngestTx {
   async recordBirth(meterId: string, b: BirthInfo, at: Date) {
     await this.db.query(
       `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
-         uptime_epoch_ms, birth_seq, born_at, birth_link)
-       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10)
+         uptime_epoch_ms, birth_seq, born_at, birth_link, channels, alarm_rules)
+       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $11::text[], $12::text[])
        ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
          firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
          interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
-         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link`,
-      [meterId, at, b.firmware, b.board, b.boot, b.intervalS, b.batch, b.uptimeEpochMs, b.seq, b.link ?? null],
+         birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link,
+         channels = EXCLUDED.channels, alarm_rules = EXCLUDED.alarm_rules`,
+      [
+        meterId,
+        at,
+        b.firmware,
+        b.board,
+        b.boot,
+        b.intervalS,
+        b.batch,
+        b.uptimeEpochMs,
+        b.seq,
+        b.link ?? null,
+        b.channels ?? [],
+        b.alarmRules ?? [],
+      ],
     )
   }
 

@@ -20,6 +20,9 @@ export interface MeterRow {
   bornAt: Date | null
   /** The last birth's connection number in its boot (proto Uplink.link). */
   birthLink: number | null
+  /** What the meter said it measures and which alarm rules it evaluates (proto Birth). */
+  channels: string[]
+  alarmRules: string[]
   /**
    * Sealing: the policy, the key in force and, during a rotation, the next key. Never leaves
    * the bridge (no route, log or export includes it).
@@ -60,6 +63,9 @@ export interface BirthInfo {
   boot: number
   /** The connection of this boot (proto Uplink.link). */
   link?: number
+  /** proto Birth.channels and alarm_rules, by enum name. */
+  channels?: string[]
+  alarmRules?: string[]
   /** The last seq the meter assigned in this boot (proto Uplink.seq of a Birth). */
   seq: number
   intervalS: number
