@@ -18,14 +18,19 @@ export interface BridgeOptions extends IngestOptions {
   protocolVersion?: 4 | 5
   mqttOptions?: IClientOptions
   /**
-   * Uplinks received and not yet acknowledged at most (default: two batches); beyond it the
-   * bridge stops reading the socket until a batch commits. Also the MQTT 5 Receive Maximum.
+   * Uplinks the broker may send before their PUBACKs (default: two batches): the MQTT 5 Receive
+   * Maximum; Mosquitto's max_inflight_messages for MQTT 3.1.1 (deploy/mosquitto). A broker that
+   * sends more (aedes sets no limit) is read on up to twice as many, then no further until a
+   * batch commits.
    */
   maxInFlight?: number
 }
 
 export interface Bridge {
+  /** The uplink connection (persistent session, subscription). */
   client: MqttClient
+  /** The downlink connection (acks, time, config to meters). */
+  downlinks: MqttClient
   ingest: Ingest
   /** Publishes a downlink (QoS 1); resolves when the broker has it. */
   send: SendDownlink
@@ -39,8 +44,9 @@ export interface Bridge {
 export function startBridge(o: BridgeOptions): Bridge {
   const protocolVersion = o.protocolVersion ?? (o.shareGroup ? 5 : 4)
   const maxInFlight = o.maxInFlight ?? 2 * (o.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES)
+  const clientId = o.clientId ?? `citymeter-bridge-${process.pid}`
   const client = mqtt.connect(o.mqttUrl, {
-    clientId: o.clientId ?? `citymeter-bridge-${process.pid}`,
+    clientId,
     clean: false,
     protocolVersion,
     // MQTT 5 [3.1.2.11.2]: without a session expiry the session ends with the connection.
@@ -52,13 +58,26 @@ export function startBridge(o: BridgeOptions): Bridge {
     connectTimeout: 5000,
     ...o.mqttOptions,
   })
+  // Downlinks (acks to meters, time, config) leave on a connection of their own: the uplink
+  // connection stops reading while a backlog waits for its commits (deferredPubacks), and the
+  // broker's PUBACKs for downlinks would wait behind it (measured: 65,535 downlinks in flight
+  // and 2.5 GB while draining 1M frames on one connection).
+  const downlinks = mqtt.connect(o.mqttUrl, {
+    clientId: `${clientId}-down`,
+    clean: true,
+    protocolVersion,
+    reconnectPeriod: 500,
+    connectTimeout: 5000,
+    ...o.mqttOptions,
+  })
+  downlinks.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error (downlinks)"))
   const send: SendDownlink = async (meterId, kind, payload) => {
     const t0 = Date.now()
-    await client.publishAsync(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 })
+    await downlinks.publishAsync(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 })
     o.log.debug({ meterId, kind, ms: Date.now() - t0 }, "downlink acknowledged by broker")
   }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
-  const acks = deferredPubacks(client, ingest, o.log, maxInFlight)
+  const acks = deferredPubacks(client, ingest, o.log, 2 * maxInFlight)
   client.handleMessage = acks.handleMessage
   client.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error"))
   let subscribed = false
@@ -86,6 +105,7 @@ export function startBridge(o: BridgeOptions): Bridge {
   client.on("close", () => (subscribed = false))
   return {
     client,
+    downlinks,
     ingest,
     send,
     ready,
@@ -95,7 +115,7 @@ export function startBridge(o: BridgeOptions): Bridge {
     stop: async () => {
       stopped = true
       ingest.stop()
-      await client.endAsync()
+      await Promise.all([client.endAsync(), downlinks.endAsync()])
     },
   }
 }
@@ -108,12 +128,13 @@ export function startBridge(o: BridgeOptions): Bridge {
  * callback; called without an error, the callback sends the PUBACK first (handlers/publish.js). So
  * the callback is called at once with DEFERRED, which makes mqtt.js skip its PUBACK and go on, and
  * the PUBACK is sent here when the frame's batch has committed and every earlier uplink has been
- * acknowledged. Beyond maxInFlight unacknowledged uplinks the callback waits, which stops mqtt.js
- * reading the socket (TCP backpressure) until a batch commits. A PUBACK goes only on the
+ * acknowledged. Beyond `limit` unacknowledged uplinks the callback waits, which stops mqtt.js
+ * reading the socket (TCP backpressure) until a batch commits (downlinks have their own connection,
+ * so their acknowledgements do not wait behind). A PUBACK goes only on the
  * connection that delivered its PUBLISH: after a reconnect the broker sends unacknowledged QoS 1
  * messages again (persistent session), and the frame ledger makes the second copy a duplicate.
  */
-function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, maxInFlight: number) {
+function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit: number) {
   interface Pending {
     messageId: number
     /** The connection (socket stream) the PUBLISH came on. */
@@ -136,7 +157,7 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, maxInF
       else if (client.connected && client.stream === stream && !halted.has(stream))
         sendPacket({ cmd: "puback", messageId: p.messageId })
     }
-    while (waiting.length && fifo.length < maxInFlight) waiting.shift()!()
+    while (waiting.length && fifo.length < limit) waiting.shift()!()
   }
   const handleMessage = (packet: IPublishPacket, done: (err?: Error) => void) => {
     if (packet.qos === 0 || packet.messageId === undefined) {
@@ -159,7 +180,7 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, maxInF
       },
     )
     const next = () => done(DEFERRED)
-    if (fifo.length < maxInFlight) next()
+    if (fifo.length < limit) next()
     else waiting.push(next)
   }
   return { handleMessage }
