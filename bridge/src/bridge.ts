@@ -57,6 +57,8 @@ export function startBridge(o: BridgeOptions): Bridge {
     reconnectPeriod: 500,
     connectTimeout: 5000,
     ...o.mqttOptions,
+    // connected once the downlink connection is up: a backlog starts flowing at the CONNACK
+    manualConnect: true,
   })
   // Downlinks (acks to meters, time, config) leave on a connection of their own: the uplink
   // connection stops reading while a backlog waits for its commits (deferredPubacks), and the
@@ -71,7 +73,23 @@ export function startBridge(o: BridgeOptions): Bridge {
     ...o.mqttOptions,
   })
   downlinks.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error (downlinks)"))
+  // While it is down, downlinks fail at once instead of queueing in mqtt.js: its replay of queued
+  // QoS 1 messages after a (re)connect goes one message per round trip and holds every new one
+  // behind it (client.js startStreamProcess), which stalled acks for minutes under load. An ack
+  // that fails is not lost: the meter sends the frame again, and it is acknowledged as a duplicate.
+  let downlinksUp = false
+  let uplinkStarted = false
+  let stopped = false
+  downlinks.on("connect", () => {
+    downlinksUp = true
+    if (!uplinkStarted && !stopped) {
+      uplinkStarted = true
+      client.connect()
+    }
+  })
+  downlinks.on("close", () => (downlinksUp = false))
   const send: SendDownlink = async (meterId, kind, payload) => {
+    if (!downlinksUp) throw new Error("the downlink connection is down")
     const t0 = Date.now()
     await downlinks.publishAsync(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 })
     o.log.debug({ meterId, kind, ms: Date.now() - t0 }, "downlink acknowledged by broker")
@@ -81,7 +99,6 @@ export function startBridge(o: BridgeOptions): Bridge {
   client.handleMessage = acks.handleMessage
   client.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error"))
   let subscribed = false
-  let stopped = false
   let resolveReady: () => void
   const ready = new Promise<void>((r) => (resolveReady = r))
   const subscribe = () => {
@@ -115,7 +132,7 @@ export function startBridge(o: BridgeOptions): Bridge {
     stop: async () => {
       stopped = true
       ingest.stop()
-      await Promise.all([client.endAsync(), downlinks.endAsync()])
+      await Promise.all([uplinkStarted ? client.endAsync() : undefined, downlinks.endAsync()])
     },
   }
 }
