@@ -3,7 +3,7 @@ import { citymeter } from "./gen/citymeter.js"
 import { downlinkClearNonce, downlinkNonce, open, seal, uplinkNonce } from "./seal.js"
 import { PLAUSIBLE } from "./store/columns.js"
 import protobuf from "protobufjs/minimal.js"
-import type { DownKind, UpKind } from "./topics.js"
+import { DOWN_KINDS, UP_KINDS, type DownKind, type UpKind } from "./topics.js"
 
 const { Uplink, Downlink, AlarmType, Channel } = citymeter.v1
 
@@ -378,7 +378,7 @@ function isCanonical(u: citymeter.v1.Uplink, payload: Uint8Array): boolean {
 
 export function encodeDownlink(d: citymeter.v1.Downlink.$Properties, key?: Uint8Array): Uint8Array {
   if (!key) return Downlink.encode(Downlink.fromObject(d)).finish()
-  const kind = (["ack", "time", "config", "resend"] as const).find((k) => d[k] !== undefined && d[k] !== null)
+  const kind = DOWN_KINDS.find((k) => d[k] !== undefined && d[k] !== null)
   if (!kind) throw new Error("a downlink needs a body")
   return sealDownlinkBody(key, kind, d[kind]!, downlinkClearNonce())
 }
@@ -406,7 +406,7 @@ const UP_BODY = {
 
 /** The sealed form of an uplink (the firmware's job; here for tests, the simulator's fleet and golden frames). */
 export function sealUplink(key: Uint8Array, u: citymeter.v1.IUplink): Uint8Array {
-  const kind = (["readings", "birth", "alarm", "death"] as const).find((k) => u[k] !== undefined && u[k] !== null)
+  const kind = UP_KINDS.find((k) => u[k] !== undefined && u[k] !== null)
   if (!kind) throw new Error("an uplink needs a body")
   const type = UP_BODY[kind] as unknown as { encode(m: object): protobuf.Writer; fromObject(o: object): object }
   const plain = type.encode(type.fromObject(u[kind]!)).finish()
