@@ -1,13 +1,13 @@
-// Firmware: bytecode size (baseline: a one-line DeviceScript program compiled in the same run),
-// VM time per interval (baseline: the interval itself, so the ratio is the VM's duty cycle), and
-// how many real-firmware VMs (SimMeter) this machine runs with their intervals kept.
+// Firmware: bytecode size (baseline: a one-line DeviceScript program compiled in the same run) and
+// VM time per interval (baseline: the interval itself, so the ratio is the VM's duty cycle). How
+// many real-firmware VMs this machine runs with their intervals kept: bench/sim.ts.
 //
 // VM time is measured inside the VM host: every call into the WASM VM (its scheduler tick, Jacdac
 // frames and socket events from the host) is timed. The tick in which the firmware logs
 // "citymeter: frame" is the one that closes the interval: sample → encode → enqueue.
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs"
-import { cpus, tmpdir } from "node:os"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createRequire } from "node:module"
 import { randomBytes } from "node:crypto"
@@ -99,43 +99,6 @@ const median = (xs: number[]) => {
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
-interface Window {
-  n: number
-  kept: boolean
-  minFrames: number
-  maxGapS: number
-  cpuPct: number
-  rssMiB: number
-}
-
-/** Measures all probes over `ms`: frames per VM, the largest gap between frames, CPU and memory. */
-async function measureWindow(probes: VmProbe[], ms: number, intervalS: number): Promise<Window> {
-  const t0 = performance.now()
-  const c0 = process.cpuUsage()
-  const counts0 = probes.map((p) => p.frames.length)
-  await sleep(ms)
-  const t1 = performance.now()
-  const c = process.cpuUsage(c0)
-  const expected = Math.floor(ms / 1000 / intervalS)
-  let minFrames = Infinity
-  let maxGapS = 0
-  probes.forEach((p, i) => {
-    const inWin = p.frames.slice(counts0[i])
-    minFrames = Math.min(minFrames, inWin.length)
-    const ts = [t0, ...inWin, t1]
-    for (let k = 1; k < ts.length; k++) maxGapS = Math.max(maxGapS, (ts[k] - ts[k - 1]) / 1000)
-  })
-  return {
-    n: probes.length,
-    // every VM closed its intervals on time: all of them, none late by more than half an interval
-    kept: minFrames >= expected - 1 && maxGapS <= intervalS * 1.5,
-    minFrames,
-    maxGapS,
-    cpuPct: ((c.user + c.system) / 1000 / (t1 - t0)) * 100,
-    rssMiB: process.memoryUsage().rss / 2 ** 20,
-  }
-}
-
 export interface FirmwareResult {
   bytecode: number
   helloBytecode?: number
@@ -143,8 +106,6 @@ export interface FirmwareResult {
   closeTickMs: number
   sealedTickMs: number
   cpuMsPerInterval: number
-  maxVms: number
-  rssPerVmMiB: number
 }
 
 const BENCH_TOKEN = randomBytes(8).toString("hex")
@@ -192,10 +153,8 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
   const run = randomBytes(3).toString("hex")
   const probes: VmProbe[] = []
   try {
-    const rss0 = process.memoryUsage().rss
     probes.push(await startProbe(`bench-fw-${run}-0`, mosq.port, intervalS))
     await sleep(quick ? 1500 : 2500) // connect, birth, first frames
-    const rss1 = process.memoryUsage().rss
     const p = probes[0]
     const w0 = p.wasmMs
     const f0 = p.frames.length
@@ -220,30 +179,6 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
         `${closeTickMs.toFixed(2)} ms; ratio ${(sealedTickMs / closeTickMs).toFixed(2)}×`,
     )
 
-    // ramp: add VMs until one of them misses or is late with an interval
-    const steps = quick ? [2] : [2, 4, 8, 16, 24, 32, 48, 64, 96, 128]
-    let maxVms = 1
-    let last: Window | undefined
-    console.log("VMs  kept  min frames/VM  max gap s  process CPU %  RSS MiB")
-    for (const n of steps) {
-      while (probes.length < n) probes.push(await startProbe(`bench-fw-${run}-${probes.length}`, mosq.port, intervalS))
-      await sleep(quick ? 1000 : 2000)
-      const w = await measureWindow(probes, quick ? 2500 : 8000, intervalS)
-      console.log(
-        `${String(w.n).padStart(3)}  ${w.kept ? "yes " : "NO  "}  ${String(w.minFrames).padStart(13)}  ${w.maxGapS.toFixed(2).padStart(9)}  ` +
-          `${w.cpuPct.toFixed(0).padStart(13)}  ${w.rssMiB.toFixed(0).padStart(7)}`,
-      )
-      last = w
-      if (!w.kept) break
-      maxVms = n
-    }
-    // slope from one VM to the last step (the first VM also pays for the WASM module and jacdac-ts)
-    const rssPerVmMiB = ((last?.rssMiB ?? 0) * 2 ** 20 - rss1) / 2 ** 20 / Math.max(1, probes.length - 1)
-    console.log(
-      `real-firmware VMs with intervals kept (${intervalS} s intervals, ${cpus().length} cores, one process): ${maxVms}` +
-        `${quick ? " (quick: ramp stops at 2)" : ""}; baseline: 1 VM; ratio ${maxVms}×; ` +
-        `≈${rssPerVmMiB.toFixed(1)} MiB RSS per added VM (first VM and host ${((rss1 - rss0) / 2 ** 20).toFixed(0)} MiB)`,
-    )
     return {
       bytecode,
       helloBytecode,
@@ -251,8 +186,6 @@ export async function firmwareBench(quick: boolean): Promise<FirmwareResult> {
       closeTickMs,
       sealedTickMs,
       cpuMsPerInterval,
-      maxVms,
-      rssPerVmMiB,
     }
   } finally {
     for (const p of probes) await p.meter.stop()

@@ -40,7 +40,7 @@ interface Frame {
  * Frame i of a backlog from `meters` meters: seq 1.. per meter, 4 intervals, replayed from the
  * meter's queue; meter after meter, so consecutive frames belong to different meters.
  */
-function backlogFrame(run: string, i: number, meters: number, nowS: number): Frame {
+export function backlogFrame(run: string, i: number, meters: number, nowS: number): Frame {
   const m = i % meters
   const s = Math.floor(i / meters) + 1
   const b = householdBatch(4, s, nowS - 86400 * 2 + s * 3600)
@@ -48,7 +48,7 @@ function backlogFrame(run: string, i: number, meters: number, nowS: number): Fra
 }
 
 /** Publishes frames 0..n-1 at QoS 1 with up to 1000 in flight. */
-async function publish(url: string, n: number, frame: (i: number) => Frame) {
+export async function publish(url: string, n: number, frame: (i: number) => Frame) {
   const pub = await mqtt.connectAsync(url, { clientId: `bench-pub-${hex()}` })
   const window = 1000
   for (let i = 0; i < n; i += window) {
@@ -162,14 +162,14 @@ async function latency(url: string, databaseUrl: string, storeOptions: StoreOpti
     clientId: `bench-lat-${run}`,
     autoRegister: true,
   })
-  // the bridge's own ingest, timed: resolves after the frame's batch has committed
-  const handle = bridge.ingest.handle.bind(bridge.ingest)
-  bridge.ingest.handle = (topic, payload, at) =>
-    handle(topic, payload, at).then((outcome) => {
+  // the bridge's own ingest, timed: its callback runs after the frame's batch has committed
+  const submit = bridge.ingest.submit.bind(bridge.ingest)
+  bridge.ingest.submit = (topic, payload, at, done) =>
+    submit(topic, payload, at, (err, outcome) => {
       const seq = Number(citymeter.v1.Uplink.decode(payload).seq)
       const t = published.get(`${topic.split("/")[2]}/${seq}`)
-      if (t !== undefined) committed.push(performance.now() - t)
-      return outcome
+      if (t !== undefined && !err) committed.push(performance.now() - t)
+      done(err, outcome)
     })
   await bridge.ready
   const acks = await mqtt.connectAsync(url, { clientId: `bench-acks-${run}` })

@@ -1,10 +1,13 @@
 // citymeter benchmarks: `npm run bench` (full), `npm run bench -- --quick` (CI smoke, a few seconds),
-// `--only frames|ingest|firmware`. Every benchmark prints its baseline and the ratio to it, both
+// `--only frames|ingest|fleet|firmware|sim|dashboard`. Every benchmark prints its baseline and the ratio to it, both
 // measured in the same run on the same machine.
 import { arch, cpus, totalmem } from "node:os"
+import { dashboardBench } from "./dashboard.js"
 import { frameSizeBench, sealCostBench } from "./frames.js"
+import { fleetBench } from "./fleet.js"
 import { ingestBench } from "./ingest.js"
 import { firmwareBench } from "./firmware.js"
+import { simBench } from "./sim.js"
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -19,6 +22,11 @@ if (!only || only === "frames") {
   sealCostBench(quick)
 }
 if (!only || only === "ingest") await ingestBench(quick)
+// full run only: a bridge process of its own and 100k meters (quick mode stays short for CI)
+if ((!only && !quick) || only === "fleet") await fleetBench(quick)
 if (!only || only === "firmware") await firmwareBench(quick)
+if (!only || only === "firmware" || only === "sim") await simBench(quick)
+// full run only (a browser): the dashboard's first load with 10,000 meters
+if ((!only && !quick) || only === "dashboard") await dashboardBench(quick)
 // VM hosts and sockets may keep the event loop alive
 process.exit(0)

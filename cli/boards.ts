@@ -61,8 +61,47 @@ export function settingsBankBytes(id: string): number {
   return family === "esp32" ? 16384 : family === "rp2040" ? 8192 : 8144
 }
 
-/** ESP32-C3 strapping pins (datasheet: GPIO2, GPIO8, GPIO9): no sensor input may sit on them. */
-export const STRAPPING_PINS: Record<string, number[]> = { esp32c3: [2, 8, 9] }
+/**
+ * Strapping pins (chip datasheets: ESP32-C3 GPIO2, 8, 9; ESP32-S3 GPIO0, 3, 45, 46): no sensor input
+ * or bus line may sit on them, or the level it holds at reset picks the boot mode.
+ */
+export const STRAPPING_PINS: Record<string, number[]> = { esp32c3: [2, 8, 9], esp32s3: [0, 3, 45, 46] }
+/** The metering IC's I2C limit (ADE7953 data sheet, "I2C Interface": at most 400 kHz). */
+export const I2C_MAX_KHZ = 400
+/** The board's sensor inputs by pin name (boards/<id>.board.json "pins"). */
+const SENSOR_PINS = ["FLOW_PULSE", "S0_PULSE", "TAMPER", "PRESS_ADC"]
+
+/**
+ * What a board's I2C bus (the metering IC's) gets wrong: a missing or strapping pin, a line shared
+ * with a sensor input, a clock over the IC's limit, or on the RP2040 a pin pair no I2C block has
+ * (the devicescript-pico runtime takes SDA on an even GPIO, SCL on an odd one, both of one block:
+ * bit 1 of the GPIO number selects I2C0 or I2C1).
+ */
+function i2cErrors(id: string, arch: string, pins: Record<string, number>, bus: unknown): string[] {
+  if (bus === undefined) return []
+  const { pinSDA: sda, pinSCL: scl, kHz } = bus as { pinSDA?: unknown; pinSCL?: unknown; kHz?: unknown }
+  if (typeof sda !== "number" || typeof scl !== "number" || sda === scl)
+    return [`${id}: i2c needs two different GPIO numbers pinSDA and pinSCL`]
+  const errors: string[] = []
+  for (const [line, gpio] of [
+    ["SDA", sda],
+    ["SCL", scl],
+  ] as const) {
+    if ((STRAPPING_PINS[arch] ?? []).includes(gpio))
+      errors.push(
+        `${id}: I2C ${line} is on GPIO${gpio}, a strapping pin of the ${arch} (${STRAPPING_PINS[arch].join(", ")})`,
+      )
+    for (const name of Object.keys(pins))
+      if (pins[name] === gpio) errors.push(`${id}: I2C ${line} on GPIO${gpio} is also pin ${name}`)
+  }
+  if (arch.startsWith("rp2040") && (sda % 2 !== 0 || scl % 2 !== 1 || (sda >> 1) % 2 !== (scl >> 1) % 2))
+    errors.push(
+      `${id}: RP2040 I2C needs SDA on an even and SCL on an odd GPIO of one block (GP4/GP5 is I2C0), not ${sda}/${scl}`,
+    )
+  if (kHz !== undefined && (typeof kHz !== "number" || kHz > I2C_MAX_KHZ))
+    errors.push(`${id}: i2c kHz ${String(kHz)} is over the ADE7953's ${I2C_MAX_KHZ} kHz`)
+  return errors
+}
 /** Transducer output at full range, volts (0.5–4.5 V ratiometric). */
 const SENSOR_MAX_V = 4.5
 
@@ -71,8 +110,7 @@ const SENSOR_MAX_V = 4.5
  * stated ADC full scale, a divider that lets the transducer's 4.5 V clip the ADC, or a target whose
  * constants differ from the board file. Empty when the board is fine (or not a custom board).
  */
-export function boardHardwareErrors(id: string): string[] {
-  const b = customBoard(id)
+export function boardHardwareErrors(id: string, b = customBoard(id)): string[] {
   if (!b) return []
   const errors: string[] = []
   const pins = (b.pins ?? {}) as Record<string, number>
@@ -82,11 +120,12 @@ export function boardHardwareErrors(id: string): string[] {
   for (const name of Object.keys(pins))
     if (`pins.${name}`.length > 15)
       errors.push(`${id}: pin name ${name} is over 10 characters (dcfg key pins.${name} > 15)`)
-  for (const name of ["FLOW_PULSE", "S0_PULSE", "TAMPER", "PRESS_ADC"])
+  for (const name of SENSOR_PINS)
     if ((STRAPPING_PINS[arch] ?? []).includes(pins[name]))
       errors.push(
         `${id}: ${name} is on GPIO${pins[name]}, a strapping pin of the ${arch} (${STRAPPING_PINS[arch].join(", ")})`,
       )
+  errors.push(...i2cErrors(id, arch, pins, b.i2c))
   const fs = b.$adcFullScaleV
   const div = b.$pressureDivider
   if (typeof fs !== "number" || typeof div !== "number")
@@ -107,4 +146,16 @@ export function boardHardwareErrors(id: string): string[] {
     }
   }
   return errors
+}
+
+/** "unknown board" with this repository's meter boards first, then the simulator, then the rest. */
+export function unknownBoardMessage(id: string): string {
+  const ours = customBoards().sort()
+  const generic = builtinBoards()
+    .filter((b) => !ours.includes(b))
+    .sort()
+  return (
+    `unknown board '${id}': citymeter boards: ${ours.join(", ")}; simulator: sim` +
+    ` (DeviceScript's generic boards also work: ${generic.join(", ")}; or add boards/${id}.board.json)`
+  )
 }

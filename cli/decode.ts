@@ -25,6 +25,8 @@ export function readFrameInput(input: string): { bytes: Uint8Array; source: stri
     if (raw.length && HEX_TEXT.test(text)) return { bytes: parseHex(text, input), source: `${input} (hex text)` }
     return { bytes: Uint8Array.from(raw), source: `${input} (binary)` }
   }
+  // hex never holds '/' or a file extension: this was meant as a file
+  if (/[/\\]|\.[A-Za-z]\w*$/.test(input)) throw usage(`no such file: ${input}`)
   return { bytes: parseHex(input, `'${input.length > 40 ? input.slice(0, 40) + "…" : input}'`), source: "hex argument" }
 }
 

@@ -27,8 +27,16 @@ import { createHash } from "node:crypto"
 import { basename, join, relative, resolve } from "node:path"
 import { parseEnvSettings } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
-import { boardArch, boardFamily, boardHardwareErrors, customBoard, knownBoards, settingsBankBytes } from "./boards.js"
-import { queueFootprintError } from "./storage.js"
+import {
+  boardArch,
+  boardFamily,
+  boardHardwareErrors,
+  customBoard,
+  knownBoards,
+  settingsBankBytes,
+  unknownBoardMessage,
+} from "./boards.js"
+import { queueFootprintError } from "../bridge/src/tunables.js"
 import { CliError, usage } from "./errors.js"
 
 const require = createRequire(import.meta.url)
@@ -56,7 +64,7 @@ function run(cmd: string, args: string[], cwd: string, print: Print, prefix: str
 
 function checkBoard(board: string) {
   const boards = knownBoards()
-  if (!boards.has(board)) throw usage(`unknown board '${board}': use one of ${[...boards].sort().join(", ")}`)
+  if (!boards.has(board)) throw usage(unknownBoardMessage(board))
 }
 
 export interface BuildOptions {
@@ -320,7 +328,9 @@ export async function flash(o: FlashOptions, print: Print): Promise<void> {
     )
     return
   }
-  const noDevice = /no drives found|no device|not found.*port|no serial|udevadm|ENOENT|no ports/i.test(r.output)
+  const noDevice = /no drives found|no device|no viable ports|not found.*port|no serial|udevadm|ENOENT|no ports/i.test(
+    r.output,
+  )
   const offline = /ENOTFOUND|EAI_AGAIN|getaddrinfo|fetch failed|ENETUNREACH|ETIMEDOUT/.test(r.output)
   if (!image && offline)
     throw new CliError(

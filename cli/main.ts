@@ -2,15 +2,31 @@
 // Exit codes: 0 ok, 1 the operation failed, 2 bad input or usage.
 import { Command, InvalidArgumentError, Option } from "commander"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
-import { CliError, usage } from "./errors.js"
+import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
+import { VERSION } from "../bridge/src/version.js"
+import { BROKER_HELP, resolveBroker } from "./broker.js"
+import { CliError, reportError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
 import { build, deploy, flash } from "./firmware.js"
-import { bridgeTarget, provision, readSealKey, registerMeter, usernameWarning } from "./provision.js"
+import {
+  bridgeTarget,
+  locationOption,
+  provision,
+  putLocation,
+  readSealKey,
+  registerMeter,
+  usernameWarning,
+} from "./provision.js"
 import { bridge, sim } from "./run.js"
 import { watch } from "./watch.js"
 
 const print = (line: string) => console.log(line)
-const DEFAULT_BROKER = process.env.MQTT_URL || "mqtt://127.0.0.1:1883"
+/** Where a command's broker came from, on stderr (stdout stays the command's output). */
+async function broker(given: string | undefined): Promise<string> {
+  const { url, note } = await resolveBroker(given)
+  if (note) console.error(`citymeter: ${note}`)
+  return url
+}
 
 function intArg(name: string) {
   return (v: string) => {
@@ -26,12 +42,16 @@ const program = new Command()
   .description(
     "Field tool for citymeter meters: provision, build, flash, watch and decode frames, run the simulator and the bridge.",
   )
+  .version(VERSION, "-V, --version", "print the citymeter version")
+  .option("--verbose", "print stack traces with errors (so does DEBUG=1 in the environment)")
   .showHelpAfterError("(run with --help for usage)")
   .configureOutput({ outputError: (s, write) => write(s.startsWith("error:") ? `citymeter: ${s}` : s) })
   .exitOverride((e) => {
     // commander's own errors (unknown option, missing argument) are usage errors
     process.exit(e.exitCode === 0 ? 0 : 2)
   })
+
+const { intervalS: INTERVAL, batch: BATCH } = TUNABLE_BY_NAME
 
 program
   .command("provision")
@@ -45,12 +65,21 @@ program
   .option("--password <pass>", "MQTT password (or set MQTT_PASS); written to .env.local only")
   .option("--bridge <url>", "then register the meter with this bridge's HTTP API, http(s)://host:port")
   .option("--token <token>", "the bridge's API token (or set CITYMETER_API_TOKEN, which keeps it out of ps)")
-  .option("-i, --interval <s>", "seconds per interval, 1..86400", intArg("--interval"), 900)
-  .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 4)
-  .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants, e.g. LEAK_S=3600 (keys <= 13 characters)")
+  .option(
+    "-i, --interval <s>",
+    `seconds per interval, ${INTERVAL.min}..${INTERVAL.max}`,
+    intArg("--interval"),
+    INTERVAL.default,
+  )
+  .option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`, intArg("--batch"), BATCH.default)
+  .option("--set <KEY=VALUE...>", "tunables of proto/tunables.json (README table), e.g. LEAK_S=3600 PULSES_PER_L=1")
   .option("-o, --out <dir>", "directory for the two files (default: data/provision/<meter>)")
   .option("--open", "no sealing key: a legacy or demo meter whose frames travel unsealed")
   .option("-f, --force", "overwrite existing files")
+  .option("--lat <deg>", "where the meter is: latitude, WGS 84 decimal degrees (with --bridge)")
+  .option("--lon <deg>", "longitude, WGS 84 decimal degrees (with --bridge)")
+  .option("--address <text>", "street address, shown on the dashboard (with --lat/--lon)")
+  .option("--district <name>", "the utility's district; the dashboard groups alarms and consumption by it")
   .addHelpText(
     "after",
     "\nExample:\n  citymeter provision -m hall-7.w1 -b esp32c3_bare -u mqtts://broker.city.example:8883 --username hall-7.w1 --password s3cret\n" +
@@ -60,6 +89,8 @@ program
   .action(async (o) => {
     const out = o.out ?? `data/provision/${o.meter}`
     const bridge = o.bridge ? bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN) : undefined
+    const location = locationOption(o)
+    if (location && !bridge) throw usage("--lat/--lon set the meter's location in the bridge's registry: add --bridge")
     const r = provision(
       {
         meterId: o.meter,
@@ -87,6 +118,12 @@ program
       print(
         `${created ? "registered" : "already registered, key replaced:"} meter ${o.meter} (${key ? "sealed" : "open"}) with the bridge at ${bridge.url.href}`,
       )
+      if (location) {
+        await putLocation(bridge, o.meter, location)
+        print(
+          `located meter ${o.meter} at ${location.lat}, ${location.lon}${location.district ? ` (${location.district})` : ""}`,
+        )
+      }
     } else if (key) print(`the bridge needs the key: citymeter register -m ${o.meter} --settings ${out} --bridge <url>`)
     print(
       `next: citymeter deploy --board ${o.board} --settings ${out} --file <runtime image>` +
@@ -140,8 +177,13 @@ program
   .option("-u, --broker <url>", "broker URL to provision, mqtt://host:port or mqtts://host:port")
   .option("--username <user>", "MQTT username")
   .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
-  .option("-i, --interval <s>", "seconds per interval, 1..86400", intArg("--interval"), 900)
-  .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 4)
+  .option(
+    "-i, --interval <s>",
+    `seconds per interval, ${INTERVAL.min}..${INTERVAL.max}`,
+    intArg("--interval"),
+    INTERVAL.default,
+  )
+  .option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`, intArg("--batch"), BATCH.default)
   .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants")
   .option("--open", "no sealing key")
   .option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it")
@@ -175,7 +217,7 @@ program
   .command("watch")
   .description("print a meter's live frames (citymeter/v1/<meter>/#), decoded; '+' watches every meter")
   .argument("<meter>", "meter id, or + for all")
-  .option("-u, --broker <url>", "broker URL", DEFAULT_BROKER)
+  .option("-u, --broker <url>", BROKER_HELP)
   .option("--username <user>", "MQTT username")
   .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
   .option("-n, --count <n>", "exit after n frames", intArg("--count"))
@@ -185,7 +227,7 @@ program
     await watch(
       meter,
       {
-        url: o.broker,
+        url: await broker(o.broker),
         username: o.username,
         password: o.password ?? process.env.MQTT_PASS,
         count: o.count,
@@ -216,19 +258,31 @@ program
 program
   .command("sim")
   .description("run simulated meters (the real firmware in DeviceScript VMs) against a broker")
-  .option("-u, --broker <url>", "broker URL", DEFAULT_BROKER)
+  .option("-u, --broker <url>", BROKER_HELP)
   .option("-n, --meters <n>", "number of meters", intArg("--meters"), 3)
   .option("--prefix <prefix>", "meter ids are <prefix>-001, <prefix>-002, …", "sim")
   .option("-i, --interval <s>", "seconds per interval", intArg("--interval"), 5)
-  .option("--batch <n>", "intervals per frame, 1..8", intArg("--batch"), 2)
+  .option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`, intArg("--batch"), 2)
   .option("--username <user>", "MQTT username")
   .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
   .option("-d, --duration <s>", "stop after s seconds (0: run until Ctrl-C)", intArg("--duration"), 0)
   .option("-v, --verbose", "print every firmware console line")
+  .option("-w, --workers <n>", "worker threads the meters are spread over (default: one per core)", intArg("--workers"))
+  .option(
+    "--scenario <name>",
+    "run one scenario of sim/scenarios/ (leak, burst, household-day, …) against a private bridge and print its verdict; exit 1 when it fails",
+  )
   .action(async (o) => {
+    if (o.scenario !== undefined) {
+      // loaded only here: the scenario runner brings the VM and the whole bridge
+      const { scenarioCommand } = await import("./scenario.js")
+      if (!(await scenarioCommand(o.scenario, print, o.verbose || program.opts().verbose)))
+        throw new CliError(`scenario ${o.scenario} failed (the lines marked FAIL above)`)
+      return
+    }
     await sim(
       {
-        broker: o.broker,
+        broker: await broker(o.broker),
         meters: o.meters,
         prefix: o.prefix,
         interval: o.interval,
@@ -236,7 +290,8 @@ program
         username: o.username,
         password: o.password ?? process.env.MQTT_PASS,
         duration: o.duration,
-        verbose: o.verbose,
+        verbose: o.verbose || program.opts().verbose,
+        workers: o.workers,
       },
       print,
     )
@@ -262,13 +317,20 @@ program
     await bridge(o, print)
   })
 
+// commander checks required options before unknown ones, so `build --bord x` would report a
+// missing --board; required options are checked after parsing instead (same message).
+for (const cmd of program.commands) {
+  const required = cmd.options.filter((opt) => opt.mandatory)
+  for (const opt of required) opt.mandatory = false
+  cmd.hook("preAction", (c) => {
+    for (const opt of required)
+      if (c.getOptionValue(opt.attributeName()) === undefined)
+        c.error(`error: required option '${opt.flags}' not specified`)
+  })
+}
+
 try {
   await program.parseAsync()
 } catch (e) {
-  if (e instanceof CliError) {
-    console.error(`citymeter: error: ${e.message}`)
-    process.exit(e.exitCode)
-  }
-  console.error(`citymeter: error: ${(e as Error).stack ?? e}`)
-  process.exit(1)
+  process.exit(reportError("citymeter", e))
 }

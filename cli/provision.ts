@@ -6,44 +6,37 @@
 import { randomBytes } from "node:crypto"
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
+import { LOCATION_SCHEMA } from "../bridge/src/routes/locations.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
-import { knownBoards } from "./boards.js"
+import {
+  TUNABLES,
+  TUNABLE_BY_NAME,
+  batchSlotError,
+  defaults,
+  pulseLimitErrors,
+  queueFootprintError,
+} from "../bridge/src/tunables.js"
+import type { Tunable, TunableValues } from "../bridge/src/tunables.js"
+import { knownBoards, settingsBankBytes, unknownBoardMessage } from "./boards.js"
 import { CliError, usage } from "./errors.js"
 
 /** DeviceScript settings keys are at most 13 characters (longer ones build, then throw at run time). */
 export const MAX_KEY_LENGTH = 13
 const KEY_PATTERN = /^[A-Z][A-Z0-9_]*$/
 
-/** Keys `--set` may add on top of the identity and broker settings (firmware/config.ts TUNABLES). */
-export const TUNABLE_KEYS: Record<string, { min: number; max: number }> = {
-  LEAK_S: { min: 1, max: 30 * 86400 },
-  BURST_MLMIN: { min: 1, max: 10_000_000 },
-  BACKFLOW_ML: { min: 1, max: 10_000_000 },
-  NO_FLOW_S: { min: 0, max: 365 * 86400 },
-  P_LOW_PA: { min: 0, max: 10_000_000 },
-  P_HIGH_PA: { min: 1, max: 10_000_000 },
-  UNDERVOLT_DV: { min: 0, max: 10_000 },
-  SUPLOSS_DV: { min: 0, max: 10_000 },
-  PULSES_PER_L: { min: 1, max: 100_000 },
-  IMP_PER_KWH: { min: 1, max: 100_000 },
-  MAX_FLOW_LMIN: { min: 1, max: 100_000 },
-  MAX_POWER_W: { min: 1, max: 1_000_000 },
-}
-
 /**
- * Pulse inputs are polled every 100 ms: at most 5 pulses/s count (firmware/config.ts
- * pulseLimitError, the same rule). Defaults: 1 pulse/L at 50 L/min, 1000 imp/kWh at 11 kW.
+ * Keys `--set` may add on top of the identity and broker settings: the tunables of
+ * proto/tunables.json but INTERVAL_S and BATCH, which have their own options.
  */
-export function pulseLimitError(s: Settings): string | undefined {
-  const k = Number(s.PULSES_PER_L ?? 1)
-  const flow = Number(s.MAX_FLOW_LMIN ?? 50)
-  if ((k * flow) / 60 > 5)
-    return `PULSES_PER_L=${k} at MAX_FLOW_LMIN=${flow} is ${((k * flow) / 60).toFixed(1)} pulses/s; GPIO inputs are polled every 100 ms, so at most 5 pulses/s count (max ${(300 / k).toFixed(2)} L/min at this constant)`
-  const imp = Number(s.IMP_PER_KWH ?? 1000)
-  const w = Number(s.MAX_POWER_W ?? 11000)
-  if ((imp * w) / 3.6e6 > 5)
-    return `IMP_PER_KWH=${imp} at MAX_POWER_W=${w} is ${((imp * w) / 3.6e6).toFixed(1)} impulses/s; GPIO inputs are polled every 100 ms, so at most 5/s count (max ${Math.floor(1.8e7 / imp)} W at this constant)`
-  return undefined
+export const TUNABLE_KEYS: ReadonlyMap<string, Tunable> = new Map(
+  TUNABLES.filter((t) => t.key !== "INTERVAL_S" && t.key !== "BATCH").map((t) => [t.key, t]),
+)
+
+/** The tunables these settings give the meter (unset ones take their defaults). */
+export function tunableValues(s: Settings): TunableValues {
+  const v = defaults()
+  for (const t of TUNABLES) if (s[t.key] !== undefined) v[t.name] = Number(s[t.key])
+  return v
 }
 
 export interface ProvisionInput {
@@ -69,6 +62,14 @@ function intInRange(name: string, raw: string | number, min: number, max: number
   return v
 }
 
+/** --batch: within the schema's bounds; above them, says why (the frames would outgrow a flash slot). */
+function batchOption(raw: number): number {
+  const { min, max } = TUNABLE_BY_NAME.batch
+  if (Number.isInteger(raw) && raw >= min && raw <= max) return raw
+  const why = Number.isInteger(raw) && raw > max ? `: ${batchSlotError(raw)}` : ""
+  throw usage(`batch must be an integer in ${min}..${max} (got ${raw})${why}`)
+}
+
 /** Characters a DeviceScript .env value cannot carry: '#' starts a comment, lines end at a break. */
 function checkValue(key: string, value: string) {
   if (/[#\r\n]/.test(value))
@@ -79,10 +80,7 @@ function checkValue(key: string, value: string) {
 export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets: Settings } {
   if (!isMeterId(i.meterId)) throw usage(`meter id '${i.meterId}' is not valid: ${METER_ID_RULE}`)
   const boards = knownBoards()
-  if (!boards.has(i.board))
-    throw usage(
-      `unknown board '${i.board}': use one of ${[...boards].sort().join(", ")} (or add boards/${i.board}.board.json)`,
-    )
+  if (!boards.has(i.board)) throw usage(unknownBoardMessage(i.board))
   let url: URL
   try {
     url = new URL(i.broker)
@@ -103,8 +101,8 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
     MQTT_PORT: port,
     MQTT_PROTO: proto,
     MQTT_USER: i.username ?? "",
-    INTERVAL_S: intInRange("interval", i.intervalS, 1, 86400),
-    BATCH: intInRange("batch", i.batch, 1, 8),
+    INTERVAL_S: intInRange("interval", i.intervalS, TUNABLE_BY_NAME.intervalS.min, TUNABLE_BY_NAME.intervalS.max),
+    BATCH: batchOption(i.batch),
   }
   const secrets: Settings = {}
   // issue 10: a random 256-bit key per meter; frames are sealed with it (firmware/seal.ts)
@@ -121,15 +119,18 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
     if (key.length > MAX_KEY_LENGTH)
       throw usage(`setting key ${key} is ${key.length} characters; DeviceScript allows at most ${MAX_KEY_LENGTH}`)
     if (!KEY_PATTERN.test(key)) throw usage(`setting key ${key} must be upper case letters, digits and '_'`)
-    const range = TUNABLE_KEYS[key]
+    const range = TUNABLE_KEYS.get(key)
     if (!range)
       throw usage(
-        `--set ${key}: not a tunable; known: ${Object.keys(TUNABLE_KEYS).join(", ")} (identity and broker have their own options)`,
+        `--set ${key}: not a tunable; known: ${[...TUNABLE_KEYS.keys()].join(", ")} (identity, broker, --interval and --batch have their own options)`,
       )
     defaults[key] = intInRange(key, value, range.min, range.max)
   }
-  const pulses = pulseLimitError(defaults)
-  if (pulses) throw usage(pulses)
+  // issue 11: what the meter could not count or keep is refused here, with the reason
+  const pulses = pulseLimitErrors(tunableValues(defaults))
+  if (pulses.length) throw usage(pulses.join("; "))
+  const storage = queueFootprintError(i.board, settingsBankBytes(i.board), { ...defaults, ...secrets })
+  if (storage) throw usage(storage)
   for (const [k, v] of Object.entries({ ...defaults, ...secrets })) {
     if (k.length > MAX_KEY_LENGTH) throw usage(`setting key ${k} is longer than ${MAX_KEY_LENGTH} characters`)
     if (typeof v === "string") checkValue(k, v)
@@ -257,6 +258,48 @@ export async function registerMeter(
     )
   const detail = body.error ? `${body.error}: ${body.message}` : text.slice(0, 200).replace(/\s+/g, " ")
   throw new CliError(`the bridge at ${target.url.href} refused to register meter ${meterId}: ${res.status} ${detail}`)
+}
+
+/** Where a meter is (the bridge's registry, PUT /meters/:id/location). */
+export interface Location {
+  lat: number
+  lon: number
+  address?: string
+  district?: string
+}
+
+/** --lat/--lon/--address/--district: both coordinates or none, in the bounds the bridge checks. */
+export function locationOption(o: { lat?: string; lon?: string; address?: string; district?: string }) {
+  if (o.lat === undefined && o.lon === undefined) {
+    if (o.address || o.district) throw usage("--address and --district need --lat and --lon")
+    return undefined
+  }
+  const { lat: latB, lon: lonB } = LOCATION_SCHEMA.properties
+  const deg = (name: string, v: string | undefined, b: { minimum: number; maximum: number }) => {
+    const n = Number(v)
+    if (v === undefined || !/^-?\d+(\.\d+)?$/.test(v) || n < b.minimum || n > b.maximum)
+      throw usage(`--${name} must be decimal degrees in ${b.minimum}..${b.maximum} (got ${v ?? "nothing"})`)
+    return n
+  }
+  return { lat: deg("lat", o.lat, latB), lon: deg("lon", o.lon, lonB), address: o.address, district: o.district }
+}
+
+/** Sets the meter's location in the bridge's registry; a refusal or an unreachable bridge is a CliError. */
+export async function putLocation(target: BridgeTarget, meterId: string, loc: Location) {
+  const url = new URL(`meters/${encodeURIComponent(meterId)}/location`, target.url)
+  const res = await fetch(url, {
+    method: "PUT",
+    headers: { authorization: `Bearer ${target.token}`, "content-type": "application/json" },
+    body: JSON.stringify(loc),
+    signal: AbortSignal.timeout(REGISTER_TIMEOUT_MS),
+  }).catch((e: Error & { cause?: { message?: string } }) => {
+    throw new CliError(`cannot reach the bridge at ${target.url.href}: ${e.cause?.message ?? e.message}`)
+  })
+  if (res.ok) return
+  const body = (await res.json().catch(() => ({}))) as { error?: string; message?: string }
+  throw new CliError(
+    `the bridge at ${target.url.href} refused the location of meter ${meterId}: ${res.status} ${body.error ?? ""} ${body.message ?? ""}`.trim(),
+  )
 }
 
 /** The sealing key a provisioned meter's .env.local holds (SEAL_KEY), or undefined for an open meter. */

@@ -2,9 +2,10 @@
 import { existsSync } from "node:fs"
 import { configFromEnv, startService, type ServiceConfig } from "../bridge/src/service.js"
 import { METER_ID_PATTERN } from "../bridge/src/topics.js"
-import { SimMeter } from "../sim/src/meter.js"
-import { driveDemo } from "../sim/src/demo.js"
+import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
+import { DEMO_ALARM_SETTINGS, DEMO_SPEED_NOTE } from "../sim/src/demo.js"
 import { paths } from "../sim/src/paths.js"
+import { FORWARD_LINES, SimPool } from "../sim/src/workers.js"
 import { CliError, usage } from "./errors.js"
 import type { Print } from "./firmware.js"
 
@@ -19,6 +20,8 @@ export interface SimOptions {
   /** Seconds; 0 runs until Ctrl-C. */
   duration: number
   verbose?: boolean
+  /** Worker threads the meters are spread over (default: one per core). */
+  workers?: number
 }
 
 function int(name: string, v: number, min: number, max: number) {
@@ -34,9 +37,11 @@ const stopSignal = () =>
 
 /** N meters running the real firmware bytecode, each with a household-like demand pattern. */
 export async function sim(o: SimOptions, print: Print): Promise<Map<string, number>> {
-  int("--meters", o.meters, 1, 500)
-  int("--interval", o.interval, 1, 86400)
-  int("--batch", o.batch, 1, 8)
+  int("--meters", o.meters, 1, 2000)
+  // the meters' settings: bounds from proto/tunables.json
+  int("--interval", o.interval, TUNABLE_BY_NAME.intervalS.min, TUNABLE_BY_NAME.intervalS.max)
+  int("--batch", o.batch, TUNABLE_BY_NAME.batch.min, TUNABLE_BY_NAME.batch.max)
+  if (o.workers !== undefined) int("--workers", o.workers, 1, 64)
   const url = (() => {
     try {
       return new URL(o.broker)
@@ -52,39 +57,33 @@ export async function sim(o: SimOptions, print: Print): Promise<Map<string, numb
   const ids = Array.from({ length: o.meters }, (_, i) => `${o.prefix}-${String(i + 1).padStart(3, "0")}`)
   const bad = ids.find((id) => !METER_ID_PATTERN.test(id))
   if (bad) throw usage(`meter id '${bad}' (from --prefix) must match ${METER_ID_PATTERN.source}`)
-  const frames = new Map(ids.map((id) => [id, 0]))
-  const meters = ids.map(
-    (meterId) =>
-      new SimMeter({
-        meterId,
-        settings: {
-          MQTT_HOST: url.hostname,
-          MQTT_PORT: Number(url.port || (url.protocol === "mqtts:" ? 8883 : 1883)),
-          MQTT_PROTO: url.protocol === "mqtts:" ? "tls" : "tcp",
-          MQTT_USER: o.username ?? "",
-          MQTT_PASS: o.password ?? "",
-          INTERVAL_S: o.interval,
-          BATCH: o.batch,
-        },
-        log: (line) => {
-          if (/citymeter: frame /.test(line)) frames.set(meterId, (frames.get(meterId) ?? 0) + 1)
-          if (o.verbose || /citymeter: (frame|alarm|connected)|error/.test(line)) print(`${meterId}: ${line}`)
-        },
-      }),
-  )
-  const stopDriving = driveDemo(meters)
-  print(`starting ${o.meters} simulated meter(s) (real firmware in the DeviceScript VM) against ${o.broker}`)
-  for (const [i, m] of meters.entries()) {
-    await m.start()
-    print(`[${i + 1}/${o.meters}] ${m.meterId} running, ${o.interval} s × ${o.batch} per frame`)
+  const settings = {
+    ...DEMO_ALARM_SETTINGS,
+    MQTT_HOST: url.hostname,
+    MQTT_PORT: Number(url.port || (url.protocol === "mqtts:" ? 8883 : 1883)),
+    MQTT_PROTO: url.protocol === "mqtts:" ? "tls" : "tcp",
+    MQTT_USER: o.username ?? "",
+    MQTT_PASS: o.password ?? "",
+    INTERVAL_S: o.interval,
+    BATCH: o.batch,
   }
+  print(`starting ${o.meters} simulated meter(s) (real firmware in the DeviceScript VM) against ${o.broker}`)
+  print(DEMO_SPEED_NOTE)
+  const pool = await SimPool.start({
+    meters: ids.map((meterId) => ({ meterId, settings })),
+    workers: o.workers,
+    forward: o.verbose ? "all" : FORWARD_LINES,
+    onLine: (meterId, line) => print(`${meterId}: ${line}`),
+    onStarted: (meterId, done, total) =>
+      print(`[${done}/${total}] ${meterId} running, ${o.interval} s × ${o.batch} per frame`),
+  })
+  print(`${o.meters} meter(s) running in ${pool.workerCount} worker thread(s)`)
   await (o.duration > 0
     ? Promise.race([new Promise((r) => setTimeout(r, o.duration * 1000)), stopSignal()])
     : stopSignal())
-  stopDriving()
-  for (const m of meters) await m.stop()
-  print(`stopped; frames made: ${[...frames].map(([id, n]) => `${id}=${n}`).join(" ")}`)
-  return frames
+  await pool.stop()
+  print(`stopped; frames made: ${[...pool.frames].map(([id, n]) => `${id}=${n}`).join(" ")}`)
+  return pool.frames
 }
 
 export interface BridgeCliOptions {

@@ -4,7 +4,7 @@
 // 5 % hysteresis band, so a value hovering at the threshold does not flap.
 import { AlarmType, Channel } from "./gen/wire"
 import { IntervalReading } from "./sampler"
-import { Tunables } from "./config"
+import { Tunables } from "./gen/tunables"
 
 export interface AlarmEdge {
     type: number
@@ -21,10 +21,12 @@ export interface IntervalFlags {
     hasPressure: boolean
     /**
      * What the meter can really measure (issue 11: an alarm needs a sensor behind it); absent
-     * means it can. A board's reed pulse counter has no direction, an S0 output no voltage.
+     * means it can. A board's reed pulse counter has no direction, an S0 output no voltage and no
+     * measured power (a metering IC has both).
      */
     hasReverse?: boolean
     hasVoltage?: boolean
+    hasPower?: boolean
     hasTamper?: boolean
     hasMagnet?: boolean
 }
@@ -37,7 +39,7 @@ export function channelsOf(f: IntervalFlags): number[] {
     if (f.hasWater) out.push(Channel.CHANNEL_WATER)
     if (f.hasWater && can(f.hasReverse)) out.push(Channel.CHANNEL_REVERSE_FLOW)
     if (f.hasElectricity) out.push(Channel.CHANNEL_ENERGY)
-    if (f.hasElectricity) out.push(Channel.CHANNEL_POWER)
+    if (f.hasElectricity && can(f.hasPower)) out.push(Channel.CHANNEL_POWER)
     if (f.hasElectricity && can(f.hasVoltage)) out.push(Channel.CHANNEL_VOLTAGE)
     if (f.hasPressure) out.push(Channel.CHANNEL_PRESSURE)
     if (can(f.hasTamper)) out.push(Channel.CHANNEL_TAMPER)

@@ -123,6 +123,7 @@ function capabilities(intervalS: number): IntervalFlags {
         hasPressure: sampler.hasPressure,
         hasReverse: measures.reverseFlow,
         hasVoltage: measures.voltage,
+        hasPower: measures.power,
         hasTamper: sampler.hasTamper,
         hasMagnet: sampler.hasMagnet,
     }
@@ -359,10 +360,11 @@ setInterval(async () => {
                 await closeBatch() // saves the state record with the frame
                 batchStart = intervalEnd
                 if (pendingConfig) {
-                    const changed = await applyConfig(cfg.t, pendingConfig, cfg)
+                    const changed = await applyConfig(cfg.t, pendingConfig)
                     pendingConfig = undefined
                     intervalMs = cfg.t.intervalS * 1000
-                    console.log(`citymeter: config applied (${changed} changed)`)
+                    // a refused config changes nothing (applyConfig logged why); the birth says so
+                    if (changed >= 0) console.log(`citymeter: config applied (${changed} changed)`)
                     born = false // the next birth confirms the configuration now in force
                 }
             }

@@ -3,6 +3,7 @@
 // jitter); power, voltage and pressure are sampled every tick and summarised per interval.
 import * as ds from "@devicescript/core"
 import { ReadingBatch } from "./frames"
+import { measures } from "./hardware"
 
 const U32 = 4294967296
 
@@ -187,9 +188,12 @@ export function toBatch(
         b.electricity = {
             totalWh: sampler.energy.total,
             energyWh: intervals.map(r => r.energyWh),
-            powerW: intervals.map(r => r.powerW),
+            // only what the hardware measures (hardware.ts): an S0-only board sends energy alone
+            powerW: measures.power ? intervals.map(r => r.powerW) : undefined,
             // delta-encoded (proto voltage_delta_dv): a steady line costs a byte per interval
-            voltageDeltaDv: intervals.map((r, i) => (i === 0 ? r.voltageDv : r.voltageDv - intervals[i - 1].voltageDv)),
+            voltageDeltaDv: measures.voltage
+                ? intervals.map((r, i) => (i === 0 ? r.voltageDv : r.voltageDv - intervals[i - 1].voltageDv))
+                : undefined,
         }
     if (sampler.hasPressure)
         b.pressure = {

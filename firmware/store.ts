@@ -1,7 +1,7 @@
 // What the meter keeps in flash (DeviceScript settings, the only persistence it has):
 //   - a bounded FIFO of uplink frames waiting for the bridge's Ack, in a fixed ring of slots
-//     "q0".."q27" overwritten in place (raw bytes; the settings store fails silently when full,
-//     so its footprint must stay fixed: 28 slots x <= 200 B + one state record),
+//     "q0".."q<QUEUE_SLOTS-1>" overwritten in place (raw bytes; the settings store fails silently when
+//     full, so its footprint must stay fixed: QUEUE_SLOTS slots x <= MAX_FRAME_BYTES + one state record),
 //   - one state record "st" (JSON): ring positions, drop counter, monotonic totals and the raw
 //     counter values they were last reconciled with.
 //
@@ -13,17 +13,19 @@
 // worth of pulses (BATCH x INTERVAL_S, 1 h by default) when the counter restarts with the meter.
 import * as ds from "@devicescript/core"
 import { settings } from "@devicescript/settings"
+import { MAX_FRAME_BYTES as FRAME_BYTES, QUEUE_SLOTS as SLOTS } from "./gen/tunables"
 import { Uplink as UplinkF } from "./gen/wire"
 import { PbReader } from "./pb"
 import { KIND_ALARM, KIND_READINGS } from "./seal"
 
 /**
- * 28 slots x (200 B + 24 B entry) = 6272 B plus every other setting at its largest (1528 B) fits the
- * Pico W's 8 KB settings bank; 32 slots did not (cli/storage.ts checks it at build time, issue 11).
+ * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue plus every other
+ * setting at its largest must fit the smallest settings bank, the Pico W's 8 KB (checked at build
+ * and config time, bridge/src/tunables.ts; README "Configuration" has the numbers per board).
  */
-export const QUEUE_SLOTS = 28
+export const QUEUE_SLOTS = SLOTS
 /** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
-export const MAX_FRAME_BYTES = 200
+export const MAX_FRAME_BYTES = FRAME_BYTES
 
 export interface PersistedState {
     /** Ring positions: head = oldest queued, tail = next free (both grow forever). */

@@ -1,19 +1,29 @@
 // The main job on embedded defaults, one process: embedded broker + embedded database + bridge +
-// HTTP API + simulated meters running the real firmware. `npm start`; Ctrl-C stops it.
+// HTTP API + simulated meters running the real firmware. `npm start`; Ctrl-C stops it, and the
+// meters go offline (their Death frames, or marked offline when a Death did not arrive in time).
 // Environment: METERS (default 3), INTERVAL_S (default 5), BATCH (default 2), HTTP_PORT (8080),
 // EMBEDDED_MQTT_PORT (11883), DATABASE_URL (pglite:./data/pglite), MQTT_URL (use a real broker).
+// A failure the user can fix (a port in use, a bad setting) is one line; DEBUG=1 adds the stack.
 import { join } from "node:path"
 import { mkdirSync } from "node:fs"
-import { configFromEnv, startService } from "../bridge/src/service.js"
-import { driveDemo } from "../sim/src/demo.js"
+import { configFromEnv, startService, type Service } from "../bridge/src/service.js"
+import { reportError } from "../cli/errors.js"
+import { DEMO_ALARM_SETTINGS, DEMO_SPEED_NOTE, driveDemo } from "../sim/src/demo.js"
 import { SimMeter } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
 
 const meters = Number(process.env.METERS ?? 3)
 const intervalS = Number(process.env.INTERVAL_S ?? 5)
 const batch = Number(process.env.BATCH ?? 2)
+/** How long a clean stop waits for the meters' Death frames (their MQTT wills) to be stored. */
+const DEATH_WAIT_MS = 5000
 
-const svc = await startService({ ...configFromEnv(), demo: true })
+let svc: Service
+try {
+  svc = await startService({ ...configFromEnv(), demo: true })
+} catch (e) {
+  process.exit(reportError("npm start", e))
+}
 const broker = new URL(svc.mqttUrl)
 const flashDir = join(paths.root, "data/flash")
 mkdirSync(flashDir, { recursive: true })
@@ -24,7 +34,13 @@ for (let i = 1; i <= meters; i++) {
   const m = new SimMeter({
     meterId,
     flashFile: join(flashDir, `${meterId}.bin`),
-    settings: { MQTT_HOST: broker.hostname, MQTT_PORT: Number(broker.port), INTERVAL_S: intervalS, BATCH: batch },
+    settings: {
+      ...DEMO_ALARM_SETTINGS,
+      MQTT_HOST: broker.hostname,
+      MQTT_PORT: Number(broker.port),
+      INTERVAL_S: intervalS,
+      BATCH: batch,
+    },
   })
   sims.push(m)
 }
@@ -32,6 +48,7 @@ for (let i = 1; i <= meters; i++) {
 const stopDriving = driveDemo(sims)
 for (const m of sims) await m.start()
 
+const brokerArg = `--broker ${svc.mqttUrl}`
 console.log(`
 citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
   MQTT broker   ${svc.mqttUrl}
@@ -39,14 +56,47 @@ citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
   HTTP API      ${svc.httpUrl}/meters
   readings      ${svc.httpUrl}/meters/${sims[0].meterId}/readings
   metrics       ${svc.httpUrl}/metrics
-  ${meters} simulated meters running the real firmware, ${intervalS}s intervals x${batch} per frame.
+  ${meters} simulated meters running the real firmware, ${intervalS} s intervals x${batch} per frame;
+  ${DEMO_SPEED_NOTE} (alarm thresholds in simulated time).
+In another terminal:
+  npx citymeter watch + ${brokerArg}                    live frames of every meter
+  npx citymeter sim ${brokerArg} --prefix mine -n 2     two more simulated meters
 Ctrl-C to stop.`)
 
-async function shutdown() {
-  stopDriving()
-  for (const m of sims) await m.stop()
-  await svc.stop()
-  process.exit(0)
+/** After the VMs stop, the broker publishes each meter's will (its Death); wait until it is stored. */
+async function awaitDeaths(): Promise<string[]> {
+  const ids = sims.map((m) => m.meterId)
+  const online = async () =>
+    (await Promise.all(ids.map((id) => svc.store.getMeter(id)))).filter((r) => r?.online).map((r) => r!)
+  const until = Date.now() + DEATH_WAIT_MS
+  let left = await online()
+  while (left.length && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 100))
+    left = await online()
+  }
+  // no Death in time (an external broker that was gone, say): offline explicitly, for that boot
+  for (const r of left) if (r.boot !== null) await svc.store.recordDeath(r.meterId, r.boot, new Date())
+  return left.map((r) => r.meterId)
 }
-process.once("SIGINT", () => void shutdown())
-process.once("SIGTERM", () => void shutdown())
+
+let stopping = false
+async function shutdown() {
+  if (stopping) return
+  stopping = true
+  try {
+    stopDriving()
+    for (const m of sims) await m.stop()
+    const forced = await awaitDeaths()
+    console.log(
+      forced.length
+        ? `stopped: ${sims.length - forced.length} meter(s) offline by their Death frame, ${forced.join(", ")} marked offline`
+        : `stopped: ${sims.length} meter(s) offline by their Death frame`,
+    )
+    await svc.stop()
+    process.exit(0)
+  } catch (e) {
+    process.exit(reportError("npm start", e))
+  }
+}
+process.on("SIGINT", () => void shutdown())
+process.on("SIGTERM", () => void shutdown())

@@ -134,6 +134,7 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
       voltageDv: "2300",
       pressureAvgPa: "",
       timeSynced: "true",
+      tsEstimated: "false",
     })
     expect((await get(`/meters/${meterId}/readings?from=${iso(T0 + 60)}&to=${iso(T0)}`)).statusCode).toBe(400)
   })
@@ -142,9 +143,9 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
     const hours = (await get(`/meters/${meterId}/consumption?bucket=hour`)).json()
     expect(hours).toMatchObject({ meterId, bucket: "hour", tz: "UTC" })
     expect(hours.consumption).toEqual([
-      { start: iso(T0), waterMl: 100, energyWh: 200, readings: 4, gap: false },
-      { start: iso(T0 + 3600), waterMl: 20, energyWh: 40, readings: 4, gap: false }, // boot 2: totals continue
-      { start: iso(T0 + 3 * 3600), waterMl: 187, energyWh: 374, readings: 2, gap: true }, // the gap's 180 mL
+      { start: iso(T0), waterMl: 100, energyWh: 200, reverseMl: 0, readings: 4, gap: false },
+      { start: iso(T0 + 3600), waterMl: 20, energyWh: 40, reverseMl: 0, readings: 4, gap: false }, // boot 2: totals continue
+      { start: iso(T0 + 3 * 3600), waterMl: 187, energyWh: 374, reverseMl: 0, readings: 2, gap: true }, // the gap's 180 mL
     ])
     const q = (
       await get(`/meters/${meterId}/consumption?bucket=15min&from=${iso(T0 + 3600)}&to=${iso(T0 + 7200)}`)
@@ -159,6 +160,27 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
       "CM_ERR_BAD_QUERY",
     )
     expect((await get(`/meters/${uid("nope")}/consumption?bucket=day`)).statusCode).toBe(404)
+    // the fleet by day: every meter's day, summed
+    const range = `bucket=day&from=${iso(T0)}&to=${iso(T0 + 86400)}`
+    const fleet = (await get(`/consumption?${range}`)).json().consumption
+    const ids = (await get(`/meters`)).json().meters.map((x: { meterId: string }) => x.meterId)
+    const days: Record<string, number>[] = []
+    for (const id of ids) days.push(...(await get(`/meters/${id}/consumption?${range}`)).json().consumption)
+    const sum = (k: string) => days.reduce((s, d) => s + d[k], 0)
+    expect(fleet).toEqual([
+      {
+        start: iso(T0),
+        waterMl: sum("waterMl"),
+        energyWh: sum("energyWh"),
+        reverseMl: sum("reverseMl"),
+        readings: sum("readings"),
+        gap: true,
+        meters: days.length,
+      },
+    ])
+    expect(fleet[0].waterMl).toBeGreaterThanOrEqual(307)
+    expect((await get(`/consumption?bucket=15min`)).statusCode).toBe(400)
+    expect((await get(`/consumption?bucket=day&from=${iso(T0 + 60)}`)).json().error).toBe("CM_ERR_BAD_QUERY")
   })
 
   test("latest reading of every meter in one call, with keyset pages", async () => {
@@ -176,13 +198,13 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
   test("alarms: history, and open ones (raised without a later clear)", async () => {
     const history = (await get(`/meters/${meterId}/alarms`)).json().alarms
     expect(history.map((a: { type: string; active: boolean }) => [a.type, a.active])).toEqual([
-      ["ALARM_TYPE_LEAK", true],
-      ["ALARM_TYPE_BURST", true],
-      ["ALARM_TYPE_LEAK", false],
+      ["LEAK", true],
+      ["BURST", true],
+      ["LEAK", false],
     ])
     expect(history[0]).toMatchObject({ ts: iso(T0 + 100), source: "meter", boot: 2, seq: 4, value: 4 })
     const open = (await get(`/alarms?open=true&meter=${meterId}`)).json().alarms
-    expect(open.map((a: { type: string }) => a.type)).toEqual(["ALARM_TYPE_BURST"])
+    expect(open.map((a: { type: string }) => a.type)).toEqual(["BURST"])
     const fleet = (await get(`/alarms?open=true`)).json().alarms
     expect(fleet.some((a: { meterId: string }) => a.meterId === meterId)).toBe(true)
     expect((await get(`/meters/${meterId}/alarms?open=true&from=${iso(T0 + 300)}`)).json().alarms).toEqual([])
@@ -267,6 +289,7 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
       "/meters/{id}",
       "/meters/{id}/readings",
       "/meters/{id}/consumption",
+      "/consumption",
       "/readings/latest",
       "/alarms",
       "/meters/{id}/alarms",

@@ -39,5 +39,10 @@ test("npm run bench -- --quick exits 0 and prints each baseline with its ratio",
   // firmware: size, time per interval against its baseline, VM count against its baseline
   expect(out).toMatch(/^bytecode: \d+ B/m)
   expect(out).toMatch(/baseline: the interval, 1000 ms; ratio \(VM duty cycle\) \d+\.\d+%/)
-  expect(out).toMatch(/real-firmware VMs with intervals kept .*: \d+.*baseline: 1 VM; ratio \d+×/)
-}, 90_000)
+  // VMs per machine, from what the bridge stored: count against its baseline, CPU and RSS per VM
+  expect(out).toMatch(/real-firmware VMs with every interval kept .*: \d+.*baseline: 1 VM; ratio \d+×/)
+  const perVm = /per VM at \d+ VMs: CPU ([\d.]+) ms\/s .*, RSS (-?[\d.]+) MiB/.exec(out)
+  expect(perVm, out).not.toBeNull()
+  expect(Number(perVm![1])).toBeGreaterThan(0)
+  expect(Number(perVm![2])).toBeGreaterThan(0) // a VM costs memory (quick mode once printed a negative slope)
+}, 300_000)

@@ -7,10 +7,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { boardHardwareErrors, customBoard } from "../cli/boards.js"
 import { sha256 } from "../cli/firmware.js"
 import { SimMeter, parseEnvSettings } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
-import { startStack, uid, waitFor, type ApiReading, type TestStack } from "./helpers.js"
+import { apiReadings, startStack, uid, waitFor, type TestStack } from "./helpers.js"
 
 const BOARDS = ["citymeter_esp32c3", "citymeter_esp32s3", "citymeter_picow"]
 
@@ -24,6 +25,34 @@ function citymeter(...args: string[]): Promise<{ code: number; stdout: string; s
     p.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }))
   })
 }
+
+describe("board definitions: the metering IC's I2C pins are checked at build time", () => {
+  const withI2c = (id: string, i2c: unknown, pins: Record<string, number> = {}) => {
+    const b = structuredClone(customBoard(id)!)
+    b.i2c = i2c
+    Object.assign(b.pins as Record<string, number>, pins)
+    return boardHardwareErrors(id, b)
+  }
+  test.each(BOARDS)("%s: the shipped definition has I2C and passes", (board) => {
+    expect(customBoard(board)!.i2c).toMatchObject({ pinSDA: expect.any(Number), pinSCL: expect.any(Number) })
+    expect(boardHardwareErrors(board)).toEqual([])
+  })
+  test("strapping pins, a line shared with a sensor, RP2040 pin pairs and the clock are refused", () => {
+    expect(withI2c("citymeter_esp32c3", { pinSDA: 8, pinSCL: 10 }).join()).toMatch(/SDA is on GPIO8, a strapping pin/)
+    expect(withI2c("citymeter_esp32s3", { pinSDA: 4, pinSCL: 46 }).join()).toMatch(
+      /SDA on GPIO4 is also pin FLOW_PULSE.*SCL is on GPIO46, a strapping pin/,
+    )
+    expect(withI2c("citymeter_picow", { pinSDA: 5, pinSCL: 4 }).join()).toMatch(/RP2040 I2C needs SDA on an even/)
+    expect(withI2c("citymeter_picow", { pinSDA: 4, pinSCL: 7 }).join()).toMatch(/of one block/)
+    // GP6/GP7 is a valid I2C1 pair (here only refused as the board's free pins GP6, GP7)
+    expect(withI2c("citymeter_picow", { pinSDA: 6, pinSCL: 7 }).join()).not.toMatch(/RP2040 I2C needs/)
+    expect(withI2c("citymeter_esp32c3", { pinSDA: 4, pinSCL: 10, kHz: 1000 }).join()).toMatch(
+      /over the ADE7953's 400 kHz/,
+    )
+    expect(withI2c("citymeter_esp32c3", { pinSDA: 4 }).join()).toMatch(/two different GPIO numbers/)
+    expect(withI2c("citymeter_esp32c3", { pinSDA: 4, pinSCL: 10 }, { P4: 4 }).join()).toMatch(/also pin P4/)
+  })
+})
 
 describe("each board's build runs in the simulator and its readings are stored", () => {
   let stack: TestStack
@@ -74,8 +103,7 @@ describe("each board's build runs in the simulator and its readings are stored",
       const rows = await waitFor(
         `${board} readings`,
         async () => {
-          const res = await stack.app.inject({ url: `/meters/${meterId}/readings` })
-          const r = res.statusCode === 200 ? (res.json().readings as ApiReading[]) : []
+          const r = await apiReadings(stack, meterId)
           return r.length >= 4 && r
         },
         30000,

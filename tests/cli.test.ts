@@ -100,7 +100,11 @@ describe("citymeter provision", () => {
     ["an http:// broker", ["-u", "http://broker:1883"], /scheme must be mqtt:\/\/ or mqtts:\/\//],
     ["credentials in the broker URL", ["-u", "mqtt://u:p@broker:1883"], /not in the broker URL/],
     ["an unknown board", ["-b", "no_such_board"], /unknown board 'no_such_board'/],
-    ["batch 9", ["--batch", "9"], /batch must be an integer in 1\.\.8/],
+    [
+      "batch 9",
+      ["--batch", "9"],
+      /batch must be an integer in 1\.\.4 \(got 9\): BATCH=9: a frame of 9 intervals can take \d+ B sealed, over the 200 B flash slot/,
+    ],
     ["interval 0", ["--interval", "0"], /interval must be an integer in 1\.\.86400/],
     ["a settings key longer than 13 characters", ["--set", "PRESSURE_LOW_PA=1"], /at most 13/],
     ["a password with '#'", ["--username", "u", "--password", "a#b"], /must not contain '#'/],

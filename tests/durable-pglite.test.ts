@@ -40,6 +40,7 @@ const reading = (meterId: string, seq: number) => ({
   pressureMaxPa: null,
   timeSynced: true,
   backfill: false,
+  tsEstimated: false,
 })
 
 const hasStrace = (() => {

@@ -27,6 +27,7 @@ export interface ApiReading {
   pressureMaxPa: number
   timeSynced: boolean
   backfill: boolean
+  tsEstimated: boolean
 }
 
 export type StackKind = "mosquitto+postgres" | "embedded"
@@ -98,4 +99,20 @@ export async function waitFor<T>(
     if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, stepMs))
   }
+}
+
+/** Every stored reading of a meter through the API, following `next` pages; [] for an unknown meter. */
+export async function apiReadings<T = ApiReading>(stack: Service, meterId: string): Promise<T[]> {
+  const out: T[] = []
+  let after: string | null = null
+  do {
+    const q: string = after === null ? "" : `?after=${encodeURIComponent(after)}`
+    const res = await stack.app.inject({ url: `/meters/${meterId}/readings${q}` })
+    if (res.statusCode === 404) return out
+    if (res.statusCode !== 200) throw new Error(`readings of ${meterId}: ${res.statusCode} ${res.body}`)
+    const page = res.json() as { readings: T[]; next: string | null }
+    out.push(...page.readings)
+    after = page.next
+  } while (after !== null)
+  return out
 }

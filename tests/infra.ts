@@ -144,7 +144,7 @@ export class BridgeProcess {
     const t0 = Date.now()
     while (!this.apiUrl) {
       if (proc.exitCode !== null) throw new Error(`bridge exited: ${this.output.slice(-5).join("\n")}`)
-      if (Date.now() - t0 > 20000) throw new Error("bridge did not start in 20 s")
+      if (Date.now() - t0 > 45000) throw new Error("bridge did not start in 45 s")
       await new Promise((r) => setTimeout(r, 50))
     }
   }

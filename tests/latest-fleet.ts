@@ -23,6 +23,8 @@ export async function seedFleet(store: Store, meters: number, perMeter: number) 
      SELECT 'fleet-' || lpad(m::text, 6, '0'), true, $1, $1, 1, 900, 4 FROM generate_series(1, $2) m`,
     [FLEET_T0, meters],
   )
+  // readings are partitioned by month: the seed's months need theirs (ingest makes its own)
+  await (store as SqlStore).ensurePartitions(new Date(FLEET_T0), new Date(Date.parse(FLEET_T0) + perMeter * 900_000))
   const chunk = 10_000 // bounded statements: PGlite holds a statement's work in memory
   for (let lo = 1; lo <= meters; lo += chunk) {
     const hi = Math.min(meters, lo + chunk - 1)

@@ -7,7 +7,7 @@ import { startEmbeddedBroker } from "../bridge/src/broker.js"
 import { decodeUplink, encodeDownlink } from "../bridge/src/codec.js"
 import { downTopic, upTopic } from "../bridge/src/topics.js"
 import { SimMeter } from "../sim/src/meter.js"
-import { startStack, uid, waitFor, type ApiReading, type StackKind, type TestStack } from "./helpers.js"
+import { apiReadings, startStack, uid, waitFor, type ApiReading, type StackKind, type TestStack } from "./helpers.js"
 
 type Reading = ApiReading
 interface Alarm {
@@ -45,10 +45,7 @@ async function startMeter(ctx: ReturnType<typeof useStack>, settings: Record<str
   return meter
 }
 
-async function readings(stack: TestStack, meterId: string): Promise<Reading[]> {
-  const res = await stack.app.inject({ url: `/meters/${meterId}/readings` })
-  return res.statusCode === 200 ? res.json().readings : []
-}
+const readings = (stack: TestStack, meterId: string) => apiReadings<Reading>(stack, meterId)
 
 async function alarms(stack: TestStack, meterId: string): Promise<Alarm[]> {
   const res = await stack.app.inject({ url: `/meters/${meterId}/alarms` })
@@ -88,7 +85,7 @@ describe("edge alarms on Mosquitto + PostgreSQL", () => {
     await sleep(2500)
     meter.setTamper(false)
 
-    const kinds = ["ALARM_TYPE_LEAK", "ALARM_TYPE_BURST", "ALARM_TYPE_PRESSURE_LOW", "ALARM_TYPE_TAMPER"]
+    const kinds = ["LEAK", "BURST", "PRESSURE_LOW", "TAMPER"]
     const all = await waitFor(
       "every alarm raised and cleared",
       async () => {
@@ -110,7 +107,7 @@ describe("edge alarms on Mosquitto + PostgreSQL", () => {
       expect(Date.parse(cleared.ts), k).toBeGreaterThan(Date.parse(raised.ts))
     }
     // LEAK: raised at the interval that completed 4 s of uninterrupted flow, cleared at the first dry one
-    const [leakOn, leakOff] = byType("ALARM_TYPE_LEAK")
+    const [leakOn, leakOff] = byType("LEAK")
     const leakIdx = rows.findIndex((r) => r.ts === leakOn.ts)
     expect(leakIdx).toBeGreaterThanOrEqual(3)
     for (let i = leakIdx - 3; i <= leakIdx; i++) expect(rows[i].volumeMl).toBeGreaterThan(0)
@@ -118,17 +115,17 @@ describe("edge alarms on Mosquitto + PostgreSQL", () => {
     expect(at(leakOff.ts)?.volumeMl).toBe(0)
     expect(rows[rows.findIndex((r) => r.ts === leakOff.ts) - 1].volumeMl).toBeGreaterThan(0)
     // BURST: the raising interval's rate is at least 60 L/min; the clearing one is below 57 L/min
-    const [burstOn, burstOff] = byType("ALARM_TYPE_BURST")
+    const [burstOn, burstOff] = byType("BURST")
     expect(at(burstOn.ts)!.volumeMl * 60).toBeGreaterThanOrEqual(60_000)
     expect(at(burstOff.ts)!.volumeMl * 60).toBeLessThan(57_000)
     // PRESSURE_LOW: raised where the interval minimum fell below 200 kPa, cleared where it recovered
-    const [lowOn, lowOff] = byType("ALARM_TYPE_PRESSURE_LOW")
+    const [lowOn, lowOff] = byType("PRESSURE_LOW")
     expect(at(lowOn.ts)!.pressureMinPa).toBeLessThan(200_000)
     expect(at(lowOff.ts)!.pressureMinPa).toBeGreaterThanOrEqual(210_000)
     const lowIdx = rows.findIndex((r) => r.ts === lowOn.ts)
     expect(rows[lowIdx - 1].pressureMinPa).toBeGreaterThanOrEqual(200_000)
     // TAMPER: about 2.5 s open
-    const [tOn, tOff] = byType("ALARM_TYPE_TAMPER")
+    const [tOn, tOff] = byType("TAMPER")
     const openS = (Date.parse(tOff.ts) - Date.parse(tOn.ts)) / 1000
     expect(openS).toBeGreaterThanOrEqual(2)
     expect(openS).toBeLessThanOrEqual(4)
@@ -170,6 +167,31 @@ describe("downlinks on the embedded broker + PGlite", () => {
     const m = (await stack.app.inject({ url: `/meters/${meter.meterId}` })).json()
     expect(m.intervalS).toBe(2)
     expect(m.batch).toBe(3)
+  })
+
+  test("a Config the firmware cannot run is refused by the meter itself, logged, and nothing changes (issue 11)", async () => {
+    const stack = ctx.stack!
+    const meter = await startMeter(ctx, {})
+    await waitFor("readings", async () => (await readings(stack, meter.meterId)).length >= 2)
+    // past the API's checks (sent straight to the broker): a batch over the flash slot, and a hall
+    // sensor's 450 pulses/L at the stated 50 L/min (375 pulses/s against the 100 ms GPIO polling)
+    // one at a time: a meter applies the newest config at its next frame boundary
+    let refused: string[] = []
+    for (const config of [{ batch: 9, leakS: 600 }, { pulsesPerL: 450 }]) {
+      await pub.publishAsync(downTopic(meter.meterId, "config"), Buffer.from(encodeDownlink({ config })), { qos: 1 })
+      const n = refused.length
+      refused = await waitFor("the refusal logged", async () => {
+        const r = meter.lines.filter((l) => l.includes("citymeter: config refused"))
+        return r.length > n ? r : false
+      })
+    }
+    expect(refused.join("\n")).toMatch(/BATCH=9: a frame can take over \d+ B, over the 200 B flash slot/)
+    expect(refused.join("\n")).toMatch(/PULSES_PER_L=450 at MAX_FLOW_LMIN=50 is 375 pulses\/s/)
+    expect(meter.lines.some((l) => l.includes("config applied"))).toBe(false)
+    const before = (await readings(stack, meter.meterId)).length
+    await waitFor("readings go on", async () => (await readings(stack, meter.meterId)).length >= before + 2)
+    const m = (await stack.app.inject({ url: `/meters/${meter.meterId}` })).json()
+    expect([m.intervalS, m.batch]).toEqual([1, 2])
   })
 
   test("a skewed meter clock is detected from its frames and corrected by a TimeSync", async () => {

@@ -5,8 +5,8 @@
 // they were made (how long the meter was off is unknown). What the bridge does today
 // (ingest.ts expandReadings): such rows get time_synced=false and backfill=true, and a ts counted
 // back from their arrival — a placeholder, printed here as its error against when the frames were
-// really made. Open: those two flags are also what correctly placed replayed rows of the born boot
-// carry; telling the placeholder apart needs a readings column (e.g. ts_estimated), see issue 11.
+// really made. time_synced=false and backfill=true are also what correctly placed replayed rows of
+// the born boot carry; ts_estimated=true tells the placeholder apart (and is false for the born boot).
 // Frames of the boot that was born are placed through its birth (uptime + the birth's epoch).
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -23,7 +23,7 @@ describe("timestamps across a reboot during an outage", () => {
     for (const c of cleanup.reverse()) await c().catch(() => {})
   })
 
-  test("unsynced frames of an earlier boot are stored flagged (time_synced false, backfill); the born boot's are placed within 1.5 s", async () => {
+  test("unsynced frames of an earlier boot are stored flagged (time_synced false, backfill, ts_estimated); the born boot's are placed within 1.5 s", async () => {
     const port = await freePort()
     const bridge = new BridgeProcess({
       EMBEDDED_MQTT_PORT: String(port),
@@ -84,12 +84,17 @@ describe("timestamps across a reboot during an outage", () => {
         // flagged, not passed off as a time
         expect(r.timeSynced).toBe(false)
         expect(r.backfill).toBe(true)
-      } else report.born.push(err)
+        expect(r.tsEstimated).toBe(true)
+      } else {
+        report.born.push(err)
+        // placed through the birth: a time, not an estimate
+        expect(r.tsEstimated).toBe(false)
+      }
     }
     const fmt = (a: number[]) =>
       a.length ? `${a.length} rows, ts error ${Math.min(...a)}..${Math.max(...a)} ms` : "no rows"
     console.log(
-      `outage + reboot: unsynced earlier boot ${bootA}: ${fmt(report.earlier)} (flagged time_synced=false, backfill=true); born boot: ${fmt(report.born)}`,
+      `outage + reboot: unsynced earlier boot ${bootA}: ${fmt(report.earlier)} (flagged time_synced=false, backfill=true, ts_estimated=true); born boot: ${fmt(report.born)}`,
     )
     expect(report.earlier.length).toBeGreaterThan(0)
     expect(report.born.length).toBeGreaterThan(0)

@@ -2,7 +2,7 @@
 import { expect } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
 import type { Scenario, ScenarioResult } from "../sim/src/scenario.js"
-import { uid, waitFor, type ApiReading, type TestStack } from "./helpers.js"
+import { apiReadings, uid, waitFor, type ApiReading, type TestStack } from "./helpers.js"
 
 export type Row = ApiReading
 export interface Alarm {
@@ -10,10 +10,7 @@ export interface Alarm {
   active: boolean
 }
 
-export async function storedRows(stack: TestStack, meterId: string): Promise<Row[]> {
-  const res = await stack.app.inject({ url: `/meters/${meterId}/readings` })
-  return res.statusCode === 200 ? res.json().readings : []
-}
+export const storedRows = (stack: TestStack, meterId: string) => apiReadings<Row>(stack, meterId)
 
 /** Waits until the last stored total equals the simulator's final counter, then checks continuity. */
 export async function finalRows(stack: TestStack, r: ScenarioResult): Promise<Row[]> {
@@ -28,14 +25,18 @@ export async function finalRows(stack: TestStack, r: ScenarioResult): Promise<Ro
     30_000,
     250,
   )
-  for (let i = 1; i < rows.length; i++)
-    expect(rows[i].waterTotalMl, `${r.meter.meterId} row ${i}`).toBe(rows[i - 1].waterTotalMl + rows[i].volumeMl)
+  // a pulse meter's first rows may carry no water: the board's driver serves the role once it runs
+  const water = rows.filter((x) => x.waterTotalMl !== null)
+  if (!r.meter.pulseTrain) expect(water.length).toBe(rows.length)
+  for (let i = 1; i < water.length; i++)
+    expect(water[i].waterTotalMl, `${r.meter.meterId} row ${i}`).toBe(water[i - 1].waterTotalMl + water[i].volumeMl)
   return rows
 }
 
 export function scenarioMeter(s: Scenario, mqttUrl: string) {
   const url = new URL(mqttUrl)
   return new SimMeter({
+    ...s.meter,
     meterId: uid(s.name),
     settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), ...s.settings },
   })

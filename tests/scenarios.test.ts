@@ -69,8 +69,11 @@ describe("scenarios, all meters at once", () => {
     const r = results.get("leak")!
     const rows = await finalRows(stack, r)
     expect(r.volumeBy.leak).toBeGreaterThan(780) // 6 L/min for 8 s = 800 mL
+    // a pulse output (100 mL per pulse) that the firmware counted: the host serves no volume
+    expect(r.meter.pulseTrain!.pulses * 100).toBe(r.waterMl)
+    expect(r.waterMl).toBeGreaterThanOrEqual(700)
     expect(rows.reduce((a, x) => a + x.volumeMl, 0)).toBe(r.waterMl)
-    expect(pairs(await alarms("leak"), "ALARM_TYPE_LEAK")).toEqual([true, false])
+    expect(pairs(await alarms("leak"), "LEAK")).toEqual([true, false])
   })
 
   test("burst: a burst alarm and not a leak", async () => {
@@ -78,8 +81,8 @@ describe("scenarios, all meters at once", () => {
     const rows = await finalRows(stack, r)
     expect(rows.reduce((a, x) => a + x.volumeMl, 0)).toBe(r.waterMl)
     const a = await alarms("burst")
-    expect(pairs(a, "ALARM_TYPE_BURST")).toEqual([true, false])
-    expect(pairs(a, "ALARM_TYPE_LEAK")).toEqual([])
+    expect(pairs(a, "BURST")).toEqual([true, false])
+    expect(pairs(a, "LEAK")).toEqual([])
   })
 
   test("backflow: the reverse volume is stored and alarmed", async () => {
@@ -91,20 +94,20 @@ describe("scenarios, all meters at once", () => {
       return all.reduce((a, x) => a + (x.reverseMl ?? 0), 0) === r.reverseMl
     })
     expect(rows.length).toBeGreaterThan(0)
-    expect(pairs(await alarms("backflow"), "ALARM_TYPE_BACKFLOW")).toEqual([true, false])
+    expect(pairs(await alarms("backflow"), "BACKFLOW")).toEqual([true, false])
   })
 
   test("pressure transient: low pressure raised while the line is down, cleared after", async () => {
     const r = results.get("pressure-transient")!
     const rows = await finalRows(stack, r)
     expect(Math.min(...rows.map((x) => x.pressureMinPa))).toBe(r.minPressurePa)
-    expect(pairs(await alarms("pressure-transient"), "ALARM_TYPE_PRESSURE_LOW")).toEqual([true, false])
+    expect(pairs(await alarms("pressure-transient"), "PRESSURE_LOW")).toEqual([true, false])
   })
 
   test("tamper: case switch and magnet each raised and cleared", async () => {
     const a = await alarms("tamper")
-    expect(pairs(a, "ALARM_TYPE_TAMPER")).toEqual([true, false])
-    expect(pairs(a, "ALARM_TYPE_MAGNETIC_FIELD")).toEqual([true, false])
+    expect(pairs(a, "TAMPER")).toEqual([true, false])
+    expect(pairs(a, "MAGNETIC_FIELD")).toEqual([true, false])
   })
 
   test("power loss: a second boot, totals continuous, nothing lost", async () => {

@@ -96,7 +96,7 @@ function describeBroker(
     let url: string
     beforeAll(async () => {
       ;({ svc, url } = await start())
-    })
+    }, 120_000) // starts its own broker and a bridge: slow on a loaded 2-core machine
     afterAll(async () => {
       await svc?.stop()
     })
@@ -205,8 +205,11 @@ describeBroker(
       .replace(/^certfile .*$/m, `certfile ${file("server.crt")}`)
       .replace(/^keyfile .*$/m, `keyfile ${file("server.key")}`)
       .replace(/^password_file .*$/m, `password_file ${file("passwd")}`)
-      .replace(/^acl_file .*$/m, `acl_file ${join(root, "deploy/mosquitto/acl")}`)
+      // a copy beside the others: in a mode-0700 clone Mosquitto's own user cannot read the repo's
+      .replace(/^acl_file .*$/m, `acl_file ${file("acl")}`)
       .replace(/^persistence true$/m, "persistence false")
+    writeFileSync(file("acl"), readFileSync(join(root, "deploy/mosquitto/acl")))
+    chmodSync(file("acl"), 0o644)
     writeFileSync(file("mosquitto.conf"), conf + "\nlog_dest none\n")
     mosquitto = spawn("mosquitto", ["-c", file("mosquitto.conf")], { stdio: "ignore" })
     const url = `mqtts://127.0.0.1:${port}`

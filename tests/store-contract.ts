@@ -2,6 +2,7 @@
 // tests/store.test.ts against PostgreSQL and PGlite.
 import { createHash, randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { MIGRATIONS } from "../bridge/src/store/migrations.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import { DEAD_LETTER_HEAD_BYTES, type ReadingRow, type Store } from "../bridge/src/store/store.js"
 import { uid } from "./helpers.js"
@@ -39,6 +40,7 @@ export function reading(
     pressureMaxPa: 3,
     timeSynced: true,
     backfill: false,
+    tsEstimated: false,
   }
 }
 
@@ -76,11 +78,15 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       await fx?.cleanup()
     })
 
-    test("migrations are idempotent and keep data", async () => {
+    test("migrations: every step recorded once in schema_version, none run again, data kept", async () => {
       const m = uid("mig")
       await store.touchMeter(m, at(0))
-      await store.migrate()
-      await store.migrate()
+      expect(await store.migrate()).toEqual([])
+      expect(await store.migrate()).toEqual([])
+      const versions = await (store as SqlStore).db.query<{ version: number; name: string }>(
+        `SELECT version, name FROM schema_version ORDER BY version`,
+      )
+      expect(versions.rows.map((r) => [Number(r.version), r.name])).toEqual(MIGRATIONS.map((s, i) => [i + 1, s.name]))
       expect((await store.getMeter(m))?.meterId).toBe(m)
       const { rows } = await (store as SqlStore).db.query(
         `SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`,
@@ -131,6 +137,13 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect((await store.readings(m, { limit: 2 })).map((r) => r.volumeMl)).toEqual([1, 2])
       expect(await store.readings(uid("none"))).toEqual([])
       expect(all[0]).toMatchObject({ meterId: m, intervalS: 900, boot: 1, seq: 1, idx: 0, timeSynced: true })
+      // a placeholder time is stored as one (ts_estimated), in readings and the latest alike
+      const e = uid("est")
+      const placeholder = { ...reading(e, { minute: 0, seq: 1, volumeMl: 1, waterTotalMl: null }), timeSynced: false }
+      await store.insertReadings({ meterId: e, boot: 1, seq: 1 }, [{ ...placeholder, tsEstimated: true }], at(1))
+      expect((await store.readings(e)).map((r) => [r.timeSynced, r.tsEstimated])).toEqual([[false, true]])
+      expect((await store.latest()).find((r) => r.meterId === e)?.tsEstimated).toBe(true)
+      expect(all.every((r) => r.tsEstimated === false)).toBe(true)
     })
 
     test("a frame is stored exactly once, also when delivered concurrently", async () => {
@@ -285,12 +298,6 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(mine[0].ts.getTime()).toBe(at(60).getTime())
       const page = await store.latest({ after: a, limit: 1 })
       expect(page.map((r) => r.meterId)).toEqual([b])
-      // a data tier from before meter_latest existed gets it filled by the migration
-      const db = (store as SqlStore).db
-      await db.query(`DROP TABLE meter_latest`)
-      await store.migrate()
-      const refilled = (await store.latest()).filter((r) => r.meterId.startsWith(prefix))
-      expect(refilled).toEqual(mine)
       const json = JSON.parse((await store.latestJson({ after: a, limit: 2 })).json)
       expect(json.map((r: { meterId: string; ts: string }) => [r.meterId, r.ts])).toEqual([
         [b, at(0).toISOString()],
@@ -337,6 +344,173 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(await store.consumption(uid("none"), { bucket: "day" })).toEqual([])
     })
 
+    test("rollups give the consumption readings give, frames stored in any order; the API reads them, not readings", async () => {
+      const m = uid("roll")
+      const sql = store as SqlStore
+      // 3 days of 15-minute readings in frames of 1-4 intervals, with a gap, a reboot and a reset
+      const frames: { boot: number; seq: number; minute: number; volumes: number[]; endTotal: number }[] = []
+      let total = 5000
+      let seq = 0
+      let rnd = 7
+      let [replaced, lost] = [false, false]
+      const next = () => (rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+      for (let minute = 0; minute < 3 * 1440;) {
+        const k = 1 + Math.floor(next() * 4)
+        const volumes = [...Array(k)].map(() => Math.floor(next() * 50))
+        if (minute >= 1500 && !replaced) [total, replaced] = [20, true] // meter replaced: the total starts again
+        total += volumes.reduce((a, b) => a + b, 0)
+        const boot = minute < 2000 ? 1 : 2
+        if (!(minute >= 600 && minute < 700)) frames.push({ boot, seq: ++seq, minute, volumes, endTotal: total })
+        minute += k * 15
+        if (minute >= 900 && !lost) [total, lost] = [total + 333, true] // used while frames were lost
+      }
+      // shuffled: late backfills land before, after and inside stored hours and days
+      const order = frames.map((f, i) => [next(), i] as const).sort((a, b) => a[0] - b[0])
+      for (const [, i] of order.slice(0, 40)) await frame(store, m, frames[i])
+      // the rest in batches of several frames, as ingest writes them
+      const rest = order.slice(40).map(([, i]) => frames[i])
+      for (let i = 0; i < rest.length; i += 25)
+        await store.ingestBatch(async (tx) => {
+          const chunk = rest.slice(i, i + 25)
+          await tx.touchMeters([{ meterId: m, firstAt: at(0), lastAt: at(0) }])
+          const claims = await tx.claimFrames(
+            chunk.map((f) => ({ meterId: m, boot: f.boot, seq: f.seq, kind: "readings", at: at(0) })),
+          )
+          expect(claims.every((c) => c.kind === "stored")).toBe(true)
+          await tx.writeReadings(
+            chunk.flatMap((f) => {
+              let t = f.endTotal - f.volumes.reduce((a, b) => a + b, 0)
+              return f.volumes.map((v, idx) => {
+                t += v
+                return reading(m, {
+                  minute: f.minute + idx * 15,
+                  boot: f.boot,
+                  seq: f.seq,
+                  idx,
+                  volumeMl: v,
+                  waterTotalMl: t,
+                })
+              })
+            }),
+          )
+        })
+      const queries = [
+        { bucket: "hour" as const },
+        { bucket: "day" as const },
+        { bucket: "month" as const },
+        { bucket: "day" as const, tz: "Europe/Berlin" },
+        { bucket: "hour" as const, from: at(13 * 60), to: at(40 * 60) },
+        { bucket: "day" as const, from: at(1440), to: at(3 * 1440) },
+        { bucket: "hour" as const, tz: "Asia/Kolkata" }, // a half-hour offset: from readings
+      ]
+      const fromRollups = []
+      for (const q of queries) {
+        const want = await sql.consumptionFromReadings(m, q)
+        expect(want.length).toBeGreaterThan(0)
+        const got = await store.consumption(m, q)
+        expect(got).toEqual(want)
+        fromRollups.push(got)
+      }
+      expect(fromRollups[1].map((d) => d.readings).reduce((a, b) => a + b, 0)).toBe(
+        frames.reduce((a, f) => a + f.volumes.length, 0),
+      )
+      expect(fromRollups[0].some((h) => h.gap)).toBe(true)
+      // with the readings gone (retention), hours, days and months still come from the rollups
+      await sql.db.query(`DELETE FROM readings WHERE meter_id = $1`, [m])
+      for (let i = 0; i < 6; i++) expect(await store.consumption(m, queries[i])).toEqual(fromRollups[i])
+      expect(await store.consumption(m, queries[6])).toEqual([])
+    })
+
+    test("readings partitioned by month: a backfill into an old month stores; retention drops whole months", async () => {
+      if (store.features.hypertable) return expect(store.features.partitioned).toBe(false)
+      expect(store.features.partitioned).toBe(true)
+      const sql = store as SqlStore
+      const parts = async () =>
+        (
+          await sql.db.query<{ name: string }>(
+            `SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'readings'::regclass`,
+          )
+        ).rows.map((r) => r.name)
+      // made ahead: this month and the next two
+      const now = new Date()
+      for (let i = 0; i < 3; i++) {
+        const d = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1))
+        expect(await parts()).toContain(
+          `readings_p${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, "0")}`,
+        )
+      }
+      const m = uid("old")
+      const may = Date.parse("2019-05-31T23:30:00Z")
+      const row = (ms: number, seq: number, total: number) => ({
+        ...reading(m, { minute: 0, seq, volumeMl: 10, waterTotalMl: total }),
+        ts: new Date(ms),
+      })
+      // a late backfill across a month edge into months without a partition: one frame, two months
+      expect(
+        (
+          await store.insertReadings(
+            { meterId: m, boot: 1, seq: 1 },
+            [row(may, 1, 10), { ...row(may + 1_800_000, 1, 20), idx: 1 }],
+            at(0),
+          )
+        ).kind,
+      ).toBe("stored")
+      expect(await parts()).toEqual(expect.arrayContaining(["readings_p201905", "readings_p201906"]))
+      expect((await store.readings(m)).map((r) => r.waterTotalMl)).toEqual([10, 20])
+      const days = await store.consumption(m, { bucket: "day" })
+      // retention of 30 days on 2019-08-15: May and June end before 2019-07-16, so both go
+      const done = await store.maintainReadings(new Date("2019-08-15T00:00:00Z"), 30)
+      expect(done.dropped).toEqual(expect.arrayContaining(["201905", "201906"]))
+      expect(done.dropped.every((k) => k < "201907")).toBe(true)
+      expect(await store.readings(m)).toEqual([])
+      expect(await parts()).not.toContain("readings_p201905")
+      expect(await store.consumption(m, { bucket: "day" })).toEqual(days)
+      // a later backfill into a dropped month makes its partition again
+      expect(
+        (await store.insertReadings({ meterId: m, boot: 1, seq: 2 }, [row(may - 900_000, 2, 5)], at(0))).kind,
+      ).toBe("stored")
+      expect((await store.readings(m)).map((r) => r.waterTotalMl)).toEqual([5])
+      // without retention nothing is dropped
+      expect((await store.maintainReadings(new Date("2030-01-01T00:00:00Z"))).dropped).toEqual([])
+    })
+
+    test("fleet consumption by day: the sum of every meter's, from the rollups", async () => {
+      const prefix = uid("fleet")
+      const Y = (Date.parse("2031-01-01T00:00:00Z") - T0) / 60_000 // minutes from T0 to 2031
+      const meters = [0, 1, 2].map((i) => `${prefix}-${i}`)
+      for (const [i, mm] of meters.entries()) {
+        // day 0 and day 2 (a gap on day 1 for meter 0), 4 readings each
+        for (const day of i === 0 ? [0, 2] : [0, 1, 2])
+          await frame(store, mm, {
+            seq: day + 1,
+            minute: Y + day * 1440 + 600,
+            volumes: [i + 1, i + 1, i + 1, i + 1],
+            endTotal: 1000 * (i + 1) + (day + 1) * 100,
+          })
+      }
+      const q = { bucket: "day" as const, from: at(Y), to: at(Y + 3 * 1440) }
+      const fleet = (await store.fleetConsumption(q))!
+      expect(fleet.map((d) => d.start.toISOString())).toEqual([
+        "2031-01-01T00:00:00.000Z",
+        "2031-01-02T00:00:00.000Z",
+        "2031-01-03T00:00:00.000Z",
+      ])
+      const per = await Promise.all(meters.map((mm) => store.consumption(mm, q)))
+      for (const d of fleet) {
+        const same = per.flat().filter((c) => c.start.getTime() === d.start.getTime())
+        expect(d.waterMl).toBe(same.reduce((s, c) => s + c.waterMl!, 0))
+        expect(d.readings).toBe(same.reduce((s, c) => s + c.readings, 0))
+        expect(d.meters).toBe(same.length)
+      }
+      expect(fleet.map((d) => d.meters)).toEqual([3, 2, 3])
+      // day 3 of meter 0 carries its gap's consumption (100 ml over the missing day)
+      expect(fleet[2].gap).toBe(true)
+      expect(
+        await store.fleetConsumption({ bucket: "day", from: new Date(Date.UTC(2031, 0, 1, 0, 30)) }),
+      ).toBeUndefined()
+    })
+
     test("inactivity: marked offline with one INACTIVE alarm after 2 × interval × batch + slack; cleared once", async () => {
       const m = uid("i")
       const quiet = uid("q")
@@ -369,6 +543,102 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(await store.getMeter(m)).toMatchObject({ online: true, inactive: false })
       expect(await store.alarms({ meterId: m, open: true })).toEqual([])
       expect((await store.alarms({ meterId: m })).map((a) => a.active)).toEqual([true, false])
+    })
+
+    test("dashboard: queue figures from the birth, a meter's location, districts", async () => {
+      const [a, b] = [uid("loc"), uid("loc")]
+      const district = uid("district")
+      await store.recordBirth(
+        a,
+        {
+          firmware: "f",
+          board: "b",
+          boot: 1,
+          seq: 0,
+          intervalS: 900,
+          batch: 1,
+          uptimeEpochMs: 0,
+          queued: 3,
+          dropped: 7,
+        },
+        at(0),
+      )
+      await store.registerMeter(b, at(0))
+      expect(await store.getMeter(a)).toMatchObject({ queued: 3, dropped: 7, location: null })
+      const place = { lat: 48.2, lon: 16.37, address: "Ring 1", district }
+      expect(await store.setLocation(a, place)).toBe(true)
+      expect(await store.setLocation(b, { ...place, lat: -33.9, address: null })).toBe(true)
+      expect(await store.setLocation(uid("nobody"), place)).toBe(false)
+      expect((await store.getMeter(a))!.location).toEqual(place)
+      expect((await store.listMeters()).find((m) => m.meterId === b)!.location).toEqual({
+        ...place,
+        lat: -33.9,
+        address: null,
+      })
+      await store.insertReadings(
+        { meterId: a, boot: 1, seq: 1 },
+        [reading(a, { minute: 0, seq: 1, volumeMl: 250, waterTotalMl: 250 })],
+        at(15),
+      )
+      await store.insertReadings(
+        { meterId: a, boot: 1, seq: 2 },
+        [reading(a, { minute: 60, seq: 2, volumeMl: 40, waterTotalMl: 290 })],
+        at(75),
+      )
+      await store.insertAlarm(
+        { meterId: b, boot: 1, seq: 1, type: "ALARM_TYPE_LEAK", active: true, ts: at(5), value: 1 },
+        at(5),
+      )
+      const row = (await store.districts({ from: at(0), to: at(30) })).find((d) => d.district === district)
+      expect(row).toEqual({ district, meters: 2, online: 1, openAlarms: 1, waterMl: 250, energyWh: 500 })
+      const all = (await store.districts({})).find((d) => d.district === district)
+      expect(all?.waterMl).toBe(290)
+      expect(await store.setLocation(b, null)).toBe(true)
+      expect((await store.getMeter(b))!.location).toBeNull()
+      expect((await store.districts({})).find((d) => d.district === district)?.meters).toBe(1)
+    })
+
+    test("dashboard: an alarm edge is acknowledged once, with who, when and the note", async () => {
+      const m = uid("ack")
+      await store.insertAlarm(
+        { meterId: m, boot: 2, seq: 5, type: "ALARM_TYPE_BURST", active: true, ts: at(1), value: 9 },
+        at(1),
+      )
+      const key = { meterId: m, boot: 2, seq: 5 }
+      expect(await store.ackAlarm({ ...key, seq: 6 }, { by: "x", at: at(2), note: "" })).toBeUndefined()
+      const first = { by: "Ana", at: at(2), note: "crew on the way" }
+      const [r1, r2] = await Promise.all([
+        store.ackAlarm(key, first),
+        store.ackAlarm(key, { by: "Bo", at: at(3), note: "late" }),
+      ])
+      expect([r1!.created, r2!.created].sort()).toEqual([false, true])
+      const kept = r1!.created ? r1!.ack : r2!.ack
+      expect((r1!.created ? r2 : r1)!.ack).toEqual(kept)
+      expect(await store.ackAlarm(key, { by: "Cy", at: at(4), note: "" })).toEqual({ created: false, ack: kept })
+      const [edge] = await store.alarms({ meterId: m })
+      expect(edge.ack).toEqual(kept)
+      expect((await store.alarms({ meterId: m, open: true }))[0].ack).toEqual(kept)
+      // a bridge alarm (boot 0, seq = its id) is acknowledged the same way
+      await store.raiseBridgeAlarm(m, "INACTIVE", 60, at(5))
+      const bridge = (await store.alarms({ meterId: m })).find((a) => a.source === "bridge")!
+      const r = await store.ackAlarm(bridge, { by: "Ana", at: at(6), note: "" })
+      expect(r?.created).toBe(true)
+      expect((await store.alarms({ meterId: m })).find((a) => a.source === "bridge")!.ack?.by).toBe("Ana")
+    })
+
+    test("dashboard: dead letters are counted", async () => {
+      const before = await store.countDeadLetters()
+      await store.addDeadLetter(
+        {
+          topic: "citymeter/v1/x/up/readings",
+          meterId: null,
+          reason: "CM_ERR_DECODE",
+          detail: "d",
+          payload: new Uint8Array([1]),
+        },
+        at(0),
+      )
+      expect(await store.countDeadLetters()).toBe(before + 1)
     })
   })
 }

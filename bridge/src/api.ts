@@ -7,7 +7,12 @@ import swagger from "@fastify/swagger"
 import Fastify, { type FastifyInstance } from "fastify"
 import type { IngestHealth } from "./health.js"
 import type { Metrics } from "./metrics.js"
+import type { LiveBus } from "./live.js"
+import { alarmAckRoutes } from "./routes/alarm-acks.js"
 import { alarmRoutes } from "./routes/alarms.js"
+import { dashboardRoutes, isPagePath } from "./routes/dashboard.js"
+import { liveRoutes } from "./routes/live.js"
+import { locationRoutes } from "./routes/locations.js"
 import { SCOPES, readsGuarded, requireScope, type ApiTokens, type Scope } from "./routes/auth.js"
 import { deadLetterRoutes } from "./routes/dead-letters.js"
 import { downlinkRoutes } from "./routes/downlinks.js"
@@ -18,6 +23,7 @@ import { readingRoutes } from "./routes/readings.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import type { Store } from "./store/store.js"
+import { VERSION } from "./version.js"
 
 export { CSV_COLUMNS } from "./routes/readings.js"
 export type { Downlink } from "./routes/shared.js"
@@ -40,6 +46,8 @@ export interface AppOptions {
   apiTokens?: Partial<Record<Scope, string>>
   /** Ingest health for /readyz (service.ts wires the bridge's pipelines); absent: not checked. */
   ingestHealth?: () => IngestHealth
+  /** What ingest commits, streamed to open dashboards by GET /events (service.ts wires it). */
+  live?: LiveBus
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -59,7 +67,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
       openapi: "3.0.3",
       info: {
         title: "citymeter",
-        version: "1.0.0",
+        version: VERSION,
         description:
           "Open data API of the citymeter data tier: meters, interval readings, consumption, alarms. " +
           "Reads are open; writes, downlinks, the meter registry and dead letters need a bearer token " +
@@ -75,6 +83,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     metrics: o.metrics,
     downlink: o.downlink,
     ingestHealth: o.ingestHealth,
+    live: o.live,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured
@@ -82,7 +91,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     app.addHook("onRequest", async (req, reply) => {
       if (req.method !== "GET" && req.method !== "HEAD") return
       const path = req.url.split("?")[0]
-      if (OPEN_PATHS.has(path)) return
+      if (OPEN_PATHS.has(path) || isPagePath(path)) return
       await ctx.requireScope.read.call(app, req, reply)
     })
   // registered after swagger, so swagger sees every route
@@ -94,6 +103,10 @@ export function buildApp(o: AppOptions): FastifyInstance {
     downlinkRoutes,
     deadLetterRoutes,
     sensorThingsRoutes,
+    locationRoutes,
+    alarmAckRoutes,
+    liveRoutes,
+    dashboardRoutes,
   ])
     void app.register(routes, ctx)
 

@@ -41,6 +41,12 @@ export interface Bridge {
   stop(): Promise<void>
 }
 
+/**
+ * mqtt.js traces every packet through `debug` (about fifteen calls per uplink, each checking whether
+ * DEBUG enables it): a no-op logger unless DEBUG is set.
+ */
+const quiet: Pick<IClientOptions, "log"> = process.env.DEBUG ? {} : { log: () => {} }
+
 export function startBridge(o: BridgeOptions): Bridge {
   const protocolVersion = o.protocolVersion ?? (o.shareGroup ? 5 : 4)
   const maxInFlight = o.maxInFlight ?? 2 * (o.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES)
@@ -56,6 +62,7 @@ export function startBridge(o: BridgeOptions): Bridge {
       protocolVersion === 5 ? { sessionExpiryInterval: 7 * 24 * 3600, receiveMaximum: maxInFlight } : undefined,
     reconnectPeriod: 500,
     connectTimeout: 5000,
+    ...quiet,
     ...o.mqttOptions,
     // connected once the downlink connection is up: a backlog starts flowing at the CONNACK
     manualConnect: true,
@@ -70,6 +77,10 @@ export function startBridge(o: BridgeOptions): Bridge {
     protocolVersion,
     reconnectPeriod: 500,
     connectTimeout: 5000,
+    // a PUBACK per downlink would reset the keepalive timer each time (two timer calls per frame);
+    // pings go every keepalive period instead
+    reschedulePings: false,
+    ...quiet,
     ...o.mqttOptions,
   })
   downlinks.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error (downlinks)"))
@@ -88,11 +99,25 @@ export function startBridge(o: BridgeOptions): Bridge {
     }
   })
   downlinks.on("close", () => (downlinksUp = false))
-  const send: SendDownlink = async (meterId, kind, payload) => {
-    if (!downlinksUp) throw new Error("the downlink connection is down")
-    const t0 = Date.now()
-    await downlinks.publishAsync(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 })
-    o.log.debug({ meterId, kind, ms: Date.now() - t0 }, "downlink acknowledged by broker")
+  // the downlinks of one batch (an ack per frame) leave in one write: corked until this tick ends
+  let corked: NodeJS.WritableStream | undefined
+  const uncork = () => {
+    const s = corked as unknown as { uncork(): void }
+    corked = undefined
+    s.uncork()
+  }
+  const send: SendDownlink = (meterId, kind, payload) => {
+    if (!downlinksUp) return Promise.reject(new Error("the downlink connection is down"))
+    if (!corked && downlinks.stream) {
+      corked = downlinks.stream
+      downlinks.stream.cork()
+      process.nextTick(uncork)
+    }
+    return new Promise((resolve, reject) =>
+      downlinks.publish(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 }, (err) =>
+        err ? reject(err) : resolve(),
+      ),
+    )
   }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
   const acks = deferredPubacks(client, ingest, o.log, 2 * maxInFlight)
@@ -166,42 +191,54 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
   const halted = new WeakSet<object>()
   // mqtt.js's own PUBACK path (what its handlers call once handleMessage's callback succeeds)
   const sendPacket = (packet: object) => (client as unknown as { _sendPacket(p: object): void })._sendPacket(packet)
+  let flushQueued = false
   const flush = () => {
-    while (fifo.length && fifo[0].settled) {
-      const p = fifo.shift()!
-      const stream = p.stream as object
-      if (p.drop) halted.add(stream)
-      else if (client.connected && client.stream === stream && !halted.has(stream))
-        sendPacket({ cmd: "puback", messageId: p.messageId })
+    flushQueued = false
+    // a batch's PUBACKs leave in one write (cork until the loop is done)
+    const out = client.connected ? client.stream : undefined
+    out?.cork()
+    try {
+      while (fifo.length && fifo[0].settled) {
+        const p = fifo.shift()!
+        const stream = p.stream as object
+        if (p.drop) halted.add(stream)
+        else if (out === stream && !halted.has(stream)) sendPacket({ cmd: "puback", messageId: p.messageId })
+      }
+    } finally {
+      out?.uncork()
     }
     while (waiting.length && fifo.length < limit) waiting.shift()!()
+  }
+  /** Flushes once the frames settled together (a batch) are all marked. */
+  const flushSoon = () => {
+    if (flushQueued) return
+    flushQueued = true
+    queueMicrotask(flush)
   }
   const handleMessage = (packet: IPublishPacket, done: (err?: Error) => void) => {
     if (packet.qos === 0 || packet.messageId === undefined) {
       // no acknowledgement to defer (meters publish at QoS 1)
-      void ingest.handle(packet.topic, packet.payload as Buffer).catch(() => {})
+      ingest.submit(packet.topic, packet.payload as Buffer, new Date(), ignore)
       return done()
     }
     const p: Pending = { messageId: packet.messageId, stream: client.stream, settled: false, drop: false }
     fifo.push(p)
-    ingest.handle(packet.topic, packet.payload as Buffer).then(
-      () => {
-        p.settled = true
-        flush()
-      },
-      (e: Error) => {
+    ingest.submit(packet.topic, packet.payload as Buffer, new Date(), (e) => {
+      if (e) {
         log.warn({ err: e.message, topic: packet.topic }, "bridge stopping; frame left unacknowledged")
-        p.settled = true
         p.drop = true
-        flush()
-      },
-    )
+      }
+      p.settled = true
+      flushSoon()
+    })
     const next = () => done(DEFERRED)
     if (fifo.length < limit) next()
     else waiting.push(next)
   }
   return { handleMessage }
 }
+
+const ignore = () => {}
 
 /** handleMessage's callback error that makes mqtt.js skip its own PUBACK; ours follows the commit. */
 const DEFERRED = new Error("PUBACK deferred until the frame's batch commits")

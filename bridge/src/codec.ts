@@ -125,11 +125,21 @@ export interface SealContext {
   keys: Uint8Array[]
 }
 
-const num = (v: unknown): number => (v === undefined || v === null ? 0 : Number(v))
+/** A decoded scalar as a number; 64-bit fields decode as Long (Number() of a Long goes through its decimal string). */
+const num = (v: unknown): number =>
+  v === undefined || v === null
+    ? 0
+    : typeof v === "number"
+      ? v
+      : typeof (v as { toNumber?: unknown }).toNumber === "function"
+        ? (v as { toNumber(): number }).toNumber()
+        : Number(v)
+
+/** An integer in lo..hi. */
+const within = (v: number, lo: number, hi: number) => Number.isInteger(v) && v >= lo && v <= hi
 
 const field = (name: string, v: number, lo: number, hi: number) => {
-  if (!Number.isInteger(v) || v < lo || v > hi)
-    throw new FrameError("CM_ERR_FIELD", `${name} ${v} outside ${lo}..${hi}`)
+  if (!within(v, lo, hi)) throw new FrameError("CM_ERR_FIELD", `${name} ${v} outside ${lo}..${hi}`)
   return v
 }
 
@@ -143,7 +153,9 @@ function label(name: string, v: string | null | undefined): string {
 function series(name: string, values: number[] | null | undefined, n: number): number[] | undefined {
   if (!values || values.length === 0) return undefined
   if (values.length !== n) throw new FrameError("CM_ERR_SERIES", `${name} has ${values.length} entries, expected ${n}`)
-  return values.map(Number)
+  // 32-bit fields decode as numbers: the decoded array itself, not a copy
+  for (let i = 0; i < n; i++) if (typeof values[i] !== "number") return values.map(Number)
+  return values
 }
 
 /** proto ElectricitySeries.voltage_delta_dv: the first value, then changes. */
@@ -175,16 +187,21 @@ function checkRates(f: ReadingsFrame) {
   const windowS = Math.max(f.intervalS, MIN_RATE_WINDOW_S)
   const maxVolume = windowS * PLAUSIBLE.flowMlPerS
   const maxEnergy = Math.ceil((windowS * PLAUSIBLE.powerW) / 3600)
-  f.intervals.forEach((v, i) => {
-    if (v.volumeMl !== undefined) field(`water.volume_ml[${i}]`, v.volumeMl, 0, maxVolume)
-    if (v.reverseMl !== undefined) field(`water.reverse_ml[${i}]`, v.reverseMl, 0, maxVolume)
-    if (v.energyWh !== undefined) field(`electricity.energy_wh[${i}]`, v.energyWh, 0, maxEnergy)
-    if (v.pressureMinPa !== undefined)
+  // field() names the value only for a frame that fails (no string per value per frame)
+  for (let i = 0; i < f.intervals.length; i++) {
+    const v = f.intervals[i]
+    if (v.volumeMl !== undefined && !within(v.volumeMl, 0, maxVolume))
+      field(`water.volume_ml[${i}]`, v.volumeMl, 0, maxVolume)
+    if (v.reverseMl !== undefined && !within(v.reverseMl, 0, maxVolume))
+      field(`water.reverse_ml[${i}]`, v.reverseMl, 0, maxVolume)
+    if (v.energyWh !== undefined && !within(v.energyWh, 0, maxEnergy))
+      field(`electricity.energy_wh[${i}]`, v.energyWh, 0, maxEnergy)
+    if (v.pressureMinPa !== undefined && !within(v.pressureMinPa, 0, PLAUSIBLE.pressurePa))
       field(`pressure.avg_pa - below_avg_pa [${i}]`, v.pressureMinPa, 0, PLAUSIBLE.pressurePa)
-  })
+  }
 }
 
-function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
+function decodeReadings(u: citymeter.v1.Uplink, nowS: number, meta: FrameMeta): ReadingsFrame & FrameMeta {
   const r = u.readings!
   const intervalS = num(r.intervalS)
   if (intervalS < 1 || intervalS > MAX_INTERVAL_S)
@@ -226,7 +243,7 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
     }
     intervals.push(v)
   }
-  const frame: ReadingsFrame = {
+  const frame: ReadingsFrame & FrameMeta = {
     kind: "readings",
     boot: num(u.boot),
     seq: num(u.seq),
@@ -237,6 +254,8 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number): ReadingsFrame {
     waterTotalMl: r.water ? num(r.water.totalMl) : undefined,
     energyTotalWh: r.electricity ? num(r.electricity.totalWh) : undefined,
     intervals,
+    link: meta.link,
+    keyIndex: meta.keyIndex,
   }
   checkRates(frame)
   return frame
@@ -314,11 +333,13 @@ export function decodeUplink(
   else if (seal.policy === "sealed")
     throw new FrameError("CM_ERR_UNSEALED", `an open ${u.body ?? "empty"} frame; this meter's frames must be sealed`)
   const meta: FrameMeta = { link: num(u.link), keyIndex }
-  const body = u.body ?? (kind === "death" ? "death" : undefined)
+  // A will with no payload at all reads as a death of boot 0 (stale, for ingest); any other frame
+  // needs its body: `08 01` alone (a boot and nothing else) is no death, nor is a downlink.
+  const body = u.body ?? (kind === "death" && payload.length === 0 ? "death" : undefined)
   if (body !== kind) throw new FrameError("CM_ERR_KIND_MISMATCH", `body ${body ?? "none"} on an up/${kind} topic`)
   switch (body) {
     case "readings":
-      return { ...decodeReadings(u, nowS), ...meta }
+      return decodeReadings(u, nowS, meta)
     case "birth":
       return { ...decodeBirth(u), ...meta }
     case "alarm":

@@ -52,6 +52,8 @@ export const errors = {
   /** The body is not JSON, or is empty while its content type says JSON. */
   CM_ERR_BAD_JSON: createError("CM_ERR_BAD_JSON", "the body is not valid JSON: %s", 400),
   CM_ERR_UNAUTHORIZED: createError("CM_ERR_UNAUTHORIZED", "%s", 401),
+  /** A Config the meter could not run: pulses past the GPIO polling, a queue over its flash (issue 11). */
+  CM_ERR_CONFIG_REFUSED: createError("CM_ERR_CONFIG_REFUSED", "meter %s cannot take this config: %s", 422),
   CM_ERR_NOT_FOUND: createError("CM_ERR_NOT_FOUND", "no %s", 404),
   CM_ERR_METHOD_NOT_ALLOWED: createError("CM_ERR_METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", 405),
   CM_ERR_BODY_TOO_LARGE: createError("CM_ERR_BODY_TOO_LARGE", "the body is larger than %s bytes", 413),

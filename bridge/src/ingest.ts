@@ -7,7 +7,7 @@
 // Content errors are per frame: a batch the data tier refuses is split in halves until the frame
 // it refuses is alone, and that frame is parked and acknowledged, so it never blocks the others.
 // Only an unavailable data tier is retried, the whole batch unacknowledged at the broker.
-import { createHash } from "node:crypto"
+import { hash } from "node:crypto"
 import { writeSync } from "node:fs"
 import type { Logger } from "pino"
 import {
@@ -22,6 +22,7 @@ import {
   type UplinkFrame,
 } from "./codec.js"
 import { citymeter } from "./gen/citymeter.js"
+import type { LiveBus, LiveEvent } from "./live.js"
 import type { Metrics } from "./metrics.js"
 import { outOfRange } from "./store/columns.js"
 import { isTransientStoreError, storeErrorDetail } from "./store/errors.js"
@@ -57,6 +58,8 @@ export interface IngestOptions {
    * the batch's writes and before its commit.
    */
   faultKillInBatch?: number
+  /** Open dashboards: what each batch committed, published after its commit (live.ts). */
+  live?: LiveBus
 }
 
 /**
@@ -119,9 +122,12 @@ interface Inbound {
    * when the meter's row says its frames are open and no key is registered, decoded again otherwise.
    */
   open?: UplinkFrame | FrameError
-  resolve(outcome: IngestOutcome): void
-  reject(e: Error): void
+  /** Called once: with the outcome after the commit, or with an error when ingest stops first. */
+  done: Settled
 }
+
+/** handle()'s outcome as a callback (submit): no promise per frame on the bridge's hot path. */
+export type Settled = (err: Error | null, outcome?: IngestOutcome) => void
 
 const OPEN: SealContext = { policy: "open", keys: [] }
 
@@ -162,6 +168,8 @@ class Tally {
   rejected = new Map<string, number>()
   duplicates = 0
   readings = 0
+  /** citymeter_ingest_lag_seconds of each stored readings frame. */
+  lags: number[] = []
   count(m: Map<string, number>, key: string) {
     m.set(key, (m.get(key) ?? 0) + 1)
   }
@@ -207,6 +215,8 @@ export class Ingest {
   private failingSince: number | undefined
   private readonly maxFrames: number
   private readonly windowMs: number
+  /** Debug logging on: per-frame debug lines are built only then. */
+  private readonly debug: boolean
 
   constructor(
     private readonly store: Store,
@@ -217,6 +227,7 @@ export class Ingest {
   ) {
     this.maxFrames = Math.max(1, Math.floor(opts.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES))
     this.windowMs = Math.max(0, opts.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS)
+    this.debug = log.isLevelEnabled("debug")
     const lanes = opts.lanes ?? (store.engine === "pglite" ? 1 : DEFAULT_LANES)
     this.lanes = Array.from({ length: Math.max(1, Math.floor(lanes)) }, () => new Lane())
   }
@@ -232,7 +243,7 @@ export class Ingest {
     const e = new Error("ingest stopped")
     for (const lane of this.lanes) {
       lane.clearTimer()
-      for (const f of lane.queue.splice(0)) f.reject(e)
+      for (const f of lane.queue.splice(0)) f.done(e)
     }
   }
 
@@ -251,10 +262,17 @@ export class Ingest {
    * dead-lettered), and its meter's acknowledgement is sent; rejects only when ingest stops.
    */
   handle(topic: string, payload: Uint8Array, at = new Date()): Promise<IngestOutcome> {
+    return new Promise((resolve, reject) =>
+      this.submit(topic, payload, at, (err, outcome) => (err ? reject(err) : resolve(outcome!))),
+    )
+  }
+
+  /** handle() with a callback: `done` is called once, as handle() would resolve or reject. */
+  submit(topic: string, payload: Uint8Array, at: Date, done: Settled): void {
     const up = parseUpTopic(topic)
     this.metrics.framesIn.inc({ kind: up?.kind ?? "invalid" })
-    if (this.stopping) return Promise.reject(new Error("ingest stopped"))
-    const sha256 = createHash("sha256").update(payload).digest("hex")
+    if (this.stopping) return done(new Error("ingest stopped"))
+    const sha256 = hash("sha256", payload, "hex")
     let open: Inbound["open"]
     if (up)
       try {
@@ -263,10 +281,8 @@ export class Ingest {
         if (e instanceof FrameError) open = e
       }
     const lane = this.lanes[up && this.lanes.length > 1 ? laneOf(up.meterId, this.lanes.length) : 0]
-    return new Promise((resolve, reject) => {
-      lane.queue.push({ topic, payload, at, since: performance.now(), up, sha256, open, resolve, reject })
-      this.schedule(lane)
-    })
+    lane.queue.push({ topic, payload, at, since: performance.now(), up, sha256, open, done })
+    this.schedule(lane)
   }
 
   private schedule(lane: Lane) {
@@ -301,7 +317,7 @@ export class Ingest {
         try {
           committed = await next
         } catch (e) {
-          for (const f of batch) f.reject(e as Error)
+          for (const f of batch) f.done(e as Error)
         }
       }
     } finally {
@@ -314,21 +330,26 @@ export class Ingest {
   private settleAll(works: Work[]) {
     if (!works.length) return
     const tally = new Tally()
-    for (const w of works) {
-      let outcome: IngestOutcome
+    const live: LiveEvent[] | undefined = this.opts.live?.listening ? [] : undefined
+    const outcomes: IngestOutcome[] = new Array(works.length)
+    for (let i = 0; i < works.length; i++) {
+      const w = works[i]
       try {
-        outcome = this.settle(w, tally)
+        outcomes[i] = this.settle(w, tally)
+        if (live) liveEvents(w, live)
       } catch (e) {
         this.log.error({ err: e as Error, meterId: w.meterId }, "settling a committed frame failed")
-        outcome = w.error?.code ?? "stored"
+        outcomes[i] = w.error?.code ?? "stored"
       }
-      w.in.resolve(outcome)
     }
     // counters move once per batch and label, not once per frame
     for (const [kind, n] of tally.stored) this.metrics.framesStored.inc({ kind }, n)
     for (const [reason, n] of tally.rejected) this.metrics.framesRejected.inc({ reason }, n)
     if (tally.duplicates) this.metrics.framesDuplicate.inc(tally.duplicates)
     if (tally.readings) this.metrics.readingsStored.inc(tally.readings)
+    if (live) this.opts.live!.publish(live)
+    if (tally.lags.length) for (const lag of tally.lags) this.metrics.ingestLag.observe(lag)
+    for (let i = 0; i < works.length; i++) works[i].in.done(null, outcomes[i])
   }
 
   /**
@@ -506,11 +527,10 @@ export class Ingest {
     // the meter first: its registry entry says whether (and with which keys) its frames are sealed
     let meter = meters.get(meterId)
     if (!meter && !this.opts.autoRegister) throw new FrameError("CM_ERR_UNKNOWN_METER", "meter is not provisioned")
-    const seal = sealContext(meter)
+    // an open meter without keys (sealContext: open, no keys): decoded on arrival with that context
+    const open = !meter || (meter.seal.policy === "open" && meter.seal.key === null && meter.seal.nextKey === null)
     const decoded =
-      w.in.open && seal.policy === "open" && seal.keys.length === 0
-        ? w.in.open // decoded on arrival with the same (open) context
-        : decodeUplink(w.kind, w.in.payload, at.getTime() / 1000, seal)
+      w.in.open && open ? w.in.open : decodeUplink(w.kind, w.in.payload, at.getTime() / 1000, sealContext(meter))
     if (decoded instanceof FrameError) throw decoded
     const frame = decoded
     w.frame = frame
@@ -528,12 +548,6 @@ export class Ingest {
       w.keyConfirmed = true
       ops.push(async (tx) => void (await tx.setSeal(meterId, seal)))
     }
-    const activate = () => {
-      if (!m.inactive) return
-      m.inactive = false
-      m.online = true
-      ops.push(async (tx) => void (w.activated = await tx.markActive(meterId, at)))
-    }
     switch (frame.kind) {
       case "readings": {
         this.checkWindow(m, frame, at)
@@ -543,7 +557,7 @@ export class Ingest {
           if (bad) throw new FrameError("CM_ERR_FIELD", bad)
         }
         touch(meterId, at)
-        activate()
+        activate(w, m, at, ops)
         w.rows = rows
         w.ack = { boot: frame.boot, seq: frame.seq }
         return
@@ -551,7 +565,7 @@ export class Ingest {
       case "alarm": {
         this.checkWindow(m, frame, at)
         touch(meterId, at)
-        activate()
+        activate(w, m, at, ops)
         w.event = {
           meterId,
           boot: frame.boot,
@@ -565,7 +579,7 @@ export class Ingest {
         return
       }
       case "birth":
-        return this.birth(w, m, frame, at, ops, activate)
+        return this.birth(w, m, frame, at, ops)
       case "death": {
         if (frame.boot === 0) throw new FrameError("CM_ERR_STALE_DEATH", "a death without a boot changes nothing")
         // link = connection × 256 + birth number (proto Uplink.link): a will of an earlier connection is stale
@@ -588,14 +602,7 @@ export class Ingest {
     }
   }
 
-  private birth(
-    w: Work,
-    m: MeterRow,
-    frame: Extract<UplinkFrame, BirthFrame>,
-    at: Date,
-    ops: MeterOp[],
-    activate: () => void,
-  ) {
+  private birth(w: Work, m: MeterRow, frame: Extract<UplinkFrame, BirthFrame>, at: Date, ops: MeterOp[]) {
     const meterId = m.meterId
     if (frame.keyIndex !== null && frame.boot === m.boot && frame.link <= (m.birthLink ?? 0))
       throw new FrameError(
@@ -618,6 +625,8 @@ export class Ingest {
       uptimeEpochMs: at.getTime() - frame.uptimeS * 1000,
       channels: frame.channels,
       alarmRules: frame.alarmRules,
+      queued: frame.queued,
+      dropped: frame.dropped,
     }
     Object.assign(m, {
       online: true,
@@ -633,9 +642,11 @@ export class Ingest {
       birthLink: birth.link,
       channels: birth.channels,
       alarmRules: birth.alarmRules,
+      queued: birth.queued,
+      dropped: birth.dropped,
     } satisfies Partial<MeterRow>)
     ops.push((tx) => tx.recordBirth(meterId, birth, at))
-    activate()
+    activate(w, m, at, ops)
   }
 
   /**
@@ -688,9 +699,9 @@ export class Ingest {
           if (w.claim?.kind === "stored" && w.rows?.length) {
             tally.readings += w.rows.length
             const last = w.rows[w.rows.length - 1]
-            this.metrics.ingestLag.observe(Math.max(0, (Date.now() - last.ts.getTime()) / 1000 - last.intervalS))
+            tally.lags.push(Math.max(0, (Date.now() - last.ts.getTime()) / 1000 - last.intervalS))
           }
-          this.log.debug({ meterId, boot: f.boot, seq: f.seq, outcome }, "readings frame")
+          if (this.debug) this.log.debug({ meterId, boot: f.boot, seq: f.seq, outcome }, "readings frame")
           break
         case "birth":
           if (w.previousBoot !== undefined) {
@@ -749,6 +760,62 @@ export class Ingest {
   }
 }
 
+/** What a committed frame changed, for open dashboards (live.ts). */
+function liveEvents(w: Work, out: LiveEvent[]) {
+  const meterId = w.meterId
+  const f = w.frame
+  if (meterId === null || !f || w.claim?.kind === "duplicate") return
+  const at = w.in.at
+  if (w.activated) {
+    out.push({ kind: "meter", meter: { meterId, online: true, inactive: false } })
+    const clear = {
+      meterId,
+      boot: 0,
+      seq: 0,
+      type: "INACTIVE",
+      active: false,
+      ts: at,
+      value: 0,
+      source: "bridge",
+    } as const
+    out.push({ kind: "alarm", alarm: clear })
+  }
+  if (w.conflictAlarm)
+    out.push({
+      kind: "alarm",
+      alarm: { meterId, boot: 0, seq: 0, type: "FRAME_CONFLICT", active: true, ts: at, value: 0, source: "bridge" },
+    })
+  if (w.error) return
+  switch (f.kind) {
+    case "readings":
+      if (w.rows?.length) out.push({ kind: "reading", meterId, reading: w.rows[w.rows.length - 1] })
+      out.push({ kind: "meter", meter: { meterId, lastSeen: at } })
+      break
+    case "alarm":
+      if (w.event) out.push({ kind: "alarm", alarm: { ...w.event, source: "meter" } })
+      out.push({ kind: "meter", meter: { meterId, lastSeen: at } })
+      break
+    case "birth":
+      out.push({
+        kind: "meter",
+        meter: {
+          meterId,
+          online: true,
+          lastSeen: at,
+          firmware: f.firmware,
+          board: f.board,
+          boot: f.boot,
+          queued: f.queued,
+          dropped: f.dropped,
+        },
+      })
+      break
+    case "death":
+      out.push({ kind: "meter", meter: { meterId, online: false } })
+      break
+  }
+}
+
 /** Fault injection: dies mid-batch (written, not committed), saying which frames were in the batch. */
 function killInBatch(works: Work[]): never {
   const frames = works.flatMap((w) =>
@@ -760,6 +827,14 @@ function killInBatch(works: Work[]): never {
   writeSync(2, `${JSON.stringify({ msg: "fault injection: SIGKILL inside a batch", batch: works.length, frames })}\n`)
   process.kill(process.pid, "SIGKILL")
   throw new Error("unreachable: SIGKILL")
+}
+
+/** A frame from an INACTIVE meter makes it active again (the INACTIVE alarm cleared in the batch). */
+function activate(w: Work, m: MeterRow, at: Date, ops: MeterOp[]) {
+  if (!m.inactive) return
+  m.inactive = false
+  m.online = true
+  ops.push(async (tx) => void (w.activated = await tx.markActive(m.meterId, at)))
 }
 
 /** The connection part of proto Uplink.link (connection × 256 + birth number). */
@@ -779,6 +854,9 @@ function newMeterRow(meterId: string, at: Date): MeterRow {
     batch: null,
     uptimeEpochMs: null,
     inactive: false,
+    queued: null,
+    dropped: null,
+    location: null,
     birthSeq: null,
     bornAt: null,
     birthLink: null,
@@ -817,6 +895,8 @@ export function expandReadings(
       : at.getTime() - n * stepMs
   const endMs = startMs + n * stepMs
   const backfill = f.replayed || at.getTime() - endMs > 2 * stepMs + 30_000
+  // neither the meter's clock nor its boot's birth: the arrival-based start is a placeholder
+  const tsEstimated = !f.timeSynced && uptimeEpochMs === null
   // Per-interval cumulative totals, counted back from the batch total at the end of the batch.
   let water = f.waterTotalMl
   let energy = f.energyTotalWh
@@ -842,6 +922,7 @@ export function expandReadings(
       pressureMaxPa: v.pressureMaxPa ?? null,
       timeSynced: f.timeSynced,
       backfill,
+      tsEstimated,
     }
     if (water !== undefined) water -= v.volumeMl ?? 0
     if (energy !== undefined) energy -= v.energyWh ?? 0

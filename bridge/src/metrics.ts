@@ -4,8 +4,13 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 /** What the ingest health gauges read when Prometheus scrapes (set by service.ts). */
 export type HealthSource = () => { oldestUnackedS: number; stalled: boolean }
 
+/** Counts the meters online in the data tier (set by service.ts); read at every scrape. */
+export type OnlineSource = () => Promise<number>
+
 export function createMetrics(defaults = false) {
   let health: HealthSource = () => ({ oldestUnackedS: 0, stalled: false })
+  let online: OnlineSource | undefined
+  let deadLetterCount: () => Promise<number> = async () => 0
   const registry = new Registry()
   if (defaults) collectDefaultMetrics({ register: registry })
   const m = {
@@ -100,10 +105,34 @@ export function createMetrics(defaults = false) {
     setHealthSource(source: HealthSource) {
       health = source
     },
+    setOnlineSource(source: OnlineSource) {
+      online = source
+    },
+    // counted when read, so a birth or death shows at the next scrape, not the next inactivity
+    // check; the value set by that check stays when the data tier does not answer
+    deadLetters: new Gauge({
+      name: "citymeter_dead_letters",
+      help: "Dead letters kept in the data tier (GET /dead-letters), counted when scraped",
+      registers: [registry],
+      async collect() {
+        this.set(await deadLetterCount().catch(() => NaN))
+      },
+    }),
+    setDeadLetterSource(source: () => Promise<number>) {
+      deadLetterCount = source
+    },
     onlineMeters: new Gauge({
       name: "citymeter_meters_online",
       help: "Meters whose last birth/death says online",
       registers: [registry],
+      async collect() {
+        if (!online) return
+        try {
+          this.set(await online())
+        } catch {
+          // data tier down: /readyz and citymeter_ingest_stalled report it
+        }
+      },
     }),
   }
   return m

@@ -1,12 +1,14 @@
 // Runs one bridge service from its configuration: broker (external or embedded), data tier,
 // ingest, HTTP API. Used by bridge/src/main.ts, the demo (scripts/start.ts) and the tests.
 import { readFileSync } from "node:fs"
+import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
 import { DEFAULT_BRIDGE_USER } from "./acl.js"
 import { buildApp } from "./api.js"
 import { startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
+import { LiveBus } from "./live.js"
 import { createMetrics, type Metrics } from "./metrics.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
@@ -44,6 +46,12 @@ export interface ServiceConfig {
   /** Dead-letter retention (defaults: 100,000 rows, 30 days) and how often it runs (ms, default 10 s). */
   deadLetterRetention?: DeadLetterRetention
   deadLetterPruneMs?: number
+  /**
+   * Readings older than this many days are dropped (whole monthly partitions; rollups are kept).
+   * Default: kept for ever. The same job makes next months' partitions ahead; it runs hourly.
+   */
+  readingsRetentionDays?: number
+  readingsMaintenanceMs?: number
   /** Ingest counts as stalled when a frame waits longer than this for its commit, or the data tier fails as long (ms). */
   stallMs?: number
   /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
@@ -72,12 +80,22 @@ export interface Service {
   broker?: EmbeddedBroker
   inactivity: InactivityChecker
   app: ReturnType<typeof buildApp>
+  /** What ingest commits, for open dashboards (GET /events). */
+  live: LiveBus
   ingestHealth(): IngestHealth
   stop(): Promise<void>
 }
 
 /** A setting that cannot work: the message says what to set. */
 export class ServiceConfigError extends Error {}
+
+/** READINGS_RETENTION_DAYS: unset or empty keeps readings for ever; otherwise a positive number of days. */
+function retentionDays(raw: string | undefined): number | undefined {
+  if (!raw) return undefined
+  const d = Number(raw)
+  if (!(d > 0)) throw new Error(`READINGS_RETENTION_DAYS must be a positive number of days (got '${raw}')`)
+  return d
+}
 
 export const DEFAULT_DEAD_LETTER_RETENTION: DeadLetterRetention = { maxRows: 100_000, maxAgeS: 30 * 86400 }
 
@@ -104,6 +122,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
       maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? DEFAULT_DEAD_LETTER_RETENTION.maxAgeS / 86400) * 86400,
     },
     stallMs: Number(env.INGEST_STALL_S ?? 10) * 1000,
+    readingsRetentionDays: retentionDays(env.READINGS_RETENTION_DAYS),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
     mqttCaFile: env.MQTT_CA_FILE || undefined,
@@ -124,6 +143,19 @@ export function configFromEnv(env = process.env): ServiceConfig {
     inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? 30_000),
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? 60),
   }
+}
+
+/**
+ * Fails at once (EADDRINUSE, with the port) when a fixed port is taken, before the data tier is
+ * opened: a user learns it in a moment, not after the store's start-up. The real listen follows.
+ */
+async function checkPortFree(port: number | undefined, host: string): Promise<void> {
+  if (!port) return
+  const srv = createServer()
+  await new Promise<void>((resolve, reject) => {
+    srv.once("error", reject)
+    srv.listen({ port, host, exclusive: true }, () => srv.close(() => resolve()))
+  })
 }
 
 /** The bridge starts even when the data tier is down: it waits for it (logged), then subscribes. */
@@ -148,6 +180,8 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       )
     log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
   }
+  await checkPortFree(c.httpPort, c.httpHost ?? "127.0.0.1")
+  if (!c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
   const store = await openStoreWithRetry(c, log)
   const broker = c.mqttUrl
     ? undefined
@@ -157,6 +191,8 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       })
   const mqttUrl = c.mqttUrl ?? broker!.url
   const metrics = createMetrics(true)
+  metrics.setDeadLetterSource(() => store.countDeadLetters())
+  const live = new LiveBus()
   const consumers = Math.max(1, Math.floor(c.consumers ?? 1))
   if (consumers > 1 && !c.mqttUrl)
     throw new Error(
@@ -175,6 +211,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       batchMaxFrames: c.batchMaxFrames,
       batchWindowMs: c.batchWindowMs,
       faultKillInBatch: c.faultKillInBatch,
+      live,
       mqttOptions: {
         username: c.mqttUsername,
         password: c.mqttPassword,
@@ -204,6 +241,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     return { subscribed, stalled: reason !== undefined, oldestUnackedS: busyMs / 1000, reason }
   }
   metrics.setHealthSource(ingestHealth)
+  metrics.setOnlineSource(() => store.countOnline())
   // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
   // whatever backlog the broker holds for it.
   const app = buildApp({
@@ -213,11 +251,12 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     apiToken: c.apiToken,
     apiTokens: c.apiTokens,
     ingestHealth,
+    live,
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
     httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
-  }
+  } else await app.ready() // routes loaded (the API page's among them) before the first request
   await Promise.all(bridges.map((b) => b.ready))
   const inactivity = startInactivityChecker({
     store,
@@ -225,6 +264,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     log,
     everyMs: c.inactivityCheckMs ?? 30_000,
     slackS: c.inactivitySlackS ?? 60,
+    live,
   })
   const retention = c.deadLetterRetention ?? DEFAULT_DEAD_LETTER_RETENTION
   const prune = async () => {
@@ -239,6 +279,18 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   void prune()
   const pruner = setInterval(() => void prune(), c.deadLetterPruneMs ?? 10_000)
   pruner.unref()
+  const maintain = async () => {
+    try {
+      const done = await store.maintainReadings(new Date(), c.readingsRetentionDays)
+      if (done.created.length || done.dropped.length || done.deletedRows)
+        log.info({ ...done, retentionDays: c.readingsRetentionDays ?? null }, "readings partitions maintained")
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, "readings maintenance failed; next run retries")
+    }
+  }
+  void maintain()
+  const maintainer = setInterval(() => void maintain(), c.readingsMaintenanceMs ?? 3_600_000)
+  maintainer.unref()
   return {
     mqttUrl,
     httpUrl,
@@ -248,9 +300,11 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     broker,
     inactivity,
     app,
+    live,
     ingestHealth,
     stop: async () => {
       clearInterval(pruner)
+      clearInterval(maintainer)
       await inactivity.stop()
       await app.close()
       await Promise.all(bridges.map((b) => b.stop()))

@@ -115,7 +115,9 @@ class S0Server extends SensorServer implements ds.CitymeterElectricityMeterServe
         return this.s0.powerW
     }
     voltage() {
-        return this.nominalDv // an S0 output carries no voltage: report the nominal supply
+        // an S0 output carries no voltage: the nominal supply, which the meter does not send or
+        // alarm on (hardware.ts measures.voltage); with an ADE7953 fitted, ade7953.ts serves this
+        return this.nominalDv
     }
 }
 

@@ -5,12 +5,16 @@
 // was flashed with the runtime. The simulator's VM has no pins at all, so there every pin reads
 // `undefined`: the drivers then start nothing and the simulated Jacdac sensors serve the roles the
 // meter program binds (water flow, electricity, pressure, tamper).
+//
+// Electricity: an ADE7953 metering IC on the board's I2C bus (boards/<id>.board.json "i2c") measures
+// voltage, power and energy; without one answering there, the S0 pulse input counts energy only.
 import * as ds from "@devicescript/core"
 import { pinMode } from "@devicescript/gpio"
 import { loadConfig, pulseConstantListeners } from "../config"
-import { startS0Meter } from "./electricity"
+import { ADE7953_I2C_ADDRESS, Ade7953Calibration, I2cRegisterBus, startAde7953 } from "./ade7953"
+import { S0Counter, startS0Meter } from "./electricity"
 import { DEFAULT_CALIBRATION, PressureCalibration, startPressure } from "./pressure"
-import { startWaterFlow } from "./waterflow"
+import { startSimulatedWaterFlow, startWaterFlow } from "./waterflow"
 import { measures } from "../hardware"
 
 export interface MeterPins {
@@ -24,6 +28,8 @@ export interface MeterPins {
     adcFullScaleV: number
     /** Divider between the 0.5–4.5 V transducer and the ADC pin ("$pressureDivider"). */
     pressureDivider: number
+    /** Register counts per unit of the board's metering front end, if an ADE7953 is fitted. */
+    meteringIc: Ade7953Calibration
 }
 
 /** True when the runtime has the board's pins: a board, not the simulator's VM. */
@@ -33,23 +39,36 @@ export function hasPins(p: MeterPins): boolean {
 
 /** Starts the drivers on a board; in the simulator (no pins) starts nothing. Returns true on a board. */
 export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
-    if (!hasPins(p)) {
-        console.log("citymeter: no pins: the simulated sensors serve the roles")
-        return false
-    }
     // the constants the program runs with: loadConfig refuses ones the 100 ms polling cannot count
     const cfg = await loadConfig()
+    if (!hasPins(p)) {
+        console.log("citymeter: no pins: the simulated sensors serve the roles")
+        // a simulated pulse output is counted by the board's own water flow driver (waterflow.ts)
+        startSimulatedWaterFlow(cfg.t.pulsesPerL, flow => {
+            measures.reverseFlow = false
+            pulseConstantListeners.push(t => flow.setPulsesPerL(t.pulsesPerL))
+            console.log(`citymeter: simulated pulse output: counting ${cfg.t.pulsesPerL} pulses/L every 100 ms`)
+        })
+        return false
+    }
     pinMode(p.flowPin, ds.GPIOMode.InputPullUp)
     pinMode(p.s0Pin, ds.GPIOMode.InputPullUp)
     const flow = startWaterFlow({ pin: p.flowPin, pulsesPerL: cfg.t.pulsesPerL })
-    const s0 = startS0Meter(p.s0Pin, cfg.t.impPerKwh, 2300)
-    // a reed contact has no direction and S0 no voltage: the Birth and the alarm rules say so
+    // a reed contact has no direction: the Birth and the alarm rules say so
     measures.reverseFlow = false
-    measures.voltage = false
+    const ic = await startAde7953(new I2cRegisterBus(ADE7953_I2C_ADDRESS), p.meteringIc)
+    let s0: S0Counter = undefined
+    if (!ic) {
+        // S0 gives energy only: no voltage, and power only as an impulse-gap estimate
+        measures.voltage = false
+        measures.power = false
+        s0 = startS0Meter(p.s0Pin, cfg.t.impPerKwh, 2300)
+        console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy")
+    }
     // a config downlink's pulse constants reach the counters without a reboot (issue 11)
     pulseConstantListeners.push(t => {
         flow.setPulsesPerL(t.pulsesPerL)
-        s0.setImpPerKwh(t.impPerKwh)
+        if (s0) s0.setImpPerKwh(t.impPerKwh)
     })
     p.startTamper()
     const c: PressureCalibration = {

@@ -1,12 +1,14 @@
-// Hall-effect / reed water-flow sensor on a GPIO: pulses → millilitres and flow rate, exposed as
-// the citymeter Water Flow service (services/waterflow.md), exactly as the simulator provides it.
+// Reed water meter on a GPIO: pulses → millilitres and flow rate, exposed as the citymeter Water
+// Flow service (services/waterflow.md), which the meter program binds by role.
 //
-// DeviceScript polls GPIO edges every 100 ms, so this driver suits reed switches and low-rate
-// sensors (≤ 5 pulses/s); a hall sensor at full flow (e.g. 450 pulses/L at 30 L/min = 225 Hz)
-// needs a hardware counter whose count this driver reads instead of counting edges itself.
+// The pin is read every 100 ms (../pulses.ts, as DeviceScript's own GPIO edge polling), so this
+// driver suits reed outputs (pulses >= 100 ms, <= 5 pulses/s); a hall sensor at full flow (e.g. 450
+// pulses/L at 30 L/min = 225 Hz) needs a hardware counter whose count a driver reads instead.
+// In the simulator the same driver counts the host's simulated contact (startSimulatedWaterFlow).
 import * as ds from "@devicescript/core"
-import { subscribeDigital } from "@devicescript/gpio"
+import { digitalRead } from "@devicescript/gpio"
 import { SensorServer, startServer } from "@devicescript/server"
+import { pollPulses } from "../pulses"
 
 const U32 = 4294967296
 
@@ -81,7 +83,10 @@ class WaterFlowServer extends SensorServer implements ds.CitymeterWaterFlowServe
 }
 
 export interface WaterFlowOptions {
-    pin: ds.InputPin
+    /** The meter's pulse output on a board: a contact to ground against the pin's pull-up (active low). */
+    pin?: ds.InputPin
+    /** Or the contact level from elsewhere (the simulator): 1 while a pulse is on. */
+    level?: () => Promise<number>
     pulsesPerL: number
     debounceMs?: number
 }
@@ -89,10 +94,29 @@ export interface WaterFlowOptions {
 export function startWaterFlow(o: WaterFlowOptions): FlowCounter {
     const counter = new FlowCounter(o.pulsesPerL)
     const debounce = new Debouncer(o.debounceMs === undefined ? 5 : o.debounceMs)
-    subscribeDigital(o.pin, (v: ds.DigitalValue) => {
-        if (v === 1 && debounce.accept(ds.millis())) counter.pulse()
+    const pin = o.pin
+    const read = pin ? () => digitalRead(pin) as number : o.level
+    pollPulses(read, pin ? 0 : 1, () => {
+        if (debounce.accept(ds.millis())) counter.pulse()
     })
     setInterval(() => counter.updateRate(ds.millis()), 1000)
     startServer(new WaterFlowServer(counter))
     return counter
+}
+
+/**
+ * The simulator has no pins (drivers/start.ts). When the host simulates the meter's pulse output
+ * (services/pulseinputs.md, bit 0), this driver counts it exactly as on a board, and serves the
+ * Water Flow role from its count; until that sensor appears nothing starts, so a host that serves
+ * the Water Flow service itself is bound as before. `started` gets the running driver.
+ */
+export function startSimulatedWaterFlow(pulsesPerL: number, started: (f: FlowCounter) => void) {
+    const levels = new ds.CitymeterPulseInputs()
+    let flow: FlowCounter = undefined
+    levels.binding().subscribe((bound: boolean) => {
+        if (!bound || flow) return
+        // the read returns the VM's cached report (refreshed by the host at every level change)
+        flow = startWaterFlow({ level: async () => (await levels.reading.read()) & 1, pulsesPerL })
+        started(flow)
+    })
 }

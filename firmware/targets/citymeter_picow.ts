@@ -2,6 +2,7 @@
 // drivers. The program binds its sensors by role, so the drivers may start after it. In the
 // simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_picow"
+import { SHELLY_FRONT_END } from "../drivers/ade7953"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"
 
@@ -13,4 +14,6 @@ await startMeterDrivers({
     // boards/citymeter_picow.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 3.3,
     pressureDivider: 0.66,
+    // an ADE7953 on the board's I2C (board file "i2c"), if fitted: its front end's counts per V, A, W
+    meteringIc: SHELLY_FRONT_END,
 })

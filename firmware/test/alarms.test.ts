@@ -1,7 +1,7 @@
 // Alarm rules in the VM: every rule raises and clears once, at the threshold edges.
 import { describe, expect, test } from "@devicescript/test"
 import { AlarmEdge, AlarmRules, alarmRulesOf, channelsOf } from "../alarms"
-import { Tunables } from "../config"
+import { Tunables } from "../gen/tunables"
 import { AlarmType, Channel } from "../gen/wire"
 import { IntervalReading } from "../sampler"
 
@@ -16,8 +16,11 @@ const T: Tunables = {
     pressureHighPa: 800000,
     undervoltageDv: 2070,
     supplyLossDv: 500,
-    pulsesPerL: 450,
+    pulsesPerL: 1,
     impPerKwh: 1000,
+    maxFlowLmin: 50,
+    maxPowerW: 11000,
+    pulseMs: 100,
 }
 const ALL = { intervalS: 60, hasWater: true, hasElectricity: true, hasPressure: true }
 
@@ -161,7 +164,7 @@ describe("tamper", () => {
 })
 
 describe("honest alarms (issue 11)", () => {
-    // a citymeter board: reed pulses (no direction), S0 (no voltage), no magnet sensor
+    // a citymeter board: reed pulses (no direction), S0 (energy only: no voltage, no measured power), no magnet sensor
     const BOARD = {
         intervalS: 60,
         hasWater: true,
@@ -169,13 +172,22 @@ describe("honest alarms (issue 11)", () => {
         hasPressure: true,
         hasReverse: false,
         hasVoltage: false,
+        hasPower: false,
         hasTamper: true,
         hasMagnet: false,
     }
     test("a board lists only the channels and rules it has sensors for", () => {
         expect(channelsOf(BOARD).join(",")).toBe(
-            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_POWER, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(",")
+            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(",")
         )
+        // the same board with an ADE7953 fitted measures voltage and power, and evaluates the voltage rules
+        const withIc = { intervalS: 60, hasWater: true, hasElectricity: true, hasPressure: true, hasReverse: false, hasTamper: true, hasMagnet: false }
+        expect(channelsOf(withIc).join(",")).toBe(
+            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_POWER, Channel.CHANNEL_VOLTAGE, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(",")
+        )
+        const icRules = alarmRulesOf(withIc)
+        for (const t of [AlarmType.ALARM_TYPE_UNDERVOLTAGE, AlarmType.ALARM_TYPE_SUPPLY_LOSS]) expect(icRules.indexOf(t) >= 0).toBe(true)
+        expect(icRules.indexOf(AlarmType.ALARM_TYPE_BACKFLOW)).toBe(-1)
         const rules = alarmRulesOf(BOARD)
         for (const t of [AlarmType.ALARM_TYPE_BACKFLOW, AlarmType.ALARM_TYPE_UNDERVOLTAGE, AlarmType.ALARM_TYPE_SUPPLY_LOSS, AlarmType.ALARM_TYPE_MAGNETIC_FIELD])
             expect(rules.indexOf(t)).toBe(-1)

@@ -1,4 +1,8 @@
 // A running toilet: 6 L/min for 8 s in an otherwise quiet house. LEAK_S = 4 s.
+// The water meter is a pulse output, 0.1 L per pulse (1 pulse/s at 6 L/min), its contact closed
+// for half of each pulse's turn (500 ms), counted by the board build's driver through its 100 ms
+// polling; 10 pulses/L counts up to 5 pulses/s of the stated 100 ms pulses (PULSE_MS), so the
+// stated maximum flow is 30 L/min.
 import { defineScenario } from "../src/scenario.js"
 
 export default defineScenario({
@@ -8,6 +12,7 @@ export default defineScenario({
   speed: 1,
   startHour: 3,
   durationS: 14,
-  settings: { INTERVAL_S: 1, BATCH: 2, LEAK_S: 4 },
+  settings: { INTERVAL_S: 2, BATCH: 2, LEAK_S: 4, PULSES_PER_L: 10, MAX_FLOW_LMIN: 30 },
+  meter: { water: "pulses", board: "citymeter_esp32c3", pulses: { widthMs: 500 } },
   events: [{ kind: "leak", at: 2, until: 10, flowMlMin: 6000 }],
 })

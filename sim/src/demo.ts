@@ -3,7 +3,21 @@
 import { householdPowerW, householdWaterMlMin, linePressurePa, mainsVoltageDv } from "./physics.js"
 import type { SimMeter } from "./meter.js"
 
-const SPEED = 60
+/** Simulated seconds per real second: one real second is one simulated minute. */
+export const DEMO_SPEED = 60
+const SPEED = DEMO_SPEED
+
+/**
+ * Alarm thresholds for meters driven at DEMO_SPEED. The firmware's intervals stay real, so each
+ * real interval carries DEMO_SPEED times the water: at the firmware defaults (firmware/config.ts:
+ * BURST_MLMIN 60000 mL/min, LEAK_S 86400 s) an ordinary morning shower (9 L/min simulated, 540
+ * L/min as the firmware sees it) would raise BURST in the demo's first interval. The thresholds
+ * are the defaults in simulated time instead.
+ */
+export const DEMO_ALARM_SETTINGS = { BURST_MLMIN: 60_000 * SPEED, LEAK_S: 86_400 / SPEED }
+
+/** What the demo's time scale means, for banners. */
+export const DEMO_SPEED_NOTE = `time runs ${SPEED}x: 1 real second = ${SPEED / 60} simulated minute of household demand`
 const TICK_MS = 200
 
 /** Drives the meters' sensors until the returned stop function is called. */

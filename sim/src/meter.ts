@@ -9,18 +9,26 @@ import {
   SRV_SETTINGS,
   SensorServer,
   SettingsClient,
+  SystemReg,
   delay,
   loadServiceSpecifications,
 } from "jacdac-ts"
 import { join } from "node:path"
-import { createVmBus } from "./bus.js"
+import { TUNABLE_BY_KEY } from "../../bridge/src/tunables.js"
+import { createVmBus, reportNow } from "./bus.js"
 import { paths } from "./paths.js"
+import { DEFAULT_PULSE_WIDTH_MS, PulseTrain, type PulseOutput } from "./physics.js"
 import { createVm, type DevsVm } from "./vm.js"
 
 // Service classes and register codes from services/*.md
 export const SRV_WATER_FLOW = 0x1c1e7f01
 export const SRV_ELECTRICITY = 0x1c1e7f02
 export const SRV_PRESSURE = 0x1c1e7f03
+export const SRV_PULSE_INPUTS = 0x1c1e7f04
+/** services/pulseinputs.md: bit 0 of the levels is the water meter's pulse output. */
+const LEVEL_WATER = 1
+/** The VM keeps a register read 500 ms (DeviceScript 2.16 runtime/devicescript/impl_register.c:84). */
+const REFRESH_MS = 200
 const REG_EXTRA_1 = 0x180
 const REG_EXTRA_2 = 0x181
 
@@ -70,6 +78,20 @@ export interface SimMeterOptions {
   board?: string
   /** Firmware console lines (DeviceScript console.log) and VM messages. */
   log?: (line: string) => void
+  /**
+   * How the water meter reaches the firmware. "register" (default): the host serves the Water Flow
+   * service with cumulative volumes (setWater), a meter with a readable register. "pulses": the
+   * host simulates the meter's pulse output as a contact level (services/pulseinputs.md) driven by
+   * the flow (setWaterFlow), and the firmware's own water flow driver counts it, polling every
+   * 100 ms as on a board. The board builds start that driver (firmware/drivers/start.ts): give a
+   * `board` or a board build's `bytecodeFile`.
+   */
+  water?: "register" | "pulses"
+  /**
+   * The pulse output: pulses per litre (default: the settings' PULSES_PER_L, else its default, 1),
+   * width (default: the settings' PULSE_MS, at least DEFAULT_PULSE_WIDTH_MS), phase (default 0).
+   */
+  pulses?: Partial<PulseOutput>
 }
 
 export interface WaterState {
@@ -100,9 +122,28 @@ export class SimMeter {
   private bus?: JDBus
   private flash: Uint8Array = new Uint8Array(0)
   readonly lines: string[] = []
+  /** The pulse output's contact levels (water: "pulses"). */
+  readonly pulseInputs: SensorServer<[number]>
+  /** The water meter's pulse train (water: "pulses"): what it generated. */
+  readonly pulseTrain?: PulseTrain
+  private pulseTimer?: NodeJS.Timeout
+  private level = 0
+  private reportedAt = -Infinity
 
   constructor(readonly options: SimMeterOptions) {
     loadSpecs()
+    this.pulseInputs = new SensorServer<[number]>(SRV_PULSE_INPUTS, { readingValues: [0] })
+    if (options.water === "pulses") {
+      const stated = (key: string) => Number(options.settings?.[key] ?? TUNABLE_BY_KEY.get(key)!.default)
+      const k = options.pulses?.pulsesPerL ?? stated("PULSES_PER_L")
+      // the firmware's PULSES_PER_L is an integer >= 1 (firmware/config.ts TUNABLES)
+      if (!Number.isInteger(k) || k < 1) throw new Error(`${options.meterId}: PULSES_PER_L ${k} is not an integer >= 1`)
+      this.pulseTrain = new PulseTrain(
+        // as long as the stated shortest pulse (PULSE_MS), and no shorter than a reed's usual closure
+        { widthMs: Math.max(DEFAULT_PULSE_WIDTH_MS, stated("PULSE_MS")), ...options.pulses, pulsesPerL: k },
+        performance.now(),
+      )
+    }
     this.flow = new SensorServer<[number]>(SRV_WATER_FLOW, { readingValues: [0] })
     this.electricity = new SensorServer<[number]>(SRV_ELECTRICITY, { readingValues: [0] })
     this.pressure = new SensorServer<[number]>(SRV_PRESSURE, { readingValues: [0] })
@@ -129,9 +170,63 @@ export class SimMeter {
   }
 
   setWater(s: Partial<WaterState>) {
+    if (this.pulseTrain && (s.volumeMl !== undefined || s.flowRateMlMin !== undefined))
+      throw new Error(`${this.meterId}: a pulse output follows the flow: use setWaterFlow`)
     if (s.volumeMl !== undefined) this.flow.reading.setValues([s.volumeMl >>> 0])
     if (s.reverseMl !== undefined) this.flowReverse.setValues([s.reverseMl >>> 0])
     if (s.flowRateMlMin !== undefined) this.flowRate.setValues([s.flowRateMlMin | 0])
+  }
+
+  /** The flow through a pulse-output meter from now on, mL/min (water: "pulses"). */
+  setWaterFlow(mlMin: number) {
+    if (!this.pulseTrain) throw new Error(`${this.meterId}: setWaterFlow needs water: "pulses"`)
+    this.pulseTrain.setFlow(performance.now(), mlMin)
+    this.drivePulses()
+  }
+
+  /** Volume of the pulses the output generated, mL: what a meter counting every pulse shows. */
+  get pulsedWaterMl(): number {
+    const t = this.pulseTrain
+    return t ? Math.floor((t.pulses * 1000) / t.output.pulsesPerL) : 0
+  }
+
+  /**
+   * The firmware's own Water Flow register (its driver counting a pulse output), mL, read over the
+   * meter's bus; undefined while the firmware serves none.
+   */
+  async firmwareWaterMl(): Promise<number | undefined> {
+    const service = this.bus
+      ?.services({ serviceClass: SRV_WATER_FLOW })
+      .find((s) => s.device.deviceId !== this.flow.device?.deviceId)
+    if (!service) return undefined
+    const reg = service.register(SystemReg.Reading)
+    await reg.refresh(true)
+    return reg.unpackedValue?.[0] as number | undefined
+  }
+
+  /**
+   * Sets the contact level the train has now and reports it to the VM at once on a change, and
+   * again every REFRESH_MS: the VM's register reads then always hit a fresh cache and never ask the
+   * host (an answer still in flight across an edge would bring the old level back).
+   */
+  private drivePulses() {
+    const train = this.pulseTrain!
+    clearTimeout(this.pulseTimer)
+    const now = performance.now()
+    const level = train.level(now)
+    if (level !== this.level || now - this.reportedAt >= REFRESH_MS) {
+      this.level = level
+      this.pulseInputs.reading.setValues([level ? LEVEL_WATER : 0])
+      if (this.vm) {
+        reportNow(this.vm, this.pulseInputs.reading)
+        this.reportedAt = now
+      }
+    }
+    const next = Math.min(train.nextChangeMs(now), this.vm ? this.reportedAt + REFRESH_MS : Infinity)
+    if (Number.isFinite(next)) {
+      this.pulseTimer = setTimeout(() => this.drivePulses(), Math.max(0, Math.ceil(next - now)))
+      this.pulseTimer.unref()
+    }
   }
 
   setElectricity(s: Partial<ElectricityState>) {
@@ -170,14 +265,15 @@ export class SimMeter {
     vm.error = (...a) => this.logLine("error: " + a.join(" "))
     vm.flashLoad = () => this.flash
     vm.flashSave = (data) => {
-      this.flash = data.slice()
+      this.flash = data // the VM hands over a copy of its flash (em_flash_save)
       if (flashFile) writeFileSync(flashFile, data)
     }
     const bus = createVmBus(vm)
     await bus.connect()
     bus.addServiceProvider(
       new JDServerServiceProvider("citymeter-sensors", [
-        this.flow,
+        // a pulse-output meter is counted by the firmware, which then serves the Water Flow role itself
+        this.pulseTrain ? this.pulseInputs : this.flow,
         this.electricity,
         this.pressure,
         this.tamper,
@@ -189,13 +285,26 @@ export class SimMeter {
     this.vm = vm
     this.bus = bus
     await this.deploySettings()
+    // nothing on this side reads the VM's registers after this: jacdac-ts would poll them every 50 ms
+    bus.backgroundRefreshRegisters = false
+    if (!existsSync(this.bytecodeFile))
+      throw new Error(
+        `${this.bytecodeFile} is missing: run \`npm run ${this.options.board ? "build:boards" : "build:firmware"}\` first`,
+      )
     const bytecode = readFileSync(this.bytecodeFile)
     const r = vm.devsDeploy(bytecode)
     if (r) throw new Error(`firmware deploy failed with code ${r}`)
+    if (this.pulseTrain) this.drivePulses()
   }
 
   private async deploySettings() {
-    const settings = { ...defaultSettings(), METER_ID: this.options.meterId, ...this.options.settings }
+    const settings: Record<string, string | number | boolean> = {
+      ...defaultSettings(),
+      METER_ID: this.options.meterId,
+      ...this.options.settings,
+    }
+    // the firmware counts with the constant of the meter it is wired to
+    if (this.pulseTrain) settings.PULSES_PER_L = this.pulseTrain.output.pulsesPerL
     const bus = this.bus!
     let service = bus.services({ serviceClass: SRV_SETTINGS })[0]
     for (let i = 0; !service && i < 200; ++i) {
@@ -214,6 +323,7 @@ export class SimMeter {
   async stop() {
     const vm = this.vm
     if (!vm) return
+    // water keeps flowing through a pulse meter that is off: the train runs on, its pulses unseen
     this.vm = undefined
     vm.devsStop()
     vm.sockClose()

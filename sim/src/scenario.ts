@@ -7,7 +7,7 @@ import {
   linePressurePa,
   mainsVoltageDv,
 } from "./physics.js"
-import { SimMeter } from "./meter.js"
+import { SimMeter, type SimMeterOptions } from "./meter.js"
 
 export type Profile = "household" | "commercial" | "idle"
 
@@ -41,6 +41,11 @@ export interface Scenario {
   durationS: number
   /** Meter settings (INTERVAL_S, BATCH, alarm thresholds, ...). */
   settings: Record<string, number | string>
+  /**
+   * How the simulated meter is built: `{ water: "pulses", board }` makes its water meter a pulse
+   * output that the board build's driver counts (real time only: speed 1, no reverse flow).
+   */
+  meter?: Pick<SimMeterOptions, "water" | "board" | "pulses">
   events: ScenarioEvent[]
 }
 
@@ -58,6 +63,7 @@ export interface ScenarioHooks {
 /** What the simulator generated: the counters' final values and the volume by source. */
 export interface ScenarioResult {
   meter: SimMeter
+  /** Forward volume on the meter's register; for a pulse output, the volume of the pulses it gave. */
   waterMl: number
   reverseMl: number
   energyWh: number
@@ -131,13 +137,18 @@ export async function runScenario(
     }
     r.waterMl += ml
     r.reverseMl += rml
+    // a pulse output follows the flow itself (the firmware counts its pulses); a register is set
+    if (meter.pulseTrain) {
+      if (reverse || s.speed !== 1)
+        throw new Error(`scenario ${s.name}: a pulse output runs in real time, forward only`)
+      meter.setWaterFlow(flow)
+    } else meter.setWater({ volumeMl: r.waterMl, reverseMl: r.reverseMl, flowRateMlMin: flow - reverse })
     const powerW = householdPowerW(hour)
     energy += (powerW * simDt) / 3600
     r.energyWh = Math.floor(energy)
     const pressure = Math.max(0, linePressurePa(flow) - drop)
     r.minPressurePa = Math.min(r.minPressurePa, pressure)
     r.maxPressurePa = Math.max(r.maxPressurePa, pressure)
-    meter.setWater({ volumeMl: r.waterMl, reverseMl: r.reverseMl, flowRateMlMin: flow - reverse })
     meter.setElectricity({ energyWh: r.energyWh, powerW, voltageDv: mainsVoltageDv(hour) })
     meter.setPressure(pressure)
     meter.setTamper(s.events.some((e) => e.kind === "tamper" && active(e, t)))
@@ -148,6 +159,8 @@ export async function runScenario(
   await meter.start()
   // wait for the meter's first frame: a new meter adopts its counters from the first read
   await meter.waitForLine(/frame boot=\d+ seq=\d+/, 30_000)
+  // a pulse output is counted once the board's driver serves the Water Flow role (VM's dmesg)
+  if (meter.pulseTrain) await meter.waitForLine(/set role CitymeterWaterFlow\d* ->/, 30_000)
   const done = new Set<ScenarioEvent>()
   const t0 = Date.now()
   let lastT = 0
@@ -173,6 +186,12 @@ export async function runScenario(
     apply(t, t - lastT)
     lastT = t
     await new Promise((res) => setTimeout(res, TICK_MS))
+  }
+  if (meter.pulseTrain) {
+    // the water stops; the meter shows what its pulses carried (the volume short of the next pulse
+    // is still on the dial)
+    meter.setWaterFlow(0)
+    r.waterMl = meter.pulsedWaterMl
   }
   await new Promise((res) => setTimeout(res, settleS * 1000))
   return r

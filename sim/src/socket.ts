@@ -37,8 +37,12 @@ interface VmModule {
   sockClose(): number
 }
 
-/** Replaces the VM's host socket with the meter-shaped one. */
-export function installMeterSocket(vm: unknown) {
+/**
+ * Replaces the VM's host socket with the meter-shaped one. `wake(ms)` asks the host for a pass of
+ * the VM's main loop (sim/src/vm.ts): at once after an event, 10 ms on while data waits beyond the
+ * window (the pace of the CLI's fixed 10 ms loop, which this window was measured against).
+ */
+export function installMeterSocket(vm: unknown, wake: (ms: number) => void) {
   const m = vm as VmModule
   let sock: Socket | undefined
   let rx: Buffer[] = []
@@ -52,6 +56,7 @@ export function installMeterSocket(vm: unknown) {
     if (ptr) m.HEAPU8.set(data!, ptr)
     m._jd_em_tcpsock_on_event(ev, ptr, len)
     if (ptr) m._free(ptr)
+    wake(0)
   }
   /** Hands the VM what its window allows now, 1 KB at a time; pauses the sender beyond that. */
   const deliver = () => {
@@ -68,6 +73,7 @@ export function installMeterSocket(vm: unknown) {
     }
     if (rxBytes > RX_WINDOW) sock?.pause()
     else sock?.resume()
+    if (rx.length) wake(10)
   }
 
   const process = m._jd_em_process.bind(m)

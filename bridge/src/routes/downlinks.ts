@@ -1,32 +1,45 @@
 // Downlinks: Config and Resend to one meter, token-guarded; 202 once the broker has them (QoS 1).
 import type { FastifyInstance, FastifyReply } from "fastify"
-import { MAX_INTERVALS, MAX_INTERVAL_S, encodeDownlink } from "../codec.js"
+import { encodeDownlink } from "../codec.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { citymeter } from "../gen/citymeter.js"
 import { keyId, newKey } from "../seal.js"
 import type { DownKind } from "../topics.js"
+import { TUNABLES, defaults, tunableErrors, type TunableValues } from "../tunables.js"
 import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 
 const DOWNLINK_TIMEOUT_MS = 10_000
 
-/** Config downlink fields (proto Config), all uint32; intervalS and batch are bounded by the codec. */
-const CONFIG_FIELDS = [
-  "intervalS",
-  "batch",
-  "leakS",
-  "burstMlMin",
-  "backflowMl",
-  "noFlowS",
-  "pressureLowPa",
-  "pressureHighPa",
-  "undervoltageDv",
-  "supplyLossDv",
-  "pulsesPerL",
-  "impPerKwh",
-] as const
 const UINT32 = { type: "integer", minimum: 0, maximum: 0xffffffff } as const
 
-type ConfigBody = Partial<Record<(typeof CONFIG_FIELDS)[number], number>>
+/**
+ * The Config downlink body: every tunable of proto/tunables.json by its proto Config field name,
+ * within its bounds. Zero means "unchanged" on the wire (proto Config), so the least is 1 even
+ * where the setting's is 0: such a setting is set to 0 by provisioning only.
+ */
+export const CONFIG_BODY_PROPERTIES = Object.fromEntries(
+  TUNABLES.map((t) => [
+    t.name,
+    { type: "integer", minimum: Math.max(1, t.min), maximum: t.max, description: `${t.key}, ${t.unit}: ${t.meaning}` },
+  ]),
+)
+
+type ConfigBody = Partial<TunableValues>
+
+/**
+ * What the meter would refuse (issue 11): the body's values over the defaults (the bridge does not
+ * keep the meter's own), and the queue against the bank of the board its last Birth named.
+ */
+export function configRefusals(body: ConfigBody, board: string | null): string[] {
+  const v = { ...defaults(), ...body }
+  const why = tunableErrors(v, board)
+  const pulseNames = ["pulsesPerL", "impPerKwh", "maxFlowLmin", "maxPowerW", "pulseMs"] as const
+  const unstated = pulseNames.filter((n) => body[n] === undefined)
+  if (why.length && pulseErrorsIn(why) && unstated.length)
+    why.push(`(checked with the defaults of ${unstated.join(", ")}: send them with it if this meter's differ)`)
+  return why
+}
+const pulseErrorsIn = (why: string[]) => why.some((w) => /pulses\/s|impulses\/s|PULSE_MS/.test(w))
 
 export async function downlinkRoutes(app: FastifyInstance, { store, downlink, requireScope }: RouteContext) {
   /** Sends one downlink to a known meter; 202 once the broker has it (QoS 1). */
@@ -56,23 +69,25 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
       onRequest: requireScope.write,
       schema: {
         tags: ["downlinks"],
-        summary: "Send a Config downlink (interval, batch, alarm thresholds)",
+        summary: "Send a Config downlink (interval, batch, alarm thresholds, pulse constants: proto/tunables.json)",
         security: [{ bearer: [] }],
         params: meterParam,
         body: {
           type: "object",
           additionalProperties: false,
           minProperties: 1,
-          properties: {
-            ...Object.fromEntries(CONFIG_FIELDS.map((f) => [f, UINT32])),
-            intervalS: { type: "integer", minimum: 1, maximum: MAX_INTERVAL_S },
-            batch: { type: "integer", minimum: 1, maximum: MAX_INTERVALS },
-          },
+          properties: CONFIG_BODY_PROPERTIES,
         },
         response: ERROR_RESPONSES,
       },
     },
-    async (req, reply) => send(reply, req.params.id, "config", { config: req.body }),
+    async (req, reply) => {
+      if (!downlink) throw errors.CM_ERR_NO_DOWNLINK()
+      const meter = await knownMeter(store, req.params.id)
+      const why = configRefusals(req.body, meter.board)
+      if (why.length) throw errors.CM_ERR_CONFIG_REFUSED(meter.meterId, why.join("; "))
+      return send(reply, meter.meterId, "config", { config: req.body })
+    },
   )
 
   app.post<{ Params: { id: string }; Body: { boot: number; fromSeq: number } }>(
@@ -112,6 +127,7 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
       },
     },
     async (req, reply) => {
+      if (!downlink) throw errors.CM_ERR_NO_DOWNLINK()
       const meter = await knownMeter(store, req.params.id)
       if (meter.seal.policy !== "sealed" || !meter.seal.key)
         throw errors.CM_ERR_BAD_REQUEST(`meter ${meter.meterId} is not sealed with a key: register one first`)

@@ -50,6 +50,10 @@ function validationError(err: ValidationError): ApiError {
   const where = err.validationContext ?? "request"
   if (v?.keyword === "additionalProperties")
     return errors.CM_ERR_UNKNOWN_KEY(where, String(v.params.additionalProperty))
+  if (v?.keyword === "enum" && Array.isArray(v.params.allowedValues))
+    return errors.CM_ERR_BAD_REQUEST(
+      `${where}${v.instancePath} must be one of: ${v.params.allowedValues.map(String).join(", ")}`,
+    )
   if (v?.keyword === "pattern" && v.params.pattern === METER_ID_PATTERN.source)
     return errors.CM_ERR_BAD_REQUEST(`${where}${v.instancePath} must be a meter id: ${METER_ID_RULE}`)
   return errors.CM_ERR_BAD_REQUEST(err.message)

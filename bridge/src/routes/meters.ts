@@ -3,7 +3,7 @@ import type { FastifyInstance } from "fastify"
 import { parseKey } from "../seal.js"
 import { ERROR_RESPONSES } from "../errors.js"
 import type { MeterRow } from "../store/store.js"
-import { knownMeter, meterParam, type RouteContext } from "./shared.js"
+import { enumLabel, knownMeter, meterIdSchema, meterParam, strictQuery, type RouteContext } from "./shared.js"
 
 export const meterJson = (m: MeterRow) => ({
   meterId: m.meterId,
@@ -19,21 +19,42 @@ export const meterJson = (m: MeterRow) => ({
   intervalS: m.intervalS,
   batch: m.batch,
   /** what the meter measures and which alarm rules it evaluates (from its birth) */
-  channels: m.channels,
-  alarmRules: m.alarmRules,
+  channels: m.channels.map(enumLabel),
+  alarmRules: m.alarmRules.map(enumLabel),
+  /** frames in the meter's queue and frames it dropped, from its last birth */
+  queued: m.queued,
+  dropped: m.dropped,
+  /** latitude/longitude, address, district (PUT /meters/:id/location), or null */
+  location: m.location,
 })
 
+export const METERS_PAGE = 10000
+
 export async function meterRoutes(app: FastifyInstance, { store, requireScope }: RouteContext) {
-  app.get(
+  app.get<{ Querystring: { after?: string; limit?: number } }>(
     "/meters",
     {
       schema: {
         tags: ["meters"],
-        summary: "Every meter with its status (online, inactive, last seen, firmware, boot)",
+        summary: "Every meter with its status (online, inactive, last seen, firmware, boot), by meter id",
+        description: `Keyset pages: at most \`limit\` meters (default ${METERS_PAGE}); \`next\` is the \`after\` of the next page, null on the last.`,
+        querystring: strictQuery({
+          after: meterIdSchema,
+          limit: { type: "integer", minimum: 1, maximum: 100000, default: METERS_PAGE },
+        }),
         response: ERROR_RESPONSES,
       },
     },
-    async () => ({ meters: (await store.listMeters()).map(meterJson) }),
+    async (req) => {
+      const limit = req.query.limit ?? METERS_PAGE
+      const after = req.query.after
+      // code-unit order in JS (the data tier's collation may differ), so `after` means the same here
+      const rest = (await store.listMeters())
+        .filter((m) => after === undefined || m.meterId > after)
+        .sort((a, b) => (a.meterId < b.meterId ? -1 : a.meterId > b.meterId ? 1 : 0))
+      const page = rest.slice(0, limit)
+      return { meters: page.map(meterJson), next: rest.length > limit ? page[page.length - 1].meterId : null }
+    },
   )
 
   app.get<{ Params: { id: string } }>(

@@ -1,31 +1,15 @@
-// Readings: one meter's intervals (JSON or CSV), its consumption per bucket, the fleet's latest.
+// Readings: one meter's intervals (JSON or CSV), its consumption per bucket, the fleet's
+// consumption per bucket, the fleet's latest.
 import type { FastifyInstance } from "fastify"
-import { ERROR_RESPONSES } from "../errors.js"
+import { ERROR_RESPONSES, errors } from "../errors.js"
+import { READING_COLUMNS } from "../store/columns.js"
 import { BUCKETS, type Bucket, type ReadingRow } from "../store/store.js"
 import { knownMeter, meterIdSchema, meterParam, strictQuery, type RouteContext } from "./shared.js"
+import { afterParam, keysetPage } from "./paging.js"
 import { checkTimeZone, parseRange, rangeProps } from "./time.js"
 
-/** CSV columns of a reading export, in order (RFC 4180; no field needs quoting). */
-export const CSV_COLUMNS = [
-  "meterId",
-  "ts",
-  "intervalS",
-  "boot",
-  "seq",
-  "idx",
-  "volumeMl",
-  "reverseMl",
-  "waterTotalMl",
-  "energyWh",
-  "energyTotalWh",
-  "powerW",
-  "voltageDv",
-  "pressureMinPa",
-  "pressureAvgPa",
-  "pressureMaxPa",
-  "timeSynced",
-  "backfill",
-] as const satisfies readonly (keyof ReadingRow)[]
+/** CSV columns of a reading export, in order (RFC 4180; no field needs quoting): a reading's columns. */
+export const CSV_COLUMNS: readonly (keyof ReadingRow)[] = READING_COLUMNS.map((c) => c.key)
 
 function readingsCsv(rows: ReadingRow[]): string {
   const cell = (v: unknown) => (v === null || v === undefined ? "" : v instanceof Date ? v.toISOString() : String(v))
@@ -36,8 +20,13 @@ function readingsCsv(rows: ReadingRow[]): string {
 
 const readingJson = ({ meterId: _m, ts, ...r }: ReadingRow) => ({ ts: ts.toISOString(), ...r })
 
-type ReadingsQs = { from?: string; to?: string; limit?: number; format?: "json" | "csv" }
-type ConsumptionQs = { bucket: Bucket; from?: string; to?: string; tz?: string }
+type ReadingsQs = { from?: string; to?: string; limit?: number; after?: string; format?: "json" | "csv" }
+type ConsumptionQs = { bucket?: Bucket; from?: string; to?: string; tz?: string }
+
+/** Readings per page unless `limit` says otherwise; past it the answer has a `next`. */
+export const READINGS_PAGE = 10000
+/** The bucket of /consumption when the query names none. */
+export const DEFAULT_BUCKET: Bucket = "day"
 
 export async function readingRoutes(app: FastifyInstance, { store }: RouteContext) {
   app.get<{ Params: { id: string }; Querystring: ReadingsQs }>(
@@ -45,11 +34,15 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
     {
       schema: {
         tags: ["readings"],
-        summary: "Interval readings in a time range (JSON, or CSV with format=csv)",
+        summary: "Interval readings in a time range, oldest first, in keyset pages (JSON, or CSV with format=csv)",
+        description:
+          `At most \`limit\` readings (default ${READINGS_PAGE}); when more follow, \`next\` (JSON) or the ` +
+          '`Link: <…>; rel="next"` header (CSV) gives the next page: pass it as `after`. `next` is null on the last page.',
         params: meterParam,
         querystring: strictQuery({
           ...rangeProps,
-          limit: { type: "integer", minimum: 1, maximum: 100000 },
+          limit: { type: "integer", minimum: 1, maximum: 100000, default: READINGS_PAGE },
+          after: afterParam,
           format: { type: "string", enum: ["json", "csv"] },
         }),
         response: ERROR_RESPONSES,
@@ -58,13 +51,25 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
     async (req, reply) => {
       const { from, to } = parseRange(req.query)
       await knownMeter(store, req.params.id)
-      const rows = await store.readings(req.params.id, { from, to, limit: req.query.limit })
-      if (req.query.format === "csv")
+      const { rows, next } = await keysetPage({
+        fetch: (from, limit) => store.readings(req.params.id, { from, to, limit }),
+        key: (r) => [r.ts.getTime(), r.boot, r.seq, r.idx],
+        from,
+        after: req.query.after,
+        limit: req.query.limit ?? READINGS_PAGE,
+      })
+      if (req.query.format === "csv") {
+        if (next) {
+          const url = new URL(req.url, "http://x")
+          url.searchParams.set("after", next)
+          void reply.header("link", `<${url.pathname}${url.search}>; rel="next"`)
+        }
         return reply
           .header("content-type", "text/csv; charset=utf-8")
           .header("content-disposition", `attachment; filename="${req.params.id}-readings.csv"`)
           .send(readingsCsv(rows))
-      return { meterId: req.params.id, readings: rows.map(readingJson) }
+      }
+      return { meterId: req.params.id, readings: rows.map(readingJson), next }
     },
   )
 
@@ -78,16 +83,15 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
           "Each interval consumes its total minus the previous interval's total; the first reading, a total " +
           "that went down (meter replaced) or missing totals fall back to the interval volume. After a gap, the " +
           "whole difference (the gap's consumption) goes to the bucket where data resumes, flagged gap=true. " +
-          "Intervals are bucketed by their start time.",
+          "Intervals are bucketed by their start time. By hour, day or month this reads the hourly and daily " +
+          "rollups when from/to lie on whole hours and the time zone's offsets are whole hours; otherwise, and by " +
+          "15 minutes, the readings.",
         params: meterParam,
-        querystring: {
-          ...strictQuery({
-            ...rangeProps,
-            bucket: { type: "string", enum: [...BUCKETS] },
-            tz: { type: "string", description: "IANA time zone for hour/day/month boundaries (default UTC)" },
-          }),
-          required: ["bucket"],
-        },
+        querystring: strictQuery({
+          ...rangeProps,
+          bucket: { type: "string", enum: [...BUCKETS], default: DEFAULT_BUCKET },
+          tz: { type: "string", description: "IANA time zone for hour/day/month boundaries (default UTC)" },
+        }),
         response: ERROR_RESPONSES,
       },
     },
@@ -95,10 +99,48 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
       const { from, to } = parseRange(req.query)
       const tz = checkTimeZone(req.query.tz)
       await knownMeter(store, req.params.id)
-      const rows = await store.consumption(req.params.id, { bucket: req.query.bucket, from, to, tz })
+      const bucket = req.query.bucket ?? DEFAULT_BUCKET
+      const rows = await store.consumption(req.params.id, { bucket, from, to, tz })
       return {
         meterId: req.params.id,
-        bucket: req.query.bucket,
+        bucket,
+        tz: tz ?? "UTC",
+        consumption: rows.map((r) => ({ ...r, start: r.start.toISOString() })),
+      }
+    },
+  )
+
+  app.get<{ Querystring: ConsumptionQs }>(
+    "/consumption",
+    {
+      schema: {
+        tags: ["readings"],
+        summary: "The whole fleet's consumption per bucket (every meter's, summed), from the hourly and daily rollups",
+        description:
+          "Each meter's consumption as in /meters/{id}/consumption, summed per bucket; meters counts the meters " +
+          "with readings in it. Read from the rollups only: from/to must lie on whole hours (whole UTC days are " +
+          "fastest, with tz UTC) and the time zone's offsets must be whole hours.",
+        querystring: {
+          ...strictQuery({
+            ...rangeProps,
+            bucket: { type: "string", enum: BUCKETS.filter((b) => b !== "15min"), default: DEFAULT_BUCKET },
+            tz: { type: "string", description: "IANA time zone for hour/day/month boundaries (default UTC)" },
+          }),
+        },
+        response: ERROR_RESPONSES,
+      },
+    },
+    async (req) => {
+      const { from, to } = parseRange(req.query)
+      const tz = checkTimeZone(req.query.tz)
+      const bucket = req.query.bucket ?? DEFAULT_BUCKET
+      const rows = await store.fleetConsumption({ bucket, from, to, tz })
+      if (!rows)
+        throw errors.CM_ERR_BAD_QUERY(
+          "fleet consumption is read from hourly rollups: from and to must lie on whole hours, and the time zone's offsets be whole hours",
+        )
+      return {
+        bucket,
         tz: tz ?? "UTC",
         consumption: rows.map((r) => ({ ...r, start: r.start.toISOString() })),
       }

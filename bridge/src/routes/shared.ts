@@ -3,6 +3,7 @@ import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify"
 import { errors } from "../errors.js"
 import type { Scope } from "./auth.js"
 import type { IngestHealth } from "../health.js"
+import type { LiveBus } from "../live.js"
 import type { Metrics } from "../metrics.js"
 import type { Store } from "../store/store.js"
 import { METER_ID_PATTERN, type DownKind } from "../topics.js"
@@ -16,6 +17,8 @@ export interface RouteContext {
   metrics: Metrics
   downlink?: Downlink
   ingestHealth?: () => IngestHealth
+  /** What ingest commits, for open dashboards (GET /events); absent: no live events. */
+  live?: LiveBus
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }
@@ -57,3 +60,9 @@ export async function knownMeter(store: Store, meterId: string) {
   if (!m) throw errors.CM_ERR_NOT_FOUND(`meter ${meterId}`)
   return m
 }
+
+/**
+ * The API's name for a proto enum value: without its type prefix (ALARM_TYPE_BURST → BURST,
+ * CHANNEL_WATER → WATER), as the README names them. The data tier keeps the proto names.
+ */
+export const enumLabel = (name: string) => name.replace(/^(ALARM_TYPE|CHANNEL)_/, "")

@@ -46,6 +46,11 @@ export interface ReadingColumn {
   proto?: ProtoType
   /** Physical bounds of the channel; per-interval amounts are also bounded by rate (codec.ts). */
   plausible?: [number, number]
+  /**
+   * The migration step (its name, store/migrations.ts) that added the column to readings and
+   * meter_latest, with the value existing rows get; absent for the columns of step 1.
+   */
+  added?: { step: string; default: string }
 }
 
 const col = (key: keyof ReadingRow, sql: SqlType, o: Partial<ReadingColumn> = {}): ReadingColumn => ({
@@ -55,6 +60,9 @@ const col = (key: keyof ReadingRow, sql: SqlType, o: Partial<ReadingColumn> = {}
   nullable: false,
   ...o,
 })
+
+/** The migration step adding ts_estimated (issue 11); rows stored before it cannot be told apart: false. */
+export const TS_ESTIMATED_STEP = "readings.ts_estimated"
 
 export const READING_COLUMNS: readonly ReadingColumn[] = [
   col("meterId", "text"),
@@ -78,6 +86,7 @@ export const READING_COLUMNS: readonly ReadingColumn[] = [
   col("pressureMaxPa", "integer", { nullable: true, plausible: [0, PLAUSIBLE.pressurePa] }),
   col("timeSynced", "boolean"),
   col("backfill", "boolean"),
+  col("tsEstimated", "boolean", { added: { step: TS_ESTIMATED_STEP, default: "false" } }),
 ]
 
 /** The bounds a column's value must lie in: its SQL type, its proto type and its plausibility. */
@@ -89,14 +98,18 @@ export function columnRange(c: ReadingColumn): [number, number] | undefined {
   return [lo, hi]
 }
 
-const RANGES = READING_COLUMNS.map((c) => [c, columnRange(c)] as const).filter(([, r]) => r !== undefined)
+const RANGES = READING_COLUMNS.flatMap((c) => {
+  const r = columnRange(c)
+  return r ? [{ c, lo: r[0], hi: r[1] }] : []
+})
 
 /** The first value of the row outside its column's bounds, as a message; undefined when all fit. */
 export function outOfRange(r: ReadingRow): string | undefined {
-  for (const [c, range] of RANGES) {
+  // indexed loop, no destructuring: every stored reading passes here
+  for (let i = 0; i < RANGES.length; i++) {
+    const { c, lo, hi } = RANGES[i]
     const v = r[c.key] as number | null
     if (v === null && c.nullable) continue
-    const [lo, hi] = range!
     if (typeof v !== "number" || !Number.isInteger(v) || v < lo || v > hi)
       return `${c.column} ${v} outside ${lo}..${hi} (interval ${r.idx})`
   }
@@ -105,8 +118,12 @@ export function outOfRange(r: ReadingRow): string | undefined {
 
 export const COLUMN_NAMES = READING_COLUMNS.map((c) => c.column)
 
+/** A column's definition in CREATE TABLE or ADD COLUMN. */
+export const columnDdl = (c: ReadingColumn) =>
+  `${c.column} ${c.sql}${c.added ? ` DEFAULT ${c.added.default}` : ""}${c.nullable ? "" : " NOT NULL"}`
+
 /** Column definitions for CREATE TABLE. */
-export const COLUMN_DDL = READING_COLUMNS.map((c) => `${c.column} ${c.sql}${c.nullable ? "" : " NOT NULL"}`).join(", ")
+export const COLUMN_DDL = READING_COLUMNS.map(columnDdl).join(", ")
 
 /** A row's values in COLUMN_NAMES order (SQL parameters). */
 export const readingValues = (r: ReadingRow): unknown[] => READING_COLUMNS.map((c) => r[c.key])

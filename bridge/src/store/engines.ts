@@ -6,6 +6,7 @@ import { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import pg from "pg"
 import { from as copyFromStdin } from "pg-copy-streams"
+import { MIGRATION_LOCK_CLASS } from "./migrations.js"
 import { SqlStore, type Db } from "./sql-store.js"
 import type { Store } from "./store.js"
 
@@ -36,8 +37,13 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
   if (opts.schema) {
     const c = new pg.Client({ connectionString: url })
     await c.connect()
-    await c.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`)
-    await c.end()
+    try {
+      // bridges starting together: CREATE SCHEMA IF NOT EXISTS alone races (a unique violation)
+      await c.query(`SELECT pg_advisory_lock(${MIGRATION_LOCK_CLASS}, hashtext($1))`, [opts.schema])
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`)
+    } finally {
+      await c.end()
+    }
   }
   const pool = new pg.Pool({
     connectionString: url,

@@ -1,7 +1,10 @@
 // One SQL implementation of Store for every PostgreSQL-compatible engine. All statements are
 // parameterised ($1...); identifiers never come from input.
 import { createHash } from "node:crypto"
-import { COLUMN_DDL, COLUMN_NAMES, READING_COLUMNS, toReading } from "./columns.js"
+import { COLUMN_NAMES, READING_COLUMNS, toReading } from "./columns.js"
+import { migrate } from "./migrations.js"
+import { ensurePartition, isPartitioned, listPartitions, monthKey, monthRange, partitionName } from "./partitions.js"
+import { aggregate, consumptionSelect, PREVIOUS, rebuildSql, ROLLUPS, upsertSql, type Rollup } from "./rollups.js"
 import {
   DEAD_LETTER_HEAD_BYTES,
   type AlarmEvent,
@@ -24,6 +27,11 @@ import {
   type FrameOutcome,
   type IngestTx,
   type LedgerEntry,
+  type AlarmAck,
+  type AlarmKey,
+  type MeterLocation,
+  type FleetConsumptionRow,
+  type ReadingsMaintenance,
 } from "./store.js"
 
 /** The part of a PostgreSQL client both engines provide. */
@@ -39,72 +47,6 @@ export interface Db {
   close(): Promise<void>
 }
 
-export const MIGRATIONS: string[] = [
-  `CREATE TABLE IF NOT EXISTS meters (
-     meter_id text PRIMARY KEY,
-     online boolean NOT NULL DEFAULT false,
-     first_seen timestamptz NOT NULL,
-     last_seen timestamptz NOT NULL,
-     firmware text, board text, boot bigint, interval_s integer, batch integer,
-     uptime_epoch_ms double precision)`,
-  // The frame ledger: one row per stored (meter, boot, seq) — the exactly-once key.
-  `CREATE TABLE IF NOT EXISTS frames (
-     meter_id text NOT NULL, boot bigint NOT NULL, seq bigint NOT NULL,
-     kind text NOT NULL, received_at timestamptz NOT NULL,
-     PRIMARY KEY (meter_id, boot, seq))`,
-  `CREATE TABLE IF NOT EXISTS readings (${COLUMN_DDL}, PRIMARY KEY (meter_id, boot, seq, idx))`,
-  `CREATE INDEX IF NOT EXISTS readings_meter_ts ON readings (meter_id, ts)`,
-  `CREATE TABLE IF NOT EXISTS alarms (
-     meter_id text NOT NULL, boot bigint NOT NULL, seq bigint NOT NULL,
-     type text NOT NULL, active boolean NOT NULL, ts timestamptz NOT NULL, value bigint NOT NULL,
-     PRIMARY KEY (meter_id, boot, seq))`,
-  `CREATE TABLE IF NOT EXISTS dead_letters (
-     id bigserial PRIMARY KEY, received_at timestamptz NOT NULL, topic text NOT NULL,
-     meter_id text, reason text NOT NULL, detail text NOT NULL, payload bytea NOT NULL)`,
-  // issue 5: inactivity, bridge-raised alarms, the fleet-wide latest reading.
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS inactive boolean NOT NULL DEFAULT false`,
-  `CREATE INDEX IF NOT EXISTS meters_online ON meters (meter_id) WHERE online`,
-  `CREATE INDEX IF NOT EXISTS alarms_meter_type_ts ON alarms (meter_id, type, ts)`,
-  `CREATE TABLE IF NOT EXISTS bridge_alarms (
-     id bigserial PRIMARY KEY, meter_id text NOT NULL, type text NOT NULL, active boolean NOT NULL,
-     ts timestamptz NOT NULL, value bigint NOT NULL)`,
-  `CREATE INDEX IF NOT EXISTS bridge_alarms_meter_type_ts ON bridge_alarms (meter_id, type, ts)`,
-  // Every alarm edge, meter-sent and bridge-raised; bridge alarms have boot 0 and seq = their id.
-  `CREATE OR REPLACE VIEW alarm_events AS
-     SELECT meter_id, boot, seq, type, active, ts, value, 'meter'::text AS source FROM alarms
-     UNION ALL
-     SELECT meter_id, 0::bigint, id, type, active, ts, value, 'bridge'::text FROM bridge_alarms`,
-  // The newest reading per meter, upserted in the same transaction as the frame's readings, so
-  // "latest for the whole fleet" reads one row per meter instead of scanning readings.
-  `CREATE TABLE IF NOT EXISTS meter_latest (${COLUMN_DDL}, PRIMARY KEY (meter_id))`,
-  // Fills meter_latest once for a data tier migrated from before it existed (a no-op afterwards).
-  `INSERT INTO meter_latest
-     SELECT DISTINCT ON (meter_id) ${COLUMN_NAMES.join(", ")}
-     FROM readings WHERE NOT EXISTS (SELECT 1 FROM meter_latest)
-     ORDER BY meter_id, ts DESC, boot DESC, seq DESC, idx DESC
-   ON CONFLICT DO NOTHING`,
-  // issue 9: the ledger keeps each frame's content hash (a same-id frame with other content is a
-  // conflict, not a duplicate); liveness knows the birth it belongs to; dead letters are bounded.
-  `ALTER TABLE frames ADD COLUMN IF NOT EXISTS sha256 text`,
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS birth_seq bigint`,
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS born_at timestamptz`,
-  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_bytes integer`,
-  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS payload_sha256 text`,
-  `ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS stored_sha256 text`,
-  // dead letters from before: keep the first ${DEAD_LETTER_HEAD_BYTES} bytes, their size and hash
-  `UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = encode(sha256(payload), 'hex'),
-     payload = substring(payload FROM 1 FOR ${DEAD_LETTER_HEAD_BYTES}) WHERE payload_bytes IS NULL`,
-  `CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at)`,
-  // issue 10: sealed frames. Meters registered before default to open (they have no key).
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS birth_link bigint`,
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_policy text NOT NULL DEFAULT 'open'`,
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key bytea`,
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key_next bytea`,
-  // issue 11: what a meter measures and which alarm rules it evaluates (proto Birth 12, 13)
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS channels text[]`,
-  `ALTER TABLE meters ADD COLUMN IF NOT EXISTS alarm_rules text[]`,
-]
-
 /**
  * Bucket start of an interval reading (by its start ts). Fixed expressions chosen from the bucket
  * name, never built from input; the time zone is parameter $4. Quarter hours align to UTC quarter
@@ -115,6 +57,36 @@ const BUCKET_SQL: Record<Bucket, string> = {
   hour: `date_trunc('hour', ts, $4::text)`,
   day: `date_trunc('day', ts, $4::text)`,
   month: `date_trunc('month', ts, $4::text)`,
+}
+
+/** Output bucket of a rollup row's start (column `col`); the time zone is $4, as in BUCKET_SQL. */
+const rollupBucketSql = (b: Bucket, col: string) => BUCKET_SQL[b].replace(/\bts\b/, col)
+
+const HOUR_MS = 3_600_000
+const onEdge = (d: Date | undefined, ms: number) => d === undefined || d.getTime() % ms === 0
+
+/** The rollup a query can read: daily for days and months in UTC on whole days, hourly on whole hours. */
+function rollupFor(q: ConsumptionQuery): Rollup | undefined {
+  if (q.bucket === "15min") return undefined
+  const [hour, day] = ROLLUPS
+  if (q.bucket !== "hour" && (q.tz ?? "UTC") === "UTC" && onEdge(q.from, day.ms) && onEdge(q.to, day.ms)) return day
+  if (onEdge(q.from, HOUR_MS) && onEdge(q.to, HOUR_MS)) return hour
+  return undefined
+}
+
+/** SQL true when a rollup row's whole span falls in one output bucket. */
+const aligned = (r: Rollup, b: Bucket) =>
+  `${rollupBucketSql(b, "bucket")} = ${rollupBucketSql(b, `(bucket + interval '1 ${r.unit}' - interval '1 microsecond')`)}`
+
+function toConsumption(r: Record<string, unknown>): ConsumptionRow {
+  return {
+    start: new Date(r.start as Date),
+    waterMl: n(r.water),
+    energyWh: n(r.energy),
+    reverseMl: n(r.reverse_ml),
+    readings: Number(r.readings),
+    gap: !!r.gap,
+  }
 }
 
 const bytes = (b: Uint8Array | null | undefined) => (b ? Buffer.from(b) : null)
@@ -144,6 +116,17 @@ function toMeter(r: Record<string, unknown>): MeterRow {
     birthLink: n(r.birth_link),
     channels: (r.channels as string[] | null) ?? [],
     alarmRules: (r.alarm_rules as string[] | null) ?? [],
+    queued: n(r.queued),
+    dropped: n(r.dropped),
+    location:
+      r.lat === null || r.lat === undefined
+        ? null
+        : {
+            lat: Number(r.lat),
+            lon: Number(r.lon),
+            address: (r.address as string) ?? null,
+            district: (r.district as string) ?? null,
+          },
     seal: {
       policy: r.seal_policy === "sealed" ? "sealed" : "open",
       key: r.seal_key ? new Uint8Array(r.seal_key as Uint8Array) : null,
@@ -162,6 +145,9 @@ function toAlarm(r: Record<string, unknown>): AlarmRow {
     ts: new Date(r.ts as Date),
     value: Number(r.value),
     source: r.source as AlarmRow["source"],
+    ...(r.acked_by
+      ? { ack: { by: r.acked_by as string, at: new Date(r.acked_at as Date), note: r.note as string } }
+      : {}),
   }
 }
 
@@ -227,8 +213,17 @@ const against = (ledgerSha256: string | null, sha256: string | undefined): Frame
  * The data tier's writes on one connection or transaction: SqlStore's single-frame methods and
  * an ingest batch (IngestTx) run the same statements.
  */
+/** What SqlWrites needs of its store: whether readings is partitioned, and the months known to have a partition. */
+interface PartitionState {
+  partitioned: boolean
+  months: Set<string>
+}
+
 class SqlWrites implements IngestTx {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly parts: PartitionState,
+  ) {}
 
   async getMeters(meterIds: string[]) {
     const out = new Map<string, MeterRow>()
@@ -252,13 +247,14 @@ class SqlWrites implements IngestTx {
   async recordBirth(meterId: string, b: BirthInfo, at: Date) {
     await this.db.query(
       `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
-         uptime_epoch_ms, birth_seq, born_at, birth_link, channels, alarm_rules)
-       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $11::text[], $12::text[])
+         uptime_epoch_ms, birth_seq, born_at, birth_link, channels, alarm_rules, queued, dropped)
+       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $11::text[], $12::text[], $13, $14)
        ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
          firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
          interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
          birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link,
-         channels = EXCLUDED.channels, alarm_rules = EXCLUDED.alarm_rules`,
+         channels = EXCLUDED.channels, alarm_rules = EXCLUDED.alarm_rules,
+         queued = EXCLUDED.queued, dropped = EXCLUDED.dropped`,
       [
         meterId,
         at,
@@ -272,6 +268,8 @@ class SqlWrites implements IngestTx {
         b.link ?? null,
         b.channels ?? [],
         b.alarmRules ?? [],
+        b.queued ?? null,
+        b.dropped ?? null,
       ],
     )
   }
@@ -369,7 +367,25 @@ class SqlWrites implements IngestTx {
     // COPY has no ON CONFLICT: the ledger claimed these frames, so their rows are new. Rows of a
     // claimed frame already present would mean a broken data tier: the key refuses them (23505),
     // and the batch is split until that frame is parked.
+    if (this.parts.partitioned) {
+      // a late backfill into any month finds its partition (made here, in this transaction, if new)
+      const months = new Set(rows.map((r) => monthKey(r.ts)))
+      for (const m of [...months].sort())
+        if (!this.parts.months.has(m)) {
+          await ensurePartition(this.db, m)
+          this.parts.months.add(m)
+        }
+    }
     await this.db.copyFrom("readings", COLUMN_NAMES, copyText(rows))
+    // the consumption rollups follow in the same transaction (store/rollups.ts)
+    for (const r of ROLLUPS) {
+      const stale = await this.db.query<{ meter_id: string; bucket: Date }>(upsertSql(r), aggregate(r, rows))
+      if (stale.rows.length)
+        await this.db.query(rebuildSql(r), [
+          stale.rows.map((s) => s.meter_id),
+          stale.rows.map((s) => new Date(s.bucket).toISOString()),
+        ])
+    }
     const newest = new Map<string, ReadingRow>()
     for (const r of rows) {
       const n = newest.get(r.meterId)
@@ -437,52 +453,85 @@ class SqlWrites implements IngestTx {
 }
 
 export class SqlStore implements Store {
-  readonly features = { hypertable: false }
+  readonly features = { hypertable: false, partitioned: false }
+  /** Months known to have a partition; forgotten after any failed batch (its partitions rolled back). */
+  private readonly parts: PartitionState = { partitioned: false, months: new Set() }
 
   constructor(
     readonly engine: string,
     /** The engine's connection; public for tools (benchmarks seed with it), not for the API. */
     readonly db: Db,
   ) {
-    this.writes = new SqlWrites(db)
+    this.writes = new SqlWrites(db, this.parts)
   }
 
   /** Single statements outside a batch: the same SQL as a batch's. */
   private readonly writes: SqlWrites
 
+  /** Runs the schema steps not applied yet (store/migrations.ts); returns their versions. */
   async migrate() {
-    for (const m of MIGRATIONS) await this.db.query(m)
-    this.features.hypertable = await this.makeHypertable()
-  }
-
-  /**
-   * Where the TimescaleDB extension is available, readings become a hypertable on ts. TimescaleDB
-   * wants the partitioning column in every unique index, so the primary key gains ts (exactly-once
-   * is the frame ledger's job; the key only guards against a frame's rows twice). Without the
-   * extension (or the right to create it), readings stay a plain table.
-   */
-  private async makeHypertable(): Promise<boolean> {
-    const available = await this.db
-      .query(`SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`)
-      .then((r) => r.rows.length > 0)
-      .catch(() => false)
-    if (!available) return false
-    try {
-      await this.db.query(`CREATE EXTENSION IF NOT EXISTS timescaledb`)
-      const { rows } = await this.db.query(
+    const applied = await migrate(this.db, this.engine)
+    this.features.hypertable = await this.db
+      .query(
         `SELECT 1 FROM timescaledb_information.hypertables
          WHERE hypertable_name = 'readings' AND hypertable_schema = current_schema()`,
       )
-      if (rows.length) return true
-      await this.db.transaction(async (tx) => {
-        await tx.query(`ALTER TABLE readings DROP CONSTRAINT IF EXISTS readings_pkey`)
-        await tx.query(`ALTER TABLE readings ADD PRIMARY KEY (meter_id, boot, seq, idx, ts)`)
-        await tx.query(`SELECT create_hypertable('readings', 'ts', migrate_data => true)`)
-      })
-      return true
-    } catch {
-      return false
+      .then((r) => r.rows.length > 0)
+      .catch(() => false)
+    this.features.partitioned = this.parts.partitioned = await isPartitioned(this.db)
+    await this.maintainReadings(new Date())
+    return applied
+  }
+
+  /**
+   * Makes the partitions of readings for every month in [from, to) (for tools that write readings
+   * with their own SQL, as benchmarks' seeds do; ingest makes its own).
+   */
+  async ensurePartitions(from: Date, to: Date) {
+    if (!this.parts.partitioned) return
+    await this.db.transaction(async (tx) => {
+      const d = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), 1))
+      for (; d < to; d.setUTCMonth(d.getUTCMonth() + 1)) await ensurePartition(tx, monthKey(d))
+    })
+  }
+
+  /**
+   * Partitions for this month and the next two made ahead; with retentionDays, the partitions
+   * (TimescaleDB chunks; rows of a plain table) wholly older than that dropped. Rollups are kept.
+   */
+  async maintainReadings(now: Date, retentionDays?: number): Promise<ReadingsMaintenance> {
+    const out: ReadingsMaintenance = { created: [], dropped: [], deletedRows: 0 }
+    const cutoff = retentionDays === undefined ? undefined : new Date(now.getTime() - retentionDays * 86_400_000)
+    if (this.parts.partitioned) {
+      const have = new Set(await listPartitions(this.db))
+      for (let i = 0; i < 3; i++) {
+        const key = monthKey(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)))
+        if (have.has(key)) continue
+        await this.db.transaction((tx) => ensurePartition(tx, key))
+        out.created.push(key)
+      }
+      if (cutoff)
+        for (const key of have)
+          if (Date.parse(monthRange(key)[1]) <= cutoff.getTime()) {
+            // DROP TABLE of a partition locks readings briefly (ACCESS EXCLUSIVE): one statement per month
+            await this.db.query(`DROP TABLE IF EXISTS ${partitionName(key)}`)
+            this.parts.months.delete(key)
+            out.dropped.push(key)
+          }
+    } else if (cutoff && this.features.hypertable) {
+      const { rows } = await this.db.query<{ c: string }>(
+        `SELECT drop_chunks('readings', older_than => $1::timestamptz)::text AS c`,
+        [cutoff],
+      )
+      out.dropped.push(...rows.map((r) => r.c))
+    } else if (cutoff) {
+      const { rows } = await this.db.query<{ n: number }>(
+        `WITH gone AS (DELETE FROM readings WHERE ts < $1 RETURNING 1) SELECT count(*) AS n FROM gone`,
+        [cutoff],
+      )
+      out.deletedRows = Number(rows[0].n)
     }
+    return out
   }
 
   async touchMeter(meterId: string, at: Date): Promise<MeterRow> {
@@ -545,7 +594,13 @@ export class SqlStore implements Store {
   }
 
   async ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T> {
-    return this.db.transaction((tx) => fn(new SqlWrites(tx)))
+    try {
+      return await this.db.transaction((tx) => fn(new SqlWrites(tx, this.parts)))
+    } catch (e) {
+      // partitions made in a rolled-back batch are gone again (and one may have been dropped elsewhere)
+      this.parts.months.clear()
+      throw e
+    }
   }
 
   async raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date) {
@@ -587,17 +642,84 @@ export class SqlStore implements Store {
   }
 
   /**
-   * Consumption per bucket (the rule is on ConsumptionRow): LAG over the meter's readings in time
-   * order, starting from the last reading before `from` so the first bucket's difference has its
-   * predecessor.
+   * Consumption per bucket. By hour, day or month from the rollups (never readings) when from and
+   * to lie on whole hours (whole UTC days for the daily rollup) and the time zone's offsets are
+   * whole hours; otherwise, and by 15 minutes, from readings.
    */
   async consumption(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
+    const r = rollupFor(q)
+    if (r) {
+      const rows = await this.consumptionFromRollup(r, meterId, q)
+      if (rows) return rows
+    }
+    return this.consumptionFromReadings(meterId, q)
+  }
+
+  /**
+   * Consumption per bucket from a rollup; undefined when a row's hour straddles an output bucket
+   * (a time zone with a sub-hour offset). Each row's first reading is charged against the previous
+   * row's last total, from the last row before `from` on.
+   */
+  private async consumptionFromRollup(r: Rollup, meterId: string, q: ConsumptionQuery) {
+    const out = rollupBucketSql(q.bucket, "bucket")
+    const { rows } = await this.db.query(
+      `WITH r AS (
+         SELECT *, ${PREVIOUS} FROM ${r.table}
+         WHERE meter_id = $1 AND ($3::timestamptz IS NULL OR bucket < $3)
+           AND bucket >= COALESCE(
+             (SELECT max(bucket) FROM ${r.table} WHERE meter_id = $1 AND bucket < $2::timestamptz), $2, '-infinity')
+         WINDOW w AS (ORDER BY bucket))
+       ${consumptionSelect(out)}, bool_and(${aligned(r, q.bucket)}) AS aligned
+       FROM r WHERE $2::timestamptz IS NULL OR bucket >= $2
+       GROUP BY 1 ORDER BY 1`,
+      [meterId, q.from ?? null, q.to ?? null, q.tz ?? "UTC"],
+    )
+    if (rows.some((x) => !x.aligned)) return undefined
+    return rows.map(toConsumption)
+  }
+
+  /**
+   * The fleet's consumption per bucket (hour, day, month) from the rollups: every meter's, summed.
+   * Undefined when the range or time zone does not fit the rollups (see consumption).
+   * Per district: the same over rollup_day joined to meters on meter_id, grouped by its district.
+   */
+  async fleetConsumption(q: ConsumptionQuery): Promise<FleetConsumptionRow[] | undefined> {
+    const r = rollupFor(q)
+    if (!r) return undefined
+    const out = rollupBucketSql(q.bucket, "bucket")
+    // each meter's last row before `from` (an index probe per meter), so its first row has a predecessor
+    const { rows } = await this.db.query(
+      `WITH r AS (
+         SELECT *, ${PREVIOUS} FROM (
+           SELECT * FROM ${r.table}
+           WHERE ($1::timestamptz IS NULL OR bucket >= $1) AND ($2::timestamptz IS NULL OR bucket < $2)
+           UNION ALL
+           SELECT p.* FROM meters m CROSS JOIN LATERAL (
+             SELECT * FROM ${r.table} t WHERE t.meter_id = m.meter_id AND t.bucket < $1::timestamptz
+             ORDER BY t.bucket DESC LIMIT 1) p
+           WHERE $1::timestamptz IS NOT NULL) x
+         WINDOW w AS (PARTITION BY meter_id ORDER BY bucket))
+       ${consumptionSelect(out.replace(/\$4/g, () => "$3"))}, bool_and(${aligned(r, q.bucket).replace(/\$4/g, () => "$3")}) AS aligned
+       FROM r WHERE $1::timestamptz IS NULL OR bucket >= $1
+       GROUP BY 1 ORDER BY 1`,
+      [q.from ?? null, q.to ?? null, q.tz ?? "UTC"],
+    )
+    if (rows.some((x) => !x.aligned)) return undefined
+    return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
+  }
+
+  /**
+   * Consumption per bucket from readings (the rule is on ConsumptionRow): LAG over the meter's
+   * readings in time order, starting from the last reading before `from` so the first bucket's
+   * difference has its predecessor. Public for tests and benchmarks, which compare the rollups to it.
+   */
+  async consumptionFromReadings(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
     const bucket = BUCKET_SQL[q.bucket]
     if (!bucket) throw new Error(`unknown bucket ${q.bucket}`)
     const { rows } = await this.db.query(
       `WITH r AS (
          SELECT ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
-           LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
+           reverse_ml, LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
            LAG(ts + make_interval(secs => interval_s)) OVER w AS prev_end
          FROM readings
          WHERE meter_id = $1 AND ($3::timestamptz IS NULL OR ts < $3)
@@ -607,34 +729,30 @@ export class SqlStore implements Store {
        SELECT ${bucket} AS start,
          sum(CASE WHEN water_total_ml >= prev_water THEN water_total_ml - prev_water ELSE volume_ml END) AS water_ml,
          sum(CASE WHEN energy_total_wh >= prev_energy THEN energy_total_wh - prev_energy ELSE energy_wh END) AS energy_wh,
-         count(*) AS readings,
+         sum(reverse_ml) AS reverse_ml, count(*) AS readings,
          bool_or(ts > prev_end) AS gap
        FROM r WHERE $2::timestamptz IS NULL OR ts >= $2
        GROUP BY 1 ORDER BY 1`,
       // $4 (time zone) only where the bucket expression uses it: PostgreSQL rejects untyped extras.
       [meterId, q.from ?? null, q.to ?? null, q.tz ?? "UTC"].slice(0, q.bucket === "15min" ? 3 : 4),
     )
-    return rows.map((r) => ({
-      start: new Date(r.start as Date),
-      waterMl: n(r.water_ml),
-      energyWh: n(r.energy_wh),
-      readings: Number(r.readings),
-      gap: !!r.gap,
-    }))
+    return rows.map((r) => toConsumption({ ...r, water: r.water_ml, energy: r.energy_wh }))
   }
 
   async alarms(q: AlarmQuery = {}) {
     const params = [q.meterId ?? null, q.from ?? null, q.to ?? null, q.limit ?? 10000]
     const where = `($1::text IS NULL OR meter_id = $1)
       AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)`
+    const edges = q.open
+      ? // open: the newest edge of each (meter, type) is a raise
+        `SELECT * FROM (
+           SELECT DISTINCT ON (meter_id, type) * FROM alarm_events WHERE ($1::text IS NULL OR meter_id = $1)
+           ORDER BY meter_id, type, ts DESC, boot DESC, seq DESC) newest
+         WHERE active AND ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`
+      : `SELECT * FROM alarm_events WHERE ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`
     const { rows } = await this.db.query(
-      q.open
-        ? // open: the newest edge of each (meter, type) is a raise
-          `SELECT * FROM (
-             SELECT DISTINCT ON (meter_id, type) * FROM alarm_events WHERE ($1::text IS NULL OR meter_id = $1)
-             ORDER BY meter_id, type, ts DESC, boot DESC, seq DESC) newest
-           WHERE active AND ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`
-        : `SELECT * FROM alarm_events WHERE ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`,
+      `SELECT e.*, k.acked_by, k.acked_at, k.note FROM (${edges}) e
+       LEFT JOIN alarm_acks k USING (meter_id, boot, seq) ORDER BY e.ts, e.meter_id, e.boot, e.seq`,
       params,
     )
     return rows.map(toAlarm)
@@ -704,6 +822,73 @@ export class SqlStore implements Store {
     // (measured with npm run fuzz); this job runs every minute
     if (this.engine === "pglite") await this.db.query(`CHECKPOINT`)
     return deleted
+  }
+
+  async setLocation(meterId: string, l: MeterLocation | null) {
+    const { rows } = await this.db.query(
+      `UPDATE meters SET lat = $2, lon = $3, address = $4, district = $5 WHERE meter_id = $1 RETURNING 1`,
+      [meterId, l?.lat ?? null, l?.lon ?? null, l?.address ?? null, l?.district ?? null],
+    )
+    return rows.length > 0
+  }
+
+  async ackAlarm(key: AlarmKey, ack: AlarmAck) {
+    const params = [key.meterId, key.boot, key.seq]
+    // the edge must exist (a meter's alarm frame, or a bridge alarm with boot 0 and seq = its id)
+    const added = await this.db.query(
+      `INSERT INTO alarm_acks (meter_id, boot, seq, acked_by, acked_at, note)
+       SELECT meter_id, boot, seq, $4::text, $5::timestamptz, $6::text FROM alarm_events
+       WHERE meter_id = $1 AND boot = $2 AND seq = $3
+       ON CONFLICT DO NOTHING RETURNING acked_by, acked_at, note`,
+      [...params, ack.by, ack.at, ack.note],
+    )
+    // a statement of its own: it sees an acknowledgement committed while the insert waited on it
+    const rows = added.rows.length
+      ? added.rows
+      : (
+          await this.db.query(
+            `SELECT acked_by, acked_at, note FROM alarm_acks WHERE meter_id = $1 AND boot = $2 AND seq = $3`,
+            params,
+          )
+        ).rows
+    const r = rows[0]
+    if (!r) return undefined
+    return {
+      created: added.rows.length > 0,
+      ack: { by: r.acked_by as string, at: new Date(r.acked_at as Date), note: r.note as string },
+    }
+  }
+
+  async districts(q: { from?: Date; to?: Date }) {
+    const { rows } = await this.db.query(
+      `WITH open_alarms AS (
+         SELECT meter_id FROM (
+           SELECT DISTINCT ON (meter_id, type) meter_id, active FROM alarm_events
+           ORDER BY meter_id, type, ts DESC, boot DESC, seq DESC) newest WHERE active),
+       used AS (
+         SELECT meter_id, sum(volume_ml) AS water_ml, sum(energy_wh) AS energy_wh FROM readings
+         WHERE ($1::timestamptz IS NULL OR ts >= $1) AND ($2::timestamptz IS NULL OR ts < $2) GROUP BY meter_id)
+       SELECT m.district, count(*) AS meters, count(*) FILTER (WHERE m.online) AS online,
+         (SELECT count(*) FROM open_alarms a JOIN meters x USING (meter_id)
+            WHERE x.district IS NOT DISTINCT FROM m.district) AS open_alarms,
+         COALESCE(sum(u.water_ml), 0) AS water_ml, COALESCE(sum(u.energy_wh), 0) AS energy_wh
+       FROM meters m LEFT JOIN used u USING (meter_id)
+       GROUP BY m.district ORDER BY m.district NULLS LAST`,
+      [q.from ?? null, q.to ?? null],
+    )
+    return rows.map((r) => ({
+      district: (r.district as string) ?? null,
+      meters: Number(r.meters),
+      online: Number(r.online),
+      openAlarms: Number(r.open_alarms),
+      waterMl: Number(r.water_ml),
+      energyWh: Number(r.energy_wh),
+    }))
+  }
+
+  async countDeadLetters() {
+    const { rows } = await this.db.query(`SELECT count(*) AS n FROM dead_letters`)
+    return Number(rows[0].n)
   }
 
   async ping() {

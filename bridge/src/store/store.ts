@@ -23,11 +23,24 @@ export interface MeterRow {
   /** What the meter said it measures and which alarm rules it evaluates (proto Birth). */
   channels: string[]
   alarmRules: string[]
+  /** Frames in the meter's queue and frames it had to drop, as its last birth said (proto Birth 7, 8). */
+  queued: number | null
+  dropped: number | null
+  /** Where the meter is (the registry: `citymeter provision --lat …`, PUT /meters/:id/location). */
+  location: MeterLocation | null
   /**
    * Sealing: the policy, the key in force and, during a rotation, the next key. Never leaves
    * the bridge (no route, log or export includes it).
    */
   seal: MeterSeal
+}
+
+/** A meter's place: WGS 84 degrees, a street address and the utility's district. */
+export interface MeterLocation {
+  lat: number
+  lon: number
+  address: string | null
+  district: string | null
 }
 
 export interface MeterSeal {
@@ -55,6 +68,11 @@ export interface ReadingRow {
   pressureMaxPa: number | null
   timeSynced: boolean
   backfill: boolean
+  /**
+   * ts is the bridge's estimate, not a time: an unsynced frame of a boot the bridge never saw
+   * born, placed back from its arrival (ingest.ts expandReadings). Nobody knows when it was made.
+   */
+  tsEstimated: boolean
 }
 
 export interface BirthInfo {
@@ -66,6 +84,9 @@ export interface BirthInfo {
   /** proto Birth.channels and alarm_rules, by enum name. */
   channels?: string[]
   alarmRules?: string[]
+  /** proto Birth.queued and dropped. */
+  queued?: number
+  dropped?: number
   /** The last seq the meter assigned in this boot (proto Uplink.seq of a Birth). */
   seq: number
   intervalS: number
@@ -101,6 +122,33 @@ export interface AlarmEvent {
 export interface AlarmRow extends AlarmEvent {
   /** "meter": an alarm frame (boot, seq) from the meter; "bridge": raised by the bridge (boot 0, seq = its id). */
   source: "meter" | "bridge"
+  /** An operator's acknowledgement of this edge, if any (Store.ackAlarm). */
+  ack?: AlarmAck
+}
+
+/** Who acknowledged an alarm edge, when, and their note. */
+export interface AlarmAck {
+  by: string
+  at: Date
+  note: string
+}
+
+/** An alarm edge's identity: (meter, boot, seq); bridge alarms have boot 0 (AlarmRow.source). */
+export interface AlarmKey {
+  meterId: string
+  boot: number
+  seq: number
+}
+
+/** Meters, open alarms and consumption of one district (null: meters without a district). */
+export interface DistrictRow {
+  district: string | null
+  meters: number
+  online: number
+  openAlarms: number
+  /** Sum of the interval volumes and energies of readings in the range. */
+  waterMl: number
+  energyWh: number
 }
 
 export interface AlarmQuery {
@@ -134,8 +182,23 @@ export interface ConsumptionRow {
   start: Date
   waterMl: number | null
   energyWh: number | null
+  /** Reverse flow in the bucket: the sum of the interval amounts (there is no reverse total). */
+  reverseMl: number | null
   readings: number
   gap: boolean
+}
+
+/** The whole fleet's consumption in one bucket: every meter's, summed. */
+export interface FleetConsumptionRow extends ConsumptionRow {
+  /** Meters with readings in the bucket. */
+  meters: number
+}
+
+/** What Store.maintainReadings did: partitions made ahead, partitions (or chunks) dropped, rows deleted. */
+export interface ReadingsMaintenance {
+  created: string[]
+  dropped: string[]
+  deletedRows: number
 }
 
 export interface LatestQuery {
@@ -228,7 +291,8 @@ export interface IngestTx {
 
 export interface Store {
   readonly engine: string
-  migrate(): Promise<void>
+  /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
+  migrate(): Promise<number[]>
   /** Registers the meter if new, updates last_seen; returns the meter. */
   touchMeter(meterId: string, at: Date): Promise<MeterRow>
   getMeter(meterId: string): Promise<MeterRow | undefined>
@@ -266,7 +330,19 @@ export interface Store {
    * objects and back into JSON in Node costs more than the query.
    */
   latestJson(q?: LatestQuery): Promise<{ json: string; count: number; last: string | null }>
+  /** By hour, day or month from the rollups (store/rollups.ts) when the range allows; by 15 minutes from readings. */
   consumption(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]>
+  /**
+   * The fleet's consumption by hour, day or month, from the rollups only; undefined when from/to
+   * are not on whole hours or the time zone's offset is not whole hours.
+   */
+  fleetConsumption(q: ConsumptionQuery): Promise<FleetConsumptionRow[] | undefined>
+  /**
+   * Makes readings' partitions ahead (this month and the next two); with retentionDays, drops
+   * the readings older than that, by whole partitions where readings is partitioned (a month is
+   * dropped once all of it is older). Rollups are kept.
+   */
+  maintainReadings(now: Date, retentionDays?: number): Promise<ReadingsMaintenance>
   alarms(q?: AlarmQuery): Promise<AlarmRow[]>
   /**
    * Marks offline and inactive every meter with a birth config whose last frame is older than
@@ -280,8 +356,8 @@ export interface Store {
    */
   markActive(meterId: string, at: Date): Promise<boolean>
   countOnline(): Promise<number>
-  /** Engine features found by migrate() (TimescaleDB hypertable for readings). */
-  readonly features: { hypertable: boolean }
+  /** Engine features found by migrate(): readings is a TimescaleDB hypertable, or partitioned by month. */
+  readonly features: { hypertable: boolean; partitioned: boolean }
   addDeadLetter(d: DeadLetter, at: Date): Promise<void>
   /** Newest first, keyset-paged by id. */
   deadLetters(q?: DeadLetterQuery): Promise<DeadLetterRow[]>
@@ -297,6 +373,17 @@ export interface Store {
    * false when the meter is unknown.
    */
   setSeal(meterId: string, seal: Partial<MeterSeal>): Promise<boolean>
+  /** Sets (or with null clears) a meter's location. Returns false when the meter is unknown. */
+  setLocation(meterId: string, location: MeterLocation | null): Promise<boolean>
+  /**
+   * Acknowledges an alarm edge once: the first acknowledgement is kept (created true), a later one
+   * returns it (created false). Undefined when no such edge exists.
+   */
+  ackAlarm(key: AlarmKey, ack: AlarmAck): Promise<{ ack: AlarmAck; created: boolean } | undefined>
+  /** Per district: meters, online meters, open alarms, and consumption of readings in [from, to). */
+  districts(q: { from?: Date; to?: Date }): Promise<DistrictRow[]>
+  /** Dead letters kept now. */
+  countDeadLetters(): Promise<number>
   ping(): Promise<void>
   close(): Promise<void>
 }

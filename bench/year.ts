@@ -1,0 +1,139 @@
+// A year of a city in the data tier (issue 12), opt-in, not CI: `npm run bench:year -- [meters]`
+// (default 1000). Loads meters × one year of 15-minute readings through the ingest path (one
+// transaction per batch of frames, rollups included) into PostgreSQL (a private schema, dropped
+// afterwards), then reports load time, disk bytes per meter-year, and /consumption for one meter
+// by month and for the whole fleet by day (the store calls the routes make; median of 5).
+import { randomBytes } from "node:crypto"
+import pg from "pg"
+import { openPostgres } from "../bridge/src/store/engines.js"
+import type { SqlStore } from "../bridge/src/store/sql-store.js"
+import type { LedgerEntry, ReadingRow } from "../bridge/src/store/store.js"
+
+const URL = process.env.DATABASE_URL ?? "postgres://root@127.0.0.1:5432/test"
+const METERS = Number(process.argv[2] ?? 1000)
+const Y0 = Date.parse("2025-01-01T00:00:00Z")
+const STEP = 900_000
+const PER_YEAR = 365 * 96
+const FRAME = 4 // intervals per frame
+const BATCH_FRAMES = 1000
+
+const schema = `bench_${randomBytes(4).toString("hex")}`
+const store = (await openPostgres(URL, { schema })) as SqlStore
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+try {
+  const ids = [...Array(METERS).keys()].map((i) => `y-${String(i).padStart(5, "0")}`)
+  const t0 = performance.now()
+  let rows = 0
+  // time-major, as a city's frames arrive: every meter's frame k, then frame k + 1
+  for (let s = 0; s < PER_YEAR; s += FRAME * (BATCH_FRAMES / METERS > 1 ? Math.floor(BATCH_FRAMES / METERS) : 1)) {
+    const span = Math.max(1, Math.floor(BATCH_FRAMES / METERS)) * FRAME
+    for (let lo = 0; lo < METERS; lo += BATCH_FRAMES) {
+      const meters = ids.slice(lo, lo + BATCH_FRAMES)
+      const batch: ReadingRow[] = []
+      const frames: LedgerEntry[] = []
+      for (const m of meters)
+        for (let f = s; f < Math.min(PER_YEAR, s + span); f += FRAME) {
+          frames.push({
+            meterId: m,
+            boot: 1,
+            seq: f / FRAME + 1,
+            kind: "readings" as const,
+            at: new Date(Y0 + f * STEP),
+          })
+          for (let i = f; i < f + FRAME; i++)
+            batch.push({
+              meterId: m,
+              ts: new Date(Y0 + i * STEP),
+              intervalS: 900,
+              boot: 1,
+              seq: f / FRAME + 1,
+              idx: i - f,
+              volumeMl: 10,
+              reverseMl: 0,
+              waterTotalMl: 10 * (i + 1),
+              energyWh: 1,
+              energyTotalWh: i + 1,
+              powerW: 100,
+              voltageDv: 2300,
+              pressureMinPa: 1,
+              pressureAvgPa: 2,
+              pressureMaxPa: 3,
+              timeSynced: true,
+              backfill: false,
+              tsEstimated: false,
+            })
+        }
+      await store.ingestBatch(async (tx) => {
+        if (s === 0)
+          await tx.touchMeters(meters.map((m) => ({ meterId: m, firstAt: new Date(Y0), lastAt: new Date(Y0) })))
+        await tx.claimFrames(frames)
+        await tx.writeReadings(batch)
+      })
+      rows += batch.length
+    }
+  }
+  const loadS = (performance.now() - t0) / 1000
+  await store.db.query(`VACUUM ANALYZE`)
+  const size = async (like: string) =>
+    Number(
+      (
+        await store.db.query<{ b: string }>(
+          `SELECT COALESCE(sum(pg_total_relation_size(c.oid)), 0) AS b FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE $1`,
+          [like],
+        )
+      ).rows[0].b,
+    )
+  const [readingsB, hourB, dayB, framesB] = await Promise.all(
+    ["readings_p%", "rollup_hour", "rollup_day", "frames"].map(size),
+  )
+  const time = async (fn: () => Promise<unknown>) => {
+    const ms = []
+    for (let i = 0; i < 5; i++) {
+      const t = performance.now()
+      await fn()
+      ms.push(performance.now() - t)
+    }
+    return median(ms)
+  }
+  const year = { from: new Date(Y0), to: new Date(Date.parse("2026-01-01T00:00:00Z")) }
+  const months = await store.consumption(ids[0], { bucket: "month", ...year })
+  const monthMs = await time(() => store.consumption(ids[0], { bucket: "month", ...year }))
+  const fleet = (await store.fleetConsumption({ bucket: "day", ...year }))!
+  const fleetYearMs = await time(() => store.fleetConsumption({ bucket: "day", ...year }))
+  const june = { from: new Date("2025-06-01T00:00:00Z"), to: new Date("2025-07-01T00:00:00Z") }
+  const fleetMonthMs = await time(() => store.fleetConsumption({ bucket: "day", ...june }))
+  const berlinMs = await time(() => store.consumption(ids[0], { bucket: "month", ...year, tz: "Europe/Berlin" }))
+  const rawMs = await time(() => store.consumptionFromReadings(ids[0], { bucket: "month", ...year }))
+  const out = {
+    meters: METERS,
+    rows,
+    loadS: +loadS.toFixed(1),
+    rowsPerS: Math.round(rows / loadS),
+    bytesPerMeterYear: {
+      readings: Math.round(readingsB / METERS),
+      rollupHour: Math.round(hourB / METERS),
+      rollupDay: Math.round(dayB / METERS),
+      frames: Math.round(framesB / METERS),
+    },
+    oneMeterByMonthMs: +monthMs.toFixed(1),
+    oneMeterByMonthBerlinMs: +berlinMs.toFixed(1),
+    oneMeterByMonthFromReadingsMs: +rawMs.toFixed(1),
+    fleetByDayYearMs: +fleetYearMs.toFixed(1),
+    fleetByDayMonthMs: +fleetMonthMs.toFixed(1),
+    check: {
+      months: months.length,
+      monthWaterMl: months[0]?.waterMl,
+      fleetDays: fleet.length,
+      fleetDayWaterMl: fleet[1]?.waterMl,
+    },
+  }
+  console.log(JSON.stringify(out, null, 2))
+} finally {
+  await store.close()
+  const c = new pg.Client({ connectionString: URL })
+  await c.connect()
+  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
+  await c.end()
+}

@@ -1,0 +1,78 @@
+// Config-time checks in the VM (issue 11): the firmware refuses what the GPIO polling cannot count or
+// a flash slot cannot hold, by the same rules as bridge/src/tunables.ts, and a Config downlink's
+// pulse constants reach the running counters without a reboot.
+import { describe, expect, test } from "@devicescript/test"
+import { applyConfig, batchSlotError, defaultTunables, pulseConstantListeners, pulseLimitErrors } from "../config"
+import { S0Counter } from "../drivers/electricity"
+import { FlowCounter } from "../drivers/waterflow"
+import { PULSE_CASES, TUNABLES, WORST_FRAME_BYTES } from "../gen/tunables"
+
+describe("pulse limits", () => {
+    test("the firmware refuses exactly what the Node side refuses (generated cases)", () => {
+        for (const c of PULSE_CASES) {
+            const t: any = defaultTunables()
+            t.pulsesPerL = c.pulsesPerL
+            t.maxFlowLmin = c.maxFlowLmin
+            t.impPerKwh = c.impPerKwh
+            t.maxPowerW = c.maxPowerW
+            t.pulseMs = c.pulseMs
+            expect(pulseLimitErrors(t).length).toBe(c.refusals)
+        }
+    })
+    test("the defaults count: utility reed and S0 meters", () => {
+        expect(pulseLimitErrors(defaultTunables()).length).toBe(0)
+    })
+    test("a 450 pulses/L hall sensor at 30 L/min is refused with the reason", () => {
+        const t: any = defaultTunables()
+        t.pulsesPerL = 450
+        t.maxFlowLmin = 30
+        const why = pulseLimitErrors(t)
+        expect(why.length).toBe(1)
+        expect(why[0].indexOf("225 pulses/s") >= 0).toBe(true)
+    })
+})
+
+describe("flash slot", () => {
+    test("every BATCH up to the schema's max fits a slot, one more does not", () => {
+        const max = WORST_FRAME_BYTES.length - 1
+        let batch: any = undefined
+        for (const u of TUNABLES) if (u.key === "BATCH") batch = u
+        expect(batch.max).toBe(max)
+        for (let b = 1; b <= max; b++) expect(batchSlotError(b)).toBe(undefined)
+        expect(batchSlotError(max + 1) !== undefined).toBe(true)
+    })
+})
+
+describe("config downlinks", () => {
+    test("a refused downlink changes nothing", async () => {
+        const t: any = defaultTunables()
+        expect(await applyConfig(t, { batch: 9, leakS: 600 })).toBe(-1)
+        expect(t.batch).toBe(4)
+        expect(t.leakS).toBe(86400)
+        // 10 pulses/L at the default 50 L/min is 8.3 pulses/s
+        expect(await applyConfig(t, { pulsesPerL: 10 })).toBe(-1)
+        expect(t.pulsesPerL).toBe(1)
+        // with a stated maximum flow it can count, the same constant is taken
+        expect(await applyConfig(t, { pulsesPerL: 10, maxFlowLmin: 30 })).toBe(2)
+        expect(t.pulsesPerL).toBe(10)
+        expect(t.maxFlowLmin).toBe(30)
+    })
+    test("pulse constants reach the running counters without a reboot", async () => {
+        const t: any = defaultTunables()
+        const flow = new FlowCounter(t.pulsesPerL)
+        const s0 = new S0Counter(t.impPerKwh)
+        pulseConstantListeners.push(n => {
+            flow.setPulsesPerL(n.pulsesPerL)
+            s0.setImpPerKwh(n.impPerKwh)
+        })
+        flow.pulse()
+        flow.pulse()
+        expect(flow.volumeMl()).toBe(2000)
+        expect(await applyConfig(t, { pulsesPerL: 4, maxFlowLmin: 60, impPerKwh: 500 })).toBe(3)
+        expect(flow.pulsesPerL).toBe(4)
+        flow.pulse()
+        // the two pulses before keep their litre each; the new one is a quarter litre
+        expect(flow.volumeMl()).toBe(2250)
+        expect(s0.impPerKwh).toBe(500)
+    })
+})

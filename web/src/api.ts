@@ -1,0 +1,118 @@
+// The page reads the same API routes as any client (types from the bridge's own serialisers).
+import type { meterJson } from "../../bridge/src/routes/meters.js"
+import type { ApiReading } from "./types.js"
+
+export type Meter = ReturnType<typeof meterJson>
+
+export interface Alarm {
+  meterId: string
+  boot: number
+  seq: number
+  type: string
+  active: boolean
+  ts: string
+  value: number
+  source: "meter" | "bridge"
+  ack?: { by: string; at: string; note: string }
+}
+
+export interface ConsumptionRow {
+  start: string
+  waterMl: number | null
+  energyWh: number | null
+  readings: number
+  gap: boolean
+}
+
+export interface District {
+  district: string | null
+  meters: number
+  online: number
+  openAlarms: number
+  waterMl: number
+  energyWh: number
+}
+
+export type OpsFigures = {
+  at: string
+  framesReceived: Record<string, number>
+  framesStored: Record<string, number>
+  readingsStored: number
+  duplicates: number
+  rejected: Record<string, number>
+  deadLetters: number
+  onlineMeters: number
+  stalled: boolean
+  oldestUnackedS: number
+}
+
+export class ApiFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+async function call<T>(path: string, init?: RequestInit): Promise<T> {
+  const res = await fetch(path, init)
+  const body = res.headers.get("content-type")?.includes("json") ? await res.json() : await res.text()
+  if (!res.ok) {
+    const b = body as { error?: string; message?: string }
+    throw new ApiFailure(res.status, b?.error ?? String(res.status), b?.message ?? res.statusText)
+  }
+  return body as T
+}
+
+const qs = (q: Record<string, string | number | boolean | undefined>) => {
+  const p = new URLSearchParams()
+  for (const [k, v] of Object.entries(q)) if (v !== undefined) p.set(k, String(v))
+  const s = p.toString()
+  return s ? `?${s}` : ""
+}
+
+/** Every page of a paged list route (`next` is the `after` of the next page, null on the last). */
+async function all<K extends string, T>(
+  path: string,
+  key: K,
+  q: Record<string, string | number | boolean | undefined> = {},
+) {
+  const out: T[] = []
+  let after: string | undefined
+  do {
+    const page = await call<Record<K, T[]> & { next: string | null }>(`${path}${qs({ ...q, limit: 100000, after })}`)
+    out.push(...page[key])
+    after = page.next ?? undefined
+  } while (after)
+  return out
+}
+
+export const api = {
+  meters: () => all<"meters", Meter>("meters", "meters"),
+  meter: (id: string) => call<Meter>(`meters/${encodeURIComponent(id)}`),
+  openAlarms: () => all<"alarms", Alarm>("alarms", "alarms", { open: true }),
+  alarms: (q: { from?: string; meter?: string }) => all<"alarms", Alarm>("alarms", "alarms", q),
+  meterAlarms: (id: string, q: { from?: string; to?: string }) =>
+    all<"alarms", Alarm>(`meters/${encodeURIComponent(id)}/alarms`, "alarms", q),
+  readings: (id: string, q: { from?: string; to?: string }) =>
+    all<"readings", ApiReading>(`meters/${encodeURIComponent(id)}/readings`, "readings", q),
+  readingsCsvUrl: (id: string, q: { from?: string; to?: string }) =>
+    `meters/${encodeURIComponent(id)}/readings${qs({ ...q, format: "csv", limit: 100000 })}`,
+  consumption: (id: string, q: { bucket: string; from?: string; to?: string }) =>
+    call<{ consumption: ConsumptionRow[] }>(`meters/${encodeURIComponent(id)}/consumption${qs(q)}`).then(
+      (r) => r.consumption,
+    ),
+  districts: (q: { from?: string }) => call<{ districts: District[] }>(`districts${qs(q)}`).then((r) => r.districts),
+  ops: () => call<OpsFigures>("dashboard/ops"),
+  ack: (a: Alarm, by: string, note: string, token: string) =>
+    call<{ created: boolean; ack: { by: string; at: string; note: string } }>(
+      `meters/${encodeURIComponent(a.meterId)}/alarms/${a.boot}/${a.seq}/ack`,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify({ by, note }),
+      },
+    ),
+}
