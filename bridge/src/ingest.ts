@@ -754,8 +754,12 @@ export class Ingest {
    * and the resend is deduplicated.
    */
   private async downlink(meterId: string, kind: DownKind, payload: Uint8Array) {
-    this.send(meterId, kind, payload).catch((e: Error) =>
-      this.log.warn({ meterId, kind, err: e.message }, "downlink failed"),
+    this.send(meterId, kind, payload).then(
+      () => this.metrics.downlinks.inc({ kind, outcome: "sent" }),
+      (e: Error) => {
+        this.metrics.downlinks.inc({ kind, outcome: "failed" })
+        this.log.warn({ meterId, kind, err: e.message }, "downlink failed")
+      },
     )
   }
 }

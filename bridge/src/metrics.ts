@@ -81,6 +81,12 @@ export function createMetrics(defaults = false) {
       help: "Dead letters deleted by retention (DEAD_LETTER_MAX_ROWS, DEAD_LETTER_MAX_AGE_DAYS)",
       registers: [registry],
     }),
+    downlinks: new Counter({
+      name: "citymeter_downlinks_total",
+      help: "Downlinks to meters (ack, time, config) by outcome: sent (PUBACKed by the broker) or failed (the meter resends what an ack missed)",
+      labelNames: ["kind", "outcome"] as const,
+      registers: [registry],
+    }),
     bootRegressions: new Counter({
       name: "citymeter_boot_regressions_total",
       help: "Births of a new life: boot lower than the meter's last or more than 10,000 above it (re-flash or settings wipe)",
