@@ -1,4 +1,4 @@
-// The dashboard's first load (issue 13): Debian's Chromium opens the page on a bridge whose
+// The dashboard's first load: Debian's Chromium opens the page on a bridge whose
 // registry holds 10,000 meters, until the fleet list is drawn and answers a search. Baseline: the
 // same load with an empty registry, in the same run.
 import { chromium } from "playwright-core"

@@ -110,7 +110,7 @@ export interface FirmwareResult {
 
 const BENCH_TOKEN = randomBytes(8).toString("hex")
 
-/** The closing tick of a meter that seals its frames (issue 10), registered with its key first. */
+/** The closing tick of a meter that seals its frames, registered with its key first. */
 async function sealedCloseTick(bridge: BridgeProcess, brokerPort: number, meterId: string, quick: boolean) {
   const key = randomBytes(32).toString("hex")
   const res = await fetch(`${bridge.apiUrl}/meters/${meterId}`, {

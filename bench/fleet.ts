@@ -1,4 +1,4 @@
-// Fleet scale (issue 12): N fleet meters (sim/src/fleet.ts, pooled connections) publish one
+// Fleet scale: N fleet meters (sim/src/fleet.ts, pooled connections) publish one
 // readings frame each to a running bridge (its own process, PostgreSQL, demo registry: every
 // meter is new, so each frame also registers its meter). Measured: publish of the first frame →
 // the last one committed; then the data tier is checked for exactly once (one ledger row and

@@ -147,7 +147,7 @@ export function encodeJson(b: Batch): Uint8Array {
 export interface FrameSizeRow {
   intervals: number
   citymeter: number
-  /** The same frame sealed (issue 10), with a boot from the random range a wiped meter starts in. */
+  /** The same frame sealed, with a boot from the random range a wiped meter starts in. */
   sealed: number
   sparkplug: number
   json: number

@@ -1,4 +1,4 @@
-// Fuzz the running bridge (issue 9; a script, not CI):
+// Fuzz the running bridge (a script, not CI):
 //   `npm run fuzz -- [--frames N] [--engine pglite|postgres] [--sealed]`.
 //
 // A production bridge (registry on, its own process) on a private Mosquitto, two provisioned meters
@@ -25,7 +25,7 @@ const args = process.argv.slice(2)
 const arg = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : dflt)
 const FRAMES = Number(arg("--frames", "1000000"))
 const ENGINE = arg("--engine", "pglite")
-/** --sealed: the meters are provisioned with keys and their frames sealed (issue 10): 0 must be stored. */
+/** --sealed: the meters are provisioned with keys and their frames sealed: 0 must be stored. */
 const SEALED = args.includes("--sealed")
 const TOKEN = randomBytes(12).toString("hex")
 const METERS = ["fuzz-a", "fuzz-b"]

@@ -1,4 +1,4 @@
-// CPU profile of the bridge draining a backlog (issue 12): `npx tsx bench/profile.ts [frames] [pg|pglite]`.
+// CPU profile of the bridge draining a backlog: `npx tsx bench/profile.ts [frames] [pg|pglite]`.
 // The frames are published first; the V8 profiler (node:inspector) runs only while the bridge,
 // in this process, drains them into the data tier. Prints CPU µs per frame (process.cpuUsage) and
 // self time by function and by package / source file.

@@ -1,4 +1,4 @@
-// Real-firmware VMs per machine (issue 12): `citymeter sim --meters N --interval 1 --batch 1` (the
+// Real-firmware VMs per machine: `citymeter sim --meters N --interval 1 --batch 1` (the
 // worker pool, sim/src/workers.ts) in a process of its own, against a private Mosquitto and a
 // bridge process on PostgreSQL. Whether every meter kept every interval is read from what the
 // bridge stored — its frame ledger's received_at per (meter, boot, seq) — not from the simulator:

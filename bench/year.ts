@@ -1,4 +1,4 @@
-// A year of a city in the data tier (issue 12), opt-in, not CI: `npm run bench:year -- [meters]`
+// A year of a city in the data tier, opt-in, not CI: `npm run bench:year -- [meters]`
 // (default 1000). Loads meters × one year of 15-minute readings through the ingest path (one
 // transaction per batch of frames, rollups included) into PostgreSQL (a private schema, dropped
 // afterwards), then reports load time, disk bytes per meter-year, and /consumption for one meter

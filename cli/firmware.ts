@@ -5,7 +5,7 @@
 // from where it runs: a provisioned meter's settings never overwrite the repository's, and
 // concurrent builds do not share .devicescript/bin.
 //
-// One bytecode (issue 11): a board's build compiles its target, firmware/targets/<board>.ts (the
+// One bytecode: a board's build compiles its target, firmware/targets/<board>.ts (the
 // meter program plus the board's drivers). The simulator runs that same file (SimMeter
 // bytecodeFile); there the drivers find no pins and the simulated sensors serve the roles.
 import { spawn } from "node:child_process"

@@ -105,7 +105,7 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
     BATCH: batchOption(i.batch),
   }
   const secrets: Settings = {}
-  // issue 10: a random 256-bit key per meter; frames are sealed with it (firmware/seal.ts)
+  // a random 256-bit key per meter; frames are sealed with it (firmware/seal.ts)
   if (!i.open) secrets.SEAL_KEY = randomBytes(32).toString("hex")
   if (i.password !== undefined && i.password !== "") {
     if (!i.username) throw usage("a password needs a --username")
@@ -126,7 +126,7 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
       )
     defaults[key] = intInRange(key, value, range.min, range.max)
   }
-  // issue 11: what the meter could not count or keep is refused here, with the reason
+  // what the meter could not count or keep is refused here, with the reason
   const pulses = pulseLimitErrors(tunableValues(defaults))
   if (pulses.length) throw usage(pulses.join("; "))
   const storage = queueFootprintError(i.board, settingsBankBytes(i.board), { ...defaults, ...secrets })

@@ -1,4 +1,4 @@
-// CI smoke test of the benchmarks (issue 6): `npm run bench -- --quick` runs to the end and prints
+// CI smoke test of the benchmarks: `npm run bench -- --quick` runs to the end and prints
 // every benchmark's baseline and ratio. No timing assertions: the machines are shared and noisy.
 import { spawn } from "node:child_process"
 import { dirname, join, resolve } from "node:path"
@@ -26,7 +26,7 @@ test("npm run bench -- --quick exits 0 and prints each baseline with its ratio",
     const [cm, sealed, sp, json] = [m![1], m![2], m![3], m![4]].map(Number)
     expect(sp).toBeGreaterThan(cm)
     expect(json).toBeGreaterThan(cm)
-    // sealing adds the 8-byte tag and a few bytes of envelope (issue 10: ≤ 120 B at 4 intervals)
+    // sealing adds the 8-byte tag and a few bytes of envelope (≤ 120 B at 4 intervals)
     expect(sealed - cm).toBeGreaterThanOrEqual(8)
     if (n === 4) expect(sealed).toBeLessThanOrEqual(120)
   }

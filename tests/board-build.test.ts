@@ -1,4 +1,4 @@
-// One bytecode (issue 11): `citymeter build --board B` (the CLI process) compiles the board's
+// One bytecode: `citymeter build --board B` (the CLI process) compiles the board's
 // target; the simulator runs that very file against the broker; the bridge stores its readings.
 // On a board the drivers serve the sensor roles; in the VM there are no pins, and the simulated
 // Jacdac sensors do.

@@ -1,4 +1,4 @@
-// Issue 15: every failure a user can cause is one actionable line on stderr with an exit code
+// Every failure a user can cause is one actionable line on stderr with an exit code
 // (2 bad input, 1 failed operation), and a stack trace only with --verbose or DEBUG. Each case runs
 // the real entry point as a child process: the CLI (cli/bin/citymeter.js) and the demo
 // (scripts/start.ts, what `npm start` runs after its build).

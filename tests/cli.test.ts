@@ -1,6 +1,6 @@
 // The field CLI as a user runs it: a separate process (cli/bin/citymeter.js), real files, the real
-// Mosquitto on 1883 for `watch`, a real bridge for `provision --bridge`. Issue 6: provision, decode
-// and watch; issue 9: provision registers meters, and checks their ids with the one grammar.
+// Mosquitto on 1883 for `watch`, a real bridge for `provision --bridge`: provision, decode
+// and watch; provision registers meters, and checks their ids with the one grammar.
 import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs"
 import { createServer, type AddressInfo } from "node:net"

@@ -1,4 +1,4 @@
-// The dashboard's routes as any client sees them (issue 13): meter locations behind the ops
+// The dashboard's routes as any client sees them: meter locations behind the ops
 // token, alarm acknowledgements behind the write token, districts, the operations figures equal
 // to /metrics, the live event stream over a real socket, the page and /docs, and
 // `citymeter provision --lat/--lon`. Browser tests: tests/dashboard.test.ts.

@@ -1,4 +1,4 @@
-// The operator's dashboard (issue 13) in a real browser: Debian's Chromium driven by
+// The operator's dashboard in a real browser: Debian's Chromium driven by
 // playwright-core, against a real bridge on Mosquitto + PostgreSQL with real-firmware meters.
 import { mkdir, writeFile } from "node:fs/promises"
 import type { Browser, Page } from "playwright-core"

@@ -1,4 +1,4 @@
-// `citymeter deploy` and `flash` as a field engineer runs them (issue 11), as processes: provision
+// `citymeter deploy` and `flash` as a field engineer runs them, as processes: provision
 // → build → one image of runtime + the build's bytecode + its settings → flash. Here no board is
 // attached and there is no internet: each says so in one line.
 import { spawn } from "node:child_process"

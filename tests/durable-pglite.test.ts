@@ -1,4 +1,4 @@
-// The embedded default is durable before it acknowledges (issue 12): PGlite's file store synced
+// The embedded default is durable before it acknowledges: PGlite's file store synced
 // nothing (it ran PostgreSQL with fsync off, and Emscripten's fsync reached no file), so a host
 // power cut could lose frames already acknowledged to meters that had dropped them. Now the WAL is
 // fsync'ed at every commit, before the batch's acknowledgements leave. Observed twice: in process,

@@ -94,7 +94,7 @@ describe.each(STACKS)("end to end on %s", (kind) => {
     expect(m.boot).toBeGreaterThanOrEqual(2 ** 21)
     expect(m.boot).toBeLessThan(2 ** 28)
     expect(m.firmware).toMatch(/^citymeter-fw \d+\.\d+\.\d+$/)
-    // the birth says what the meter measures and evaluates (issue 11): the simulator's sensors, all of them
+    // the birth says what the meter measures and evaluates: the simulator's sensors, all of them
     expect(m.channels).toEqual(expect.arrayContaining(["WATER", "VOLTAGE", "PRESSURE"]))
     expect(m.alarmRules).toEqual(expect.arrayContaining(["LEAK", "UNDERVOLTAGE"]))
 

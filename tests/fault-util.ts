@@ -1,4 +1,4 @@
-// Shared by the fault-injection suites (issue 3): a driven meter, what its firmware generated
+// Shared by the fault-injection suites: a driven meter, what its firmware generated
 // (from its console), and the comparison with what the API returns.
 import { spawn } from "node:child_process"
 import { mkdtempSync, writeFileSync } from "node:fs"

@@ -1,4 +1,4 @@
-// No reading lost, none stored twice (issue 3): the real firmware runs through bridge-process and power faults on the embedded defaults
+// No reading lost, none stored twice: the real firmware runs through bridge-process and power faults on the embedded defaults
 // in one run; at the end, what the firmware generated is compared with what the API returns.
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"

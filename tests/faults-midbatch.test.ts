@@ -1,4 +1,4 @@
-// A SIGKILL that lands inside a batch transaction, by construction (issue 12): the bridge kills
+// A SIGKILL that lands inside a batch transaction, by construction: the bridge kills
 // itself after a batch's writes and before its commit (CITYMETER_FAULT_KILL_IN_BATCH). Nothing of
 // that batch is committed, none of its frames was acknowledged on either hop, and after a restart
 // every frame is stored exactly once: on PostgreSQL behind Mosquitto (the frames wait in the

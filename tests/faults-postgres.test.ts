@@ -1,4 +1,4 @@
-// No reading lost, none stored twice (issue 3): the real firmware runs through broker, bridge, database and power faults
+// No reading lost, none stored twice: the real firmware runs through broker, bridge, database and power faults
 // in one run; at the end, what the firmware generated is compared with what the API returns.
 import { afterAll, describe, expect, test } from "vitest"
 import { BridgeProcess, MosquittoProcess, TcpProxy } from "./infra.js"

@@ -1,6 +1,6 @@
-// The real firmware's MQTT client against a hostile downlink side (issues 9 and 11).
+// The real firmware's MQTT client against a hostile downlink side.
 //
-// A meter that survives a flood (issue 9). Replays of one stored frame once made the bridge send a
+// A meter that survives a flood. Replays of one stored frame once made the bridge send a
 // simulated meter 20,000 acks: the firmware's reader handled them all without yielding, the VM
 // panicked with 60001 (InfiniteLoop) and rebooted, and the lost interval's pulses folded into the
 // next one as a false BURST. Here the real firmware gets 20,000 acks (most for frames it never
@@ -188,7 +188,7 @@ test(`a meter sent ${ACKS} acks and malformed downlinks at once neither panics n
   expect(alarms.filter((a) => a.type === "BURST")).toEqual([])
 })
 
-// issue 11: without its downlink subscription a meter gets no acks and resends everything forever
+// Without its downlink subscription a meter gets no acks and resends everything forever
 test("a refused downlink subscription (SUBACK 0x80) is logged and retried until the broker grants it", async () => {
   const meterId = uid("suback")
   const filter = downTopic(meterId, "ack").replace(/ack$/, "#")

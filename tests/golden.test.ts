@@ -72,7 +72,7 @@ test("a delta-encoded voltage series decodes to the same intervals as the plain 
   )
 })
 
-describe("sealed golden frames (issue 10)", () => {
+describe("sealed golden frames", () => {
   const sealed = readSealedGolden()
   const nowS = 1795392000 + 3600
   const kindOf = (json: Record<string, unknown>) => Object.keys(json).find((k) => k !== "boot" && k !== "seq") as UpKind

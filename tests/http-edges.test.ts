@@ -1,4 +1,4 @@
-// The HTTP API's edges (issue 9): authentication before validation, strict dates, types and keys,
+// The HTTP API's edges: authentication before validation, strict dates, types and keys,
 // a data tier that is down, one error shape for everything fastify itself answers, SensorThings ids
 // that are looked up, capped dead-letter pages, the meter registry and readiness. The app runs on
 // an embedded PGlite store through app.inject; no broker is involved.
@@ -102,8 +102,8 @@ describe("HTTP edges", () => {
 
   test("bad, impossible and out-of-range dates are 400 CM_ERR_BAD_TIME on every route that takes times", async () => {
     const bad = [
-      "-005000-01-01T00:00:00Z", // answered 500 before (issue 9)
-      "2020-02-30", // became 1 March before (issue 9)
+      "-005000-01-01T00:00:00Z", // answered 500 before
+      "2020-02-30", // became 1 March before
       "275760-09-13T00:00:00Z",
       "10000-01-01",
       "9999-12-31T23:00:00-05:00", // year 10000 in UTC
@@ -222,7 +222,7 @@ describe("HTTP edges", () => {
     expectError(await put("reg-8", { payload: { owner: "x" } }), 400, "CM_ERR_UNKNOWN_KEY")
     expectError(await put("reg-8", { payload: { key: "00" } }), 400, "CM_ERR_BAD_REQUEST")
     expect((await req("/meters/reg-8")).statusCode).toBe(404)
-    // issue 10: a sealing key is imported with the token, and never answered back
+    // a sealing key is imported with the token, and never answered back
     const key = "ab".repeat(32)
     expect((await put("reg-9", { payload: { key } })).json()).toEqual({
       meterId: "reg-9",
@@ -387,7 +387,7 @@ describe("HTTP errors from the data tier", () => {
   })
 })
 
-describe("scoped tokens (issue 10)", () => {
+describe("scoped tokens", () => {
   let store: Store
   let app: FastifyInstance
   const tokens = { read: "r-token", write: "w-token", ops: "o-token" }

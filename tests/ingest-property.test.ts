@@ -1,4 +1,4 @@
-// No frame can stop the city (issue 9): arbitrary Uplink objects, with extreme values in every
+// No frame can stop the city: arbitrary Uplink objects, with extreme values in every
 // field, and arbitrary bytes, run through decode → validate → store on both engines. Invariant:
 // each frame ends stored, duplicate, or dead-lettered with a reason; no error escapes; and the
 // next valid frame is stored.
@@ -180,7 +180,7 @@ describe.each(ENGINES)("arbitrary input through ingest on %s", (engine) => {
     await fc.assert(fc.asyncProperty(topic, fc.uint8Array({ maxLength: 300 }), check), { numRuns: 300 })
   })
 
-  test("each value the data tier cannot hold is dead-lettered with its own reason (issue 9 regressions)", async () => {
+  test("each value the data tier cannot hold is dead-lettered with its own reason (regressions)", async () => {
     const m = "p-regress"
     const frame = (o: Record<string, unknown>) => Uplink.encode(Uplink.fromObject({ boot: 1, seq: 1, ...o })).finish()
     const series = (o: Record<string, unknown>) =>

@@ -1,4 +1,4 @@
-// A real meter (issue 4), end to end with the real firmware in the VM: the simulator plays a leak,
+// A real meter, end to end with the real firmware in the VM: the simulator plays a leak,
 // a burst, a pressure drop and a tamper, and the API shows each alarm raised and cleared at the
 // interval where it happened; a Config downlink changes the interval; a skewed clock is corrected.
 import mqtt from "mqtt"
@@ -169,7 +169,7 @@ describe("downlinks on the embedded broker + PGlite", () => {
     expect(m.batch).toBe(3)
   })
 
-  test("a Config the firmware cannot run is refused by the meter itself, logged, and nothing changes (issue 11)", async () => {
+  test("a Config the firmware cannot run is refused by the meter itself, logged, and nothing changes", async () => {
     const stack = ctx.stack!
     const meter = await startMeter(ctx, {})
     await waitFor("readings", async () => (await readings(stack, meter.meterId)).length >= 2)

@@ -1,4 +1,4 @@
-// Issue 15, the API a newcomer meets: every list route pages with `next` and never cuts a list
+// The API a newcomer meets: every list route pages with `next` and never cuts a list
 // silently (readings sharing a timestamp included), enum errors list the allowed values, alarm
 // types are the README's names with the unit of their value, /consumption has a default bucket,
 // and the OpenAPI document carries the package version.

@@ -1,4 +1,4 @@
-// Issue 15, done-when: the README's "first hour" path on a fresh clone, each step a child process
+// The README's "first hour" path on a fresh clone, each step a child process
 // asserting what a user sees: --help, --version, provision, build, decode, and watch against the
 // demo (`npm start`), which finds the demo's broker by itself; Ctrl-C then stores the Deaths.
 // The clone is `git clone` of this repository's HEAD into a mode-0700 `mktemp -d`. To stay fast it

@@ -1,4 +1,4 @@
-// Timestamps across a reboot during an outage (issue 11). A meter that boots while the broker is
+// Timestamps across a reboot during an outage. A meter that boots while the broker is
 // away never gets a TimeSync: its frames carry uptime seconds (time_synced false). If it then
 // loses power and boots again before the broker is back, those frames are of a boot the bridge
 // never saw born, and the meter has no clock that survived the power cut: nobody can know when

@@ -1,4 +1,4 @@
-// No frame can stop the city (issue 9), end to end: poison frames published through Mosquitto in
+// No frame can stop the city, end to end: poison frames published through Mosquitto in
 // the middle of real-firmware meters' traffic, on a production bridge (registry on). Each poison is
 // dead-lettered with its reason, every real reading is stored; and a bridge restarted under the
 // same client id, with poison waiting in its broker session, comes up and drains.

@@ -1,4 +1,4 @@
-// Pulse inputs through the 100 ms polling (issue 11): the simulator's meter emits a real pulse
+// Pulse inputs through the 100 ms polling: the simulator's meter emits a real pulse
 // train (width, rate = flow × pulses per litre, phase) as a contact level; the board build's own
 // water flow driver polls it every 100 ms (firmware/pulses.ts, as DeviceScript's GPIO polling) and
 // counts. At reed-meter rates every pulse counts; shorter or faster pulses are lost, and the loss

@@ -1,4 +1,4 @@
-// Sealed frames end to end (issue 10): the real firmware, provisioned with a key, over plain MQTT
+// Sealed frames end to end: the real firmware, provisioned with a key, over plain MQTT
 // (the Pico W case) to a production bridge. A client with full rights on the broker sees every
 // frame and can publish anything: it can neither read the values nor get a forged, bit-flipped
 // or unsealed frame stored; its replays are duplicates. Downlinks are sealed: the meter refuses an

@@ -116,7 +116,7 @@ function describeBroker(
       await expect(meterClient(url, "meter-a", { username: undefined, password: undefined })).rejects.toThrow()
     })
 
-    test("a sealed meter's frames travel over TLS as well; its open frames are refused (issue 10)", async () => {
+    test("a sealed meter's frames travel over TLS as well; its open frames are refused", async () => {
       const key = randomBytes(32)
       await svc.store.setSeal("meter-a", { policy: "sealed", key })
       const a = await meterClient(url, "meter-a")

@@ -1,4 +1,4 @@
-// The simulator's worker pool (issue 12): real-firmware meters spread over worker threads, and
+// The simulator's worker pool: real-firmware meters spread over worker threads, and
 // every frame their firmware made is stored by the bridge, once.
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { SimPool } from "../sim/src/workers.js"

@@ -1,4 +1,4 @@
-// A stalled ingest is reported within seconds (issue 9): /readyz answers 503 and the metrics say
+// A stalled ingest is reported within seconds: /readyz answers 503 and the metrics say
 // so, while /healthz stays up; when the cause goes away the frame is stored and readiness returns.
 import { randomBytes } from "node:crypto"
 import mqtt from "mqtt"

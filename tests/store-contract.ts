@@ -115,7 +115,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(born.lastSeen.getTime()).toBe(at(20).getTime())
       expect(born.birthSeq).toBe(17)
       expect(born.bornAt!.getTime()).toBe(at(20).getTime())
-      // issue 9: a death of an earlier boot (or of none) leaves a re-born meter online
+      // a death of an earlier boot (or of none) leaves a re-born meter online
       expect(await store.recordDeath(m, 2, at(25))).toBe(false)
       expect((await store.getMeter(m))!.online).toBe(true)
       expect(await store.recordDeath(m, 3, at(30))).toBe(true)

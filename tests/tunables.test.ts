@@ -1,5 +1,5 @@
-// One schema of the meter tunables (proto/tunables.json, issue 14), and the config-time checks
-// built on it (issue 11): every copy — the firmware's generated module, the README table, the
+// One schema of the meter tunables (proto/tunables.json), and the config-time checks
+// built on it: every copy — the firmware's generated module, the README table, the
 // Config downlink's validation, the proto Config message, the CLI — agrees with the schema, and
 // provision and the downlink route refuse what the meter could not count or keep, saying why.
 import { readFileSync } from "node:fs"

@@ -1,6 +1,6 @@
 // The HTTP API's error codes, each declared once with its message template and status, in the
 // style of fastify's lib/errors.js (`createError('FST_ERR_NOT_FOUND', 'Not Found', 404)`). Every
-// route, SensorThings and the error handler (routes/errors.ts) answer with one of these, always in
+// route, SensorThings and the error handler (routes/error-handler.ts) answer with one of these, always in
 // the shape { error: "CM_ERR_…", message }. Frame rejection reasons (codec.ts) are another list:
 // they name why an uplink was dead-lettered, not why an HTTP request failed.
 
@@ -52,7 +52,7 @@ export const errors = {
   /** The body is not JSON, or is empty while its content type says JSON. */
   CM_ERR_BAD_JSON: createError("CM_ERR_BAD_JSON", "the body is not valid JSON: %s", 400),
   CM_ERR_UNAUTHORIZED: createError("CM_ERR_UNAUTHORIZED", "%s", 401),
-  /** A Config the meter could not run: pulses past the GPIO polling, a queue over its flash (issue 11). */
+  /** A Config the meter could not run: pulses past the GPIO polling, a queue over its flash. */
   CM_ERR_CONFIG_REFUSED: createError("CM_ERR_CONFIG_REFUSED", "meter %s cannot take this config: %s", 422),
   CM_ERR_NOT_FOUND: createError("CM_ERR_NOT_FOUND", "no %s", 404),
   CM_ERR_METHOD_NOT_ALLOWED: createError("CM_ERR_METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", 405),

@@ -20,8 +20,6 @@ export interface InactivityOptions {
 }
 
 export interface InactivityChecker {
-  /** One check now; resolves with the meters it marked inactive. */
-  check(): Promise<string[]>
   stop(): Promise<void>
 }
 
@@ -56,7 +54,6 @@ export function startInactivityChecker(o: InactivityOptions): InactivityChecker 
   timer.unref()
   tick()
   return {
-    check,
     stop: async () => {
       clearInterval(timer)
       await running

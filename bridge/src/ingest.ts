@@ -611,7 +611,7 @@ export class Ingest {
       )
     // A re-flashed or wiped meter starts a new life at a random boot in [2^21, 2^28) (firmware
     // firstBoot), far behind or far ahead of its last: taken as a new life, counted and logged,
-    // never refused (issue 11: refusing a jump ahead left the meter's queue unsendable for good).
+    // never refused (refusing a jump ahead left the meter's queue unsendable for good).
     // Frames colliding with stored ones are conflicts (dead-lettered, alarmed), never dropped unseen.
     if (m.boot !== null && (frame.boot < m.boot || frame.boot > m.boot + MAX_BOOT_JUMP)) w.previousBoot = m.boot
     const birth = {

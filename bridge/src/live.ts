@@ -1,4 +1,4 @@
-// Live events for open dashboards (issue 13). Ingest publishes what each batch committed, after
+// Live events for open dashboards. Ingest publishes what each batch committed, after
 // its commit; the inactivity check publishes the meters it marks offline; the alarm routes publish
 // acknowledgements. GET /events (routes/live.ts) streams them to pages as server-sent events.
 // In process: with several bridges sharing the uplink (MQTT_SHARE_GROUP), a page sees the frames

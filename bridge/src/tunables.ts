@@ -1,7 +1,7 @@
 // The meter tunables of proto/tunables.json, for Node: the CLI (provision, sim), the bridge's
 // Config downlink validation and the tests. The firmware gets its copy generated
 // (scripts/gen-tunables.ts → firmware/gen/tunables.ts), and implements the same checks (firmware/config.ts).
-// Issue 11: pulse constants past the GPIO polling limit, and a BATCH or queue whose flash footprint
+// Pulse constants past the GPIO polling limit, and a BATCH or queue whose flash footprint
 // would overflow the settings store, are refused at config time, with the reason.
 import { existsSync, readFileSync, readdirSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"

@@ -1,4 +1,4 @@
-// Acknowledging an alarm edge (issue 13): an operator says they have seen it, with a note. Needs
+// Acknowledging an alarm edge: an operator says they have seen it, with a note. Needs
 // the write token; the first acknowledgement is kept with who and when, and GET /alarms shows it.
 import type { FastifyInstance } from "fastify"
 import { errors, ERROR_RESPONSES } from "../errors.js"

@@ -5,7 +5,7 @@
 //          token is configured; without one, reads are open data. Write and ops tokens read too.
 // API_TOKEN (legacy) holds every scope. Tokens are compared as SHA-256 hashes with timingSafeEqual,
 // so the comparison takes the same time whatever was sent. The hook runs onRequest: before the
-// body is read or validated, so a request without the token gets 401 whatever its body (issue 9).
+// body is read or validated, so a request without the token gets 401 whatever its body.
 import { createHash, timingSafeEqual } from "node:crypto"
 import type { onRequestAsyncHookHandler } from "fastify"
 import { errors } from "../errors.js"

@@ -1,4 +1,4 @@
-// The operator's dashboard (issue 13): the page at / and its assets (web/, built by
+// The operator's dashboard: the page at / and its assets (web/, built by
 // scripts/build-web.ts into web/dist, served from the package, never a CDN), the browsable API at
 // /docs (Swagger UI from npm), and the two reads only the page needs: operations figures (the
 // same counters as /metrics) and the fleet by district.

@@ -1,5 +1,5 @@
 // Dead letters: rejected uplinks, newest first, in capped keyset pages, token-guarded. A row carries
-// the payload's first 512 bytes, its size and SHA-256 — never the whole payload (issue 9: one
+// the payload's first 512 bytes, its size and SHA-256 — never the whole payload (one
 // open request for 100 dead letters returned 176 MB).
 import type { FastifyInstance } from "fastify"
 import { ERROR_RESPONSES } from "../errors.js"

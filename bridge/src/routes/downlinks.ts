@@ -27,7 +27,7 @@ export const CONFIG_BODY_PROPERTIES = Object.fromEntries(
 type ConfigBody = Partial<TunableValues>
 
 /**
- * What the meter would refuse (issue 11): the body's values over the defaults (the bridge does not
+ * What the meter would refuse: the body's values over the defaults (the bridge does not
  * keep the meter's own), and the queue against the bank of the board its last Birth named.
  */
 export function configRefusals(body: ConfigBody, board: string | null): string[] {

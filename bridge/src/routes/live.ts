@@ -1,4 +1,4 @@
-// Live updates for open dashboards (issue 13): GET /events, server-sent events (WHATWG HTML
+// Live updates for open dashboards: GET /events, server-sent events (WHATWG HTML
 // §9.2). Each client gets what ingest committed, at most every FLUSH_MS: readings coalesced to
 // the newest per meter, alarms and meter changes in order. A client that falls behind by more
 // than MAX_PENDING events gets `resync` (reload what you show) instead of an unbounded queue.

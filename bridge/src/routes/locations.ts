@@ -1,4 +1,4 @@
-// Where meters are (issue 13): a registry entry's location, set by `citymeter provision --lat …`
+// Where meters are: a registry entry's location, set by `citymeter provision --lat …`
 // or this route, shown by GET /meters, grouped by GET /districts.
 import type { FastifyInstance } from "fastify"
 import { errors, ERROR_RESPONSES } from "../errors.js"

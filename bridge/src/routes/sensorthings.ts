@@ -4,7 +4,7 @@
 // Datastreams('id')/Observations with $top and $skip. Ids are strings: a meter id, and
 // "<meter>:<channel>" for a Datastream (meter ids never contain ':').
 // Entity ids come from the URL: they are looked up (Map, isMeterId), never used as object keys, so
-// Datastreams('m:constructor') is a 404, not Object.prototype (issue 9).
+// Datastreams('m:constructor') is a 404, not Object.prototype.
 import type { FastifyInstance, FastifyRequest } from "fastify"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { MeterRow, ReadingRow } from "../store/store.js"

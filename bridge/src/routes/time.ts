@@ -1,5 +1,5 @@
 // Times in query strings: strict RFC 3339, within the range the API serves. `new Date(s)` is not a
-// validator: it turns 2020-02-30 into 1 March and accepts years PostgreSQL refuses (issue 9).
+// validator: it turns 2020-02-30 into 1 March and accepts years PostgreSQL refuses.
 import { errors } from "../errors.js"
 
 /** The earliest time the API accepts (inclusive): the Unix epoch. No meter measured before it. */

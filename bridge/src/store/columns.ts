@@ -61,7 +61,7 @@ const col = (key: keyof ReadingRow, sql: SqlType, o: Partial<ReadingColumn> = {}
   ...o,
 })
 
-/** The migration step adding ts_estimated (issue 11); rows stored before it cannot be told apart: false. */
+/** The migration step adding ts_estimated; rows stored before it cannot be told apart: false. */
 export const TS_ESTIMATED_STEP = "readings.ts_estimated"
 
 export const READING_COLUMNS: readonly ReadingColumn[] = [

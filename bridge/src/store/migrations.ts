@@ -37,7 +37,8 @@ export const MIGRATIONS: readonly MigrationStep[] = [
   {
     // The schema as it was before steps were numbered: every statement is idempotent (IF NOT
     // EXISTS), so a data tier created before schema_version existed runs it as a no-op (and one
-    // from before issues 5–11 gets their tables and columns) and is recorded at version 1.
+    // from before the later features gets their tables and columns) and is recorded at version 1.
+    // the name is stored in schema_version: "issues 1-11" are the feature sets the project had then
     name: "schema before versions (issues 1-11)",
     up: [
       `CREATE TABLE IF NOT EXISTS meters (
@@ -61,7 +62,7 @@ export const MIGRATIONS: readonly MigrationStep[] = [
       `CREATE TABLE IF NOT EXISTS dead_letters (
          id bigserial PRIMARY KEY, received_at timestamptz NOT NULL, topic text NOT NULL,
          meter_id text, reason text NOT NULL, detail text NOT NULL, payload bytea NOT NULL)`,
-      // issue 5: inactivity, bridge-raised alarms, the fleet-wide latest reading.
+      // inactivity, bridge-raised alarms, the fleet-wide latest reading.
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS inactive boolean NOT NULL DEFAULT false`,
       `CREATE INDEX IF NOT EXISTS meters_online ON meters (meter_id) WHERE online`,
       `CREATE INDEX IF NOT EXISTS alarms_meter_type_ts ON alarms (meter_id, type, ts)`,
@@ -83,7 +84,7 @@ export const MIGRATIONS: readonly MigrationStep[] = [
          FROM readings WHERE NOT EXISTS (SELECT 1 FROM meter_latest)
          ORDER BY meter_id, ts DESC, boot DESC, seq DESC, idx DESC
        ON CONFLICT DO NOTHING`,
-      // issue 9: the ledger keeps each frame's content hash (a same-id frame with other content is a
+      // hostile input: the ledger keeps each frame's content hash (a same-id frame with other content is a
       // conflict, not a duplicate); liveness knows the birth it belongs to; dead letters are bounded.
       `ALTER TABLE frames ADD COLUMN IF NOT EXISTS sha256 text`,
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS birth_seq bigint`,
@@ -95,20 +96,20 @@ export const MIGRATIONS: readonly MigrationStep[] = [
       `UPDATE dead_letters SET payload_bytes = length(payload), payload_sha256 = encode(sha256(payload), 'hex'),
          payload = substring(payload FROM 1 FOR ${DEAD_LETTER_HEAD_BYTES}) WHERE payload_bytes IS NULL`,
       `CREATE INDEX IF NOT EXISTS dead_letters_received_at ON dead_letters (received_at)`,
-      // issue 10: sealed frames. Meters registered before default to open (they have no key).
+      // sealed frames. Meters registered before default to open (they have no key).
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS birth_link bigint`,
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_policy text NOT NULL DEFAULT 'open'`,
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key bytea`,
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS seal_key_next bytea`,
-      // issue 11: what a meter measures and which alarm rules it evaluates (proto Birth 12, 13)
+      // what a meter measures and which alarm rules it evaluates (proto Birth 12, 13)
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS channels text[]`,
       `ALTER TABLE meters ADD COLUMN IF NOT EXISTS alarm_rules text[]`,
     ],
   },
-  // issue 11: a reading whose ts is the bridge's estimate says so
+  // a reading whose ts is the bridge's estimate says so
   addReadingColumns(TS_ESTIMATED_STEP),
   {
-    // issue 13 (the dashboard): the queue figures of the last birth, where a meter is, and
+    // the dashboard: the queue figures of the last birth, where a meter is, and
     // operators' acknowledgements of alarm edges ((meter, boot, seq) as alarm_events has them)
     name: "meter queue figures and location, alarm acknowledgements",
     up: [
@@ -126,7 +127,7 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     ],
   },
   {
-    // issue 12: a year of a city; a TimescaleDB hypertable where the extension can be created
+    // a year of a city; a TimescaleDB hypertable where the extension can be created
     name: "readings partitioned by month of ts",
     up: async (tx, engine) => {
       if (engine === "postgres" && (await timescaleAvailable(tx))) {
@@ -143,7 +144,7 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     },
   },
   {
-    // issue 12: consumption by hour and day without scanning readings (store/rollups.ts)
+    // consumption by hour and day without scanning readings (store/rollups.ts)
     name: "consumption rollups by hour and day",
     up: ROLLUPS.flatMap((r) => [rollupDdl(r), fillSql(r)]),
   },
