@@ -68,7 +68,8 @@ const charge = (c: Counter, later: string, earlier: string) =>
  * Upserts a batch's aggregates (parameters: one array per NAMES column); returns the (meter_id,
  * bucket) of rows left stale, to rebuild from readings.
  */
-export function upsertSql(r: Rollup): string {
+export const upsertSql = (r: Rollup): string => UPSERT_SQL.get(r.table) ?? makeUpsertSql(r)
+function makeUpsertSql(r: Rollup): string {
   const app = `EXCLUDED.first_ts > t.last_ts`
   const pre = `EXCLUDED.last_ts < t.first_ts`
   const pick = (col: string, whenApp: string, whenPre: string) =>
@@ -96,14 +97,18 @@ export function upsertSql(r: Rollup): string {
     ),
     `stale = t.stale OR NOT (${app} OR ${pre})`,
   ]
-  const types = ["text", "timestamptz", ...COLS.map(([, t]) => t)]
+  // times travel as epoch milliseconds (float8): cheaper to build and send than ISO strings
+  const types = ["text", "timestamptz", ...COLS.map(([, t]) => t)].map((t) => (t === "timestamptz" ? "float8" : t))
+  const cols = NAMES.map((n, i) => (types[i] === "float8" ? `to_timestamp(u.${n} / 1000)` : `u.${n}`))
   return `WITH up AS (
     INSERT INTO ${r.table} AS t (${NAMES.join(", ")})
-    SELECT * FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})
+    SELECT ${cols.join(", ")} FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")}) AS u(${NAMES.join(", ")})
     ON CONFLICT (meter_id, bucket) DO UPDATE SET ${sets.join(",\n      ")}
     RETURNING meter_id, bucket, stale)
   SELECT meter_id, bucket FROM up WHERE stale`
 }
+
+const UPSERT_SQL = new Map(ROLLUPS.map((r) => [r.table, makeUpsertSql(r)]))
 
 /**
  * The rollup rows of readings `x` (FROM clause `from`), bucketed by `bucket` (an expression that
@@ -154,18 +159,39 @@ const byOrder = (a: ReadingRow, b: ReadingRow) =>
 
 const add = (a: number | null, b: number | null) => (a === null ? b : b === null ? a : a + b)
 
-/** A batch's rows aggregated per (meter, bucket): parameters of upsertSql, one array per column. */
+const sorted = (g: ReadingRow[]) => {
+  for (let i = 1; i < g.length; i++) if (byOrder(g[i - 1], g[i]) > 0) return false
+  return true
+}
+
+/**
+ * A batch's rows aggregated per (meter, bucket): parameters of upsertSql, one array per column
+ * (times as epoch milliseconds).
+ */
 export function aggregate(r: Rollup, rows: ReadingRow[]): unknown[][] {
+  // rows come frame by frame: a run of one meter's readings mostly stays in one bucket, so the
+  // map is consulted only when the run changes meter or bucket
   const groups = new Map<string, ReadingRow[]>()
+  let runMeter = ""
+  let runBucket = NaN
+  let run: ReadingRow[] = []
   for (const x of rows) {
-    const k = `${x.meterId}\u0000${Math.floor(x.ts.getTime() / r.ms)}`
+    const b = Math.floor(x.ts.getTime() / r.ms)
+    if (x.meterId === runMeter && b === runBucket) {
+      run.push(x)
+      continue
+    }
+    const k = `${x.meterId}\u0000${b}`
     const g = groups.get(k)
     if (g) g.push(x)
     else groups.set(k, [x])
+    runMeter = x.meterId
+    runBucket = b
+    run = g ?? groups.get(k)!
   }
   const out: unknown[][] = NAMES.map(() => [])
   for (const g of groups.values()) {
-    g.sort(byOrder)
+    if (!sorted(g)) g.sort(byOrder)
     const first = g[0]
     const last = g[g.length - 1]
     let gap = false
@@ -177,24 +203,25 @@ export function aggregate(r: Rollup, rows: ReadingRow[]): unknown[][] {
       if (i === 0) continue
       const p = g[i - 1]
       if (x.ts.getTime() > p.ts.getTime() + p.intervalS * 1000) gap = true
-      COUNTERS.forEach((c, j) => {
+      for (let j = 0; j < COUNTERS.length; j++) {
+        const c = COUNTERS[j]
         const t = x[c.totalKey]
         const pt = p[c.totalKey]
         usedBy[j] = add(usedBy[j], t !== null && pt !== null && t >= pt ? t - pt : x[c.amountKey])
-      })
+      }
     }
     const values: unknown[] = [
       first.meterId,
-      new Date(Math.floor(first.ts.getTime() / r.ms) * r.ms).toISOString(),
+      Math.floor(first.ts.getTime() / r.ms) * r.ms,
       g.length,
-      first.ts.toISOString(),
-      last.ts.toISOString(),
-      new Date(last.ts.getTime() + last.intervalS * 1000).toISOString(),
+      first.ts.getTime(),
+      last.ts.getTime(),
+      last.ts.getTime() + last.intervalS * 1000,
       ...COUNTERS.flatMap((c, j) => [first[c.totalKey], first[c.amountKey], last[c.totalKey], usedBy[j]]),
       reverse,
       gap,
     ]
-    values.forEach((v, i) => out[i].push(v))
+    for (let i = 0; i < values.length; i++) out[i].push(values[i])
   }
   return out
 }
