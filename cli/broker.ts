@@ -2,8 +2,9 @@
 // the `npm start` demo when one listens (embedded, EMBEDDED_MQTT_PORT, default 11883), else a
 // local Mosquitto on 1883. The choice is printed, so a silent watcher always says where it listens.
 import { connect } from "node:net"
+import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
 
-export const DEMO_BROKER_PORT = Number(process.env.EMBEDDED_MQTT_PORT ?? 11883)
+export const DEMO_BROKER_PORT = Number(process.env.EMBEDDED_MQTT_PORT ?? BRIDGE_DEFAULTS.embeddedMqttPort)
 export const DEMO_BROKER = `mqtt://127.0.0.1:${DEMO_BROKER_PORT}`
 export const LOCAL_BROKER = "mqtt://127.0.0.1:1883"
 export const BROKER_HELP = `broker URL (default: $MQTT_URL, else the npm start demo's ${DEMO_BROKER} when it runs, else ${LOCAL_BROKER})`

@@ -1,4 +1,6 @@
 // Errors the CLI reports as one clear line and a non-zero exit code (no stack trace).
+import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
+
 export class CliError extends Error {
   constructor(
     message: string,
@@ -33,7 +35,7 @@ export function userErrorLine(e: unknown): string | undefined {
     case "EADDRINUSE":
       return (
         `port ${err.port ?? "?"} is already in use (another citymeter or service listens there): stop it, or pick ` +
-        `other ports with HTTP_PORT=… (API, default 8080) and EMBEDDED_MQTT_PORT=… (broker, default 11883)`
+        `other ports with HTTP_PORT=… (API, default ${BRIDGE_DEFAULTS.httpPort}) and EMBEDDED_MQTT_PORT=… (broker, default ${BRIDGE_DEFAULTS.embeddedMqttPort})`
       )
     case "EACCES":
       if (err.syscall === "listen")

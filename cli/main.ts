@@ -1,6 +1,7 @@
 // citymeter: the field CLI. `npx citymeter --help`; each command has --help.
 // Exit codes: 0 ok, 1 the operation failed, 2 bad input or usage.
 import { Command, InvalidArgumentError, Option } from "commander"
+import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
 import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
 import { VERSION } from "../bridge/src/version.js"
@@ -303,10 +304,10 @@ program
   .option("--mqtt-url <url>", "external broker (default: $MQTT_URL, else an embedded broker)")
   .option(
     "--database-url <url>",
-    "postgres://… or pglite:<dir> / pglite:memory (default: $DATABASE_URL or pglite:./data/pglite)",
+    `postgres://… or pglite:<dir> / pglite:memory (default: $DATABASE_URL or ${BRIDGE_DEFAULTS.databaseUrl})`,
   )
-  .option("--http-port <port>", "API port (default: $HTTP_PORT or 8080)", intArg("--http-port"))
-  .option("--http-host <host>", "API host (default: $HTTP_HOST or 127.0.0.1)")
+  .option("--http-port <port>", `API port (default: $HTTP_PORT or ${BRIDGE_DEFAULTS.httpPort})`, intArg("--http-port"))
+  .option("--http-host <host>", `API host (default: $HTTP_HOST or ${BRIDGE_DEFAULTS.httpHost})`)
   .option("--client-id <id>", "stable MQTT client id (keeps the bridge's session at the broker)")
   .option("--share-group <name>", "MQTT 5 shared subscription group (scale-out)")
   .option(

@@ -1,7 +1,8 @@
 // The bridge service: MQTT subscription → Ingest → data tier, downlinks back to meters.
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt"
 import type { Logger } from "pino"
-import { DEFAULT_BATCH_MAX_FRAMES, Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
+import { BRIDGE_DEFAULTS } from "./defaults.js"
+import { Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
 import type { Metrics } from "./metrics.js"
 import type { Store } from "./store/store.js"
 import { downTopic, upFilter } from "./topics.js"
@@ -49,7 +50,7 @@ const quiet: Pick<IClientOptions, "log"> = process.env.DEBUG ? {} : { log: () =>
 
 export function startBridge(o: BridgeOptions): Bridge {
   const protocolVersion = o.protocolVersion ?? (o.shareGroup ? 5 : 4)
-  const maxInFlight = o.maxInFlight ?? 2 * (o.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES)
+  const maxInFlight = o.maxInFlight ?? 2 * (o.batchMaxFrames ?? BRIDGE_DEFAULTS.batchMaxFrames)
   const clientId = o.clientId ?? `citymeter-bridge-${process.pid}`
   const client = mqtt.connect(o.mqttUrl, {
     clientId,

@@ -21,9 +21,11 @@ import {
   type SealContext,
   type UplinkFrame,
 } from "./codec.js"
+import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { citymeter } from "./gen/citymeter.js"
 import type { LiveBus, LiveEvent } from "./live.js"
 import type { Metrics } from "./metrics.js"
+import { retry } from "./retry.js"
 import { outOfRange } from "./store/columns.js"
 import { isTransientStoreError, storeErrorDetail } from "./store/errors.js"
 import type { AlarmEvent, DeadLetter, FrameOutcome, IngestTx, MeterRow, ReadingRow, Store } from "./store/store.js"
@@ -37,19 +39,19 @@ export interface IngestOptions {
    * production a meter must be provisioned first (`citymeter provision`, PUT /meters/:id).
    */
   autoRegister?: boolean
-  /** Delay between retries of a failed data-tier operation, ms. */
+  /** First delay between tries of a failed data-tier operation, ms (retry.ts); default BRIDGE_DEFAULTS.retryMs. */
   retryMs?: number
-  /** Most frames in one batch (one transaction). Default DEFAULT_BATCH_MAX_FRAMES. */
+  /** Most frames in one batch (one transaction). Default BRIDGE_DEFAULTS.batchMaxFrames (defaults.ts). */
   batchMaxFrames?: number
   /**
    * How long a batch gathers frames after the first one arrives at an idle pipeline, ms (0: the
    * frames already handed over, nothing more). While a batch commits the next one gathers anyway.
-   * Default DEFAULT_BATCH_WINDOW_MS.
+   * Default BRIDGE_DEFAULTS.batchWindowMs.
    */
   batchWindowMs?: number
   /**
    * Batches committed side by side, each on its own connection; a meter's frames always take the
-   * same lane. Default DEFAULT_LANES on PostgreSQL, 1 on PGlite (one connection, in this thread).
+   * same lane. Default BRIDGE_DEFAULTS.lanes on PostgreSQL, 1 on PGlite (one connection, in this thread).
    */
   lanes?: number
   /**
@@ -61,21 +63,6 @@ export interface IngestOptions {
   /** Open dashboards: what each batch committed, published after its commit (live.ts). */
   live?: LiveBus
 }
-
-/**
- * Batch bounds (bench/README.md measures them). A backlog drains in batches of about 1000 frames
- * (4000 readings, one COPY of 30–60 ms on PostgreSQL here); 250 or 4000 drained no differently
- * within the noise of this machine. The broker's in-flight window (deploy/mosquitto) holds two.
- */
-export const DEFAULT_BATCH_MAX_FRAMES = 1000
-/**
- * A short window: under light load a batch waits at most 2 ms for company (at 1,000 frames/s,
- * batches of a few frames; publish → commit p50 ≈ 13 ms on PostgreSQL, most of it the commit).
- */
-export const DEFAULT_BATCH_WINDOW_MS = 2
-
-/** Two lanes: one builds its batch (Node) while the other's statements run (PostgreSQL). */
-export const DEFAULT_LANES = 2
 
 /** What became of one uplink. */
 export type IngestOutcome = "stored" | "duplicate" | RejectCode
@@ -225,10 +212,10 @@ export class Ingest {
     private readonly log: Logger,
     private readonly opts: IngestOptions = {},
   ) {
-    this.maxFrames = Math.max(1, Math.floor(opts.batchMaxFrames ?? DEFAULT_BATCH_MAX_FRAMES))
-    this.windowMs = Math.max(0, opts.batchWindowMs ?? DEFAULT_BATCH_WINDOW_MS)
+    this.maxFrames = Math.max(1, Math.floor(opts.batchMaxFrames ?? D.batchMaxFrames))
+    this.windowMs = Math.max(0, opts.batchWindowMs ?? D.batchWindowMs)
     this.debug = log.isLevelEnabled("debug")
-    const lanes = opts.lanes ?? (store.engine === "pglite" ? 1 : DEFAULT_LANES)
+    const lanes = opts.lanes ?? (store.engine === "pglite" ? 1 : D.lanes)
     this.lanes = Array.from({ length: Math.max(1, Math.floor(lanes)) }, () => new Lane())
   }
 
@@ -357,20 +344,22 @@ export class Ingest {
    * A refusal for content (an SQLSTATE outside the transient classes), or a bug, is not retried.
    */
   private async durable<T>(what: string, op: () => Promise<T>): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const v = await op()
-        this.failingSince = undefined
-        return v
-      } catch (e) {
-        if (this.stopping) throw e
-        if (isBug(e) || !isTransientStoreError(e)) throw new StoreRefused(`${what}: ${storeErrorDetail(e)}`)
-        this.failingSince ??= performance.now()
-        this.metrics.storeErrors.inc()
-        if (attempt % 10 === 0)
-          this.log.error({ err: (e as Error).message, what, attempt }, "data tier unavailable; retrying")
-        await new Promise((r) => setTimeout(r, Math.min(5000, (this.opts.retryMs ?? 200) * (1 + attempt))))
-      }
+    try {
+      const v = await retry(op, {
+        baseMs: this.opts.retryMs,
+        retryable: (e) => !this.stopping && !isBug(e) && isTransientStoreError(e),
+        onRetry: (e, attempt) => {
+          this.failingSince ??= performance.now()
+          this.metrics.storeErrors.inc()
+          if (attempt % 10 === 0)
+            this.log.error({ err: (e as Error).message, what, attempt }, "data tier unavailable; retrying")
+        },
+      })
+      this.failingSince = undefined
+      return v
+    } catch (e) {
+      if (this.stopping) throw e
+      throw new StoreRefused(`${what}: ${storeErrorDetail(e)}`)
     }
   }
 

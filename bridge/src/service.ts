@@ -7,9 +7,11 @@ import { DEFAULT_BRIDGE_USER } from "./acl.js"
 import { buildApp } from "./api.js"
 import { startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
+import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
 import { createMetrics, type Metrics } from "./metrics.js"
+import { retry } from "./retry.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
 import type { DeadLetterRetention, Store } from "./store/store.js"
@@ -97,8 +99,6 @@ function retentionDays(raw: string | undefined): number | undefined {
   return d
 }
 
-export const DEFAULT_DEAD_LETTER_RETENTION: DeadLetterRetention = { maxRows: 100_000, maxAgeS: 30 * 86400 }
-
 export function configFromEnv(env = process.env): ServiceConfig {
   const mode = env.CITYMETER_MODE ?? "production"
   if (mode !== "demo" && mode !== "production")
@@ -106,11 +106,11 @@ export function configFromEnv(env = process.env): ServiceConfig {
   return {
     demo: mode === "demo",
     mqttUrl: env.MQTT_URL || undefined,
-    embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? 11883),
-    databaseUrl: env.DATABASE_URL || "pglite:./data/pglite",
+    embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? D.embeddedMqttPort),
+    databaseUrl: env.DATABASE_URL || D.databaseUrl,
     storeOptions: env.DATABASE_SCHEMA ? { schema: env.DATABASE_SCHEMA } : undefined,
-    httpPort: Number(env.HTTP_PORT ?? 8080),
-    httpHost: env.HTTP_HOST ?? "127.0.0.1",
+    httpPort: Number(env.HTTP_PORT ?? D.httpPort),
+    httpHost: env.HTTP_HOST ?? D.httpHost,
     clientId: env.MQTT_CLIENT_ID || undefined,
     shareGroup: env.MQTT_SHARE_GROUP || undefined,
     consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
@@ -118,10 +118,10 @@ export function configFromEnv(env = process.env): ServiceConfig {
     batchWindowMs: env.INGEST_BATCH_MS ? Number(env.INGEST_BATCH_MS) : undefined,
     faultKillInBatch: env.CITYMETER_FAULT_KILL_IN_BATCH ? Number(env.CITYMETER_FAULT_KILL_IN_BATCH) : undefined,
     deadLetterRetention: {
-      maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? DEFAULT_DEAD_LETTER_RETENTION.maxRows),
-      maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? DEFAULT_DEAD_LETTER_RETENTION.maxAgeS / 86400) * 86400,
+      maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? D.deadLetterRetention.maxRows),
+      maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? D.deadLetterRetention.maxAgeS / 86400) * 86400,
     },
-    stallMs: Number(env.INGEST_STALL_S ?? 10) * 1000,
+    stallMs: Number(env.INGEST_STALL_S ?? D.stallMs / 1000) * 1000,
     readingsRetentionDays: retentionDays(env.READINGS_RETENTION_DAYS),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
@@ -140,8 +140,8 @@ export function configFromEnv(env = process.env): ServiceConfig {
       write: env.API_TOKEN_WRITE || undefined,
       ops: env.API_TOKEN_OPS || undefined,
     },
-    inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? 30_000),
-    inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? 60),
+    inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? D.inactivityCheckMs),
+    inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
   }
 }
 
@@ -160,15 +160,12 @@ async function checkPortFree(port: number | undefined, host: string): Promise<vo
 
 /** The bridge starts even when the data tier is down: it waits for it (logged), then subscribes. */
 async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await openStore(c.databaseUrl, c.storeOptions)
-    } catch (e) {
-      if (e instanceof StoreConfigError) throw e
+  return retry(() => openStore(c.databaseUrl, c.storeOptions), {
+    retryable: (e) => !(e instanceof StoreConfigError),
+    onRetry: (e, attempt) => {
       if (attempt % 10 === 0) log.error({ err: (e as Error).message, attempt }, "data tier unavailable; retrying")
-      await new Promise((r) => setTimeout(r, Math.min(5000, 200 * (attempt + 1))))
-    }
-  }
+    },
+  })
 }
 
 export async function startService(c: ServiceConfig): Promise<Service> {
@@ -180,7 +177,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       )
     log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
   }
-  await checkPortFree(c.httpPort, c.httpHost ?? "127.0.0.1")
+  await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
   if (!c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
   const store = await openStoreWithRetry(c, log)
   const broker = c.mqttUrl
@@ -193,7 +190,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   const metrics = createMetrics(true)
   metrics.setDeadLetterSource(() => store.countDeadLetters())
   const live = new LiveBus()
-  const consumers = Math.max(1, Math.floor(c.consumers ?? 1))
+  const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
   if (consumers > 1 && !c.mqttUrl)
     throw new Error(
       "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
@@ -206,7 +203,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       metrics,
       log,
       clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
-      shareGroup: c.shareGroup ?? (consumers > 1 ? "citymeter" : undefined),
+      shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
       autoRegister: c.autoRegister ?? !!c.demo,
       batchMaxFrames: c.batchMaxFrames,
       batchWindowMs: c.batchWindowMs,
@@ -220,7 +217,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     }),
   )
   const bridge = bridges[0]
-  const stallMs = c.stallMs ?? 10_000
+  const stallMs = c.stallMs ?? D.stallMs
   const ingestHealth = (): IngestHealth => {
     const now = performance.now()
     let busyMs = 0
@@ -255,18 +252,18 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
-    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? "127.0.0.1" })
+    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
   } else await app.ready() // routes loaded (the API page's among them) before the first request
   await Promise.all(bridges.map((b) => b.ready))
   const inactivity = startInactivityChecker({
     store,
     metrics,
     log,
-    everyMs: c.inactivityCheckMs ?? 30_000,
-    slackS: c.inactivitySlackS ?? 60,
+    everyMs: c.inactivityCheckMs ?? D.inactivityCheckMs,
+    slackS: c.inactivitySlackS ?? D.inactivitySlackS,
     live,
   })
-  const retention = c.deadLetterRetention ?? DEFAULT_DEAD_LETTER_RETENTION
+  const retention = c.deadLetterRetention ?? D.deadLetterRetention
   const prune = async () => {
     try {
       const n = await store.pruneDeadLetters(retention, new Date())
@@ -277,7 +274,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     }
   }
   void prune()
-  const pruner = setInterval(() => void prune(), c.deadLetterPruneMs ?? 10_000)
+  const pruner = setInterval(() => void prune(), c.deadLetterPruneMs ?? D.deadLetterPruneMs)
   pruner.unref()
   const maintain = async () => {
     try {
@@ -289,7 +286,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     }
   }
   void maintain()
-  const maintainer = setInterval(() => void maintain(), c.readingsMaintenanceMs ?? 3_600_000)
+  const maintainer = setInterval(() => void maintain(), c.readingsMaintenanceMs ?? D.readingsMaintenanceMs)
   maintainer.unref()
   return {
     mqttUrl,

@@ -1,6 +1,7 @@
 // Downlinks: Config and Resend to one meter, token-guarded; 202 once the broker has them (QoS 1).
 import type { FastifyInstance, FastifyReply } from "fastify"
 import { encodeDownlink } from "../codec.js"
+import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { citymeter } from "../gen/citymeter.js"
 import { keyId, newKey } from "../seal.js"
@@ -8,7 +9,7 @@ import type { DownKind } from "../topics.js"
 import { TUNABLES, defaults, tunableErrors, type TunableValues } from "../tunables.js"
 import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 
-const DOWNLINK_TIMEOUT_MS = 10_000
+const DOWNLINK_TIMEOUT_MS = BRIDGE_DEFAULTS.downlinkTimeoutMs
 
 const UINT32 = { type: "integer", minimum: 0, maximum: 0xffffffff } as const
 

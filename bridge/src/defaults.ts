@@ -1,0 +1,51 @@
+// Every default of the bridge, in one place. service.ts reads the environment over these
+// (configFromEnv) and falls back to them when a ServiceConfig leaves a field out; ingest, the
+// bridge's MQTT client and the routes take theirs from here too. The README's Configuration table
+// lists the variables (tests/defaults.test.ts checks that its defaults are these).
+
+export const BRIDGE_DEFAULTS = {
+  /** EMBEDDED_MQTT_PORT: the embedded broker's port when MQTT_URL is unset. */
+  embeddedMqttPort: 11883,
+  /** DATABASE_URL: the durable embedded engine in ./data. */
+  databaseUrl: "pglite:./data/pglite",
+  /** HTTP_PORT, HTTP_HOST: the API listener. */
+  httpPort: 8080,
+  httpHost: "127.0.0.1",
+  /** MQTT_CONSUMERS: MQTT clients (ingest pipelines) in one process. */
+  consumers: 1,
+  /** The shared-subscription group several consumers in one process use when MQTT_SHARE_GROUP is unset. */
+  consumersShareGroup: "citymeter",
+  /**
+   * INGEST_BATCH_FRAMES (bench/README.md measures the bounds). A backlog drains in batches of
+   * about 1000 frames (4000 readings, one COPY of 30–60 ms on PostgreSQL here); 250 or 4000
+   * drained no differently within the noise of this machine. The broker's in-flight window
+   * (deploy/mosquitto) holds two.
+   */
+  batchMaxFrames: 1000,
+  /**
+   * INGEST_BATCH_MS: a short window: under light load a batch waits at most 2 ms for company (at
+   * 1,000 frames/s, batches of a few frames; publish → commit p50 ≈ 13 ms on PostgreSQL, most of
+   * it the commit).
+   */
+  batchWindowMs: 2,
+  /** Two lanes on PostgreSQL: one builds its batch (Node) while the other's statements run. PGlite: 1. */
+  lanes: 2,
+  /** First delay before a failed data-tier operation is tried again, ms; it grows by as much each time. */
+  retryMs: 200,
+  /** The longest delay between two tries of a data-tier operation, ms. */
+  retryMaxMs: 5000,
+  /** INGEST_STALL_S × 1000: a frame waiting this long for its commit, or a data tier failing as long, is a stall. */
+  stallMs: 10_000,
+  /** DEAD_LETTER_MAX_ROWS, DEAD_LETTER_MAX_AGE_DAYS × 86400: dead-letter retention. */
+  deadLetterRetention: { maxRows: 100_000, maxAgeS: 30 * 86400 },
+  /** How often dead-letter retention runs, ms (at 9k rejected frames/s a minute outgrew the row bound). */
+  deadLetterPruneMs: 10_000,
+  /** How often readings partitions are made ahead and old ones dropped, ms. */
+  readingsMaintenanceMs: 3_600_000,
+  /** INACTIVITY_CHECK_MS: how often meters are checked for missed frames. */
+  inactivityCheckMs: 30_000,
+  /** INACTIVITY_SLACK_S: grace beyond 2 × interval × batch (network, broker, clock jitter). */
+  inactivitySlackS: 60,
+  /** How long POST /meters/:id/… waits for the broker to take a downlink, ms. */
+  downlinkTimeoutMs: 10_000,
+} as const

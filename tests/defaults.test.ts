@@ -1,0 +1,94 @@
+// The bridge's defaults are written once (bridge/src/defaults.ts): the README's Configuration
+// table and configFromEnv with an empty environment say the same. And the one retry helper.
+import { readFileSync } from "node:fs"
+import { describe, expect, test } from "vitest"
+import { BRIDGE_DEFAULTS as D } from "../bridge/src/defaults.js"
+import { retry, retryDelayMs } from "../bridge/src/retry.js"
+import { configFromEnv } from "../bridge/src/service.js"
+
+/** README rows `| \`A\`, \`B\` | \`x\`, \`y\` | … |` as { A: "x", B: "y" }. */
+function readmeDefaults(): Record<string, string> {
+  const readme = readFileSync(new URL("../README.md", import.meta.url), "utf8")
+  const out: Record<string, string> = {}
+  for (const line of readme.split("\n")) {
+    const cells = line.split("|").map((c) => c.trim())
+    if (cells.length < 4 || !cells[1].startsWith("`")) continue
+    const names = [...cells[1].matchAll(/`([A-Z_]+)`/g)].map((m) => m[1])
+    const values = [...cells[2].matchAll(/`([^`]+)`/g)].map((m) => m[1])
+    if (names.length === values.length) names.forEach((n, i) => (out[n] = values[i]))
+  }
+  return out
+}
+
+describe("bridge defaults", () => {
+  test("the README's Configuration table states the defaults of bridge/src/defaults.ts", () => {
+    const readme = readmeDefaults()
+    expect({
+      EMBEDDED_MQTT_PORT: readme.EMBEDDED_MQTT_PORT,
+      DATABASE_URL: readme.DATABASE_URL,
+      HTTP_PORT: readme.HTTP_PORT,
+      HTTP_HOST: readme.HTTP_HOST,
+      MQTT_CONSUMERS: readme.MQTT_CONSUMERS,
+      INGEST_BATCH_FRAMES: readme.INGEST_BATCH_FRAMES,
+      INGEST_BATCH_MS: readme.INGEST_BATCH_MS,
+      INGEST_STALL_S: readme.INGEST_STALL_S,
+      DEAD_LETTER_MAX_ROWS: readme.DEAD_LETTER_MAX_ROWS,
+      DEAD_LETTER_MAX_AGE_DAYS: readme.DEAD_LETTER_MAX_AGE_DAYS,
+      INACTIVITY_CHECK_MS: readme.INACTIVITY_CHECK_MS,
+      INACTIVITY_SLACK_S: readme.INACTIVITY_SLACK_S,
+    }).toEqual({
+      EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
+      DATABASE_URL: D.databaseUrl,
+      HTTP_PORT: String(D.httpPort),
+      HTTP_HOST: D.httpHost,
+      MQTT_CONSUMERS: String(D.consumers),
+      INGEST_BATCH_FRAMES: String(D.batchMaxFrames),
+      INGEST_BATCH_MS: String(D.batchWindowMs),
+      INGEST_STALL_S: String(D.stallMs / 1000),
+      DEAD_LETTER_MAX_ROWS: String(D.deadLetterRetention.maxRows),
+      DEAD_LETTER_MAX_AGE_DAYS: String(D.deadLetterRetention.maxAgeS / 86400),
+      INACTIVITY_CHECK_MS: String(D.inactivityCheckMs),
+      INACTIVITY_SLACK_S: String(D.inactivitySlackS),
+    })
+  })
+
+  test("an empty environment configures the bridge with those defaults", () => {
+    expect(configFromEnv({})).toMatchObject({
+      demo: false,
+      embeddedMqttPort: D.embeddedMqttPort,
+      databaseUrl: D.databaseUrl,
+      httpPort: D.httpPort,
+      httpHost: D.httpHost,
+      stallMs: D.stallMs,
+      deadLetterRetention: D.deadLetterRetention,
+      inactivityCheckMs: D.inactivityCheckMs,
+      inactivitySlackS: D.inactivitySlackS,
+    })
+  })
+})
+
+describe("retry", () => {
+  test("tries a retryable failure again with a growing delay, up to its bound; throws any other at once", async () => {
+    expect([0, 1, 2, 30].map((a) => retryDelayMs(a, 200, 5000))).toEqual([200, 400, 600, 5000])
+    const seen: number[] = []
+    let calls = 0
+    const v = await retry(
+      async () => {
+        if (++calls < 4) throw new Error("down")
+        return "up"
+      },
+      { retryable: (e) => (e as Error).message === "down", onRetry: (_e, a) => seen.push(a), baseMs: 1 },
+    )
+    expect({ v, calls, seen }).toEqual({ v: "up", calls: 4, seen: [0, 1, 2] })
+    calls = 0
+    const refused = retry(
+      async () => {
+        calls++
+        throw new Error("refused")
+      },
+      { retryable: (e) => (e as Error).message === "down", baseMs: 1 },
+    )
+    await expect(refused).rejects.toThrow("refused")
+    expect(calls).toBe(1)
+  })
+})
