@@ -179,6 +179,10 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
       },
     ])
     expect(fleet[0].waterMl).toBeGreaterThanOrEqual(307)
+    // these meters have no district: '' is theirs, and a district's days need whole UTC days
+    expect((await get(`/consumption?${range}&district=`)).json().consumption).toEqual(fleet)
+    expect((await get(`/consumption?${range}&district=${uid("nowhere")}`)).json().consumption).toEqual([])
+    expect((await get(`/consumption?bucket=hour&district=`)).json().error).toBe("CM_ERR_BAD_QUERY")
     expect((await get(`/consumption?bucket=15min`)).statusCode).toBe(400)
     expect((await get(`/consumption?bucket=day&from=${iso(T0 + 60)}`)).json().error).toBe("CM_ERR_BAD_QUERY")
   })

@@ -511,6 +511,101 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       ).toBeUndefined()
     })
 
+    test("district days: the fleet by day from one row per district and day equals every meter's rollups summed, under backfills and a move", async () => {
+      const sql = store as SqlStore
+      const Y = (Date.parse("2033-01-01T00:00:00Z") - T0) / 60_000 // minutes from T0 to 2033
+      const [dA, dB] = [uid("north"), uid("south")]
+      const meters = [0, 1, 2, 3].map((i) => uid(`dist${i}`))
+      const home = [dA, dA, dB, null]
+      for (const [i, mm] of meters.entries()) {
+        const birth = { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 900, batch: 4, uptimeEpochMs: 0 }
+        await store.recordBirth(mm, birth, at(Y))
+        if (home[i])
+          expect(await store.setLocation(mm, { lat: 1, lon: 2, address: null, district: home[i] })).toBe(true)
+      }
+      // 3 days of frames of 1-4 intervals per meter, a lost hour, a total reset on meter 1
+      let rnd = 11
+      const next = () => (rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
+      type F = { m: string; seq: number; minute: number; volumes: number[]; endTotal: number }
+      const frames: F[] = []
+      for (const [i, mm] of meters.entries()) {
+        let total = 1000 * (i + 1)
+        let seq = 0
+        for (let minute = Y; minute < Y + 3 * 1440;) {
+          const k = Math.min(1 + Math.floor(next() * 4), (Y + 3 * 1440 - minute) / 15) // within the 3 days
+          const volumes = [...Array(k)].map(() => Math.floor(next() * 40))
+          if (i === 1 && minute >= Y + 1500 && total > 500) total = 7
+          total += volumes.reduce((a, b) => a + b, 0)
+          if (!(i === 0 && minute >= Y + 600 && minute < Y + 660))
+            frames.push({ m: mm, seq: ++seq, minute, volumes, endTotal: total })
+          minute += volumes.length * 15
+        }
+      }
+      const write = async (chunk: F[]) =>
+        store.ingestBatch(async (tx) => {
+          await tx.touchMeters(
+            [...new Set(chunk.map((f) => f.m))].map((m) => ({ meterId: m, firstAt: at(Y), lastAt: at(Y) })),
+          )
+          const claims = await tx.claimFrames(
+            chunk.map((f) => ({ meterId: f.m, boot: 1, seq: f.seq, kind: "readings", at: at(Y) })),
+          )
+          expect(claims.every((c) => c.kind === "stored")).toBe(true)
+          await tx.writeReadings(
+            chunk.flatMap((f) => {
+              let t = f.endTotal - f.volumes.reduce((a, b) => a + b, 0)
+              return f.volumes.map((v, idx) =>
+                reading(f.m, { minute: f.minute + idx * 15, seq: f.seq, idx, volumeMl: v, waterTotalMl: (t += v) }),
+              )
+            }),
+          )
+        })
+      // shuffled, in batches mixing meters: late backfills before, inside and after counted days
+      const order = frames
+        .map((f) => [next(), f] as const)
+        .sort((a, b) => a[0] - b[0])
+        .map(([, f]) => f)
+      for (let i = 0; i < order.length; i += 30) await write(order.slice(i, i + 30))
+      const q = { bucket: "day" as const, from: at(Y), to: at(Y + 4 * 1440) }
+      const same = async () => {
+        const fleet = (await store.fleetConsumption(q))!
+        expect(fleet.length).toBeGreaterThan(0)
+        expect(fleet).toEqual(await sql.fleetConsumptionByMeter(q))
+        return fleet
+      }
+      const fleet = await same()
+      expect(fleet.map((d) => d.meters)).toEqual([4, 4, 4])
+      // a district's days are its meters' consumption summed
+      const per = await Promise.all(meters.map((mm) => store.consumption(mm, q)))
+      const sumOf = (idx: number[], day: Date) =>
+        idx
+          .flatMap((i) => per[i])
+          .filter((c) => c.start.getTime() === day.getTime())
+          .reduce((a, c) => a + c.waterMl!, 0)
+      for (const [district, idx] of [
+        [dA, [0, 1]],
+        [dB, [2]],
+        ["", [3]],
+      ] as const) {
+        const days = (await store.fleetConsumption({ ...q, district }))!
+        expect(days.map((d) => d.waterMl)).toEqual(fleet.map((d) => sumOf([...idx], d.start)))
+      }
+      // meter 0 moves to B: its counted days stay in A; a late frame into day 1 too; day 4 is B's
+      expect(await store.setLocation(meters[0], { lat: 1, lon: 2, address: null, district: dB })).toBe(true)
+      const lost = frames.filter((f) => f.m === meters[0]).map((f) => f.seq)
+      const endTotal = frames.filter((f) => f.m === meters[0]).at(-1)!.endTotal
+      await write([
+        { m: meters[0], seq: Math.max(...lost) + 1, minute: Y + 3 * 1440, volumes: [5, 5], endTotal: endTotal + 10 },
+      ])
+      await same()
+      const a = (await store.fleetConsumption({ ...q, district: dA }))!
+      const b = (await store.fleetConsumption({ ...q, district: dB }))!
+      expect(a.map((d) => d.meters)).toEqual([2, 2, 2])
+      expect(b.map((d) => d.meters)).toEqual([1, 1, 1, 1])
+      expect(b[3].waterMl).toBe(10)
+      // a district needs whole UTC days by day
+      expect(await store.fleetConsumption({ ...q, bucket: "hour", district: dA })).toBeUndefined()
+    })
+
     test("inactivity: marked offline with one INACTIVE alarm after 2 × interval × batch + slack; cleared once", async () => {
       const m = uid("i")
       const quiet = uid("q")

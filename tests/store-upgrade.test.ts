@@ -77,6 +77,11 @@ async function expectUpgraded(store: Store) {
     [iso(0), 40, 4],
     [iso(60), 40, 4],
   ])
+  // the district days are filled from the rollups by their step: the fleet's day, both meters
+  const day = { bucket: "day" as const, from: new Date(T0), to: new Date(T0 + 86_400_000) }
+  const fleet = await store.fleetConsumption(day)
+  expect(fleet?.map((d) => [d.start.toISOString(), d.waterMl, d.readings, d.meters])).toEqual([[iso(0), 100, 10, 2]])
+  expect(fleet).toEqual(await (store as SqlStore).fleetConsumptionByMeter(day))
   expect((await store.alarms({ meterId: "u1" })).map((a) => [a.type, a.active, a.value])).toEqual([["LEAK", true, 7]])
   expect((await store.deadLetters()).map((d) => [d.reason, d.payloadBytes])).toEqual([["decode", 2]])
   // the ledger still refuses the frames stored before the upgrade

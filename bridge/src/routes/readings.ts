@@ -110,7 +110,7 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
     },
   )
 
-  app.get<{ Querystring: ConsumptionQs }>(
+  app.get<{ Querystring: ConsumptionQs & { district?: string } }>(
     "/consumption",
     {
       schema: {
@@ -119,12 +119,19 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
         description:
           "Each meter's consumption as in /meters/{id}/consumption, summed per bucket; meters counts the meters " +
           "with readings in it. Read from the rollups only: from/to must lie on whole hours (whole UTC days are " +
-          "fastest, with tz UTC) and the time zone's offsets must be whole hours.",
+          "fastest, with tz UTC) and the time zone's offsets must be whole hours. By day on whole UTC days it reads " +
+          "one row per district and day; `district` narrows it to one district's meters ('' for meters without " +
+          "one), counted where the meter was when its day was first stored.",
         querystring: {
           ...strictQuery({
             ...rangeProps,
             bucket: { type: "string", enum: BUCKETS.filter((b) => b !== "15min"), default: DEFAULT_BUCKET },
             tz: { type: "string", description: "IANA time zone for hour/day/month boundaries (default UTC)" },
+            district: {
+              type: "string",
+              maxLength: 80,
+              description: "one district's meters ('' for meters without one); bucket day on whole UTC days",
+            },
           }),
         },
         response: ERROR_RESPONSES,
@@ -134,10 +141,13 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
       const { from, to } = parseRange(req.query)
       const tz = checkTimeZone(req.query.tz)
       const bucket = req.query.bucket ?? DEFAULT_BUCKET
-      const rows = await store.fleetConsumption({ bucket, from, to, tz })
+      const district = req.query.district
+      const rows = await store.fleetConsumption({ bucket, from, to, tz, district })
       if (!rows)
         throw errors.CM_ERR_BAD_QUERY(
-          "fleet consumption is read from hourly rollups: from and to must lie on whole hours, and the time zone's offsets be whole hours",
+          district !== undefined
+            ? "a district's consumption is read from its daily rollups: bucket day, tz UTC, and from and to on whole UTC days"
+            : "fleet consumption is read from hourly rollups: from and to must lie on whole hours, and the time zone's offsets be whole hours",
         )
       return {
         bucket,

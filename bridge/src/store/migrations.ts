@@ -4,7 +4,7 @@
 import { READING_COLUMNS, TS_ESTIMATED_STEP, columnDdl, type ReadingColumn } from "./columns.js"
 import { DEAD_LETTER_HEAD_BYTES } from "./store.js"
 import { partitionReadings, timescaleAvailable } from "./partitions.js"
-import { fillSql, rollupDdl, ROLLUPS } from "./rollups.js"
+import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./sql-store.js"
 
 export interface MigrationStep {
@@ -147,6 +147,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // consumption by hour and day without scanning readings (store/rollups.ts)
     name: "consumption rollups by hour and day",
     up: ROLLUPS.flatMap((r) => [rollupDdl(r), fillSql(r)]),
+  },
+  {
+    // the fleet by day without a row per meter (store/rollups.ts)
+    name: "consumption per district and day",
+    up: [...districtDayDdl, settleDistrictsSql(`SELECT meter_id, bucket FROM rollup_day`)],
   },
 ]
 

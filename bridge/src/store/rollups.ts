@@ -242,3 +242,94 @@ export function consumptionSelect(out: string) {
 
 /** The LAG columns consumptionSelect needs, over a window named w. */
 export const PREVIOUS = `${COUNTERS.map((c) => `LAG(${lastTotal(c)}) OVER w AS p_${c.total}`).join(", ")}, LAG(last_end) OVER w AS p_end`
+
+// Consumption per district and UTC day (rollup_district_day), so the fleet's consumption by day
+// reads one row per district and day whatever the number of meters. Each rollup_day row records
+// what it last added there (c_* columns, and the district it counted in, fixed at its first
+// count so a meter that moves keeps its past days where they were measured); after the batch's
+// rollup_day rows are written, the touched rows and each one's next row (whose first-reading
+// charge depends on the touched row's last total) are counted again and only the differences
+// are added: exact under late backfills, in the ingest transaction.
+export const DISTRICT_DAY = "rollup_district_day"
+const DISTRICT_COUNTERS = [...COUNTERS.map((c) => c.name), "reverse", "readings", "gap"] as const
+
+/** The columns rollup_day gains, and the district table (migration step). */
+export const districtDayDdl = [
+  `ALTER TABLE rollup_day ADD COLUMN IF NOT EXISTS district text,
+     ADD COLUMN IF NOT EXISTS counted boolean NOT NULL DEFAULT false,
+     ${DISTRICT_COUNTERS.map((c) => `ADD COLUMN IF NOT EXISTS c_${c} bigint`).join(", ")}`,
+  `CREATE TABLE IF NOT EXISTS ${DISTRICT_DAY} (district text NOT NULL, bucket timestamptz NOT NULL,
+     meters integer NOT NULL,
+     ${DISTRICT_COUNTERS.map((c) => `${c} bigint NOT NULL, ${c}_rows integer NOT NULL`).join(", ")},
+     PRIMARY KEY (district, bucket))`,
+]
+
+/**
+ * Counts again the rollup_day rows that `keys` (a SELECT of meter_id, bucket) names and the next
+ * row of each, and adds the differences to rollup_district_day. '' is the district of meters
+ * without one.
+ */
+export function settleDistrictsSql(keys: string): string {
+  const fresh: [string, string][] = [
+    ...COUNTERS.map((c): [string, string] => [
+      c.name,
+      nsum(
+        `t.${used(c)}`,
+        `CASE WHEN t.${firstTotal(c)} >= p.${lastTotal(c)} THEN t.${firstTotal(c)} - p.${lastTotal(c)} ELSE t.${firstAmount(c)} END`,
+      ),
+    ]),
+    ["reverse", "t.reverse_ml"],
+    ["readings", "t.readings"],
+    ["gap", "CASE WHEN t.gap OR COALESCE(t.first_ts > p.last_end, false) THEN 1 ELSE 0 END"],
+  ]
+  const delta = (c: string) => `COALESCE(f.n_${c}, 0) - COALESCE(f.c_${c}, 0)`
+  const rows = (c: string) =>
+    `(CASE WHEN f.n_${c} IS NULL THEN 0 ELSE 1 END) - (CASE WHEN f.c_${c} IS NULL THEN 0 ELSE 1 END)`
+  return `WITH k AS (${keys}),
+    a AS (
+      SELECT meter_id, bucket FROM k
+      UNION
+      SELECT n.meter_id, n.bucket FROM k CROSS JOIN LATERAL (
+        SELECT t.meter_id, t.bucket FROM rollup_day t WHERE t.meter_id = k.meter_id AND t.bucket > k.bucket
+        ORDER BY t.bucket LIMIT 1) n),
+    f AS (
+      SELECT t.meter_id, t.bucket, t.counted,
+        CASE WHEN t.counted THEN t.district ELSE COALESCE(m.district, '') END AS district,
+        ${fresh.map(([c, e]) => `${e} AS n_${c}, t.c_${c}`).join(",\n        ")}
+      FROM a JOIN rollup_day t ON t.meter_id = a.meter_id AND t.bucket = a.bucket
+      LEFT JOIN meters m ON m.meter_id = t.meter_id
+      LEFT JOIN LATERAL (
+        SELECT * FROM rollup_day q WHERE q.meter_id = t.meter_id AND q.bucket < t.bucket
+        ORDER BY q.bucket DESC LIMIT 1) p ON true),
+    counted AS (
+      UPDATE rollup_day t SET counted = true, district = f.district,
+        ${fresh.map(([c]) => `c_${c} = f.n_${c}`).join(", ")}
+      FROM f WHERE t.meter_id = f.meter_id AND t.bucket = f.bucket)
+    INSERT INTO ${DISTRICT_DAY} AS d (district, bucket, meters, ${DISTRICT_COUNTERS.map((c) => `${c}, ${c}_rows`).join(", ")})
+    SELECT district, bucket, sum(CASE WHEN counted THEN 0 ELSE 1 END),
+      ${DISTRICT_COUNTERS.map((c) => `sum(${delta(c)}), sum(${rows(c)})`).join(", ")}
+    FROM f GROUP BY district, bucket
+    ORDER BY district, bucket -- one lock order for concurrent ingest lanes
+    ON CONFLICT (district, bucket) DO UPDATE SET meters = d.meters + EXCLUDED.meters,
+      ${DISTRICT_COUNTERS.map((c) => `${c} = d.${c} + EXCLUDED.${c}, ${c}_rows = d.${c}_rows + EXCLUDED.${c}_rows`).join(", ")}`
+}
+
+/** The touched (meter, day) keys of a batch: parameters $1 meter ids, $2 day starts in epoch ms. */
+export const BATCH_KEYS = `SELECT DISTINCT u.meter_id, to_timestamp(u.ms / 1000) AS bucket
+  FROM unnest($1::text[], $2::float8[]) AS u(meter_id, ms)`
+
+/**
+ * The fleet's (or one district's) consumption per UTC day from rollup_district_day. $1 from, $2
+ * to (either may be NULL), $3 district (NULL: every district). Sums of NULL-only counters stay
+ * NULL, as in consumptionSelect. (Not per month: a month's distinct meters are not a sum of days'.)
+ */
+export function districtConsumptionSql(): string {
+  const total = (c: string) => `CASE WHEN sum(${c}_rows) = 0 THEN NULL ELSE sum(${c}) END`
+  return `SELECT bucket AS start,
+      ${COUNTERS.map((c) => `${total(c.name)} AS ${c.name}`).join(", ")},
+      ${total("reverse")} AS reverse_ml, sum(readings) AS readings, sum(gap) > 0 AS gap, sum(meters) AS meters
+    FROM ${DISTRICT_DAY}
+    WHERE ($1::timestamptz IS NULL OR bucket >= $1) AND ($2::timestamptz IS NULL OR bucket < $2)
+      AND ($3::text IS NULL OR district = $3)
+    GROUP BY 1 ORDER BY 1`
+}

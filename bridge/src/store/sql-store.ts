@@ -4,7 +4,18 @@ import { createHash } from "node:crypto"
 import { COLUMN_NAMES, READING_COLUMNS, toReading } from "./columns.js"
 import { migrate } from "./migrations.js"
 import { ensurePartition, isPartitioned, listPartitions, monthKey, monthRange, partitionName } from "./partitions.js"
-import { aggregate, consumptionSelect, PREVIOUS, rebuildSql, ROLLUPS, upsertSql, type Rollup } from "./rollups.js"
+import {
+  aggregate,
+  BATCH_KEYS,
+  consumptionSelect,
+  districtConsumptionSql,
+  PREVIOUS,
+  rebuildSql,
+  ROLLUPS,
+  settleDistrictsSql,
+  upsertSql,
+  type Rollup,
+} from "./rollups.js"
 import {
   DEAD_LETTER_HEAD_BYTES,
   type AlarmEvent,
@@ -31,6 +42,7 @@ import {
   type AlarmKey,
   type MeterLocation,
   type FleetConsumptionRow,
+  type FleetConsumptionQuery,
   type ReadingsMaintenance,
 } from "./store.js"
 
@@ -66,6 +78,9 @@ const HOUR_MS = 3_600_000
 const onEdge = (d: Date | undefined, ms: number) => d === undefined || d.getTime() % ms === 0
 
 /** The rollup a query can read: daily for days and months in UTC on whole days, hourly on whole hours. */
+const SETTLE_BATCH_DISTRICTS = settleDistrictsSql(BATCH_KEYS)
+const DISTRICT_CONSUMPTION = districtConsumptionSql()
+
 function rollupFor(q: ConsumptionQuery): Rollup | undefined {
   if (q.bucket === "15min") return undefined
   const [hour, day] = ROLLUPS
@@ -378,14 +393,19 @@ class SqlWrites implements IngestTx {
     }
     await this.db.copyFrom("readings", COLUMN_NAMES, copyText(rows))
     // the consumption rollups follow in the same transaction (store/rollups.ts)
+    let days: unknown[][] = []
     for (const r of ROLLUPS) {
-      const stale = await this.db.query<{ meter_id: string; bucket: Date }>(upsertSql(r), aggregate(r, rows))
+      const params = aggregate(r, rows)
+      if (r.unit === "day") days = params
+      const stale = await this.db.query<{ meter_id: string; bucket: Date }>(upsertSql(r), params)
       if (stale.rows.length)
         await this.db.query(rebuildSql(r), [
           stale.rows.map((s) => s.meter_id),
           stale.rows.map((s) => new Date(s.bucket).toISOString()),
         ])
     }
+    // then the districts' days those rows changed (rollups.ts): params (meter ids, day starts)
+    await this.db.query(SETTLE_BATCH_DISTRICTS, [days[0], days[1]])
     const newest = new Map<string, ReadingRow>()
     for (const r of rows) {
       const n = newest.get(r.meterId)
@@ -683,8 +703,22 @@ export class SqlStore implements Store {
    * Undefined when the range or time zone does not fit the rollups (see consumption).
    * Per district: the same over rollup_day joined to meters on meter_id, grouped by its district.
    */
-  async fleetConsumption(q: ConsumptionQuery): Promise<FleetConsumptionRow[] | undefined> {
+  async fleetConsumption(q: FleetConsumptionQuery): Promise<FleetConsumptionRow[] | undefined> {
     const r = rollupFor(q)
+    // by UTC day: one row per district and day (rollup_district_day), whatever the fleet's size
+    if (r === ROLLUPS[1] && q.bucket === "day") {
+      const { rows } = await this.db.query(DISTRICT_CONSUMPTION, [q.from ?? null, q.to ?? null, q.district ?? null])
+      return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
+    }
+    if (!r || q.district !== undefined) return undefined
+    return this.fleetConsumptionByMeter(q, r)
+  }
+
+  /**
+   * The fleet's consumption per bucket from every meter's rollup rows (a row per meter and hour
+   * or day in the range). Public for tests and benchmarks, which compare the district days to it.
+   */
+  async fleetConsumptionByMeter(q: ConsumptionQuery, r = rollupFor(q)): Promise<FleetConsumptionRow[] | undefined> {
     if (!r) return undefined
     const out = rollupBucketSql(q.bucket, "bucket")
     // each meter's last row before `from` (an index probe per meter), so its first row has a predecessor

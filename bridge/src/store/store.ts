@@ -188,6 +188,12 @@ export interface ConsumptionRow {
   gap: boolean
 }
 
+/** The fleet's consumption query; with a district, only that district's meters (UTC days only). */
+export interface FleetConsumptionQuery extends ConsumptionQuery {
+  /** A district (meters' locations); '' for meters without one. Needs bucket day on UTC days. */
+  district?: string
+}
+
 /** The whole fleet's consumption in one bucket: every meter's, summed. */
 export interface FleetConsumptionRow extends ConsumptionRow {
   /** Meters with readings in the bucket. */
@@ -336,7 +342,7 @@ export interface Store {
    * The fleet's consumption by hour, day or month, from the rollups only; undefined when from/to
    * are not on whole hours or the time zone's offset is not whole hours.
    */
-  fleetConsumption(q: ConsumptionQuery): Promise<FleetConsumptionRow[] | undefined>
+  fleetConsumption(q: FleetConsumptionQuery): Promise<FleetConsumptionRow[] | undefined>
   /**
    * Makes readings' partitions ahead (this month and the next two); with retentionDays, drops
    * the readings older than that, by whole partitions where readings is partitioned (a month is
