@@ -158,7 +158,7 @@ describe("HTTP edges", () => {
       `/meters/${METER}/consumption?bucket=day&timezone=UTC`,
       `/alarms?meterId=${METER}`,
       `/readings/latest?offset=5`,
-      `/sta/v1.1/Things?$filter=name%20eq%20'x'`,
+      `/sta/v1.1/Things?$apply=groupby(name)`,
       `/dead-letters?after=3`,
     ]) {
       const res = await req({ url, headers: auth })

@@ -925,6 +925,10 @@ export class SqlStore implements Store {
     return Number(rows[0].n)
   }
 
+  async readView(sql: string, params: unknown[]) {
+    return (await this.db.query(sql, params)).rows
+  }
+
   async ping() {
     await this.db.query(`SELECT 1`)
   }

@@ -390,6 +390,11 @@ export interface Store {
   districts(q: { from?: Date; to?: Date }): Promise<DistrictRow[]>
   /** Dead letters kept now. */
   countDeadLetters(): Promise<number>
+  /**
+   * Runs one read-only SELECT built by the SensorThings view (bridge/src/sta/): its text comes
+   * from the view's fixed fragments, every value from the request is a parameter ($1...).
+   */
+  readView(sql: string, params: unknown[]): Promise<Record<string, unknown>[]>
   ping(): Promise<void>
   close(): Promise<void>
 }
