@@ -77,10 +77,6 @@ export class AlarmRules {
     flowingS = 0
     dryS = 0
 
-    isActive(type: number): boolean {
-        return !!this.active[type]
-    }
-
     private set(out: AlarmEdge[], type: number, raise: boolean, clear: boolean, value: number) {
         const on = !!this.active[type]
         if (!on && raise) {

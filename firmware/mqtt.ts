@@ -29,7 +29,6 @@ import {
     Will,
     backoffMs,
     encodeConnect,
-    encodeDisconnect,
     encodePingreq,
     encodePubacks,
     encodePublish,
@@ -331,10 +330,5 @@ export class MqttLink {
         if (!this.connected) return false
         const b = encodePublish(topic, payload, qos, qos > 0 ? this.id() : 0)
         return await this.send(b, this.timing.sendTries)
-    }
-
-    /** Clean disconnect: the broker discards the will [MQTT-3.14.4-3]. */
-    async disconnect() {
-        await this.send(encodeDisconnect(), this.timing.sendTries)
     }
 }

@@ -2,8 +2,10 @@
 // Volume and energy come from cumulative counters (differences are exact whatever the sampling
 // jitter); power, voltage and pressure are sampled every tick and summarised per interval.
 import * as ds from "@devicescript/core"
+import { IntervalFlags } from "./alarms"
 import { ReadingBatch } from "./frames"
 import { measures } from "./hardware"
+import { Totals } from "./store"
 
 const U32 = 4294967296
 
@@ -84,6 +86,10 @@ export interface Sensors {
     magnet: ds.MagneticFieldLevel
 }
 
+function rawOrNone(t: Totalizer): number {
+    return t.lastRaw === undefined ? -1 : t.lastRaw
+}
+
 /** Accumulates one interval at a time from the sensors. */
 export class Sampler {
     readonly water: Totalizer
@@ -103,14 +109,47 @@ export class Sampler {
     hasTamper = false
     hasMagnet = false
 
+    /**
+     * `saved`: the totals saved with the last frame, and the counter values they include: pulses
+     * counted while the meter was off are added on the first read (or, if the sensor restarted
+     * too, everything since its restart).
+     */
     constructor(
         private readonly sensors: Sensors,
-        waterTotalMl: number,
-        energyTotalWh: number
+        saved: Totals,
     ) {
-        this.water = new Totalizer(waterTotalMl)
+        this.water = new Totalizer(saved.waterMl)
         this.reverse = new Totalizer(-1)
-        this.energy = new Totalizer(energyTotalWh)
+        this.energy = new Totalizer(saved.energyWh)
+        if (saved.waterMl >= 0 && saved.waterRaw >= 0) this.water.lastRaw = saved.waterRaw
+        if (saved.reverseRaw >= 0) this.reverse.lastRaw = saved.reverseRaw
+        if (saved.energyWh >= 0 && saved.energyRaw >= 0) this.energy.lastRaw = saved.energyRaw
+    }
+
+    /** The totals and the counter values they include, to be saved with the frame that carries them. */
+    totals(): Totals {
+        return {
+            waterMl: this.water.total,
+            waterRaw: rawOrNone(this.water),
+            reverseRaw: rawOrNone(this.reverse),
+            energyWh: this.energy.total,
+            energyRaw: rawOrNone(this.energy),
+        }
+    }
+
+    /** What this meter measures: bound sensors, less what the board's drivers cannot (hardware.ts). */
+    capabilities(intervalS: number): IntervalFlags {
+        return {
+            intervalS,
+            hasWater: this.hasWater,
+            hasElectricity: this.hasElectricity,
+            hasPressure: this.hasPressure,
+            hasReverse: measures.reverseFlow,
+            hasVoltage: measures.voltage,
+            hasPower: measures.power,
+            hasTamper: this.hasTamper,
+            hasMagnet: this.hasMagnet,
+        }
     }
 
     /** One sample of every bound sensor. */

@@ -3,7 +3,11 @@
 //     "q0".."q<QUEUE_SLOTS-1>" overwritten in place (raw bytes; the settings store fails silently when
 //     full, so its footprint must stay fixed: QUEUE_SLOTS slots x <= MAX_FRAME_BYTES + one state record),
 //   - one state record "st" (JSON): ring positions, drop counter, monotonic totals and the raw
-//     counter values they were last reconciled with.
+//     counter values they were last reconciled with,
+//   - the boot counter "BOOT", the sealing key "SEAL_KEY" (provisioned; replaced by a key rotation)
+//     and the nonce time of the newest config downlink accepted, "DL_MS".
+// The settings keys (at most 13 characters) are written only here: meters in the field hold values
+// under them, so they never change. config.ts reads the provisioned identity and the tunables.
 //
 // Flash writes: one slot and one state record per frame, nothing else. At 15-minute intervals and
 // 4 intervals per frame that is 48 writes (~8 KB) a day. Acks cost no write: after a power cut,
@@ -12,7 +16,8 @@
 // pulse counter keeps counting (its raw value is reconciled at boot), and at most one frame's
 // worth of pulses (BATCH x INTERVAL_S, 1 h by default) when the counter restarts with the meter.
 import * as ds from "@devicescript/core"
-import { settings } from "@devicescript/settings"
+import { randomBuffer } from "@devicescript/crypto"
+import { readSetting, settings, writeSetting } from "@devicescript/settings"
 import { MAX_FRAME_BYTES as FRAME_BYTES, QUEUE_SLOTS as SLOTS } from "./gen/tunables"
 import { Uplink as UplinkF } from "./gen/wire"
 import { PbReader } from "./pb"
@@ -27,18 +32,86 @@ export const QUEUE_SLOTS = SLOTS
 /** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
 export const MAX_FRAME_BYTES = FRAME_BYTES
 
-export interface PersistedState {
-    /** Ring positions: head = oldest queued, tail = next free (both grow forever). */
-    h: number
-    t: number
-    /** Frames dropped because the queue was full (oldest first). */
-    d: number
-    /** Monotonic totals and the raw counter values they include. */
-    w: number
-    rw: number
-    rv: number
-    e: number
-    re: number
+/** Monotonic totals and the raw counter values they already include (-1: none yet). */
+export interface Totals {
+    /** Water register, mL; -1 on a new meter (it adopts its sensor's counter). */
+    waterMl: number
+    waterRaw: number
+    reverseRaw: number
+    /** Energy register, Wh; -1 on a new meter. */
+    energyWh: number
+    energyRaw: number
+}
+
+/** The state record: ring positions (head = oldest queued, tail = next free; both grow forever),
+ * frames dropped because the queue was full, and the totals saved with the newest frame. */
+export interface QueueState {
+    head: number
+    tail: number
+    dropped: number
+    totals: Totals
+}
+
+/** A new meter's state: an empty queue, no totals. */
+function emptyState(): QueueState {
+    return {
+        head: 0,
+        tail: 0,
+        dropped: 0,
+        totals: { waterMl: -1, waterRaw: -1, reverseRaw: -1, energyWh: -1, energyRaw: -1 },
+    }
+}
+
+// The state record in flash: JSON under STATE_KEY with one- and two-letter keys (settings values
+// are small, and meters in the field hold records written with these keys: never rename them).
+const STATE_KEY = "st"
+
+function stateRecord(s: QueueState): string {
+    const t = s.totals
+    return JSON.stringify({
+        h: s.head,
+        t: s.tail,
+        d: s.dropped,
+        w: t.waterMl,
+        rw: t.waterRaw,
+        rv: t.reverseRaw,
+        e: t.energyWh,
+        re: t.energyRaw,
+    })
+}
+
+function numberOr(v: any, otherwise: number): number {
+    return typeof v === "number" ? v : otherwise
+}
+
+/** The state of a record; undefined when it has no ring positions. */
+function fromStateRecord(o: any): QueueState {
+    if (typeof o.h !== "number" || typeof o.t !== "number") return undefined
+    return {
+        head: o.h,
+        tail: o.t,
+        dropped: numberOr(o.d, 0),
+        totals: {
+            waterMl: numberOr(o.w, -1),
+            waterRaw: numberOr(o.rw, -1),
+            reverseRaw: numberOr(o.rv, -1),
+            energyWh: numberOr(o.e, -1),
+            energyRaw: numberOr(o.re, -1),
+        },
+    }
+}
+
+/** The queue slot of ring position `pos`. */
+function slotKey(pos: number): string {
+    return `q${pos % QUEUE_SLOTS}`
+}
+
+/** What the meter knows of a frame it queues: its (boot, seq) and its Uplink body field. */
+export interface FrameId {
+    boot: number
+    seq: number
+    /** Uplink body field number (10 readings, 12 alarm). */
+    body: number
 }
 
 export interface QueuedFrame {
@@ -77,6 +150,11 @@ export function slotValue(frame: Buffer, sealedKind: number): Buffer {
     return Buffer.concat(k, frame)
 }
 
+/** The nonce kind byte of a sealed frame's body (seal.ts). */
+function sealedKindOf(body: number): number {
+    return body === UplinkF.alarm ? KIND_ALARM : KIND_READINGS
+}
+
 /** [frame, body field] of a slot's value. */
 function fromSlot(v: Buffer): [Buffer, number] {
     const first = v.getAt(0, "u8")
@@ -99,22 +177,22 @@ export function frameId(frame: Buffer): number[] {
 }
 
 export class MeterStore {
-    state: PersistedState = { h: 0, t: 0, d: 0, w: -1, rw: -1, rv: -1, e: -1, re: -1 }
+    state: QueueState = emptyState()
     /** Queued frames, oldest first (RAM mirror of the ring). */
     frames: QueuedFrame[] = []
 
     async load() {
-        const s = await readRaw("st")
+        const s = await readRaw(STATE_KEY)
         if (s && s.length) {
             try {
-                const o = JSON.parse(s.toString())
-                if (typeof o.h === "number" && typeof o.t === "number") this.state = o
+                const loaded = fromStateRecord(JSON.parse(s.toString()))
+                if (loaded) this.state = loaded
             } catch (e) {
                 console.log("citymeter: state record unreadable; starting empty")
             }
         }
-        for (let pos = this.state.h; pos < this.state.t; ++pos) {
-            const raw = await readRaw(`q${pos % QUEUE_SLOTS}`)
+        for (let pos = this.state.head; pos < this.state.tail; ++pos) {
+            const raw = await readRaw(slotKey(pos))
             if (!raw || !raw.length) continue
             const [frame, sealedBody] = fromSlot(raw)
             const id = frameId(frame)
@@ -124,33 +202,47 @@ export class MeterStore {
     }
 
     async saveState() {
-        await settings.set("st", Buffer.from(JSON.stringify(this.state)))
+        await settings.set(STATE_KEY, Buffer.from(stateRecord(this.state)))
+    }
+
+    /** The totals saved with the newest frame (a copy). */
+    savedTotals(): Totals {
+        const t = this.state.totals
+        return {
+            waterMl: t.waterMl,
+            waterRaw: t.waterRaw,
+            reverseRaw: t.reverseRaw,
+            energyWh: t.energyWh,
+            energyRaw: t.energyRaw,
+        }
     }
 
     /**
      * Queues a frame durably (slot, then state). When full, the oldest frame is dropped and counted.
-     * `sealedKind`: the nonce kind byte of a sealed frame (its body is not readable), else 0.
+     * `sealed`: the frame's body is ciphertext (its slot then starts with the body's nonce kind).
+     * `totals`: the totals the frame carries, saved in the same state write; without them the
+     * state keeps the totals saved before.
      */
-    async push(frame: Buffer, sealedKind: number = 0) {
+    async push(frame: Buffer, id: FrameId, sealed: boolean, totals?: Totals) {
+        const st = this.state
         this.compact()
-        if (this.state.t - this.state.h >= QUEUE_SLOTS) {
+        if (st.tail - st.head >= QUEUE_SLOTS) {
             this.frames.shift()
-            this.state.h = this.state.h + 1
-            this.state.d = this.state.d + 1
-            console.log(`citymeter: queue full, dropped the oldest frame (${this.state.d} so far)`)
+            st.head = st.head + 1
+            st.dropped = st.dropped + 1
+            console.log(`citymeter: queue full, dropped the oldest frame (${st.dropped} so far)`)
         }
-        const pos = this.state.t
-        const slot = `q${pos % QUEUE_SLOTS}`
-        const value = slotValue(frame, sealedKind)
+        const pos = st.tail
+        const slot = slotKey(pos)
+        const value = slotValue(frame, sealed ? sealedKindOf(id.body) : 0)
         if (value.length <= MAX_FRAME_BYTES) await settings.set(slot, value)
         else {
             console.log(`citymeter: frame of ${frame.length} B too large for flash; sent unpersisted`)
             await settings.delete(slot)
         }
-        this.state.t = pos + 1
-        const id = frameId(frame)
-        const body = sealedKind === KIND_ALARM ? UplinkF.alarm : sealedKind === KIND_READINGS ? UplinkF.readings : id[2]
-        this.frames.push({ pos, boot: id[0], seq: id[1], body, frame, sentAt: 0, acked: false })
+        st.tail = pos + 1
+        if (totals) st.totals = totals
+        this.frames.push({ pos, boot: id.boot, seq: id.seq, body: id.body, frame, sentAt: 0, acked: false })
         await this.saveState()
     }
 
@@ -180,7 +272,7 @@ export class MeterStore {
         while (this.frames.length && this.frames[0].acked) {
             this.frames.shift()
         }
-        this.state.h = this.frames.length ? this.frames[0].pos : this.state.t
+        this.state.head = this.frames.length ? this.frames[0].pos : this.state.tail
     }
 
     queuedCount(): number {
@@ -188,4 +280,49 @@ export class MeterStore {
         for (const f of this.frames) if (!f.acked) n++
         return n
     }
+}
+
+// ---- the boot counter, the sealing key and the downlink replay mark
+
+const BOOT_KEY = "BOOT"
+const SEAL_KEY = "SEAL_KEY"
+const NEWEST_DOWNLINK_KEY = "DL_MS"
+
+/**
+ * A meter that has no boot counter (first start, flash wipe, re-flash) starts it at a random value
+ * in [2^21, 2^28) (proto Uplink.boot): a new life never reuses an earlier one's (boot, seq), so the
+ * bridge never takes its frames for duplicates, and sealed nonces never repeat.
+ */
+function firstBoot(): number {
+    const r = randomBuffer(4)
+    let v = 0
+    for (let i = 0; i < 4; ++i) v = v * 256 + r.getAt(i, "u8")
+    const span = 2 ** 28 - 2 ** 21
+    return 2 ** 21 + (v - Math.floor(v / span) * span)
+}
+
+/** Counts this boot in flash and returns its number (proto Uplink.boot). */
+export async function nextBoot(): Promise<number> {
+    const lastBoot = await readSetting<number>(BOOT_KEY, 0)
+    const boot = lastBoot > 0 ? lastBoot + 1 : firstBoot()
+    await writeSetting(BOOT_KEY, boot)
+    return boot
+}
+
+/** The sealing key as hex ("" when the meter is not provisioned with one). */
+export async function loadSealKey(): Promise<string> {
+    return await readSetting<string>(SEAL_KEY, "")
+}
+
+export async function saveSealKey(hex: string) {
+    await writeSetting(SEAL_KEY, hex)
+}
+
+/** Nonce time (ms) of the newest config downlink accepted; 0 when none was. */
+export async function loadNewestDownlinkMs(): Promise<number> {
+    return await readSetting<number>(NEWEST_DOWNLINK_KEY, 0)
+}
+
+export async function saveNewestDownlinkMs(ms: number) {
+    await writeSetting(NEWEST_DOWNLINK_KEY, ms)
 }

@@ -1,6 +1,9 @@
 // Firmware unit tests for counters, interval statistics and the flash queue, in the VM.
+import * as ds from "@devicescript/core"
+import { settings } from "@devicescript/settings"
 import { describe, expect, test } from "@devicescript/test"
 import { encodeUplink } from "../frames"
+import { Uplink as UplinkF } from "../gen/wire"
 import { Stats, Totalizer, counterDelta } from "../sampler"
 import { MeterStore, QUEUE_SLOTS } from "../store"
 
@@ -70,8 +73,8 @@ describe("flash queue", () => {
         const s = new MeterStore()
         await s.load()
         const n = QUEUE_SLOTS + 3
-        for (let seq = 1; seq <= n; ++seq) await s.push(frame(seq))
-        expect(s.state.d).toBe(3)
+        for (let seq = 1; seq <= n; ++seq) await s.push(frame(seq), { boot: 1, seq, body: UplinkF.readings }, false)
+        expect(s.state.dropped).toBe(3)
         expect(s.frames.length).toBe(QUEUE_SLOTS)
         expect(s.frames[0].seq).toBe(4)
 
@@ -81,7 +84,8 @@ describe("flash queue", () => {
         expect(r.frames[0].seq).toBe(4)
         expect(r.frames[QUEUE_SLOTS - 1].seq).toBe(n)
         expect(r.frames[0].frame.toString("hex")).toBe(frame(4).toString("hex"))
-        expect(r.state.d).toBe(3)
+        expect(r.state.dropped).toBe(3)
+        expect(r.frames[0].body).toBe(UplinkF.readings)
     })
     test("acknowledged frames leave from the head, in any order", async () => {
         const s = new MeterStore()
@@ -116,5 +120,49 @@ describe("flash queue", () => {
         expect(accepted).toBe(0)
         expect(s.queuedCount()).toBe(QUEUE_SLOTS - 2)
         expect(s.ack(last.boot, last.seq)).toBe(true)
+    })
+})
+
+describe("state record", () => {
+    test("totals are saved with the frame that carries them, and kept by frames without", async () => {
+        const s = new MeterStore()
+        await s.load()
+        const last = s.frames[s.frames.length - 1]
+        const totals = { waterMl: 2 ** 40 + 3, waterRaw: 17, reverseRaw: -1, energyWh: 900, energyRaw: 2 ** 32 - 1 }
+        await s.push(frame(last.seq + 1), { boot: 1, seq: last.seq + 1, body: UplinkF.readings }, false, totals)
+        await s.push(frame(last.seq + 2), { boot: 1, seq: last.seq + 2, body: UplinkF.alarm }, false)
+        const r = new MeterStore()
+        await r.load()
+        const t = r.savedTotals()
+        expect(t.waterMl).toBe(2 ** 40 + 3)
+        expect(t.waterRaw).toBe(17)
+        expect(t.reverseRaw).toBe(-1)
+        expect(t.energyWh).toBe(900)
+        expect(t.energyRaw).toBe(2 ** 32 - 1)
+    })
+    // meters in the field hold records written under these keys: a rename would lose their totals
+    test("a record with the short keys of flashed meters loads", async () => {
+        const old = { h: 5, t: 5, d: 2, w: 123456, rw: 77, rv: 3, e: 4500, re: 12 }
+        await settings.set("st", Buffer.from(JSON.stringify(old)))
+        const s = new MeterStore()
+        await s.load()
+        expect(s.state.head).toBe(5)
+        expect(s.state.tail).toBe(5)
+        expect(s.state.dropped).toBe(2)
+        const t = s.savedTotals()
+        expect(t.waterMl).toBe(123456)
+        expect(t.waterRaw).toBe(77)
+        expect(t.reverseRaw).toBe(3)
+        expect(t.energyWh).toBe(4500)
+        expect(t.energyRaw).toBe(12)
+        await s.saveState()
+        const saved = await ds.actionReport(
+            settings,
+            "get",
+            async () => await settings.get("st"),
+            p => p.decode()[0] === "st",
+        )
+        const [, value] = saved.decode()
+        expect((value as Buffer).toString()).toBe(JSON.stringify(old))
     })
 })
