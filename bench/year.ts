@@ -22,6 +22,12 @@ const store = (await openPostgres(URL, { schema })) as SqlStore
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 try {
   const ids = [...Array(METERS).keys()].map((i) => `y-${String(i).padStart(5, "0")}`)
+  // registered first, in 10 districts, so each day is counted in its meter's district
+  await store.ingestBatch(async (tx) => {
+    await tx.touchMeters(ids.map((m) => ({ meterId: m, firstAt: new Date(Y0), lastAt: new Date(Y0) })))
+  })
+  for (const [i, m] of ids.entries())
+    await store.setLocation(m, { lat: 52 + i / 1e4, lon: 13, address: null, district: `d${i % 10}` })
   const t0 = performance.now()
   let rows = 0
   // time-major, as a city's frames arrive: every meter's frame k, then frame k + 1
@@ -64,8 +70,6 @@ try {
             })
         }
       await store.ingestBatch(async (tx) => {
-        if (s === 0)
-          await tx.touchMeters(meters.map((m) => ({ meterId: m, firstAt: new Date(Y0), lastAt: new Date(Y0) })))
         await tx.claimFrames(frames)
         await tx.writeReadings(batch)
       })
@@ -85,8 +89,8 @@ try {
         )
       ).rows[0].b,
     )
-  const [readingsB, hourB, dayB, framesB] = await Promise.all(
-    ["readings_p%", "rollup_hour", "rollup_day", "frames"].map(size),
+  const [readingsB, hourB, dayB, districtB, framesB] = await Promise.all(
+    ["readings_p%", "rollup_hour", "rollup_day", "rollup_district_day", "frames"].map(size),
   )
   const time = async (fn: () => Promise<unknown>) => {
     const ms = []
@@ -104,6 +108,11 @@ try {
   const fleetYearMs = await time(() => store.fleetConsumption({ bucket: "day", ...year }))
   const june = { from: new Date("2025-06-01T00:00:00Z"), to: new Date("2025-07-01T00:00:00Z") }
   const fleetMonthMs = await time(() => store.fleetConsumption({ bucket: "day", ...june }))
+  // the same from every meter's daily rows (what the fleet by day read before the district days)
+  const byMeter = (await store.fleetConsumptionByMeter({ bucket: "day", ...year }))!
+  const fleetYearByMeterMs = await time(() => store.fleetConsumptionByMeter({ bucket: "day", ...year }))
+  const districtYearMs = await time(() => store.fleetConsumption({ bucket: "day", ...year, district: "d3" }))
+  const fleetByMonthMs = await time(() => store.fleetConsumption({ bucket: "month", ...year }))
   const berlinMs = await time(() => store.consumption(ids[0], { bucket: "month", ...year, tz: "Europe/Berlin" }))
   const rawMs = await time(() => store.consumptionFromReadings(ids[0], { bucket: "month", ...year }))
   const out = {
@@ -122,11 +131,16 @@ try {
     oneMeterByMonthFromReadingsMs: +rawMs.toFixed(1),
     fleetByDayYearMs: +fleetYearMs.toFixed(1),
     fleetByDayMonthMs: +fleetMonthMs.toFixed(1),
+    fleetByDayYearFromMeterRowsMs: +fleetYearByMeterMs.toFixed(1),
+    oneDistrictByDayYearMs: +districtYearMs.toFixed(1),
+    fleetByMonthYearMs: +fleetByMonthMs.toFixed(1),
+    districtDayBytes: districtB,
     check: {
       months: months.length,
       monthWaterMl: months[0]?.waterMl,
       fleetDays: fleet.length,
       fleetDayWaterMl: fleet[1]?.waterMl,
+      districtDaysEqualMeterRows: JSON.stringify(fleet) === JSON.stringify(byMeter),
     },
   }
   console.log(JSON.stringify(out, null, 2))
