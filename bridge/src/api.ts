@@ -18,6 +18,7 @@ import { deadLetterRoutes } from "./routes/dead-letters.js"
 import { downlinkRoutes } from "./routes/downlinks.js"
 import { frameworkErrors, installErrorHandling, markStoreErrors } from "./routes/error-handler.js"
 import { meterRoutes } from "./routes/meters.js"
+import { ngsiLdRoutes } from "./routes/ngsi-ld.js"
 import { opsRoutes } from "./routes/ops.js"
 import { readingRoutes } from "./routes/readings.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
@@ -103,6 +104,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     downlinkRoutes,
     deadLetterRoutes,
     sensorThingsRoutes,
+    ngsiLdRoutes,
     locationRoutes,
     alarmAckRoutes,
     liveRoutes,

@@ -55,6 +55,8 @@ export const errors = {
   /** A Config the meter could not run: pulses past the GPIO polling, a queue over its flash. */
   CM_ERR_CONFIG_REFUSED: createError("CM_ERR_CONFIG_REFUSED", "meter %s cannot take this config: %s", 422),
   CM_ERR_NOT_FOUND: createError("CM_ERR_NOT_FOUND", "no %s", 404),
+  /** The Accept header names no representation the route has (NGSI-LD: application/json or application/ld+json). */
+  CM_ERR_NOT_ACCEPTABLE: createError("CM_ERR_NOT_ACCEPTABLE", "cannot answer in %s: accepted are %s", 406),
   CM_ERR_METHOD_NOT_ALLOWED: createError("CM_ERR_METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", 405),
   CM_ERR_BODY_TOO_LARGE: createError("CM_ERR_BODY_TOO_LARGE", "the body is larger than %s bytes", 413),
   CM_ERR_UNSUPPORTED_MEDIA_TYPE: createError(

@@ -2,7 +2,7 @@
 // consumption per bucket, the fleet's latest.
 import type { FastifyInstance } from "fastify"
 import { ERROR_RESPONSES, errors } from "../errors.js"
-import { READING_COLUMNS } from "../store/columns.js"
+import { READING_COLUMNS, READING_FIELDS_DOC } from "../store/columns.js"
 import { BUCKETS, type Bucket, type ReadingRow } from "../store/store.js"
 import { knownMeter, meterIdSchema, meterParam, strictQuery, type RouteContext } from "./shared.js"
 import { afterParam, keysetPage } from "./paging.js"
@@ -37,7 +37,8 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
         summary: "Interval readings in a time range, oldest first, in keyset pages (JSON, or CSV with format=csv)",
         description:
           `At most \`limit\` readings (default ${READINGS_PAGE}); when more follow, \`next\` (JSON) or the ` +
-          '`Link: <…>; rel="next"` header (CSV) gives the next page: pass it as `after`. `next` is null on the last page.',
+          '`Link: <…>; rel="next"` header (CSV) gives the next page: pass it as `after`. `next` is null on the last page. ' +
+          `Fields (CSV columns, in this order): ${READING_FIELDS_DOC}.`,
         params: meterParam,
         querystring: strictQuery({
           ...rangeProps,
@@ -163,6 +164,7 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
       schema: {
         tags: ["readings"],
         summary: "The newest reading of every meter (one row per meter; keyset pages with after/next)",
+        description: `Fields: ${READING_FIELDS_DOC}.`,
         querystring: strictQuery({
           after: meterIdSchema,
           limit: { type: "integer", minimum: 1, maximum: 200000, default: 200000 },

@@ -51,42 +51,114 @@ export interface ReadingColumn {
    * meter_latest, with the value existing rows get; absent for the columns of step 1.
    */
   added?: { step: string; default: string }
+  /** What the value is, for people (the data dictionary, GET /export/dictionary.json). */
+  meaning: string
+  /** Unit as a UCUM code (https://ucum.org): mL, W.h, W, dV, Pa, s; absent for ids, times and flags. */
+  unit?: string
+  /** OBIS code (IEC 62056-6-1, value groups A-B:C.D.E) of an electricity quantity. */
+  obis?: string
 }
 
-const col = (key: keyof ReadingRow, sql: SqlType, o: Partial<ReadingColumn> = {}): ReadingColumn => ({
+const col = (
+  key: keyof ReadingRow,
+  sql: SqlType,
+  meaning: string,
+  o: Partial<Omit<ReadingColumn, "key" | "sql" | "meaning">> = {},
+): ReadingColumn => ({
   key,
   column: key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
   sql,
   nullable: false,
+  meaning,
   ...o,
 })
+
+/** OBIS codes (IEC 62056-6-1) of the electricity quantities a reading carries. */
+export const OBIS = {
+  /** Active energy import (+A), total register: 1-0:1.8.0. */
+  activeEnergyImport: "1-0:1.8.0",
+  /** Active power import (+P): 1-0:1.7.0. */
+  activePower: "1-0:1.7.0",
+  /** Voltage of phase L1: 1-0:32.7.0. */
+  voltageL1: "1-0:32.7.0",
+} as const
 
 /** The migration step adding ts_estimated; rows stored before it cannot be told apart: false. */
 export const TS_ESTIMATED_STEP = "readings.ts_estimated"
 
 export const READING_COLUMNS: readonly ReadingColumn[] = [
-  col("meterId", "text"),
-  col("ts", "timestamptz"),
-  col("intervalS", "integer", { proto: "uint32", plausible: [1, 86400] }),
-  col("boot", "bigint", { proto: "uint32" }),
-  col("seq", "bigint", { proto: "uint32" }),
-  col("idx", "integer", { plausible: [0, 95] }),
+  col("meterId", "text", "Meter id (the registry's; MQTT topic level)"),
+  col("ts", "timestamptz", "Start of the interval, ISO 8601 UTC"),
+  col("intervalS", "integer", "Length of the interval", { unit: "s", proto: "uint32", plausible: [1, 86400] }),
+  col("boot", "bigint", "The meter's boot count when it made the frame", { proto: "uint32" }),
+  col("seq", "bigint", "The frame's sequence number within the boot", { proto: "uint32" }),
+  col("idx", "integer", "The interval's position in its frame (0 = oldest)", { plausible: [0, 95] }),
   // proto WaterSeries
-  col("volumeMl", "bigint", { nullable: true, proto: "uint32" }),
-  col("reverseMl", "bigint", { nullable: true, proto: "uint32" }),
-  col("waterTotalMl", "bigint", { nullable: true, proto: "uint64", plausible: [0, PLAUSIBLE.waterTotalMl] }),
+  col("volumeMl", "bigint", "Water volume that flowed forward in the interval", {
+    unit: "mL",
+    nullable: true,
+    proto: "uint32",
+  }),
+  col("reverseMl", "bigint", "Water volume that flowed backward in the interval", {
+    unit: "mL",
+    nullable: true,
+    proto: "uint32",
+  }),
+  col("waterTotalMl", "bigint", "Water register (cumulative forward volume) at the end of the interval", {
+    unit: "mL",
+    nullable: true,
+    proto: "uint64",
+    plausible: [0, PLAUSIBLE.waterTotalMl],
+  }),
   // proto ElectricitySeries
-  col("energyWh", "bigint", { nullable: true, proto: "uint32" }),
-  col("energyTotalWh", "bigint", { nullable: true, proto: "uint64", plausible: [0, PLAUSIBLE.energyTotalWh] }),
-  col("powerW", "integer", { nullable: true, proto: "sint32", plausible: [-PLAUSIBLE.powerW, PLAUSIBLE.powerW] }),
-  col("voltageDv", "integer", { nullable: true, proto: "uint32", plausible: [0, PLAUSIBLE.voltageDv] }),
+  col("energyWh", "bigint", "Active energy imported in the interval (the increase of the 1-0:1.8.0 register)", {
+    unit: "W.h",
+    nullable: true,
+    proto: "uint32",
+  }),
+  col("energyTotalWh", "bigint", "Active energy import register (+A) at the end of the interval", {
+    unit: "W.h",
+    obis: OBIS.activeEnergyImport,
+    nullable: true,
+    proto: "uint64",
+    plausible: [0, PLAUSIBLE.energyTotalWh],
+  }),
+  col("powerW", "integer", "Mean active power over the interval (negative: exported)", {
+    unit: "W",
+    obis: OBIS.activePower,
+    nullable: true,
+    proto: "sint32",
+    plausible: [-PLAUSIBLE.powerW, PLAUSIBLE.powerW],
+  }),
+  col("voltageDv", "integer", "Mean RMS voltage of phase L1 over the interval, in decivolts (2300 = 230.0 V)", {
+    unit: "dV",
+    obis: OBIS.voltageL1,
+    nullable: true,
+    proto: "uint32",
+    plausible: [0, PLAUSIBLE.voltageDv],
+  }),
   // proto PressureSeries (min and max are avg minus/plus the uint32 deltas)
-  col("pressureMinPa", "integer", { nullable: true, plausible: [0, PLAUSIBLE.pressurePa] }),
-  col("pressureAvgPa", "integer", { nullable: true, proto: "uint32", plausible: [0, PLAUSIBLE.pressurePa] }),
-  col("pressureMaxPa", "integer", { nullable: true, plausible: [0, PLAUSIBLE.pressurePa] }),
-  col("timeSynced", "boolean"),
-  col("backfill", "boolean"),
-  col("tsEstimated", "boolean", { added: { step: TS_ESTIMATED_STEP, default: "false" } }),
+  col("pressureMinPa", "integer", "Lowest water pressure in the interval", {
+    unit: "Pa",
+    nullable: true,
+    plausible: [0, PLAUSIBLE.pressurePa],
+  }),
+  col("pressureAvgPa", "integer", "Mean water pressure over the interval", {
+    unit: "Pa",
+    nullable: true,
+    proto: "uint32",
+    plausible: [0, PLAUSIBLE.pressurePa],
+  }),
+  col("pressureMaxPa", "integer", "Highest water pressure in the interval", {
+    unit: "Pa",
+    nullable: true,
+    plausible: [0, PLAUSIBLE.pressurePa],
+  }),
+  col("timeSynced", "boolean", "The meter's clock was synchronised when it made the frame"),
+  col("backfill", "boolean", "Sent late, from the meter's queue (after an outage)"),
+  col("tsEstimated", "boolean", "ts is the bridge's estimate from the frame's arrival, not a measured time", {
+    added: { step: TS_ESTIMATED_STEP, default: "false" },
+  }),
 ]
 
 /** The bounds a column's value must lie in: its SQL type, its proto type and its plausibility. */
@@ -144,3 +216,10 @@ export function toReading(row: Record<string, unknown>): ReadingRow {
   }
   return out as unknown as ReadingRow
 }
+
+/** A column for people: its unit (UCUM) and OBIS code when it has them, then what it means. */
+export const describeColumn = (c: ReadingColumn) =>
+  `${[c.unit && `[${c.unit}]`, c.obis && `OBIS ${c.obis}`].filter(Boolean).join(" ")}${c.unit || c.obis ? " " : ""}${c.meaning}`
+
+/** The reading fields, one line each, for API descriptions (OpenAPI) and the README. */
+export const READING_FIELDS_DOC = READING_COLUMNS.map((c) => `\`${c.key}\`: ${describeColumn(c)}`).join("; ")

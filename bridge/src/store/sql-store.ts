@@ -645,6 +645,15 @@ export class SqlStore implements Store {
     return rows.map(toReading)
   }
 
+  async latestOf(meterIds: string[]) {
+    if (!meterIds.length) return []
+    const { rows } = await this.db.query(
+      `SELECT * FROM meter_latest WHERE meter_id = ANY($1::text[]) ORDER BY meter_id`,
+      [meterIds],
+    )
+    return rows.map(toReading)
+  }
+
   async latestJson(q: LatestQuery = {}) {
     const camel = (c: string) => c.replace(/_([a-z])/g, (_, x: string) => x.toUpperCase())
     const columns = COLUMN_NAMES.map((c) =>

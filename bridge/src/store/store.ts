@@ -330,6 +330,8 @@ export interface Store {
   readings(meterId: string, q?: ReadingQuery): Promise<ReadingRow[]>
   /** The newest reading of every meter (by ts), from a table kept on insert: never scans readings. */
   latest(q?: LatestQuery): Promise<ReadingRow[]>
+  /** The newest reading of each of these meters that has one (from meter_latest), by meter id. */
+  latestOf(meterIds: string[]): Promise<ReadingRow[]>
   /**
    * The same rows as latest(), serialised by the engine as a JSON array of API readings (meterId,
    * ts as ISO 8601 UTC, the other fields as in ReadingRow): at 100k meters, parsing rows into
