@@ -36,6 +36,8 @@ describe("bridge defaults", () => {
       DEAD_LETTER_MAX_AGE_DAYS: readme.DEAD_LETTER_MAX_AGE_DAYS,
       INACTIVITY_CHECK_MS: readme.INACTIVITY_CHECK_MS,
       INACTIVITY_SLACK_S: readme.INACTIVITY_SLACK_S,
+      EXPORT_LICENSE: readme.EXPORT_LICENSE,
+      EXPORT_LICENSE_URL: readme.EXPORT_LICENSE_URL,
     }).toEqual({
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
       DATABASE_URL: D.databaseUrl,
@@ -49,6 +51,8 @@ describe("bridge defaults", () => {
       DEAD_LETTER_MAX_AGE_DAYS: String(D.deadLetterRetention.maxAgeS / 86400),
       INACTIVITY_CHECK_MS: String(D.inactivityCheckMs),
       INACTIVITY_SLACK_S: String(D.inactivitySlackS),
+      EXPORT_LICENSE: D.exportLicense,
+      EXPORT_LICENSE_URL: D.exportLicenseUrl,
     })
   })
 
@@ -63,7 +67,10 @@ describe("bridge defaults", () => {
       deadLetterRetention: D.deadLetterRetention,
       inactivityCheckMs: D.inactivityCheckMs,
       inactivitySlackS: D.inactivitySlackS,
+      exportLicense: { name: D.exportLicense, url: D.exportLicenseUrl },
     })
+    // a licence of the utility's own has no URL unless one is given
+    expect(configFromEnv({ EXPORT_LICENSE: "ODbL-1.0" }).exportLicense).toEqual({ name: "ODbL-1.0" })
   })
 })
 

@@ -16,6 +16,7 @@ import { locationRoutes } from "./routes/locations.js"
 import { SCOPES, readsGuarded, requireScope, type ApiTokens, type Scope } from "./routes/auth.js"
 import { deadLetterRoutes } from "./routes/dead-letters.js"
 import { downlinkRoutes } from "./routes/downlinks.js"
+import { exportRoutes, type ExportLicense } from "./routes/export.js"
 import { frameworkErrors, installErrorHandling, markStoreErrors } from "./routes/error-handler.js"
 import { meterRoutes } from "./routes/meters.js"
 import { ngsiLdRoutes } from "./routes/ngsi-ld.js"
@@ -49,6 +50,8 @@ export interface AppOptions {
   ingestHealth?: () => IngestHealth
   /** What ingest commits, streamed to open dashboards by GET /events (service.ts wires it). */
   live?: LiveBus
+  /** The licence the utility publishes its readings under (EXPORT_LICENSE); default CC-BY-4.0. */
+  exportLicense?: ExportLicense
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -85,6 +88,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     downlink: o.downlink,
     ingestHealth: o.ingestHealth,
     live: o.live,
+    exportLicense: o.exportLicense,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured
@@ -105,6 +109,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     deadLetterRoutes,
     sensorThingsRoutes,
     ngsiLdRoutes,
+    exportRoutes,
     locationRoutes,
     alarmAckRoutes,
     liveRoutes,

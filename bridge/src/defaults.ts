@@ -48,4 +48,8 @@ export const BRIDGE_DEFAULTS = {
   inactivitySlackS: 60,
   /** How long POST /meters/:id/… waits for the broker to take a downlink, ms. */
   downlinkTimeoutMs: 10_000,
+  /** EXPORT_LICENSE: the licence the utility publishes its readings under (SPDX id or text), in every export. */
+  exportLicense: "CC-BY-4.0",
+  /** EXPORT_LICENSE_URL: where that licence is; with a licence of your own and no URL, none is given. */
+  exportLicenseUrl: "https://creativecommons.org/licenses/by/4.0/",
 } as const

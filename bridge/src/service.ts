@@ -70,6 +70,8 @@ export interface ServiceConfig {
   /** Inactivity check period (ms) and slack (s) beyond 2 × interval × batch. */
   inactivityCheckMs?: number
   inactivitySlackS?: number
+  /** The licence of the bulk export (EXPORT_LICENSE, EXPORT_LICENSE_URL); default CC-BY-4.0. */
+  exportLicense?: { name: string; url?: string }
   log?: Logger
 }
 
@@ -97,6 +99,13 @@ function retentionDays(raw: string | undefined): number | undefined {
   const d = Number(raw)
   if (!(d > 0)) throw new Error(`READINGS_RETENTION_DAYS must be a positive number of days (got '${raw}')`)
   return d
+}
+
+/** EXPORT_LICENSE (and its URL): a licence of the utility's own has the URL it is given, or none. */
+function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
+  const name = env.EXPORT_LICENSE || D.exportLicense
+  const url = env.EXPORT_LICENSE_URL || (name === D.exportLicense ? D.exportLicenseUrl : undefined)
+  return url ? { name, url } : { name }
 }
 
 export function configFromEnv(env = process.env): ServiceConfig {
@@ -142,6 +151,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     },
     inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? D.inactivityCheckMs),
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
+    exportLicense: exportLicense(env),
   }
 }
 
@@ -249,6 +259,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     apiTokens: c.apiTokens,
     ingestHealth,
     live,
+    exportLicense: c.exportLicense,
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {

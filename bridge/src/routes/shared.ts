@@ -19,6 +19,8 @@ export interface RouteContext {
   ingestHealth?: () => IngestHealth
   /** What ingest commits, for open dashboards (GET /events); absent: no live events. */
   live?: LiveBus
+  /** The licence of the bulk export (routes/export.ts); absent: DEFAULT_EXPORT_LICENSE. */
+  exportLicense?: { name: string; url?: string }
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }

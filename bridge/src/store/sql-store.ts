@@ -569,6 +569,16 @@ export class SqlStore implements Store {
     return rows[0] ? toMeter(rows[0]) : undefined
   }
 
+  async meterIds() {
+    const { rows } = await this.db.query<{ meter_id: string }>(`SELECT meter_id FROM meters ORDER BY meter_id`)
+    return rows.map((r) => r.meter_id)
+  }
+
+  async firstSeen() {
+    const { rows } = await this.db.query<{ t: Date | null }>(`SELECT min(first_seen) AS t FROM meters`)
+    return rows[0]?.t ? new Date(rows[0].t) : null
+  }
+
   async listMeters() {
     const { rows } = await this.db.query(`SELECT * FROM meters ORDER BY meter_id`)
     return rows.map(toMeter)

@@ -303,6 +303,10 @@ export interface Store {
   touchMeter(meterId: string, at: Date): Promise<MeterRow>
   getMeter(meterId: string): Promise<MeterRow | undefined>
   listMeters(): Promise<MeterRow[]>
+  /** Every meter id, in meter id order (the bulk export walks them). */
+  meterIds(): Promise<string[]>
+  /** The earliest first_seen of any meter; null when there is none (the export index starts there). */
+  firstSeen(): Promise<Date | null>
   recordBirth(meterId: string, birth: BirthInfo, at: Date): Promise<void>
   /**
    * A death (the meter's last will) of `boot`: marks the meter offline unless it was born again
