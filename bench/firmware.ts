@@ -13,7 +13,7 @@ import { createRequire } from "node:module"
 import { randomBytes } from "node:crypto"
 import { SimMeter } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
-import { BridgeProcess, MosquittoProcess } from "../tests/infra.js"
+import { BridgeProcess, MosquittoProcess } from "../testkit/infra.js"
 
 const require = createRequire(import.meta.url)
 

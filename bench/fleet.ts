@@ -8,8 +8,8 @@ import { randomBytes } from "node:crypto"
 import { readFileSync, rmSync } from "node:fs"
 import pg from "pg"
 import { Fleet } from "../sim/src/fleet.js"
-import { BridgeProcess, MosquittoProcess } from "../tests/infra.js"
-import { PG_URL, dropSchema } from "../tests/helpers.js"
+import { BridgeProcess, MosquittoProcess } from "../testkit/infra.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
 
 const hex = () => randomBytes(3).toString("hex")
 

@@ -16,8 +16,8 @@ import pg from "pg"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { sealUplink } from "../bridge/src/codec.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { PG_URL, dropSchema } from "../tests/helpers.js"
-import { BridgeProcess, MosquittoProcess } from "../tests/infra.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
+import { BridgeProcess, MosquittoProcess } from "../testkit/infra.js"
 import { encodeCitymeter, householdBatch } from "./frames.js"
 
 const { Uplink } = citymeter.v1

@@ -24,8 +24,8 @@ import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { openStore, type StoreOptions } from "../bridge/src/store/engines.js"
 import { upFilter, upTopic } from "../bridge/src/topics.js"
-import { BridgeProcess, MosquittoProcess } from "../tests/infra.js"
-import { PG_URL, dropSchema } from "../tests/helpers.js"
+import { BridgeProcess, MosquittoProcess } from "../testkit/infra.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
 import { encodeCitymeter, householdBatch } from "./frames.js"
 
 const silent = pino({ level: "warn" }, new Writable({ write: (_c, _e, cb) => cb() }))

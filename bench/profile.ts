@@ -12,8 +12,8 @@ import pino from "pino"
 import { startBridge } from "../bridge/src/bridge.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { openStore } from "../bridge/src/store/engines.js"
-import { MosquittoProcess } from "../tests/infra.js"
-import { PG_URL, dropSchema } from "../tests/helpers.js"
+import { MosquittoProcess } from "../testkit/infra.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
 import { backlogFrame, publish } from "./ingest.js"
 
 const n = Number(process.argv[2] ?? 50000)

@@ -13,8 +13,8 @@ import { availableParallelism, loadavg } from "node:os"
 import { join } from "node:path"
 import pg from "pg"
 import { paths } from "../sim/src/paths.js"
-import { PG_URL, dropSchema } from "../tests/helpers.js"
-import { BridgeProcess, MosquittoProcess } from "../tests/infra.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
+import { BridgeProcess, MosquittoProcess } from "../testkit/infra.js"
 
 const INTERVAL_S = 1
 /** Linux reports process CPU times in clock ticks of 1/100 s (sysconf(_SC_CLK_TCK) on x86-64 and arm64). */

@@ -3,7 +3,7 @@
 // decoder are both tested against them, so a change to the wire shows up as a diff here.
 import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { encodeGolden, goldenDir, sealGolden, sealedDir } from "../tests/golden-util.js"
+import { encodeGolden, goldenDir, sealGolden, sealedDir } from "../testkit/golden.js"
 
 for (const f of readdirSync(goldenDir).filter((n) => n.endsWith(".json"))) {
   const { message, json } = JSON.parse(readFileSync(join(goldenDir, f), "utf8"))

@@ -2,13 +2,12 @@
 // messages) built up while the bridge is away is delivered and stored in full when it returns.
 import mqtt from "mqtt"
 import { afterAll, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { captureLog, dropSchema, PG_URL, uid, waitFor } from "./helpers.js"
-import { MosquittoProcess } from "./infra.js"
+import { MosquittoProcess } from "../testkit/infra.js"
+import { readingsFrame } from "../testkit/frames.js"
 
-const { Uplink } = citymeter.v1
 const FRAMES = 2500
 
 let svc: Service | undefined
@@ -42,13 +41,7 @@ test(`a ${FRAMES}-frame backlog queued for an offline bridge is stored in full`,
   for (let i = 0; i < FRAMES; i++) {
     const meterId = `burst-${i % meters}`
     const seq = Math.floor(i / meters) + 1
-    const payload = Uplink.encode(
-      Uplink.fromObject({
-        boot: 1,
-        seq,
-        readings: { startS: nowS - 3600, timeSynced: true, intervalS: 60, water: { totalMl: seq, volumeMl: [1] } },
-      }),
-    ).finish()
+    const payload = readingsFrame({ seq, startS: nowS - 3600, totalMl: seq })
     pub.publish(upTopic(meterId, "readings"), Buffer.from(payload), { qos: 1 })
   }
   await waitFor(

@@ -9,14 +9,12 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { buildWeb } from "../scripts/build-web.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { uplink as up } from "../testkit/frames.js"
 
-const { Uplink } = citymeter.v1
-const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
 const TOKENS = { ops: "ops-tok", write: "write-tok" }
 const bearer = (t: string) => ({ authorization: `Bearer ${t}` })
 const bin = fileURLToPath(new URL("../cli/bin/citymeter.js", import.meta.url))

@@ -11,14 +11,13 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
 import { afterAll, describe, expect, test, vi } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { openStore } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { freePort } from "./infra.js"
+import { freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
+import { readingsFrame } from "../testkit/frames.js"
 
-const { Uplink } = citymeter.v1
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 
 const reading = (meterId: string, seq: number) => ({
@@ -167,13 +166,7 @@ describe("durable embedded store (PGlite on disk)", () => {
         acks++
       })
       for (let seq = 1; seq <= 5; seq++) {
-        const payload = Uplink.encode(
-          Uplink.fromObject({
-            boot: 1,
-            seq,
-            readings: { startS: nowS - 600 + seq * 60, timeSynced: true, intervalS: 60, water: { volumeMl: [seq] } },
-          }),
-        ).finish()
+        const payload = readingsFrame({ seq, startS: nowS - 600 + seq * 60, volumeMl: [seq] })
         sent.push(Date.now() / 1000)
         await meter.publishAsync(upTopic(meterId, "readings"), Buffer.from(payload), { qos: 1 })
         await waitFor(`ack ${seq}`, async () => acks === seq, 30_000, 20)

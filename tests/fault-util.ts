@@ -7,7 +7,7 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { expect } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
-import type { BridgeProcess } from "./infra.js"
+import type { BridgeProcess } from "../testkit/infra.js"
 import { waitFor, type ApiReading } from "./helpers.js"
 
 export type Row = ApiReading

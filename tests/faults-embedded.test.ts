@@ -4,7 +4,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, test } from "vitest"
-import { BridgeProcess, freePort } from "./infra.js"
+import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { uid } from "./helpers.js"
 import { caughtUp, drivenMeter, finalCheck, powerLoss, sleep, startDriven } from "./fault-util.js"
 

@@ -9,13 +9,11 @@ import { join } from "node:path"
 import mqtt from "mqtt"
 import pg from "pg"
 import { afterAll, describe, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { BridgeProcess, MosquittoProcess, freePort } from "./infra.js"
+import { BridgeProcess, MosquittoProcess, freePort } from "../testkit/infra.js"
 import { PG_URL, dropSchema, uid, waitFor } from "./helpers.js"
 import { bridgeKilledInBatch, caughtUp, drivenMeter, finalCheck, sleep, startDriven } from "./fault-util.js"
-
-const { Uplink } = citymeter.v1
+import { readingsFrame } from "../testkit/frames.js"
 
 describe("SIGKILL inside a batch transaction", () => {
   const cleanup: (() => Promise<void>)[] = []
@@ -39,20 +37,7 @@ describe("SIGKILL inside a batch transaction", () => {
     const meters = Array.from({ length: 40 }, (_, i) => `mb-${schema.slice(2, 10)}-${i}`)
     const nowS = Math.floor(Date.now() / 1000)
     const frame = (m: string, seq: number) =>
-      Buffer.from(
-        Uplink.encode(
-          Uplink.fromObject({
-            boot: 1,
-            seq,
-            readings: {
-              startS: nowS - 3000 + (seq - 1) * 240,
-              timeSynced: true,
-              intervalS: 60,
-              water: { totalMl: 1000 + 4 * seq, volumeMl: [1, 1, 1, 1] },
-            },
-          }),
-        ).finish(),
-      )
+      readingsFrame({ seq, startS: nowS - 3000 + (seq - 1) * 240, totalMl: 1000 + 4 * seq, volumeMl: [1, 1, 1, 1] })
     const all = Array.from({ length: 10 }, (_, s) => meters.map((m) => [m, s + 1] as const)).flat()
     const pub = await mqtt.connectAsync(broker.url, { clientId: uid("mb-pub") })
     cleanup.push(() => pub.endAsync())

@@ -1,7 +1,7 @@
 // No reading lost, none stored twice: the real firmware runs through broker, bridge, database and power faults
 // in one run; at the end, what the firmware generated is compared with what the API returns.
 import { afterAll, describe, expect, test } from "vitest"
-import { BridgeProcess, MosquittoProcess, TcpProxy } from "./infra.js"
+import { BridgeProcess, MosquittoProcess, TcpProxy } from "../testkit/infra.js"
 import { PG_URL, dropSchema, uid } from "./helpers.js"
 import { caughtUp, drivenMeter, finalCheck, powerLoss, sleep, startDriven } from "./fault-util.js"
 

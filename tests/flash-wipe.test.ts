@@ -7,7 +7,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, test } from "vitest"
-import { BridgeProcess, freePort } from "./infra.js"
+import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
 import { caughtUp, compare, drivenMeter, generated, sleep, type Row } from "./fault-util.js"
 

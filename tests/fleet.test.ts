@@ -7,8 +7,8 @@ import { decodeUplink } from "../bridge/src/codec.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { encodeUplink, Fleet, readingsUplink } from "../sim/src/fleet.js"
 import { captureLog, dropSchema, PG_URL, uid, waitFor } from "./helpers.js"
-import { goldenDir } from "./golden-util.js"
-import { MosquittoProcess } from "./infra.js"
+import { goldenDir } from "../testkit/golden.js"
+import { MosquittoProcess } from "../testkit/infra.js"
 
 describe("fleet frames", () => {
   test("the fleet's encoder writes every golden uplink byte for byte", () => {

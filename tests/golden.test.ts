@@ -14,7 +14,7 @@ import {
   readSealedGolden,
   sealGolden,
   type GoldenMessage,
-} from "./golden-util.js"
+} from "../testkit/golden.js"
 
 const frames = readdirSync(goldenDir)
   .filter((f) => f.endsWith(".json"))

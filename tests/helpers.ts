@@ -1,12 +1,11 @@
 import { randomBytes } from "node:crypto"
 import { Writable } from "node:stream"
-import pg from "pg"
 import pino from "pino"
 import { startService, type Service } from "../bridge/src/service.js"
+import { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
 
-/** The real services this machine (and CI, via .ci/run) runs. */
-export const PG_URL = process.env.TEST_DATABASE_URL ?? "postgres://root@127.0.0.1:5432/test"
-export const MOSQUITTO_URL = process.env.TEST_MQTT_URL ?? "mqtt://127.0.0.1:1883"
+export { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
+export { waitFor } from "../testkit/wait.js"
 
 /** A reading as GET /meters/:id/readings returns it (bridge/src/api.ts readingJson). */
 export interface ApiReading {
@@ -76,28 +75,6 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
       await svc.stop()
       if (kind !== "embedded") await dropSchema(schema)
     },
-  }
-}
-
-export async function dropSchema(schema: string) {
-  const c = new pg.Client({ connectionString: PG_URL })
-  await c.connect()
-  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
-  await c.end()
-}
-
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false>,
-  timeoutMs = 30000,
-  stepMs = 100,
-): Promise<T> {
-  const t0 = Date.now()
-  for (;;) {
-    const v = await fn()
-    if (v) return v
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, stepMs))
   }
 }
 

@@ -3,23 +3,13 @@
 import { createHash } from "node:crypto"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { startService } from "../bridge/src/service.js"
 import { MOSQUITTO_URL, STACKS, captureLog, startStack, uid, waitFor, type TestStack } from "./helpers.js"
-
-const { Uplink } = citymeter.v1
+import { readingsFrame as readingsOf, uplink } from "../testkit/frames.js"
 
 function readingsFrame(seq: number, startS: number) {
-  return Buffer.from(
-    Uplink.encode(
-      Uplink.fromObject({
-        boot: 1,
-        seq,
-        readings: { startS, timeSynced: true, intervalS: 60, water: { totalMl: 5000 + seq, volumeMl: [seq] } },
-      }),
-    ).finish(),
-  )
+  return readingsOf({ seq, startS, totalMl: 5000 + seq, volumeMl: [seq] })
 }
 
 describe.each(STACKS)("malformed uplinks on %s", (kind) => {
@@ -49,15 +39,11 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
       [
         "CM_ERR_SERIES",
         upTopic(meterId, "readings"),
-        Buffer.from(
-          Uplink.encode(
-            Uplink.fromObject({
-              boot: 1,
-              seq: 7,
-              readings: { intervalS: 60, water: { volumeMl: [1, 2] }, pressure: { avgPa: [1] } },
-            }),
-          ).finish(),
-        ),
+        uplink({
+          boot: 1,
+          seq: 7,
+          readings: { intervalS: 60, water: { volumeMl: [1, 2] }, pressure: { avgPa: [1] } },
+        }),
       ],
     ]
     for (const [, topic, payload] of cases) await pub.publishAsync(topic, payload, { qos: 1 })
@@ -116,20 +102,7 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
         ?.value ?? 0
     const sentBefore = await acksSent()
     const first = readingsFrame(3, nowS - 120)
-    const forged = Buffer.from(
-      Uplink.encode(
-        Uplink.fromObject({
-          boot: 1,
-          seq: 3,
-          readings: {
-            startS: nowS - 120,
-            timeSynced: true,
-            intervalS: 60,
-            water: { totalMl: 999_999, volumeMl: [999] },
-          },
-        }),
-      ).finish(),
-    )
+    const forged = readingsOf({ seq: 3, startS: nowS - 120, totalMl: 999_999, volumeMl: [999] })
     await publish(upTopic(meterId, "readings"), first)
     await publish(upTopic(meterId, "readings"), first) // a redelivery: a duplicate
     await publish(upTopic(meterId, "readings"), forged)
@@ -157,16 +130,12 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
   test("a death from an earlier boot, or an empty one, leaves a re-born meter online", async () => {
     const meterId = uid("live")
     const birth = (boot: number) =>
-      Buffer.from(
-        Uplink.encode(
-          Uplink.fromObject({
-            boot,
-            seq: 0,
-            birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1 },
-          }),
-        ).finish(),
-      )
-    const death = (boot: number) => Buffer.from(Uplink.encode(Uplink.fromObject({ boot, death: {} })).finish())
+      uplink({
+        boot,
+        seq: 0,
+        birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1 },
+      })
+    const death = (boot: number) => uplink({ boot, death: {} })
     const online = async () => (await stack.store.getMeter(meterId))?.online
     await publish(upTopic(meterId, "birth"), birth(4))
     await publish(upTopic(meterId, "birth"), birth(5))
@@ -187,26 +156,18 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
     const meterId = uid("window")
     const nowS = Math.floor(Date.now() / 1000)
     const frame = (boot: number, seq: number) =>
-      Buffer.from(
-        Uplink.encode(
-          Uplink.fromObject({
-            boot,
-            seq,
-            readings: { startS: nowS - 60, timeSynced: true, intervalS: 60, water: { volumeMl: [7] } },
-          }),
-        ).finish(),
-      )
+      uplink({
+        boot,
+        seq,
+        readings: { startS: nowS - 60, timeSynced: true, intervalS: 60, water: { volumeMl: [7] } },
+      })
     await publish(
       upTopic(meterId, "birth"),
-      Buffer.from(
-        Uplink.encode(
-          Uplink.fromObject({
-            boot: 2,
-            seq: 10,
-            birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1 },
-          }),
-        ).finish(),
-      ),
+      uplink({
+        boot: 2,
+        seq: 10,
+        birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1 },
+      }),
     )
     await publish(upTopic(meterId, "readings"), frame(652613, 11)) // a flipped boot
     await publish(upTopic(meterId, "readings"), frame(2, 2054061008)) // a flipped seq

@@ -7,7 +7,7 @@ import { createMetrics } from "../bridge/src/metrics.js"
 import { openPglite, openPostgres } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { PG_URL, dropSchema } from "./helpers.js"
-import { latestPlanTables, seedFleet } from "./latest-fleet.js"
+import { latestPlanTables, seedFleet } from "../testkit/fleet-seed.js"
 
 const METERS = 10_000
 const PER_METER = 8

@@ -10,11 +10,11 @@ import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { uplink as up } from "../testkit/frames.js"
 
-const { Uplink, AlarmType } = citymeter.v1
+const { AlarmType } = citymeter.v1
 const DAY = 86400
 const T0 = Math.floor(Date.now() / 1000 / DAY) * DAY - 2 * DAY
-const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
 const birth = (boot: number) =>
   up({ boot, seq: 0, birth: { firmware: "fw 1", board: "b", intervalS: 900, batch: 4, uptimeS: 5 } })
 const readings = (boot: number, seq: number, startS: number, volumes: number[], totalMl: number) =>

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, test } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
-import { BridgeProcess, freePort } from "./infra.js"
+import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
 import { caughtUp, generated, sleep, type Row } from "./fault-util.js"
 

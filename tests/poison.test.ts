@@ -5,13 +5,12 @@
 import { randomBytes } from "node:crypto"
 import mqtt from "mqtt"
 import { afterAll, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { compare, drivenMeter, generated, sleep } from "./fault-util.js"
 import { MOSQUITTO_URL, PG_URL, captureLog, dropSchema, uid, waitFor, type ApiReading } from "./helpers.js"
+import { uplink } from "../testkit/frames.js"
 
-const { Uplink } = citymeter.v1
 const schema = `t_${randomBytes(6).toString("hex")}`
 const clientId = uid("poison-bridge")
 const meterIds = [1, 2, 3].map((i) => uid(`poison-m${i}`))
@@ -31,8 +30,7 @@ afterAll(async () => {
 
 /** Frames that decode, and each hold a value no column (or no physics) can hold. */
 function poisons(nowS: number): [string, Buffer][] {
-  const up = (o: Record<string, unknown>) =>
-    Buffer.from(Uplink.encode(Uplink.fromObject({ boot: 1, seq: 1, ...o })).finish())
+  const up = (o: Record<string, unknown>) => uplink({ boot: 1, seq: 1, ...o })
   const readings = (o: Record<string, unknown>) =>
     up({ readings: { startS: nowS - 60, timeSynced: true, intervalS: 1, ...o } })
   return [

@@ -4,31 +4,15 @@
 import { randomBytes } from "node:crypto"
 import mqtt from "mqtt"
 import { afterAll, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { PG_URL, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
-import { MosquittoProcess } from "./infra.js"
-
-const { Uplink } = citymeter.v1
+import { MosquittoProcess } from "../testkit/infra.js"
+import { readingsFrame as readingsOf } from "../testkit/frames.js"
 
 /** Frame `seq` of a meter: one 60 s interval of 1 mL, the total equal to seq. */
-const readingsFrame = (seq: number, startS: number) =>
-  Buffer.from(
-    Uplink.encode(
-      Uplink.fromObject({
-        boot: 1,
-        seq,
-        readings: {
-          startS: startS + seq * 60,
-          timeSynced: true,
-          intervalS: 60,
-          water: { totalMl: seq, volumeMl: [1] },
-        },
-      }),
-    ).finish(),
-  )
+const readingsFrame = (seq: number, startS: number) => readingsOf({ seq, startS: startS + seq * 60, totalMl: seq })
 const INSTANCES = 3
 const METERS = 30
 const SEQS = 30

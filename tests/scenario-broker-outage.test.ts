@@ -4,7 +4,7 @@ import { startService, type Service } from "../bridge/src/service.js"
 import { runScenario } from "../sim/src/scenario.js"
 import { scenarios } from "../sim/scenarios/index.js"
 import { captureLog, uid } from "./helpers.js"
-import { MosquittoProcess } from "./infra.js"
+import { MosquittoProcess } from "../testkit/infra.js"
 import { finalRows, scenarioMeter } from "./scenario-util.js"
 
 let svc: Service | undefined

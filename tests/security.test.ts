@@ -15,7 +15,8 @@ import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { downTopic, upTopic } from "../bridge/src/topics.js"
 import { captureLog, uid, waitFor } from "./helpers.js"
-import { freePort } from "./infra.js"
+import { freePort } from "../testkit/infra.js"
+import { readingsFrame as readingsOf } from "../testkit/frames.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const { Uplink } = citymeter.v1
@@ -56,21 +57,7 @@ function makeSecrets() {
   }
 }
 
-function readingsFrame(seq: number) {
-  const payload = Uplink.encode(
-    Uplink.fromObject({
-      boot: 1,
-      seq,
-      readings: {
-        startS: Math.floor(Date.now() / 1000) - 60,
-        timeSynced: true,
-        intervalS: 60,
-        water: { totalMl: seq, volumeMl: [1] },
-      },
-    }),
-  ).finish()
-  return Buffer.from(payload)
-}
+const readingsFrame = (seq: number) => readingsOf({ seq, startS: Math.floor(Date.now() / 1000) - 60, totalMl: seq })
 
 const meterClient = (url: string, user: keyof typeof PASSWORDS, opts: mqtt.IClientOptions = {}) =>
   mqtt.connectAsync(url, {

@@ -4,28 +4,13 @@ import { randomBytes } from "node:crypto"
 import mqtt from "mqtt"
 import pg from "pg"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { MOSQUITTO_URL, PG_URL, dropSchema, uid, waitFor } from "./helpers.js"
-import { TcpProxy } from "./infra.js"
+import { TcpProxy } from "../testkit/infra.js"
+import { readingsFrame } from "../testkit/frames.js"
 
-const { Uplink } = citymeter.v1
-const frame = (seq: number) =>
-  Buffer.from(
-    Uplink.encode(
-      Uplink.fromObject({
-        boot: 1,
-        seq,
-        readings: {
-          startS: Math.floor(Date.now() / 1000) - 60,
-          timeSynced: true,
-          intervalS: 60,
-          water: { volumeMl: [seq] },
-        },
-      }),
-    ).finish(),
-  )
+const frame = (seq: number) => readingsFrame({ seq, startS: Math.floor(Date.now() / 1000) - 60, volumeMl: [seq] })
 
 describe("stalled ingest on PostgreSQL", () => {
   const schema = `t_${randomBytes(6).toString("hex")}`

@@ -1,0 +1,47 @@
+// Uplink frames as a meter would send them, built from plain objects (protobufjs fromObject:
+// 64-bit values may be decimal strings, enums numbers or names). One place for the tests and
+// benchmarks that publish frames without a firmware VM.
+import { citymeter } from "../bridge/src/gen/citymeter.js"
+
+const { Uplink } = citymeter.v1
+
+/** Any Uplink, encoded: `uplink({ boot: 1, seq: 1, readings: {…} })`. */
+export const uplink = (o: Record<string, unknown>): Buffer => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
+
+export interface ReadingsFrameOptions {
+  seq: number
+  /** The first interval's start, unix seconds (synced). */
+  startS: number
+  boot?: number
+  intervalS?: number
+  /** One water volume per interval, mL. */
+  volumeMl?: number[]
+  /** The water total after the last interval, mL. */
+  totalMl?: number
+  /** More of the Readings message (electricity, pressure, replayed …), merged in. */
+  readings?: Record<string, unknown>
+}
+
+/** A synced readings frame of water volumes: boot 1, 60 s intervals, one of 1 mL unless told. */
+export function readingsFrame(o: ReadingsFrameOptions): Buffer {
+  return uplink({
+    boot: o.boot ?? 1,
+    seq: o.seq,
+    readings: {
+      startS: o.startS,
+      timeSynced: true,
+      intervalS: o.intervalS ?? 60,
+      water: { totalMl: o.totalMl, volumeMl: o.volumeMl ?? [1] },
+      ...o.readings,
+    },
+  })
+}
+
+/** A birth (seq 0) announcing interval and batch. */
+export function birthFrame(boot: number, birth: Record<string, unknown> = {}): Buffer {
+  return uplink({
+    boot,
+    seq: 0,
+    birth: { firmware: "fw-test 1.0", board: "esp32", intervalS: 900, batch: 4, uptimeS: 5, ...birth },
+  })
+}
