@@ -3,13 +3,10 @@
 import { randomBytes } from "node:crypto"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
-
-const { Uplink } = citymeter.v1
-const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
+import { readingsFrame, uplink as up } from "../testkit/frames.js"
 
 describe.each(STACKS)("inactivity on %s", (kind) => {
   let svc: Service
@@ -39,6 +36,8 @@ describe.each(STACKS)("inactivity on %s", (kind) => {
     (await svc.app.inject({ url: `/meters/${meterId}/alarms?open=true` })).json().alarms as {
       type: string
       source: string
+      ts: string
+      value: number
     }[]
   const meter = async (meterId: string) => (await svc.app.inject({ url: `/meters/${meterId}` })).json()
   const gauge = async () => (await svc.metrics.onlineMeters.get()).values[0]?.value
@@ -46,16 +45,7 @@ describe.each(STACKS)("inactivity on %s", (kind) => {
   test("a silent meter is marked offline with an INACTIVE alarm, cleared when its frames return", async () => {
     const meterId = uid("quiet")
     const readings = (seq: number) =>
-      up({
-        boot: 1,
-        seq,
-        readings: {
-          startS: Math.floor(Date.now() / 1000) - 1,
-          timeSynced: true,
-          intervalS: 1,
-          water: { totalMl: seq, volumeMl: [1] },
-        },
-      })
+      readingsFrame({ seq, startS: Math.floor(Date.now() / 1000) - 1, intervalS: 1, totalMl: seq })
     // expected every 1 s × batch 1: inactive after 2 × 1 × 1 + 1 s slack without a frame
     await pub.publishAsync(
       upTopic(meterId, "birth"),
@@ -65,13 +55,17 @@ describe.each(STACKS)("inactivity on %s", (kind) => {
     await pub.publishAsync(upTopic(meterId, "readings"), readings(1), { qos: 1 })
     await waitFor("online", async () => (await meter(meterId)).online === true, 5000)
     if (kind === "embedded") await waitFor("gauge 1", async () => (await gauge()) === 1, 5000)
-    const quietSince = Date.now()
+    // the bound runs from the meter's last frame as the bridge stored it, not from when the test looked
+    const lastSeen = Date.parse((await meter(meterId)).lastSeen)
 
     const alarms = await waitFor("INACTIVE raised", async () => {
       const a = await openAlarms(meterId)
       return a.length ? a : undefined
     })
-    expect(Date.now() - quietSince).toBeGreaterThanOrEqual(2500) // not before 2 × interval × batch + slack
+    // not before 2 × interval × batch + slack = 3 s of silence, and the alarm's value says how long
+    const quietMs = Date.parse(alarms[0].ts) - lastSeen
+    expect(quietMs).toBeGreaterThan(3000)
+    expect(alarms[0].value).toBe(Math.floor(quietMs / 1000))
     expect(alarms).toMatchObject([{ type: "INACTIVE", source: "bridge", active: true }])
     expect(await meter(meterId)).toMatchObject({ online: false, inactive: true })
     expect(lines.some((l) => l.meterId === meterId && l.alarm === "INACTIVE")).toBe(true)
