@@ -10,7 +10,7 @@ import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { downTopic, upTopic } from "../bridge/src/topics.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
-import { uplink as up } from "../testkit/frames.js"
+import { birthFrame, uplink as up } from "../testkit/frames.js"
 
 const { Downlink, AlarmType } = citymeter.v1
 const TOKEN = "s3cret-token"
@@ -19,8 +19,7 @@ const DAY = 86400
 const T0 = Math.floor(Date.now() / 1000 / DAY) * DAY - 2 * DAY
 const iso = (s: number) => new Date(s * 1000).toISOString()
 
-const birth = (boot: number) =>
-  up({ boot, seq: 0, birth: { firmware: "fw-api 1.0", board: "esp32", intervalS: 900, batch: 4, uptimeS: 5 } })
+const birth = (boot: number) => birthFrame(boot, { firmware: "fw-api 1.0" })
 const readings = (boot: number, seq: number, startS: number, volumes: number[], totalMl: number) =>
   up({
     boot,

@@ -10,13 +10,12 @@ import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
-import { uplink as up } from "../testkit/frames.js"
+import { birthFrame, uplink as up } from "../testkit/frames.js"
 
 const { AlarmType } = citymeter.v1
 const DAY = 86400
 const T0 = Math.floor(Date.now() / 1000 / DAY) * DAY - 2 * DAY
-const birth = (boot: number) =>
-  up({ boot, seq: 0, birth: { firmware: "fw 1", board: "b", intervalS: 900, batch: 4, uptimeS: 5 } })
+const birth = (boot: number) => birthFrame(boot, { firmware: "fw 1", board: "b" })
 const readings = (boot: number, seq: number, startS: number, volumes: number[], totalMl: number) =>
   up({ boot, seq, readings: { startS, timeSynced: true, intervalS: 900, water: { totalMl, volumeMl: volumes } } })
 const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string })
