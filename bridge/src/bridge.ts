@@ -5,7 +5,7 @@ import { BRIDGE_DEFAULTS } from "./defaults.js"
 import { Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
 import type { Metrics } from "./metrics.js"
 import type { Store } from "./store/store.js"
-import { downTopic, upFilter } from "./topics.js"
+import { downTopic, upFilter, type DownKind } from "./topics.js"
 
 export interface BridgeOptions extends IngestOptions {
   mqttUrl: string
@@ -115,7 +115,7 @@ export function startBridge(o: BridgeOptions): Bridge {
       process.nextTick(uncork)
     }
     return new Promise((resolve, reject) =>
-      downlinks.publish(downTopic(meterId, kind), Buffer.from(payload), { qos: 1 }, (err) =>
+      downlinks.publish(downTopic(meterId, kind), Buffer.from(payload), { qos: DOWNLINK_QOS[kind] }, (err) =>
         err ? reject(err) : resolve(),
       ),
     )
@@ -240,6 +240,15 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
 }
 
 const ignore = () => {}
+
+/**
+ * QoS per downlink kind (proto/topics.md). Acks go at QoS 0: meters connect with a clean session
+ * [MQTT-3.1.2-6], so the broker keeps nothing for an offline meter whatever the QoS, and on a live
+ * connection TCP already delivers in order; an ack lost with its connection is made good by the
+ * meter, which sends every unacknowledged frame again on connecting (acked as a duplicate). QoS 1
+ * would add a PUBACK per frame on both of the broker's connections for no guarantee.
+ */
+const DOWNLINK_QOS: Record<DownKind, 0 | 1> = { ack: 0, time: 1, config: 1, resend: 1 }
 
 /** handleMessage's callback error that makes mqtt.js skip its own PUBACK; ours follows the commit. */
 const DEFERRED = new Error("PUBACK deferred until the frame's batch commits")

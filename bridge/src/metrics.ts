@@ -83,7 +83,7 @@ export function createMetrics(defaults = false) {
     }),
     downlinks: new Counter({
       name: "citymeter_downlinks_total",
-      help: "Downlinks to meters (ack, time, config) by outcome: sent (PUBACKed by the broker) or failed (the meter resends what an ack missed)",
+      help: "Downlinks to meters (ack, time, config) by outcome: sent (acks: written at QoS 0; others: PUBACKed by the broker) or failed (the meter resends what an ack missed)",
       labelNames: ["kind", "outcome"] as const,
       registers: [registry],
     }),
