@@ -38,6 +38,9 @@ describe("bridge defaults", () => {
       INACTIVITY_SLACK_S: readme.INACTIVITY_SLACK_S,
       EXPORT_LICENSE: readme.EXPORT_LICENSE,
       EXPORT_LICENSE_URL: readme.EXPORT_LICENSE_URL,
+      NGSI_LD_BATCH: readme.NGSI_LD_BATCH,
+      NGSI_LD_FLUSH_MS: readme.NGSI_LD_FLUSH_MS,
+      NGSI_LD_MAX_PENDING: readme.NGSI_LD_MAX_PENDING,
     }).toEqual({
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
       DATABASE_URL: D.databaseUrl,
@@ -53,6 +56,9 @@ describe("bridge defaults", () => {
       INACTIVITY_SLACK_S: String(D.inactivitySlackS),
       EXPORT_LICENSE: D.exportLicense,
       EXPORT_LICENSE_URL: D.exportLicenseUrl,
+      NGSI_LD_BATCH: String(D.ngsiLd.batchSize),
+      NGSI_LD_FLUSH_MS: String(D.ngsiLd.flushMs),
+      NGSI_LD_MAX_PENDING: String(D.ngsiLd.maxPending),
     })
   })
 
@@ -71,6 +77,14 @@ describe("bridge defaults", () => {
     })
     // a licence of the utility's own has no URL unless one is given
     expect(configFromEnv({ EXPORT_LICENSE: "ODbL-1.0" }).exportLicense).toEqual({ name: "ODbL-1.0" })
+    // the NGSI-LD forwarder is off unless NGSI_LD_URL is set
+    expect(configFromEnv({}).ngsiLd).toBeUndefined()
+    expect(configFromEnv({ NGSI_LD_URL: "http://broker:1026" }).ngsiLd).toEqual({
+      url: "http://broker:1026",
+      batchSize: D.ngsiLd.batchSize,
+      flushMs: D.ngsiLd.flushMs,
+      maxPending: D.ngsiLd.maxPending,
+    })
   })
 })
 

@@ -52,4 +52,10 @@ export const BRIDGE_DEFAULTS = {
   exportLicense: "CC-BY-4.0",
   /** EXPORT_LICENSE_URL: where that licence is; with a licence of your own and no URL, none is given. */
   exportLicenseUrl: "https://creativecommons.org/licenses/by/4.0/",
+  /**
+   * NGSI_LD_URL (unset: no forwarder) and the forwarder's bounds: NGSI_LD_BATCH entities per
+   * upsert, a flush every NGSI_LD_FLUSH_MS, at most NGSI_LD_MAX_PENDING meters waiting, a request
+   * limit, and the longest wait after failures.
+   */
+  ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const

@@ -10,6 +10,7 @@ import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } 
 import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
+import { startForwarder, type Forwarder, type ForwarderConfig } from "./ngsi-forwarder.js"
 import { createMetrics, type Metrics } from "./metrics.js"
 import { retry } from "./retry.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
@@ -70,6 +71,8 @@ export interface ServiceConfig {
   /** Inactivity check period (ms) and slack (s) beyond 2 × interval × batch. */
   inactivityCheckMs?: number
   inactivitySlackS?: number
+  /** Push meters' newest state to an NGSI-LD context broker (NGSI_LD_URL …); absent: off. */
+  ngsiLd?: ForwarderConfig
   /** The licence of the bulk export (EXPORT_LICENSE, EXPORT_LICENSE_URL); default CC-BY-4.0. */
   exportLicense?: { name: string; url?: string }
   log?: Logger
@@ -86,6 +89,8 @@ export interface Service {
   app: ReturnType<typeof buildApp>
   /** What ingest commits, for open dashboards (GET /events). */
   live: LiveBus
+  /** The NGSI-LD forwarder, when NGSI_LD_URL is set. */
+  forwarder?: Forwarder
   ingestHealth(): IngestHealth
   stop(): Promise<void>
 }
@@ -152,6 +157,15 @@ export function configFromEnv(env = process.env): ServiceConfig {
     inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? D.inactivityCheckMs),
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
     exportLicense: exportLicense(env),
+    ngsiLd: env.NGSI_LD_URL
+      ? {
+          url: env.NGSI_LD_URL,
+          tenant: env.NGSI_LD_TENANT || undefined,
+          batchSize: Number(env.NGSI_LD_BATCH ?? D.ngsiLd.batchSize),
+          flushMs: Number(env.NGSI_LD_FLUSH_MS ?? D.ngsiLd.flushMs),
+          maxPending: Number(env.NGSI_LD_MAX_PENDING ?? D.ngsiLd.maxPending),
+        }
+      : undefined,
   }
 }
 
@@ -205,6 +219,8 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     throw new Error(
       "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
     )
+  // subscribed before ingest starts: it sees every committed reading
+  const forwarder = c.ngsiLd ? startForwarder({ ...c.ngsiLd, store, metrics, log, live }) : undefined
   const baseId = c.clientId ?? `citymeter-bridge-${process.pid}`
   const bridges = Array.from({ length: consumers }, (_, i) =>
     startBridge({
@@ -309,6 +325,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     inactivity,
     app,
     live,
+    forwarder,
     ingestHealth,
     stop: async () => {
       clearInterval(pruner)
@@ -316,6 +333,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       await inactivity.stop()
       await app.close()
       await Promise.all(bridges.map((b) => b.stop()))
+      await forwarder?.stop()
       await store.close()
       await broker?.close()
     },
