@@ -8,13 +8,13 @@ import { NGSI_LD_CORE_CONTEXT, keyValues, type NgsiEntity } from "../bridge/src/
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
+import { uplink as up } from "../testkit/frames.js"
 import { modelValidators, publishedExample } from "./fiware-schemas.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 
-const { Uplink, AlarmType } = citymeter.v1
+const { AlarmType } = citymeter.v1
 const DAY = 86400
 const T0 = Math.floor(Date.now() / 1000 / DAY) * DAY - DAY
-const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
 const birth = () =>
   up({ boot: 1, seq: 0, birth: { firmware: "fw-fiware 1.0", board: "esp32", intervalS: 900, batch: 2, uptimeS: 5 } })
 const water = (seq: number, startS: number, totalMl: number) =>

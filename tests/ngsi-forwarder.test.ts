@@ -9,7 +9,6 @@ import type { AddressInfo } from "node:net"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { NGSI_LD_CORE_CONTEXT, keyValues, type NgsiEntity } from "../bridge/src/fiware.js"
-import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { LiveBus } from "../bridge/src/live.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { startForwarder } from "../bridge/src/ngsi-forwarder.js"
@@ -17,11 +16,10 @@ import { startService, type Service } from "../bridge/src/service.js"
 import { openStore } from "../bridge/src/store/engines.js"
 import type { ReadingRow } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
+import { uplink as up } from "../testkit/frames.js"
 import { modelValidators } from "./fiware-schemas.js"
 import { MOSQUITTO_URL, PG_URL, STACKS, apiReadings, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 
-const { Uplink } = citymeter.v1
-const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
 const T0 = (Math.floor(Date.now() / 86400_000) * 86400_000) / 1000 - 86400
 const birth = () =>
   up({ boot: 1, seq: 0, birth: { firmware: "fw-ngsi 1.0", board: "esp32", intervalS: 900, batch: 1, uptimeS: 5 } })
