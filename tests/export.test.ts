@@ -3,8 +3,10 @@
 // store/columns.ts (units, OBIS codes); the utility's licence in the dictionary and the headers;
 // a bad period is a clear 400.
 import { randomBytes } from "node:crypto"
+import { Writable } from "node:stream"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { CSV_COLUMNS } from "../bridge/src/api.js"
+import { CSV_COLUMNS, buildApp } from "../bridge/src/api.js"
+import { createMetrics } from "../bridge/src/metrics.js"
 import { EXPORT_PAGE } from "../bridge/src/routes/export.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { READING_COLUMNS } from "../bridge/src/store/columns.js"
@@ -185,6 +187,41 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
     expect(idx.months[0].complete).toBe(false)
     // each listed file answers
     expect((await get(day.ndjson)).statusCode).toBe(200)
+  })
+
+  test("a data tier failing mid-file cuts the response off (no short file that looks whole), logged", async () => {
+    // the same data tier, failing from its third readings query on: the first meter's pages stream first
+    let calls = 0
+    const failing = new Proxy(svc.store, {
+      get(target, key) {
+        const value = Reflect.get(target, key, target) as unknown
+        if (key !== "readings" || typeof value !== "function")
+          return typeof value === "function" ? value.bind(target) : value
+        return (...args: unknown[]) => {
+          if (++calls > 2) return Promise.reject(Object.assign(new Error("connection lost"), { code: "57P01" }))
+          return (value as (...a: unknown[]) => unknown).apply(target, args)
+        }
+      },
+    })
+    const lines: string[] = []
+    const stream = new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(String(chunk))
+        cb()
+      },
+    })
+    const app = buildApp({ store: failing, metrics: createMetrics(), logger: { level: "error", stream } })
+    const url = await app.listen({ port: 0, host: "127.0.0.1" })
+    try {
+      const res = await fetch(`${url}/export/readings/${dayOf(T0)}.ndjson`)
+      expect(res.status).toBe(200)
+      await expect(res.text()).rejects.toThrow()
+      expect(lines.some((l) => l.includes("export stream failed"))).toBe(true)
+      // the bridge goes on answering
+      expect((await fetch(`${url}/export/dictionary.json`)).status).toBe(200)
+    } finally {
+      await app.close()
+    }
   })
 
   test("a bad period or format is a 400 that says what to send", async () => {
