@@ -54,6 +54,35 @@ const program = new Command()
 
 const { intervalS: INTERVAL, batch: BATCH } = TUNABLE_BY_NAME
 
+/** Options several commands take, each defined once (a fresh Option per command). */
+const shared = {
+  username: (help = "MQTT username") => new Option("--username <user>", help),
+  password: (help = "MQTT password (or set MQTT_PASS)") => new Option("--password <pass>", help),
+  interval: () =>
+    new Option("-i, --interval <s>", `seconds per interval, ${INTERVAL.min}..${INTERVAL.max}`)
+      .argParser(intArg("--interval"))
+      .default(INTERVAL.default),
+  batch: (byDefault: number = BATCH.default) =>
+    new Option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`)
+      .argParser(intArg("--batch"))
+      .default(byDefault),
+  image: () =>
+    new Option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it"),
+}
+
+/** What provision and deploy hand to provision() from their shared options. */
+const provisionInput = (o: Record<string, string | number | string[] | boolean | undefined>, board: string) => ({
+  meterId: o.meter as string,
+  board,
+  broker: o.broker as string,
+  username: o.username as string | undefined,
+  password: (o.password ?? process.env.MQTT_PASS) as string | undefined,
+  intervalS: o.interval as number,
+  batch: o.batch as number,
+  set: o.set as string[] | undefined,
+  open: o.open as boolean | undefined,
+})
+
 program
   .command("provision")
   .description(
@@ -62,17 +91,12 @@ program
   .requiredOption("-m, --meter <id>", `meter id: ${METER_ID_RULE}`)
   .requiredOption("-b, --board <board>", "board id: a DeviceScript board, boards/<id>.board.json, or 'sim'")
   .requiredOption("-u, --broker <url>", "broker URL, mqtt://host:port or mqtts://host:port (TLS)")
-  .option("--username <user>", "MQTT username (the shipped broker ACL needs it to be the meter id)")
-  .option("--password <pass>", "MQTT password (or set MQTT_PASS); written to .env.local only")
+  .addOption(shared.username("MQTT username (the shipped broker ACL needs it to be the meter id)"))
+  .addOption(shared.password("MQTT password (or set MQTT_PASS); written to .env.local only"))
   .option("--bridge <url>", "then register the meter with this bridge's HTTP API, http(s)://host:port")
   .option("--token <token>", "the bridge's API token (or set CITYMETER_API_TOKEN, which keeps it out of ps)")
-  .option(
-    "-i, --interval <s>",
-    `seconds per interval, ${INTERVAL.min}..${INTERVAL.max}`,
-    intArg("--interval"),
-    INTERVAL.default,
-  )
-  .option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`, intArg("--batch"), BATCH.default)
+  .addOption(shared.interval())
+  .addOption(shared.batch())
   .option("--set <KEY=VALUE...>", "tunables of proto/tunables.json (README table), e.g. LEAK_S=3600 PULSES_PER_L=1")
   .option("-o, --out <dir>", "directory for the two files (default: data/provision/<meter>)")
   .option("--open", "no sealing key: a legacy or demo meter whose frames travel unsealed")
@@ -92,21 +116,7 @@ program
     const bridge = o.bridge ? bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN) : undefined
     const location = locationOption(o)
     if (location && !bridge) throw usage("--lat/--lon set the meter's location in the bridge's registry: add --bridge")
-    const r = provision(
-      {
-        meterId: o.meter,
-        board: o.board,
-        broker: o.broker,
-        username: o.username,
-        password: o.password ?? process.env.MQTT_PASS,
-        intervalS: o.interval,
-        batch: o.batch,
-        set: o.set,
-        open: o.open,
-      },
-      out,
-      o.force,
-    )
+    const r = provision(provisionInput(o, o.board), out, o.force)
     const warning = usernameWarning({ meterId: o.meter, username: o.username })
     if (warning) console.error(`citymeter: warning: ${warning}`)
     print(`wrote ${r.defaultsFile}`)
@@ -161,7 +171,7 @@ program
   .command("flash")
   .description("flash the DeviceScript runtime onto a board (wraps `devs flash`); offline, pass the image with --file")
   .requiredOption("-b, --board <board>", "board id")
-  .option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it")
+  .addOption(shared.image())
   .option("--port <path>", "serial port (ESP32 boards only; RP2040 boards are a USB drive)")
   .option("--program <dir>", "a build folder (citymeter build): flash runtime + that bytecode + its settings")
   .option("--once", "do not wait for the board to be connected")
@@ -176,39 +186,20 @@ program
   .option("-s, --settings <dir>", "an already provisioned meter's folder (skips provisioning)")
   .option("-m, --meter <id>", `meter id to provision: ${METER_ID_RULE}`)
   .option("-u, --broker <url>", "broker URL to provision, mqtt://host:port or mqtts://host:port")
-  .option("--username <user>", "MQTT username")
-  .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
-  .option(
-    "-i, --interval <s>",
-    `seconds per interval, ${INTERVAL.min}..${INTERVAL.max}`,
-    intArg("--interval"),
-    INTERVAL.default,
-  )
-  .option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`, intArg("--batch"), BATCH.default)
+  .addOption(shared.username())
+  .addOption(shared.password())
+  .addOption(shared.interval())
+  .addOption(shared.batch())
   .option("--set <KEY=VALUE...>", "alarm thresholds and pulse constants")
   .option("--open", "no sealing key")
-  .option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it")
+  .addOption(shared.image())
   .option("--port <path>", "serial port (ESP32 boards only)")
   .action(async (o) => {
     let settings = o.settings as string | undefined
     if (!settings) {
       if (!o.meter || !o.broker) throw usage("deploy needs --settings <dir>, or --meter and --broker to provision")
       settings = `data/provision/${o.meter}`
-      const r = provision(
-        {
-          meterId: o.meter,
-          board: o.board,
-          broker: o.broker,
-          username: o.username,
-          password: o.password ?? process.env.MQTT_PASS,
-          intervalS: o.interval,
-          batch: o.batch,
-          set: o.set,
-          open: o.open,
-        },
-        settings,
-        false,
-      )
+      const r = provision(provisionInput(o, o.board), settings, false)
       print(`[provision] wrote ${r.defaultsFile} and ${r.localFile}`)
     }
     await deploy({ board: o.board, settings, file: o.file, port: o.port }, print)
@@ -219,8 +210,8 @@ program
   .description("print a meter's live frames (citymeter/v1/<meter>/#), decoded; '+' watches every meter")
   .argument("<meter>", "meter id, or + for all")
   .option("-u, --broker <url>", BROKER_HELP)
-  .option("--username <user>", "MQTT username")
-  .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
+  .addOption(shared.username())
+  .addOption(shared.password())
   .option("-n, --count <n>", "exit after n frames", intArg("--count"))
   .option("-t, --timeout <s>", "exit with an error when no frame arrives for s seconds", intArg("--timeout"))
   .option("--hex", "also print each payload in hex (for `citymeter decode`)")
@@ -263,9 +254,9 @@ program
   .option("-n, --meters <n>", "number of meters", intArg("--meters"), 3)
   .option("--prefix <prefix>", "meter ids are <prefix>-001, <prefix>-002, …", "sim")
   .option("-i, --interval <s>", "seconds per interval", intArg("--interval"), 5)
-  .option("--batch <n>", `intervals per frame, ${BATCH.min}..${BATCH.max}`, intArg("--batch"), 2)
-  .option("--username <user>", "MQTT username")
-  .option("--password <pass>", "MQTT password (or set MQTT_PASS)")
+  .addOption(shared.batch(2))
+  .addOption(shared.username())
+  .addOption(shared.password())
   .option("-d, --duration <s>", "stop after s seconds (0: run until Ctrl-C)", intArg("--duration"), 0)
   .option("-v, --verbose", "print every firmware console line")
   .option("-w, --workers <n>", "worker threads the meters are spread over (default: one per core)", intArg("--workers"))
