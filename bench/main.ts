@@ -1,5 +1,5 @@
 // citymeter benchmarks: `npm run bench` (full), `npm run bench -- --quick` (CI smoke, a few seconds),
-// `--only frames|ingest|fleet|firmware|sim|dashboard`. Every benchmark prints its baseline and the ratio to it, both
+// `--only frames|ingest|fleet|firmware|sim|dashboard|sta`. Every benchmark prints its baseline and the ratio to it, both
 // measured in the same run on the same machine.
 import { arch, cpus, totalmem } from "node:os"
 import { dashboardBench } from "./dashboard.js"
@@ -8,6 +8,7 @@ import { fleetBench } from "./fleet.js"
 import { ingestBench } from "./ingest.js"
 import { firmwareBench } from "./firmware.js"
 import { simBench } from "./sim.js"
+import { staBench } from "./sta.js"
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -26,6 +27,7 @@ if (!only || only === "ingest") await ingestBench(quick)
 if ((!only && !quick) || only === "fleet") await fleetBench(quick)
 if (!only || only === "firmware") await firmwareBench(quick)
 if (!only || only === "firmware" || only === "sim") await simBench(quick)
+if (!only || only === "sta") await staBench(quick)
 // full run only (a browser): the dashboard's first load with 10,000 meters
 if ((!only && !quick) || only === "dashboard") await dashboardBench(quick)
 // VM hosts and sockets may keep the event loop alive

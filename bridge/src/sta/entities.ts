@@ -424,7 +424,8 @@ const observedProperties: EntitySet = {
   }),
 }
 
-const RESULT = `CASE v.ch ${CHANNELS.map((c) => `WHEN ${lit(c.ch)} THEN ${c.result}`).join(" ")} END`
+/** Each reading as one row per channel: (channel, value), the columns read directly. */
+const PER_CHANNEL = `(VALUES ${CHANNELS.map((c) => `(${lit(c.ch)}, (${c.result})::float8)`).join(", ")}) AS v(ch, result)`
 const OBS_KEY = ["meter_id", "ch", "boot", "seq", "idx"]
 
 /**
@@ -435,12 +436,9 @@ const OBS_KEY = ["meter_id", "ch", "boot", "seq", "idx"]
 const observations: EntitySet = {
   name: "Observations",
   from: `SELECT r.meter_id, v.ch, r.ts, r.interval_s, r.boot, r.seq, r.idx,
-      r.time_synced, r.backfill, r.ts_estimated, (${RESULT})::float8 AS result
-    FROM readings r CROSS JOIN ${values(
-      CHANNELS.map((c) => [c.ch]),
-      ["ch"],
-    )}
-    WHERE (${RESULT}) IS NOT NULL`,
+      r.time_synced, r.backfill, r.ts_estimated, v.result
+    FROM readings r CROSS JOIN LATERAL ${PER_CHANNEL}
+    WHERE v.result IS NOT NULL`,
   keyCols: OBS_KEY,
   key: (id) => {
     const p = id.split(":")
