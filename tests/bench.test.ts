@@ -36,6 +36,11 @@ test("npm run bench -- --quick exits 0 and prints each baseline with its ratio",
   // ingest: baseline and bridge rates and their ratio, for both data tiers
   for (const engine of ["PostgreSQL", "PGlite"])
     expect(out).toMatch(new RegExp(`^${engine}.*\\s\\d+ frames/s\\s+\\d+ frames/s\\s+\\d+\\.\\d{3}$`, "m"))
+  // SensorThings $filter: each request with its baseline and the ratio, on both data tiers
+  for (const engine of ["PostgreSQL", "PGlite"])
+    expect(out).toMatch(
+      new RegExp(`^${engine}\\s+one Datastream, one day .*\\s\\d+\\.\\d\\s+\\d+\\.\\d\\s+\\d+\\.\\d{2}$`, "m"),
+    )
   // firmware: size, time per interval against its baseline, VM count against its baseline
   expect(out).toMatch(/^bytecode: \d+ B/m)
   expect(out).toMatch(/baseline: the interval, 1000 ms; ratio \(VM duty cycle\) \d+\.\d+%/)

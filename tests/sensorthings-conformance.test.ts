@@ -4,12 +4,14 @@
 // is read-only with string ids, so this file seeds meters the way meters do (frames over MQTT),
 // then makes the same kinds of requests and checks the same things, with the expected counts of
 // our own data. Each test is named after the suite's test method; README "Interoperability" lists
-// them with their outcome.
+// them with their outcome. The bridge registers no meter by itself (autoRegister off): other
+// suites publish on the shared Mosquitto, and only our two meters may be Things here.
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
+import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { STACKS, startStack, uid, waitFor, type TestStack } from "./helpers.js"
+import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 
 const { Uplink, Channel } = citymeter.v1
 const up = (o: Record<string, unknown>) => Buffer.from(Uplink.encode(Uplink.fromObject(o)).finish())
@@ -57,7 +59,8 @@ type Body = Record<string, unknown> & { value?: Entity[] }
 const key = (id: string) => `('${id.replace(/'/g, "''")}')`
 
 describe.each(STACKS)("SensorThings conformance (ets-sta10 A.1, A.2) on %s", (kind) => {
-  let stack: TestStack
+  let stack: Service
+  const schema = `t_${uid("sta").replace(/-/g, "_")}`
   let pub: mqtt.MqttClient
   const water = uid("sta-w")
   const power = uid("sta-e")
@@ -90,7 +93,16 @@ describe.each(STACKS)("SensorThings conformance (ets-sta10 A.1, A.2) on %s", (ki
   const first = async (set: SetName) => (await list(`/${set}`))[0]["@iot.id"]
 
   beforeAll(async () => {
-    stack = await startStack(kind)
+    stack = await startService({
+      ...(kind === "embedded"
+        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
+        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      demo: true,
+      autoRegister: false,
+      clientId: uid("sta-bridge"),
+      log: captureLog().log,
+    })
+    for (const m of [water, power]) await stack.store.registerMeter(m, new Date(T0 * 1000))
     pub = await mqtt.connectAsync(stack.mqttUrl, { clientId: uid("sta-pub") })
     const birth = (channels: number[]) =>
       up({ boot: 1, seq: 0, birth: { firmware: "fw-sta 1.0", board: "esp32", intervalS: 900, batch: 3, channels } })
@@ -140,8 +152,12 @@ describe.each(STACKS)("SensorThings conformance (ets-sta10 A.1, A.2) on %s", (ki
       )
     }
     await waitFor("readings stored", async () => {
-      const v = (await stack.metrics.framesStored.get()).values
-      return (v.find((x) => x.labels.kind === "readings")?.value ?? 0) >= 4
+      for (const m of [water, power]) {
+        const rows = (await stack.app.inject({ url: `/meters/${m}/readings` })).json().readings as unknown[]
+        const meter = (await stack.app.inject({ url: `/meters/${m}` })).json() as { channels?: string[] }
+        if (rows.length < 6 || !meter.channels?.length) return false
+      }
+      return true
     })
     await stack.store.setLocation(water, { lat: 48.137, lon: 11.575, address: "Marienplatz 1", district: "centre" })
     await stack.store.setLocation(power, { lat: 48.15, lon: 11.58, address: null, district: null })
@@ -169,6 +185,7 @@ describe.each(STACKS)("SensorThings conformance (ets-sta10 A.1, A.2) on %s", (ki
   afterAll(async () => {
     await pub?.endAsync()
     await stack?.stop()
+    if (kind !== "embedded") await dropSchema(schema)
   })
 
   /** Control information, mandatory properties and navigation links of an entity. */

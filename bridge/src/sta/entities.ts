@@ -5,6 +5,7 @@
 // channel it measures a Datastream; the instrument kind a Sensor; the phenomenon an
 // ObservedProperty (electricity with its OBIS code, IEC 62056-6-1); each interval reading of a
 // channel an Observation. Units are UCUM codes.
+import { OBIS } from "../store/columns.js"
 import { isMeterId } from "../topics.js"
 
 export const BASE_PATH = "/sta/v1.1"
@@ -110,7 +111,7 @@ export const CHANNELS: readonly Channel[] = [
     ch: "energy",
     proto: "CHANNEL_ENERGY",
     label: "active energy",
-    description: "Imported active energy per interval (the increase of register 1-0:1.8.0)",
+    description: `Imported active energy per interval (the increase of register ${OBIS.activeEnergyImport})`,
     result: "r.energy_wh",
     unit: { name: "watt hour", symbol: "W.h" },
     sensor: "electricity-meter",
@@ -120,7 +121,7 @@ export const CHANNELS: readonly Channel[] = [
     ch: "energyTotal",
     proto: "CHANNEL_ENERGY",
     label: "active energy register",
-    description: "Imported active energy register 1-0:1.8.0 at the end of each interval",
+    description: `Imported active energy register ${OBIS.activeEnergyImport} at the end of each interval`,
     result: "r.energy_total_wh",
     unit: { name: "watt hour", symbol: "W.h" },
     sensor: "electricity-meter",
@@ -191,23 +192,23 @@ export const OBSERVED_PROPERTIES = [
   {
     id: "active-energy-import",
     name: "Imported active energy",
-    definition: "urn:obis:1-0:1.8.0",
-    description: "Active energy imported from the grid (OBIS 1-0:1.8.0, A+ total)",
-    obis: "1-0:1.8.0",
+    definition: `urn:obis:${OBIS.activeEnergyImport}`,
+    description: `Active energy imported from the grid (OBIS ${OBIS.activeEnergyImport}, A+ total)`,
+    obis: OBIS.activeEnergyImport,
   },
   {
     id: "active-power",
     name: "Active power",
-    definition: "urn:obis:1-0:1.7.0",
-    description: "Instantaneous active power imported (OBIS 1-0:1.7.0), averaged over the interval",
-    obis: "1-0:1.7.0",
+    definition: `urn:obis:${OBIS.activePower}`,
+    description: `Active power (OBIS ${OBIS.activePower}), the interval's signed mean (negative: export)`,
+    obis: OBIS.activePower,
   },
   {
     id: "voltage-l1",
     name: "Voltage L1",
-    definition: "urn:obis:1-0:32.7.0",
-    description: "RMS voltage of phase L1 (OBIS 1-0:32.7.0), averaged over the interval",
-    obis: "1-0:32.7.0",
+    definition: `urn:obis:${OBIS.voltageL1}`,
+    description: `RMS voltage of phase L1 (OBIS ${OBIS.voltageL1}), averaged over the interval`,
+    obis: OBIS.voltageL1,
   },
   {
     id: "water-pressure",
