@@ -166,6 +166,14 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
     expect(d.schema.fields.map((f: { name: string }) => f.name)).toEqual([...CSV_COLUMNS])
     expect(res.headers["x-license"]).toBe(LICENSE.name)
     expect(res.headers.link).toContain(`<${LICENSE.url}>; rel="license"`)
+    // the API's OpenAPI description reads the same column descriptions
+    const doc = (await get("/openapi.json")).json()
+    const reading =
+      doc.paths["/meters/{id}/readings"].get.responses["200"].content["application/json"].schema.properties.readings
+        .items
+    expect(reading.properties.energyTotalWh.description).toBe(byName.energyTotalWh.description)
+    expect(reading.properties.energyTotalWh.description).toMatch(/^\[W\.h\] OBIS 1-0:1\.8\.0 /)
+    expect(Object.keys(reading.properties)).toEqual(CSV_COLUMNS.filter((c) => c !== "meterId"))
     const file = await get(`/export/readings/${dayOf(T0)}.csv`)
     expect(file.headers["x-license"]).toBe(LICENSE.name)
     expect(file.headers.link).toContain(`</export/dictionary.json>; rel="describedby"`)

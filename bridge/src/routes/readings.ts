@@ -2,7 +2,7 @@
 // consumption per bucket, the fleet's latest.
 import type { FastifyInstance } from "fastify"
 import { ERROR_RESPONSES, errors } from "../errors.js"
-import { READING_COLUMNS, READING_FIELDS_DOC } from "../store/columns.js"
+import { READING_COLUMNS, READING_FIELDS_DOC, readingJsonSchema } from "../store/columns.js"
 import { BUCKETS, type Bucket, type ReadingRow } from "../store/store.js"
 import { knownMeter, meterIdSchema, meterParam, strictQuery, type RouteContext } from "./shared.js"
 import { afterParam, keysetPage } from "./paging.js"
@@ -46,7 +46,19 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
           after: afterParam,
           format: { type: "string", enum: ["json", "csv"] },
         }),
-        response: ERROR_RESPONSES,
+        response: {
+          200: {
+            description: "JSON; with format=csv, text/csv with the same fields as columns (meterId first)",
+            type: "object",
+            required: ["meterId", "readings", "next"],
+            properties: {
+              meterId: meterIdSchema,
+              readings: { type: "array", items: readingJsonSchema(["meterId"]) },
+              next: { type: "string", nullable: true },
+            },
+          },
+          ...ERROR_RESPONSES,
+        },
       },
     },
     async (req, reply) => {

@@ -223,3 +223,28 @@ export const describeColumn = (c: ReadingColumn) =>
 
 /** The reading fields, one line each, for API descriptions (OpenAPI) and the README. */
 export const READING_FIELDS_DOC = READING_COLUMNS.map((c) => `\`${c.key}\`: ${describeColumn(c)}`).join("; ")
+
+/**
+ * JSON Schema (OpenAPI 3.0) of a reading as the API answers it: each field typed, described with
+ * its unit and OBIS code, null where the meter does not measure it. `omit` leaves fields out
+ * (the per-meter routes give meterId once, beside the readings).
+ */
+export function readingJsonSchema(omit: readonly (keyof ReadingRow)[] = []) {
+  const type = (c: ReadingColumn) =>
+    c.sql === "text" || c.sql === "timestamptz" ? "string" : c.sql === "boolean" ? "boolean" : "integer"
+  return {
+    type: "object",
+    required: READING_COLUMNS.filter((c) => !omit.includes(c.key)).map((c) => c.key),
+    properties: Object.fromEntries(
+      READING_COLUMNS.filter((c) => !omit.includes(c.key)).map((c) => [
+        c.key,
+        {
+          type: type(c),
+          ...(c.sql === "timestamptz" ? { format: "date-time" } : {}),
+          ...(c.nullable ? { nullable: true } : {}),
+          description: describeColumn(c),
+        },
+      ]),
+    ),
+  } as const
+}
