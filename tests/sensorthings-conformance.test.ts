@@ -597,6 +597,17 @@ describe.each(STACKS)("SensorThings conformance (ets-sta10 A.1, A.2) on %s", (ki
     await bad(`$select=weight`, "unknown property 'weight'")
     await bad(`$expand=Owner`, "no relation 'Owner'")
     expect((await raw(`/Observations?$top=abc`)).json().error).toBe("CM_ERR_BAD_REQUEST")
+    // names from the request are looked up among the set's own, never on Object.prototype
+    for (const name of ["constructor", "__proto__", "toString"]) {
+      await bad(`$filter=${name}%20eq%201`, `unknown property '${name}'`)
+      await bad(`$orderby=${name}`, `unknown property '${name}'`)
+      await bad(`$select=${name}`, `unknown property '${name}'`)
+      await bad(`$expand=${name}`, name)
+      expect((await raw(`/Things${key(water)}/${name}`)).statusCode).toBe(404)
+      expect((await raw(`/Things${key(water)}/${name}/$value`)).statusCode).toBe(404)
+    }
+    const none = await get(`/Things?$top=0&$count=true`)
+    expect(none).toEqual({ "@iot.count": 2, value: [] })
     // a quote inside a string literal stays inside the parameter
     const evil = `name eq 'x'' OR 1=1; DROP TABLE readings; --'`
     expect(await all(`/Things?$filter=${encodeURIComponent(evil)}`)).toEqual([])

@@ -529,3 +529,9 @@ export const SETS: Record<SetName, EntitySet> = {
 }
 
 export const isSetName = (s: string): s is SetName => (SET_NAMES as readonly string[]).includes(s)
+
+/**
+ * A relation or property named by the request, or undefined: only the object's own keys, so
+ * `constructor` or `__proto__` never reach Object.prototype.
+ */
+export const own = <T>(o: Record<string, T>, key: string): T | undefined => (Object.hasOwn(o, key) ? o[key] : undefined)

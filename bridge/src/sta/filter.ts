@@ -10,7 +10,7 @@
 // operator, a type mismatch — is a 400 CM_ERR_BAD_QUERY naming it.
 import { defaultParser } from "@odata/parser"
 import { errors } from "../errors.js"
-import { SETS, type EntitySet, type PropType } from "./entities.js"
+import { SETS, own, type EntitySet, type PropType } from "./entities.js"
 
 /** Parameters of one statement: values pushed in order, referenced as $1, $2, ... */
 export class Params {
@@ -149,9 +149,9 @@ export class Translator {
 
   /** A property path: a property of the set, or a single-valued navigation then a path. */
   private member(set: EntitySet, alias: string, path: string[]): Expr {
-    const prop = set.props[path.join("/")]
+    const prop = own(set.props, path.join("/"))
     if (prop) return { type: prop.type, sql: prop.sql(alias) }
-    const rel = set.relations[path[0]]
+    const rel = own(set.relations, path[0])
     if (rel && !rel.plural && path.length > 1) {
       const target = SETS[rel.target]
       const sub = `n${++this.aliases}`

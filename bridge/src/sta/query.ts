@@ -6,7 +6,7 @@
 // exists), never loaded whole.
 import { errors } from "../errors.js"
 import type { Store } from "../store/store.js"
-import { SETS, isSetName, type EntitySet, type Row, type SetName } from "./entities.js"
+import { SETS, isSetName, own, type EntitySet, type Row, type SetName } from "./entities.js"
 import { Params, Translator, splitTop } from "./filter.js"
 
 export const DEFAULT_TOP = 100
@@ -73,7 +73,7 @@ export function parseOptions(pairs: [string, string][], set: EntitySet): Options
       case "$select": {
         o.select = v.split(",").map((s) => s.trim())
         for (const s of o.select)
-          if (!FIELDS[set.name].includes(s) && !(s in set.relations))
+          if (!FIELDS[set.name].includes(s) && !own(set.relations, s))
             throw bad(
               `$select: unknown property '${s}' of ${set.name} (known: ${[...FIELDS[set.name], ...Object.keys(set.relations)].join(", ")})`,
             )
@@ -111,7 +111,7 @@ function parseExpand(source: string, set: EntitySet): ExpandItem[] {
 }
 
 function addExpand(items: ExpandItem[], set: EntitySet, path: string[], nested: [string, string][], part: string) {
-  const rel = set.relations[path[0]]
+  const rel = own(set.relations, path[0])
   if (!rel)
     throw bad(`$expand: ${set.name} has no relation '${path[0]}' (relations: ${Object.keys(set.relations).join(", ")})`)
   const target = SETS[rel.target]
@@ -145,7 +145,7 @@ async function read(store: Store, sql: string, params: unknown[]): Promise<Row[]
 type Scope = (p: Params, alias: string) => string
 
 const scopeOf = (set: EntitySet, relName: string, row: Row): Scope => {
-  const rel = set.relations[relName]
+  const rel = set.relations[relName] // relName: one of the set's own relations, never request text
   return (p, a) => rel.on(a, (col) => p.add(row[col]))
 }
 
@@ -194,7 +194,8 @@ export class StaQuery {
       const [r] = await read(this.store, `SELECT count(*) AS n FROM (${set.from}) e ${c.where}`, cp.values)
       count = Number(r.n)
     }
-    return { rows: rows.slice(0, top), more: rows.length > top, count }
+    // $top=0 asks for the count alone: no next page to follow
+    return { rows: rows.slice(0, top), more: top > 0 && rows.length > top, count }
   }
 
   selfLink(set: EntitySet, row: Row) {
@@ -246,7 +247,7 @@ export class StaQuery {
         scopes = []
       } else {
         if (!set || !row) throw notFound()
-        const rel = set.relations[name]
+        const rel = own(set.relations, name)
         if (!rel) {
           if (key !== undefined) throw notFound()
           break // a property
