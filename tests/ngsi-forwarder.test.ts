@@ -38,7 +38,7 @@ const frame = (seq: number, totalMl: number) =>
 
 /** A stub NGSI-LD broker: records each upsert; answers as `mode` says. */
 class StubBroker {
-  mode: "ok" | "fail" = "ok"
+  mode: "ok" | "fail" | "partial" | "refuse" = "ok"
   readonly requests: {
     url: string
     headers: IncomingMessage["headers"]
@@ -56,7 +56,26 @@ class StubBroker {
           res.writeHead(500, { "content-type": "application/json" })
           return res.end(JSON.stringify({ type: "https://uri.etsi.org/ngsi-ld/errors/InternalError", title: "stub" }))
         }
-        this.requests.push({ url: req.url!, headers: req.headers, body: JSON.parse(data) })
+        const body = JSON.parse(data) as { id: string; type: string }[]
+        if (this.mode === "refuse") {
+          res.writeHead(400, { "content-type": "application/json" })
+          return res.end(JSON.stringify({ type: "https://uri.etsi.org/ngsi-ld/errors/BadRequestData", title: "stub" }))
+        }
+        this.requests.push({ url: req.url!, headers: req.headers, body: body as never })
+        if (this.mode === "partial") {
+          // NGSI-LD Batch Operation Result: the ACMeasurement entities refused
+          const bad = body.filter((e) => e.type === "ACMeasurement")
+          res.writeHead(207, { "content-type": "application/json" })
+          return res.end(
+            JSON.stringify({
+              success: body.filter((e) => e.type !== "ACMeasurement").map((e) => e.id),
+              errors: bad.map((e) => ({
+                entityId: e.id,
+                error: { type: "https://uri.etsi.org/ngsi-ld/errors/BadRequestData" },
+              })),
+            }),
+          )
+        }
         res.writeHead(204).end()
       })
     })
@@ -182,6 +201,46 @@ describe.each(STACKS)("NGSI-LD forwarder on %s", (kind) => {
       return e && (e.waterConsumption as { value: number }).value === 2300
     })
     expect(svc.forwarder!.pending).toBe(0)
+  })
+})
+
+describe.each(STACKS)("NGSI-LD forwarder refusals on %s", (kind) => {
+  test("a 207 counts the entities it lists as failed and the rest as sent; a 400 drops the batch, counted, not retried", async () => {
+    const stub = new StubBroker()
+    await stub.start()
+    const schema = `t_${randomBytes(6).toString("hex")}`
+    const svc = await startService({
+      ...(kind === "embedded"
+        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
+        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      demo: true,
+      clientId: uid("ngsi-bridge"),
+      log: captureLog().log,
+      inactivityCheckMs: 60_000,
+      ngsiLd: { url: `http://127.0.0.1:${stub.port}`, flushMs: 50 },
+    })
+    const pub = await mqtt.connectAsync(svc.mqttUrl, { clientId: uid("ngsi-pub") })
+    const meter = uid("ngsi-207")
+    try {
+      await pub.publishAsync(upTopic(meter, "birth"), birth(), { qos: 1 })
+      stub.mode = "partial"
+      await pub.publishAsync(upTopic(meter, "readings"), frame(1, 1_000_000), { qos: 1 })
+      await waitFor("a 207 counted", async () => (await counter(svc, "citymeter_ngsi_requests_total", "partial")) >= 1)
+      expect(await counter(svc, "citymeter_ngsi_entities_total", "failed")).toBe(1)
+      expect(await counter(svc, "citymeter_ngsi_entities_total", "sent")).toBe(1)
+      stub.mode = "refuse"
+      await pub.publishAsync(upTopic(meter, "readings"), frame(2, 1_100_000), { qos: 1 })
+      await waitFor("a 400 counted", async () => (await counter(svc, "citymeter_ngsi_requests_total", "refused")) >= 1)
+      expect(await counter(svc, "citymeter_ngsi_entities_total", "failed")).toBe(3)
+      // not retried: nothing waits, and the frames are stored
+      expect(svc.forwarder!.pending).toBe(0)
+      expect((await apiReadings(svc, meter)).length).toBe(2)
+    } finally {
+      await pub.endAsync()
+      await svc.stop()
+      await stub.stop()
+      if (kind !== "embedded") await dropSchema(schema)
+    }
   })
 })
 
