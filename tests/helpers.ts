@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto"
 import { Writable } from "node:stream"
 import pino from "pino"
 import { startService, type Service } from "../bridge/src/service.js"
-import { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
+import { MosquittoProcess } from "../testkit/infra.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
 
 export { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
 export { waitFor } from "../testkit/wait.js"
@@ -51,10 +52,15 @@ export interface TestStack extends Service {
   lines: Record<string, unknown>[]
 }
 
-/** A bridge on the given stack; PostgreSQL runs in a private schema dropped by stop(). */
+/**
+ * A bridge on the given stack; PostgreSQL runs in a private schema dropped by stop(), Mosquitto as
+ * a private process: every bridge subscribes to every meter, so on a shared broker the suites
+ * running beside this one would store and ack its frames too (and it theirs).
+ */
 export async function startStack(kind: StackKind): Promise<TestStack> {
   const { log, lines } = captureLog()
   const schema = `t_${randomBytes(6).toString("hex")}`
+  const broker = kind === "embedded" ? undefined : await MosquittoProcess.create()
   const svc = await startService(
     kind === "embedded"
       ? { demo: true, databaseUrl: "pglite:memory", embeddedMqttPort: 0, log, clientId: uid("bridge") }
@@ -62,7 +68,7 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
           demo: true,
           databaseUrl: PG_URL,
           storeOptions: { schema },
-          mqttUrl: MOSQUITTO_URL,
+          mqttUrl: broker!.url,
           log,
           clientId: uid("bridge"),
         },
@@ -73,6 +79,7 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
     lines,
     stop: async () => {
       await svc.stop()
+      await broker?.stop()
       if (kind !== "embedded") await dropSchema(schema)
     },
   }

@@ -80,14 +80,17 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
     )
   })
 
-  /** Publishes and waits until the bridge has handled that many more frames. */
-  const handled = async () => (await stack.metrics.framesIn.get()).values.reduce((a, v) => a + v.value, 0)
+  /** Publishes and waits until the bridge has settled one more frame (stored, duplicate or dead-lettered, committed). */
+  const total = async (c: { get(): Promise<{ values: { value: number }[] }> }) =>
+    (await c.get()).values.reduce((a, v) => a + v.value, 0)
+  const settled = async () =>
+    (await total(stack.metrics.framesStored)) +
+    (await total(stack.metrics.framesRejected)) +
+    (await total(stack.metrics.framesDuplicate))
   const publish = async (topic: string, payload: Buffer) => {
-    const before = await handled()
+    const before = await settled()
     await pub.publishAsync(topic, payload, { qos: 1 })
-    await waitFor(`${topic} handled`, async () => (await handled()) > before)
-    // handled() counts on arrival: wait for the outcome to be committed too
-    await new Promise((r) => setTimeout(r, 200))
+    await waitFor(`${topic} settled`, async () => (await settled()) > before)
   }
 
   test("same (boot, seq) with other content is a conflict: acked, dead-lettered with both hashes, alarmed, never dropped unseen", async () => {
