@@ -9,7 +9,7 @@ import { CSV_COLUMNS } from "../bridge/src/api.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { downTopic, upTopic } from "../bridge/src/topics.js"
-import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { captureLog, dropSchema, STACKS, stackServices, uid, waitFor } from "./helpers.js"
 import { birthFrame, uplink as up } from "../testkit/frames.js"
 
 const { Downlink, AlarmType } = citymeter.v1
@@ -57,9 +57,7 @@ describe.each(STACKS)("HTTP API on %s", (kind) => {
 
   beforeAll(async () => {
     svc = await startService({
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       demo: true,
       clientId: uid("api-bridge"),
       log: captureLog().log,

@@ -2,7 +2,6 @@
 // target; the simulator runs that very file against the broker; the bridge stores its readings.
 // On a board the drivers serve the sensor roles; in the VM there are no pins, and the simulated
 // Jacdac sensors do.
-import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -10,20 +9,14 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { boardHardwareErrors, customBoard } from "../cli/boards.js"
 import { sha256 } from "../cli/firmware.js"
 import { SimMeter, parseEnvSettings } from "../sim/src/meter.js"
-import { paths } from "../sim/src/paths.js"
+import { runCitymeter } from "../testkit/process.js"
 import { apiReadings, startStack, uid, waitFor, type TestStack } from "./helpers.js"
 
 const BOARDS = ["citymeter_esp32c3", "citymeter_esp32s3", "citymeter_picow"]
 
-function citymeter(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [join(paths.root, "cli/bin/citymeter.js"), ...args], { cwd: paths.root })
-    let stdout = ""
-    let stderr = ""
-    p.stdout.on("data", (b) => (stdout += b))
-    p.stderr.on("data", (b) => (stderr += b))
-    p.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }))
-  })
+const citymeter = async (...args: string[]) => {
+  const r = await runCitymeter(args)
+  return { ...r, code: r.code ?? 1 }
 }
 
 describe("board definitions: the metering IC's I2C pins are checked at build time", () => {

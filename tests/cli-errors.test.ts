@@ -2,36 +2,20 @@
 // (2 bad input, 1 failed operation), and a stack trace only with --verbose or DEBUG. Each case runs
 // the real entry point as a child process: the CLI (cli/bin/citymeter.js) and the demo
 // (scripts/start.ts, what `npm start` runs after its build).
-import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync } from "node:fs"
 import { createServer, type AddressInfo, type Server } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { CITYMETER_BIN, startNode, type Run } from "../testkit/process.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
-const bin = join(root, "cli/bin/citymeter.js")
 const tsx = join(root, "node_modules/tsx/dist/cli.mjs")
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function run(argv: string[], env: Record<string, string | undefined> = {}): Promise<Run> {
-  const p = spawn(process.execPath, argv, {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, DEBUG: undefined, MQTT_URL: undefined, CITYMETER_API_TOKEN: "", ...env },
-  })
-  const r: Run = { code: null, stdout: "", stderr: "" }
-  p.stdout.on("data", (b) => (r.stdout += b))
-  p.stderr.on("data", (b) => (r.stderr += b))
-  return new Promise((res) => p.on("close", (code) => res({ ...r, code })))
-}
-const citymeter = (args: string[], env?: Record<string, string | undefined>) => run([bin, ...args], env)
+const run = (argv: string[], env: Record<string, string | undefined> = {}) =>
+  startNode(argv, { DEBUG: undefined, MQTT_URL: undefined, CITYMETER_API_TOKEN: "", ...env }).done
+const citymeter = (args: string[], env?: Record<string, string | undefined>) => run([CITYMETER_BIN, ...args], env)
 
 /** The error lines of a run: the ones a user reads, without commander's usage hints. */
 const errorLines = (r: Run) =>

@@ -1,7 +1,6 @@
 // The field CLI as a user runs it: a separate process (cli/bin/citymeter.js), real files, the real
 // Mosquitto on 1883 for `watch`, a real bridge for `provision --bridge`: provision, decode
 // and watch; provision registers meters, and checks their ids with the one grammar.
-import { spawn } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs"
 import { createServer, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
@@ -13,29 +12,13 @@ import { startService, type Service } from "../bridge/src/service.js"
 import { METER_ID_RULE, upTopic } from "../bridge/src/topics.js"
 import { parseEnvSettings } from "../sim/src/meter.js"
 import { MOSQUITTO_URL, captureLog, uid, waitFor } from "./helpers.js"
+import { CITYMETER_BIN, startNode } from "../testkit/process.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
-const bin = join(root, "cli/bin/citymeter.js")
 const golden = (name: string) => join(root, "proto/golden", name)
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function start(args: string[], env: Record<string, string> = {}) {
-  const p = spawn(process.execPath, [bin, ...args], {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CITYMETER_API_TOKEN: "", ...env },
-  })
-  const r: Run = { code: null, stdout: "", stderr: "" }
-  p.stdout.on("data", (b) => (r.stdout += b))
-  p.stderr.on("data", (b) => (r.stderr += b))
-  const done = new Promise<Run>((res) => p.on("close", (code) => res({ ...r, code })))
-  return { proc: p, out: r, done }
-}
+const start = (args: string[], env: Record<string, string> = {}) =>
+  startNode([CITYMETER_BIN, ...args], { CITYMETER_API_TOKEN: "", ...env })
 
 const citymeter = (...args: string[]) => start(args).done
 /** A local port nothing listens on (bound, read back and closed). */

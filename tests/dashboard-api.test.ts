@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { buildWeb } from "../scripts/build-web.js"
-import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { captureLog, dropSchema, STACKS, stackServices, uid, waitFor } from "./helpers.js"
 import { uplink as up } from "../testkit/frames.js"
 
 const TOKENS = { ops: "ops-tok", write: "write-tok" }
@@ -27,9 +27,7 @@ describe.each(STACKS)("dashboard routes on %s", (kind) => {
     await buildWeb()
     svc = await startService({
       demo: true,
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       clientId: uid("dash-bridge"),
       log: captureLog().log,
       httpPort: 0,

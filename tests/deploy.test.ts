@@ -1,22 +1,15 @@
 // `citymeter deploy` and `flash` as a field engineer runs them, as processes: provision
 // → build → one image of runtime + the build's bytecode + its settings → flash. Here no board is
 // attached and there is no internet: each says so in one line.
-import { spawn } from "node:child_process"
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, test } from "vitest"
-import { paths } from "../sim/src/paths.js"
+import { runCitymeter } from "../testkit/process.js"
 
-function citymeter(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [join(paths.root, "cli/bin/citymeter.js"), ...args], { cwd: paths.root })
-    let stdout = ""
-    let stderr = ""
-    p.stdout.on("data", (b) => (stdout += b))
-    p.stderr.on("data", (b) => (stderr += b))
-    p.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }))
-  })
+const citymeter = async (...args: string[]) => {
+  const r = await runCitymeter(args)
+  return { ...r, code: r.code ?? 1 }
 }
 
 describe("citymeter deploy and flash", () => {

@@ -3,7 +3,7 @@ import { Writable } from "node:stream"
 import pino from "pino"
 import { startService, type Service } from "../bridge/src/service.js"
 import { MosquittoProcess } from "../testkit/infra.js"
-import { PG_URL, dropSchema } from "../testkit/services.js"
+import { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
 
 export { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
 export { waitFor } from "../testkit/wait.js"
@@ -52,6 +52,13 @@ export interface TestStack extends Service {
   lines: Record<string, unknown>[]
 }
 
+/** The broker and data tier of a stack: embedded (aedes, PGlite in memory) or the machine's real ones. */
+export function stackServices(kind: StackKind, schema: string) {
+  return kind === "embedded"
+    ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
+    : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }
+}
+
 /**
  * A bridge on the given stack; PostgreSQL runs in a private schema dropped by stop(), Mosquitto as
  * a private process: every bridge subscribes to every meter, so on a shared broker the suites
@@ -61,18 +68,13 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
   const { log, lines } = captureLog()
   const schema = `t_${randomBytes(6).toString("hex")}`
   const broker = kind === "embedded" ? undefined : await MosquittoProcess.create()
-  const svc = await startService(
-    kind === "embedded"
-      ? { demo: true, databaseUrl: "pglite:memory", embeddedMqttPort: 0, log, clientId: uid("bridge") }
-      : {
-          demo: true,
-          databaseUrl: PG_URL,
-          storeOptions: { schema },
-          mqttUrl: broker!.url,
-          log,
-          clientId: uid("bridge"),
-        },
-  )
+  const svc = await startService({
+    demo: true,
+    ...stackServices(kind, schema),
+    ...(broker ? { mqttUrl: broker.url } : {}),
+    log,
+    clientId: uid("bridge"),
+  })
   return {
     ...svc,
     kind,

@@ -5,7 +5,7 @@ import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { captureLog, dropSchema, STACKS, stackServices, uid, waitFor } from "./helpers.js"
 import { readingsFrame, uplink as up } from "../testkit/frames.js"
 
 describe.each(STACKS)("inactivity on %s", (kind) => {
@@ -16,9 +16,7 @@ describe.each(STACKS)("inactivity on %s", (kind) => {
   beforeAll(async () => {
     svc = await startService({
       demo: true,
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       clientId: uid("inact-bridge"),
       log,
       inactivityCheckMs: 200,

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { captureLog, dropSchema, STACKS, stackServices, uid, waitFor } from "./helpers.js"
 import { birthFrame, uplink as up } from "../testkit/frames.js"
 
 const { AlarmType } = citymeter.v1
@@ -33,14 +33,16 @@ describe.each(STACKS)("list routes page with next on %s", (kind) => {
 
   beforeAll(async () => {
     svc = await startService({
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       demo: true,
+      // the two meters are provisioned: frames of other suites' meters on the shared Mosquitto
+      // are refused, so the meter list holds exactly these two
+      autoRegister: false,
       clientId: uid("page-bridge"),
       log: captureLog().log,
       inactivityCheckMs: 60_000,
     })
+    for (const m of [meterId, other]) await svc.store.registerMeter(m, new Date())
     pub = await mqtt.connectAsync(svc.mqttUrl, { clientId: uid("page-pub") })
     const send = (k: "birth" | "readings" | "alarm", p: Buffer) => pub.publishAsync(upTopic(meterId, k), p, { qos: 1 })
     // two boots whose frames cover the same four intervals: every timestamp holds two readings
