@@ -62,6 +62,8 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
         ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
         : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: "mqtt://127.0.0.1:1883" }),
       demo: true,
+      // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
+      autoRegister: false,
       clientId: uid("exp-bridge"),
       log: captureLog().log,
       httpPort: 0,

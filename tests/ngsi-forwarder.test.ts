@@ -124,14 +124,17 @@ describe.each(STACKS)("NGSI-LD forwarder on %s", (kind) => {
         ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
         : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
       demo: true,
+      // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
+      autoRegister: false,
       clientId: uid("ngsi-bridge"),
       log: log.log,
       inactivityCheckMs: 60_000,
       ngsiLd: { url: `http://127.0.0.1:${stub.port}/`, flushMs: 50, maxBackoffMs: 300, timeoutMs: 1000 },
     })
     pub = await mqtt.connectAsync(svc.mqttUrl, { clientId: uid("ngsi-pub") })
+    await svc.store.registerMeter(meter, new Date())
     await pub.publishAsync(upTopic(meter, "birth"), birth(), { qos: 1 })
-    await waitFor("birth stored", async () => svc.store.getMeter(meter))
+    await waitFor("birth stored", async () => (await svc.store.getMeter(meter))?.boot === 1)
     await svc.store.setLocation(meter, { lat: 52.52, lon: 13.405, address: null, district: "Mitte" })
   })
   afterAll(async () => {
@@ -214,6 +217,8 @@ describe.each(STACKS)("NGSI-LD forwarder refusals on %s", (kind) => {
         ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
         : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
       demo: true,
+      // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
+      autoRegister: false,
       clientId: uid("ngsi-bridge"),
       log: captureLog().log,
       inactivityCheckMs: 60_000,
@@ -222,6 +227,7 @@ describe.each(STACKS)("NGSI-LD forwarder refusals on %s", (kind) => {
     const pub = await mqtt.connectAsync(svc.mqttUrl, { clientId: uid("ngsi-pub") })
     const meter = uid("ngsi-207")
     try {
+      await svc.store.registerMeter(meter, new Date())
       await pub.publishAsync(upTopic(meter, "birth"), birth(), { qos: 1 })
       stub.mode = "partial"
       await pub.publishAsync(upTopic(meter, "readings"), frame(1, 1_000_000), { qos: 1 })
