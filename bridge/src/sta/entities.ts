@@ -40,6 +40,8 @@ export interface EntitySet {
   name: SetName
   /** SELECT ... of the view's columns (a subquery; simple enough for the planner to flatten). */
   from: string
+  /** The same rows and columns in a form faster to count, when there is one (unordered). */
+  countFrom?: string
   /** The columns that identify a row, and an entity id's values for them (undefined: no such id). */
   keyCols: string[]
   key: (id: string) => unknown[] | undefined
@@ -440,6 +442,13 @@ const observations: EntitySet = {
       r.time_synced, r.backfill, r.ts_estimated, v.result
     FROM readings r CROSS JOIN LATERAL ${PER_CHANNEL}
     WHERE v.result IS NOT NULL`,
+  // counting reads each channel's column in a scan of its own: 2-4x faster than the lateral list
+  // over 1M Observations, but its order needs a sort, so pages use `from`
+  countFrom: CHANNELS.map(
+    (c) =>
+      `SELECT r.meter_id, ${lit(c.ch)}::text AS ch, r.ts, r.interval_s, r.boot, r.seq, r.idx, r.time_synced,
+        r.backfill, r.ts_estimated, (${c.result})::float8 AS result FROM readings r WHERE ${c.result} IS NOT NULL`,
+  ).join(" UNION ALL "),
   keyCols: OBS_KEY,
   key: (id) => {
     const p = id.split(":")

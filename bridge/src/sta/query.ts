@@ -191,7 +191,11 @@ export class StaQuery {
     if (o.count) {
       const cp = new Params()
       const c = build(cp)
-      const [r] = await read(this.store, `SELECT count(*) AS n FROM (${set.from}) e ${c.where}`, cp.values)
+      const [r] = await read(
+        this.store,
+        `SELECT count(*) AS n FROM (${set.countFrom ?? set.from}) e ${c.where}`,
+        cp.values,
+      )
       count = Number(r.n)
     }
     // $top=0 asks for the count alone: no next page to follow
