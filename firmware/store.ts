@@ -23,6 +23,9 @@ import { Uplink as UplinkF } from "./gen/wire"
 import { PbReader } from "./pb"
 import { KIND_ALARM, KIND_READINGS } from "./seal"
 
+/** How long push() waits for the settings service to confirm its writes. */
+const FLUSH_MS = 2000
+
 /**
  * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue plus every other
  * setting at its largest must fit the smallest settings bank, the Pico W's 8 KB (checked at build
@@ -205,6 +208,24 @@ export class MeterStore {
         await settings.set(STATE_KEY, Buffer.from(stateRecord(this.state)))
     }
 
+    /**
+     * Waits until the settings service has handled the writes sent before (settings.set resolves
+     * once its command is sent; the service handles commands in order, so the answer to a read of
+     * the state record comes after them): a power cut after this finds them in flash. Gives up
+     * after FLUSH_MS, so a lost answer delays the meter loop, never stops it.
+     */
+    async flushed(): Promise<boolean> {
+        const get = settings.spec.lookup("get").code // its report echoes the key
+        const fiber = ds.Fiber.self()
+        const unsub = settings.report().subscribe((pkt) => {
+            if (pkt.serviceCommand === get && pkt.decode()[0] === STATE_KEY) fiber.resume(true)
+        })
+        await settings.get(STATE_KEY)
+        const done = await ds.suspend<boolean>(FLUSH_MS)
+        unsub()
+        return !!done
+    }
+
     /** The totals saved with the newest frame (a copy). */
     savedTotals(): Totals {
         const t = this.state.totals
@@ -244,6 +265,7 @@ export class MeterStore {
         if (totals) st.totals = totals
         this.frames.push({ pos, boot: id.boot, seq: id.seq, body: id.body, frame, sentAt: 0, acked: false })
         await this.saveState()
+        await this.flushed()
     }
 
     /**
