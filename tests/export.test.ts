@@ -11,7 +11,7 @@ import { EXPORT_PAGE } from "../bridge/src/routes/export.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { READING_COLUMNS } from "../bridge/src/store/columns.js"
 import type { ReadingRow } from "../bridge/src/store/store.js"
-import { PG_URL, STACKS, captureLog, dropSchema, uid, type ApiReading } from "./helpers.js"
+import { STACKS, stackServices, captureLog, dropSchema, uid, type ApiReading } from "./helpers.js"
 
 const DAY = 86400_000
 /** Midnight UTC two days ago. */
@@ -58,9 +58,7 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
 
   beforeAll(async () => {
     svc = await startService({
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: "mqtt://127.0.0.1:1883" }),
+      ...stackServices(kind, schema),
       demo: true,
       // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
       autoRegister: false,

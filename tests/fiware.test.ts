@@ -10,7 +10,7 @@ import { startService, type Service } from "../bridge/src/service.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { uplink as up } from "../testkit/frames.js"
 import { modelValidators, publishedExample } from "./fiware-schemas.js"
-import { MOSQUITTO_URL, PG_URL, STACKS, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { STACKS, stackServices, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 
 const { AlarmType } = citymeter.v1
 const DAY = 86400
@@ -68,9 +68,7 @@ describe.each(STACKS)("NGSI-LD entities on %s", (kind) => {
 
   beforeAll(async () => {
     svc = await startService({
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       demo: true,
       // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
       autoRegister: false,

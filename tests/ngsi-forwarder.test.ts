@@ -18,7 +18,7 @@ import type { ReadingRow } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { uplink as up } from "../testkit/frames.js"
 import { modelValidators } from "./fiware-schemas.js"
-import { MOSQUITTO_URL, PG_URL, STACKS, apiReadings, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
+import { STACKS, stackServices, apiReadings, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 
 const T0 = (Math.floor(Date.now() / 86400_000) * 86400_000) / 1000 - 86400
 const birth = () =>
@@ -120,9 +120,7 @@ describe.each(STACKS)("NGSI-LD forwarder on %s", (kind) => {
   beforeAll(async () => {
     await stub.start()
     svc = await startService({
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       demo: true,
       // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
       autoRegister: false,
@@ -213,9 +211,7 @@ describe.each(STACKS)("NGSI-LD forwarder refusals on %s", (kind) => {
     await stub.start()
     const schema = `t_${randomBytes(6).toString("hex")}`
     const svc = await startService({
-      ...(kind === "embedded"
-        ? { databaseUrl: "pglite:memory", embeddedMqttPort: 0 }
-        : { databaseUrl: PG_URL, storeOptions: { schema }, mqttUrl: MOSQUITTO_URL }),
+      ...stackServices(kind, schema),
       demo: true,
       // only our meters: other suites publish on the shared Mosquitto, and a demo bridge would register theirs
       autoRegister: false,
