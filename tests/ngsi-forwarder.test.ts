@@ -1,5 +1,5 @@
-// The NGSI-LD forwarder against a small NGSI-LD stub broker written here (no NGSI-LD broker
-// installs from npm or Debian: Orion-LD, Scorpio and Stellio ship as containers). On both stacks:
+// The NGSI-LD forwarder against a small NGSI-LD stub broker written here (Debian's packages hold no
+// NGSI-LD broker; Orion-LD, Scorpio and Stellio are shipped as container images). On both stacks:
 // readings published over MQTT reach the stub as upserts of schema-valid entities; a stub answering
 // 500, or down, loses no ingest, is counted and logged, and the newest state arrives once it is
 // back; a full queue drops the meter waiting longest, counted.
