@@ -49,14 +49,17 @@ export function generated(meter: SimMeter): Map<string, number> {
   return frames
 }
 
-export function compare(meter: SimMeter, rows: Row[]) {
-  const gen = generated(meter)
+/**
+ * The frames `gen` (taken before `rows` were read: a meter still running makes more meanwhile)
+ * against the stored rows of those frames.
+ */
+export function compare(meter: SimMeter, rows: Row[], gen = generated(meter)) {
   const generatedIntervals = [...gen.values()].reduce((a, b) => a + b, 0)
-  const keys = rows.map((r) => `${r.boot}/${r.seq}/${r.idx}`)
+  const keys = rows.filter((r) => gen.has(`${r.boot}/${r.seq}`)).map((r) => `${r.boot}/${r.seq}/${r.idx}`)
   const unique = new Set(keys)
   let missing = 0
   for (const [frame, n] of gen) for (let i = 0; i < n; i++) if (!unique.has(`${frame}/${i}`)) missing++
-  return { generated: generatedIntervals, stored: rows.length, duplicates: keys.length - unique.size, missing }
+  return { generated: generatedIntervals, stored: keys.length, duplicates: keys.length - unique.size, missing }
 }
 
 export async function caughtUp(meter: SimMeter, bridge: BridgeProcess, meterId: string, timeoutMs = 60_000) {
@@ -133,8 +136,9 @@ export async function finalCheck(
   bridge: BridgeProcess,
   meterId: string,
 ) {
+  const gen = generated(d.meter)
   const rows = (await bridge.get<{ readings: Row[] }>(`/meters/${meterId}/readings`)).readings
-  const counts = compare(d.meter, rows)
+  const counts = compare(d.meter, rows, gen)
   console.log(
     `fault run (${label}): generated ${counts.generated}, stored ${counts.stored}, duplicates ${counts.duplicates}, missing ${counts.missing}, backfilled ${rows.filter((r) => r.backfill).length}, redelivered since the last bridge restart ${await redelivered(bridge)}, ${Math.round((Date.now() - t0) / 1000)} s`,
   )
