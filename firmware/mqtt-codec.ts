@@ -15,6 +15,31 @@ export const enum PacketType {
     DISCONNECT = 14,
 }
 
+/** Fixed header byte 1 [MQTT-2.2]: the packet type in bits 7-4, its flags in bits 3-0. */
+export const enum HeaderBits {
+    TYPE_SHIFT = 4,
+    FLAGS_MASK = 0x0f,
+}
+
+/**
+ * Remaining length [MQTT-2.2.3]: base-128 digits, least significant first, bit 7 set on every
+ * digit but the last.
+ */
+const enum LengthDigit {
+    BASE = 128,
+    VALUE_MASK = 0x7f,
+    CONTINUE = 0x80,
+}
+
+/** QoS levels [MQTT-4.3]. The meter publishes and subscribes at AT_LEAST_ONCE. */
+export const enum QoS {
+    AT_MOST_ONCE = 0,
+    AT_LEAST_ONCE = 1,
+    EXACTLY_ONCE = 2,
+    /** Two bits: QoS values take 0-2, 3 is malformed [MQTT-3.3.1-4]. */
+    MASK = 0x03,
+}
+
 /** CONNECT flags byte [MQTT-3.1.2.3]. */
 export const enum ConnectFlag {
     /** 3.1.2.4 Clean Session: the meter keeps its own queue, the broker keeps nothing. */
@@ -35,7 +60,7 @@ export const enum ConnectFlag {
 export const enum PublishFlag {
     /** 3.3.1.3 RETAIN. */
     RETAIN = 0x01,
-    /** 3.3.1.2 QoS level, bits 2-1 (shift by this much). */
+    /** 3.3.1.2 QoS level, bits 2-1 (shift by this much, then mask with QoS.MASK). */
     QOS_SHIFT = 1,
     /** 3.3.1.1 DUP. */
     DUP = 0x08,
@@ -43,12 +68,32 @@ export const enum PublishFlag {
 
 /** 3.8.1: bits 3-0 of SUBSCRIBE's fixed header are 0010 [MQTT-3.8.1-1]. */
 export const SUBSCRIBE_FLAGS = 0x02
+/** CONNACK acknowledge flags [MQTT-3.2.2.1]. */
+export const enum ConnackFlag {
+    /** 3.2.2.2 Session Present (the meter always asks for a clean session). */
+    SESSION_PRESENT = 0x01,
+}
+
+/** CONNACK return codes [MQTT-3.2.2.3]. */
+export const enum ConnectReturnCode {
+    ACCEPTED = 0,
+    UNACCEPTABLE_PROTOCOL_VERSION = 1,
+    IDENTIFIER_REJECTED = 2,
+    SERVER_UNAVAILABLE = 3,
+    BAD_USER_NAME_OR_PASSWORD = 4,
+    NOT_AUTHORIZED = 5,
+}
+
 /** 3.9.3: a SUBACK return code of 0x80 is a refused subscription. */
 export const SUBACK_FAILURE = 0x80
 /** 3.1.2.2: protocol level 4 is MQTT 3.1.1. */
 export const PROTOCOL_LEVEL = 4
 /** 2.2.3: the remaining length takes at most four bytes (256 MB). */
 const MAX_LENGTH_BYTES = 4
+/** 3.4.1: a PUBACK's remaining length: its packet identifier. */
+const PUBACK_LENGTH = 2
+/** Bytes of one PUBACK: the fixed header's two and the packet identifier. */
+const PUBACK_BYTES = 2 + PUBACK_LENGTH
 
 /** Two-byte big-endian integer [MQTT-1.5.2] (the VM's getAt/setAt are little-endian). */
 function getU16(b: Buffer, off: number): number {
@@ -91,12 +136,12 @@ class Writer {
 /** Fixed header [MQTT-2.2]: type and flags, the remaining length as a base-128 varint, then the body. */
 export function packet(type: number, flags: number, body: Buffer): Buffer {
     const h = new Writer()
-    h.u8(type * 16 + flags)
+    h.u8((type << HeaderBits.TYPE_SHIFT) | flags)
     let n = body.length
     while (true) {
-        let d = n % 128
-        n = Math.floor(n / 128)
-        if (n > 0) d = d + 128
+        let d = n % LengthDigit.BASE
+        n = Math.floor(n / LengthDigit.BASE)
+        if (n > 0) d = d | LengthDigit.CONTINUE
         h.u8(d)
         if (n === 0) break
     }
@@ -145,7 +190,7 @@ export function encodeConnect(o: ConnectOptions): Buffer {
 export function encodePublish(topic: string, payload: Buffer, qos: number, id: number): Buffer {
     const b = new Writer()
     b.str(topic)
-    if (qos > 0) b.u16(id)
+    if (qos > QoS.AT_MOST_ONCE) b.u16(id)
     b.raw(payload)
     return packet(PacketType.PUBLISH, qos << PublishFlag.QOS_SHIFT, b.concat())
 }
@@ -168,11 +213,12 @@ export function encodePuback(id: number): Buffer {
 
 /** Several PUBACKs back to back, for one socket write. */
 export function encodePubacks(ids: number[]): Buffer {
-    const b = Buffer.alloc(4 * ids.length)
+    const b = Buffer.alloc(PUBACK_BYTES * ids.length)
     for (let i = 0; i < ids.length; ++i) {
-        b.setAt(4 * i, "u8", PacketType.PUBACK * 16)
-        b.setAt(4 * i + 1, "u8", 2)
-        setU16(b, 4 * i + 2, ids[i])
+        const at = PUBACK_BYTES * i
+        b.setAt(at, "u8", PacketType.PUBACK << HeaderBits.TYPE_SHIFT)
+        b.setAt(at + 1, "u8", PUBACK_LENGTH)
+        setU16(b, at + 2, ids[i])
     }
     return b
 }
@@ -207,14 +253,14 @@ export function readFixedHeader(buf: Buffer, off: number): FixedHeader {
     while (true) {
         if (pos >= buf.length) return null
         const d = buf.getAt(pos, "u8")
-        length = length + (d & 127) * mul
+        length = length + (d & LengthDigit.VALUE_MASK) * mul
         pos = pos + 1
-        if (d < 128) break
+        if ((d & LengthDigit.CONTINUE) === 0) break
         if (pos - off - 1 >= MAX_LENGTH_BYTES) throw new RangeError("mqtt: malformed remaining length")
-        mul = mul * 128
+        mul = mul * LengthDigit.BASE
     }
     const b0 = buf.getAt(off, "u8")
-    return { type: b0 >> 4, flags: b0 & 15, length, size: pos - off }
+    return { type: b0 >> HeaderBits.TYPE_SHIFT, flags: b0 & HeaderBits.FLAGS_MASK, length, size: pos - off }
 }
 
 export interface Connack {
@@ -226,7 +272,8 @@ export interface Connack {
 /** CONNACK [MQTT-3.2]: acknowledge flags and return code. */
 export function parseConnack(body: Buffer): Connack {
     if (body.length !== 2) throw new RangeError("mqtt: bad CONNACK")
-    return { sessionPresent: (body.getAt(0, "u8") & 1) === 1, returnCode: body.getAt(1, "u8") }
+    const flags = body.getAt(0, "u8")
+    return { sessionPresent: (flags & ConnackFlag.SESSION_PRESENT) !== 0, returnCode: body.getAt(1, "u8") }
 }
 
 export interface Suback {
@@ -253,9 +300,14 @@ export interface Publish {
     payload: Buffer
 }
 
+/** A PUBLISH's QoS from its fixed header flags [MQTT-3.3.1.2]. */
+function publishQos(flags: number): number {
+    return (flags >> PublishFlag.QOS_SHIFT) & QoS.MASK
+}
+
 /** Packet identifier of a PUBLISH from its first bytes; 0 at QoS 0, -1 when not in `head`. */
 export function publishId(flags: number, head: Buffer): number {
-    if (((flags >> PublishFlag.QOS_SHIFT) & 3) === 0) return 0
+    if (publishQos(flags) === QoS.AT_MOST_ONCE) return 0
     if (head.length < 2) return -1
     const at = 2 + getU16(head, 0)
     return head.length >= at + 2 ? getU16(head, at) : -1
@@ -263,15 +315,15 @@ export function publishId(flags: number, head: Buffer): number {
 
 /** PUBLISH [MQTT-3.3]: fixed header flags, then topic, packet identifier (QoS > 0), payload. */
 export function parsePublish(flags: number, body: Buffer): Publish {
-    const qos = (flags >> PublishFlag.QOS_SHIFT) & 3
+    const qos = publishQos(flags)
     // 3.3.1.2: both QoS bits set is a malformed packet [MQTT-3.3.1-4]
-    if (qos === 3) throw new RangeError("mqtt: PUBLISH with QoS 3")
+    if (qos === QoS.MASK) throw new RangeError("mqtt: PUBLISH with QoS 3")
     if (body.length < 2) throw new RangeError("mqtt: bad PUBLISH")
     const tlen = getU16(body, 0)
     let off = 2 + tlen
-    if (body.length < off + (qos > 0 ? 2 : 0)) throw new RangeError("mqtt: bad PUBLISH")
+    if (body.length < off + (qos > QoS.AT_MOST_ONCE ? 2 : 0)) throw new RangeError("mqtt: bad PUBLISH")
     let id = 0
-    if (qos > 0) {
+    if (qos > QoS.AT_MOST_ONCE) {
         id = getU16(body, off)
         off = off + 2
     }

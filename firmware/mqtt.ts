@@ -23,8 +23,10 @@
 import * as ds from "@devicescript/core"
 import { connect } from "@devicescript/net"
 import {
+    ConnectReturnCode,
     Framer,
     PacketType,
+    QoS,
     SUBACK_FAILURE,
     Will,
     backoffMs,
@@ -290,18 +292,18 @@ export class MqttLink {
         this.subId = this.id()
         // sent again when refused or unanswered within the retry period
         this.subDueAt = ds.millis() + this.subRetryMs
-        await this.send(encodeSubscribe(this.subId, this.subscriptions, 1), 1) // QoS 1 downlinks
+        await this.send(encodeSubscribe(this.subId, this.subscriptions, QoS.AT_LEAST_ONCE), 1)
     }
 
     private async handle(type: number, flags: number, body: Buffer) {
         if (type === PacketType.PUBLISH) {
             const m = parsePublish(flags, body)
             // QoS 1 [MQTT-4.3.2-2]: PUBACK with the same packet identifier, batched
-            if (m.qos > 0) this.acks.push(m.id)
+            if (m.qos > QoS.AT_MOST_ONCE) this.acks.push(m.id)
             if (this.onMessage) this.onMessage(m.topic, m.payload)
         } else if (type === PacketType.CONNACK) {
             const c = parseConnack(body)
-            if (c.returnCode !== 0) throw new Error(`connection refused, code ${c.returnCode}`)
+            if (c.returnCode !== ConnectReturnCode.ACCEPTED) throw new Error(`connection refused, code ${c.returnCode}`)
             this.connected = true
             this.acceptedAt = ds.millis()
             this.subRetryMs = this.timing.subscribeRetryMs
@@ -328,7 +330,7 @@ export class MqttLink {
     /** Publishes; false when not connected or the write failed (the caller keeps the frame). */
     async publish(topic: string, payload: Buffer, qos: number): Promise<boolean> {
         if (!this.connected) return false
-        const b = encodePublish(topic, payload, qos, qos > 0 ? this.id() : 0)
+        const b = encodePublish(topic, payload, qos, qos > QoS.AT_MOST_ONCE ? this.id() : 0)
         return await this.send(b, this.timing.sendTries)
     }
 }

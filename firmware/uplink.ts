@@ -10,6 +10,7 @@ import { Alarm, Downlink, ReadingBatch, decodeDownlink } from "./frames"
 import { Uplink as UplinkF } from "./gen/wire"
 import { SealKeys } from "./keys"
 import { MqttLink } from "./mqtt"
+import { QoS } from "./mqtt-codec"
 import { Sampler } from "./sampler"
 import { MeterStore, Totals } from "./store"
 import { downFilter, upTopic } from "./topics"
@@ -77,7 +78,7 @@ export class MeterUplink {
             clientId: cfg.meterId,
             keepAliveS: KEEP_ALIVE_S,
             // the last will is a death frame (proto: Death) of this boot and connection (onBeforeConnect)
-            will: { topic: upTopic(cfg.meterId, "death"), payload: keys.encode({ boot, death: {} }), qos: 1 },
+            will: { topic: upTopic(cfg.meterId, "death"), payload: keys.encode({ boot, death: {} }), qos: QoS.AT_LEAST_ONCE },
         })
         // DeviceScript: an arrow function cannot use `this`; its callbacks close over `self`
         const self = this
@@ -201,7 +202,7 @@ export class MeterUplink {
                 alarmRules: alarmRulesOf(caps),
             },
         })
-        if (await this.mqtt.publish(upTopic(cfg.meterId, "birth"), birth, 1)) this.born = true
+        if (await this.mqtt.publish(upTopic(cfg.meterId, "birth"), birth, QoS.AT_LEAST_ONCE)) this.born = true
     }
 
     /** Sends queued frames oldest first, at most WINDOW unacknowledged in flight; resends stale ones. */
@@ -222,7 +223,7 @@ export class MeterUplink {
             }
             if (inflight >= WINDOW) break
             const topic = upTopic(this.cfg.meterId, f.body === UplinkF.alarm ? "alarm" : "readings")
-            if (!(await this.mqtt.publish(topic, f.frame, 1))) return
+            if (!(await this.mqtt.publish(topic, f.frame, QoS.AT_LEAST_ONCE))) return
             f.sentAt = ds.millis()
             inflight++
         }
