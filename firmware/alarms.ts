@@ -103,7 +103,7 @@ export class AlarmRules {
                 AlarmType.ALARM_TYPE_BURST,
                 rate >= t.burstMlMin,
                 rate < t.burstMlMin * (1 - HYSTERESIS),
-                rate
+                rate,
             )
             if (can(f.hasReverse))
                 this.set(
@@ -111,10 +111,9 @@ export class AlarmRules {
                     AlarmType.ALARM_TYPE_BACKFLOW,
                     r.reverseMl >= t.backflowMl,
                     r.reverseMl === 0,
-                    r.reverseMl
+                    r.reverseMl,
                 )
-            if (t.noFlowS > 0)
-                this.set(out, AlarmType.ALARM_TYPE_NO_FLOW, this.dryS >= t.noFlowS, flowing, this.dryS)
+            if (t.noFlowS > 0) this.set(out, AlarmType.ALARM_TYPE_NO_FLOW, this.dryS >= t.noFlowS, flowing, this.dryS)
         }
         if (f.hasPressure) {
             this.set(
@@ -122,14 +121,14 @@ export class AlarmRules {
                 AlarmType.ALARM_TYPE_PRESSURE_LOW,
                 r.pressureMin < t.pressureLowPa,
                 r.pressureMin >= t.pressureLowPa * (1 + HYSTERESIS),
-                r.pressureMin
+                r.pressureMin,
             )
             this.set(
                 out,
                 AlarmType.ALARM_TYPE_PRESSURE_HIGH,
                 r.pressureMax > t.pressureHighPa,
                 r.pressureMax <= t.pressureHighPa * (1 - HYSTERESIS),
-                r.pressureMax
+                r.pressureMax,
             )
         }
         if (f.hasElectricity && can(f.hasVoltage)) {
@@ -140,12 +139,11 @@ export class AlarmRules {
                 AlarmType.ALARM_TYPE_UNDERVOLTAGE,
                 v >= t.supplyLossDv && v < t.undervoltageDv,
                 v >= t.undervoltageDv * (1 + HYSTERESIS / 5) || v < t.supplyLossDv,
-                v
+                v,
             )
         }
         if (can(f.hasTamper)) this.set(out, AlarmType.ALARM_TYPE_TAMPER, r.tamper, !r.tamper, r.tamper ? 1 : 0)
-        if (can(f.hasMagnet))
-            this.set(out, AlarmType.ALARM_TYPE_MAGNETIC_FIELD, r.magnet, !r.magnet, r.magnet ? 1 : 0)
+        if (can(f.hasMagnet)) this.set(out, AlarmType.ALARM_TYPE_MAGNETIC_FIELD, r.magnet, !r.magnet, r.magnet ? 1 : 0)
         return out
     }
 }

@@ -4,6 +4,7 @@
 // Config downlink; they are persisted under the same keys and echoed in the Birth frame.
 import * as ds from "@devicescript/core"
 import { readSetting, writeSetting } from "@devicescript/settings"
+import { ConfigUpdate } from "./frames"
 import { VERSION } from "./gen/version"
 import { GPIO_POLL_MS, MAX_FRAME_BYTES, TUNABLES, Tunables, WORST_FRAME_BYTES } from "./gen/tunables"
 
@@ -32,12 +33,12 @@ export function pulseLimitErrors(t: Tunables): string[] {
     const flowHz = (t.pulsesPerL * t.maxFlowLmin) / 60
     if (flowHz > hz)
         out.push(
-            `PULSES_PER_L=${t.pulsesPerL} at MAX_FLOW_LMIN=${t.maxFlowLmin} is ${round1(flowHz)} pulses/s; polled every ${GPIO_POLL_MS} ms, at most ${round1(hz)}/s count (max ${round1((hz * 60) / t.pulsesPerL)} L/min)`
+            `PULSES_PER_L=${t.pulsesPerL} at MAX_FLOW_LMIN=${t.maxFlowLmin} is ${round1(flowHz)} pulses/s; polled every ${GPIO_POLL_MS} ms, at most ${round1(hz)}/s count (max ${round1((hz * 60) / t.pulsesPerL)} L/min)`,
         )
     const s0Hz = (t.impPerKwh * t.maxPowerW) / 3600000
     if (s0Hz > hz)
         out.push(
-            `IMP_PER_KWH=${t.impPerKwh} at MAX_POWER_W=${t.maxPowerW} is ${round1(s0Hz)} impulses/s; polled every ${GPIO_POLL_MS} ms, at most ${round1(hz)}/s count (max ${Math.floor((hz * 3600000) / t.impPerKwh)} W)`
+            `IMP_PER_KWH=${t.impPerKwh} at MAX_POWER_W=${t.maxPowerW} is ${round1(s0Hz)} impulses/s; polled every ${GPIO_POLL_MS} ms, at most ${round1(hz)}/s count (max ${Math.floor((hz * 3600000) / t.impPerKwh)} W)`,
         )
     return out
 }
@@ -46,13 +47,22 @@ export function pulseLimitErrors(t: Tunables): string[] {
 export function batchSlotError(batch: number): string {
     const max = WORST_FRAME_BYTES.length - 1
     if (batch <= max) return undefined
-    const bytes = batch <= WORST_FRAME_BYTES.length ? `${WORST_FRAME_BYTES[batch - 1]} B` : `over ${WORST_FRAME_BYTES[max]} B`
+    const bytes =
+        batch <= WORST_FRAME_BYTES.length ? `${WORST_FRAME_BYTES[batch - 1]} B` : `over ${WORST_FRAME_BYTES[max]} B`
     return `BATCH=${batch}: a frame can take ${bytes}, over the ${MAX_FRAME_BYTES} B flash slot (at most BATCH=${max})`
+}
+
+/** Tunables (or a Config update) by proto Config field name (TunableDef.field). */
+export type TunableFields = Record<string, number>
+
+/** The tunables indexed by field name. */
+export function fieldsOf(t: Tunables): TunableFields {
+    return t as unknown as TunableFields
 }
 
 /** Everything that makes these tunables unusable: bounds, pulse limits, flash slot. */
 export function tunableErrors(t: Tunables): string[] {
-    const v: any = t
+    const v = fieldsOf(t)
     const out: string[] = []
     for (const u of TUNABLES) {
         const x = v[u.field]
@@ -74,7 +84,7 @@ export interface MeterConfig {
     mqttHost: string
     mqttPort: number
     /** "tcp" or "tls" */
-    mqttProto: string
+    mqttProto: "tcp" | "tls"
     mqttUser: string
     mqttPass: string
     t: Tunables
@@ -85,14 +95,14 @@ const PULSE_FIELDS = ["pulsesPerL", "impPerKwh", "maxFlowLmin", "maxPowerW", "pu
 
 /** The defaults of every tunable. */
 export function defaultTunables(): Tunables {
-    const t: any = {}
+    const t: TunableFields = {}
     for (const u of TUNABLES) t[u.field] = u.def
-    return t
+    return t as unknown as Tunables
 }
 
 export async function loadConfig(): Promise<MeterConfig> {
     const id = await readSetting<string>("METER_ID", "")
-    const t: any = {}
+    const t: TunableFields = {}
     // settings the meter cannot run with are refused and logged; the defaults run instead
     for (const u of TUNABLES) {
         const v = await readSetting<number>(u.key, u.def)
@@ -100,10 +110,10 @@ export async function loadConfig(): Promise<MeterConfig> {
         if (bad) console.log(`citymeter: settings refused: ${u.key}=${v} outside ${u.min}..${u.max}; default ${u.def}`)
         t[u.field] = bad ? u.def : v
     }
-    const why = pulseLimitErrors(t)
+    const why = pulseLimitErrors(t as unknown as Tunables)
     for (const w of why) console.log(`citymeter: settings refused: ${w}`)
     if (why.length) {
-        const d: any = defaultTunables()
+        const d = fieldsOf(defaultTunables())
         for (const f of PULSE_FIELDS) t[f] = d[f]
         console.log(`citymeter: settings refused: the pulse inputs run with their defaults`)
     }
@@ -115,7 +125,7 @@ export async function loadConfig(): Promise<MeterConfig> {
         mqttProto: (await readSetting<string>("MQTT_PROTO", "tcp")) === "tls" ? "tls" : "tcp",
         mqttUser: await readSetting<string>("MQTT_USER", ""),
         mqttPass: await readSetting<string>("MQTT_PASS", ""),
-        t,
+        t: t as unknown as Tunables,
     }
 }
 
@@ -129,17 +139,17 @@ function clampPort(v: number): number {
  * the reasons are logged and the next Birth confirms the configuration still in force.
  * Returns the number of changed tunables, or -1 when refused.
  */
-export async function applyConfig(tunables: Tunables, update: any): Promise<number> {
-    const t: any = tunables
-    const next: any = {}
+export async function applyConfig(tunables: Tunables, update: ConfigUpdate): Promise<number> {
+    const t = fieldsOf(tunables)
+    const next: TunableFields = {}
     let changes = 0
     for (const u of TUNABLES) {
-        const v = update[u.field]
+        const v = update[u.field] as number
         const set = v !== undefined && v !== null && v !== 0
         next[u.field] = set ? v : t[u.field]
         if (set && v !== t[u.field]) changes++
     }
-    const why = tunableErrors(next)
+    const why = tunableErrors(next as unknown as Tunables)
     if (why.length) {
         for (const w of why) console.log(`citymeter: config refused: ${w}`)
         return -1

@@ -1,6 +1,7 @@
 // citymeter.v1 frames in the firmware: the Uplink encoder and the Downlink decoder.
 // Message shapes mirror the protobuf JSON mapping (camelCase fields), so the golden frames'
 // JSON can be fed to the encoder as is. Field numbers come from firmware/gen/wire.ts.
+import { Tunables } from "./gen/tunables"
 import { PbReader, PbWriter, WIRE_LEN, WIRE_VARINT } from "./pb"
 import {
     KIND_ACK,
@@ -68,8 +69,8 @@ export interface Birth {
     queued?: number
     dropped?: number
     uptimeS?: number
-    /** proto Config, keyed by camelCase field name */
-    config?: any
+    /** proto Config: the tunables in force */
+    config?: Tunables
     /** The sealing key in force (seal.ts keyId), 0 when open. */
     keyId?: number
     /** proto Channel and AlarmType numbers: what the meter measures and evaluates. */
@@ -91,7 +92,8 @@ export interface Uplink {
     readings?: ReadingBatch
     birth?: Birth
     alarm?: Alarm
-    death?: {}
+    /** An empty message: the topic says it all. */
+    death?: Record<string, never>
 }
 
 function encodeWater(s: WaterSeries) {
@@ -126,8 +128,7 @@ function encodeReadings(r: ReadingBatch) {
     w.bool(ReadingsF.timeSynced, r.timeSynced)
     w.uint(ReadingsF.intervalS, r.intervalS)
     if (r.water) w.message(ReadingsF.water, encodeWater(r.water))
-    if (r.electricity)
-        w.message(ReadingsF.electricity, encodeElectricity(r.electricity))
+    if (r.electricity) w.message(ReadingsF.electricity, encodeElectricity(r.electricity))
     if (r.pressure) w.message(ReadingsF.pressure, encodePressure(r.pressure))
     w.bool(ReadingsF.replayed, r.replayed)
     return w
@@ -152,9 +153,11 @@ function encodeBirth(b: Birth) {
 }
 
 /** Config's fields are uint32 but for seal_key, which a meter never sends: written in field order. */
-function encodeConfig(c: any) {
+function encodeConfig(c: Tunables) {
     const w = new PbWriter()
-    for (const k of Object.keys(Config)) if (k !== "sealKey") w.uint((Config as any)[k], c[k])
+    const fields = Config as Record<string, number>
+    const values = c as unknown as Record<string, number>
+    for (const k of Object.keys(Config)) if (k !== "sealKey") w.uint(fields[k], values[k])
     return w
 }
 
@@ -216,11 +219,16 @@ export function encodeSealedUplink(u: Uplink, key: Buffer): Buffer {
     return w.finish()
 }
 
+/** proto Config as a downlink carries it: uint32 fields by camelCase name (absent: 0 = unchanged), and seal_key. */
+export interface ConfigUpdate {
+    [field: string]: number | Buffer
+    sealKey?: Buffer
+}
+
 export interface Downlink {
     ack?: { boot?: number; seq?: number }
     time?: { unixMs?: number; uptimeS?: number }
-    /** proto Config, keyed by camelCase field name; absent fields are 0 (= unchanged) */
-    config?: any
+    config?: ConfigUpdate
     resend?: { boot?: number; fromSeq?: number }
     /** A sealed downlink (proto Downlink.sealed) and its 12 clear nonce bytes. */
     sealed?: Buffer
@@ -293,17 +301,14 @@ export function decodeDownlink(buf: Buffer): Downlink {
         }
         const v = readVarints(raw, 15)
         if (f === DownlinkF.ack) d.ack = { boot: v[Ack.boot], seq: v[Ack.seq] }
-        else if (f === DownlinkF.time)
-            d.time = { unixMs: v[TimeSync.unixMs], uptimeS: v[TimeSync.uptimeS] }
+        else if (f === DownlinkF.time) d.time = { unixMs: v[TimeSync.unixMs], uptimeS: v[TimeSync.uptimeS] }
         else if (f === DownlinkF.config) {
-            const c: any = {}
-            for (const k of Object.keys(Config)) if (k !== "sealKey") c[k] = v[(Config as any)[k]]
+            const c: ConfigUpdate = {}
+            const fields = Config as Record<string, number>
+            for (const k of Object.keys(Config)) if (k !== "sealKey") c[k] = v[fields[k]]
             c.sealKey = readBytesField(raw, Config.sealKey)
             d.config = c
-        }
-        else if (f === DownlinkF.resend)
-            d.resend = { boot: v[Resend.boot], fromSeq: v[Resend.fromSeq] }
+        } else if (f === DownlinkF.resend) d.resend = { boot: v[Resend.boot], fromSeq: v[Resend.fromSeq] }
     }
     return d
 }
-

@@ -22,9 +22,7 @@ await store.load()
 console.log(
     `citymeter: meter ${cfg.meterId} boot ${boot} interval ${cfg.t.intervalS}s x${cfg.t.batch}, ${store.queuedCount()} frames queued`,
 )
-console.log(
-    `citymeter: frames ${keys.sealed() ? "sealed (key id " + keys.keyId() + ")" : "open (no SEAL_KEY)"}`,
-)
+console.log(`citymeter: frames ${keys.sealed() ? "sealed (key id " + keys.keyId() + ")" : "open (no SEAL_KEY)"}`)
 
 const sampler = new Sampler(
     {

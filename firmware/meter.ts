@@ -38,7 +38,7 @@ export class MeterLoop {
                 self.busy = true
                 try {
                     await self.tick()
-                } catch (e) {
+                } catch {
                     console.log(`citymeter: sample failed`)
                 }
                 self.busy = false

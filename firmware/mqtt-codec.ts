@@ -26,18 +26,18 @@ export const enum HeaderBits {
  * digit but the last.
  */
 const enum LengthDigit {
-    BASE = 128,
     VALUE_MASK = 0x7f,
     CONTINUE = 0x80,
 }
+const LENGTH_DIGIT_BASE = 128
 
 /** QoS levels [MQTT-4.3]. The meter publishes and subscribes at AT_LEAST_ONCE. */
 export const enum QoS {
     AT_MOST_ONCE = 0,
     AT_LEAST_ONCE = 1,
     EXACTLY_ONCE = 2,
-    /** Two bits: QoS values take 0-2, 3 is malformed [MQTT-3.3.1-4]. */
-    MASK = 0x03,
+    /** Both QoS bits set: a malformed PUBLISH [MQTT-3.3.1-4]. */
+    MALFORMED = 3,
 }
 
 /** CONNECT flags byte [MQTT-3.1.2.3]. */
@@ -46,8 +46,8 @@ export const enum ConnectFlag {
     CLEAN_SESSION = 0x02,
     /** 3.1.2.5 Will Flag. */
     WILL = 0x04,
-    /** 3.1.2.6 Will QoS, bits 4-3 (shift the QoS by this much). */
-    WILL_QOS_SHIFT = 3,
+    /** 3.1.2.6 Will QoS, bits 4-3 (the QoS shifted by WILL_QOS_SHIFT). */
+    WILL_QOS = 0x18,
     /** 3.1.2.7 Will Retain. */
     WILL_RETAIN = 0x20,
     /** 3.1.2.9 Password Flag. */
@@ -60,11 +60,14 @@ export const enum ConnectFlag {
 export const enum PublishFlag {
     /** 3.3.1.3 RETAIN. */
     RETAIN = 0x01,
-    /** 3.3.1.2 QoS level, bits 2-1 (shift by this much, then mask with QoS.MASK). */
-    QOS_SHIFT = 1,
+    /** 3.3.1.2 QoS level, bits 2-1 (the QoS shifted by PUBLISH_QOS_SHIFT). */
+    QOS = 0x06,
     /** 3.3.1.1 DUP. */
     DUP = 0x08,
 }
+
+const WILL_QOS_SHIFT = 3
+const PUBLISH_QOS_SHIFT = 1
 
 /** 3.8.1: bits 3-0 of SUBSCRIBE's fixed header are 0010 [MQTT-3.8.1-1]. */
 export const SUBSCRIBE_FLAGS = 0x02
@@ -139,8 +142,8 @@ export function packet(type: number, flags: number, body: Buffer): Buffer {
     h.u8((type << HeaderBits.TYPE_SHIFT) | flags)
     let n = body.length
     while (true) {
-        let d = n % LengthDigit.BASE
-        n = Math.floor(n / LengthDigit.BASE)
+        let d = n % LENGTH_DIGIT_BASE
+        n = Math.floor(n / LENGTH_DIGIT_BASE)
         if (n > 0) d = d | LengthDigit.CONTINUE
         h.u8(d)
         if (n === 0) break
@@ -170,7 +173,7 @@ export function encodeConnect(o: ConnectOptions): Buffer {
     b.str("MQTT")
     b.u8(PROTOCOL_LEVEL)
     let flags = ConnectFlag.CLEAN_SESSION
-    if (o.will) flags = flags | ConnectFlag.WILL | (o.will.qos << ConnectFlag.WILL_QOS_SHIFT)
+    if (o.will) flags = flags | ConnectFlag.WILL | (o.will.qos << WILL_QOS_SHIFT)
     if (o.username) flags = flags | ConnectFlag.USERNAME
     if (o.password) flags = flags | ConnectFlag.PASSWORD
     b.u8(flags)
@@ -192,7 +195,7 @@ export function encodePublish(topic: string, payload: Buffer, qos: number, id: n
     b.str(topic)
     if (qos > QoS.AT_MOST_ONCE) b.u16(id)
     b.raw(payload)
-    return packet(PacketType.PUBLISH, qos << PublishFlag.QOS_SHIFT, b.concat())
+    return packet(PacketType.PUBLISH, qos << PUBLISH_QOS_SHIFT, b.concat())
 }
 
 /** SUBSCRIBE [MQTT-3.8]: packet identifier, then each filter with its requested QoS. */
@@ -257,7 +260,7 @@ export function readFixedHeader(buf: Buffer, off: number): FixedHeader {
         pos = pos + 1
         if ((d & LengthDigit.CONTINUE) === 0) break
         if (pos - off - 1 >= MAX_LENGTH_BYTES) throw new RangeError("mqtt: malformed remaining length")
-        mul = mul * LengthDigit.BASE
+        mul = mul * LENGTH_DIGIT_BASE
     }
     const b0 = buf.getAt(off, "u8")
     return { type: b0 >> HeaderBits.TYPE_SHIFT, flags: b0 & HeaderBits.FLAGS_MASK, length, size: pos - off }
@@ -302,7 +305,7 @@ export interface Publish {
 
 /** A PUBLISH's QoS from its fixed header flags [MQTT-3.3.1.2]. */
 function publishQos(flags: number): number {
-    return (flags >> PublishFlag.QOS_SHIFT) & QoS.MASK
+    return (flags & PublishFlag.QOS) >> PUBLISH_QOS_SHIFT
 }
 
 /** Packet identifier of a PUBLISH from its first bytes; 0 at QoS 0, -1 when not in `head`. */
@@ -317,7 +320,7 @@ export function publishId(flags: number, head: Buffer): number {
 export function parsePublish(flags: number, body: Buffer): Publish {
     const qos = publishQos(flags)
     // 3.3.1.2: both QoS bits set is a malformed packet [MQTT-3.3.1-4]
-    if (qos === QoS.MASK) throw new RangeError("mqtt: PUBLISH with QoS 3")
+    if (qos === QoS.MALFORMED) throw new RangeError("mqtt: PUBLISH with QoS 3")
     if (body.length < 2) throw new RangeError("mqtt: bad PUBLISH")
     const tlen = getU16(body, 0)
     let off = 2 + tlen

@@ -81,8 +81,7 @@ export const DEFAULT_TIMING: MqttTiming = {
 export interface MqttOptions {
     host: string
     port: number
-    /** "tcp" or "tls" */
-    proto: string
+    proto: "tcp" | "tls"
     clientId: string
     username?: string
     password?: string
@@ -107,13 +106,13 @@ export const MAX_PENDING_ACKS = 256
  * @devicescript/net's Socket.send() throws `send error -1` when the runtime refuses the write:
  * on ESP32 when its send queue is full (main/sock.c jd_tcpsock_write). Worth retrying.
  */
-function queueFull(e: any): boolean {
+function queueFull(e: Error): boolean {
     const m: string = e && e.message ? e.message : ""
     return m.indexOf("send error -1") >= 0
 }
 
 async function openSocket(o: MqttOptions): Promise<MqttSocket> {
-    return await connect({ host: o.host, port: o.port, proto: o.proto as any, timeout: 10000 })
+    return await connect({ host: o.host, port: o.port, proto: o.proto, timeout: 10000 })
 }
 
 export class MqttLink {
@@ -148,10 +147,11 @@ export class MqttLink {
     onBeforeConnect: () => void = null
 
     constructor(readonly opts: MqttOptions) {
-        const t: any = {}
-        const over: any = opts.timing || {}
-        for (const k of Object.keys(DEFAULT_TIMING)) t[k] = over[k] !== undefined ? over[k] : (DEFAULT_TIMING as any)[k]
-        this.timing = t
+        const t: Record<string, number> = {}
+        const over = (opts.timing || {}) as Record<string, number>
+        const defaults = DEFAULT_TIMING as unknown as Record<string, number>
+        for (const k of Object.keys(DEFAULT_TIMING)) t[k] = over[k] !== undefined ? over[k] : defaults[k]
+        this.timing = t as unknown as MqttTiming
     }
 
     subscribe(filter: string) {
@@ -201,7 +201,7 @@ export class MqttLink {
                 this.lastTx = ds.millis()
                 return true
             } catch (e) {
-                if (!queueFull(e)) return false
+                if (!queueFull(e as Error)) return false
                 this.sendRetries++
                 if (i + 1 < tries) await ds.sleep(SEND_PAUSE_MS * (i + 1))
             }

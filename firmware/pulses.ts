@@ -46,7 +46,8 @@ export function pollPulses(read: () => number | Promise<number>, active: number,
         const v = await read()
         const now = ds.millis()
         // a late read (a busy VM) can miss a pulse shorter than the gap: say so
-        if (lastMs && now - lastMs > LATE_READ_MS) console.log(`citymeter: pulse input read late: ${now - lastMs} ms since the last`)
+        if (lastMs && now - lastMs > LATE_READ_MS)
+            console.log(`citymeter: pulse input read late: ${now - lastMs} ms since the last`)
         lastMs = now
         if (s.sample(v)) onPulse()
     }, GPIO_POLL_MS)

@@ -212,23 +212,23 @@ export function toBatch(
     startS: number,
     timeSynced: boolean,
     intervalS: number,
-    sampler: Sampler
+    sampler: Sampler,
 ): ReadingBatch {
     const b: ReadingBatch = { startS, timeSynced, intervalS }
     if (sampler.hasWater) {
-        const reverse = intervals.map(r => r.reverseMl)
+        const reverse = intervals.map((r) => r.reverseMl)
         b.water = {
             totalMl: sampler.water.total,
-            volumeMl: intervals.map(r => r.volumeMl),
-            reverseMl: reverse.some(v => v !== 0) ? reverse : undefined,
+            volumeMl: intervals.map((r) => r.volumeMl),
+            reverseMl: reverse.some((v) => v !== 0) ? reverse : undefined,
         }
     }
     if (sampler.hasElectricity)
         b.electricity = {
             totalWh: sampler.energy.total,
-            energyWh: intervals.map(r => r.energyWh),
+            energyWh: intervals.map((r) => r.energyWh),
             // only what the hardware measures (hardware.ts): an S0-only board sends energy alone
-            powerW: measures.power ? intervals.map(r => r.powerW) : undefined,
+            powerW: measures.power ? intervals.map((r) => r.powerW) : undefined,
             // delta-encoded (proto voltage_delta_dv): a steady line costs a byte per interval
             voltageDeltaDv: measures.voltage
                 ? intervals.map((r, i) => (i === 0 ? r.voltageDv : r.voltageDv - intervals[i - 1].voltageDv))
@@ -236,9 +236,9 @@ export function toBatch(
         }
     if (sampler.hasPressure)
         b.pressure = {
-            avgPa: intervals.map(r => r.pressureAvg),
-            belowAvgPa: intervals.map(r => r.pressureAvg - r.pressureMin),
-            aboveAvgPa: intervals.map(r => r.pressureMax - r.pressureAvg),
+            avgPa: intervals.map((r) => r.pressureAvg),
+            belowAvgPa: intervals.map((r) => r.pressureAvg - r.pressureMin),
+            aboveAvgPa: intervals.map((r) => r.pressureMax - r.pressureAvg),
         }
     return b
 }

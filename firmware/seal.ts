@@ -63,7 +63,7 @@ export function open(key: Buffer, nonce: Buffer, sealed: Buffer): Buffer {
     try {
         const plain = decrypt({ data: sealed, algo: "aes-256-ccm", key, iv: nonce, tagLength: TAG_BYTES })
         return plain ? plain : undefined
-    } catch (e) {
+    } catch {
         return undefined
     }
 }

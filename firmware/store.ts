@@ -69,9 +69,21 @@ function emptyState(): QueueState {
 // are small, and meters in the field hold records written with these keys: never rename them).
 const STATE_KEY = "st"
 
-function stateRecord(s: QueueState): string {
+/** The record as flash holds it; a damaged or older record may lack any field. */
+interface StateRecord {
+    h?: number
+    t?: number
+    d?: number
+    w?: number
+    rw?: number
+    rv?: number
+    e?: number
+    re?: number
+}
+
+function toRecord(s: QueueState): StateRecord {
     const t = s.totals
-    return JSON.stringify({
+    return {
         h: s.head,
         t: s.tail,
         d: s.dropped,
@@ -80,15 +92,15 @@ function stateRecord(s: QueueState): string {
         rv: t.reverseRaw,
         e: t.energyWh,
         re: t.energyRaw,
-    })
+    }
 }
 
-function numberOr(v: any, otherwise: number): number {
+function numberOr(v: unknown, otherwise: number): number {
     return typeof v === "number" ? v : otherwise
 }
 
 /** The state of a record; undefined when it has no ring positions. */
-function fromStateRecord(o: any): QueueState {
+function fromRecord(o: StateRecord): QueueState {
     if (typeof o.h !== "number" || typeof o.t !== "number") return undefined
     return {
         head: o.h,
@@ -135,7 +147,7 @@ async function readRaw(key: string): Promise<Buffer> {
         settings,
         "get",
         async () => await settings.get(key),
-        p => p.decode()[0] === key
+        (p) => p.decode()[0] === key,
     )
     const [, value] = pkt.decode()
     return value as Buffer
@@ -188,9 +200,9 @@ export class MeterStore {
         const s = await readRaw(STATE_KEY)
         if (s && s.length) {
             try {
-                const loaded = fromStateRecord(JSON.parse(s.toString()))
+                const loaded = fromRecord(JSON.parse(s.toString()))
                 if (loaded) this.state = loaded
-            } catch (e) {
+            } catch {
                 console.log("citymeter: state record unreadable; starting empty")
             }
         }
@@ -205,7 +217,7 @@ export class MeterStore {
     }
 
     async saveState() {
-        await settings.set(STATE_KEY, Buffer.from(stateRecord(this.state)))
+        await settings.set(STATE_KEY, Buffer.from(JSON.stringify(toRecord(this.state))))
     }
 
     /**

@@ -6,7 +6,7 @@ import * as ds from "@devicescript/core"
 import { alarmRulesOf, channelsOf } from "./alarms"
 import { Clock } from "./clock"
 import { FIRMWARE_VERSION, MeterConfig } from "./config"
-import { Alarm, Downlink, ReadingBatch, decodeDownlink } from "./frames"
+import { Alarm, ConfigUpdate, Downlink, ReadingBatch, decodeDownlink } from "./frames"
 import { Uplink as UplinkF } from "./gen/wire"
 import { SealKeys } from "./keys"
 import { MqttLink } from "./mqtt"
@@ -58,7 +58,7 @@ export class MeterUplink {
     private rx = new DownlinkCounts()
     private pumping = false
     /** A Config downlink, applied at the next frame boundary (pendingConfig, configApplied). */
-    private config: any = undefined
+    private config: ConfigUpdate = undefined
     readonly mqtt: MqttLink
 
     constructor(
@@ -78,7 +78,11 @@ export class MeterUplink {
             clientId: cfg.meterId,
             keepAliveS: KEEP_ALIVE_S,
             // the last will is a death frame (proto: Death) of this boot and connection (onBeforeConnect)
-            will: { topic: upTopic(cfg.meterId, "death"), payload: keys.encode({ boot, death: {} }), qos: QoS.AT_LEAST_ONCE },
+            will: {
+                topic: upTopic(cfg.meterId, "death"),
+                payload: keys.encode({ boot, death: {} }),
+                qos: QoS.AT_LEAST_ONCE,
+            },
         })
         // DeviceScript: an arrow function cannot use `this`; its callbacks close over `self`
         const self = this
@@ -97,7 +101,7 @@ export class MeterUplink {
                 const inner = self.keys.open(topic, decodeDownlink(payload))
                 if (inner) self.onDownlink(inner)
                 else self.rx.refused++
-            } catch (e) {
+            } catch {
                 self.rx.bad++
             }
         }
@@ -115,7 +119,7 @@ export class MeterUplink {
             self.pumping = true
             try {
                 await self.pump()
-            } catch (e) {
+            } catch {
                 console.log(`citymeter: send failed`)
             }
             self.pumping = false
@@ -132,7 +136,7 @@ export class MeterUplink {
     }
 
     /** The Config downlink waiting for the next frame boundary, if any. */
-    pendingConfig(): any {
+    pendingConfig(): ConfigUpdate {
         return this.config
     }
 
@@ -251,8 +255,7 @@ export class MeterUplink {
             this.config = d.config // applied at the next frame boundary
         } else if (d.resend) {
             rx.resend++
-            for (const f of this.store.frames)
-                if (f.boot === d.resend.boot && f.seq >= d.resend.fromSeq) f.sentAt = 0
+            for (const f of this.store.frames) if (f.boot === d.resend.boot && f.seq >= d.resend.fromSeq) f.sentAt = 0
         }
     }
 

@@ -148,7 +148,7 @@ export class Ade7953 {
 
     constructor(
         private readonly bus: RegisterBus,
-        readonly cal: Ade7953Calibration
+        readonly cal: Ade7953Calibration,
     ) {}
 
     async readReg(reg: number, signed: boolean): Promise<number> {
@@ -164,7 +164,7 @@ export class Ade7953 {
         try {
             this.version = await this.readReg(ADE.VERSION, false)
             return true
-        } catch (e) {
+        } catch {
             return false
         }
     }
@@ -189,7 +189,7 @@ export class Ade7953 {
                 ((await this.readReg(ADE.ACCMODE, false)) & 3) === 1
             if (ok) this.lastEnergy = await this.readReg(ADE.AENERGYA, false)
             return ok
-        } catch (e) {
+        } catch {
             this.errors++
             return false
         }
@@ -208,7 +208,7 @@ export class Ade7953 {
             if (this.lastEnergy !== undefined) this.energyCounts += energyDelta(this.lastEnergy, e)
             this.lastEnergy = e
             return true
-        } catch (err) {
+        } catch {
             this.errors++
             return false
         }

@@ -104,7 +104,10 @@ export class S0Counter {
 }
 
 class S0Server extends SensorServer implements ds.CitymeterElectricityMeterServerSpec {
-    constructor(private readonly s0: S0Counter, private readonly nominalDv: number) {
+    constructor(
+        private readonly s0: S0Counter,
+        private readonly nominalDv: number,
+    ) {
         super(ds.CitymeterElectricityMeter.spec)
     }
     reading() {

@@ -41,7 +41,10 @@ export function outOfRange(v: number, c: PressureCalibration): boolean {
 }
 
 class PressureServer extends SensorServer implements ds.CitymeterWaterPressureServerSpec {
-    constructor(private readonly adc: ds.Potentiometer, private readonly c: PressureCalibration) {
+    constructor(
+        private readonly adc: ds.Potentiometer,
+        private readonly c: PressureCalibration,
+    ) {
         super(ds.CitymeterWaterPressure.spec)
     }
     async reading() {

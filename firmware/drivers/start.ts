@@ -44,9 +44,9 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
     if (!hasPins(p)) {
         console.log("citymeter: no pins: the simulated sensors serve the roles")
         // a simulated pulse output is counted by the board's own water flow driver (waterflow.ts)
-        startSimulatedWaterFlow(cfg.t.pulsesPerL, flow => {
+        startSimulatedWaterFlow(cfg.t.pulsesPerL, (flow) => {
             measures.reverseFlow = false
-            pulseConstantListeners.push(t => flow.setPulsesPerL(t.pulsesPerL))
+            pulseConstantListeners.push((t) => flow.setPulsesPerL(t.pulsesPerL))
             console.log(`citymeter: simulated pulse output: counting ${cfg.t.pulsesPerL} pulses/L every 100 ms`)
         })
         return false
@@ -66,7 +66,7 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
         console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy")
     }
     // a config downlink's pulse constants reach the counters without a reboot (issue 11)
-    pulseConstantListeners.push(t => {
+    pulseConstantListeners.push((t) => {
         flow.setPulsesPerL(t.pulsesPerL)
         if (s0) s0.setImpPerKwh(t.impPerKwh)
     })

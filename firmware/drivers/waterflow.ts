@@ -61,7 +61,8 @@ export class FlowCounter {
     }
     /** Updates the flow rate from the pulses since the previous call. */
     updateRate(nowMs: number) {
-        if (this.lastMs) this.rateMlMin = flowRateMlMin(this.pulses - this.lastPulses, nowMs - this.lastMs, this.pulsesPerL)
+        if (this.lastMs)
+            this.rateMlMin = flowRateMlMin(this.pulses - this.lastPulses, nowMs - this.lastMs, this.pulsesPerL)
         this.lastPulses = this.pulses
         this.lastMs = nowMs
     }

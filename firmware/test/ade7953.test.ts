@@ -164,7 +164,7 @@ describe("the ADE7953 model itself", () => {
         let refused = false
         try {
             await f.read(ADE.VRMS, 3)
-        } catch (e) {
+        } catch {
             refused = true
         }
         expect(refused).toBe(true)

@@ -42,7 +42,7 @@ function reading(o: any): IntervalReading {
 }
 
 function edges(rules: AlarmRules, o: any, type: number): AlarmEdge[] {
-    return rules.evaluate(reading(o), ALL, T).filter(e => e.type === type)
+    return rules.evaluate(reading(o), ALL, T).filter((e) => e.type === type)
 }
 
 describe("leak", () => {
@@ -134,11 +134,11 @@ describe("electricity supply", () => {
         expect(edges(r, { voltageDv: 2069 }, U)[0].active).toBe(true)
         const lost = reading({ voltageDv: 0 })
         const e = r.evaluate(lost, ALL, T)
-        expect(e.filter(x => x.type === S)[0].active).toBe(true)
-        expect(e.filter(x => x.type === U)[0].active).toBe(false)
+        expect(e.filter((x) => x.type === S)[0].active).toBe(true)
+        expect(e.filter((x) => x.type === U)[0].active).toBe(false)
         const back = r.evaluate(reading({ voltageDv: 2300 }), ALL, T)
-        expect(back.filter(x => x.type === S)[0].active).toBe(false)
-        expect(back.filter(x => x.type === U).length).toBe(0)
+        expect(back.filter((x) => x.type === S)[0].active).toBe(false)
+        expect(back.filter((x) => x.type === U).length).toBe(0)
     })
 })
 
@@ -178,20 +178,46 @@ describe("honest alarms (issue 11)", () => {
     }
     test("a board lists only the channels and rules it has sensors for", () => {
         expect(channelsOf(BOARD).join(",")).toBe(
-            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(",")
+            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(","),
         )
         // the same board with an ADE7953 fitted measures voltage and power, and evaluates the voltage rules
-        const withIc = { intervalS: 60, hasWater: true, hasElectricity: true, hasPressure: true, hasReverse: false, hasTamper: true, hasMagnet: false }
+        const withIc = {
+            intervalS: 60,
+            hasWater: true,
+            hasElectricity: true,
+            hasPressure: true,
+            hasReverse: false,
+            hasTamper: true,
+            hasMagnet: false,
+        }
         expect(channelsOf(withIc).join(",")).toBe(
-            [Channel.CHANNEL_WATER, Channel.CHANNEL_ENERGY, Channel.CHANNEL_POWER, Channel.CHANNEL_VOLTAGE, Channel.CHANNEL_PRESSURE, Channel.CHANNEL_TAMPER].join(",")
+            [
+                Channel.CHANNEL_WATER,
+                Channel.CHANNEL_ENERGY,
+                Channel.CHANNEL_POWER,
+                Channel.CHANNEL_VOLTAGE,
+                Channel.CHANNEL_PRESSURE,
+                Channel.CHANNEL_TAMPER,
+            ].join(","),
         )
         const icRules = alarmRulesOf(withIc)
-        for (const t of [AlarmType.ALARM_TYPE_UNDERVOLTAGE, AlarmType.ALARM_TYPE_SUPPLY_LOSS]) expect(icRules.indexOf(t) >= 0).toBe(true)
+        for (const t of [AlarmType.ALARM_TYPE_UNDERVOLTAGE, AlarmType.ALARM_TYPE_SUPPLY_LOSS])
+            expect(icRules.indexOf(t) >= 0).toBe(true)
         expect(icRules.indexOf(AlarmType.ALARM_TYPE_BACKFLOW)).toBe(-1)
         const rules = alarmRulesOf(BOARD)
-        for (const t of [AlarmType.ALARM_TYPE_BACKFLOW, AlarmType.ALARM_TYPE_UNDERVOLTAGE, AlarmType.ALARM_TYPE_SUPPLY_LOSS, AlarmType.ALARM_TYPE_MAGNETIC_FIELD])
+        for (const t of [
+            AlarmType.ALARM_TYPE_BACKFLOW,
+            AlarmType.ALARM_TYPE_UNDERVOLTAGE,
+            AlarmType.ALARM_TYPE_SUPPLY_LOSS,
+            AlarmType.ALARM_TYPE_MAGNETIC_FIELD,
+        ])
             expect(rules.indexOf(t)).toBe(-1)
-        for (const t of [AlarmType.ALARM_TYPE_LEAK, AlarmType.ALARM_TYPE_BURST, AlarmType.ALARM_TYPE_PRESSURE_LOW, AlarmType.ALARM_TYPE_TAMPER])
+        for (const t of [
+            AlarmType.ALARM_TYPE_LEAK,
+            AlarmType.ALARM_TYPE_BURST,
+            AlarmType.ALARM_TYPE_PRESSURE_LOW,
+            AlarmType.ALARM_TYPE_TAMPER,
+        ])
             expect(rules.indexOf(t) >= 0).toBe(true)
         // the simulator's sensors measure everything
         expect(alarmRulesOf(ALL).length).toBe(10)
@@ -205,9 +231,11 @@ describe("honest alarms (issue 11)", () => {
                 x.type === AlarmType.ALARM_TYPE_SUPPLY_LOSS ||
                     x.type === AlarmType.ALARM_TYPE_UNDERVOLTAGE ||
                     x.type === AlarmType.ALARM_TYPE_BACKFLOW ||
-                    x.type === AlarmType.ALARM_TYPE_MAGNETIC_FIELD
+                    x.type === AlarmType.ALARM_TYPE_MAGNETIC_FIELD,
             ).toBe(false)
         // the same readings on a meter that measures them do raise
-        expect(new AlarmRules().evaluate(reading({ voltageDv: 0, reverseMl: 999999, magnet: true }), ALL, T).length).toBe(3)
+        expect(
+            new AlarmRules().evaluate(reading({ voltageDv: 0, reverseMl: 999999, magnet: true }), ALL, T).length,
+        ).toBe(3)
     })
 })

@@ -61,7 +61,7 @@ describe("config downlinks", () => {
         const t: any = defaultTunables()
         const flow = new FlowCounter(t.pulsesPerL)
         const s0 = new S0Counter(t.impPerKwh)
-        pulseConstantListeners.push(n => {
+        pulseConstantListeners.push((n) => {
             flow.setPulsesPerL(n.pulsesPerL)
             s0.setImpPerKwh(n.impPerKwh)
         })

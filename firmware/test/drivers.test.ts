@@ -161,7 +161,7 @@ describe("pressure through each chip's simulated ADC", () => {
             expect(outOfRange(adcToVolts(simulatedAdc(4.5 * chip.divider, chip.fullScaleV, 12), c), c)).toBe(false)
             expect(outOfRange(adcToVolts(simulatedAdc(0.5 * chip.divider, chip.fullScaleV, 12), c), c)).toBe(false)
             console.log(
-                `adc: ${chip.board} ${chip.fullScaleV} V x ${chip.divider}: step ${Math.round(stepPa)} Pa, worst error ${worst} Pa`
+                `adc: ${chip.board} ${chip.fullScaleV} V x ${chip.divider}: step ${Math.round(stepPa)} Pa, worst error ${worst} Pa`,
             )
             expect(worst <= stepPa / 2 + 1).toBe(true)
         })

@@ -160,7 +160,7 @@ describe("state record", () => {
             settings,
             "get",
             async () => await settings.get("st"),
-            p => p.decode()[0] === "st",
+            (p) => p.decode()[0] === "st",
         )
         const [, value] = saved.decode()
         expect((value as Buffer).toString()).toBe(JSON.stringify(old))

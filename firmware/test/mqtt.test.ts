@@ -50,7 +50,7 @@ describe("packets match mqtt-packet's bytes", () => {
             password: "pw",
         })
         expect(hex(b)).toBe(
-            "103700044d51545404ce001e00036d2d310019636974796d657465722f76312f6d2d312f75702f64656174680002080100036d2d3100027077"
+            "103700044d51545404ce001e00036d2d310019636974796d657465722f76312f6d2d312f75702f64656174680002080100036d2d3100027077",
         )
     })
     test("CONNECT, clean session only", () => {
@@ -67,7 +67,7 @@ describe("packets match mqtt-packet's bytes", () => {
     })
     test("SUBSCRIBE, PUBACK, PINGREQ, DISCONNECT", () => {
         expect(hex(encodeSubscribe(7, ["citymeter/v1/m-1/down/#"], 1))).toBe(
-            "821c00070017636974796d657465722f76312f6d2d312f646f776e2f2301"
+            "821c00070017636974796d657465722f76312f6d2d312f646f776e2f2301",
         )
         expect(hex(encodePuback(65535))).toBe("4002ffff")
         expect(hex(encodePubacks([1, 258]))).toBe("4002000140020102")
@@ -126,7 +126,7 @@ describe("framer", () => {
         Buffer.from("20020000", "hex"),
         Buffer.from("9003000701", "hex"),
         encodePublish("a/b", filled(200, 5), 1, 9),
-        Buffer.from("d000", "hex")
+        Buffer.from("d000", "hex"),
     )
     test("the same packets whatever the split", async () => {
         for (let cut = 1; cut < stream.length; cut += 7) {
@@ -328,7 +328,7 @@ describe("connection", () => {
         // PUBACKs, checked as they are written: every identifier once, in order
         let acked = 0
         let outOfOrder = 0
-        s.onSend = b => {
+        s.onSend = (b) => {
             if (b.getAt(0, "u8") !== PacketType.PUBACK * 16) return
             for (let at = 0; at + 4 <= b.length; at += 4) {
                 acked++
@@ -352,7 +352,7 @@ describe("connection", () => {
         const ms = ds.millis() - t0
         await until("PUBACKs written", () => acked === N, 5000)
         console.log(
-            `flood: ${N} publishes in ${ms} ms, ${s.writes} writes, ${ticks} timer ticks, longest gap ${maxGap} ms`
+            `flood: ${N} publishes in ${ms} ms, ${s.writes} writes, ${ticks} timer ticks, longest gap ${maxGap} ms`,
         )
         expect(outOfOrder).toBe(0)
         within("writes", s.writes, 2, N / 8)

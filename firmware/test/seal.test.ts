@@ -14,12 +14,11 @@ function plainOf(name: string): any {
 }
 
 describe("sealed uplinks match the golden bytes", () => {
-    sealedGolden.forEach(s => {
+    sealedGolden.forEach((s) => {
         if (s.message !== "Uplink") return
         test(s.name, () => {
             const json = plainOf(s.of).json
-            if (json.alarm && typeof json.alarm.type === "string")
-                json.alarm.type = (AlarmType as any)[json.alarm.type]
+            if (json.alarm && typeof json.alarm.type === "string") json.alarm.type = (AlarmType as any)[json.alarm.type]
             if (s.link) json.link = s.link
             expect(encodeSealedUplink(json, parseKey(s.key)).toString("hex")).toBe(s.hex)
         })
@@ -27,7 +26,7 @@ describe("sealed uplinks match the golden bytes", () => {
 })
 
 describe("sealed downlinks open to the plain golden frame", () => {
-    sealedGolden.forEach(s => {
+    sealedGolden.forEach((s) => {
         if (s.message !== "Downlink") return
         test(s.name, () => {
             const want: any = plainOf(s.of).json
@@ -39,7 +38,9 @@ describe("sealed downlinks open to the plain golden frame", () => {
             // another key, another kind, a flipped bit: refused
             const other = Buffer.alloc(32)
             expect(openDownlink(d, downKindCode(kind), other) === undefined).toBe(true)
-            expect(openDownlink(d, downKindCode(kind === "ack" ? "resend" : "ack"), parseKey(s.key)) === undefined).toBe(true)
+            expect(
+                openDownlink(d, downKindCode(kind === "ack" ? "resend" : "ack"), parseKey(s.key)) === undefined,
+            ).toBe(true)
             const flipped = Buffer.from(s.hex, "hex")
             const at = flipped.length - 3
             flipped.setAt(at, "u8", flipped.getAt(at, "u8") ^ 4)

@@ -7,25 +7,23 @@ import { goldenDownlinks, goldenUplinks } from "../gen/golden"
 import { PbReader, PbWriter, unzigzag, zigzag } from "../pb"
 
 describe("uplink encoder matches golden frames", () => {
-    goldenUplinks.forEach(g => {
+    goldenUplinks.forEach((g) => {
         test(g.name, () => {
             const json = g.json
             // protobuf JSON names enums; the firmware uses their numbers
-            if (json.alarm && typeof json.alarm.type === "string")
-                json.alarm.type = (AlarmType as any)[json.alarm.type]
+            if (json.alarm && typeof json.alarm.type === "string") json.alarm.type = (AlarmType as any)[json.alarm.type]
             expect(encodeUplink(json).toString("hex")).toBe(g.hex)
         })
     })
 })
 
 describe("downlink decoder matches golden frames", () => {
-    goldenDownlinks.forEach(g => {
+    goldenDownlinks.forEach((g) => {
         test(g.name, () => {
             const d: any = decodeDownlink(Buffer.from(g.hex, "hex"))
             const want: any = g.json
             for (const kind of Object.keys(want)) {
-                for (const field of Object.keys(want[kind]))
-                    expect(d[kind][field]).toBe(want[kind][field])
+                for (const field of Object.keys(want[kind])) expect(d[kind][field]).toBe(want[kind][field])
             }
         })
     })
@@ -50,7 +48,7 @@ describe("varints", () => {
         let threw = false
         try {
             decodeDownlink(Buffer.from("0a05", "hex"))
-        } catch (e) {
+        } catch {
             threw = true
         }
         expect(threw).toBe(true)
