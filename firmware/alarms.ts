@@ -20,7 +20,7 @@ export interface IntervalFlags {
     hasElectricity: boolean
     hasPressure: boolean
     /**
-     * What the meter can really measure (issue 11: an alarm needs a sensor behind it); absent
+     * What the meter can really measure (an alarm needs a sensor behind it); absent
      * means it can. A board's reed pulse counter has no direction, an S0 output no voltage and no
      * measured power (a metering IC has both).
      */

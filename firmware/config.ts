@@ -14,7 +14,7 @@ export const FIRMWARE_VERSION = "citymeter-fw " + VERSION
 // The tunables (key, default, bounds, unit, proto Config field) come from proto/tunables.json,
 // generated into gen/tunables.ts by `npm run gen`; bridge/src/tunables.ts applies the same rules.
 
-// ---- pulse inputs (issue 11): DeviceScript polls GPIO inputs every 100 ms (@devicescript/gpio
+// ---- pulse inputs: DeviceScript polls GPIO inputs every 100 ms (@devicescript/gpio
 // subscribeDigital). A pulse is seen only if a poll lands inside it and inside the gap after it.
 
 /** Pulses per second the polling counts for pulses of `pulseMs`: one poll in each pulse and each gap. */

@@ -7,7 +7,7 @@
 // use packet id 1 and PUBACK is only logged; the will must be a string. End-to-end delivery is
 // still our own Ack (proto: Ack).
 //
-// Bounded under a flood (issue 9). The VM panics with 60001 (DEVS_PANIC_TIMEOUT, "InfiniteLoop")
+// Bounded under a flood of downlinks (a broken or hostile bridge must not take the meter down). The VM panics with 60001 (DEVS_PANIC_TIMEOUT, "InfiniteLoop")
 // when a fiber runs 128 K instructions without yielding (runtime/devicescript/vm_main.c), and
 // Socket.recv() returns queued chunks without yielding: a reader that handled every queued packet
 // in one go took the meter down under 20,000 acks. This reader yields every YIELD_EVERY packets,
@@ -16,7 +16,7 @@
 // meanwhile: panic 60004, OutOfMemory): its PUBACKs go out in one write per batch, a batch refused
 // by a full send queue waits for the next one, and only MAX_PENDING_ACKS owed ends the session.
 //
-// Issue 11: a SUBACK refusal (0x80) is logged and the SUBSCRIBE retried; reconnects back off
+// Refusals and restarts: a SUBACK refusal (0x80) is logged and the SUBSCRIBE retried; reconnects back off
 // exponentially with full jitter, starting over after a good session, so meters dropped together
 // (a broker restart) do not come back together; a publish refused by a full send queue is retried
 // a bounded number of times and then reported as not sent (the frame stays queued), never thrown.

@@ -282,8 +282,8 @@ export class MeterStore {
 
     /**
      * Marks (boot, seq) acknowledged; the ring's head moves past acknowledged frames. Frames are
-     * queued in (boot, seq) order, so an ack outside the queue's range is refused in O(1) (issue 9:
-     * a flood of acks for frames the meter never queued).
+     * queued in (boot, seq) order, so an ack outside the queue's range is refused in O(1): a flood
+     * of acks for frames the meter never queued stays cheap.
      */
     ack(boot: number, seq: number): boolean {
         const n = this.frames.length

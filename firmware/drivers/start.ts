@@ -1,6 +1,6 @@
 // Starts the hardware drivers of a citymeter board with the pulse constants from settings.
 //
-// One bytecode runs on the board and in the simulator (issue 11): the pin names of a board
+// One bytecode runs on the board and in the simulator: the pin names of a board
 // definition (`pins.FLOW_PULSE`, ...) are looked up at run time in the board configuration that
 // was flashed with the runtime. The simulator's VM has no pins at all, so there every pin reads
 // `undefined`: the drivers then start nothing and the simulated Jacdac sensors serve the roles the
@@ -65,7 +65,7 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
         s0 = startS0Meter(p.s0Pin, cfg.t.impPerKwh, 2300)
         console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy")
     }
-    // a config downlink's pulse constants reach the counters without a reboot (issue 11)
+    // a config downlink's pulse constants reach the counters without a reboot
     pulseConstantListeners.push((t) => {
         flow.setPulsesPerL(t.pulsesPerL)
         if (s0) s0.setImpPerKwh(t.impPerKwh)

@@ -163,7 +163,7 @@ describe("tamper", () => {
     })
 })
 
-describe("honest alarms (issue 11)", () => {
+describe("honest alarms: only what a sensor measures", () => {
     // a citymeter board: reed pulses (no direction), S0 (energy only: no voltage, no measured power), no magnet sensor
     const BOARD = {
         intervalS: 60,

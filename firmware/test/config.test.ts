@@ -1,4 +1,4 @@
-// Config-time checks in the VM (issue 11): the firmware refuses what the GPIO polling cannot count or
+// Config-time checks in the VM: the firmware refuses what the GPIO polling cannot count or
 // a flash slot cannot hold, by the same rules as bridge/src/tunables.ts, and a Config downlink's
 // pulse constants reach the running counters without a reboot.
 import { describe, expect, test } from "@devicescript/test"

@@ -119,7 +119,7 @@ describe("pressure transducer", () => {
     })
 })
 
-// Issue 11: a simulated ADC per chip. The transducer's 0.5–4.5 V output goes through the board's
+// A simulated ADC per chip. The transducer's 0.5–4.5 V output goes through the board's
 // divider to an ADC with the chip's full scale (boards/<id>.board.json $adcFullScaleV,
 // $pressureDivider; uncalibrated, 11 dB on the ESP32s) and 12-bit quantisation; the driver's
 // conversion must give back the true pressure within half a step of the ADC, in pascals.

@@ -102,7 +102,7 @@ describe("flash queue", () => {
         await r.load()
         expect(r.frames[0].seq).toBe(head + 2)
     })
-    // issue 9: a flood of acks for frames never queued cost a scan of the queue each
+    // regression: a flood of acks for frames never queued cost a scan of the queue each
     test("acks outside the queue's (boot, seq) range are refused without a scan", async () => {
         const s = new MeterStore()
         await s.load()

@@ -1,4 +1,4 @@
-// The meter's MQTT client in the VM (issues 9, 11, 14): the packet codec against bytes made by
+// The meter's MQTT client in the VM: the packet codec against bytes made by
 // mqtt-packet 9 (the packet library of MQTT.js), the framer over any split of the stream, and the
 // connection class on a fake socket: refused subscriptions, a 5,000-packet flood, a full send
 // queue, an oversize packet, reconnect backoff.

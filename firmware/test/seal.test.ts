@@ -1,4 +1,4 @@
-// Sealed frames in the VM (issue 10): the firmware's AES-256-CCM sealing gives the committed sealed
+// Sealed frames in the VM: the firmware's AES-256-CCM sealing gives the committed sealed
 // golden bytes (made by Node's crypto, scripts/golden.ts), and it opens the bridge's sealed
 // downlinks; another key, a flipped bit or an unsealed downlink is refused.
 import { describe, expect, test } from "@devicescript/test"
