@@ -70,7 +70,7 @@ export interface SimMeterOptions {
   /** Flash image file; survives stop()/start() like a meter's flash survives power loss. */
   flashFile?: string
   /**
-   * The bytecode to run: a file `citymeter build` wrote (issue 11: the sim runs the very file that is
+   * The bytecode to run: a file `citymeter build` wrote (the sim runs the very file that is
    * flashed). Default: the board's build (`board`), else firmware/main.ts's (npm run build:firmware).
    */
   bytecodeFile?: string
@@ -334,7 +334,7 @@ export class SimMeter {
   }
 
   /**
-   * A settings wipe or a re-flash (issue 11): erases the whole flash image, boot counter, queue and
+   * A settings wipe or a re-flash: erases the whole flash image, boot counter, queue and
    * totals with it. Only while the meter is off; the next start() deploys its settings again, as
    * provisioning a re-flashed board does.
    */

@@ -1,7 +1,7 @@
 // The VM's one TCP/TLS socket, shaped like a meter's network stack instead of Node's.
 //
 // The CLI's stock host socket hands the VM each chunk Node read (up to 64 KB) at once and never
-// refuses a write. A meter does neither (issue 9), and its firmware must cope with what it does:
+// refuses a write. A meter does neither, and its firmware must cope with what it does:
 //   - reads of at most 1 KB (devicescript-esp32 main/sock.c reads into `sockbuf[1024]`), and at
 //     most a TCP receive window per pass of the VM's main loop (lwIP's window: ESP-IDF's default
 //     TCP_WND is 5760 B; the sender waits for the meter to read);

@@ -5,7 +5,7 @@
 // meter gets its own VM instance, its own Jacdac bus and its own flash file — `devs run` processes
 // would share the fixed devtools ports and one flash file. The extraction is checked at load time.
 //
-// Hundreds of VMs per machine (issue 12): the WASM module is compiled once per thread and
+// Hundreds of VMs per machine: the WASM module is compiled once per thread and
 // instantiated per meter, and the VM's main loop is run by the host here, on the VM's own timers:
 //   - the CLI's loop calls the runtime every 10 ms whatever it waits for: jacdac-c's
 //     jd_process_everything() caps the runtime's sleep at JD_MIN_MAX_SLEEP (10 ms), although the

@@ -1,4 +1,4 @@
-// Simulated meters spread over worker threads (issue 12): each thread hosts a share of the VMs
+// Simulated meters spread over worker threads: each thread hosts a share of the VMs
 // (sim/src/workers-thread.ts), one event loop per core, and this thread only hands out meters,
 // collects their console lines and stops them. One event loop for every VM and its Jacdac bus was
 // the limit before: at 96 VMs intervals slipped while the process used a third of a core.

@@ -1,4 +1,4 @@
-// The operator's dashboard (issue 13): one page, views chosen by the URL's hash, fed by the same
+// The operator's dashboard: one page, views chosen by the URL's hash, fed by the same
 // API routes as any client and kept current by server-sent events (GET /events).
 import { announce } from "./dom.js"
 import { alarmsView } from "./alarms.js"
