@@ -1,7 +1,8 @@
-// Firmware unit tests for counters, interval statistics and the flash queue, in the VM.
+// Firmware unit tests for counters, interval statistics, the flash queue and the clock, in the VM.
 import * as ds from "@devicescript/core"
 import { settings } from "@devicescript/settings"
 import { describe, expect, test } from "@devicescript/test"
+import { Clock } from "../clock"
 import { encodeUplink } from "../frames"
 import { Uplink as UplinkF } from "../gen/wire"
 import { Stats, Totalizer, counterDelta } from "../sampler"
@@ -164,5 +165,28 @@ describe("state record", () => {
         )
         const [, value] = saved.decode()
         expect((value as Buffer).toString()).toBe(JSON.stringify(old))
+    })
+})
+
+describe("clock", () => {
+    test("seconds since start until the first TimeSync, Unix seconds after", () => {
+        const c = new Clock()
+        const before = c.stamp(90500)
+        expect(before.s).toBe(90)
+        expect(before.synced).toBe(false)
+        // a pushed time (no echoed uptime) is taken as is: Unix 1.8e12 ms now
+        c.sync(1_800_000_000_000, 0)
+        const after = c.stamp(ds.millis() + 2500)
+        expect(after.synced).toBe(true)
+        // 2.5 s from now, less what passed since the sync (under a second on a loaded machine)
+        expect(after.s >= 1_800_000_001 && after.s <= 1_800_000_002).toBe(true)
+    })
+    test("an answer to a birth adds half the round trip since the uptime it echoes", () => {
+        const c = new Clock()
+        const now = ds.millis()
+        // the birth left 4 s ago: the bridge's time is 2 s old when it arrives
+        c.sync(1_800_000_000_000, (now - 4000) / 1000)
+        const t = c.stamp(now)
+        expect(t.s >= 1_800_000_001 && t.s <= 1_800_000_002).toBe(true)
     })
 })
