@@ -1,5 +1,5 @@
 // Which broker `watch` and `sim` talk to when --broker is not given: $MQTT_URL, else the broker of
-// the `npm start` demo when one listens (embedded, EMBEDDED_MQTT_PORT, default 11883), else a
+// the `npm start` demo when one listens (embedded, EMBEDDED_MQTT_PORT, default BRIDGE_DEFAULTS.embeddedMqttPort), else a
 // local Mosquitto on 1883. The choice is printed, so a silent watcher always says where it listens.
 import { connect } from "node:net"
 import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"

@@ -5,6 +5,7 @@ import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
 import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
 import { VERSION } from "../bridge/src/version.js"
+import { DEMO_FLEET } from "../sim/src/demo.js"
 import { BROKER_HELP, resolveBroker } from "./broker.js"
 import { CliError, reportError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
@@ -251,10 +252,10 @@ program
   .command("sim")
   .description("run simulated meters (the real firmware in DeviceScript VMs) against a broker")
   .option("-u, --broker <url>", BROKER_HELP)
-  .option("-n, --meters <n>", "number of meters", intArg("--meters"), 3)
+  .option("-n, --meters <n>", "number of meters", intArg("--meters"), DEMO_FLEET.meters)
   .option("--prefix <prefix>", "meter ids are <prefix>-001, <prefix>-002, …", "sim")
-  .option("-i, --interval <s>", "seconds per interval", intArg("--interval"), 5)
-  .addOption(shared.batch(2))
+  .option("-i, --interval <s>", "seconds per interval", intArg("--interval"), DEMO_FLEET.intervalS)
+  .addOption(shared.batch(DEMO_FLEET.batch))
   .addOption(shared.username())
   .addOption(shared.password())
   .option("-d, --duration <s>", "stop after s seconds (0: run until Ctrl-C)", intArg("--duration"), 0)

@@ -1,20 +1,20 @@
 // The main job on embedded defaults, one process: embedded broker + embedded database + bridge +
 // HTTP API + simulated meters running the real firmware. `npm start`; Ctrl-C stops it, and the
 // meters go offline (their Death frames, or marked offline when a Death did not arrive in time).
-// Environment: METERS (default 3), INTERVAL_S (default 5), BATCH (default 2), HTTP_PORT (8080),
-// EMBEDDED_MQTT_PORT (11883), DATABASE_URL (pglite:./data/pglite), MQTT_URL (use a real broker).
+// Environment: METERS, INTERVAL_S, BATCH (defaults: DEMO_FLEET, sim/src/demo.ts), and the bridge's
+// variables (README Configuration; defaults in bridge/src/defaults.ts), MQTT_URL to use a real broker.
 // A failure the user can fix (a port in use, a bad setting) is one line; DEBUG=1 adds the stack.
 import { join } from "node:path"
 import { mkdirSync } from "node:fs"
 import { configFromEnv, startService, type Service } from "../bridge/src/service.js"
 import { reportError } from "../cli/errors.js"
-import { DEMO_ALARM_SETTINGS, DEMO_SPEED_NOTE, driveDemo } from "../sim/src/demo.js"
+import { DEMO_ALARM_SETTINGS, DEMO_FLEET, DEMO_SPEED_NOTE, driveDemo } from "../sim/src/demo.js"
 import { SimMeter } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
 
-const meters = Number(process.env.METERS ?? 3)
-const intervalS = Number(process.env.INTERVAL_S ?? 5)
-const batch = Number(process.env.BATCH ?? 2)
+const meters = Number(process.env.METERS ?? DEMO_FLEET.meters)
+const intervalS = Number(process.env.INTERVAL_S ?? DEMO_FLEET.intervalS)
+const batch = Number(process.env.BATCH ?? DEMO_FLEET.batch)
 /** How long a clean stop waits for the meters' Death frames (their MQTT wills) to be stored. */
 const DEATH_WAIT_MS = 5000
 

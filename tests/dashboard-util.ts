@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url"
 import { chromium, type Browser, type Page } from "playwright-core"
 import { startService } from "../bridge/src/service.js"
 import { buildWeb } from "../scripts/build-web.js"
-import { MOSQUITTO_URL, PG_URL, captureLog, dropSchema, uid, type TestStack } from "./helpers.js"
+import { captureLog, dropSchema, stackServices, uid, type TestStack } from "./helpers.js"
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium"
 
@@ -29,9 +29,7 @@ export async function startWebStack(o: { apiToken?: string } = {}): Promise<WebS
   const schema = `t_${randomBytes(6).toString("hex")}`
   const svc = await startService({
     demo: true,
-    databaseUrl: PG_URL,
-    storeOptions: { schema },
-    mqttUrl: MOSQUITTO_URL,
+    ...stackServices("mosquitto+postgres", schema),
     log,
     clientId: uid("bridge"),
     httpPort: 0,

@@ -16,6 +16,9 @@ const SPEED = DEMO_SPEED
  */
 export const DEMO_ALARM_SETTINGS = { BURST_MLMIN: 60_000 * SPEED, LEAK_S: 86_400 / SPEED }
 
+/** The demo fleet's defaults: `npm start` (METERS, INTERVAL_S, BATCH) and `citymeter sim`. */
+export const DEMO_FLEET = { meters: 3, intervalS: 5, batch: 2 } as const
+
 /** What the demo's time scale means, for banners. */
 export const DEMO_SPEED_NOTE = `time runs ${SPEED}x: 1 real second = ${SPEED / 60} simulated minute of household demand`
 const TICK_MS = 200
