@@ -12,7 +12,7 @@ import { createMetrics } from "../bridge/src/metrics.js"
 import { openStore, type StoreOptions } from "../bridge/src/store/engines.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { ReadingRow, Store } from "../bridge/src/store/store.js"
-import { PG_URL, dropSchema } from "../tests/helpers.js"
+import { PG_URL, dropSchema } from "../testkit/services.js"
 
 const STEP = 900_000
 const T0 = Date.parse("2026-01-01T00:00:00Z")

@@ -6,6 +6,7 @@ import { createServer, connect, type Server, type Socket, type AddressInfo } fro
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { waitFor } from "./wait.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 
@@ -17,21 +18,18 @@ export async function freePort(): Promise<number> {
   return port
 }
 
-async function waitPort(port: number, timeoutMs = 10000) {
-  const t0 = Date.now()
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const c = connect(port, "127.0.0.1", () => {
-        c.destroy()
-        r(true)
-      })
-      c.on("error", () => r(false))
+/** True when something accepts a TCP connection on the port. */
+const listening = (port: number) =>
+  new Promise<boolean>((r) => {
+    const c = connect(port, "127.0.0.1", () => {
+      c.destroy()
+      r(true)
     })
-    if (ok) return
-    if (Date.now() - t0 > timeoutMs) throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
+    c.on("error", () => r(false))
+  })
+
+const waitPort = (port: number, timeoutMs = 10000) =>
+  waitFor(`a listener on port ${port}`, () => listening(port), timeoutMs, 50)
 
 /** Sends `signal` and waits for the process to exit (no-op when it is not running). */
 async function endProcess(p: ChildProcess | undefined, signal: NodeJS.Signals) {
@@ -141,12 +139,15 @@ export class BridgeProcess {
     }
     proc.stdout!.on("data", onData)
     proc.stderr!.on("data", onData)
-    const t0 = Date.now()
-    while (!this.apiUrl) {
-      if (proc.exitCode !== null) throw new Error(`bridge exited: ${this.output.slice(-5).join("\n")}`)
-      if (Date.now() - t0 > 45000) throw new Error("bridge did not start in 45 s")
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    await waitFor(
+      "the bridge to start (its API line)",
+      async () => {
+        if (proc.exitCode !== null) throw new Error(`bridge exited: ${this.output.slice(-5).join("\n")}`)
+        return this.apiUrl !== undefined
+      },
+      45000,
+      50,
+    )
   }
   /** Crash: no shutdown path runs. */
   async kill() {
