@@ -114,10 +114,16 @@ export function startBridge(o: BridgeOptions): Bridge {
       downlinks.stream.cork()
       process.nextTick(uncork)
     }
+    const topic = downTopic(meterId, kind)
+    const qos = DOWNLINK_QOS[kind]
+    // QoS 0: written, nothing to wait for (a callback would wait for the socket's drain, one
+    // listener per ack while a batch's acks fill the corked stream)
+    if (qos === 0) {
+      downlinks.publish(topic, Buffer.from(payload), { qos })
+      return Promise.resolve()
+    }
     return new Promise((resolve, reject) =>
-      downlinks.publish(downTopic(meterId, kind), Buffer.from(payload), { qos: DOWNLINK_QOS[kind] }, (err) =>
-        err ? reject(err) : resolve(),
-      ),
+      downlinks.publish(topic, Buffer.from(payload), { qos }, (err) => (err ? reject(err) : resolve())),
     )
   }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
