@@ -423,6 +423,13 @@ describe("scoped tokens", () => {
     expect((await meters(tokens.read)).statusCode).toBe(200)
     expect((await meters(tokens.write)).statusCode).toBe(200) // write and ops tokens read too
     for (const t of [undefined, "nope"]) expectError(await meters(t), 401, "CM_ERR_UNAUTHORIZED")
+    // every guarded read says how to authenticate, NGSI-LD's (own error shape) and SensorThings' too
+    for (const url of ["/meters", "/ngsi-ld/v1/entities?type=WaterConsumptionObserved", "/sta/v1.1/Things"]) {
+      const res = await app.inject({ url })
+      expect(res.statusCode, url).toBe(401)
+      expect(res.headers["www-authenticate"], url).toMatch(/^Bearer/)
+      expect(res.json().error, url).toBe("CM_ERR_UNAUTHORIZED")
+    }
     for (const url of ["/healthz", "/readyz", "/metrics"]) expect((await app.inject({ url })).statusCode).toBe(200)
   })
 })

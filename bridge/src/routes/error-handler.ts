@@ -81,11 +81,21 @@ export function toApiError(err: unknown, req: FastifyRequest): ApiError {
   return errors.CM_ERR_INTERNAL(req.id)
 }
 
-function send(reply: FastifyReply, e: ApiError) {
+/** The headers and status that go with an error, whatever shape its body takes (NGSI-LD's too). */
+export function errorReply(reply: FastifyReply, e: ApiError): FastifyReply {
   if (e.code === errors.CM_ERR_UNAUTHORIZED.code) reply.header("www-authenticate", 'Bearer realm="citymeter"')
   if (e.code === errors.CM_ERR_STORE_DOWN.code) reply.header("retry-after", "5")
-  return reply.status(e.statusCode).send({ error: e.code, message: e.message })
+  return reply.status(e.statusCode)
 }
+
+/** The answer to an error a request ended with; a server error's details go to the log only. */
+export function failedRequest(err: unknown, req: FastifyRequest): ApiError {
+  const e = toApiError(err, req)
+  if (e.statusCode >= 500) req.log.error({ err }, `request failed: ${e.code}`)
+  return e
+}
+
+const send = (reply: FastifyReply, e: ApiError) => errorReply(reply, e).send({ error: e.code, message: e.message })
 
 /**
  * fastify's `frameworkErrors` option: errors it meets before routing (a malformed percent escape, a
@@ -125,8 +135,6 @@ export function installErrorHandling(app: FastifyInstance) {
   })
 
   app.setErrorHandler((err, req, reply) => {
-    const e = toApiError(err, req)
-    if (e.statusCode >= 500) req.log.error({ err }, `request failed: ${e.code}`)
-    return send(reply, e)
+    return send(reply, failedRequest(err, req))
   })
 }

@@ -5,7 +5,7 @@
 // application/ld+json it is the body's @context. Errors are NGSI-LD ProblemDetails (type, title,
 // detail) that also carry the API's { error: CM_ERR_…, message }.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify"
-import { ApiError, errors } from "../errors.js"
+import { errors } from "../errors.js"
 import {
   MODELS,
   contextLink,
@@ -18,7 +18,7 @@ import {
   type NgsiEntity,
 } from "../fiware.js"
 import type { ReadingRow, Store } from "../store/store.js"
-import { toApiError } from "./error-handler.js"
+import { errorReply, failedRequest } from "./error-handler.js"
 import { strictQuery, type RouteContext } from "./shared.js"
 
 export const NGSI_LD_BASE = "/ngsi-ld/v1"
@@ -125,11 +125,8 @@ const listQuery = strictQuery({
 export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext) {
   // NGSI-LD clients read ProblemDetails; ours keep the API's error code beside them
   app.setErrorHandler((err, req, reply) => {
-    const e: ApiError = toApiError(err, req)
-    if (e.statusCode >= 500) req.log.error({ err }, `request failed: ${e.code}`)
-    if (e.code === errors.CM_ERR_STORE_DOWN.code) void reply.header("retry-after", "5")
-    return reply
-      .status(e.statusCode)
+    const e = failedRequest(err, req)
+    return errorReply(reply, e)
       .type(JSON_TYPE)
       .send({ type: errorType(e.statusCode), title: e.code, detail: e.message, error: e.code, message: e.message })
   })
