@@ -17,30 +17,12 @@ import { upTopic } from "../bridge/src/topics.js"
 import { freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
 import { readingsFrame } from "../testkit/frames.js"
+import { readingRow } from "../testkit/rows.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 
-const reading = (meterId: string, seq: number) => ({
-  meterId,
-  ts: new Date(Date.UTC(2026, 0, 1, 0, seq)),
-  intervalS: 60,
-  boot: 1,
-  seq,
-  idx: 0,
-  volumeMl: 1,
-  reverseMl: null,
-  waterTotalMl: seq,
-  energyWh: null,
-  energyTotalWh: null,
-  powerW: null,
-  voltageDv: null,
-  pressureMinPa: null,
-  pressureAvgPa: null,
-  pressureMaxPa: null,
-  timeSynced: true,
-  backfill: false,
-  tsEstimated: false,
-})
+const reading = (meterId: string, seq: number) =>
+  readingRow(meterId, new Date(Date.UTC(2026, 0, 1, 0, seq)), { intervalS: 60, seq, volumeMl: 1, waterTotalMl: seq })
 
 const hasStrace = (() => {
   try {

@@ -12,6 +12,7 @@ import { startService, type Service } from "../bridge/src/service.js"
 import { READING_COLUMNS } from "../bridge/src/store/columns.js"
 import type { ReadingRow } from "../bridge/src/store/store.js"
 import { STACKS, stackServices, captureLog, dropSchema, uid, type ApiReading } from "./helpers.js"
+import { readingRow } from "../testkit/rows.js"
 
 const DAY = 86400_000
 /** Midnight UTC two days ago. */
@@ -21,27 +22,20 @@ const monthOf = (t: number) => new Date(t).toISOString().slice(0, 7)
 const LICENSE = { name: "ODbL-1.0", url: "https://opendatacommons.org/licenses/odbl/1-0/" }
 
 function rows(meterId: string, boot: number, seq: number, start: number, n: number, stepS: number): ReadingRow[] {
-  return Array.from({ length: n }, (_, i) => ({
-    meterId,
-    ts: new Date(start + i * stepS * 1000),
-    intervalS: stepS,
-    boot,
-    seq,
-    idx: i,
-    volumeMl: i % 7,
-    reverseMl: null,
-    waterTotalMl: 1000 + i,
-    energyWh: i % 3,
-    energyTotalWh: 5000 + i,
-    powerW: -20 + (i % 50),
-    voltageDv: 2300,
-    pressureMinPa: null,
-    pressureAvgPa: null,
-    pressureMaxPa: null,
-    timeSynced: true,
-    backfill: false,
-    tsEstimated: false,
-  }))
+  return Array.from({ length: n }, (_, i) =>
+    readingRow(meterId, new Date(start + i * stepS * 1000), {
+      intervalS: stepS,
+      boot,
+      seq,
+      idx: i,
+      volumeMl: i % 7,
+      waterTotalMl: 1000 + i,
+      energyWh: i % 3,
+      energyTotalWh: 5000 + i,
+      powerW: -20 + (i % 50),
+      voltageDv: 2300,
+    }),
+  )
 }
 
 describe.each(STACKS)("bulk export on %s", (kind) => {

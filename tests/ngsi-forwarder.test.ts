@@ -17,6 +17,7 @@ import { openStore } from "../bridge/src/store/engines.js"
 import type { ReadingRow } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { uplink as up } from "../testkit/frames.js"
+import { readingRow } from "../testkit/rows.js"
 import { modelValidators } from "./fiware-schemas.js"
 import { STACKS, stackServices, apiReadings, captureLog, dropSchema, uid, waitFor } from "./helpers.js"
 
@@ -263,27 +264,8 @@ describe("NGSI-LD forwarder queue", () => {
       maxPending: 2,
       flushMs: 3_600_000,
     })
-    const reading = (meterId: string, t: number): ReadingRow => ({
-      meterId,
-      ts: new Date(t),
-      intervalS: 900,
-      boot: 1,
-      seq: 1,
-      idx: 0,
-      volumeMl: 1,
-      reverseMl: null,
-      waterTotalMl: 1000,
-      energyWh: null,
-      energyTotalWh: null,
-      powerW: null,
-      voltageDv: null,
-      pressureMinPa: null,
-      pressureAvgPa: null,
-      pressureMaxPa: null,
-      timeSynced: true,
-      backfill: false,
-      tsEstimated: false,
-    })
+    const reading = (meterId: string, t: number): ReadingRow =>
+      readingRow(meterId, new Date(t), { volumeMl: 1, waterTotalMl: 1000 })
     live.publish([{ kind: "reading", meterId: "a", reading: reading("a", 1000) }])
     live.publish([{ kind: "reading", meterId: "b", reading: reading("b", 1000) }])
     live.publish([{ kind: "reading", meterId: "a", reading: reading("a", 2000) }])
