@@ -151,8 +151,12 @@ describe.each(STACKS)("malformed uplinks on %s", (kind) => {
       .filter((d) => d.meterId === meterId)
       .map((d) => d.reason)
     expect(reasons).toEqual(["CM_ERR_STALE_DEATH", "CM_ERR_STALE_DEATH"])
+    // the gauge is counted when scraped: the death shows at once, not at the next inactivity check
+    const gauge = async () => (await stack.metrics.onlineMeters.get()).values[0]?.value ?? NaN
+    const before = await gauge()
     await publish(upTopic(meterId, "death"), death(5))
     expect(await online()).toBe(false)
+    expect(await gauge()).toBeLessThanOrEqual(before - 1) // (an inactivity check may take others too)
   })
 
   test("frames with a boot ahead of the last birth, or a seq beyond reach, are refused and not acked", async () => {
