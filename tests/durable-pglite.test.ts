@@ -123,13 +123,15 @@ describe("durable embedded store (PGlite on disk)", () => {
             CITYMETER_MODE: "demo",
           },
           stdio: ["ignore", "pipe", "pipe"],
+          // a process group of its own: killing strace alone leaves the traced bridge running
+          detached: true,
         },
       )
       cleanup.push(async () => {
         if (proc.exitCode === null && proc.signalCode === null)
           await new Promise<void>((r) => {
             proc.once("exit", () => r())
-            proc.kill("SIGKILL")
+            process.kill(-proc.pid!, "SIGKILL")
           })
       })
       let out = ""
