@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto"
+import { rmSync } from "node:fs"
 import { Writable } from "node:stream"
 import pino from "pino"
 import { startService, type Service } from "../bridge/src/service.js"
@@ -82,6 +83,7 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
     stop: async () => {
       await svc.stop()
       await broker?.stop()
+      if (broker) rmSync(broker.dir, { recursive: true, force: true })
       if (kind !== "embedded") await dropSchema(schema)
     },
   }
