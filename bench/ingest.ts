@@ -23,6 +23,7 @@ import { startBridge } from "../bridge/src/bridge.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { openStore, type StoreOptions } from "../bridge/src/store/engines.js"
+import type { Store } from "../bridge/src/store/store.js"
 import { upFilter, upTopic } from "../bridge/src/topics.js"
 import { BridgeProcess, MosquittoProcess } from "../testkit/infra.js"
 import { PG_URL, dropSchema } from "../testkit/services.js"
@@ -62,6 +63,31 @@ export async function publish(url: string, n: number, frame: (i: number) => Fram
   await pub.endAsync()
 }
 
+/**
+ * Makes the bridge's persistent session on the broker (connect once, subscribe, leave), then
+ * publishes the backlog into it: what a bridge that comes back after an outage finds waiting.
+ */
+export async function backlogForBridge(
+  url: string,
+  store: Store,
+  clientId: string,
+  n: number,
+  frame: (i: number) => Frame,
+) {
+  // bench meters are not provisioned: demo registry
+  const first = startBridge({
+    mqttUrl: url,
+    store,
+    metrics: createMetrics(),
+    log: silent,
+    clientId,
+    autoRegister: true,
+  })
+  await first.ready
+  await first.stop()
+  await publish(url, n, frame)
+}
+
 /** The do-nothing subscriber: persistent session, QoS 1, every message acknowledged at once. */
 async function baselineRate(url: string, n: number, frame: (i: number) => Frame): Promise<number> {
   const clientId = `bench-sub-${hex()}`
@@ -99,18 +125,7 @@ async function bridgeRate(
   const clientId = `bench-bridge-${hex()}`
   const store = await openStore(databaseUrl, storeOptions)
   try {
-    // bench meters are not provisioned: demo registry
-    const first = startBridge({
-      mqttUrl: url,
-      store,
-      metrics: createMetrics(),
-      log: silent,
-      clientId,
-      autoRegister: true,
-    })
-    await first.ready
-    await first.stop()
-    await publish(url, n, frame)
+    await backlogForBridge(url, store, clientId, n, frame)
     const metrics = createMetrics()
     let t0 = 0
     const bridge = startBridge({ mqttUrl: url, store, metrics, log: silent, clientId, autoRegister: true })

@@ -14,7 +14,7 @@ import { createMetrics } from "../bridge/src/metrics.js"
 import { openStore } from "../bridge/src/store/engines.js"
 import { MosquittoProcess } from "../testkit/infra.js"
 import { PG_URL, dropSchema } from "../testkit/services.js"
-import { backlogFrame, publish } from "./ingest.js"
+import { backlogFrame, backlogForBridge } from "./ingest.js"
 
 const n = Number(process.argv[2] ?? 50000)
 const engine = process.argv[3] ?? "pg"
@@ -79,20 +79,9 @@ const dir = mkdtempSync(join(tmpdir(), "cm-prof-"))
 const store = await openStore(engine === "pg" ? PG_URL : `pglite:${dir}`, { schema })
 try {
   const clientId = `prof-${hex()}`
-  const first = startBridge({
-    mqttUrl: mosq.url,
-    store,
-    metrics: createMetrics(),
-    log: silent,
-    clientId,
-    autoRegister: true,
-  })
-  await first.ready
-  log("session made")
-  await first.stop()
   const run = hex()
   const nowS = Math.floor(Date.now() / 1000)
-  await publish(mosq.url, n, (i) => backlogFrame(run, i, meters, nowS))
+  await backlogForBridge(mosq.url, store, clientId, n, (i) => backlogFrame(run, i, meters, nowS))
   log("published")
   const metrics = createMetrics()
   const session = new Session()

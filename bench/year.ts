@@ -8,6 +8,7 @@ import pg from "pg"
 import { openPostgres } from "../bridge/src/store/engines.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { LedgerEntry, ReadingRow } from "../bridge/src/store/store.js"
+import { readingRow } from "../testkit/rows.js"
 
 const URL = process.env.DATABASE_URL ?? "postgres://root@127.0.0.1:5432/test"
 const METERS = Number(process.argv[2] ?? 1000)
@@ -51,27 +52,22 @@ try {
             at: new Date(Y0 + f * STEP),
           })
           for (let i = f; i < f + FRAME; i++)
-            batch.push({
-              meterId: m,
-              ts: new Date(Y0 + i * STEP),
-              intervalS: 900,
-              boot: 1,
-              seq: f / FRAME + 1,
-              idx: i - f,
-              volumeMl: 10,
-              reverseMl: 0,
-              waterTotalMl: 10 * (i + 1),
-              energyWh: 1,
-              energyTotalWh: i + 1,
-              powerW: 100,
-              voltageDv: 2300,
-              pressureMinPa: 1,
-              pressureAvgPa: 2,
-              pressureMaxPa: 3,
-              timeSynced: true,
-              backfill: false,
-              tsEstimated: false,
-            })
+            batch.push(
+              readingRow(m, new Date(Y0 + i * STEP), {
+                seq: f / FRAME + 1,
+                idx: i - f,
+                volumeMl: 10,
+                reverseMl: 0,
+                waterTotalMl: 10 * (i + 1),
+                energyWh: 1,
+                energyTotalWh: i + 1,
+                powerW: 100,
+                voltageDv: 2300,
+                pressureMinPa: 1,
+                pressureAvgPa: 2,
+                pressureMaxPa: 3,
+              }),
+            )
         }
       await store.ingestBatch(async (tx) => {
         await tx.claimFrames(frames)
