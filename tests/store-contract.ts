@@ -44,26 +44,47 @@ export function reading(
   }
 }
 
-/** Stores a frame of consecutive 15-minute intervals starting at `minute`. */
-async function frame(
-  store: Store,
-  meterId: string,
-  o: { boot?: number; seq: number; minute: number; volumes: number[]; endTotal: number; sha256?: string },
-) {
+/** A frame: consecutive 15-minute intervals from `minute`, its water total ending at `endTotal`. */
+interface FrameSpec {
+  boot?: number
+  seq: number
+  minute: number
+  volumes: number[]
+  endTotal: number
+}
+
+/** The reading rows of a meter's frame. */
+function frameRows(meterId: string, o: FrameSpec): ReadingRow[] {
   let total = o.endTotal - o.volumes.reduce((a, b) => a + b, 0)
-  const rows = o.volumes.map((v, idx) => {
-    total += v
-    return reading(meterId, {
+  return o.volumes.map((v, idx) =>
+    reading(meterId, {
       minute: o.minute + idx * 15,
       boot: o.boot,
       seq: o.seq,
       idx,
       volumeMl: v,
-      waterTotalMl: total,
-    })
-  })
+      waterTotalMl: (total += v),
+    }),
+  )
+}
+
+/** Stores a frame of consecutive 15-minute intervals starting at `minute`. */
+async function frame(store: Store, meterId: string, o: FrameSpec & { sha256?: string }) {
   const key = { meterId, boot: o.boot ?? 1, seq: o.seq, sha256: o.sha256 }
-  return (await store.insertReadings(key, rows, at(o.minute + o.volumes.length * 15))).kind
+  return (await store.insertReadings(key, frameRows(meterId, o), at(o.minute + o.volumes.length * 15))).kind
+}
+
+/** Stores frames of several meters in one ingest batch, as ingest writes them; each must be new. */
+async function writeBatch(store: Store, frames: (FrameSpec & { meterId: string })[], seen: Date) {
+  await store.ingestBatch(async (tx) => {
+    const meters = [...new Set(frames.map((f) => f.meterId))]
+    await tx.touchMeters(meters.map((meterId) => ({ meterId, firstAt: seen, lastAt: seen })))
+    const claims = await tx.claimFrames(
+      frames.map((f) => ({ meterId: f.meterId, boot: f.boot ?? 1, seq: f.seq, kind: "readings", at: seen })),
+    )
+    expect(claims.every((c) => c.kind === "stored")).toBe(true)
+    await tx.writeReadings(frames.flatMap((f) => frameRows(f.meterId, f)))
+  })
 }
 
 export function describeStoreContract(name: string, makeStore: () => Promise<StoreFixture>) {
@@ -370,30 +391,11 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       // the rest in batches of several frames, as ingest writes them
       const rest = order.slice(40).map(([, i]) => frames[i])
       for (let i = 0; i < rest.length; i += 25)
-        await store.ingestBatch(async (tx) => {
-          const chunk = rest.slice(i, i + 25)
-          await tx.touchMeters([{ meterId: m, firstAt: at(0), lastAt: at(0) }])
-          const claims = await tx.claimFrames(
-            chunk.map((f) => ({ meterId: m, boot: f.boot, seq: f.seq, kind: "readings", at: at(0) })),
-          )
-          expect(claims.every((c) => c.kind === "stored")).toBe(true)
-          await tx.writeReadings(
-            chunk.flatMap((f) => {
-              let t = f.endTotal - f.volumes.reduce((a, b) => a + b, 0)
-              return f.volumes.map((v, idx) => {
-                t += v
-                return reading(m, {
-                  minute: f.minute + idx * 15,
-                  boot: f.boot,
-                  seq: f.seq,
-                  idx,
-                  volumeMl: v,
-                  waterTotalMl: t,
-                })
-              })
-            }),
-          )
-        })
+        await writeBatch(
+          store,
+          rest.slice(i, i + 25).map((f) => ({ ...f, meterId: m })),
+          at(0),
+        )
       const queries = [
         { bucket: "hour" as const },
         { bucket: "day" as const },
@@ -526,7 +528,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       // 3 days of frames of 1-4 intervals per meter, a lost hour, a total reset on meter 1
       let rnd = 11
       const next = () => (rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
-      type F = { m: string; seq: number; minute: number; volumes: number[]; endTotal: number }
+      type F = FrameSpec & { meterId: string }
       const frames: F[] = []
       for (const [i, mm] of meters.entries()) {
         let total = 1000 * (i + 1)
@@ -537,28 +539,11 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
           if (i === 1 && minute >= Y + 1500 && total > 500) total = 7
           total += volumes.reduce((a, b) => a + b, 0)
           if (!(i === 0 && minute >= Y + 600 && minute < Y + 660))
-            frames.push({ m: mm, seq: ++seq, minute, volumes, endTotal: total })
+            frames.push({ meterId: mm, seq: ++seq, minute, volumes, endTotal: total })
           minute += volumes.length * 15
         }
       }
-      const write = async (chunk: F[]) =>
-        store.ingestBatch(async (tx) => {
-          await tx.touchMeters(
-            [...new Set(chunk.map((f) => f.m))].map((m) => ({ meterId: m, firstAt: at(Y), lastAt: at(Y) })),
-          )
-          const claims = await tx.claimFrames(
-            chunk.map((f) => ({ meterId: f.m, boot: 1, seq: f.seq, kind: "readings", at: at(Y) })),
-          )
-          expect(claims.every((c) => c.kind === "stored")).toBe(true)
-          await tx.writeReadings(
-            chunk.flatMap((f) => {
-              let t = f.endTotal - f.volumes.reduce((a, b) => a + b, 0)
-              return f.volumes.map((v, idx) =>
-                reading(f.m, { minute: f.minute + idx * 15, seq: f.seq, idx, volumeMl: v, waterTotalMl: (t += v) }),
-              )
-            }),
-          )
-        })
+      const write = (chunk: F[]) => writeBatch(store, chunk, at(Y))
       // shuffled, in batches mixing meters: late backfills before, inside and after counted days
       const order = frames
         .map((f) => [next(), f] as const)
@@ -591,10 +576,16 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       }
       // meter 0 moves to B: its counted days stay in A; a late frame into day 1 too; day 4 is B's
       expect(await store.setLocation(meters[0], { lat: 1, lon: 2, address: null, district: dB })).toBe(true)
-      const lost = frames.filter((f) => f.m === meters[0]).map((f) => f.seq)
-      const endTotal = frames.filter((f) => f.m === meters[0]).at(-1)!.endTotal
+      const lost = frames.filter((f) => f.meterId === meters[0]).map((f) => f.seq)
+      const endTotal = frames.filter((f) => f.meterId === meters[0]).at(-1)!.endTotal
       await write([
-        { m: meters[0], seq: Math.max(...lost) + 1, minute: Y + 3 * 1440, volumes: [5, 5], endTotal: endTotal + 10 },
+        {
+          meterId: meters[0],
+          seq: Math.max(...lost) + 1,
+          minute: Y + 3 * 1440,
+          volumes: [5, 5],
+          endTotal: endTotal + 10,
+        },
       ])
       await same()
       const a = (await store.fleetConsumption({ ...q, district: dA }))!
