@@ -63,6 +63,14 @@ describe.each(STACKS)("dashboard routes on %s", (kind) => {
     const bad = await inject(path, { method: "PUT", payload: { ...loc, lat: 91 }, headers: bearer(TOKENS.ops) })
     expect(bad.statusCode).toBe(400)
     expect(bad.json().error).toBe("CM_ERR_BAD_REQUEST")
+    // text a person typed: a NUL or another control character is a 400, never the data tier's refusal
+    for (const typed of [{ district: "Mit\u0000te" }, { address: "Unter\nden Linden" }]) {
+      const r = await inject(path, { method: "PUT", payload: { ...loc, ...typed }, headers: bearer(TOKENS.ops) })
+      expect(r.statusCode, r.body).toBe(400)
+      expect(r.json().message).toMatch(/must not contain control characters/)
+    }
+    const nul = await inject(`/consumption?bucket=day&district=Mit%00te`)
+    expect([nul.statusCode, nul.json().error]).toEqual([400, "CM_ERR_BAD_REQUEST"])
     const unknown = await inject(`/meters/${uid("nobody")}/location`, {
       method: "PUT",
       payload: loc,
@@ -92,10 +100,15 @@ describe.each(STACKS)("dashboard routes on %s", (kind) => {
       return a.length ? a : undefined
     })
     const path = `/meters/${meterId}/alarms/${edge.boot}/${edge.seq}/ack`
-    const body = { by: "Ana", note: "crew sent" }
+    const body = { by: "Ana", note: "crew sent\nvalve closed" }
     expect((await inject(path, { method: "POST", payload: body })).statusCode).toBe(401)
     expect((await inject(path, { method: "POST", payload: body, headers: bearer(TOKENS.ops) })).statusCode).toBe(401)
     expect((await inject(path, { method: "POST", payload: {}, headers: bearer(TOKENS.write) })).statusCode).toBe(400)
+    // a note keeps its line breaks, not a NUL; who acknowledged is one line
+    for (const payload of [{ by: "Ana", note: "crew\u0000sent" }, { by: "A\nna" }]) {
+      const r = await inject(path, { method: "POST", payload, headers: bearer(TOKENS.write) })
+      expect([r.statusCode, r.json().error]).toEqual([400, "CM_ERR_BAD_REQUEST"])
+    }
     const missing = `/meters/${meterId}/alarms/${edge.boot}/${edge.seq + 1}/ack`
     expect((await inject(missing, { method: "POST", payload: body, headers: bearer(TOKENS.write) })).statusCode).toBe(
       404,

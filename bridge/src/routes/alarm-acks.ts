@@ -2,7 +2,7 @@
 // the write token; the first acknowledgement is kept with who and when, and GET /alarms shows it.
 import type { FastifyInstance } from "fastify"
 import { errors, ERROR_RESPONSES } from "../errors.js"
-import { meterIdSchema, type RouteContext } from "./shared.js"
+import { meterIdSchema, NOTE_PATTERN, textSchema, type RouteContext } from "./shared.js"
 
 type AckParams = { id: string; boot: string; seq: string }
 
@@ -33,8 +33,9 @@ export async function alarmAckRoutes(app: FastifyInstance, { store, requireScope
           additionalProperties: false,
           required: ["by"],
           properties: {
-            by: { type: "string", minLength: 1, maxLength: 80, pattern: "\\S" },
-            note: { type: "string", maxLength: 1000 },
+            // someone: text with at least one visible character
+            by: { ...textSchema(80, 1), allOf: [{ pattern: "\\S" }] },
+            note: { type: "string", maxLength: 1000, pattern: NOTE_PATTERN },
           },
         },
         response: ERROR_RESPONSES,

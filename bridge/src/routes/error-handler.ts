@@ -6,6 +6,7 @@ import { ApiError, errors } from "../errors.js"
 import { isTransientStoreError } from "../store/errors.js"
 import type { Store } from "../store/store.js"
 import { METER_ID_PATTERN, METER_ID_RULE } from "../topics.js"
+import { NOTE_PATTERN, TEXT_PATTERN } from "./shared.js"
 
 const FROM_STORE = Symbol("citymeter.fromStore")
 
@@ -56,6 +57,8 @@ function validationError(err: ValidationError): ApiError {
     )
   if (v?.keyword === "pattern" && v.params.pattern === METER_ID_PATTERN.source)
     return errors.CM_ERR_BAD_REQUEST(`${where}${v.instancePath} must be a meter id: ${METER_ID_RULE}`)
+  if (v?.keyword === "pattern" && (v.params.pattern === TEXT_PATTERN || v.params.pattern === NOTE_PATTERN))
+    return errors.CM_ERR_BAD_REQUEST(`${where}${v.instancePath} must not contain control characters (NUL, …)`)
   return errors.CM_ERR_BAD_REQUEST(err.message)
 }
 

@@ -3,7 +3,7 @@
 import type { FastifyInstance } from "fastify"
 import { errors, ERROR_RESPONSES } from "../errors.js"
 import type { MeterLocation } from "../store/store.js"
-import { meterParam, type RouteContext } from "./shared.js"
+import { meterParam, textSchema, type RouteContext } from "./shared.js"
 
 /** The body of PUT /meters/:id/location (also what the CLI sends). */
 export const LOCATION_SCHEMA = {
@@ -13,8 +13,8 @@ export const LOCATION_SCHEMA = {
   properties: {
     lat: { type: "number", minimum: -90, maximum: 90, description: "WGS 84 latitude, degrees" },
     lon: { type: "number", minimum: -180, maximum: 180, description: "WGS 84 longitude, degrees" },
-    address: { type: "string", minLength: 1, maxLength: 200, nullable: true },
-    district: { type: "string", minLength: 1, maxLength: 80, nullable: true },
+    address: { ...textSchema(200, 1), nullable: true },
+    district: { ...textSchema(80, 1), nullable: true },
   },
 } as const
 

@@ -4,7 +4,7 @@ import type { FastifyInstance } from "fastify"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import { READING_COLUMNS, READING_FIELDS_DOC, readingJsonSchema } from "../store/columns.js"
 import { BUCKETS, type Bucket, type ReadingRow } from "../store/store.js"
-import { knownMeter, meterIdSchema, meterParam, strictQuery, type RouteContext } from "./shared.js"
+import { knownMeter, meterIdSchema, meterParam, strictQuery, textSchema, type RouteContext } from "./shared.js"
 import { afterParam, keysetPage } from "./paging.js"
 import { checkTimeZone, parseRange, rangeProps } from "./time.js"
 
@@ -141,8 +141,7 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
             bucket: { type: "string", enum: BUCKETS.filter((b) => b !== "15min"), default: DEFAULT_BUCKET },
             tz: { type: "string", description: "IANA time zone for hour/day/month boundaries (default UTC)" },
             district: {
-              type: "string",
-              maxLength: 80,
+              ...textSchema(80),
               description: "one district's meters ('' for meters without one); bucket day on whole UTC days",
             },
           }),

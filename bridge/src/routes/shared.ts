@@ -27,6 +27,15 @@ export interface RouteContext {
 
 export const meterIdSchema = { type: "string", pattern: METER_ID_PATTERN.source } as const
 
+/**
+ * Text a person types (an address, a district, a note): no control characters. PostgreSQL's text
+ * refuses NUL, and a CSV row or a log line must stay one line. A note may keep its line breaks.
+ */
+export const TEXT_PATTERN = "^[^\\x00-\\x1f\\x7f]*$"
+export const NOTE_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f]*$"
+export const textSchema = (maxLength: number, minLength = 0) =>
+  ({ type: "string", minLength, maxLength, pattern: TEXT_PATTERN }) as const
+
 export const meterParam = {
   type: "object",
   properties: { id: meterIdSchema },
