@@ -725,7 +725,7 @@ export class SqlStore implements Store {
   async fleetConsumption(q: FleetConsumptionQuery): Promise<FleetConsumptionRow[] | undefined> {
     const r = rollupFor(q)
     // by UTC day: one row per district and day (rollup_district_day), whatever the fleet's size
-    if (r === ROLLUPS[1] && q.bucket === "day") {
+    if (r?.unit === "day" && q.bucket === "day") {
       const { rows } = await this.db.query(DISTRICT_CONSUMPTION, [q.from ?? null, q.to ?? null, q.district ?? null])
       return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
     }
