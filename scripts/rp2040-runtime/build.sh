@@ -41,14 +41,8 @@ while read -r repo commit path subset; do
   git -C "$git_dir" archive --format=tar "$commit" $subset | tar -x -C "$tree/$path"
 done < "$vendor/sources.txt"
 
-for p in "$vendor"/patches/*.patch; do
-  [ -e "$p" ] || continue
-  echo "build.sh: applying $(basename "$p")"
-  patch -d "$tree" -p1 --no-backup-if-mismatch < "$p"
-done
-
-build_arch() { # arch (rp2040 | rp2040w)
-  local arch="$1" dir="$tree/build/$1"
+build_arch() { # arch (rp2040 | rp2040w) [build dir name]
+  local arch="$1" dir="$tree/build/${2:-$1}"
   mkdir -p "$dir"
   echo "add_compile_options(-ffile-prefix-map=$tree=.)" > "$dir/config.cmake"
   echo "const char app_fw_version[] = \"v2.16.0-citymeter\";" > "$dir/version.c"
@@ -59,20 +53,32 @@ build_arch() { # arch (rp2040 | rp2040w)
 }
 
 status=0
+check() { # built-image name
+  if [ "$update" = 1 ]; then
+    cp "$1" "$vendor/$2"
+    echo "build.sh: wrote vendor/rp2040-runtime/$2"
+  elif cmp -s "$1" "$vendor/$2"; then
+    echo "build.sh: $2: identical to the committed image ($(sha256sum "$1" | cut -c1-16)…)"
+  else
+    echo "build.sh: $2 DIFFERS from the committed image" >&2
+    status=1
+  fi
+}
+
+# the plain Pico image without our patches: the tests show what each patch fixes on it
+build_arch rp2040 rp2040-upstream
+check "$tree/build/rp2040-upstream/src/devsrunner.uf2" devicescript-rp2040-upstream.uf2
+
+for p in "$vendor"/patches/*.patch; do
+  [ -e "$p" ] || continue
+  echo "build.sh: applying $(basename "$p")"
+  patch -d "$tree" -p1 --no-backup-if-mismatch < "$p"
+done
+
 # rp2040: the plain Pico (no CYW43), which rp2040js can run; rp2040w: the Pico W for the field
 for arch in ${ARCHES:-rp2040 rp2040w}; do
   build_arch "$arch"
-  built="$tree/build/$arch/src/devsrunner.uf2"
-  name="devicescript-$arch.uf2"
-  if [ "$update" = 1 ]; then
-    cp "$built" "$vendor/$name"
-    echo "build.sh: wrote vendor/rp2040-runtime/$name"
-  elif cmp -s "$built" "$vendor/$name"; then
-    echo "build.sh: $name: identical to the committed image ($(sha256sum "$built" | cut -c1-16)…)"
-  else
-    echo "build.sh: $name DIFFERS from the committed image" >&2
-    status=1
-  fi
+  check "$tree/build/$arch/src/devsrunner.uf2" "devicescript-$arch.uf2"
   arm-none-eabi-size "$tree/build/$arch/src/devsrunner.elf" | tail -1
 done
 [ "$update" = 0 ] || (cd "$vendor" && sha256sum ./*.uf2 > SHA256SUMS && echo "build.sh: SHA256SUMS updated")
