@@ -129,6 +129,18 @@ export class Board {
     return held
   }
 
+  /**
+   * Runs until `p` settles (e.g. `pins.pulses(..)`, which settles only as emulated time passes) or
+   * `maxMs` of emulated time pass; throws in the latter case.
+   */
+  async runUntilSettled<T>(p: Promise<T>, maxMs: number): Promise<T> {
+    let settled = false
+    const watched = p.finally(() => (settled = true))
+    await this.runUntil(() => settled, maxMs)
+    if (!settled) throw new Error(`not settled within ${maxMs} ms emulated (at ${this.emulatedMs.toFixed(0)} ms)`)
+    return watched
+  }
+
   /** Runs until a log line matches; returns it (or throws after `maxMs` of emulated time). */
   async waitForLog(re: RegExp, maxMs: number): Promise<string> {
     let hit: string | undefined = this.usb.log.find((l) => re.test(l))

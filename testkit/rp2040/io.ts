@@ -33,7 +33,10 @@ export interface PulseOptions {
   /** Time from one pulse's start to the next's, ms. */
   periodMs: number
   count: number
-  /** Active = low (a contact to ground with a pull-up), the idle level high. Default true. */
+  /**
+   * Active = low: a contact to ground, open (released: the pin reads its pull-up) between pulses.
+   * false: driven high for the pulse, low between. Default true.
+   */
   activeLow?: boolean
   /** Delay before the first pulse, ms of emulated time from now. Default 0. */
   startInMs?: number
@@ -41,16 +44,38 @@ export interface PulseOptions {
 
 export class PinDriver {
   private readonly pending = new Set<{ cancel(): void }>()
+  /** Pins driven from outside; the others follow their pad's pull (a floating input). */
+  private readonly driven = new Set<number>()
   /** Pulses whose active edge has been applied, per pin. */
   readonly pulsesDone = new Map<number, number>()
 
   constructor(private readonly rp2040: RP2040) {
-    // rp2040js starts every pad at 0x36 (`gpio-pin.js`), the chip at 0x56 (PAD.RESET): use the chip's
-    for (const pin of rp2040.gpio) pin.padValue = PAD.RESET
+    rp2040.gpio.forEach((pin, i) => {
+      // rp2040js starts every pad at 0x36 (`gpio-pin.js`), the chip at 0x56 (PAD.RESET): use the chip's
+      pin.padValue = PAD.RESET
+      // an input nobody drives reads its pull: a pull-up reads high, a pull-down low
+      pin.addListener(() => this.follow(i))
+      this.follow(i)
+    })
   }
 
-  /** Drives an input pin's level from outside (a contact, a logic signal). */
-  setLevel(pin: number, level: boolean | 0 | 1): void {
+  private follow(pin: number) {
+    if (this.driven.has(pin)) return
+    const p = this.rp2040.gpio[pin]
+    if (p.pullupEnabled !== p.pulldownEnabled) p.setInputValue(p.pullupEnabled)
+  }
+
+  /**
+   * Drives an input pin's level from outside (a contact, a logic signal); `undefined` releases it
+   * (an open contact: the pin then reads its pull).
+   */
+  setLevel(pin: number, level: boolean | 0 | 1 | undefined): void {
+    if (level === undefined) {
+      this.driven.delete(pin)
+      this.follow(pin)
+      return
+    }
+    this.driven.add(pin)
     this.rp2040.gpio[pin].setInputValue(!!level)
   }
 
@@ -60,13 +85,14 @@ export class PinDriver {
 
   /**
    * Schedules a pulse train at exact emulated times (clock alarms): each pulse's active edge at
-   * start + i × period, its release widthMs later. Resolves when the last edge has happened.
-   * Sets the idle level now.
+   * start + i × period, its release widthMs later. Resolves when the last edge has happened, so
+   * only as the board runs (`board.runUntilSettled`). Sets the idle level now.
    */
   pulses(pin: number, o: PulseOptions): Promise<void> {
     const activeLow = o.activeLow ?? true
     const clock = this.rp2040.clock
-    this.setLevel(pin, activeLow)
+    const idle = activeLow ? undefined : false
+    this.setLevel(pin, idle)
     return new Promise((resolve) => {
       if (o.count <= 0) return resolve()
       let i = 0
@@ -78,7 +104,7 @@ export class PinDriver {
           active = true
           alarm.schedule(o.widthMs * 1e6)
         } else {
-          this.setLevel(pin, activeLow)
+          this.setLevel(pin, idle)
           active = false
           if (++i >= o.count) {
             this.pending.delete(alarm)
