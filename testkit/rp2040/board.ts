@@ -208,6 +208,18 @@ export class Board {
   }
 }
 
+/**
+ * The emulator's speed on this run, one line for a test's output (a measurement, not an
+ * assertion): instructions per real second, real seconds per emulated second.
+ */
+export function speedLine(board: Board): string {
+  const s = board.speed()
+  return (
+    `${(s.instructions / 1e6).toFixed(1)} M instructions in ${(s.emulatedMs / 1000).toFixed(2)} s emulated, ` +
+    `${(s.instructionsPerS / 1e6).toFixed(1)} M instructions/s, ${s.realSPerEmulatedS.toFixed(2)} s real per emulated s`
+  )
+}
+
 /** An 8-byte flash unique id made from a seed (distinct seeds, distinct ids). */
 export function uniqueIdFor(seed: number): Uint8Array {
   const id = new Uint8Array(8)
