@@ -92,7 +92,14 @@ export async function bundledImage(
       const r = await build({ board, settings: o.settings, out }, print)
       const bytecode = readFileSync(r.bytecode)
       mkdirSync(IMAGE_CACHE, { recursive: true })
-      const cacheFile = join(IMAGE_CACHE, `${board}-${r.sha256.slice(0, 24)}-${fileSha(runtime).slice(0, 12)}.uf2`)
+      // the settings are in the image too (the store): a meter's settings make another image
+      const settings = createHash("sha256")
+      for (const f of [".env.defaults", ".env.local"]) {
+        const file = join(o.settings ?? paths.root, f)
+        settings.update(existsSync(file) ? readFileSync(file) : Buffer.alloc(0))
+      }
+      const key = `${r.sha256.slice(0, 24)}-${fileSha(runtime).slice(0, 12)}-${settings.digest("hex").slice(0, 12)}`
+      const cacheFile = join(IMAGE_CACHE, `${board}-${key}.uf2`)
       if (existsSync(cacheFile)) return { uf2: cacheFile, sha256: r.sha256, bytecode, cached: true }
       const image = await bundleProgram({ board, program: r.dir, file: runtime }, print)
       copyFileSync(image, cacheFile)
