@@ -4,11 +4,13 @@
 // (a page program keeps a prefix of its bytes, an erase a prefix of its sector at 0xff: the
 // FlashChip model's rule). Whatever the CPU would have done after the cut does not matter: the
 // power is gone. Booting such an image on a fresh board is the reboot after the outage.
-import { readFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { paths } from "../../sim/src/paths.js"
-import type { Board } from "./board.js"
-import { FLASH_BYTES, SETTINGS_STORE } from "./board.js"
+import { provision } from "../../cli/provision.js"
+import { Board, FLASH_BYTES, SETTINGS_STORE, speedLine, uniqueIdFor } from "./board.js"
+import { bundledImage } from "./bundle.js"
 import type { FlashOp } from "./flash.js"
 import { loadUf2, XIP_BASE } from "./uf2.js"
 import { readFstor, type FstorBank } from "../fstor.js"
@@ -52,6 +54,16 @@ export function recordStoreWrites(board: Board): { recording: StoreRecording; fi
       recording.stores.push(flash.slice(STORE_OFFSET, STORE_OFFSET + STORE_BYTES))
     },
   }
+}
+
+/** The first value program of a recording whose entry program follows it: a setting's two writes. */
+export function firstValueThenEntry(rec: StoreRecording): number {
+  for (let k = 0; k + 1 < rec.ops.length; k++) {
+    const [value, entry] = [rec.ops[k], rec.ops[k + 1]]
+    // values grow down from the bank's end, entries up from its start
+    if (value.kind === "program" && entry.kind === "program" && entry.address < value.address) return k
+  }
+  throw new Error("no value-then-entry write pair recorded")
 }
 
 /** The store region after a power cut that struck operation `k` with `fraction` of it done. */
@@ -121,4 +133,50 @@ export function seededRandom(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+}
+
+/** Emulated ms from reset to the meter program's first lines (the runtime waits 1.1 s: devsmgr.c). */
+export const PROGRAM_START_MS = 4000
+
+export interface MeterRun {
+  rec: StoreRecording
+  /** The flash chip's unique id: a reboot is the same chip. */
+  chip: Uint8Array
+  /** The program's sha256 (the runtime logs `DevS-SHA256: <sha>` for the program it runs). */
+  sha256: string
+  meterId: string
+  /** The meter's line naming its sealing key's id: the same key after a reboot prints the same. */
+  keyLine: string
+  speed: string
+}
+
+/**
+ * Runs a provisioned, sealed citymeter_picow meter (a frame every 2 s, no network: every frame
+ * stays queued in flash) from its first boot through `frames` frames, recording every store write.
+ */
+export async function recordSealedMeter(meterId: string, frames = 3): Promise<MeterRun> {
+  const settingsDir = mkdtempSync(join(tmpdir(), "citymeter-power-cut-"))
+  try {
+    provision(
+      { meterId, board: "citymeter_picow", broker: "mqtt://10.0.0.1:1883", intervalS: 2, batch: 1 },
+      settingsDir,
+    )
+    const image = await bundledImage("citymeter_picow", { settings: settingsDir })
+    const chip = uniqueIdFor(2040)
+    const board = new Board({ uf2: image.uf2, uniqueId: chip })
+    const { recording, finish } = recordStoreWrites(board)
+    await board.waitForLog(/citymeter: frames sealed/, PROGRAM_START_MS)
+    const keyLine = board.log.find((l) => l.includes("citymeter: frames sealed"))!
+    await board.waitForLog(new RegExp(`citymeter: frame boot=\\d+ seq=${frames} `), 2000 + frames * 2500)
+    await board.runFor(300)
+    finish()
+    return { rec: recording, chip, sha256: image.sha256, meterId, keyLine, speed: speedLine(board) }
+  } finally {
+    rmSync(settingsDir, { recursive: true, force: true })
+  }
+}
+
+/** Boots a fresh board (the same chip) from the recording with `store` in its store region. */
+export function bootWithStore(run: MeterRun, store: Uint8Array, runtimeUf2?: string): Board {
+  return new Board({ flash: flashWithStore(run.rec, store, runtimeUf2), uniqueId: run.chip })
 }
