@@ -35,6 +35,11 @@ export class I2cBus {
   readonly devices = new Map<number, I2cDevice>()
   readonly transfers: I2cTransfer[] = []
   private current?: { device?: I2cDevice; transfer: I2cTransfer }
+  /**
+   * A bus held low (a device stretching the clock for ever): address phases never complete, so
+   * pico-sdk's blocking I2C calls, which have no timeout, never return.
+   */
+  stuck = false
 
   constructor(
     readonly controller: RPI2C,
@@ -43,6 +48,10 @@ export class I2cBus {
     fixAbortTxEmpty(controller)
     controller.onConnect = (address, mode) => {
       const m = mode === I2CMode.Read ? "read" : "write"
+      if (this.stuck) {
+        this.transfers.push({ address, mode: m, acked: false, bytes: [], emulatedMs: nowMs() })
+        return
+      }
       const device = this.devices.get(address)
       const acked = device ? device.connect(m) : false
       const transfer: I2cTransfer = { address, mode: m, acked, bytes: [], emulatedMs: nowMs() }

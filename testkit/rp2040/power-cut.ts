@@ -85,13 +85,17 @@ export function storeAfterCut(rec: StoreRecording, k: number, fraction: number):
  * the runtime's code replaced by that image's (the same program and settings on another runtime).
  */
 export function flashWithStore(rec: StoreRecording, store: Uint8Array, runtimeUf2?: string): Uint8Array {
-  const image = rec.base.slice()
-  if (runtimeUf2) {
-    const other = new Uint8Array(FLASH_BYTES).fill(0xff)
-    loadUf2(readFileSync(runtimeUf2), other)
-    image.set(other.subarray(0, RUNTIME_END), 0)
-  }
+  const image = runtimeUf2 ? withRuntime(rec.base, runtimeUf2) : rec.base.slice()
   image.set(store, STORE_OFFSET)
+  return image
+}
+
+/** A copy of a flash image with the runtime's code taken from another runtime image (UF2). */
+export function withRuntime(flash: Uint8Array, runtimeUf2: string): Uint8Array {
+  const image = flash.slice()
+  const other = new Uint8Array(FLASH_BYTES).fill(0xff)
+  loadUf2(readFileSync(runtimeUf2), other)
+  image.set(other.subarray(0, RUNTIME_END), 0)
   return image
 }
 
