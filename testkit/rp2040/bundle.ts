@@ -53,7 +53,8 @@ export async function withBundleLock<T>(f: () => Promise<T>, timeoutMs = 600_000
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
       const pid = Number(readFileSafe(LOCK_FILE))
       if (pid > 0 && !alive(pid)) rmSync(LOCK_FILE, { force: true })
-      if (Date.now() - t0 > timeoutMs) throw new Error(`waited ${timeoutMs} ms for ${LOCK_FILE} (pid ${pid})`)
+      if (Date.now() - t0 > timeoutMs)
+        throw new Error(`waited ${timeoutMs} ms for ${LOCK_FILE} (pid ${pid})`, { cause: e })
       await new Promise((r) => setTimeout(r, 250))
     }
   }

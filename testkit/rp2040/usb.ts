@@ -77,7 +77,7 @@ export function parseFrame(frame: Uint8Array, emulatedMs: number): JdPacket[] {
   const end = Math.min(frame.length, 12 + size)
   const deviceId = Buffer.from(frame.subarray(4, 12)).toString("hex")
   const out: JdPacket[] = []
-  for (let p = 12; p + 4 <= end; ) {
+  for (let p = 12; p + 4 <= end;) {
     const n = frame[p]
     out.push({
       flags: frame[3],
@@ -107,7 +107,7 @@ export class UsbLink {
   private readonly packetListeners = new Set<(p: JdPacket) => void>()
 
   constructor(
-    private readonly rp2040: RP2040,
+    rp2040: RP2040,
     private readonly nowMs: () => number,
     /** Also print each log line (prefixed) to the test's console. */
     private readonly echo?: (line: string) => void,

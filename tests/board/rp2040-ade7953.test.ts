@@ -22,7 +22,8 @@ beforeAll(async () => {
 }, 300_000)
 
 afterAll(() => {
-  if (board) console.log(`rp2040-ade7953: ${speedLine(board)}; file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  if (board)
+    console.log(`rp2040-ade7953: ${speedLine(board)}; file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`)
 })
 
 test("with an ADE7953 answering at 0x38 the firmware sets it up and measures with it, not S0", async () => {
