@@ -97,6 +97,8 @@ export class UsbLink {
   readonly cdc: USBCDC
   /** Complete log lines, in order. */
   readonly log: string[] = []
+  /** Emulated time (ms since reset) each line of `log` arrived. */
+  readonly logTimes: number[] = []
   readonly packets: JdPacket[] = []
   connected = false
   private line = ""
@@ -176,6 +178,7 @@ export class UsbLink {
       const l = this.line.replace(/\r$/, "")
       this.line = ""
       this.log.push(l)
+      this.logTimes.push(this.nowMs())
       this.echo?.(l)
       for (const f of this.lineListeners) f(l)
     } else this.line += String.fromCharCode(c)
