@@ -1,9 +1,11 @@
 // The emulated board's models on their own (no firmware): the flash chip as pico-sdk drives it,
 // power cuts inside a program or erase, the ADE7953's register map, the USB link's framing, the ADC.
+import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
 import { describe, expect, test } from "vitest"
 import { ADE7953_REG, Ade7953Model, ade7953Width } from "../../testkit/rp2040/ade7953.js"
 import { FlashChip, XIP_BASE } from "../../testkit/rp2040/flash.js"
-import { uniqueIdFor } from "../../testkit/rp2040/board.js"
+import { BOOTROM_FILE, uniqueIdFor } from "../../testkit/rp2040/board.js"
 import { voltsToRaw } from "../../testkit/rp2040/io.js"
 import { buildFrame, jdCrc16, parseFrame } from "../../testkit/rp2040/usb.js"
 
@@ -152,4 +154,14 @@ describe("USB link framing and ADC", () => {
     expect(voltsToRaw(-1)).toBe(0)
     expect(voltsToRaw(5 / 3)).toBeGreaterThanOrEqual(204)
   })
+})
+
+test("the committed boot ROM is the one its PROVENANCE.md names (sha256), 16 KB of B1 ROM", () => {
+  const rom = readFileSync(BOOTROM_FILE)
+  const provenance = readFileSync(BOOTROM_FILE.replace(/bootrom-b1\.bin$/, "PROVENANCE.md"), "utf8")
+  expect(rom.length).toBe(16384)
+  expect(provenance).toContain(createHash("sha256").update(rom).digest("hex"))
+  // word 0 is the initial stack pointer, word 1 the reset vector (Thumb: odd) of the ROM
+  expect(rom.readUInt32LE(0)).toBe(0x20041f00)
+  expect(rom.readUInt32LE(4) & 1).toBe(1)
 })
