@@ -19,7 +19,7 @@ beforeAll(async () => {
   ade.set(ADE7953_REG.VRMS, 5_000_000)
   ade.set(ADE7953_REG.IRMSA, 200_000)
   ade.set(ADE7953_REG.AWATT, 70_000)
-}, 300_000)
+}, 600_000)
 
 afterAll(() => {
   if (board)

@@ -34,4 +34,4 @@ test("flashing a citymeter_picow build without --file bundles the committed Pico
   } finally {
     rmSync(out, { recursive: true, force: true })
   }
-}, 300_000)
+}, 600_000)
