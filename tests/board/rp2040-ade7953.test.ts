@@ -19,10 +19,11 @@ beforeAll(async () => {
   ade.set(ADE7953_REG.VRMS, 5_000_000)
   ade.set(ADE7953_REG.IRMSA, 200_000)
   ade.set(ADE7953_REG.AWATT, 70_000)
-}, 300_000)
+}, 600_000)
 
 afterAll(() => {
-  if (board) console.log(`rp2040-ade7953: ${speedLine(board)}; file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`)
+  if (board)
+    console.log(`rp2040-ade7953: ${speedLine(board)}; file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`)
 })
 
 test("with an ADE7953 answering at 0x38 the firmware sets it up and measures with it, not S0", async () => {

@@ -21,10 +21,11 @@ let image: BundledImage
 let board: Board
 const t0 = Date.now()
 
+// the build and bundle wait their turn behind other bundles (a lock): a generous hook timeout
 beforeAll(async () => {
   image = await bundledImage("citymeter_picow")
   board = new Board({ uf2: image.uf2, uniqueId: uniqueIdFor(20) })
-}, 300_000)
+}, 600_000)
 
 afterAll(() => {
   if (board) console.log(`rp2040-boot: ${speedLine(board)}; file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`)

@@ -19,9 +19,7 @@ test("flashing a citymeter_picow build without --file bundles the committed Pico
       const r = await build({ board: "citymeter_picow", out }, () => {})
       const lines: string[] = []
       // there is no RP2040 drive here: programming fails at the very end, after the bundle
-      await expect(flash({ board: "citymeter_picow", program: out }, (l) => lines.push(l))).rejects.toThrow(
-        /no device/,
-      )
+      await expect(flash({ board: "citymeter_picow", program: out }, (l) => lines.push(l))).rejects.toThrow(/no device/)
       expect(lines.join("\n")).toMatch(/runtime image: .*devicescript-rp2040w\.uf2 \(committed/)
       const bundle = flashContents(readFileSync(join(out, "bundle-devicescript-rp2040w-pico_w.uf2")))
       const vendored = flashContents(readFileSync(runtime!))
@@ -36,4 +34,4 @@ test("flashing a citymeter_picow build without --file bundles the committed Pico
   } finally {
     rmSync(out, { recursive: true, force: true })
   }
-}, 300_000)
+}, 600_000)

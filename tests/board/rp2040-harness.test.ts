@@ -1,9 +1,12 @@
 // The emulated board's models on their own (no firmware): the flash chip as pico-sdk drives it,
-// power cuts inside a program or erase, the ADE7953's register map, the USB link's framing, the ADC.
+// power cuts inside a program or erase, the ADE7953's register map, the USB link's framing, the ADC;
+// and the step loop on the bare runtime: an exact instruction cut, pulse edges at exact emulated times.
+import { createHash } from "node:crypto"
+import { readFileSync } from "node:fs"
 import { describe, expect, test } from "vitest"
 import { ADE7953_REG, Ade7953Model, ade7953Width } from "../../testkit/rp2040/ade7953.js"
 import { FlashChip, XIP_BASE } from "../../testkit/rp2040/flash.js"
-import { uniqueIdFor } from "../../testkit/rp2040/board.js"
+import { BOOTROM_FILE, Board, uniqueIdFor } from "../../testkit/rp2040/board.js"
 import { voltsToRaw } from "../../testkit/rp2040/io.js"
 import { buildFrame, jdCrc16, parseFrame } from "../../testkit/rp2040/usb.js"
 
@@ -151,5 +154,50 @@ describe("USB link framing and ADC", () => {
     expect(voltsToRaw(1.0)).toBe(1241)
     expect(voltsToRaw(-1)).toBe(0)
     expect(voltsToRaw(5 / 3)).toBeGreaterThanOrEqual(204)
+  })
+})
+
+test("the committed boot ROM is the one its PROVENANCE.md names (sha256), 16 KB of B1 ROM", () => {
+  const rom = readFileSync(BOOTROM_FILE)
+  const provenance = readFileSync(BOOTROM_FILE.replace(/bootrom-b1\.bin$/, "PROVENANCE.md"), "utf8")
+  expect(rom.length).toBe(16384)
+  expect(provenance).toContain(createHash("sha256").update(rom).digest("hex"))
+  // word 0 is the initial stack pointer, word 1 the reset vector (Thumb: odd) of the ROM
+  expect(rom.readUInt32LE(0)).toBe(0x20041f00)
+  expect(rom.readUInt32LE(4) & 1).toBe(1)
+})
+
+describe("the board's step loop (bare runtime, a few ms of emulated time)", () => {
+  test("cutPowerAt({ instructions }) stops the CPU at exactly that instruction", async () => {
+    const b = new Board({ seed: 3 })
+    b.cutPowerAt({ instructions: 200_000 })
+    await b.runFor(50)
+    expect(b.halted).toBe(true)
+    expect(b.instructions).toBe(200_000)
+    const t = b.emulatedMs
+    await b.runFor(10) // a board without power runs no more
+    expect(b.emulatedMs).toBe(t)
+  })
+
+  test("pulses() switches the pin at exact emulated times; released, a pin reads its pad's pull", async () => {
+    const b = new Board({ seed: 4 })
+    await b.runFor(1)
+    // GPIO pads reset with the pull-down on (0x56): a released pin reads low
+    expect(b.pins.pad(20)).toMatchObject({ raw: 0x56, pullDown: true, pullUp: false, inputEnabled: true })
+    const seen: Array<[number, boolean]> = []
+    const start = b.emulatedMs
+    const train = b.pins.pulses(20, { widthMs: 1, periodMs: 3, count: 2, activeLow: false, startInMs: 1 })
+    for (const at of [0.5, 1.5, 2.5, 4.5, 5.5]) b.pins.at(at, () => seen.push([at, b.pins.level(20)]))
+    await b.runUntilSettled(train, 20)
+    await b.runFor(1)
+    expect(seen).toEqual([
+      [0.5, false],
+      [1.5, true],
+      [2.5, false],
+      [4.5, true],
+      [5.5, false],
+    ])
+    expect(b.emulatedMs - start).toBeGreaterThanOrEqual(6)
+    expect(b.pins.pulsesDone.get(20)).toBe(2)
   })
 })
