@@ -1,5 +1,7 @@
 // Where meters are: a registry entry's location, set by `citymeter provision --lat …`
 // or this route, shown by GET /meters, grouped by GET /districts.
+// the route schemas carry OpenAPI `tags`: @fastify/swagger adds them to FastifySchema
+import type {} from "@fastify/swagger"
 import type { FastifyInstance } from "fastify"
 import { errors, ERROR_RESPONSES } from "../errors.js"
 import type { MeterLocation } from "../store/store.js"
