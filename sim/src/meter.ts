@@ -92,6 +92,8 @@ export interface SimMeterOptions {
    * width (default: the settings' PULSE_MS, at least DEFAULT_PULSE_WIDTH_MS), phase (default 0).
    */
   pulses?: Partial<PulseOutput>
+  /** Called with each flash image the VM saves (after every settings record it writes). */
+  onFlashSave?: (image: Uint8Array) => void
 }
 
 export interface WaterState {
@@ -267,6 +269,7 @@ export class SimMeter {
     vm.flashSave = (data) => {
       this.flash = data // the VM hands over a copy of its flash (em_flash_save)
       if (flashFile) writeFileSync(flashFile, data)
+      this.options.onFlashSave?.(data)
     }
     const bus = createVmBus(vm)
     await bus.connect()
@@ -342,6 +345,11 @@ export class SimMeter {
     if (this.vm) throw new Error(`${this.meterId}: wipe the flash of a stopped meter`)
     this.flash = new Uint8Array(0)
     if (this.options.flashFile) rmSync(this.options.flashFile, { force: true })
+  }
+
+  /** The flash image as the VM last saved it. */
+  get flashImage(): Uint8Array {
+    return this.flash
   }
 
   /** Waits until the firmware prints a console line matching `re`. */
