@@ -48,6 +48,8 @@ export class MeterUplink {
     private born = false
     /** The channels the last birth announced: sensors bind a little after start, and a birth follows them. */
     private bornChannels = ""
+    /** The store's refused writes the last birth announced. */
+    private bornUnstored = 0
     /**
      * proto Uplink.link: connection × 256 + birth number on that connection. The will (death) takes
      * connection × 256, each birth the next number, so no birth or death of a boot shares a nonce,
@@ -186,6 +188,7 @@ export class MeterUplink {
         const sampler = this.sampler
         const caps = sampler.capabilities(cfg.t.intervalS)
         this.bornChannels = channelsOf(caps).join(",")
+        this.bornUnstored = this.store.unstored
         const birth = this.keys.encode({
             boot: this.boot,
             seq: this.seq,
@@ -204,6 +207,7 @@ export class MeterUplink {
                 keyId: this.keys.keyId(),
                 channels: channelsOf(caps),
                 alarmRules: alarmRulesOf(caps),
+                unstored: this.store.unstored,
             },
         })
         if (await this.mqtt.publish(upTopic(cfg.meterId, "birth"), birth, QoS.AT_LEAST_ONCE)) this.born = true
@@ -213,6 +217,8 @@ export class MeterUplink {
     private async pump() {
         if (!this.connected()) return
         if (this.born && this.channelsChanged()) this.born = false
+        // a write the flash store refused is announced at once: those frames live in RAM only
+        if (this.born && this.store.unstored !== this.bornUnstored) this.born = false
         if (!this.born) await this.sendBirth()
         if (!this.born) return
         const now = ds.millis()
