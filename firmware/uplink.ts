@@ -48,6 +48,8 @@ export class MeterUplink {
     private born = false
     /** The channels the last birth announced: sensors bind a little after start, and a birth follows them. */
     private bornChannels = ""
+    /** No readings frame queued yet in this boot. */
+    private firstReadings = true
     /** The store's refused writes the last birth announced. */
     private bornUnstored = 0
     /**
@@ -169,6 +171,10 @@ export class MeterUplink {
         const boot = this.boot
         // made while the uplink is down: it will arrive late, from the queue
         readings.replayed = !this.connected()
+        // the boot's first frame: the pulse counters started from zero with the meter, so what they
+        // would have counted while it was off or restarting is missing (issue 20)
+        readings.afterReboot = this.firstReadings
+        this.firstReadings = false
         const frame = this.keys.encode({ boot, seq, readings })
         await this.store.push(frame, { boot, seq, body: UplinkF.readings }, this.keys.sealed(), totals)
         // logged once in flash: a power cut before this line leaves no frame, and its consumption

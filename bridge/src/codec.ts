@@ -74,6 +74,8 @@ export interface ReadingsFrame {
   timeSynced: boolean
   intervalS: number
   replayed: boolean
+  /** proto ReadingBatch.after_reboot: the meter's first frame after it started. */
+  afterReboot: boolean
   waterTotalMl?: number
   energyTotalWh?: number
   intervals: IntervalValues[]
@@ -251,6 +253,7 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number, meta: FrameMeta): 
     timeSynced: !!r.timeSynced,
     intervalS,
     replayed: !!r.replayed,
+    afterReboot: !!r.afterReboot,
     waterTotalMl: r.water ? num(r.water.totalMl) : undefined,
     energyTotalWh: r.electricity ? num(r.electricity.totalWh) : undefined,
     intervals,

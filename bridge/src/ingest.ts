@@ -916,6 +916,8 @@ export function expandReadings(
       timeSynced: f.timeSynced,
       backfill,
       tsEstimated,
+      // the counts missing after a restart are missing before the frame's first interval
+      afterReboot: f.afterReboot && i === 0,
     }
     if (water !== undefined) water -= v.volumeMl ?? 0
     if (energy !== undefined) energy -= v.energyWh ?? 0

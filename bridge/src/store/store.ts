@@ -73,6 +73,12 @@ export interface ReadingRow {
    * born, placed back from its arrival (ingest.ts expandReadings). Nobody knows when it was made.
    */
   tsEstimated: boolean
+  /**
+   * The meter's first interval after it restarted (proto ReadingBatch.after_reboot): what its
+   * pulse counters would have counted while it was off is missing; billing treats the consumption
+   * since the previous reading as possibly incomplete.
+   */
+  afterReboot: boolean
 }
 
 export interface BirthInfo {
