@@ -95,6 +95,8 @@ export interface BirthFrame {
   energyTotalWh: number
   queued: number
   dropped: number
+  /** proto Birth.unstored: flash writes the meter's store refused since boot (frames in its RAM only). */
+  unstored: number
   uptimeS: number
 }
 export interface AlarmFrame {
@@ -278,6 +280,7 @@ function decodeBirth(u: citymeter.v1.Uplink): BirthFrame {
     energyTotalWh: field("birth.energy_total_wh", num(b.energyTotalWh), 0, PLAUSIBLE.energyTotalWh),
     queued: num(b.queued),
     dropped: num(b.dropped),
+    unstored: num(b.unstored),
     uptimeS: num(b.uptimeS),
     channels: enumNames("birth.channels", b.channels, Channel),
     alarmRules: enumNames("birth.alarm_rules", b.alarmRules, AlarmType),

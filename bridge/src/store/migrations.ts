@@ -155,6 +155,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
   },
   // the first interval after a meter restarted says its counts may be incomplete (issue 20)
   addReadingColumns(AFTER_REBOOT_STEP),
+  {
+    // what a meter's last birth said of writes its flash store refused (proto Birth 14)
+    name: "meters.unstored",
+    up: [`ALTER TABLE meters ADD COLUMN IF NOT EXISTS unstored integer`],
+  },
 ]
 
 /** A schema_version newer than the steps this bridge knows: an older bridge must not write to it. */
