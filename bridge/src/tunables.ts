@@ -188,6 +188,21 @@ const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   st: STORAGE.stateRecordMaxBytes,
 }
 
+/**
+ * Every key the budget counts, as the store holds it (a program's settings with the settings
+ * service's ':' in front, services/settings.c line 31), with its largest value in bytes (-1: a large
+ * key, whose bytes are outside the bank).
+ */
+export function budgetedKeys(): Map<string, number> {
+  const keys = new Map<string, number>()
+  for (const [k, n] of Object.entries(OTHER_KEY_MAX_BYTES)) keys.set(`:${k}`, n)
+  for (const t of TUNABLES) keys.set(`:${t.key}`, String(t.max).length)
+  for (let i = 0; i < STORAGE.queueSlots; i++) keys.set(`:q${i}`, STORAGE.maxFrameBytes)
+  for (const [k, n] of Object.entries(STORAGE.runtimeValueMaxBytes)) keys.set(k, n)
+  for (const k of STORAGE.runtimeLargeKeys) keys.set(k, -1)
+  return keys
+}
+
 export interface StorageBudget {
   /** The bank, bytes (boards/<board>.board.json $settingsBankBytes). */
   bankBytes: number
