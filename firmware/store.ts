@@ -30,9 +30,11 @@ import { PbReader } from "./pb"
 import { KIND_ALARM, KIND_READINGS } from "./seal"
 
 /**
- * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue plus every other
- * setting at its largest must fit the smallest settings bank, the Pico W's 8 KB (checked at build
- * and config time, bridge/src/tunables.ts; README "Configuration" has the numbers per board).
+ * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue, every other setting
+ * at its largest, the runtime's own records and the room a slot's rewrite needs must fit the
+ * smallest settings bank, the Pico W's 8,144 usable bytes (the budget, from jacdac-c jd_fstor.c:
+ * bridge/src/tunables.ts storageBudget, checked at build and config time; README "Configuration"
+ * has the numbers per board).
  */
 export const QUEUE_SLOTS = SLOTS
 /** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
@@ -299,7 +301,8 @@ export class MeterStore {
         st.tail = pos + 1
         if (totals) st.totals = totals
         this.frames.push({ pos, boot: id.boot, seq: id.seq, body: id.body, frame, sentAt: 0, acked: false, durable })
-        if (!durable) this.refused(`frame boot=${id.boot} seq=${id.seq} (${slot}, ${value.length} B)`)
+        if (!durable && value.length <= MAX_FRAME_BYTES)
+            this.refused(`frame boot=${id.boot} seq=${id.seq} (${slot}, ${value.length} B)`)
         if (!(await this.saveState())) this.refused(`state record after seq=${id.seq}`)
     }
 
