@@ -55,6 +55,7 @@ async function startProbe(meterId: string, brokerPort: number, intervalS: number
   let frameInCall = false
   probe.meter = new SimMeter({
     meterId,
+    water: "register", // the baseline the benchmark has always measured
     settings: {
       MQTT_HOST: "127.0.0.1",
       MQTT_PORT: brokerPort,

@@ -71,6 +71,7 @@ async function seed(store: Store, meters: number, perMeter: number) {
         timeSynced: true,
         backfill: false,
         tsEstimated: false,
+        afterReboot: false,
       })
       if (batch.length >= CHUNK) await flush()
     }

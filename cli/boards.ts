@@ -50,15 +50,14 @@ export function boardFamily(id: string): "esp32" | "rp2040" | "sim" | "unknown" 
 }
 
 /**
- * Bytes of the DeviceScript settings store (the only flash a program has): 16 KB on ESP32,
- * 8 KB on the Pico W (DeviceScript 2.16 runtime sources); the simulator formats 8144 B free.
- * A custom board states it as "$settingsBankBytes".
+ * Bytes of one bank of the DeviceScript settings store (the only flash a program has; the budget
+ * within it: bridge/src/tunables.ts storageBudget): 16384 B on ESP32 (a 256 KB store / 16), 8192 B on
+ * the RP2040 and in the simulator (128 KB / 16). A custom board states it as "$settingsBankBytes".
  */
 export function settingsBankBytes(id: string): number {
   const stated = customBoard(id)?.$settingsBankBytes
   if (typeof stated === "number") return stated
-  const family = boardFamily(id)
-  return family === "esp32" ? 16384 : family === "rp2040" ? 8192 : 8144
+  return boardFamily(id) === "esp32" ? 16384 : 8192
 }
 
 /**

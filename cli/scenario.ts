@@ -51,6 +51,8 @@ export async function scenarioCommand(name: string, print: Print, verbose = fals
   const ops = await mqtt.connectAsync(broker.url, { clientId: `citymeter-scenario-${process.pid}` })
   const meterId = `scenario-${s.name}`
   const meter = new SimMeter({
+    water: "register", // a scenario's default (sim/src/scenario.ts Scenario.meter)
+    ...s.meter,
     meterId,
     settings: { MQTT_HOST: "127.0.0.1", MQTT_PORT: port, ...s.settings },
     log: verbose ? (l) => print(`  ${meterId}: ${l}`) : undefined,

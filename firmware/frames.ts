@@ -58,6 +58,8 @@ export interface ReadingBatch {
     electricity?: ElectricitySeries
     pressure?: PressureSeries
     replayed?: boolean
+    /** The first frame after the meter started: counts from before may be missing. */
+    afterReboot?: boolean
 }
 export interface Birth {
     firmware?: string
@@ -76,6 +78,8 @@ export interface Birth {
     /** proto Channel and AlarmType numbers: what the meter measures and evaluates. */
     channels?: number[]
     alarmRules?: number[]
+    /** Flash writes refused since boot (store.ts MeterStore.unstored). */
+    unstored?: number
 }
 export interface Alarm {
     type?: number
@@ -131,6 +135,7 @@ function encodeReadings(r: ReadingBatch) {
     if (r.electricity) w.message(ReadingsF.electricity, encodeElectricity(r.electricity))
     if (r.pressure) w.message(ReadingsF.pressure, encodePressure(r.pressure))
     w.bool(ReadingsF.replayed, r.replayed)
+    w.bool(ReadingsF.afterReboot, r.afterReboot)
     return w
 }
 
@@ -149,6 +154,7 @@ function encodeBirth(b: Birth) {
     w.fixed32(BirthF.keyId, b.keyId)
     w.packedUint(BirthF.channels, b.channels)
     w.packedUint(BirthF.alarmRules, b.alarmRules)
+    w.uint(BirthF.unstored, b.unstored)
     return w
 }
 

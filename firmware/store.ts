@@ -12,6 +12,12 @@
 // Flash writes: one slot and one state record per frame, nothing else. At 15-minute intervals and
 // 4 intervals per frame that is 48 writes (~8 KB) a day. Acks cost no write: after a power cut,
 // already-acknowledged frames may be sent again; the bridge stores them once.
+// A write the store refuses (jacdac-c jd_fstor.c returns -3 when a value does not fit, and the
+// settings service ignores it: services/settings.c line 60) is seen only by reading the value back:
+// every slot and state record is read back after its write. A frame whose slot did not come back
+// stays in RAM (it is still sent) but is not durable, and the state record's tail never passes it,
+// so a reboot never reloads the old frame its slot still holds (issue 20). Refusals are counted
+// (MeterStore.unstored) and announced in the next Birth.
 // Totals are written with the frame that carries them. A power cut loses no consumption when the
 // pulse counter keeps counting (its raw value is reconciled at boot), and at most one frame's
 // worth of pulses (BATCH x INTERVAL_S, 1 h by default) when the counter restarts with the meter.
@@ -23,13 +29,12 @@ import { Uplink as UplinkF } from "./gen/wire"
 import { PbReader } from "./pb"
 import { KIND_ALARM, KIND_READINGS } from "./seal"
 
-/** How long push() waits for the settings service to confirm its writes. */
-const FLUSH_MS = 2000
-
 /**
- * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue plus every other
- * setting at its largest must fit the smallest settings bank, the Pico W's 8 KB (checked at build
- * and config time, bridge/src/tunables.ts; README "Configuration" has the numbers per board).
+ * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue, every other setting
+ * at its largest, the runtime's own records and the room a slot's rewrite needs must fit the
+ * smallest settings bank, the Pico W's 8,144 usable bytes (the budget, from jacdac-c jd_fstor.c:
+ * bridge/src/tunables.ts storageBudget, checked at build and config time; README "Configuration"
+ * has the numbers per board).
  */
 export const QUEUE_SLOTS = SLOTS
 /** Largest frame a slot holds (a settings value above ~225 bytes crashes the VM). */
@@ -139,10 +144,12 @@ export interface QueuedFrame {
     /** ds.millis() of the last send; 0 = not sent since boot/reconnect. */
     sentAt: number
     acked: boolean
+    /** Its slot was read back from flash equal to what was written (or it was loaded from there). */
+    durable: boolean
 }
 
 /** Reads a raw settings value (readSetting() of @devicescript/settings is JSON-only). */
-async function readRaw(key: string): Promise<Buffer> {
+export async function readRaw(key: string): Promise<Buffer> {
     const pkt = await ds.actionReport(
         settings,
         "get",
@@ -151,6 +158,17 @@ async function readRaw(key: string): Promise<Buffer> {
     )
     const [, value] = pkt.decode()
     return value as Buffer
+}
+
+/**
+ * Writes a raw settings value and reads it back: true when flash holds exactly these bytes. The
+ * settings service handles commands in order, so the read answers after the write was handled
+ * (and after the runtime synced its flash, jd_fstor.c line 332): a power cut after this finds it.
+ */
+export async function writeChecked(key: string, value: Buffer): Promise<boolean> {
+    await settings.set(key, value)
+    const back = await readRaw(key)
+    return !!back && back.length === value.length && back.toString("hex") === value.toString("hex")
 }
 
 /**
@@ -196,6 +214,13 @@ export class MeterStore {
     /** Queued frames, oldest first (RAM mirror of the ring). */
     frames: QueuedFrame[] = []
 
+    /** The frames whose slot came back from flash. */
+    durableCount(): number {
+        let n = 0
+        for (const f of this.frames) if (f.durable) n++
+        return n
+    }
+
     async load() {
         const s = await readRaw(STATE_KEY)
         if (s && s.length) {
@@ -206,36 +231,35 @@ export class MeterStore {
                 console.log("citymeter: state record unreadable; starting empty")
             }
         }
+        let last: number[] = [0, 0]
         for (let pos = this.state.head; pos < this.state.tail; ++pos) {
             const raw = await readRaw(slotKey(pos))
             if (!raw || !raw.length) continue
             const [frame, sealedBody] = fromSlot(raw)
             const id = frameId(frame)
+            // frames are queued in (boot, seq) order: an older one is a slot a refused write left stale
+            if (id[0] < last[0] || (id[0] === last[0] && id[1] <= last[1])) {
+                console.log(`citymeter: slot ${slotKey(pos)} holds an older frame (seq ${id[1]}); skipped`)
+                continue
+            }
+            last = id
             const body = sealedBody ? sealedBody : id[2]
-            this.frames.push({ pos, boot: id[0], seq: id[1], body, frame, sentAt: 0, acked: false })
+            this.frames.push({ pos, boot: id[0], seq: id[1], body, frame, sentAt: 0, acked: false, durable: true })
         }
     }
 
-    async saveState() {
-        await settings.set(STATE_KEY, Buffer.from(JSON.stringify(toRecord(this.state))))
-    }
-
     /**
-     * Waits until the settings service has handled the writes sent before (settings.set resolves
-     * once its command is sent; the service handles commands in order, so the answer to a read of
-     * the state record comes after them): a power cut after this finds them in flash. Gives up
-     * after FLUSH_MS, so a lost answer delays the meter loop, never stops it.
+     * Writes the state record with the ring's tail at the first frame that is not durable (a reboot
+     * then reloads durable frames only), and reads it back: false when the store refused it.
      */
-    async flushed(): Promise<boolean> {
-        const get = settings.spec.lookup("get").code // its report echoes the key
-        const fiber = ds.Fiber.self()
-        const unsub = settings.report().subscribe((pkt) => {
-            if (pkt.serviceCommand === get && pkt.decode()[0] === STATE_KEY) fiber.resume(true)
-        })
-        await settings.get(STATE_KEY)
-        const done = await ds.suspend<boolean>(FLUSH_MS)
-        unsub()
-        return !!done
+    async saveState(): Promise<boolean> {
+        const rec = toRecord(this.state)
+        for (const f of this.frames)
+            if (!f.durable) {
+                rec.t = f.pos
+                break
+            }
+        return await writeChecked(STATE_KEY, Buffer.from(JSON.stringify(rec)))
     }
 
     /** The totals saved with the newest frame (a copy). */
@@ -261,23 +285,33 @@ export class MeterStore {
         this.compact()
         if (st.tail - st.head >= QUEUE_SLOTS) {
             this.frames.shift()
-            st.head = st.head + 1
+            st.head = this.frames.length ? this.frames[0].pos : st.tail
             st.dropped = st.dropped + 1
             console.log(`citymeter: queue full, dropped the oldest frame (${st.dropped} so far)`)
         }
         const pos = st.tail
         const slot = slotKey(pos)
         const value = slotValue(frame, sealed ? sealedKindOf(id.body) : 0)
-        if (value.length <= MAX_FRAME_BYTES) await settings.set(slot, value)
+        let durable = false
+        if (value.length <= MAX_FRAME_BYTES) durable = await writeChecked(slot, value)
         else {
             console.log(`citymeter: frame of ${frame.length} B too large for flash; sent unpersisted`)
             await settings.delete(slot)
         }
         st.tail = pos + 1
         if (totals) st.totals = totals
-        this.frames.push({ pos, boot: id.boot, seq: id.seq, body: id.body, frame, sentAt: 0, acked: false })
-        await this.saveState()
-        await this.flushed()
+        this.frames.push({ pos, boot: id.boot, seq: id.seq, body: id.body, frame, sentAt: 0, acked: false, durable })
+        if (!durable && value.length <= MAX_FRAME_BYTES)
+            this.refused(`frame boot=${id.boot} seq=${id.seq} (${slot}, ${value.length} B)`)
+        if (!(await this.saveState())) this.refused(`state record after seq=${id.seq}`)
+    }
+
+    /** Writes, or reads back differently, since boot: frames kept in RAM only, state records not saved. */
+    unstored = 0
+
+    private refused(what: string) {
+        this.unstored = this.unstored + 1
+        console.log(`citymeter: flash store refused ${what}: kept in RAM only (${this.unstored} since boot)`)
     }
 
     /**

@@ -48,6 +48,10 @@ export class MeterUplink {
     private born = false
     /** The channels the last birth announced: sensors bind a little after start, and a birth follows them. */
     private bornChannels = ""
+    /** No readings frame queued yet in this boot. */
+    private firstReadings = true
+    /** The store's refused writes the last birth announced. */
+    private bornUnstored = 0
     /**
      * proto Uplink.link: connection × 256 + birth number on that connection. The will (death) takes
      * connection × 256, each birth the next number, so no birth or death of a boot shares a nonce,
@@ -167,6 +171,10 @@ export class MeterUplink {
         const boot = this.boot
         // made while the uplink is down: it will arrive late, from the queue
         readings.replayed = !this.connected()
+        // the boot's first frame: the pulse counters started from zero with the meter, so what they
+        // would have counted while it was off or restarting is missing (issue 20)
+        readings.afterReboot = this.firstReadings
+        this.firstReadings = false
         const frame = this.keys.encode({ boot, seq, readings })
         await this.store.push(frame, { boot, seq, body: UplinkF.readings }, this.keys.sealed(), totals)
         // logged once in flash: a power cut before this line leaves no frame, and its consumption
@@ -186,6 +194,7 @@ export class MeterUplink {
         const sampler = this.sampler
         const caps = sampler.capabilities(cfg.t.intervalS)
         this.bornChannels = channelsOf(caps).join(",")
+        this.bornUnstored = this.store.unstored
         const birth = this.keys.encode({
             boot: this.boot,
             seq: this.seq,
@@ -204,6 +213,7 @@ export class MeterUplink {
                 keyId: this.keys.keyId(),
                 channels: channelsOf(caps),
                 alarmRules: alarmRulesOf(caps),
+                unstored: this.store.unstored,
             },
         })
         if (await this.mqtt.publish(upTopic(cfg.meterId, "birth"), birth, QoS.AT_LEAST_ONCE)) this.born = true
@@ -213,6 +223,8 @@ export class MeterUplink {
     private async pump() {
         if (!this.connected()) return
         if (this.born && this.channelsChanged()) this.born = false
+        // a write the flash store refused is announced at once: those frames live in RAM only
+        if (this.born && this.store.unstored !== this.bornUnstored) this.born = false
         if (!this.born) await this.sendBirth()
         if (!this.born) return
         const now = ds.millis()

@@ -24,6 +24,6 @@ for (const id of boards) {
   const b = storageBudget(settingsBankBytes(id))
   console.log(
     `${id}: ${statSync(copy).size} bytes of bytecode (${r.entry}), sha256 ${r.sha256.slice(0, 12)}; ` +
-      `queue ${b.slots} frames, ${b.queueBytes + b.otherBytes} of ${b.bankBytes} B settings bank at most (${b.freeBytes} B spare)`,
+      `queue ${b.slots} frames; settings bank ${b.bankBytes} B, ${b.usableBytes} B usable, ${b.usableBytes - b.freeBytes} B at most (queue, settings, runtime records, rewrite room; ${b.freeBytes} B spare)`,
   )
 }

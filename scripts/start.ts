@@ -33,6 +33,7 @@ for (let i = 1; i <= meters; i++) {
   const meterId = `demo-${String(i).padStart(3, "0")}`
   const m = new SimMeter({
     meterId,
+    water: "register", // the demo runs at 60x: pulses that fast are past the GPIO polling
     flashFile: join(flashDir, `${meterId}.bin`),
     settings: {
       ...DEMO_ALARM_SETTINGS,

@@ -23,6 +23,7 @@ export function readingRow(meterId: string, ts: Date, o: Partial<ReadingRow> = {
     timeSynced: true,
     backfill: false,
     tsEstimated: false,
+    afterReboot: false,
     ...o,
   }
 }

@@ -85,7 +85,7 @@ describe("each board's build runs in the simulator and its readings are stored",
 
       // the build's own settings, as a board gets them with its program
       const built = parseEnvSettings(readFileSync(join(out, ".env.defaults"), "utf8"))
-      const meter = new SimMeter({ meterId, bytecodeFile: file, settings: built })
+      const meter = new SimMeter({ meterId, bytecodeFile: file, settings: built, water: "register" })
       meters.push(meter)
       meter.setWater({ volumeMl: 5000 })
       meter.setElectricity({ energyWh: 100, powerW: 321, voltageDv: 2310 })

@@ -2,7 +2,7 @@
 // (2 bad input, 1 failed operation), and a stack trace only with --verbose or DEBUG. Each case runs
 // the real entry point as a child process: the CLI (cli/bin/citymeter.js) and the demo
 // (scripts/start.ts, what `npm start` runs after its build).
-import { existsSync, mkdtempSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs"
 import { createServer, type AddressInfo, type Server } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
@@ -46,6 +46,25 @@ describe("one-line errors, as a user meets them", () => {
     dir = mkdtempSync(join(tmpdir(), "cm-errors-"))
   })
   afterAll(() => new Promise<void>((r) => busy.close(() => r())))
+
+  // issue 20: the settings bank's budget is exact (bridge/src/tunables.ts storageBudget); a Pico W
+  // whose settings leave no room for the queue is refused before anything is built
+  test("a configuration over the board's settings bank is refused by build, with the reason", async () => {
+    const settings = join(dir, "big")
+    mkdirSync(settings)
+    writeFileSync(
+      join(settings, ".env.defaults"),
+      `METER_ID=big-1\nBOARD=citymeter_picow\nMQTT_HOST=127.0.0.1\nNOTE=${"x".repeat(200)}\n`,
+    )
+    const r = await citymeter(["build", "-b", "citymeter_picow", "--settings", settings])
+    expect(r.code).toBe(2)
+    expect(errorLines(r)).toEqual([
+      expect.stringMatching(
+        /^citymeter: error: the flash queue \(27 slots x 224 B = 6048 B\).* over the 8144 B usable of the 8192 B settings bank of citymeter_picow.*at most 26 fit/,
+      ),
+    ])
+    expect(existsSync(join(settings, "build"))).toBe(false)
+  })
 
   test("a bad flag, a bad id and a missing file: one line each, exit code 2, nothing written", async () => {
     const [flag, id, dot, file, settings, board] = await Promise.all([

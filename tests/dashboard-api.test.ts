@@ -43,11 +43,14 @@ describe.each(STACKS)("dashboard routes on %s", (kind) => {
   const inject = (url: string, o: { method?: "PUT" | "POST" | "DELETE"; payload?: object; headers?: object } = {}) =>
     svc.app.inject({ url, method: o.method ?? "GET", payload: o.payload, headers: { ...o.headers } })
 
-  async function bornMeter(queued = 2, dropped = 1) {
+  async function bornMeter(queued = 2, dropped = 1, unstored = 0) {
     const meterId = uid("dash")
     await pub.publishAsync(
       upTopic(meterId, "birth"),
-      up({ boot: 1, birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1, queued, dropped } }),
+      up({
+        boot: 1,
+        birth: { firmware: "fw", board: "b", intervalS: 60, batch: 1, uptimeS: 1, queued, dropped, unstored },
+      }),
       { qos: 1 },
     )
     await waitFor("born", async () => (await inject(`/meters/${meterId}`)).json().online === true, 10_000)
@@ -55,7 +58,7 @@ describe.each(STACKS)("dashboard routes on %s", (kind) => {
   }
 
   test("a location needs the ops token, is checked, and shows in GET /meters with the birth's queue figures", async () => {
-    const meterId = await bornMeter()
+    const meterId = await bornMeter(2, 1, 3)
     const loc = { lat: 52.52, lon: 13.405, address: "Unter den Linden 1", district: "Mitte" }
     const path = `/meters/${meterId}/location`
     expect((await inject(path, { method: "PUT", payload: loc })).statusCode).toBe(401)
@@ -82,7 +85,8 @@ describe.each(STACKS)("dashboard routes on %s", (kind) => {
       location: loc,
     })
     const listed = (await inject(`/meters`)).json().meters.find((m: { meterId: string }) => m.meterId === meterId)
-    expect(listed).toMatchObject({ location: loc, queued: 2, dropped: 1 })
+    // issue 20: writes the meter's flash store refused (Birth.unstored) are shown with the queue figures
+    expect(listed).toMatchObject({ location: loc, queued: 2, dropped: 1, unstored: 3 })
     const d = (await inject(`/districts`)).json().districts.find((x: { district: string }) => x.district === "Mitte")
     expect(d).toMatchObject({ meters: 1, online: 1, openAlarms: 0 })
     expect((await inject(path, { method: "DELETE", headers: bearer(TOKENS.ops) })).json().location).toBeNull()

@@ -41,6 +41,7 @@ describe("dashboard in Chromium, on Mosquitto + PostgreSQL with real-firmware me
     const url = new URL(stack.mqttUrl)
     quiet = new SimMeter({
       meterId: uid("quiet"),
+      water: "register",
       settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), INTERVAL_S: 1, BATCH: 2 },
     })
     quiet.setWater({ volumeMl: 1000 })

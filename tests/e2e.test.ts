@@ -24,6 +24,7 @@ describe.each(STACKS)("end to end on %s", (kind) => {
     const url = new URL(stack.mqttUrl)
     meter = new SimMeter({
       meterId,
+      water: "register", // set volumes the bridge must store exactly
       settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), INTERVAL_S: 1, BATCH: 2 },
     })
     const phase1 = { volumeMl: 10_000, energyWh: 777, powerW: 420, voltageDv: 2301, pressurePa: 310_000 }

@@ -65,6 +65,7 @@ test(`a meter sent ${ACKS} acks and malformed downlinks at once neither panics n
   const url = new URL(stack.mqttUrl)
   meter = new SimMeter({
     meterId,
+    water: "register", // a flood at rates past the GPIO polling: a register counts it
     settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), INTERVAL_S, BATCH, BURST_MLMIN },
   })
   // The counter follows the wall clock, not a timer's ticks: a stalled test process cannot move
@@ -202,7 +203,7 @@ test("a refused downlink subscription (SUBACK 0x80) is logged and retried until 
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()))
   const port = (server.address() as AddressInfo).port
   const ops = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { clientId: uid("ops") })
-  const m = new SimMeter({ meterId, settings: { MQTT_PORT: port, INTERVAL_S: 1, BATCH: 1 } })
+  const m = new SimMeter({ meterId, water: "register", settings: { MQTT_PORT: port, INTERVAL_S: 1, BATCH: 1 } })
   const time = () =>
     ops.publishAsync(downTopic(meterId, "time"), Buffer.from(encodeDownlink({ time: { unixMs: Date.now() } })), {
       qos: 1,

@@ -4,6 +4,7 @@ import { join } from "node:path"
 import { describe, expect, test } from "vitest"
 import { decodeUplink, type FrameError } from "../bridge/src/codec.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
+import { expandReadings } from "../bridge/src/ingest.js"
 import { downlinkNonce, open } from "../bridge/src/seal.js"
 import type { DownKind, UpKind } from "../bridge/src/topics.js"
 import {
@@ -60,6 +61,16 @@ describe("golden frames", () => {
       pressureMaxPa: 304200,
     })
   })
+})
+
+// issue 20: the first frame of a boot flags that counts before it may be missing
+test("after_reboot decodes onto the frame, and the bridge puts it on the frame's first interval only", () => {
+  const g = frames.find((f) => f.name === "readings-1x2-after-reboot")!
+  const f = decodeUplink("readings", Buffer.from(g.hex, "hex"), 1795392000 + 3600)
+  expect(f.kind === "readings" && f.afterReboot).toBe(true)
+  if (f.kind !== "readings") return
+  const rows = expandReadings("m1", f, null, new Date((1795392000 + 3600) * 1000))
+  expect(rows.map((r) => r.afterReboot)).toEqual([true, false])
 })
 
 test("a delta-encoded voltage series decodes to the same intervals as the plain one", () => {

@@ -29,6 +29,7 @@ export interface ApiReading {
   timeSynced: boolean
   backfill: boolean
   tsEstimated: boolean
+  afterReboot: boolean
 }
 
 export type StackKind = "mosquitto+postgres" | "embedded"

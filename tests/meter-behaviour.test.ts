@@ -35,6 +35,7 @@ async function startMeter(ctx: ReturnType<typeof useStack>, settings: Record<str
   const url = new URL(ctx.stack!.mqttUrl)
   const meter = new SimMeter({
     meterId: uid("meter"),
+    water: "register", // exact volumes per interval, reverse flow
     settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), INTERVAL_S: 1, BATCH: 2, ...settings },
   })
   ctx.meters.push(meter)
@@ -236,7 +237,11 @@ describe("resend on request", () => {
       const f = decodeUplink("readings", payload)
       if (f.kind === "readings") seen.push({ boot: f.boot, seq: f.seq })
     })
-    const meter = new SimMeter({ meterId, settings: { MQTT_PORT: broker.port, INTERVAL_S: 1, BATCH: 1 } })
+    const meter = new SimMeter({
+      meterId,
+      water: "register",
+      settings: { MQTT_PORT: broker.port, INTERVAL_S: 1, BATCH: 1 },
+    })
     meter.setWater({ volumeMl: 0 })
     meter.setElectricity({ energyWh: 0, powerW: 100, voltageDv: 2300 })
     meter.setPressure(300_000)

@@ -35,6 +35,7 @@ describe("timestamps across a reboot during an outage", () => {
     const madeAt = new Map<string, number>()
     const meter = new SimMeter({
       meterId,
+      water: "register", // exact volumes to compare; this test is about timestamps
       flashFile: join(mkdtempSync(join(tmpdir(), "cm-flash-")), "flash.bin"),
       settings: { MQTT_HOST: "127.0.0.1", MQTT_PORT: port, INTERVAL_S: 1, BATCH: 2 },
       log: (l) => {

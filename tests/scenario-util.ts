@@ -36,6 +36,7 @@ export async function finalRows(stack: TestStack, r: ScenarioResult): Promise<Ro
 export function scenarioMeter(s: Scenario, mqttUrl: string) {
   const url = new URL(mqttUrl)
   return new SimMeter({
+    water: "register", // a scenario's default (sim/src/scenario.ts Scenario.meter)
     ...s.meter,
     meterId: uid(s.name),
     settings: { MQTT_HOST: url.hostname, MQTT_PORT: Number(url.port), ...s.settings },

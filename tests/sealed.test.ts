@@ -47,6 +47,7 @@ describe("sealed frames with the real firmware over plain MQTT", () => {
     spy.on("message", (topic, payload) => seen.push({ topic, payload: Buffer.from(payload) }))
     meter = new SimMeter({
       meterId,
+      water: "register", // exact volumes to compare with what the bridge opened
       settings: {
         MQTT_PORT: Number(new URL(MOSQUITTO_URL).port || 1883),
         INTERVAL_S: 1,

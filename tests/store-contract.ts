@@ -41,6 +41,7 @@ export function reading(
     timeSynced: true,
     backfill: false,
     tsEstimated: false,
+    afterReboot: false,
   }
 }
 

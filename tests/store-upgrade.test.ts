@@ -66,6 +66,7 @@ async function expectUpgraded(store: Store) {
     pressureMaxPa: 3,
     timeSynced: true,
     tsEstimated: false,
+    afterReboot: false,
   })
   // the latest of each meter: kept, or filled by step 1 for a tier from before meter_latest had rows
   expect((await store.latest()).map((r) => [r.meterId, r.waterTotalMl])).toEqual([

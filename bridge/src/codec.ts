@@ -74,6 +74,8 @@ export interface ReadingsFrame {
   timeSynced: boolean
   intervalS: number
   replayed: boolean
+  /** proto ReadingBatch.after_reboot: the meter's first frame after it started. */
+  afterReboot: boolean
   waterTotalMl?: number
   energyTotalWh?: number
   intervals: IntervalValues[]
@@ -93,6 +95,8 @@ export interface BirthFrame {
   energyTotalWh: number
   queued: number
   dropped: number
+  /** proto Birth.unstored: flash writes the meter's store refused since boot (frames in its RAM only). */
+  unstored: number
   uptimeS: number
 }
 export interface AlarmFrame {
@@ -251,6 +255,7 @@ function decodeReadings(u: citymeter.v1.Uplink, nowS: number, meta: FrameMeta): 
     timeSynced: !!r.timeSynced,
     intervalS,
     replayed: !!r.replayed,
+    afterReboot: !!r.afterReboot,
     waterTotalMl: r.water ? num(r.water.totalMl) : undefined,
     energyTotalWh: r.electricity ? num(r.electricity.totalWh) : undefined,
     intervals,
@@ -275,6 +280,7 @@ function decodeBirth(u: citymeter.v1.Uplink): BirthFrame {
     energyTotalWh: field("birth.energy_total_wh", num(b.energyTotalWh), 0, PLAUSIBLE.energyTotalWh),
     queued: num(b.queued),
     dropped: num(b.dropped),
+    unstored: num(b.unstored),
     uptimeS: num(b.uptimeS),
     channels: enumNames("birth.channels", b.channels, Channel),
     alarmRules: enumNames("birth.alarm_rules", b.alarmRules, AlarmType),

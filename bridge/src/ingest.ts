@@ -616,6 +616,7 @@ export class Ingest {
       alarmRules: frame.alarmRules,
       queued: frame.queued,
       dropped: frame.dropped,
+      unstored: frame.unstored,
     }
     Object.assign(m, {
       online: true,
@@ -633,6 +634,7 @@ export class Ingest {
       alarmRules: birth.alarmRules,
       queued: birth.queued,
       dropped: birth.dropped,
+      unstored: birth.unstored,
     } satisfies Partial<MeterRow>)
     ops.push((tx) => tx.recordBirth(meterId, birth, at))
     activate(w, m, at, ops)
@@ -701,6 +703,11 @@ export class Ingest {
             )
           }
           this.log.info({ meterId, boot: f.boot, firmware: f.firmware, queued: f.queued }, "meter birth")
+          if (f.unstored > 0)
+            this.log.warn(
+              { meterId, boot: f.boot, unstored: f.unstored },
+              "meter's flash store is full: it refused writes, frames are in its RAM only",
+            )
           void this.downlink(
             meterId!,
             "time",
@@ -849,6 +856,7 @@ function newMeterRow(meterId: string, at: Date): MeterRow {
     inactive: false,
     queued: null,
     dropped: null,
+    unstored: null,
     location: null,
     birthSeq: null,
     bornAt: null,
@@ -916,6 +924,8 @@ export function expandReadings(
       timeSynced: f.timeSynced,
       backfill,
       tsEstimated,
+      // the counts missing after a restart are missing before the frame's first interval
+      afterReboot: f.afterReboot && i === 0,
     }
     if (water !== undefined) water -= v.volumeMl ?? 0
     if (energy !== undefined) energy -= v.energyWh ?? 0

@@ -98,8 +98,40 @@ export function pulseLimitErrors(
 }
 
 // ---- storage: the flash queue in the settings store
+//
+// DeviceScript 2.16 keeps every setting in one store (jacdac-c source/jd_fstor.c; facts and line
+// numbers from that file, summarised in proto/tunables.json storage.$layout):
+//   - a bank is `header_pages` flash pages (line 22): total store / page size / 16, at least 1
+//     (lines 201-207). The Pico W's store is 32 pages of 4 KB (devicescript-pico src/jd_user_config.h
+//     JD_FSTOR_TOTAL_SIZE 128 KB), so 2 pages = 8192 B; the ESP32 runtime's is its 256 KB `fstor`
+//     partition (devicescript-esp32 boards/partitions.csv), so 4 pages = 16384 B; the simulator's
+//     WASM VM formats 128 KB (runtime/posix/flash.c em_flash_size), as the Pico W;
+//   - a bank starts with a 24 B header (lines 36-48); entries of 24 B (key[16], offset, size:
+//     lines 28-32) grow up from it, values grow down from the bank's end aligned to 8 B, an empty
+//     value taking 8 (align_core, lines 68-76; lines 303, 312);
+//   - a write needs its value and entry free (line 304), and free_space() keeps one more entry
+//     free to end the list (line 128): the records of a bank sum to at most bank - 48 B;
+//   - a full bank is collected into the other bank (jd_fstor_gc, lines 240-270) keeping the newest
+//     copy of each key: while a key is rewritten its old copy still counts, so a rewrite needs its
+//     new record free on top of every live record; when it is not, the write returns -3 (line 308),
+//     which the settings service ignores (services/settings.c line 60);
+//   - the runtime keeps its own records in the same bank: the Wi-Fi network (`wifi_ssid`,
+//     `wifi_psk`, network/wifi.c lines 171-172) and the program's entry `*prog`, whose bytes live
+//     in the data pages after the banks (only its 24 B entry is in the bank, lines 254, 369-405).
 
-export const entryBytes = (valueBytes: number) => Math.ceil(valueBytes / 8) * 8 + STORAGE.entryHeaderBytes
+/** Bytes a bank's header and the empty entry that ends its list take (jd_fstor.c lines 36-48, 128). */
+export const BANK_OVERHEAD_BYTES = STORAGE.bankOverheadBytes
+/** Bytes of a bank the records may use. */
+export const usableBankBytes = (bankBytes: number) => bankBytes - BANK_OVERHEAD_BYTES
+
+/** Bytes a value's record takes in a bank: its entry plus the value aligned to 8 B (8 when empty). */
+export const entryBytes = (valueBytes: number) =>
+  (valueBytes === 0 ? 8 : Math.ceil(valueBytes / 8) * 8) + STORAGE.entryHeaderBytes
+
+/** The bytes the runtime's own records take: the Wi-Fi network at its longest and the program's entry. */
+export const RUNTIME_RECORD_BYTES =
+  Object.values(STORAGE.runtimeValueMaxBytes).reduce((s, n) => s + entryBytes(n), 0) +
+  STORAGE.runtimeLargeKeys.length * STORAGE.entryHeaderBytes
 
 /**
  * Bytes of the largest readings frame of `batch` intervals as a queue slot holds it: the Uplink
@@ -137,10 +169,10 @@ export function maxBatchForSlot(): number {
 }
 
 /**
- * The largest value each other key the firmware may write can hold, bytes of JSON: identity and
- * broker (provisioned), the boot counter, the downlink replay mark, the sealing key and the state
- * record (firmware/store.ts "st": ring positions, drop count, totals ≤ 2^53 each). The tunables
- * count at their longest bound (TUNABLES).
+ * Bytes of JSON, at most, of each key the firmware or its provisioning may write besides the queue
+ * slots: identity and broker (provisioned), the boot counter, the downlink replay mark, the sealing
+ * key and the state record (firmware/store.ts "st": ring positions, counts and totals, each at most
+ * 2^53). The tunables count at their longest bound (TUNABLES).
  */
 const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   METER_ID: 66,
@@ -153,19 +185,48 @@ const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   SEAL_KEY: 66,
   BOOT: 10,
   DL_MS: 16,
-  st: 9 * 22,
+  st: STORAGE.stateRecordMaxBytes,
+}
+
+/**
+ * Every key the budget counts, as the store holds it (a program's settings with the settings
+ * service's ':' in front, services/settings.c line 31), with its largest value in bytes (-1: a large
+ * key, whose bytes are outside the bank).
+ */
+export function budgetedKeys(): Map<string, number> {
+  const keys = new Map<string, number>()
+  for (const [k, n] of Object.entries(OTHER_KEY_MAX_BYTES)) keys.set(`:${k}`, n)
+  for (const t of TUNABLES) keys.set(`:${t.key}`, String(t.max).length)
+  for (let i = 0; i < STORAGE.queueSlots; i++) keys.set(`:q${i}`, STORAGE.maxFrameBytes)
+  for (const [k, n] of Object.entries(STORAGE.runtimeValueMaxBytes)) keys.set(k, n)
+  for (const k of STORAGE.runtimeLargeKeys) keys.set(k, -1)
+  return keys
 }
 
 export interface StorageBudget {
+  /** The bank, bytes (boards/<board>.board.json $settingsBankBytes). */
   bankBytes: number
+  /** What records may use of it: bankBytes - 48. */
+  usableBytes: number
   slots: number
   maxFrameBytes: number
+  /** The queue's slots at their largest. */
   queueBytes: number
+  /** Every other record the firmware and its provisioning write, at its largest. */
   otherBytes: number
+  /** The runtime's own records (Wi-Fi, the program's entry). */
+  runtimeBytes: number
+  /** Room a rewrite of the largest rewritten record needs while its old copy still counts. */
+  gcHeadroomBytes: number
+  /** usableBytes less all of the above; negative when it does not fit. */
   freeBytes: number
 }
 
-/** Worst-case use of a settings bank: the full queue plus every other key at its largest. */
+/**
+ * Worst-case use of a settings bank: the full queue, every other key at its largest, the runtime's
+ * records, and the headroom a rewrite of a queue slot (the largest record the firmware rewrites)
+ * needs while its old copy counts.
+ */
 export function storageBudget(bankBytes: number, settings: Record<string, unknown> = {}): StorageBudget {
   const slots = STORAGE.queueSlots
   const maxFrameBytes = STORAGE.maxFrameBytes
@@ -174,12 +235,26 @@ export function storageBudget(bankBytes: number, settings: Record<string, unknow
   for (const t of TUNABLES) keys[t.key] = String(t.max).length
   for (const [k, v] of Object.entries(settings)) keys[k] = Math.max(keys[k] ?? 0, Buffer.byteLength(JSON.stringify(v)))
   const otherBytes = Object.values(keys).reduce((s, n) => s + entryBytes(n), 0)
-  return { bankBytes, slots, maxFrameBytes, queueBytes, otherBytes, freeBytes: bankBytes - queueBytes - otherBytes }
+  const gcHeadroomBytes = Math.max(entryBytes(maxFrameBytes), entryBytes(OTHER_KEY_MAX_BYTES.st))
+  const usableBytes = usableBankBytes(bankBytes)
+  return {
+    bankBytes,
+    usableBytes,
+    slots,
+    maxFrameBytes,
+    queueBytes,
+    otherBytes,
+    runtimeBytes: RUNTIME_RECORD_BYTES,
+    gcHeadroomBytes,
+    freeBytes: usableBytes - queueBytes - otherBytes - RUNTIME_RECORD_BYTES - gcHeadroomBytes,
+  }
 }
 
-/** Frames the queue holds on a bank: as many slots as fit next to the other settings. */
-export const queueCapacity = (bankBytes: number) =>
-  Math.floor((bankBytes - storageBudget(bankBytes).otherBytes) / entryBytes(STORAGE.maxFrameBytes))
+/** Frames the queue could hold on a bank: as many slots as fit next to everything else. */
+export function queueCapacity(bankBytes: number, settings: Record<string, unknown> = {}): number {
+  const b = storageBudget(bankBytes, settings)
+  return Math.floor((b.usableBytes - b.otherBytes - b.runtimeBytes - b.gcHeadroomBytes) / entryBytes(b.maxFrameBytes))
+}
 
 /** Why the queue and settings would overflow a board's bank, or undefined when they fit. */
 export function queueFootprintError(
@@ -189,10 +264,13 @@ export function queueFootprintError(
 ): string | undefined {
   const b = storageBudget(bankBytes, settings)
   if (b.freeBytes >= 0) return undefined
+  const need = b.queueBytes + b.otherBytes + b.runtimeBytes + b.gcHeadroomBytes
   return (
-    `the flash queue (${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B) and the other settings ` +
-    `(${b.otherBytes} B) need ${b.queueBytes + b.otherBytes} B, over the ${bankBytes} B settings bank of ${board}: ` +
-    `DeviceScript's settings store would then fail silently; lower storage.queueSlots in proto/tunables.json`
+    `the flash queue (${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B), the other settings ` +
+    `(${b.otherBytes} B), the runtime's Wi-Fi and program records (${b.runtimeBytes} B) and the room a slot's rewrite ` +
+    `needs (${b.gcHeadroomBytes} B) take ${need} B, over the ${b.usableBytes} B usable of the ${bankBytes} B settings ` +
+    `bank of ${board}: DeviceScript's settings store would then refuse writes silently; lower storage.queueSlots in ` +
+    `proto/tunables.json (at most ${queueCapacity(bankBytes, settings)} fit)`
   )
 }
 
@@ -208,10 +286,10 @@ export function batchSlotError(batch: number): string | undefined {
 
 /**
  * Bytes of a board's settings bank: boards/<id>.board.json "$settingsBankBytes"; a board the
- * repository has no file for counts as the smallest bank of the known boards (the simulator's
- * 8144 B is smaller than any of them). cli/boards.ts settingsBankBytes also knows DeviceScript's built-ins.
+ * repository has no file for counts as the smallest bank of the known boards (the simulator's, the
+ * Pico W's: 8192 B). cli/boards.ts settingsBankBytes also knows DeviceScript's built-ins.
  */
-export const SIM_BANK_BYTES = 8144
+export const SIM_BANK_BYTES = 8192
 export function boardBankBytes(board: string | null | undefined): number {
   const f = board && /^[A-Za-z0-9_]+$/.test(board) ? join(root, "boards", `${board}.board.json`) : undefined
   if (f && existsSync(f)) {
@@ -268,7 +346,7 @@ export function readmeTable(): string {
   const b = storageBudget(SIM_BANK_BYTES)
   const banks = [...repoBoardBanks(), { board: "simulator", bankBytes: SIM_BANK_BYTES }].map(
     ({ board, bankBytes }) =>
-      `${board} ${bankBytes} B (${storageBudget(bankBytes).freeBytes} B free; ${queueCapacity(bankBytes)} slots would fit)`,
+      `${board} ${bankBytes} B, ${usableBankBytes(bankBytes)} B usable (${storageBudget(bankBytes).freeBytes} B spare; ${queueCapacity(bankBytes)} slots would fit)`,
   )
   return [
     README_BEGIN,
@@ -278,7 +356,7 @@ export function readmeTable(): string {
     "",
     `- Pulses of ${ms} ms: at most ${round1(maxPulseHz(ms))} pulses/s count; ${flows.join(", ")}; ${powers.join(", ")}.`,
     `- Worst-case sealed readings frame for BATCH = 1..${batches.length}: ${batches.join(", ")} B; a flash slot holds ${STORAGE.maxFrameBytes} B.`,
-    `- Queue: ${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest; settings banks: ${banks.join(", ")}.`,
+    `- Queue: ${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest, ${b.runtimeBytes} B for the runtime's Wi-Fi and program records and ${b.gcHeadroomBytes} B of room to rewrite a slot; settings banks: ${banks.join(", ")}.`,
     README_END,
   ].join("\n")
 }

@@ -79,12 +79,16 @@ export interface SimMeterOptions {
   /** Firmware console lines (DeviceScript console.log) and VM messages. */
   log?: (line: string) => void
   /**
-   * How the water meter reaches the firmware. "register" (default): the host serves the Water Flow
-   * service with cumulative volumes (setWater), a meter with a readable register. "pulses": the
-   * host simulates the meter's pulse output as a contact level (services/pulseinputs.md) driven by
-   * the flow (setWaterFlow), and the firmware's own water flow driver counts it, polling every
-   * 100 ms as on a board. The board builds start that driver (firmware/drivers/start.ts): give a
-   * `board` or a board build's `bytecodeFile`.
+   * How the water meter reaches the firmware. "pulses" (default, as on every board): the host
+   * simulates the meter's pulse output as a contact level (services/pulseinputs.md) driven by the
+   * flow (setWaterFlow), and the firmware's own water flow driver counts it, polling every 100 ms
+   * as on a board; its count is in the VM's RAM, so pulses while the meter is off or restarting
+   * are lost, as on a board (issue 20). The board builds start that driver
+   * (firmware/drivers/start.ts): without a `board` or `bytecodeFile` the meter runs the
+   * DEFAULT_BOARD build. "register": the host serves the Water Flow service with cumulative
+   * volumes (setWater) that run on while the meter is off — a meter with a readable register,
+   * which no board here has; the choice for time-compressed runs (pulses faster than the polling
+   * counts) and reverse flow.
    */
   water?: "register" | "pulses"
   /**
@@ -92,7 +96,12 @@ export interface SimMeterOptions {
    * width (default: the settings' PULSE_MS, at least DEFAULT_PULSE_WIDTH_MS), phase (default 0).
    */
   pulses?: Partial<PulseOutput>
+  /** Called with each flash image the VM saves (after every settings record it writes). */
+  onFlashSave?: (image: Uint8Array) => void
 }
+
+/** The board build a pulse-output meter runs when no board or bytecode is given (the smallest bank). */
+export const DEFAULT_BOARD = "citymeter_picow"
 
 export interface WaterState {
   /** Cumulative forward volume counter, mL (u32, wraps). */
@@ -133,7 +142,7 @@ export class SimMeter {
   constructor(readonly options: SimMeterOptions) {
     loadSpecs()
     this.pulseInputs = new SensorServer<[number]>(SRV_PULSE_INPUTS, { readingValues: [0] })
-    if (options.water === "pulses") {
+    if ((options.water ?? "pulses") === "pulses") {
       const stated = (key: string) => Number(options.settings?.[key] ?? TUNABLE_BY_KEY.get(key)!.default)
       const k = options.pulses?.pulsesPerL ?? stated("PULSES_PER_L")
       // the firmware's PULSES_PER_L is an integer >= 1 (firmware/config.ts TUNABLES)
@@ -157,7 +166,8 @@ export class SimMeter {
 
   /** The .devs file this meter runs. */
   get bytecodeFile(): string {
-    const { bytecodeFile, board } = this.options
+    const { bytecodeFile, water } = this.options
+    const board = this.options.board ?? ((water ?? "pulses") === "pulses" ? DEFAULT_BOARD : undefined)
     return bytecodeFile ?? (board ? join(paths.root, ".devicescript/boards", `${board}.devs`) : paths.bytecode)
   }
 
@@ -267,6 +277,7 @@ export class SimMeter {
     vm.flashSave = (data) => {
       this.flash = data // the VM hands over a copy of its flash (em_flash_save)
       if (flashFile) writeFileSync(flashFile, data)
+      this.options.onFlashSave?.(data)
     }
     const bus = createVmBus(vm)
     await bus.connect()
@@ -289,7 +300,7 @@ export class SimMeter {
     bus.backgroundRefreshRegisters = false
     if (!existsSync(this.bytecodeFile))
       throw new Error(
-        `${this.bytecodeFile} is missing: run \`npm run ${this.options.board ? "build:boards" : "build:firmware"}\` first`,
+        `${this.bytecodeFile} is missing: run \`npm run ${this.bytecodeFile === paths.bytecode ? "build:firmware" : "build:boards"}\` first`,
       )
     const bytecode = readFileSync(this.bytecodeFile)
     const r = vm.devsDeploy(bytecode)
@@ -342,6 +353,11 @@ export class SimMeter {
     if (this.vm) throw new Error(`${this.meterId}: wipe the flash of a stopped meter`)
     this.flash = new Uint8Array(0)
     if (this.options.flashFile) rmSync(this.options.flashFile, { force: true })
+  }
+
+  /** The flash image as the VM last saved it. */
+  get flashImage(): Uint8Array {
+    return this.flash
   }
 
   /** Waits until the firmware prints a console line matching `re`. */

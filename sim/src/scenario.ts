@@ -42,8 +42,10 @@ export interface Scenario {
   /** Meter settings (INTERVAL_S, BATCH, alarm thresholds, ...). */
   settings: Record<string, number | string>
   /**
-   * How the simulated meter is built: `{ water: "pulses", board }` makes its water meter a pulse
-   * output that the board build's driver counts (real time only: speed 1, no reverse flow).
+   * How the simulated meter is built. Default: a water register (`{ water: "register" }`), since
+   * scenarios compress time and pulses that fast are past the GPIO polling. `{ water: "pulses",
+   * board }` makes its water meter a pulse output that the board build's driver counts, as on a
+   * board (real time only: speed 1, no reverse flow).
    */
   meter?: Pick<SimMeterOptions, "water" | "board" | "pulses">
   events: ScenarioEvent[]

@@ -14,6 +14,8 @@ const forward = data.forward === null ? undefined : new RegExp(data.forward)
 const meters = data.meters.map(
   (o) =>
     new SimMeter({
+      // the demo and fleets drive registers at 60x: pulses that fast are past the GPIO polling
+      water: "register",
       ...o,
       log: (line) => {
         if (!forward || forward.test(line)) send({ t: "line", id: o.meterId, line })

@@ -24,6 +24,8 @@ export const meterJson = (m: MeterRow) => ({
   /** frames in the meter's queue and frames it dropped, from its last birth */
   queued: m.queued,
   dropped: m.dropped,
+  /** flash writes the meter's store refused since its boot (its last birth): frames in its RAM only */
+  unstored: m.unstored,
   /** latitude/longitude, address, district (PUT /meters/:id/location), or null */
   location: m.location,
 })

@@ -439,7 +439,7 @@ const OBS_KEY = ["meter_id", "ch", "boot", "seq", "idx"]
 const observations: EntitySet = {
   name: "Observations",
   from: `SELECT r.meter_id, v.ch, r.ts, r.interval_s, r.boot, r.seq, r.idx,
-      r.time_synced, r.backfill, r.ts_estimated, v.result
+      r.time_synced, r.backfill, r.ts_estimated, r.after_reboot, v.result
     FROM readings r CROSS JOIN LATERAL ${PER_CHANNEL}
     WHERE v.result IS NOT NULL`,
   // counting reads each channel's column in a scan of its own: 2-4x faster than the lateral list
@@ -447,7 +447,7 @@ const observations: EntitySet = {
   countFrom: CHANNELS.map(
     (c) =>
       `SELECT r.meter_id, ${lit(c.ch)}::text AS ch, r.ts, r.interval_s, r.boot, r.seq, r.idx, r.time_synced,
-        r.backfill, r.ts_estimated, (${c.result})::float8 AS result FROM readings r WHERE ${c.result} IS NOT NULL`,
+        r.backfill, r.ts_estimated, r.after_reboot, (${c.result})::float8 AS result FROM readings r WHERE ${c.result} IS NOT NULL`,
   ).join(" UNION ALL "),
   keyCols: OBS_KEY,
   key: (id) => {
@@ -468,6 +468,7 @@ const observations: EntitySet = {
     "parameters/timeSynced": { sql: (a) => `${a}.time_synced`, type: "bool" },
     "parameters/backfill": { sql: (a) => `${a}.backfill`, type: "bool" },
     "parameters/tsEstimated": { sql: (a) => `${a}.ts_estimated`, type: "bool" },
+    "parameters/afterReboot": { sql: (a) => `${a}.after_reboot`, type: "bool" },
     "parameters/intervalS": { sql: (a) => `${a}.interval_s`, type: "number" },
   },
   relations: {
@@ -491,6 +492,7 @@ const observations: EntitySet = {
         timeSynced: r.time_synced,
         backfill: r.backfill,
         tsEstimated: r.ts_estimated,
+        afterReboot: r.after_reboot,
       },
     }
   },

@@ -85,6 +85,8 @@ export const OBIS = {
 
 /** The migration step adding ts_estimated; rows stored before it cannot be told apart: false. */
 export const TS_ESTIMATED_STEP = "readings.ts_estimated"
+/** The migration step adding after_reboot (issue 20); rows stored before it: false (not known). */
+export const AFTER_REBOOT_STEP = "readings.after_reboot"
 
 export const READING_COLUMNS: readonly ReadingColumn[] = [
   col("meterId", "text", "Meter id (the registry's; MQTT topic level)"),
@@ -159,6 +161,12 @@ export const READING_COLUMNS: readonly ReadingColumn[] = [
   col("tsEstimated", "boolean", "ts is the bridge's estimate from the frame's arrival, not a measured time", {
     added: { step: TS_ESTIMATED_STEP, default: "false" },
   }),
+  col(
+    "afterReboot",
+    "boolean",
+    "The meter's first interval after it restarted (proto ReadingBatch.after_reboot): pulses it would have counted while off or restarting are missing, so the consumption since the previous reading may be incomplete",
+    { added: { step: AFTER_REBOOT_STEP, default: "false" } },
+  ),
 ]
 
 /** The bounds a column's value must lie in: its SQL type, its proto type and its plausibility. */

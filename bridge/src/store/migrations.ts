@@ -1,7 +1,7 @@
 // The data tier's schema as numbered steps. Step N runs once, in a transaction of its own that
 // also records N in schema_version; bridges starting together queue on an advisory lock, so
 // each step runs exactly once. To change the schema, append a step (never edit a landed one).
-import { READING_COLUMNS, TS_ESTIMATED_STEP, columnDdl, type ReadingColumn } from "./columns.js"
+import { AFTER_REBOOT_STEP, READING_COLUMNS, TS_ESTIMATED_STEP, columnDdl, type ReadingColumn } from "./columns.js"
 import { DEAD_LETTER_HEAD_BYTES } from "./store.js"
 import { partitionReadings, timescaleAvailable } from "./partitions.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
@@ -152,6 +152,13 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // the fleet by day without a row per meter (store/rollups.ts)
     name: "consumption per district and day",
     up: [...districtDayDdl, settleDistrictsSql(`SELECT meter_id, bucket FROM rollup_day`)],
+  },
+  // the first interval after a meter restarted says its counts may be incomplete (issue 20)
+  addReadingColumns(AFTER_REBOOT_STEP),
+  {
+    // what a meter's last birth said of writes its flash store refused (proto Birth 14)
+    name: "meters.unstored",
+    up: [`ALTER TABLE meters ADD COLUMN IF NOT EXISTS unstored integer`],
   },
 ]
 

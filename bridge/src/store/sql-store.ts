@@ -133,6 +133,7 @@ function toMeter(r: Record<string, unknown>): MeterRow {
     alarmRules: (r.alarm_rules as string[] | null) ?? [],
     queued: n(r.queued),
     dropped: n(r.dropped),
+    unstored: n(r.unstored),
     location:
       r.lat === null || r.lat === undefined
         ? null
@@ -262,14 +263,15 @@ class SqlWrites implements IngestTx {
   async recordBirth(meterId: string, b: BirthInfo, at: Date) {
     await this.db.query(
       `INSERT INTO meters (meter_id, online, first_seen, last_seen, firmware, board, boot, interval_s, batch,
-         uptime_epoch_ms, birth_seq, born_at, birth_link, channels, alarm_rules, queued, dropped)
-       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $11::text[], $12::text[], $13, $14)
+         uptime_epoch_ms, birth_seq, born_at, birth_link, channels, alarm_rules, queued, dropped,
+         unstored)
+       VALUES ($1, true, $2, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $11::text[], $12::text[], $13, $14, $15)
        ON CONFLICT (meter_id) DO UPDATE SET online = true, last_seen = GREATEST(meters.last_seen, EXCLUDED.last_seen),
          firmware = EXCLUDED.firmware, board = EXCLUDED.board, boot = EXCLUDED.boot,
          interval_s = EXCLUDED.interval_s, batch = EXCLUDED.batch, uptime_epoch_ms = EXCLUDED.uptime_epoch_ms,
          birth_seq = EXCLUDED.birth_seq, born_at = EXCLUDED.born_at, birth_link = EXCLUDED.birth_link,
          channels = EXCLUDED.channels, alarm_rules = EXCLUDED.alarm_rules,
-         queued = EXCLUDED.queued, dropped = EXCLUDED.dropped`,
+         queued = EXCLUDED.queued, dropped = EXCLUDED.dropped, unstored = EXCLUDED.unstored`,
       [
         meterId,
         at,
@@ -285,6 +287,7 @@ class SqlWrites implements IngestTx {
         b.alarmRules ?? [],
         b.queued ?? null,
         b.dropped ?? null,
+        b.unstored ?? null,
       ],
     )
   }

@@ -26,6 +26,11 @@ export interface MeterRow {
   /** Frames in the meter's queue and frames it had to drop, as its last birth said (proto Birth 7, 8). */
   queued: number | null
   dropped: number | null
+  /**
+   * Flash writes its settings store refused since that boot, as its last birth said (proto Birth
+   * 14): not zero means the store is full and frames live in the meter's RAM only (issue 20).
+   */
+  unstored: number | null
   /** Where the meter is (the registry: `citymeter provision --lat …`, PUT /meters/:id/location). */
   location: MeterLocation | null
   /**
@@ -73,6 +78,12 @@ export interface ReadingRow {
    * born, placed back from its arrival (ingest.ts expandReadings). Nobody knows when it was made.
    */
   tsEstimated: boolean
+  /**
+   * The meter's first interval after it restarted (proto ReadingBatch.after_reboot): what its
+   * pulse counters would have counted while it was off is missing; billing treats the consumption
+   * since the previous reading as possibly incomplete.
+   */
+  afterReboot: boolean
 }
 
 export interface BirthInfo {
@@ -84,9 +95,10 @@ export interface BirthInfo {
   /** proto Birth.channels and alarm_rules, by enum name. */
   channels?: string[]
   alarmRules?: string[]
-  /** proto Birth.queued and dropped. */
+  /** proto Birth.queued, dropped and unstored. */
   queued?: number
   dropped?: number
+  unstored?: number
   /** The last seq the meter assigned in this boot (proto Uplink.seq of a Birth). */
   seq: number
   intervalS: number
