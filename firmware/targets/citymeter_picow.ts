@@ -8,7 +8,9 @@ import "../main"
 
 await startMeterDrivers({
     flowPin: pins.FLOW_PULSE,
-    s0Pin: pins.S0_PULSE,
+    // the pulse inputs: button services sampling FLOW_PULSE and S0_PULSE in C (firmware/pulses.ts)
+    startFlowPulse: () => board.startFlowPulse("flowPulse"),
+    startS0Pulse: () => board.startS0Pulse("s0Pulse"),
     startTamper: () => board.startTamper("tamper"),
     startPressureAdc: () => board.startPressureAdc("pressureAdc"),
     // boards/citymeter_picow.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
