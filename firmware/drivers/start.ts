@@ -17,8 +17,13 @@ import { FlowCounter, startWaterFlow } from "./waterflow"
 import { measures } from "../hardware"
 
 export interface MeterPins {
-    /** The board's FLOW_PULSE pin: defined on a board, undefined in the simulator's VM. */
-    flowPin: ds.InputPin
+    /**
+     * A pin of the board that no service uses: defined on a board, undefined in the simulator's VM.
+     * Not a sensor pin: the runtime leaves a pin a board service uses out of `pins` ("GPIO: skip
+     * FLOW_PULSE -> 14 (used)"), so once the pulse inputs became button services (issue 20) their
+     * pins read undefined on the board too, and the board took itself for the simulator.
+     */
+    boardPin: ds.Pin
     /**
      * The board's pulse inputs: button services on FLOW_PULSE and S0_PULSE (board definition
      * "$services" flowPulse, s0Pulse), sampled in C; in the simulator the host's button servers.
@@ -39,7 +44,7 @@ export interface MeterPins {
 
 /** True when the runtime has the board's pins: a board, not the simulator's VM. */
 export function hasPins(p: MeterPins): boolean {
-    return p.flowPin !== undefined && p.flowPin !== null
+    return p.boardPin !== undefined && p.boardPin !== null
 }
 
 /** services/pulseinputs.md: the host simulates the water meter's pulse output (bit 0), the S0 output (bit 1). */
