@@ -65,6 +65,15 @@ describe("citymeter_picow pulse inputs on an emulated RP2040 (real runtime, the 
     // the button services set the pull-ups (active low, contact to ground)
     expect(board.pins.pad(S0_PIN)).toMatchObject({ pullUp: true, inputEnabled: true })
     expect(board.pins.pad(FLOW_PIN)).toMatchObject({ pullUp: true, inputEnabled: true })
+    // the three buttons bind in the order the program starts them (tamper, flowPulse, s0Pulse):
+    // the main program's "tamper" role takes the first, each pulse role its own
+    const bound = (role: string) => {
+      const m = new RegExp(`set role ${role.replace(/[[\]]/g, "\\$&")} -> (\\w+):(\\d+)`).exec(board.log.join("\n"))
+      return m ? Number(m[2]) : NaN
+    }
+    const [tamper, flowPulse, s0Pulse] = ["tamper", "flowPulse[int:1]", "s0Pulse[int:2]"].map(bound)
+    expect(tamper).toBeLessThan(flowPulse)
+    expect(flowPulse).toBeLessThan(s0Pulse)
     await board.runFor(500)
     expect(await readU32(board, s0, REG_READING)).toBe(0)
     expect(await readU32(board, flow, REG_READING)).toBe(0)
