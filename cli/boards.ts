@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
+import { PULSE_LIMITS } from "../bridge/src/tunables.js"
 import { paths } from "../sim/src/paths.js"
 
 const require = createRequire(import.meta.url)
@@ -101,6 +102,35 @@ function i2cErrors(id: string, arch: string, pins: Record<string, number>, bus: 
     errors.push(`${id}: i2c kHz ${String(kHz)} is over the ADE7953's ${I2C_MAX_KHZ} kHz`)
   return errors
 }
+/**
+ * The pulse inputs a board's firmware counts (firmware/pulses.ts, issue 20): a jacdac-c button
+ * service on each pulse pin, sampled in C every 9 ms, active low (a contact or an S0 output to
+ * ground against the pull-up the service sets), and the board's pulse limits in proto/tunables.json.
+ */
+export const PULSE_SERVICES = [
+  { name: "flowPulse", pin: "FLOW_PULSE" },
+  { name: "s0Pulse", pin: "S0_PULSE" },
+] as const
+
+function pulseInputErrors(id: string, b: Record<string, unknown>, limits: Record<string, unknown>): string[] {
+  const errors: string[] = []
+  const services = (b.$services ?? []) as Array<Record<string, unknown>>
+  for (const want of PULSE_SERVICES) {
+    const s = services.find((x) => x.name === want.name)
+    if (!s || s.service !== "button" || s.pin !== want.pin)
+      errors.push(
+        `${id}: $services needs {"name": "${want.name}", "service": "button", "pin": "${want.pin}"}: the firmware counts that pulse input from its events`,
+      )
+    else if (s.activeHigh)
+      errors.push(`${id}: ${want.name} must be active low (a contact to ground against the pull-up)`)
+  }
+  if (!Object.hasOwn(limits, id))
+    errors.push(
+      `${id}: proto/tunables.json pulseInputs.boards has no pulse limits (minPulseMs, maxPulseHz) for this board`,
+    )
+  return errors
+}
+
 /** Transducer output at full range, volts (0.5–4.5 V ratiometric). */
 const SENSOR_MAX_V = 4.5
 
@@ -125,6 +155,7 @@ export function boardHardwareErrors(id: string, b = customBoard(id)): string[] {
         `${id}: ${name} is on GPIO${pins[name]}, a strapping pin of the ${arch} (${STRAPPING_PINS[arch].join(", ")})`,
       )
   errors.push(...i2cErrors(id, arch, pins, b.i2c))
+  errors.push(...pulseInputErrors(id, b, PULSE_LIMITS))
   const fs = b.$adcFullScaleV
   const div = b.$pressureDivider
   if (typeof fs !== "number" || typeof div !== "number")

@@ -127,7 +127,7 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
     defaults[key] = intInRange(key, value, range.min, range.max)
   }
   // what the meter could not count or keep is refused here, with the reason
-  const pulses = pulseLimitErrors(tunableValues(defaults))
+  const pulses = pulseLimitErrors(tunableValues(defaults), i.board)
   if (pulses.length) throw usage(pulses.join("; "))
   const storage = queueFootprintError(i.board, settingsBankBytes(i.board), { ...defaults, ...secrets })
   if (storage) throw usage(storage)

@@ -6,7 +6,16 @@ import * as ds from "@devicescript/core"
 import { readSetting, writeSetting } from "@devicescript/settings"
 import { ConfigUpdate } from "./frames"
 import { VERSION } from "./gen/version"
-import { GPIO_POLL_MS, MAX_FRAME_BYTES, TUNABLES, Tunables, WORST_FRAME_BYTES } from "./gen/tunables"
+import {
+    MAX_FRAME_BYTES,
+    PULSE_LIMITS,
+    PULSE_SAMPLE_MS,
+    PulseLimits,
+    STRICTEST_PULSE_LIMITS,
+    TUNABLES,
+    Tunables,
+    WORST_FRAME_BYTES,
+} from "./gen/tunables"
 
 /** Birth.firmware; the number is package.json "version" (firmware/gen/version.ts, npm run gen). */
 export const FIRMWARE_VERSION = "citymeter-fw " + VERSION
@@ -14,31 +23,42 @@ export const FIRMWARE_VERSION = "citymeter-fw " + VERSION
 // The tunables (key, default, bounds, unit, proto Config field) come from proto/tunables.json,
 // generated into gen/tunables.ts by `npm run gen`; bridge/src/tunables.ts applies the same rules.
 
-// ---- pulse inputs: DeviceScript polls GPIO inputs every 100 ms (@devicescript/gpio
-// subscribeDigital). A pulse is seen only if a poll lands inside it and inside the gap after it.
+// ---- pulse inputs: button services sample the pins in C every PULSE_SAMPLE_MS (pulses.ts). A
+// pulse is counted when a sample lands inside it and inside the gap after it; each board's figures
+// (shortest pulse and gap, highest rate) are in proto/tunables.json pulseInputs.
 
-/** Pulses per second the polling counts for pulses of `pulseMs`: one poll in each pulse and each gap. */
-export function maxPulseHz(pulseMs: number): number {
-    return 1000 / (Math.max(pulseMs, GPIO_POLL_MS) + GPIO_POLL_MS)
+/** A board's pulse limits; a board without figures of its own gets the strictest. */
+export function pulseLimitsOf(board: string): PulseLimits {
+    const l = board ? PULSE_LIMITS[board] : undefined
+    return l ? l : STRICTEST_PULSE_LIMITS
+}
+
+/** Pulses per second `board` counts for pulses of `pulseMs`: a sample in each pulse and each gap. */
+export function maxPulseHz(pulseMs: number, board: string): number {
+    const l = pulseLimitsOf(board)
+    return Math.min(l.maxPulseHz, 1000 / (Math.max(pulseMs, l.minPulseMs) + l.minPulseMs))
 }
 
 const round1 = (x: number) => Math.round(x * 10) / 10
 
-/** Why these pulse settings cannot be counted by GPIO polling, one sentence each (none: they can). */
-export function pulseLimitErrors(t: Tunables): string[] {
+/** Why these pulse settings cannot be counted on `board`, one sentence each (none: they can). */
+export function pulseLimitErrors(t: Tunables, board: string): string[] {
     const out: string[] = []
-    if (t.pulseMs < GPIO_POLL_MS)
-        out.push(`PULSE_MS=${t.pulseMs}: GPIO inputs are polled every ${GPIO_POLL_MS} ms, shorter pulses are missed`)
-    const hz = maxPulseHz(t.pulseMs)
+    const l = pulseLimitsOf(board)
+    if (t.pulseMs < l.minPulseMs)
+        out.push(
+            `PULSE_MS=${t.pulseMs}: pulses under ${l.minPulseMs} ms are missed (pins sampled every ${PULSE_SAMPLE_MS} ms)`,
+        )
+    const hz = maxPulseHz(t.pulseMs, board)
     const flowHz = (t.pulsesPerL * t.maxFlowLmin) / 60
     if (flowHz > hz)
         out.push(
-            `PULSES_PER_L=${t.pulsesPerL} at MAX_FLOW_LMIN=${t.maxFlowLmin} is ${round1(flowHz)} pulses/s; polled every ${GPIO_POLL_MS} ms, at most ${round1(hz)}/s count (max ${round1((hz * 60) / t.pulsesPerL)} L/min)`,
+            `PULSES_PER_L=${t.pulsesPerL} at MAX_FLOW_LMIN=${t.maxFlowLmin} is ${round1(flowHz)} pulses/s; at most ${round1(hz)}/s count (max ${round1((hz * 60) / t.pulsesPerL)} L/min)`,
         )
     const s0Hz = (t.impPerKwh * t.maxPowerW) / 3600000
     if (s0Hz > hz)
         out.push(
-            `IMP_PER_KWH=${t.impPerKwh} at MAX_POWER_W=${t.maxPowerW} is ${round1(s0Hz)} impulses/s; polled every ${GPIO_POLL_MS} ms, at most ${round1(hz)}/s count (max ${Math.floor((hz * 3600000) / t.impPerKwh)} W)`,
+            `IMP_PER_KWH=${t.impPerKwh} at MAX_POWER_W=${t.maxPowerW} is ${round1(s0Hz)} impulses/s; at most ${round1(hz)}/s count (max ${Math.floor((hz * 3600000) / t.impPerKwh)} W)`,
         )
     return out
 }
@@ -60,8 +80,8 @@ export function fieldsOf(t: Tunables): TunableFields {
     return t as unknown as TunableFields
 }
 
-/** Everything that makes these tunables unusable: bounds, pulse limits, flash slot. */
-export function tunableErrors(t: Tunables): string[] {
+/** Everything that makes these tunables unusable on `board`: bounds, pulse limits, flash slot. */
+export function tunableErrors(t: Tunables, board: string): string[] {
     const v = fieldsOf(t)
     const out: string[] = []
     for (const u of TUNABLES) {
@@ -72,7 +92,7 @@ export function tunableErrors(t: Tunables): string[] {
         }
     }
     if (out.length) return out
-    return pulseLimitErrors(t)
+    return pulseLimitErrors(t, board)
 }
 
 /** Called when a config downlink changes a pulse constant: the running drivers take it at once. */
@@ -102,6 +122,7 @@ export function defaultTunables(): Tunables {
 
 export async function loadConfig(): Promise<MeterConfig> {
     const id = await readSetting<string>("METER_ID", "")
+    const board = await readSetting<string>("BOARD", "unknown")
     const t: TunableFields = {}
     // settings the meter cannot run with are refused and logged; the defaults run instead
     for (const u of TUNABLES) {
@@ -110,7 +131,7 @@ export async function loadConfig(): Promise<MeterConfig> {
         if (bad) console.log(`citymeter: settings refused: ${u.key}=${v} outside ${u.min}..${u.max}; default ${u.def}`)
         t[u.field] = bad ? u.def : v
     }
-    const why = pulseLimitErrors(t as unknown as Tunables)
+    const why = pulseLimitErrors(t as unknown as Tunables, board)
     for (const w of why) console.log(`citymeter: settings refused: ${w}`)
     if (why.length) {
         const d = fieldsOf(defaultTunables())
@@ -119,7 +140,7 @@ export async function loadConfig(): Promise<MeterConfig> {
     }
     return {
         meterId: id && id.length ? id : `m-${ds.deviceIdentifier("self")}`,
-        board: await readSetting<string>("BOARD", "unknown"),
+        board,
         mqttHost: await readSetting<string>("MQTT_HOST", "127.0.0.1"),
         mqttPort: clampPort(await readSetting<number>("MQTT_PORT", 1883)),
         mqttProto: (await readSetting<string>("MQTT_PROTO", "tcp")) === "tls" ? "tls" : "tcp",
@@ -139,7 +160,7 @@ function clampPort(v: number): number {
  * the reasons are logged and the next Birth confirms the configuration still in force.
  * Returns the number of changed tunables, or -1 when refused.
  */
-export async function applyConfig(tunables: Tunables, update: ConfigUpdate): Promise<number> {
+export async function applyConfig(tunables: Tunables, update: ConfigUpdate, board: string): Promise<number> {
     const t = fieldsOf(tunables)
     const next: TunableFields = {}
     let changes = 0
@@ -149,7 +170,7 @@ export async function applyConfig(tunables: Tunables, update: ConfigUpdate): Pro
         next[u.field] = set ? v : t[u.field]
         if (set && v !== t[u.field]) changes++
     }
-    const why = tunableErrors(next as unknown as Tunables)
+    const why = tunableErrors(next as unknown as Tunables, board)
     if (why.length) {
         for (const w of why) console.log(`citymeter: config refused: ${w}`)
         return -1

@@ -87,7 +87,7 @@ export class MeterLoop {
     private async applyPendingConfig() {
         const pending = this.uplink.pendingConfig()
         if (!pending) return
-        const changed = await applyConfig(this.cfg.t, pending)
+        const changed = await applyConfig(this.cfg.t, pending, this.cfg.board)
         this.intervalMs = this.cfg.t.intervalS * 1000
         // a refused config changes nothing (applyConfig logged why); the birth says so
         if (changed >= 0) console.log(`citymeter: config applied (${changed} changed)`)

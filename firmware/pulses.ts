@@ -1,55 +1,79 @@
-// Pulse inputs (reed water meters, S0), counted the way DeviceScript 2.16 counts GPIO edges: the
-// level is read every 100 ms and a change between two reads is an edge. @devicescript/gpio does
-// exactly this for subscribeDigital (packages/gpio/src/pins.ts at v2.16.4, lines 43-65:
-// `changeHandler` reads every subscribed pin's `value` in `setInterval(changeHandler, 100)` and
-// emits when it differs from the last read). So a pulse is seen only if a read lands inside it
-// (width >= 100 ms) and another in the gap after it: about 5 pulses/s at most (proto/tunables.json
-// pulseInputs, config.ts maxPulseHz). Shorter or faster pulses are lost (aliasing), on a board as in the
-// simulator: a board reads a pin, the simulator a Jacdac sensor with the contact level
-// (services/pulseinputs.md), and both count through this code.
+// Pulse inputs (reed water meters, S0 electricity outputs) counted below JavaScript (issue 20).
+//
+// A board starts jacdac-c's button service on each pulse pin (boards/<id>.board.json "$services":
+// flowPulse, s0Pulse). The service samples its pin in C every 9 ms (jacdac-c services/button.c,
+// `jd_should_sample(&state->nextSample, 9000)`) and sends a DOWN event when the level turns active
+// and an UP event, carrying how long it was active in ms, when it turns back. Its init reads the
+// pin once, so the level at start is the baseline: an idle contact at boot sends nothing.
+// jacdac-c sends each event three times (at once, +20 ms, +70 ms: source/interfaces/event_queue.c)
+// under one 7-bit event counter, and the client drops the repeats (client/routing.c): the VM hands
+// every other event to the role's _onPacket in a fiber of its own (devicescript
+// runtime/devicescript/jdiface.c devs_jd_wake_role), so events are neither merged nor repeated.
+//
+// Counting: a DOWN is a pulse. An UP whose DOWN never arrived (lost) is a pulse too, unless the
+// contact had been closed since before we listened (its length says so): the contact closed at
+// boot is the baseline, not a pulse. A DOWN in the first EARLY_MS after we listen may be the
+// service's init sending the level it found (jacdac retransmits it up to 70 ms later): it is
+// counted at its UP, from the length, and only if it began after we listened.
+//
+// The simulator has no pins: it serves jacdac-ts button servers on the same roles and presses and
+// releases them with the simulated pulse train (sim/src/meter.ts), so this code counts there too.
 import * as ds from "@devicescript/core"
-import { GPIO_POLL_MS } from "./gen/tunables"
 
-/** A read this long after the previous one is logged (a pulse or a gap that short may be lost). */
-const LATE_READ_MS = 140
+/** A DOWN this soon after listening may be the init's report of a contact already closed. */
+export const EARLY_MS = 200
 
-/** Pulses in a level read at intervals: a read at `active` after one that was not. */
-export class EdgeSampler {
-    private last: number = undefined
-    /** Pulses counted, and reads made. */
+/** Pulses from a button service's DOWN and UP events; a pure state machine (tested in the VM). */
+export class PulseEdges {
+    /** Pulses counted. */
     pulses = 0
-    reads = 0
-    constructor(readonly active: number) {}
-    /**
-     * One read of the level; true when a pulse began since the previous read. The first read only
-     * sets the baseline (pins.ts would report it as a change: a contact closed at start-up is not a
-     * pulse).
-     */
-    sample(level: number): boolean {
-        this.reads = this.reads + 1
-        const prev = this.last
-        this.last = level
-        if (prev === undefined || level === prev || level !== this.active) return false
+    /** DOWN events seen while the contact was already closed (its UP was lost). */
+    lostUps = 0
+    /** UP events whose DOWN never arrived, counted from their length. */
+    lostDowns = 0
+    private on = false
+    private tentative = false
+    /** `startMs`: when listening began (ds.millis()). */
+    constructor(readonly startMs: number) {}
+
+    /** The contact closed (DOWN event, at `nowMs`); true when that counted a pulse. */
+    down(nowMs: number): boolean {
+        if (this.on) this.lostUps = this.lostUps + 1
+        this.on = true
+        // possibly the level the service found at its start: decided at the UP, from the length
+        this.tentative = nowMs - this.startMs < EARLY_MS
+        if (this.tentative) return false
+        this.pulses = this.pulses + 1
+        return true
+    }
+
+    /** The contact opened (UP event at `nowMs`, closed for `pressMs`); true when that counted a pulse. */
+    up(nowMs: number, pressMs: number): boolean {
+        const wasOn = this.on
+        const wasTentative = this.tentative
+        this.on = false
+        this.tentative = false
+        if (wasOn && !wasTentative) return false // counted at its DOWN
+        // no DOWN counted for this pulse: it counts if it began after we listened
+        const began = nowMs - (pressMs > 0 ? pressMs : 0)
+        if (began < this.startMs) return false
+        if (!wasOn) this.lostDowns = this.lostDowns + 1
         this.pulses = this.pulses + 1
         return true
     }
 }
 
 /**
- * Reads `read()` every GPIO_POLL_MS and calls `onPulse` for each pulse seen (a level at `active`
- * after a read that was not). `read` is a pin's value on a board, the simulated contact in the VM.
+ * Counts the pulses of a board's pulse input (a button-service role) and calls `onPulse` for each.
+ * Call it before any await, so no event finds no listener.
  */
-export function pollPulses(read: () => number | Promise<number>, active: number, onPulse: () => void): EdgeSampler {
-    const s = new EdgeSampler(active)
-    let lastMs = 0
-    setInterval(async () => {
-        const v = await read()
-        const now = ds.millis()
-        // a late read (a busy VM) can miss a pulse shorter than the gap: say so
-        if (lastMs && now - lastMs > LATE_READ_MS)
-            console.log(`citymeter: pulse input read late: ${now - lastMs} ms since the last`)
-        lastMs = now
-        if (s.sample(v)) onPulse()
-    }, GPIO_POLL_MS)
-    return s
+export function countPulses(input: ds.Button, onPulse: () => void): PulseEdges {
+    const edges = new PulseEdges(ds.millis())
+    input.down.subscribe(() => {
+        if (edges.down(ds.millis())) onPulse()
+    })
+    input.up.subscribe((pressMs: number) => {
+        if (edges.up(ds.millis(), pressMs)) onPulse()
+    })
+    return edges
 }

@@ -5,8 +5,10 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import {
-  GPIO_POLL_MS,
+  PULSE_LIMITS,
+  PULSE_SAMPLE_MS,
   README_BEGIN,
+  STRICTEST_PULSE_LIMITS,
   README_END,
   STORAGE,
   TUNABLES,
@@ -25,14 +27,17 @@ export function pulseCases() {
   const cases = [
     { pulsesPerL: 1, maxFlowLmin: 50, impPerKwh: 1000, maxPowerW: 11000, pulseMs: 100 },
     { pulsesPerL: 6, maxFlowLmin: 50, impPerKwh: 1000, maxPowerW: 18000, pulseMs: 100 },
-    { pulsesPerL: 7, maxFlowLmin: 50, impPerKwh: 1000, maxPowerW: 18001, pulseMs: 100 },
+    { pulsesPerL: 10, maxFlowLmin: 50, impPerKwh: 1000, maxPowerW: 30000, pulseMs: 100 },
     { pulsesPerL: 450, maxFlowLmin: 30, impPerKwh: 10000, maxPowerW: 11000, pulseMs: 30 },
+    { pulsesPerL: 30, maxFlowLmin: 40, impPerKwh: 1000, maxPowerW: 72000, pulseMs: 30 },
+    { pulsesPerL: 30, maxFlowLmin: 41, impPerKwh: 1000, maxPowerW: 72001, pulseMs: 30 },
+    { pulsesPerL: 1, maxFlowLmin: 50, impPerKwh: 1000, maxPowerW: 11000, pulseMs: 19 },
     { pulsesPerL: 5, maxFlowLmin: 50, impPerKwh: 1000, maxPowerW: 14400, pulseMs: 150 },
-    { pulsesPerL: 5, maxFlowLmin: 49, impPerKwh: 1000, maxPowerW: 14401, pulseMs: 150 },
     { pulsesPerL: 1, maxFlowLmin: 300, impPerKwh: d.impPerKwh, maxPowerW: d.maxPowerW, pulseMs: 100 },
-    { pulsesPerL: 1, maxFlowLmin: 301, impPerKwh: d.impPerKwh, maxPowerW: d.maxPowerW, pulseMs: 100 },
+    { pulsesPerL: 1, maxFlowLmin: 600, impPerKwh: d.impPerKwh, maxPowerW: d.maxPowerW, pulseMs: 100 },
   ]
-  return cases.map((c) => ({ ...c, refusals: pulseLimitErrors(c).length }))
+  const boards = [...Object.keys(PULSE_LIMITS), "unknown"]
+  return cases.flatMap((c) => boards.map((board) => ({ ...c, board, refusals: pulseLimitErrors(c, board).length })))
 }
 
 export function genFirmwareTunables(): string {
@@ -53,7 +58,11 @@ export function genFirmwareTunables(): string {
       "export interface Tunables {",
       ...TUNABLES.map((t) => `    ${t.name}: number`),
       "}",
-      `export const GPIO_POLL_MS = ${GPIO_POLL_MS}`,
+      `export const PULSE_SAMPLE_MS = ${PULSE_SAMPLE_MS}`,
+      "export interface PulseLimits { minPulseMs: number; maxPulseHz: number }",
+      "/** Each board's pulse input limits (proto/tunables.json pulseInputs.boards); others get STRICTEST_PULSE_LIMITS. */",
+      `export const PULSE_LIMITS: Record<string, PulseLimits> = ${JSON.stringify(Object.fromEntries(Object.entries(PULSE_LIMITS).map(([b, l]) => [b, { minPulseMs: l.minPulseMs, maxPulseHz: l.maxPulseHz }])))}`,
+      `export const STRICTEST_PULSE_LIMITS: PulseLimits = ${JSON.stringify({ minPulseMs: STRICTEST_PULSE_LIMITS.minPulseMs, maxPulseHz: STRICTEST_PULSE_LIMITS.maxPulseHz })}`,
       `export const QUEUE_SLOTS = ${STORAGE.queueSlots}`,
       `export const MAX_FRAME_BYTES = ${STORAGE.maxFrameBytes}`,
       `/** Worst-case bytes of a sealed readings frame in a slot, for BATCH = 1 .. ${batchMax + 1} (index 0: BATCH 1). */`,

@@ -47,6 +47,26 @@ describe("board definitions: the metering IC's I2C pins are checked at build tim
   })
 })
 
+describe("board definitions: the pulse inputs are button services sampled in C (issue 20)", () => {
+  test.each(BOARDS)("%s: flowPulse and s0Pulse are active-low button services on FLOW_PULSE and S0_PULSE", (board) => {
+    const services = customBoard(board)!.$services as Array<Record<string, unknown>>
+    expect(services).toContainEqual({ name: "flowPulse", service: "button", pin: "FLOW_PULSE" })
+    expect(services).toContainEqual({ name: "s0Pulse", service: "button", pin: "S0_PULSE" })
+  })
+  test("a board without them, with an active-high one, or without pulse limits is refused", () => {
+    const b = structuredClone(customBoard("citymeter_picow")!)
+    const services = b.$services as Array<Record<string, unknown>>
+    b.$services = services.filter((s) => s.name !== "s0Pulse")
+    expect(boardHardwareErrors("citymeter_picow", b).join()).toMatch(/\$services needs \{"name": "s0Pulse"/)
+    const high = structuredClone(customBoard("citymeter_esp32c3")!)
+    for (const s of high.$services as Array<Record<string, unknown>>) if (s.name === "flowPulse") s.activeHigh = true
+    expect(boardHardwareErrors("citymeter_esp32c3", high).join()).toMatch(/flowPulse must be active low/)
+    expect(boardHardwareErrors("citymeter_new", customBoard("citymeter_esp32s3")).join()).toMatch(
+      /citymeter_new: proto\/tunables.json pulseInputs.boards has no pulse limits/,
+    )
+  })
+})
+
 describe("each board's build runs in the simulator and its readings are stored", () => {
   let stack: TestStack
   const dir = mkdtempSync(join(tmpdir(), "citymeter-boards-"))

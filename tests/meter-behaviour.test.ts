@@ -181,7 +181,7 @@ describe("downlinks on the embedded broker + PGlite", () => {
     const meter = await startMeter(ctx, {})
     await waitFor("readings", async () => (await readings(stack, meter.meterId)).length >= 2)
     // past the API's checks (sent straight to the broker): a batch over the flash slot, and a hall
-    // sensor's 450 pulses/L at the stated 50 L/min (375 pulses/s against the 100 ms GPIO polling)
+    // sensor's 450 pulses/L at the stated 50 L/min (375 pulses/s, past any board's pulse inputs)
     // one at a time: a meter applies the newest config at its next frame boundary
     let refused: string[] = []
     for (const config of [{ batch: 9, leakS: 600 }, { pulsesPerL: 450 }]) {

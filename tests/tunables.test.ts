@@ -14,7 +14,7 @@ import { CONFIG_BODY_PROPERTIES } from "../bridge/src/routes/downlinks.js"
 import { openPglite } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import {
-  GPIO_POLL_MS,
+  PULSE_SAMPLE_MS,
   STORAGE,
   TUNABLES,
   TUNABLE_BY_NAME,
@@ -111,39 +111,46 @@ const provisionInput: ProvisionInput = {
   batch: 4,
 }
 
-describe("pulse inputs: what the 100 ms GPIO polling cannot count is refused", () => {
+describe("pulse inputs: what a board's pulse inputs cannot count is refused (issue 20)", () => {
   test("the defaults are a utility reed meter (1 pulse/L) and an S0 meter (1000 imp/kWh), and they count", () => {
     const d = defaults()
     expect([d.pulsesPerL, d.impPerKwh]).toEqual([1, 1000])
     expect(pulseLimitErrors(d)).toEqual([])
-    expect(maxPulseHz(GPIO_POLL_MS)).toBe(5)
+    // 9 ms C sampling; pulses and gaps of 20 ms: 100 ms pulses up to 8.3/s, 30 ms S0 up to 20/s
+    expect(PULSE_SAMPLE_MS).toBe(9)
+    expect(maxPulseHz(100, "citymeter_picow")).toBeCloseTo(1000 / 120, 9)
+    expect(maxPulseHz(30, "citymeter_picow")).toBe(20)
+    expect(maxPulseHz(20, "citymeter_esp32c3")).toBe(25)
+    // an unknown board gets the strictest figures
+    expect(maxPulseHz(30, "no_such_board")).toBe(20)
   })
 
-  test("the limit is max flow x pulses per litre <= 5 pulses/s, stricter for longer pulses", () => {
+  test("the limit is max flow x pulses per litre <= the board's rate, stricter for longer pulses", () => {
     const at = (pulsesPerL: number, maxFlowLmin: number, pulseMs = 100) =>
-      pulseLimitErrors({ ...defaults(), pulsesPerL, maxFlowLmin, pulseMs })
-    expect(at(1, 300)).toEqual([])
-    expect(at(1, 301)[0]).toMatch(/PULSES_PER_L=1 at MAX_FLOW_LMIN=301 is 5 pulses\/s.*polled every 100 ms/)
-    expect(at(10, 30)).toEqual([])
-    expect(at(10, 31)).toHaveLength(1)
-    // 150 ms pulses: one poll inside each pulse and each gap is 250 ms, 4 pulses/s
-    expect(at(1, 240, 150)).toEqual([])
-    expect(at(1, 241, 150)).toHaveLength(1)
-    expect(at(1, 50, 30)[0]).toMatch(/PULSE_MS=30: .*shorter than 100 ms is missed/)
-    // a 450 pulses/L hall sensor is uncountable above 0.67 L/min
-    expect(at(450, 30)[0]).toMatch(/is 225 pulses\/s.*max 0\.7 L\/min/)
-    const s0 = (impPerKwh: number, maxPowerW: number) => pulseLimitErrors({ ...defaults(), impPerKwh, maxPowerW })
-    expect(s0(1000, 18000)).toEqual([])
-    expect(s0(1000, 18001)[0]).toMatch(/IMP_PER_KWH=1000 at MAX_POWER_W=18001.*max 18000 W/)
+      pulseLimitErrors({ ...defaults(), pulsesPerL, maxFlowLmin, pulseMs }, "citymeter_picow")
+    expect(at(1, 500)).toEqual([])
+    expect(at(1, 501)[0]).toMatch(
+      /PULSES_PER_L=1 at MAX_FLOW_LMIN=501 is 8\.4 pulses\/s; citymeter_picow counts at most 8\.3/,
+    )
+    expect(at(30, 40, 30)).toEqual([])
+    expect(at(30, 41, 30)).toHaveLength(1)
+    expect(at(1, 50, 19)[0]).toMatch(/PULSE_MS=19: citymeter_picow counts pulses of at least 20 ms/)
+    // a 450 pulses/L hall sensor (pulses of 20 ms) is uncountable above 3.3 L/min
+    expect(at(450, 30, 20)[0]).toMatch(/is 225 pulses\/s.*max 3\.3 L\/min/)
+    const s0 = (impPerKwh: number, maxPowerW: number) =>
+      pulseLimitErrors({ ...defaults(), impPerKwh, maxPowerW, pulseMs: 30 }, "citymeter_esp32s3")
+    expect(s0(1000, 72000)).toEqual([])
+    expect(s0(1000, 72001)[0]).toMatch(/IMP_PER_KWH=1000 at MAX_POWER_W=72001.*max 72000 W/)
   })
 
   test("provision refuses a constant the stated maximum flow would push past the limit, and says why", () => {
     expect(() => buildSettings({ ...provisionInput, set: ["PULSES_PER_L=450"] })).toThrow(
-      /PULSES_PER_L=450 at MAX_FLOW_LMIN=50 is 375 pulses\/s; GPIO inputs are polled every 100 ms/,
+      /PULSES_PER_L=450 at MAX_FLOW_LMIN=50 is 375 pulses\/s; citymeter_picow counts at most/,
     )
     expect(() => buildSettings({ ...provisionInput, set: ["IMP_PER_KWH=10000"] })).toThrow(/IMP_PER_KWH=10000/)
-    const ok = buildSettings({ ...provisionInput, set: ["PULSES_PER_L=10", "MAX_FLOW_LMIN=30"] })
-    expect(ok.defaults).toMatchObject({ PULSES_PER_L: 10, MAX_FLOW_LMIN: 30 })
+    expect(() => buildSettings({ ...provisionInput, set: ["PULSE_MS=10"] })).toThrow(/PULSE_MS=10/)
+    const ok = buildSettings({ ...provisionInput, set: ["PULSE_MS=30", "IMP_PER_KWH=1000", "MAX_POWER_W=72000"] })
+    expect(ok.defaults).toMatchObject({ PULSE_MS: 30, MAX_POWER_W: 72000 })
   })
 })
 
@@ -247,13 +254,17 @@ describe("the Config downlink route refuses what the meter would refuse", () => 
     await store?.close()
   })
 
-  test("pulses past the polling limit: 422 with the reason; nothing is sent", async () => {
-    const res = await post("tun-pico", { pulsesPerL: 10 })
+  test("pulses past the board's limit: 422 with the reason; nothing is sent", async () => {
+    const res = await post("tun-pico", { pulsesPerL: 20 })
     expect(res.statusCode).toBe(422)
     expect(res.json().error).toBe("CM_ERR_CONFIG_REFUSED")
     expect(res.json().message).toMatch(
-      /PULSES_PER_L=10 at MAX_FLOW_LMIN=50 is 8\.3 pulses\/s.*checked with the defaults of/,
+      /PULSES_PER_L=20 at MAX_FLOW_LMIN=50 is 16\.7 pulses\/s.*checked with the defaults of/,
     )
+    // pulses shorter than the board counts (20 ms)
+    const short = await post("tun-pico", { pulseMs: 19 })
+    expect(short.statusCode).toBe(422)
+    expect(short.json().message).toMatch(/PULSE_MS=19/)
     expect(sent).toHaveLength(0)
   })
 

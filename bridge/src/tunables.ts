@@ -1,7 +1,7 @@
 // The meter tunables of proto/tunables.json, for Node: the CLI (provision, sim), the bridge's
 // Config downlink validation and the tests. The firmware gets its copy generated
 // (scripts/gen-tunables.ts → firmware/gen/tunables.ts), and implements the same checks (firmware/config.ts).
-// Pulse constants past the GPIO polling limit, and a BATCH or queue whose flash footprint
+// Pulse constants past the board's pulse input limits, and a BATCH or queue whose flash footprint
 // would overflow the settings store, are refused at config time, with the reason.
 import { existsSync, readFileSync, readdirSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
@@ -50,49 +50,77 @@ export const TUNABLES: readonly Tunable[] = schema.tunables.map((t) => ({ ...t, 
 export const TUNABLE_BY_KEY: ReadonlyMap<string, Tunable> = new Map(TUNABLES.map((t) => [t.key, t]))
 export const TUNABLE_BY_NAME = Object.fromEntries(TUNABLES.map((t) => [t.name, t])) as Record<ConfigName, Tunable>
 export const STORAGE = schema.storage
-export const GPIO_POLL_MS = schema.pulseInputs.gpioPollMs
+/** How often a board's button service samples a pulse pin in C (jacdac-c services/button.c). */
+export const PULSE_SAMPLE_MS = schema.pulseInputs.sampleMs
 
 /** Values by Config field name (camelCase); missing ones take their defaults. */
 export type TunableValues = Record<ConfigName, number>
 export const defaults = (): TunableValues =>
   Object.fromEntries(TUNABLES.map((t) => [t.name, t.default])) as TunableValues
 
-// ---- pulse inputs
+// ---- pulse inputs: counted from button services sampling the pins in C (firmware/pulses.ts)
 
-/** Pulses per second the 100 ms polling counts for pulses of `pulseMs`: one poll inside each pulse and each gap. */
-export function maxPulseHz(pulseMs: number): number {
-  return 1000 / (Math.max(pulseMs, GPIO_POLL_MS) + GPIO_POLL_MS)
+export interface PulseLimits {
+  /** Shortest pulse, and shortest gap between pulses, counted, ms. */
+  minPulseMs: number
+  /** Highest rate counted (pulses of minPulseMs), per second. */
+  maxPulseHz: number
+  /** How the figures were found: measured (and how) or derived. */
+  source: string
+}
+/** Each board's pulse input limits (proto/tunables.json pulseInputs.boards). */
+export const PULSE_LIMITS: Readonly<Record<string, PulseLimits>> = schema.pulseInputs.boards
+/** The limits of a board without figures of its own (unknown, the simulator): the strictest of all. */
+export const STRICTEST_PULSE_LIMITS: PulseLimits = {
+  minPulseMs: Math.max(...Object.values(PULSE_LIMITS).map((l) => l.minPulseMs)),
+  maxPulseHz: Math.min(...Object.values(PULSE_LIMITS).map((l) => l.maxPulseHz)),
+  source: "the strictest of the boards' figures",
+}
+/** A board's pulse input limits; an unknown board (or none) gets the strictest. */
+export const pulseLimitsOf = (board?: string | null): PulseLimits =>
+  (board && Object.hasOwn(PULSE_LIMITS, board) ? PULSE_LIMITS[board] : undefined) ?? STRICTEST_PULSE_LIMITS
+
+/** Pulses per second a board counts for pulses of `pulseMs`: a sample inside each pulse and each gap. */
+export function maxPulseHz(pulseMs: number, board?: string | null): number {
+  const l = pulseLimitsOf(board)
+  return Math.min(l.maxPulseHz, 1000 / (Math.max(pulseMs, l.minPulseMs) + l.minPulseMs))
 }
 /** Highest flow (L/min) a pulse constant can be counted at. */
-export const maxCountableFlowLmin = (pulsesPerL: number, pulseMs: number) => (maxPulseHz(pulseMs) * 60) / pulsesPerL
+export const maxCountableFlowLmin = (pulsesPerL: number, pulseMs: number, board?: string | null) =>
+  (maxPulseHz(pulseMs, board) * 60) / pulsesPerL
 /** Highest power (W) an S0 constant can be counted at. */
-export const maxCountablePowerW = (impPerKwh: number, pulseMs: number) => (maxPulseHz(pulseMs) * 3.6e6) / impPerKwh
+export const maxCountablePowerW = (impPerKwh: number, pulseMs: number, board?: string | null) =>
+  (maxPulseHz(pulseMs, board) * 3.6e6) / impPerKwh
 
 const round1 = (x: number) => Math.round(x * 10) / 10
 
 /**
- * Why these pulse settings cannot be counted by GPIO polling, one sentence each; empty when they
- * can. The same rule as firmware/config.ts pulseLimitErrors (tests/tunables.test.ts compares them).
+ * Why these pulse settings cannot be counted on `board` (unknown: the strictest board), one
+ * sentence each; empty when they can. The same rule as firmware/config.ts pulseLimitErrors
+ * (tests/tunables.test.ts compares them).
  */
 export function pulseLimitErrors(
   v: Pick<TunableValues, "pulsesPerL" | "maxFlowLmin" | "impPerKwh" | "maxPowerW" | "pulseMs">,
+  board?: string | null,
 ): string[] {
   const out: string[] = []
-  const poll = `GPIO inputs are polled every ${GPIO_POLL_MS} ms`
-  if (v.pulseMs < GPIO_POLL_MS)
+  const l = pulseLimitsOf(board)
+  const on = board && Object.hasOwn(PULSE_LIMITS, board) ? board : "every board"
+  if (v.pulseMs < l.minPulseMs)
     out.push(
-      `PULSE_MS=${v.pulseMs}: ${poll}, so a pulse shorter than ${GPIO_POLL_MS} ms is missed (count it with a hardware counter or a metering IC)`,
+      `PULSE_MS=${v.pulseMs}: ${on} counts pulses of at least ${l.minPulseMs} ms (its pins are sampled every ${PULSE_SAMPLE_MS} ms), shorter ones are missed (count them with a hardware counter or a metering IC)`,
     )
-  const hz = maxPulseHz(v.pulseMs)
+  const hz = maxPulseHz(v.pulseMs, board)
+  const width = Math.max(v.pulseMs, l.minPulseMs)
   const flowHz = (v.pulsesPerL * v.maxFlowLmin) / 60
   if (flowHz > hz)
     out.push(
-      `PULSES_PER_L=${v.pulsesPerL} at MAX_FLOW_LMIN=${v.maxFlowLmin} is ${round1(flowHz)} pulses/s; ${poll}, so at most ${round1(hz)} pulses/s of ${Math.max(v.pulseMs, GPIO_POLL_MS)} ms count (max ${round1(maxCountableFlowLmin(v.pulsesPerL, v.pulseMs))} L/min at this constant)`,
+      `PULSES_PER_L=${v.pulsesPerL} at MAX_FLOW_LMIN=${v.maxFlowLmin} is ${round1(flowHz)} pulses/s; ${on} counts at most ${round1(hz)} pulses/s of ${width} ms (max ${round1(maxCountableFlowLmin(v.pulsesPerL, v.pulseMs, board))} L/min at this constant)`,
     )
   const s0Hz = (v.impPerKwh * v.maxPowerW) / 3.6e6
   if (s0Hz > hz)
     out.push(
-      `IMP_PER_KWH=${v.impPerKwh} at MAX_POWER_W=${v.maxPowerW} is ${round1(s0Hz)} impulses/s; ${poll}, so at most ${round1(hz)}/s of ${Math.max(v.pulseMs, GPIO_POLL_MS)} ms count (max ${Math.floor(maxCountablePowerW(v.impPerKwh, v.pulseMs))} W at this constant)`,
+      `IMP_PER_KWH=${v.impPerKwh} at MAX_POWER_W=${v.maxPowerW} is ${round1(s0Hz)} impulses/s; ${on} counts at most ${round1(hz)}/s of ${width} ms (max ${Math.floor(maxCountablePowerW(v.impPerKwh, v.pulseMs, board))} W at this constant)`,
     )
   return out
 }
@@ -313,7 +341,7 @@ export function tunableErrors(v: TunableValues, board?: string | null): string[]
       out.push(`${t.key} must be an integer in ${t.min}..${t.max} ${t.unit} (got ${x})`)
   }
   if (out.length) return out
-  out.push(...pulseLimitErrors(v))
+  out.push(...pulseLimitErrors(v, board))
   const slot = batchSlotError(v.batch)
   if (slot) out.push(slot)
   if (board !== undefined) {
@@ -354,7 +382,11 @@ export function readmeTable(): string {
     "|---|---|---|---|---|---|",
     ...rows,
     "",
-    `- Pulses of ${ms} ms: at most ${round1(maxPulseHz(ms))} pulses/s count; ${flows.join(", ")}; ${powers.join(", ")}.`,
+    `- Pulse inputs (sampled in C every ${PULSE_SAMPLE_MS} ms): ${Object.entries(PULSE_LIMITS)
+      .map(([board, l]) => `${board} counts pulses and gaps of at least ${l.minPulseMs} ms, at most ${l.maxPulseHz}/s`)
+      .join(
+        "; ",
+      )}. Pulses of ${ms} ms: at most ${round1(maxPulseHz(ms))} pulses/s count; ${flows.join(", ")}; ${powers.join(", ")}.`,
     `- Worst-case sealed readings frame for BATCH = 1..${batches.length}: ${batches.join(", ")} B; a flash slot holds ${STORAGE.maxFrameBytes} B.`,
     `- Queue: ${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest, ${b.runtimeBytes} B for the runtime's Wi-Fi and program records and ${b.gcHeadroomBytes} B of room to rewrite a slot; settings banks: ${banks.join(", ")}.`,
     README_END,

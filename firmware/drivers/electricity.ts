@@ -3,11 +3,14 @@
 // citymeter Electricity Meter service (services/electricitymeter.md).
 //
 // DeviceScript gives user code no UART, so the PZEM-004T frames here are built and parsed (and
-// tested) but need a UART bridge (e.g. an I2C-UART chip) to reach the meter; S0 works on a GPIO
-// within the 100 ms edge polling limit (≤ 5 impulses/s, i.e. ≤ 18 kW at 1000 imp/kWh).
+// tested) but need a UART bridge (e.g. an I2C-UART chip) to reach the meter. S0 impulses are
+// counted from a button service sampling the S0 pin in C (../pulses.ts), within the board's pulse
+// limits (proto/tunables.json pulseInputs). @devicescript/gpio's subscribeDigital, used before,
+// polled every 100 ms in JavaScript, lost most 30 ms impulses and reported the idle level of its
+// first poll as an edge: one phantom impulse per boot (issue 20).
 import * as ds from "@devicescript/core"
-import { subscribeDigital } from "@devicescript/gpio"
 import { SensorServer, startServer } from "@devicescript/server"
+import { countPulses } from "../pulses"
 
 /** Energy of `impulses` S0 impulses, Wh, rounded down. */
 export function s0ToWh(impulses: number, impPerKwh: number): number {
@@ -124,11 +127,10 @@ class S0Server extends SensorServer implements ds.CitymeterElectricityMeterServe
     }
 }
 
-export function startS0Meter(pin: ds.InputPin, impPerKwh: number, nominalDv: number): S0Counter {
+/** Counts an S0 output's impulses (a button-service role) and serves the Electricity Meter role. */
+export function startS0Meter(input: ds.Button, impPerKwh: number, nominalDv: number): S0Counter {
     const s0 = new S0Counter(impPerKwh)
-    subscribeDigital(pin, (v: ds.DigitalValue) => {
-        if (v === 1) s0.impulse(ds.millis())
-    })
+    countPulses(input, () => s0.impulse(ds.millis()))
     startServer(new S0Server(s0, nominalDv))
     return s0
 }

@@ -9,17 +9,27 @@
 // Electricity: an ADE7953 metering IC on the board's I2C bus (boards/<id>.board.json "i2c") measures
 // voltage, power and energy; without one answering there, the S0 pulse input counts energy only.
 import * as ds from "@devicescript/core"
-import { pinMode } from "@devicescript/gpio"
 import { loadConfig, pulseConstantListeners } from "../config"
 import { ADE7953_I2C_ADDRESS, Ade7953Calibration, I2cRegisterBus, startAde7953 } from "./ade7953"
 import { S0Counter, startS0Meter } from "./electricity"
 import { DEFAULT_CALIBRATION, PressureCalibration, startPressure } from "./pressure"
-import { startSimulatedWaterFlow, startWaterFlow } from "./waterflow"
+import { FlowCounter, startWaterFlow } from "./waterflow"
 import { measures } from "../hardware"
 
 export interface MeterPins {
-    flowPin: ds.InputPin
-    s0Pin: ds.InputPin
+    /**
+     * A pin of the board that no service uses: defined on a board, undefined in the simulator's VM.
+     * Not a sensor pin: the runtime leaves a pin a board service uses out of `pins` ("GPIO: skip
+     * FLOW_PULSE -> 14 (used)"), so once the pulse inputs became button services (issue 20) their
+     * pins read undefined on the board too, and the board took itself for the simulator.
+     */
+    boardPin: ds.Pin
+    /**
+     * The board's pulse inputs: button services on FLOW_PULSE and S0_PULSE (board definition
+     * "$services" flowPulse, s0Pulse), sampled in C; in the simulator the host's button servers.
+     */
+    startFlowPulse: () => ds.Button
+    startS0Pulse: () => ds.Button
     /** Starts the board's tamper switch service (board definition); the program binds it by role. */
     startTamper: () => ds.Button
     /** Starts the board's ADC service for the pressure transducer. */
@@ -34,35 +44,68 @@ export interface MeterPins {
 
 /** True when the runtime has the board's pins: a board, not the simulator's VM. */
 export function hasPins(p: MeterPins): boolean {
-    return p.flowPin !== undefined && p.flowPin !== null
+    return p.boardPin !== undefined && p.boardPin !== null
+}
+
+/** services/pulseinputs.md: the host simulates the water meter's pulse output (bit 0), the S0 output (bit 1). */
+const SIM_WATER = 1
+const SIM_S0 = 2
+
+/**
+ * In the simulator (no pins) the host says which pulse outputs it simulates (Citymeter Pulse
+ * Inputs, services/pulseinputs.md); their edges come as button events on the same roles as a
+ * board's, and the same drivers count them. Until that service appears nothing starts, so a host
+ * that serves the Water Flow and Electricity services itself is bound as before.
+ */
+function startSimulatedPulses(p: MeterPins, pulsesPerL: number, impPerKwh: number) {
+    const sim = new ds.CitymeterPulseInputs()
+    let started = false
+    sim.binding().subscribe(async (bound: boolean) => {
+        if (!bound || started) return
+        started = true
+        const which = await sim.reading.read()
+        let flow: FlowCounter = undefined
+        let s0: S0Counter = undefined
+        if (which & SIM_WATER) {
+            flow = startWaterFlow(p.startFlowPulse(), pulsesPerL)
+            measures.reverseFlow = false
+        }
+        if (which & SIM_S0) {
+            s0 = startS0Meter(p.startS0Pulse(), impPerKwh, 2300)
+            measures.voltage = false
+            measures.power = false
+        }
+        pulseConstantListeners.push((t) => {
+            if (flow) flow.setPulsesPerL(t.pulsesPerL)
+            if (s0) s0.setImpPerKwh(t.impPerKwh)
+        })
+        console.log(
+            `citymeter: simulated pulse outputs:${flow ? ` water ${pulsesPerL} pulses/L` : ""}${s0 ? ` S0 ${impPerKwh} imp/kWh` : ""}, counted from button events`,
+        )
+    })
 }
 
 /** Starts the drivers on a board; in the simulator (no pins) starts nothing. Returns true on a board. */
 export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
-    // the constants the program runs with: loadConfig refuses ones the 100 ms polling cannot count
+    // the constants the program runs with: loadConfig refuses ones past the board's pulse limits
     const cfg = await loadConfig()
     if (!hasPins(p)) {
         console.log("citymeter: no pins: the simulated sensors serve the roles")
-        // a simulated pulse output is counted by the board's own water flow driver (waterflow.ts)
-        startSimulatedWaterFlow(cfg.t.pulsesPerL, (flow) => {
-            measures.reverseFlow = false
-            pulseConstantListeners.push((t) => flow.setPulsesPerL(t.pulsesPerL))
-            console.log(`citymeter: simulated pulse output: counting ${cfg.t.pulsesPerL} pulses/L every 100 ms`)
-        })
+        startSimulatedPulses(p, cfg.t.pulsesPerL, cfg.t.impPerKwh)
         return false
     }
-    pinMode(p.flowPin, ds.GPIOMode.InputPullUp)
-    pinMode(p.s0Pin, ds.GPIOMode.InputPullUp)
-    const flow = startWaterFlow({ pin: p.flowPin, pulsesPerL: cfg.t.pulsesPerL })
+    // the pins' button services (their pull-ups and sampling) are started by the runtime
+    const flow = startWaterFlow(p.startFlowPulse(), cfg.t.pulsesPerL)
     // a reed contact has no direction: the Birth and the alarm rules say so
     measures.reverseFlow = false
+    const s0Input = p.startS0Pulse()
     const ic = await startAde7953(new I2cRegisterBus(ADE7953_I2C_ADDRESS), p.meteringIc)
     let s0: S0Counter = undefined
     if (!ic) {
         // S0 gives energy only: no voltage, and power only as an impulse-gap estimate
         measures.voltage = false
         measures.power = false
-        s0 = startS0Meter(p.s0Pin, cfg.t.impPerKwh, 2300)
+        s0 = startS0Meter(s0Input, cfg.t.impPerKwh, 2300)
         console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy")
     }
     // a config downlink's pulse constants reach the counters without a reboot

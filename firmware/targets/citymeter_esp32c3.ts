@@ -7,9 +7,14 @@ import { startMeterDrivers } from "../drivers/start"
 import "../main"
 
 await startMeterDrivers({
-    flowPin: pins.FLOW_PULSE,
-    s0Pin: pins.S0_PULSE,
+    // defined on the board, undefined in the simulator (drivers/start.ts hasPins); no service uses it
+    boardPin: pins.P0,
+    // the tamper switch first: the program's buttons are started in this order, and the main
+    // program's "tamper" role binds the first free button of the board (the pulse roles come later)
     startTamper: () => board.startTamper("tamper"),
+    // the pulse inputs: button services sampling FLOW_PULSE and S0_PULSE in C (firmware/pulses.ts)
+    startFlowPulse: () => board.startFlowPulse("flowPulse"),
+    startS0Pulse: () => board.startS0Pulse("s0Pulse"),
     startPressureAdc: () => board.startPressureAdc("pressureAdc"),
     // boards/citymeter_esp32c3.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 2.5,

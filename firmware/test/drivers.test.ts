@@ -2,7 +2,7 @@
 import { describe, expect, test } from "@devicescript/test"
 import { modbusCrc16, parsePzemResponse, pzemReadRequest, s0PowerW, s0ToWh, S0Counter } from "../drivers/electricity"
 import { adcToVolts, DEFAULT_CALIBRATION, outOfRange, voltsToPa } from "../drivers/pressure"
-import { Debouncer, FlowCounter, flowRateMlMin, pulsesToMl } from "../drivers/waterflow"
+import { FlowCounter, flowRateMlMin, pulsesToMl } from "../drivers/waterflow"
 
 describe("water flow pulses", () => {
     test("pulses to millilitres at the sensor's K-factor", () => {
@@ -15,14 +15,6 @@ describe("water flow pulses", () => {
         expect(flowRateMlMin(450, 60000, 450)).toBe(1000) // 1 L in a minute
         expect(flowRateMlMin(225, 1000, 450)).toBe(30000) // 225 Hz = 30 L/min
         expect(flowRateMlMin(10, 0, 450)).toBe(0)
-    })
-    test("debouncing drops edges closer than the gap, at the gap exactly it accepts", () => {
-        const d = new Debouncer(5)
-        expect(d.accept(100)).toBe(true)
-        expect(d.accept(101)).toBe(false)
-        expect(d.accept(104)).toBe(false)
-        expect(d.accept(105)).toBe(true)
-        expect(d.accept(200)).toBe(true)
     })
     test("the cumulative volume wraps at 2^32 mL like the service register", () => {
         const c = new FlowCounter(1)

@@ -1,48 +1,59 @@
-// The edge counting that board and simulator share (firmware/pulses.ts), fed sampled levels.
+// The pulse counting that boards and the simulator share (firmware/pulses.ts), fed the DOWN/UP
+// events a button service sends (issue 20).
 import { describe, expect, test } from "@devicescript/test"
-import { EdgeSampler } from "../pulses"
+import { EARLY_MS, PulseEdges } from "../pulses"
 
-/** Levels a 100 ms poller reads from a train of `widthMs` pulses every `periodMs`, first at `offsetMs`. */
-function polled(widthMs: number, periodMs: number, offsetMs: number, durationMs: number): number[] {
-    const out: number[] = []
-    for (let t = offsetMs; t < durationMs; t += 100) {
-        const inPeriod = t - Math.floor(t / periodMs) * periodMs
-        out.push(t >= periodMs && inPeriod < widthMs ? 1 : 0)
-    }
-    return out
-}
+const START = 1000
+/** A moment well after listening began. */
+const LATER = START + EARLY_MS + 1000
 
-function count(levels: number[], active: number): number {
-    const s = new EdgeSampler(active)
-    for (const v of levels) s.sample(v)
-    return s.pulses
-}
-
-describe("pulse edges from a level read every 100 ms", () => {
-    test("a pulse is its change to the active level; the first read is only the baseline", () => {
-        const s = new EdgeSampler(1)
-        expect(s.sample(1)).toBe(false) // closed at start-up: not a pulse
-        expect(s.sample(0)).toBe(false)
-        expect(s.sample(1)).toBe(true)
-        expect(s.sample(1)).toBe(false) // still the same pulse
-        expect(s.sample(0)).toBe(false)
-        expect(s.sample(1)).toBe(true)
-        expect(s.pulses).toBe(2)
-        expect(s.reads).toBe(6)
+describe("pulses from a button service's events", () => {
+    test("each DOWN is one pulse; its UP adds nothing", () => {
+        const e = new PulseEdges(START)
+        for (let i = 0; i < 50; i++) {
+            expect(e.down(LATER + i * 60)).toBe(true)
+            expect(e.up(LATER + i * 60 + 30, 30)).toBe(false)
+        }
+        expect(e.pulses).toBe(50)
+        expect(e.lostDowns + e.lostUps).toBe(0)
     })
-    test("active low (a contact to ground against a pull-up) counts the closures", () => {
-        expect(count([1, 0, 0, 1, 1, 0, 1], 0)).toBe(2)
+    test("an idle contact at start sends no event: nothing is counted (no phantom at boot)", () => {
+        const e = new PulseEdges(START)
+        expect(e.pulses).toBe(0)
     })
-    test("150 ms pulses at 2.5 Hz: every pulse counts, whatever the phase", () => {
-        for (let off = 0; off < 100; off += 30) expect(count(polled(150, 400, off, 4400), 1)).toBe(10)
+    test("a contact closed at start: its DOWN (the service's init) and UP count nothing", () => {
+        const e = new PulseEdges(START)
+        // the init's DOWN, retransmitted after the role bound
+        expect(e.down(START + 70)).toBe(false)
+        // it opens 3 s later: closed for longer than we have listened
+        expect(e.up(START + 3000, 3100)).toBe(false)
+        expect(e.pulses).toBe(0)
+        // the UP alone (its DOWN came before we listened)
+        const f = new PulseEdges(START)
+        expect(f.up(START + 500, 800)).toBe(false)
+        expect(f.pulses).toBe(0)
     })
-    test("40 ms pulses at 2.5 Hz: only reads whose phase falls in the 40 ms see them", () => {
-        // the period is 4 reads, so a phase sees every pulse or none: 2 of 5 phases see all 10
-        let seen = 0
-        for (let off = 0; off < 100; off += 20) seen += count(polled(40, 400, off, 4400), 1)
-        expect(seen).toBe(2 * 10)
+    test("a pulse that begins just after we listen counts once, at its UP", () => {
+        const e = new PulseEdges(START)
+        expect(e.down(START + 50)).toBe(false)
+        expect(e.up(START + 80, 30)).toBe(true)
+        expect(e.pulses).toBe(1)
+        expect(e.down(LATER)).toBe(true)
+        expect(e.up(LATER + 30, 30)).toBe(false)
+        expect(e.pulses).toBe(2)
     })
-    test("10 Hz: every read lands at the same phase, 29 pulses look like one long one", () => {
-        expect(count(polled(60, 100, 30, 3000), 1)).toBe(1)
+    test("a lost DOWN: the UP counts the pulse; a lost UP: the next DOWN still counts", () => {
+        const e = new PulseEdges(START)
+        expect(e.down(LATER)).toBe(true)
+        expect(e.up(LATER + 30, 30)).toBe(false)
+        // DOWN of the second pulse lost
+        expect(e.up(LATER + 90, 30)).toBe(true)
+        // UP of the third pulse lost
+        expect(e.down(LATER + 120)).toBe(true)
+        expect(e.down(LATER + 180)).toBe(true)
+        expect(e.up(LATER + 210, 30)).toBe(false)
+        expect(e.pulses).toBe(4)
+        expect(e.lostDowns).toBe(1)
+        expect(e.lostUps).toBe(1)
     })
 })

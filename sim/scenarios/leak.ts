@@ -1,8 +1,8 @@
 // A running toilet: 6 L/min for 8 s in an otherwise quiet house. LEAK_S = 4 s.
 // The water meter is a pulse output, 0.1 L per pulse (1 pulse/s at 6 L/min), its contact closed
-// for half of each pulse's turn (500 ms), counted by the board build's driver through its 100 ms
-// polling; 10 pulses/L counts up to 5 pulses/s of the stated 100 ms pulses (PULSE_MS), so the
-// stated maximum flow is 30 L/min.
+// for half of each pulse's turn (500 ms), counted by the board build's driver from the button
+// events the simulator sends (as a board's button service sampling the pin every 9 ms); the stated
+// maximum flow stays 30 L/min (5 pulses/s, well within the boards' pulse limits).
 import { defineScenario } from "../src/scenario.js"
 
 export default defineScenario({

@@ -15,9 +15,10 @@ import {
 } from "jacdac-ts"
 import { join } from "node:path"
 import { TUNABLE_BY_KEY } from "../../bridge/src/tunables.js"
-import { createVmBus, reportNow } from "./bus.js"
+import { createVmBus } from "./bus.js"
 import { paths } from "./paths.js"
 import { DEFAULT_PULSE_WIDTH_MS, PulseTrain, type PulseOutput } from "./physics.js"
+import { SimPulseOutput } from "./pulse-output.js"
 import { createVm, type DevsVm } from "./vm.js"
 
 // Service classes and register codes from services/*.md
@@ -25,10 +26,9 @@ export const SRV_WATER_FLOW = 0x1c1e7f01
 export const SRV_ELECTRICITY = 0x1c1e7f02
 export const SRV_PRESSURE = 0x1c1e7f03
 export const SRV_PULSE_INPUTS = 0x1c1e7f04
-/** services/pulseinputs.md: bit 0 of the levels is the water meter's pulse output. */
-const LEVEL_WATER = 1
-/** The VM keeps a register read 500 ms (DeviceScript 2.16 runtime/devicescript/impl_register.c:84). */
-const REFRESH_MS = 200
+/** services/pulseinputs.md: the pulse outputs the host simulates, bit 0 water, bit 1 S0. */
+const SIM_WATER = 1
+const SIM_S0 = 2
 const REG_EXTRA_1 = 0x180
 const REG_EXTRA_2 = 0x181
 
@@ -80,17 +80,24 @@ export interface SimMeterOptions {
   log?: (line: string) => void
   /**
    * How the water meter reaches the firmware. "pulses" (default, as on every board): the host
-   * simulates the meter's pulse output as a contact level (services/pulseinputs.md) driven by the
-   * flow (setWaterFlow), and the firmware's own water flow driver counts it, polling every 100 ms
-   * as on a board; its count is in the VM's RAM, so pulses while the meter is off or restarting
-   * are lost, as on a board (issue 20). The board builds start that driver
-   * (firmware/drivers/start.ts): without a `board` or `bytecodeFile` the meter runs the
-   * DEFAULT_BOARD build. "register": the host serves the Water Flow service with cumulative
-   * volumes (setWater) that run on while the meter is off — a meter with a readable register,
-   * which no board here has; the choice for time-compressed runs (pulses faster than the polling
-   * counts) and reverse flow.
+   * simulates the meter's pulse output driven by the flow (setWaterFlow) as a button server on the
+   * board's flowPulse role, sampled on the board's 9 ms grid (sim/src/pulse-output.ts), and the
+   * firmware's own water flow driver counts its events as on a board; its count is in the VM's
+   * RAM, so pulses while the meter is off or restarting are lost, as on a board. The board builds
+   * start that driver (firmware/drivers/start.ts): without a `board` or `bytecodeFile` the meter
+   * runs the DEFAULT_BOARD build. "register": the host serves the Water Flow service with
+   * cumulative volumes (setWater) that run on while the meter is off — a meter with a readable
+   * register, which no board here has; the choice for time-compressed runs and reverse flow.
    */
   water?: "register" | "pulses"
+  /**
+   * How the electricity meter reaches the firmware: "register" (default) serves the Electricity
+   * Meter service (setElectricity); "pulses" simulates its S0 output (setS0Power), counted by the
+   * firmware's S0 driver (a board build, as for water "pulses").
+   */
+  electricity?: "register" | "pulses"
+  /** The S0 output: impulses per kWh (default: the settings' IMP_PER_KWH) and width (default 30 ms). */
+  s0?: { impPerKwh?: number; widthMs?: number }
   /**
    * The pulse output: pulses per litre (default: the settings' PULSES_PER_L, else its default, 1),
    * width (default: the settings' PULSE_MS, at least DEFAULT_PULSE_WIDTH_MS), phase (default 0).
@@ -131,28 +138,40 @@ export class SimMeter {
   private bus?: JDBus
   private flash: Uint8Array = new Uint8Array(0)
   readonly lines: string[] = []
-  /** The pulse output's contact levels (water: "pulses"). */
+  /** Which pulse outputs this host simulates (services/pulseinputs.md). */
   readonly pulseInputs: SensorServer<[number]>
-  /** The water meter's pulse train (water: "pulses"): what it generated. */
-  readonly pulseTrain?: PulseTrain
-  private pulseTimer?: NodeJS.Timeout
-  private level = 0
-  private reportedAt = -Infinity
+  /** The water meter's pulse output (water: "pulses"). */
+  readonly waterPulses?: SimPulseOutput
+  /** The electricity meter's S0 output (electricity: "pulses"). */
+  readonly s0Pulses?: SimPulseOutput
 
   constructor(readonly options: SimMeterOptions) {
     loadSpecs()
-    this.pulseInputs = new SensorServer<[number]>(SRV_PULSE_INPUTS, { readingValues: [0] })
+    const stated = (key: string) => Number(options.settings?.[key] ?? TUNABLE_BY_KEY.get(key)!.default)
+    const now = performance.now()
     if ((options.water ?? "pulses") === "pulses") {
-      const stated = (key: string) => Number(options.settings?.[key] ?? TUNABLE_BY_KEY.get(key)!.default)
       const k = options.pulses?.pulsesPerL ?? stated("PULSES_PER_L")
       // the firmware's PULSES_PER_L is an integer >= 1 (firmware/config.ts TUNABLES)
       if (!Number.isInteger(k) || k < 1) throw new Error(`${options.meterId}: PULSES_PER_L ${k} is not an integer >= 1`)
-      this.pulseTrain = new PulseTrain(
+      const train = new PulseTrain(
         // as long as the stated shortest pulse (PULSE_MS), and no shorter than a reed's usual closure
         { widthMs: Math.max(DEFAULT_PULSE_WIDTH_MS, stated("PULSE_MS")), ...options.pulses, pulsesPerL: k },
-        performance.now(),
+        now,
+      )
+      this.waterPulses = new SimPulseOutput(train, now)
+    }
+    if (options.electricity === "pulses") {
+      const k = options.s0?.impPerKwh ?? stated("IMP_PER_KWH")
+      if (!Number.isInteger(k) || k < 1) throw new Error(`${options.meterId}: IMP_PER_KWH ${k} is not an integer >= 1`)
+      // the same train: an impulse per 1000/k Wh, as a water pulse per 1000/k mL (IEC 62053-31: >= 30 ms)
+      this.s0Pulses = new SimPulseOutput(
+        new PulseTrain({ pulsesPerL: k, widthMs: options.s0?.widthMs ?? 30 }, now),
+        now,
       )
     }
+    this.pulseInputs = new SensorServer<[number]>(SRV_PULSE_INPUTS, {
+      readingValues: [(this.waterPulses ? SIM_WATER : 0) | (this.s0Pulses ? SIM_S0 : 0)],
+    })
     this.flow = new SensorServer<[number]>(SRV_WATER_FLOW, { readingValues: [0] })
     this.electricity = new SensorServer<[number]>(SRV_ELECTRICITY, { readingValues: [0] })
     this.pressure = new SensorServer<[number]>(SRV_PRESSURE, { readingValues: [0] })
@@ -162,6 +181,11 @@ export class SimMeter {
     this.flowRate = this.flow.addRegister<[number]>(REG_EXTRA_2, [0])
     this.power = this.electricity.addRegister<[number]>(REG_EXTRA_1, [0])
     this.voltage = this.electricity.addRegister<[number]>(REG_EXTRA_2, [0])
+  }
+
+  /** The water meter's pulse train (water: "pulses"): what it generated. */
+  get pulseTrain(): PulseTrain | undefined {
+    return this.waterPulses?.train
   }
 
   /** The .devs file this meter runs. */
@@ -180,7 +204,7 @@ export class SimMeter {
   }
 
   setWater(s: Partial<WaterState>) {
-    if (this.pulseTrain && (s.volumeMl !== undefined || s.flowRateMlMin !== undefined))
+    if (this.waterPulses && (s.volumeMl !== undefined || s.flowRateMlMin !== undefined))
       throw new Error(`${this.meterId}: a pulse output follows the flow: use setWaterFlow`)
     if (s.volumeMl !== undefined) this.flow.reading.setValues([s.volumeMl >>> 0])
     if (s.reverseMl !== undefined) this.flowReverse.setValues([s.reverseMl >>> 0])
@@ -189,9 +213,20 @@ export class SimMeter {
 
   /** The flow through a pulse-output meter from now on, mL/min (water: "pulses"). */
   setWaterFlow(mlMin: number) {
-    if (!this.pulseTrain) throw new Error(`${this.meterId}: setWaterFlow needs water: "pulses"`)
-    this.pulseTrain.setFlow(performance.now(), mlMin)
-    this.drivePulses()
+    if (!this.waterPulses) throw new Error(`${this.meterId}: setWaterFlow needs water: "pulses"`)
+    this.waterPulses.setRate(performance.now(), mlMin)
+  }
+
+  /** The power through an S0-output meter from now on, W (electricity: "pulses"). */
+  setS0Power(powerW: number) {
+    if (!this.s0Pulses) throw new Error(`${this.meterId}: setS0Power needs electricity: "pulses"`)
+    this.s0Pulses.setRate(performance.now(), powerW / 60) // Wh/min
+  }
+
+  /** Energy of the S0 impulses the output generated, Wh: what a meter counting every impulse shows. */
+  get pulsedEnergyWh(): number {
+    const t = this.s0Pulses?.train
+    return t ? Math.floor((t.pulses * 1000) / t.output.pulsesPerL) : 0
   }
 
   /** Volume of the pulses the output generated, mL: what a meter counting every pulse shows. */
@@ -214,29 +249,15 @@ export class SimMeter {
     return reg.unpackedValue?.[0] as number | undefined
   }
 
-  /**
-   * Sets the contact level the train has now and reports it to the VM at once on a change, and
-   * again every REFRESH_MS: the VM's register reads then always hit a fresh cache and never ask the
-   * host (an answer still in flight across an edge would bring the old level back).
-   */
-  private drivePulses() {
-    const train = this.pulseTrain!
-    clearTimeout(this.pulseTimer)
-    const now = performance.now()
-    const level = train.level(now)
-    if (level !== this.level || now - this.reportedAt >= REFRESH_MS) {
-      this.level = level
-      this.pulseInputs.reading.setValues([level ? LEVEL_WATER : 0])
-      if (this.vm) {
-        reportNow(this.vm, this.pulseInputs.reading)
-        this.reportedAt = now
-      }
-    }
-    const next = Math.min(train.nextChangeMs(now), this.vm ? this.reportedAt + REFRESH_MS : Infinity)
-    if (Number.isFinite(next)) {
-      this.pulseTimer = setTimeout(() => this.drivePulses(), Math.max(0, Math.ceil(next - now)))
-      this.pulseTimer.unref()
-    }
+  /** The firmware's own Electricity Meter register (its S0 driver's count), Wh; undefined while it serves none. */
+  async firmwareEnergyWh(): Promise<number | undefined> {
+    const service = this.bus
+      ?.services({ serviceClass: SRV_ELECTRICITY })
+      .find((s) => s.device.deviceId !== this.electricity.device?.deviceId)
+    if (!service) return undefined
+    const reg = service.register(SystemReg.Reading)
+    await reg.refresh(true)
+    return reg.unpackedValue?.[0] as number | undefined
   }
 
   setElectricity(s: Partial<ElectricityState>) {
@@ -283,11 +304,16 @@ export class SimMeter {
     await bus.connect()
     bus.addServiceProvider(
       new JDServerServiceProvider("citymeter-sensors", [
-        // a pulse-output meter is counted by the firmware, which then serves the Water Flow role itself
-        this.pulseTrain ? this.pulseInputs : this.flow,
-        this.electricity,
+        // a pulse-output meter is counted by the firmware, which then serves its role itself
+        ...(this.waterPulses ? [] : [this.flow]),
+        ...(this.s0Pulses ? [] : [this.electricity]),
+        this.pulseInputs,
         this.pressure,
+        // the tamper switch before the pulse outputs: the VM binds a role to the first free service
+        // of its class, and creates the main program's tamper role at start, the pulse roles
+        // (flowPulse, then s0Pulse) only when the drivers start (firmware/drivers/start.ts)
         this.tamper,
+        ...[this.waterPulses, this.s0Pulses].flatMap((o) => (o ? [o.button] : [])),
         this.magnet,
       ]),
     )
@@ -305,7 +331,8 @@ export class SimMeter {
     const bytecode = readFileSync(this.bytecodeFile)
     const r = vm.devsDeploy(bytecode)
     if (r) throw new Error(`firmware deploy failed with code ${r}`)
-    if (this.pulseTrain) this.drivePulses()
+    // the outputs' levels now are the baseline, as a board's button services read them at boot
+    for (const o of [this.waterPulses, this.s0Pulses]) o?.start(performance.now())
   }
 
   private async deploySettings() {
@@ -314,8 +341,9 @@ export class SimMeter {
       METER_ID: this.options.meterId,
       ...this.options.settings,
     }
-    // the firmware counts with the constant of the meter it is wired to
-    if (this.pulseTrain) settings.PULSES_PER_L = this.pulseTrain.output.pulsesPerL
+    // the firmware counts with the constants of the meters it is wired to
+    if (this.waterPulses) settings.PULSES_PER_L = this.waterPulses.train.output.pulsesPerL
+    if (this.s0Pulses) settings.IMP_PER_KWH = this.s0Pulses.train.output.pulsesPerL
     const bus = this.bus!
     let service = bus.services({ serviceClass: SRV_SETTINGS })[0]
     for (let i = 0; !service && i < 200; ++i) {
@@ -335,6 +363,7 @@ export class SimMeter {
     const vm = this.vm
     if (!vm) return
     // water keeps flowing through a pulse meter that is off: the train runs on, its pulses unseen
+    for (const o of [this.waterPulses, this.s0Pulses]) o?.stop()
     this.vm = undefined
     vm.devsStop()
     vm.sockClose()

@@ -45,7 +45,7 @@ export interface PulseOutput {
   phase?: number
 }
 
-/** Reed contacts close for a good part of a litre's turn; 150 ms is well above the 100 ms polling. */
+/** Reed contacts close for a good part of a litre's turn; 150 ms is well above the boards' shortest countable pulse (20 ms). */
 export const DEFAULT_PULSE_WIDTH_MS = 150
 
 /**
