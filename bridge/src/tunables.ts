@@ -139,7 +139,8 @@ export function maxBatchForSlot(): number {
 /**
  * The largest value each other key the firmware may write can hold, bytes of JSON: identity and
  * broker (provisioned), the boot counter, the downlink replay mark, the sealing key and the state
- * record (firmware/store.ts "st": ring positions, drop count, totals ≤ 2^53 each). The tunables
+ * record (firmware/store.ts "st": ring positions, drop count, totals ≤ 2^53 each), the calibrations
+ * of the pressure transducer and the metering IC. The tunables
  * count at their longest bound (TUNABLES).
  */
 const OTHER_KEY_MAX_BYTES: Record<string, number> = {
@@ -154,6 +155,9 @@ const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   BOOT: 10,
   DL_MS: 16,
   st: 9 * 22,
+  // calibrations (cli/provision.ts): P_CAL [mv0, pa0, mv1, pa1], ADE_CAL six gains and offsets
+  P_CAL: 29,
+  ADE_CAL: 56,
 }
 
 export interface StorageBudget {

@@ -3,6 +3,7 @@
 // simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_esp32c3"
 import { SHELLY_FRONT_END } from "../drivers/ade7953"
+import { serviceInput } from "../drivers/pressure"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"
 
@@ -10,7 +11,7 @@ await startMeterDrivers({
     flowPin: pins.FLOW_PULSE,
     s0Pin: pins.S0_PULSE,
     startTamper: () => board.startTamper("tamper"),
-    startPressureAdc: () => board.startPressureAdc("pressureAdc"),
+    startPressureInput: () => serviceInput(board.startPressureAdc("pressureAdc")),
     // boards/citymeter_esp32c3.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 2.5,
     pressureDivider: 0.5,

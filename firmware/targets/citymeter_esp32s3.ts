@@ -3,6 +3,7 @@
 // simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_esp32s3"
 import { SHELLY_FRONT_END } from "../drivers/ade7953"
+import { serviceInput } from "../drivers/pressure"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"
 
@@ -10,10 +11,10 @@ await startMeterDrivers({
     flowPin: pins.FLOW_PULSE,
     s0Pin: pins.S0_PULSE,
     startTamper: () => board.startTamper("tamper"),
-    startPressureAdc: () => board.startPressureAdc("pressureAdc"),
+    startPressureInput: () => serviceInput(board.startPressureAdc("pressureAdc")),
     // boards/citymeter_esp32s3.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 3.1,
-    pressureDivider: 0.66,
+    pressureDivider: 0.5,
     // an ADE7953 on the board's I2C (board file "i2c"), if fitted: its front end's counts per V, A, W
     meteringIc: SHELLY_FRONT_END,
 })

@@ -3,6 +3,7 @@
 // simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_picow"
 import { SHELLY_FRONT_END } from "../drivers/ade7953"
+import { analogPinInput } from "../drivers/pressure"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"
 
@@ -10,10 +11,12 @@ await startMeterDrivers({
     flowPin: pins.FLOW_PULSE,
     s0Pin: pins.S0_PULSE,
     startTamper: () => board.startTamper("tamper"),
-    startPressureAdc: () => board.startPressureAdc("pressureAdc"),
+    // GP26 read in the GPIO AnalogIn mode, not through an analog service: that mode turns the pad's
+    // reset pull-down off (drivers/pressure.ts analogPinInput; issue 20)
+    startPressureInput: () => analogPinInput(pins.PRESS_ADC),
     // boards/citymeter_picow.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 3.3,
-    pressureDivider: 0.66,
+    pressureDivider: 0.6667,
     // an ADE7953 on the board's I2C (board file "i2c"), if fitted: its front end's counts per V, A, W
     meteringIc: SHELLY_FRONT_END,
 })
