@@ -14,7 +14,6 @@
 //   reserved register 0x120, which only takes the write right after that unlock.
 // - "Active Energy Calculation": active power is integrated into AENERGYA at up to ≈206.9 kHz with
 //   full-scale inputs; with full-scale inputs AWATT reads ≈4,862,401. The 24-bit AENERGYA wraps.
-import * as ds from "@devicescript/core"
 import { i2c } from "@devicescript/i2c"
 import { readSetting } from "@devicescript/settings"
 import { EnergySource, SwitchableEnergy } from "./electricity"
