@@ -219,6 +219,8 @@ export class Ade7953 {
     errors = 0
     version = -1
     private lastEnergy: number = undefined
+    /** The poll timer startAde7953 runs; stop() ends it. */
+    timer: number = undefined
 
     constructor(
         private readonly bus: RegisterBus,
@@ -290,6 +292,12 @@ export class Ade7953 {
         }
     }
 
+    /** Stops the periodic poll (the values keep their last reading). */
+    stop() {
+        if (this.timer !== undefined) clearInterval(this.timer)
+        this.timer = undefined
+    }
+
     /** Imported active energy since start, Wh, rounded down. */
     energyWh(): number {
         return Math.floor((this.energyCounts * this.trim.pGainPpm) / 1000000 / energyCountsPerWh(this.cal))
@@ -330,7 +338,7 @@ export async function startAde7953(
     }
     await m.poll()
     let logged = 0
-    setInterval(async () => {
+    m.timer = setInterval(async () => {
         if (!(await m.poll()) && m.errors >= logged * 2) {
             logged = m.errors
             console.log(`citymeter: ADE7953 read failed (${m.errors} failures so far)`)
@@ -344,7 +352,7 @@ export async function startAde7953(
  * Electricity Meter service's source switches from `energy`'s S0 input to the IC, the energy
  * register continuing where S0 left it (SwitchableEnergy), and the meter measures voltage and power
  * from then on (hardware.ts measures; the next Birth lists them). Resolves with the IC's driver, or
- * undefined when it did not answer at the first probe. `stopRetry` ends the probing (tests).
+ * undefined when it did not answer at the first probe. `stop` ends the probing and the polling (tests).
  */
 export async function startMeteringIc(
     bus: RegisterBus,
@@ -352,7 +360,7 @@ export async function startMeteringIc(
     trim: Ade7953Trim,
     energy: SwitchableEnergy,
     retryMs: number,
-): Promise<{ ic: Ade7953; stopRetry: () => void }> {
+): Promise<{ ic: Ade7953; stop: () => void }> {
     const take = (m: Ade7953) => {
         energy.switchTo(ade7953Source(m))
         measures.voltage = true
@@ -362,8 +370,9 @@ export async function startMeteringIc(
     const first = await startAde7953(bus, cal, trim)
     if (first) {
         take(first)
-        return { ic: first, stopRetry: () => {} }
+        return { ic: first, stop: () => first.stop() }
     }
+    let late: Ade7953 = undefined
     measures.voltage = false
     measures.power = false
     let busy = false
@@ -375,14 +384,16 @@ export async function startMeteringIc(
         if (!m || timer === undefined) return
         clearInterval(timer)
         timer = undefined
+        late = m
         take(m)
         console.log(`citymeter: ADE7953 answered late: it counts energy from ${energy.energyWh()} Wh on`)
     }, retryMs)
     return {
         ic: undefined,
-        stopRetry: () => {
+        stop: () => {
             if (timer !== undefined) clearInterval(timer)
             timer = undefined
+            if (late) late.stop()
         },
     }
 }
