@@ -216,6 +216,28 @@ export function runtimeImageUrl(board: string): string | undefined {
   ).exec(text)?.[1]
 }
 
+/**
+ * What an image puts in flash, contiguous: a .bin as it is (offset 0), a UF2 (microsoft/uf2:
+ * 512-byte blocks, target address at byte 12, payload size at 16, payload from 32) flattened from
+ * its lowest target address, gaps 0xff. A UF2 splits the program across blocks, so the bytecode is
+ * searched for here, not in the file.
+ */
+export function flashContents(image: Buffer): { base: number; bytes: Buffer } {
+  const isUf2 = (at: number) => image.readUInt32LE(at) === 0x0a324655 && image.readUInt32LE(at + 4) === 0x9e5d5157
+  if (image.length < 512 || !isUf2(0)) return { base: 0, bytes: image }
+  const blocks: Array<[number, Buffer]> = []
+  for (let at = 0; at + 512 <= image.length; at += 512)
+    if (isUf2(at)) {
+      const size = image.readUInt32LE(at + 16)
+      blocks.push([image.readUInt32LE(at + 12), image.subarray(at + 32, at + 32 + Math.min(size, 476))])
+    }
+  const base = Math.min(...blocks.map(([a]) => a))
+  const end = Math.max(...blocks.map(([a, d]) => a + d.length))
+  const bytes = Buffer.alloc(end - base, 0xff)
+  for (const [a, d] of blocks) d.copy(bytes, a - base)
+  return { base, bytes }
+}
+
 export interface FlashOptions {
   board: string
   /** Runtime image (.bin, .uf2), instead of downloading it. */
@@ -246,10 +268,23 @@ function flashArgs(o: FlashOptions, image: string | undefined): string[] {
 }
 
 /**
- * Programs a build: the runtime image with the build's bytecode and settings in its flash store
- * (devs bundle), checked to be the very bytecode of the build folder.
+ * The runtime image committed in vendor/rp2040-runtime for a board, used when no --file is given:
+ * a Pico W board (arch rp2040w, e.g. citymeter_picow) gets the Pico W runtime built from source
+ * (vendor/rp2040-runtime/PROVENANCE.md), so flashing and deploying it need no download.
  */
-async function bundleProgram(o: FlashOptions, print: Print): Promise<string> {
+export function vendoredRuntimeImage(board: string): string | undefined {
+  if (boardArch(board) !== "rp2040w") return undefined
+  const file = join(paths.root, "vendor/rp2040-runtime/devicescript-rp2040w.uf2")
+  return existsSync(file) ? file : undefined
+}
+
+/**
+ * Programs a build: the runtime image with the build's bytecode and settings in its flash store
+ * (devs bundle), checked to be the very bytecode of the build folder. `o.file` is staged under the
+ * name devs caches the board's runtime image as, so devs downloads nothing. Returns the image, kept
+ * in the build folder as bundle-<image name>.
+ */
+export async function bundleProgram(o: FlashOptions, print: Print): Promise<string> {
   const dir = resolve(o.program!)
   const manifestFile = join(dir, "build.json")
   if (!existsSync(manifestFile)) throw usage(`${dir} is not a build folder: run \`citymeter build\` first`)
@@ -295,11 +330,12 @@ async function bundleProgram(o: FlashOptions, print: Print): Promise<string> {
       )
     }
     // the image must carry the build's bytes (the program sits whole in the settings/program store)
-    const at = readFileSync(out).indexOf(readFileSync(join(dir, "bytecode.devs")))
+    const flat = flashContents(readFileSync(out))
+    const at = flat.bytes.indexOf(readFileSync(join(dir, "bytecode.devs")))
     if (at < 0) throw new CliError(`the bundled image does not contain ${dir}/bytecode.devs`)
     const keep = join(dir, basename(out))
     copyFileSync(out, keep)
-    print(`the image holds the build's bytecode byte for byte (offset 0x${at.toString(16)})`)
+    print(`the image holds the build's bytecode byte for byte (at 0x${(flat.base + at).toString(16)})`)
     print(`wrote ${keep}: runtime + program + settings, one image`)
     return keep
   } finally {
@@ -311,6 +347,11 @@ export async function flash(o: FlashOptions, print: Print): Promise<void> {
   checkBoard(o.board)
   if (o.board === "sim") throw usage("board 'sim' is the simulator: run `citymeter sim` instead of flashing")
   if (o.file && !existsSync(o.file)) throw usage(`runtime image ${o.file} not found`)
+  const vendored = o.file ? undefined : vendoredRuntimeImage(o.board)
+  if (vendored) {
+    print(`runtime image: ${relative(process.cwd(), vendored)} (committed, built from source; --file overrides it)`)
+    o = { ...o, file: vendored }
+  }
   flashArgs(o, undefined) // --port is checked before anything is built or downloaded
   const custom = customBoard(o.board)
   const url = runtimeImageUrl(o.board)
