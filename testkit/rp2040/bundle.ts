@@ -92,7 +92,13 @@ export async function bundledImage(
       const r = await build({ board, settings: o.settings, out }, print)
       const bytecode = readFileSync(r.bytecode)
       mkdirSync(IMAGE_CACHE, { recursive: true })
-      const cacheFile = join(IMAGE_CACHE, `${board}-${r.sha256.slice(0, 24)}-${fileSha(runtime).slice(0, 12)}.uf2`)
+      // the settings ride in the image beside the bytecode (devs bundle): a meter's settings are part
+      // of the key, or a provisioned build would get the image of another meter's settings
+      const settings = [".env.defaults", ".env.local"].map((f) => join(r.dir, f)).filter((f) => existsSync(f))
+      const settingsSha = createHash("sha256")
+      for (const f of settings) settingsSha.update(f.slice(r.dir.length)).update(readFileSync(f))
+      const key = `${r.sha256.slice(0, 24)}-${fileSha(runtime).slice(0, 12)}-${settingsSha.digest("hex").slice(0, 12)}`
+      const cacheFile = join(IMAGE_CACHE, `${board}-${key}.uf2`)
       if (existsSync(cacheFile)) return { uf2: cacheFile, sha256: r.sha256, bytecode, cached: true }
       const image = await bundleProgram({ board, program: r.dir, file: runtime }, print)
       copyFileSync(image, cacheFile)
