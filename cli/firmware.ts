@@ -10,16 +10,19 @@
 // bytecodeFile); there the drivers find no pins and the simulated sensors serve the roles.
 import { spawn } from "node:child_process"
 import {
+  closeSync,
   copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   readdirSync,
   rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
+  writeSync,
 } from "node:fs"
 import { createRequire } from "node:module"
 import { tmpdir } from "node:os"
@@ -267,6 +270,55 @@ function flashArgs(o: FlashOptions, image: string | undefined): string[] {
   return args
 }
 
+/** Serialises `devs bundle` runs: it listens on fixed ports 8081–8083 (devtools' ports). */
+export const BUNDLE_LOCK_FILE = join(tmpdir(), "citymeter-devs-bundle.lock")
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const lockHolder = () => {
+  try {
+    return Number(readFileSync(BUNDLE_LOCK_FILE, "utf8").trim())
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * Runs `f` holding the bundle lock: waits for it, takes over a lock whose process is gone, and
+ * runs `f` at once when this process holds it already (nested use).
+ */
+export async function withBundleLock<T>(f: () => Promise<T>, timeoutMs = 600_000): Promise<T> {
+  if (lockHolder() === process.pid) return f()
+  const t0 = Date.now()
+  for (;;) {
+    try {
+      const fd = openSync(BUNDLE_LOCK_FILE, "wx")
+      writeSync(fd, String(process.pid))
+      closeSync(fd)
+      break
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e
+    }
+    const pid = lockHolder()
+    if (pid > 0 && !alive(pid)) rmSync(BUNDLE_LOCK_FILE, { force: true })
+    if (Date.now() - t0 > timeoutMs)
+      throw new CliError(`waited ${timeoutMs / 1000} s for another devs bundle (${BUNDLE_LOCK_FILE}, pid ${pid})`)
+    await new Promise((r) => setTimeout(r, 250))
+  }
+  try {
+    return await f()
+  } finally {
+    if (lockHolder() === process.pid) rmSync(BUNDLE_LOCK_FILE, { force: true })
+  }
+}
+
 /**
  * The runtime image committed in vendor/rp2040-runtime for a board, used when no --file is given:
  * a Pico W board (arch rp2040w, e.g. citymeter_picow) gets the Pico W runtime built from source
@@ -312,12 +364,8 @@ export async function bundleProgram(o: FlashOptions, print: Print): Promise<stri
     }
     const out = join(st, "bundle-" + basename(url ?? o.file ?? "image.bin"))
     // quiet: a download that cannot happen here is one line, not a stack trace
-    const b = await run(
-      process.execPath,
-      [devsBin(), "bundle", "--board", o.board, "--flash-file", out, m.entry],
-      st,
-      () => {},
-      "",
+    const b = await withBundleLock(() =>
+      run(process.execPath, [devsBin(), "bundle", "--board", o.board, "--flash-file", out, m.entry], st, () => {}, ""),
     )
     if (b.code || !existsSync(out)) {
       if (!o.file && /fetch|ENOTFOUND|EAI_AGAIN|getaddrinfo|ENETUNREACH|ETIMEDOUT/i.test(b.output))

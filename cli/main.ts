@@ -68,7 +68,10 @@ const shared = {
       .argParser(intArg("--batch"))
       .default(byDefault),
   image: () =>
-    new Option("--file <image>", "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it"),
+    new Option(
+      "--file <image>",
+      "runtime image (.bin for ESP32, .uf2 for RP2040) instead of downloading it; Pico W boards default to the committed vendor/rp2040-runtime image",
+    ),
 }
 
 /** What provision and deploy hand to provision() from their shared options. */
@@ -180,7 +183,9 @@ program
 
 program
   .command("flash")
-  .description("flash the DeviceScript runtime onto a board (wraps `devs flash`); offline, pass the image with --file")
+  .description(
+    "flash the DeviceScript runtime onto a board (wraps `devs flash`); offline, pass the image with --file (Pico W boards: the committed image)",
+  )
   .requiredOption("-b, --board <board>", "board id")
   .addOption(shared.image())
   .option("--port <path>", "serial port (ESP32 boards only; RP2040 boards are a USB drive)")

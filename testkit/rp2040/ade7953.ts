@@ -129,7 +129,11 @@ export class Ade7953Model implements I2cDevice {
     if (this.addr.length === 2 && this.data.length > 0) {
       const reg = (this.addr[0] << 8) | this.addr[1]
       const width = ade7953Width(reg)
-      if (this.data.length === width) this.store(reg, this.data.reduce((v, b) => v * 256 + b, 0))
+      if (this.data.length === width)
+        this.store(
+          reg,
+          this.data.reduce((v, b) => v * 256 + b, 0),
+        )
     }
     this.addr = []
     this.data = []

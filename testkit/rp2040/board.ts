@@ -5,7 +5,7 @@
 
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { ConsoleLogger, LogLevel, RP2040 } from "rp2040js"
+import { ConsoleLogger, LogLevel, Simulator, type RP2040 } from "rp2040js"
 import { paths } from "../../sim/src/paths.js"
 import { FlashChip, attachFlash, type FlashOp } from "./flash.js"
 import { i2cBuses, type I2cBus } from "./i2c.js"
@@ -38,6 +38,7 @@ export interface BoardOptions {
 
 export class Board {
   readonly rp2040: RP2040
+  private readonly sim: Simulator
   readonly chip: FlashChip
   readonly usb: UsbLink
   readonly pins: PinDriver
@@ -53,7 +54,9 @@ export class Board {
   private cutAtInstruction = Infinity
 
   constructor(o: BoardOptions = {}) {
-    const rp = new RP2040()
+    // a Simulator only for its SimulationClock (not exported by itself); its execute() is not used
+    this.sim = new Simulator()
+    const rp = this.sim.rp2040
     this.rp2040 = rp
     rp.logger = new ConsoleLogger(LogLevel.Error)
     const rom = readFileSync(BOOTROM_FILE)
@@ -177,7 +180,8 @@ export class Board {
   /** The step loop: chunks of instructions, yielding to Node's event loop every ~20 ms of real time. */
   private async run(done: () => boolean): Promise<void> {
     const rp = this.rp2040
-    const { core, clock } = rp
+    const { core } = rp
+    const clock = this.sim.clock
     let sliceStart = performance.now()
     while (!this.halted && !done()) {
       // ~0.1 ms of emulated time per chunk: predicates and cuts are checked at that grain
@@ -206,6 +210,18 @@ export class Board {
     }
     this.realMs += performance.now() - sliceStart
   }
+}
+
+/**
+ * The emulator's speed on this run, one line for a test's output (a measurement, not an
+ * assertion): instructions per real second, real seconds per emulated second.
+ */
+export function speedLine(board: Board): string {
+  const s = board.speed()
+  return (
+    `${(s.instructions / 1e6).toFixed(1)} M instructions in ${(s.emulatedMs / 1000).toFixed(2)} s emulated, ` +
+    `${(s.instructionsPerS / 1e6).toFixed(1)} M instructions/s, ${s.realSPerEmulatedS.toFixed(2)} s real per emulated s`
+  )
 }
 
 /** An 8-byte flash unique id made from a seed (distinct seeds, distinct ids). */

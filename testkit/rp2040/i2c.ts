@@ -38,7 +38,7 @@ export class I2cBus {
 
   constructor(
     readonly controller: RPI2C,
-    private readonly nowMs: () => number,
+    nowMs: () => number,
   ) {
     fixAbortTxEmpty(controller)
     controller.onConnect = (address, mode) => {

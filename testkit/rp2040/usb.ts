@@ -77,7 +77,7 @@ export function parseFrame(frame: Uint8Array, emulatedMs: number): JdPacket[] {
   const end = Math.min(frame.length, 12 + size)
   const deviceId = Buffer.from(frame.subarray(4, 12)).toString("hex")
   const out: JdPacket[] = []
-  for (let p = 12; p + 4 <= end; ) {
+  for (let p = 12; p + 4 <= end;) {
     const n = frame[p]
     out.push({
       flags: frame[3],
@@ -97,6 +97,8 @@ export class UsbLink {
   readonly cdc: USBCDC
   /** Complete log lines, in order. */
   readonly log: string[] = []
+  /** Emulated time (ms since reset) each line of `log` arrived. */
+  readonly logTimes: number[] = []
   readonly packets: JdPacket[] = []
   connected = false
   private line = ""
@@ -107,7 +109,7 @@ export class UsbLink {
   private readonly packetListeners = new Set<(p: JdPacket) => void>()
 
   constructor(
-    private readonly rp2040: RP2040,
+    rp2040: RP2040,
     private readonly nowMs: () => number,
     /** Also print each log line (prefixed) to the test's console. */
     private readonly echo?: (line: string) => void,
@@ -176,6 +178,7 @@ export class UsbLink {
       const l = this.line.replace(/\r$/, "")
       this.line = ""
       this.log.push(l)
+      this.logTimes.push(this.nowMs())
       this.echo?.(l)
       for (const f of this.lineListeners) f(l)
     } else this.line += String.fromCharCode(c)
