@@ -15,6 +15,8 @@ await startMeterDrivers({
     // boards/citymeter_esp32s3.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 3.1,
     pressureDivider: 0.5,
-    // an ADE7953 on the board's I2C (board file "i2c"), if fitted: its front end's counts per V, A, W
+    // an ADE7953 module on the board's I2C (board file "i2c"), if fitted: the board has no front end of its
+    // own (board file $ade7953FrontEnd), so these are the Shelly module's counts per V, A, W; a unit's
+    // gain and offset come from its settings (ADE_CAL)
     meteringIc: SHELLY_FRONT_END,
 })
