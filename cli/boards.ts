@@ -131,8 +131,14 @@ function pulseInputErrors(id: string, b: Record<string, unknown>, limits: Record
   return errors
 }
 
-/** Transducer output at full range, volts (0.5–4.5 V ratiometric). */
-const SENSOR_MAX_V = 4.5
+/** Transducer output at full range, volts (0.5–4.5 V ratiometric on a 5.000 V supply). */
+export const SENSOR_MAX_V = 4.5
+/**
+ * The highest output the ADC pin must still read linearly: full range on a supply 5 % high (the
+ * output is ratiometric: 4.5 V × 1.05 = 4.725 V), plus the 0.1 V beyond the band at which the
+ * driver reports an open or shorted sensor (firmware/drivers/pressure.ts outOfRange): 4.825 V.
+ */
+export const SENSOR_FAULT_V = SENSOR_MAX_V * 1.05 + 0.1
 
 /**
  * What a board definition gets wrong for a meter: an analog or sensor input on a strapping pin, no
@@ -158,12 +164,17 @@ export function boardHardwareErrors(id: string, b = customBoard(id)): string[] {
   errors.push(...pulseInputErrors(id, b, PULSE_LIMITS))
   const fs = b.$adcFullScaleV
   const div = b.$pressureDivider
-  if (typeof fs !== "number" || typeof div !== "number")
-    errors.push(`${id}: the board file must state $adcFullScaleV and $pressureDivider`)
+  const linear = b.$adcLinearMaxV
+  if (typeof fs !== "number" || typeof div !== "number" || typeof linear !== "number")
+    errors.push(`${id}: the board file must state $adcFullScaleV, $adcLinearMaxV and $pressureDivider`)
   else {
-    if (SENSOR_MAX_V * div > fs)
+    if (linear > fs) errors.push(`${id}: $adcLinearMaxV ${linear} V is above the ADC's full scale ${fs} V`)
+    // issue 20: the pin stays inside the ADC's linear range up to a faulty sensor's output
+    if (SENSOR_FAULT_V * div > linear)
       errors.push(
-        `${id}: ${SENSOR_MAX_V} V x $pressureDivider ${div} = ${(SENSOR_MAX_V * div).toFixed(2)} V clips the ${fs} V ADC`,
+        `${id}: ${SENSOR_FAULT_V.toFixed(3)} V (${SENSOR_MAX_V} V on a supply 5 % high, plus the 0.1 V fault margin) x ` +
+          `$pressureDivider ${div} = ${(SENSOR_FAULT_V * div).toFixed(2)} V at the pin, over the ADC's linear range ` +
+          `($adcLinearMaxV ${linear} V): use a divider of at most ${(Math.floor((linear / SENSOR_FAULT_V) * 1000) / 1000).toFixed(3)}`,
       )
     const target = join(paths.root, "firmware/targets", `${id}.ts`)
     if (existsSync(target)) {
@@ -187,5 +198,22 @@ export function unknownBoardMessage(id: string): string {
   return (
     `unknown board '${id}': citymeter boards: ${ours.join(", ")}; simulator: sim` +
     ` (DeviceScript's generic boards also work: ${generic.join(", ")}; or add boards/${id}.board.json)`
+  )
+}
+
+/**
+ * Why a board cannot use a TLS broker (`mqtts://`, MQTT_PROTO=tls), or undefined when it can. The
+ * Pico W runtime's sockets have no TLS: DeviceScript asks for TLS with a negative port
+ * (@devicescript/net sockets.ts: `proto === "tls" ? -port : port`) and devicescript-pico's
+ * src/lwip_sock.c jd_tcpsock_new refuses any port outside 1..65535, so such a meter never connects.
+ * Any board on the rp2040w chip, the stock pico_w included.
+ */
+export function tlsError(id: string): string | undefined {
+  const arch = boardArch(id)
+  if (arch !== "rp2040w") return undefined
+  return (
+    `${id} (rp2040w) cannot use mqtts://: the Pico W's DeviceScript runtime has no TLS (its lwIP sockets refuse ` +
+    `a TLS connection, devicescript-pico src/lwip_sock.c), so the meter would never connect. Its frames are sealed end to end (AES-CCM per meter) whatever the ` +
+    `transport: use mqtt:// on a network you trust, or an ESP32 board (citymeter_esp32c3, citymeter_esp32s3) for TLS`
   )
 }

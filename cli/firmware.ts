@@ -34,6 +34,7 @@ import {
   boardArch,
   boardFamily,
   boardHardwareErrors,
+  tlsError,
   customBoard,
   knownBoards,
   settingsBankBytes,
@@ -149,6 +150,9 @@ export async function build(o: BuildOptions, print: Print): Promise<BuildResult>
     if (settings.BOARD !== o.board)
       throw usage(`the settings in ${o.settings} are for board '${settings.BOARD}', not '${o.board}'`)
   }
+  // issue 20: settings made before provision refused mqtts:// on a Pico W, or edited by hand
+  const noTls = settings.MQTT_PROTO === "tls" ? tlsError(o.board) : undefined
+  if (noTls) throw usage(`the settings in ${o.settings} ask for TLS: ${noTls}`)
   const hardware = boardHardwareErrors(o.board)
   if (hardware.length) throw usage(hardware.join("; "))
   const storage = queueFootprintError(o.board, settingsBankBytes(o.board), settings)

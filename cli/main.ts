@@ -85,6 +85,8 @@ const provisionInput = (o: Record<string, string | number | string[] | boolean |
   batch: o.batch as number,
   set: o.set as string[] | undefined,
   open: o.open as boolean | undefined,
+  pressureCal: o.pressureCal as string | undefined,
+  adeCal: o.adeCal as string | undefined,
 })
 
 program
@@ -104,6 +106,14 @@ program
   .option("--set <KEY=VALUE...>", "tunables of proto/tunables.json (README table), e.g. LEAK_S=3600 PULSES_PER_L=1")
   .option("-o, --out <dir>", "directory for the two files (default: data/provision/<meter>)")
   .option("--open", "no sealing key: a legacy or demo meter whose frames travel unsealed")
+  .option(
+    "--pressure-cal <PA:MV,PA:MV>",
+    'the pressure transducer\'s two-point calibration (P_CAL): two reference pressures in Pa and the mV the meter logged ("pressure input … mV") at each',
+  )
+  .option(
+    "--ade-cal <list>",
+    "the ADE7953's calibration (ADE_CAL): vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset (gains in ppm, offsets in register counts)",
+  )
   .option("-f, --force", "overwrite existing files")
   .option("--lat <deg>", "where the meter is: latitude, WGS 84 decimal degrees (with --bridge)")
   .option("--lon <deg>", "longitude, WGS 84 decimal degrees (with --bridge)")

@@ -17,7 +17,7 @@ import {
   queueFootprintError,
 } from "../bridge/src/tunables.js"
 import type { Tunable, TunableValues } from "../bridge/src/tunables.js"
-import { knownBoards, settingsBankBytes, unknownBoardMessage } from "./boards.js"
+import { knownBoards, settingsBankBytes, tlsError, unknownBoardMessage } from "./boards.js"
 import { CliError, usage } from "./errors.js"
 
 /** DeviceScript settings keys are at most 13 characters (longer ones build, then throw at run time). */
@@ -51,9 +51,58 @@ export interface ProvisionInput {
   set?: string[]
   /** A legacy or demo meter: no sealing key (frames travel open; the bridge's policy must be open). */
   open?: boolean
+  /** The pressure transducer's two-point calibration, "PA:MV,PA:MV" (P_CAL). */
+  pressureCal?: string
+  /** The metering IC's calibration, "vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset" (ADE_CAL). */
+  adeCal?: string
 }
 
-export type Settings = Record<string, string | number>
+/**
+ * The same bounds as the firmware's (firmware/drivers/pressure.ts pointsError, which refuses and
+ * logs anything else at boot): millivolts at the sensor as the meter computes them (its log line
+ * "pressure input … mV"), pascals up to the bridge's 50 bar, points at least 100 kPa apart.
+ */
+export const PRESSURE_CAL = { maxMv: 6000, maxPa: 5_000_000, minSpanPa: 100_000 }
+
+/** --pressure-cal "PA:MV,PA:MV" → P_CAL [mv0, pa0, mv1, pa1], or a usage error saying what is wrong. */
+export function pressureCalSetting(raw: string): number[] {
+  const m = /^(\d+):(\d+),(\d+):(\d+)$/.exec(raw.replace(/\s+/g, ""))
+  if (!m)
+    throw usage(
+      `--pressure-cal expects two points PA:MV,PA:MV (reference pressure in Pa : the meter's "pressure input" mV), e.g. 0:525,800000:3885 (got '${raw}')`,
+    )
+  const [pa0, mv0, pa1, mv1] = m.slice(1).map(Number)
+  if (mv0 > PRESSURE_CAL.maxMv || mv1 > PRESSURE_CAL.maxMv)
+    throw usage(`--pressure-cal: millivolts must be at most ${PRESSURE_CAL.maxMv}`)
+  if (pa0 > PRESSURE_CAL.maxPa || pa1 > PRESSURE_CAL.maxPa)
+    throw usage(`--pressure-cal: pressures must be at most ${PRESSURE_CAL.maxPa} Pa (50 bar)`)
+  if (pa1 - pa0 < PRESSURE_CAL.minSpanPa)
+    throw usage(`--pressure-cal: the second pressure must be at least ${PRESSURE_CAL.minSpanPa} Pa above the first`)
+  if (mv1 <= mv0) throw usage(`--pressure-cal: the output must rise with pressure (${mv0} mV, then ${mv1} mV)`)
+  return [mv0, pa0, mv1, pa1]
+}
+
+/** Bounds of ADE_CAL, as the firmware checks them (firmware/drivers/ade7953.ts trimError). */
+export const ADE_CAL = { minGainPpm: 500_000, maxGainPpm: 2_000_000, maxOffset: 1_000_000 }
+
+/** --ade-cal "vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset" → ADE_CAL, or a usage error. */
+export function adeCalSetting(raw: string): number[] {
+  const parts = raw.replace(/\s+/g, "").split(",")
+  const v = parts.map(Number)
+  if (parts.length !== 6 || !v.every((x, k) => Number.isInteger(x) && /^-?\d+$/.test(parts[k])))
+    throw usage(
+      `--ade-cal expects six integers vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset (gains in ppm, 1000000 = 1; offsets in register counts), got '${raw}'`,
+    )
+  for (const g of [v[0], v[2], v[4]])
+    if (g < ADE_CAL.minGainPpm || g > ADE_CAL.maxGainPpm)
+      throw usage(`--ade-cal: gains must be ${ADE_CAL.minGainPpm}..${ADE_CAL.maxGainPpm} ppm (got ${g})`)
+  for (const o of [v[1], v[3], v[5]])
+    if (Math.abs(o) > ADE_CAL.maxOffset)
+      throw usage(`--ade-cal: offsets must be within +-${ADE_CAL.maxOffset} counts (got ${o})`)
+  return v
+}
+
+export type Settings = Record<string, string | number | number[]>
 
 function intInRange(name: string, raw: string | number, min: number, max: number): number {
   const v = typeof raw === "number" ? raw : Number(raw)
@@ -89,6 +138,9 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
   }
   const proto = { "mqtt:": "tcp", "mqtts:": "tls" }[url.protocol]
   if (!proto) throw usage(`broker URL scheme must be mqtt:// or mqtts:// (got ${url.protocol}//)`)
+  // issue 20: a Pico W given mqtts:// would never connect
+  const noTls = proto === "tls" ? tlsError(i.board) : undefined
+  if (noTls) throw usage(noTls)
   if (!url.hostname) throw usage(`broker URL '${i.broker}' has no host`)
   if (url.pathname && url.pathname !== "/") throw usage(`broker URL must not have a path (got ${url.pathname})`)
   if (url.username || url.password)
@@ -126,6 +178,8 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
       )
     defaults[key] = intInRange(key, value, range.min, range.max)
   }
+  if (i.pressureCal !== undefined) defaults.P_CAL = pressureCalSetting(i.pressureCal)
+  if (i.adeCal !== undefined) defaults.ADE_CAL = adeCalSetting(i.adeCal)
   // what the meter could not count or keep is refused here, with the reason
   const pulses = pulseLimitErrors(tunableValues(defaults), i.board)
   if (pulses.length) throw usage(pulses.join("; "))
@@ -143,7 +197,7 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
  * are written JSON-quoted so that a password "1234" stays a string; no spaces around '='
  * (DeviceScript keeps them as part of the key).
  */
-export function settingLine(key: string, value: string | number): string {
+export function settingLine(key: string, value: string | number | number[]): string {
   return `${key}=${JSON.stringify(value)}`
 }
 

@@ -200,7 +200,8 @@ describe("storage: the flash queue fits each board's settings bank and every fra
     // issue 20: a bank's records use bank - 48 B, the runtime's Wi-Fi and program records share it, and a
     // slot's rewrite needs its record free while the old copy counts; 28 slots do not fit a Pico W
     expect(queueCapacity(boardBankBytes("citymeter_picow"))).toBe(27)
-    expect(queueCapacity(boardBankBytes("citymeter_esp32c3"))).toBe(64)
+    // 63 on an ESP32: the calibrations P_CAL and ADE_CAL take 136 B of the other settings
+    expect(queueCapacity(boardBankBytes("citymeter_esp32c3"))).toBe(63)
     const tooSmall = STORAGE.queueSlots * entryBytes(STORAGE.maxFrameBytes)
     expect(queueFootprintError("tiny", tooSmall)).toMatch(/over the \d+ B usable of the \d+ B settings bank of tiny/)
   })

@@ -199,8 +199,9 @@ export function maxBatchForSlot(): number {
 /**
  * Bytes of JSON, at most, of each key the firmware or its provisioning may write besides the queue
  * slots: identity and broker (provisioned), the boot counter, the downlink replay mark, the sealing
- * key and the state record (firmware/store.ts "st": ring positions, counts and totals, each at most
- * 2^53). The tunables count at their longest bound (TUNABLES).
+ * key, the state record (firmware/store.ts "st": ring positions, counts and totals, each at most
+ * 2^53), and the calibrations of the pressure transducer and the metering IC. The tunables count at
+ * their longest bound (TUNABLES).
  */
 const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   METER_ID: 66,
@@ -214,6 +215,9 @@ const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   BOOT: 10,
   DL_MS: 16,
   st: STORAGE.stateRecordMaxBytes,
+  // calibrations (cli/provision.ts): P_CAL [mv0, pa0, mv1, pa1], ADE_CAL six gains and offsets
+  P_CAL: 29,
+  ADE_CAL: 56,
 }
 
 /**

@@ -14,9 +14,10 @@
 //   reserved register 0x120, which only takes the write right after that unlock.
 // - "Active Energy Calculation": active power is integrated into AENERGYA at up to ≈206.9 kHz with
 //   full-scale inputs; with full-scale inputs AWATT reads ≈4,862,401. The 24-bit AENERGYA wraps.
-import * as ds from "@devicescript/core"
 import { i2c } from "@devicescript/i2c"
-import { SensorServer, startServer } from "@devicescript/server"
+import { readSetting } from "@devicescript/settings"
+import { EnergySource, SwitchableEnergy } from "./electricity"
+import { measures } from "../hardware"
 
 export const ADE7953_I2C_ADDRESS = 0x38
 
@@ -52,6 +53,26 @@ export const SETTING_VALUE = 0x0030
 export const CONFIG_VALUE = 0x0004
 /** Data sheet "Active Energy Calculation": energy counts per second per AWATT count. */
 export const ENERGY_RATE_PER_AWATT = 206900 / 4862401
+/**
+ * Data sheet full scale (PGA gain 1): 0.5 V peak (0.3536 V rms) at an input gives IRMSA/VRMS
+ * 9,032,007; both inputs at full scale in phase give AWATT 4,862,401 ("Current Channel RMS",
+ * "Voltage Channel RMS", "Active Power Calculation").
+ */
+export const FULL_SCALE = { inputVrms: 0.5 / Math.SQRT2, rms: 9032007, awatt: 4862401 }
+
+/**
+ * Counts per V, A and W of a front end from its circuit: line volts to input volts
+ * (`voltsPerLineVolt`, a divider's ratio) and amperes to input volts (`voltsPerAmp`, a shunt's ohms
+ * or a CT's burden over its turns ratio), from the data sheet's full scale (FULL_SCALE).
+ */
+export function frontEndCounts(voltsPerLineVolt: number, voltsPerAmp: number): Ade7953Calibration {
+    const perInputV = FULL_SCALE.rms / FULL_SCALE.inputVrms
+    return {
+        countsPerV: perInputV * voltsPerLineVolt,
+        countsPerA: perInputV * voltsPerAmp,
+        countsPerW: (FULL_SCALE.awatt * voltsPerLineVolt * voltsPerAmp) / (FULL_SCALE.inputVrms * FULL_SCALE.inputVrms),
+    }
+}
 
 /** Bytes of a register, from its address block (data sheet "ADE7953 Registers"). */
 export function regBytes(reg: number): number {
@@ -129,6 +150,59 @@ export function maxReadGapS(c: Ade7953Calibration, powerW: number): number {
     return 2 ** 24 / (powerW * c.countsPerW * ENERGY_RATE_PER_AWATT)
 }
 
+/**
+ * A unit's calibration against a reference meter (settings ADE_CAL): gain in ppm (1,000,000 = 1) and
+ * offset in register counts, of voltage, current and active power: value = (register − offset) ×
+ * gain / counts per unit. Energy takes the power gain; the power offset corrects the power reading
+ * only (a no-load offset in the energy register needs the chip's own AWATTOS, not written here).
+ */
+export interface Ade7953Trim {
+    vGainPpm: number
+    vOffset: number
+    iGainPpm: number
+    iOffset: number
+    pGainPpm: number
+    pOffset: number
+}
+
+export const NO_TRIM: Ade7953Trim = {
+    vGainPpm: 1000000,
+    vOffset: 0,
+    iGainPpm: 1000000,
+    iOffset: 0,
+    pGainPpm: 1000000,
+    pOffset: 0,
+}
+/** Settings key of the unit's calibration: JSON [vGainPpm, vOffset, iGainPpm, iOffset, pGainPpm, pOffset]. */
+export const ADE_CAL_KEY = "ADE_CAL"
+
+/** Why a calibration is unusable (gains 0.5..2, offsets within ±1e6 counts), or undefined. */
+export function trimError(t: Ade7953Trim): string {
+    for (const g of [t.vGainPpm, t.iGainPpm, t.pGainPpm])
+        if (typeof g !== "number" || Math.round(g) !== g || g < 500000 || g > 2000000)
+            return `ADE_CAL gains must be whole ppm in 500000..2000000 (got ${g})`
+    for (const o of [t.vOffset, t.iOffset, t.pOffset])
+        if (typeof o !== "number" || Math.round(o) !== o || Math.abs(o) > 1000000)
+            return `ADE_CAL offsets must be whole counts within +-1000000 (got ${o})`
+    return undefined
+}
+
+/** The unit's calibration from settings; none (or an unusable one, logged): NO_TRIM. */
+export async function loadAde7953Trim(): Promise<Ade7953Trim> {
+    const a = await readSetting<number[]>(ADE_CAL_KEY, undefined)
+    if (a === undefined || a === null) return NO_TRIM
+    const t: Ade7953Trim =
+        Array.isArray(a) && a.length === 6
+            ? { vGainPpm: a[0], vOffset: a[1], iGainPpm: a[2], iOffset: a[3], pGainPpm: a[4], pOffset: a[5] }
+            : undefined
+    const why = t ? trimError(t) : "ADE_CAL must be [vGainPpm, vOffset, iGainPpm, iOffset, pGainPpm, pOffset]"
+    if (why) {
+        console.log(`citymeter: settings refused: ${why}; the ADE7953 runs uncalibrated`)
+        return NO_TRIM
+    }
+    return t
+}
+
 /** Counts the 24-bit accumulator advanced from `last` to `now`: positive-only, modulo 2^24. */
 export function energyDelta(last: number, now: number): number {
     const d = now - last
@@ -145,10 +219,13 @@ export class Ade7953 {
     errors = 0
     version = -1
     private lastEnergy: number = undefined
+    /** The poll timer startAde7953 runs; stop() ends it. */
+    timer: number = undefined
 
     constructor(
         private readonly bus: RegisterBus,
         readonly cal: Ade7953Calibration,
+        readonly trim: Ade7953Trim = NO_TRIM,
     ) {}
 
     async readReg(reg: number, signed: boolean): Promise<number> {
@@ -202,9 +279,10 @@ export class Ade7953 {
             const p = await this.readReg(ADE.AWATT, true)
             const i = await this.readReg(ADE.IRMSA, false)
             const e = await this.readReg(ADE.AENERGYA, false)
-            this.voltageDv = Math.round((v * 10) / this.cal.countsPerV)
-            this.powerW = Math.round(p / this.cal.countsPerW)
-            this.currentMa = Math.round((i * 1000) / this.cal.countsPerA)
+            const t = this.trim
+            this.voltageDv = Math.round(((v - t.vOffset) * t.vGainPpm * 10) / 1000000 / this.cal.countsPerV)
+            this.powerW = Math.round(((p - t.pOffset) * t.pGainPpm) / 1000000 / this.cal.countsPerW)
+            this.currentMa = Math.round(((i - t.iOffset) * t.iGainPpm * 1000) / 1000000 / this.cal.countsPerA)
             if (this.lastEnergy !== undefined) this.energyCounts += energyDelta(this.lastEnergy, e)
             this.lastEnergy = e
             return true
@@ -214,36 +292,45 @@ export class Ade7953 {
         }
     }
 
+    /** Stops the periodic poll (the values keep their last reading). */
+    stop() {
+        if (this.timer !== undefined) clearInterval(this.timer)
+        this.timer = undefined
+    }
+
     /** Imported active energy since start, Wh, rounded down. */
     energyWh(): number {
-        return Math.floor(this.energyCounts / energyCountsPerWh(this.cal))
+        return Math.floor((this.energyCounts * this.trim.pGainPpm) / 1000000 / energyCountsPerWh(this.cal))
     }
 }
 
-class Ade7953Server extends SensorServer implements ds.CitymeterElectricityMeterServerSpec {
-    constructor(private readonly m: Ade7953) {
-        super(ds.CitymeterElectricityMeter.spec)
-    }
-    reading() {
-        return this.m.energyWh()
-    }
-    power() {
-        return this.m.powerW
-    }
-    voltage() {
-        return this.m.voltageDv
-    }
+/** The chip as the Electricity Meter service's source. */
+export function ade7953Source(m: Ade7953): EnergySource {
+    return { energyWh: () => m.energyWh(), powerW: () => m.powerW, voltageDv: () => m.voltageDv }
 }
 
 /** Poll period: far inside the ≥81 s AENERGYA takes to wrap even at full scale (maxReadGapS). */
 export const POLL_MS = 1000
+/**
+ * Wait after power-up before the first probe: ESPHome's ade7953 component waits 100 ms before it
+ * talks to the chip; a probe during the chip's own start reads nothing and the meter fell back to S0
+ * for good (issue 20).
+ */
+export const SETTLE_MS = 100
+/** Probe period while no chip answers: a chip that starts late, or is fitted later, is taken then. */
+export const PROBE_RETRY_MS = 30000
 
 /**
- * Starts the Electricity Meter service on an ADE7953 if one answers on `bus` and takes its setup;
- * undefined otherwise (no I2C on the board, no chip fitted, or a chip that refused the settings).
+ * Probes an ADE7953 on `bus`, sets it up and polls it every POLL_MS: the driver when it answers and
+ * takes its settings, undefined otherwise (no I2C on the board, no chip fitted, or a chip that
+ * refused the settings).
  */
-export async function startAde7953(bus: RegisterBus, cal: Ade7953Calibration): Promise<Ade7953> {
-    const m = new Ade7953(bus, cal)
+export async function startAde7953(
+    bus: RegisterBus,
+    cal: Ade7953Calibration,
+    trim: Ade7953Trim = NO_TRIM,
+): Promise<Ade7953> {
+    const m = new Ade7953(bus, cal, trim)
     if (!(await m.probe())) return undefined
     if (!(await m.setup())) {
         console.log(`citymeter: ADE7953 v${m.version} did not take its settings`)
@@ -251,13 +338,62 @@ export async function startAde7953(bus: RegisterBus, cal: Ade7953Calibration): P
     }
     await m.poll()
     let logged = 0
-    setInterval(async () => {
+    m.timer = setInterval(async () => {
         if (!(await m.poll()) && m.errors >= logged * 2) {
             logged = m.errors
             console.log(`citymeter: ADE7953 read failed (${m.errors} failures so far)`)
         }
     }, POLL_MS)
-    startServer(new Ade7953Server(m))
-    console.log(`citymeter: ADE7953 v${m.version} measures voltage, power and energy`)
     return m
+}
+
+/**
+ * The metering IC if it answers now, else probed again every `retryMs` until it does: then the
+ * Electricity Meter service's source switches from `energy`'s S0 input to the IC, the energy
+ * register continuing where S0 left it (SwitchableEnergy), and the meter measures voltage and power
+ * from then on (hardware.ts measures; the next Birth lists them). Resolves with the IC's driver, or
+ * undefined when it did not answer at the first probe. `stop` ends the probing and the polling (tests).
+ */
+export async function startMeteringIc(
+    bus: RegisterBus,
+    cal: Ade7953Calibration,
+    trim: Ade7953Trim,
+    energy: SwitchableEnergy,
+    retryMs: number,
+): Promise<{ ic: Ade7953; stop: () => void }> {
+    const take = (m: Ade7953) => {
+        energy.switchTo(ade7953Source(m))
+        measures.voltage = true
+        measures.power = true
+        console.log(`citymeter: ADE7953 v${m.version} measures voltage, power and energy`)
+    }
+    const first = await startAde7953(bus, cal, trim)
+    if (first) {
+        take(first)
+        return { ic: first, stop: () => first.stop() }
+    }
+    let late: Ade7953 = undefined
+    measures.voltage = false
+    measures.power = false
+    let busy = false
+    let timer = setInterval(async () => {
+        if (busy || timer === undefined) return
+        busy = true
+        const m = await startAde7953(bus, cal, trim)
+        busy = false
+        if (!m || timer === undefined) return
+        clearInterval(timer)
+        timer = undefined
+        late = m
+        take(m)
+        console.log(`citymeter: ADE7953 answered late: it counts energy from ${energy.energyWh()} Wh on`)
+    }, retryMs)
+    return {
+        ic: undefined,
+        stop: () => {
+            if (timer !== undefined) clearInterval(timer)
+            timer = undefined
+            if (late) late.stop()
+        },
+    }
 }

@@ -106,31 +106,71 @@ export class S0Counter {
     }
 }
 
-class S0Server extends SensorServer implements ds.CitymeterElectricityMeterServerSpec {
-    constructor(
-        private readonly s0: S0Counter,
-        private readonly nominalDv: number,
-    ) {
-        super(ds.CitymeterElectricityMeter.spec)
-    }
-    reading() {
-        return this.s0.energyWh()
-    }
-    power() {
-        this.s0.settle(ds.millis())
-        return this.s0.powerW
-    }
-    voltage() {
+/** What the Electricity Meter service serves: an S0 input or a metering IC (ade7953.ts). */
+export interface EnergySource {
+    /** Cumulative energy, Wh, since this source started. */
+    energyWh(): number
+    powerW(): number
+    voltageDv(): number
+}
+
+/** An S0 input as an energy source: no voltage (the nominal supply, which is not sent), estimated power. */
+export function s0Source(s0: S0Counter, nominalDv: number): EnergySource {
+    return {
+        energyWh: () => s0.energyWh(),
+        powerW: () => {
+            s0.settle(ds.millis())
+            return s0.powerW
+        },
         // an S0 output carries no voltage: the nominal supply, which the meter does not send or
-        // alarm on (hardware.ts measures.voltage); with an ADE7953 fitted, ade7953.ts serves this
-        return this.nominalDv
+        // alarm on (hardware.ts measures.voltage)
+        voltageDv: () => nominalDv,
     }
 }
 
-/** Counts an S0 output's impulses (a button-service role) and serves the Electricity Meter role. */
-export function startS0Meter(input: ds.Button, impPerKwh: number, nominalDv: number): S0Counter {
+/**
+ * The energy register the service serves, continuous across a change of source: when a metering IC
+ * that answered late replaces the S0 input, the register goes on from the S0 energy counted so far
+ * and adds what the IC counts from then on. The meter program sees one counter that never steps back
+ * (a step back would read as a counter restart, firmware/sampler.ts counterDelta).
+ */
+export class SwitchableEnergy {
+    private baseWh = 0
+    private startWh = 0
+    constructor(public source: EnergySource) {}
+    switchTo(next: EnergySource) {
+        this.baseWh = this.energyWh()
+        this.source = next
+        this.startWh = next.energyWh()
+    }
+    energyWh(): number {
+        return this.baseWh + this.source.energyWh() - this.startWh
+    }
+}
+
+class ElectricityServer extends SensorServer implements ds.CitymeterElectricityMeterServerSpec {
+    constructor(private readonly e: SwitchableEnergy) {
+        super(ds.CitymeterElectricityMeter.spec)
+    }
+    reading() {
+        return this.e.energyWh()
+    }
+    power() {
+        return this.e.source.powerW()
+    }
+    voltage() {
+        return this.e.source.voltageDv()
+    }
+}
+
+/** Serves the Electricity Meter service from `e` (its source may change later). */
+export function startElectricityMeter(e: SwitchableEnergy) {
+    startServer(new ElectricityServer(e))
+}
+
+/** Counts an S0 output's impulses from its button-service role (sampled in C, firmware/pulses.ts). */
+export function startS0Counter(input: ds.Button, impPerKwh: number): S0Counter {
     const s0 = new S0Counter(impPerKwh)
     countPulses(input, () => s0.impulse(ds.millis()))
-    startServer(new S0Server(s0, nominalDv))
     return s0
 }

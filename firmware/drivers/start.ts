@@ -10,9 +10,17 @@
 // voltage, power and energy; without one answering there, the S0 pulse input counts energy only.
 import * as ds from "@devicescript/core"
 import { loadConfig, pulseConstantListeners } from "../config"
-import { ADE7953_I2C_ADDRESS, Ade7953Calibration, I2cRegisterBus, startAde7953 } from "./ade7953"
-import { S0Counter, startS0Meter } from "./electricity"
-import { DEFAULT_CALIBRATION, PressureCalibration, startPressure } from "./pressure"
+import {
+    ADE7953_I2C_ADDRESS,
+    Ade7953Calibration,
+    I2cRegisterBus,
+    loadAde7953Trim,
+    PROBE_RETRY_MS,
+    SETTLE_MS,
+    startMeteringIc,
+} from "./ade7953"
+import { S0Counter, s0Source, startElectricityMeter, startS0Counter, SwitchableEnergy } from "./electricity"
+import { DEFAULT_CALIBRATION, loadPressurePoints, PressureCalibration, PressureInput, startPressure } from "./pressure"
 import { FlowCounter, startWaterFlow } from "./waterflow"
 import { measures } from "../hardware"
 
@@ -32,8 +40,11 @@ export interface MeterPins {
     startS0Pulse: () => ds.Button
     /** Starts the board's tamper switch service (board definition); the program binds it by role. */
     startTamper: () => ds.Button
-    /** Starts the board's ADC service for the pressure transducer. */
-    startPressureAdc: () => ds.Potentiometer
+    /**
+     * Starts the board's pressure ADC input: its analog service (ESP32 boards) or its pin in the
+     * GPIO AnalogIn mode (Pico W: the mode that switches the RP2040 pad's pull-down off, pressure.ts).
+     */
+    startPressureInput: () => PressureInput
     /** ADC full scale of this chip, volts (boards/<id>.board.json "$adcFullScaleV"). */
     adcFullScaleV: number
     /** Divider between the 0.5–4.5 V transducer and the ADC pin ("$pressureDivider"). */
@@ -71,7 +82,8 @@ function startSimulatedPulses(p: MeterPins, pulsesPerL: number, impPerKwh: numbe
             measures.reverseFlow = false
         }
         if (which & SIM_S0) {
-            s0 = startS0Meter(p.startS0Pulse(), impPerKwh, 2300)
+            s0 = startS0Counter(p.startS0Pulse(), impPerKwh)
+            startElectricityMeter(new SwitchableEnergy(s0Source(s0, 2300)))
             measures.voltage = false
             measures.power = false
         }
@@ -98,20 +110,24 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
     const flow = startWaterFlow(p.startFlowPulse(), cfg.t.pulsesPerL)
     // a reed contact has no direction: the Birth and the alarm rules say so
     measures.reverseFlow = false
-    const s0Input = p.startS0Pulse()
-    const ic = await startAde7953(new I2cRegisterBus(ADE7953_I2C_ADDRESS), p.meteringIc)
-    let s0: S0Counter = undefined
-    if (!ic) {
-        // S0 gives energy only: no voltage, and power only as an impulse-gap estimate
-        measures.voltage = false
-        measures.power = false
-        s0 = startS0Meter(s0Input, cfg.t.impPerKwh, 2300)
-        console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy")
-    }
+    // S0 counts from the start (its button service, sampled in C); the ADE7953, probed after its power-up settle time and then every
+    // PROBE_RETRY_MS until it answers, takes over with the energy register continuing (issue 20)
+    const s0 = startS0Counter(p.startS0Pulse(), cfg.t.impPerKwh)
+    const energy = new SwitchableEnergy(s0Source(s0, 2300))
+    startElectricityMeter(energy)
+    await ds.sleep(SETTLE_MS)
+    const { ic } = await startMeteringIc(
+        new I2cRegisterBus(ADE7953_I2C_ADDRESS),
+        p.meteringIc,
+        await loadAde7953Trim(),
+        energy,
+        PROBE_RETRY_MS,
+    )
+    if (!ic) console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy (probed again every 30 s)")
     // a config downlink's pulse constants reach the counters without a reboot
     pulseConstantListeners.push((t) => {
         flow.setPulsesPerL(t.pulsesPerL)
-        if (s0) s0.setImpPerKwh(t.impPerKwh)
+        s0.setImpPerKwh(t.impPerKwh)
     })
     p.startTamper()
     const c: PressureCalibration = {
@@ -121,7 +137,7 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
         fullScaleV: p.adcFullScaleV,
         divider: p.pressureDivider,
     }
-    startPressure(p.startPressureAdc(), c)
+    startPressure(p.startPressureInput(), c, await loadPressurePoints())
     console.log("citymeter: board drivers started")
     return true
 }

@@ -3,6 +3,7 @@
 // simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_esp32c3"
 import { SHELLY_FRONT_END } from "../drivers/ade7953"
+import { serviceInput } from "../drivers/pressure"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"
 
@@ -15,10 +16,12 @@ await startMeterDrivers({
     // the pulse inputs: button services sampling FLOW_PULSE and S0_PULSE in C (firmware/pulses.ts)
     startFlowPulse: () => board.startFlowPulse("flowPulse"),
     startS0Pulse: () => board.startS0Pulse("s0Pulse"),
-    startPressureAdc: () => board.startPressureAdc("pressureAdc"),
+    startPressureInput: () => serviceInput(board.startPressureAdc("pressureAdc")),
     // boards/citymeter_esp32c3.board.json $adcFullScaleV and $pressureDivider (citymeter build checks they agree)
     adcFullScaleV: 2.5,
     pressureDivider: 0.5,
-    // an ADE7953 on the board's I2C (board file "i2c"), if fitted: its front end's counts per V, A, W
+    // an ADE7953 module on the board's I2C (board file "i2c"), if fitted: the board has no front end of its
+    // own (board file $ade7953FrontEnd), so these are the Shelly module's counts per V, A, W; a unit's
+    // gain and offset come from its settings (ADE_CAL)
     meteringIc: SHELLY_FRONT_END,
 })

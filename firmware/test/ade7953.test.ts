@@ -7,14 +7,22 @@ import { describe, expect, test } from "@devicescript/test"
 import {
     ADE,
     Ade7953,
+    ade7953Source,
     energyCountsPerWh,
+    frontEndCounts,
     maxReadGapS,
+    NO_TRIM,
     POLL_MS,
     RegisterBus,
+    SETTLE_MS,
     SHELLY_FRONT_END,
     startAde7953,
+    startMeteringIc,
     toBytes,
+    trimError,
 } from "../drivers/ade7953"
+import { EnergySource, startElectricityMeter, SwitchableEnergy } from "../drivers/electricity"
+import { measures } from "../hardware"
 
 interface RegDef {
     bytes: number
@@ -262,20 +270,13 @@ describe("ADE7953 driver", () => {
         expect(await m.poll()).toBe(true)
         expect(m.energyCounts).toBe(f.integrated)
     })
-    test("scale factors: energy counts per Wh and the time AENERGYA takes to wrap", () => {
-        expect(Math.round(energyCountsPerWh(SHELLY_FRONT_END))).toBe(23590)
-        const fullScaleW = FS_AWATT / SHELLY_FRONT_END.countsPerW
-        const gap = maxReadGapS(SHELLY_FRONT_END, fullScaleW)
-        expect(gap > 81 && gap < 81.2).toBe(true) // 2^24 / 206.9 kHz
-        expect(POLL_MS / 1000 < gap / 10).toBe(true)
-        expect(Math.round(maxReadGapS(SHELLY_FRONT_END, 3680))).toBe(696) // 16 A at 230 V
-    })
     test("the meter program reads it through the Electricity Meter service", async () => {
         const f = new FakeAde7953()
         f.vrms = 26000 * 229.9
         f.awatt = 154 * 800
         const m = await startAde7953(f, SHELLY_FRONT_END)
         expect(m !== undefined).toBe(true)
+        startElectricityMeter(new SwitchableEnergy(ade7953Source(m)))
         const em = new ds.CitymeterElectricityMeter()
         let v = 0
         for (let i = 0; i < 50 && v === 0; ++i) {
@@ -284,5 +285,128 @@ describe("ADE7953 driver", () => {
         }
         expect(v).toBe(2299)
         expect(await em.power.read()).toBe(800)
+        m.stop()
+    })
+})
+
+// Issue 20: the expected readings here are worked out from the data sheet's full-scale figures, by
+// hand, not from the driver's constants (the test this replaces compared the driver with itself).
+//
+// ADE7953 data sheet (PGA gain 1): a 0.5 V peak sine (0.353553 V rms) at an input reads 9,032,007
+// in VRMS / IRMSA; both inputs at that full scale and in phase read AWATT 4,862,401, and AENERGYA
+// then grows by 206,900 counts a second (FS_AWATT, FS_ENERGY_HZ above, the model's own copies).
+//
+// A front end with a 1000:1 voltage divider and a 1 mΩ shunt, at 230.0 V and 10.00 A in phase:
+//   voltage input 0.2300 V rms:   VRMS  = 9,032,007 × 0.2300 / 0.353553          = 5,875,666
+//   current input 0.01000 V rms:  IRMSA = 9,032,007 × 0.01000 / 0.353553         =   255,464
+//   AWATT = 4,862,401 × (0.2300 × 0.01000) / 0.353553² = 4,862,401 × 0.0023 / 0.125 =    89,468
+//   an hour: AENERGYA += 206,900 × 89,468 / 4,862,401 × 3600                     = 13,705,029 counts
+// so the driver must read 2300 dV, 10,000 mA, 2300 W and, after an hour, 2300 Wh (±1: the model
+// rounds AWATT to a whole count, 2299.995 Wh).
+describe("scaling, from the data sheet's full scale", () => {
+    const frontEnd = frontEndCounts(1 / 1000, 0.001)
+    test("230.0 V, 10.00 A and 2300 W through a 1000:1 divider and a 1 mΩ shunt", async () => {
+        const f = new FakeAde7953()
+        const m = new Ade7953(f, frontEnd)
+        expect(await m.probe()).toBe(true)
+        expect(await m.setup()).toBe(true)
+        f.vrms = 5875666
+        f.irms = 255464
+        f.awatt = 89468
+        expect(await m.poll()).toBe(true)
+        expect(m.voltageDv).toBe(2300)
+        expect(m.currentMa).toBe(10000)
+        expect(m.powerW).toBe(2300)
+        for (let i = 0; i < 360; ++i) {
+            f.run(10000)
+            await m.poll()
+        }
+        expect(Math.abs(f.integrated - 13705029) <= 1).toBe(true)
+        expect(m.energyCounts).toBe(f.integrated)
+        expect(Math.abs(m.energyWh() - 2300) <= 1).toBe(true)
+    })
+    test("AENERGYA wraps 81.09 s after zero at full scale (2^24 / 206,900): a 1 s poll is far inside", () => {
+        const gap = maxReadGapS(frontEnd, 4862401 / frontEnd.countsPerW)
+        expect(gap > 81.08 && gap < 81.1).toBe(true)
+        expect(POLL_MS / 1000 < gap / 10).toBe(true)
+    })
+    test("the Shelly constants (Tasmota, ESPHome) are a front end of about 1:983 and 3.9 mΩ by the same figures", () => {
+        // 9,032,007 / 0.353553 = 25,546,374 counts per input volt: 26,000 counts/V is 1 V in 982.6,
+        // 100,000 counts/A is 3.914 mV/A; their AWATT per W is then 4,862,401 / 0.125 × 1/982.6 ×
+        // 0.003914 = 154.9, which is the 154 counts/W they ship
+        const volts = 26000 / 25546374
+        const ohms = 100000 / 25546374
+        expect(Math.round(1 / volts)).toBe(983)
+        expect(Math.round(frontEndCounts(volts, ohms).countsPerW)).toBe(155)
+        expect(SHELLY_FRONT_END.countsPerW).toBe(154)
+        expect(Math.round(energyCountsPerWh(SHELLY_FRONT_END))).toBe(23590) // 154 × 206,900 / 4,862,401 × 3600
+    })
+    test("a unit's calibration: gain in ppm and offset in counts on each reading, the power gain on energy", async () => {
+        const f = new FakeAde7953()
+        const trim = { vGainPpm: 1010000, vOffset: 1000, iGainPpm: 990000, iOffset: 64, pGainPpm: 1020000, pOffset: 68 }
+        expect(trimError(trim)).toBe(undefined)
+        const m = new Ade7953(f, frontEnd, trim)
+        expect(await m.probe()).toBe(true)
+        expect(await m.setup()).toBe(true)
+        f.vrms = 5875666
+        f.irms = 255464
+        f.awatt = 89468
+        await m.poll()
+        // (5,875,666 − 1000) × 1.01 / 25,546.37 counts/V = 232.26 V; (255,464 − 64) × 0.99 / 25,546.37
+        // counts/A = 9.898 A; (89,468 − 68) × 1.02 / 38.8992 counts/W = 2344.2 W
+        expect(m.voltageDv).toBe(2323)
+        expect(m.currentMa).toBe(9898)
+        expect(m.powerW).toBe(2344)
+        for (let i = 0; i < 360; ++i) {
+            f.run(10000)
+            await m.poll()
+        }
+        expect(Math.abs(m.energyWh() - 2346) <= 1).toBe(true) // 2300 Wh × 1.02
+        expect(trimError({ ...NO_TRIM, vGainPpm: 3000000 }) !== undefined).toBe(true)
+        expect(trimError({ ...NO_TRIM, pOffset: 1.5 }) !== undefined).toBe(true)
+    })
+})
+
+// Issue 20: a chip probed once, at once, was lost for good when it was slow to start.
+describe("a metering IC that answers late", () => {
+    test("the first probe waits the power-up settle time ESPHome waits (100 ms)", () => {
+        expect(SETTLE_MS >= 100).toBe(true)
+    })
+    test("is picked up by the retry, and the served energy goes on from the S0 count", async () => {
+        const f = new FakeAde7953()
+        f.present = false
+        let s0Wh = 500
+        const s0: EnergySource = { energyWh: () => s0Wh, powerW: () => 0, voltageDv: () => 2300 }
+        const energy = new SwitchableEnergy(s0)
+        const r = await startMeteringIc(f, frontEndCounts(1 / 1000, 0.001), NO_TRIM, energy, 200)
+        expect(r.ic).toBe(undefined)
+        expect(measures.voltage).toBe(false)
+        expect(measures.power).toBe(false)
+        await ds.sleep(700) // retries while nothing answers: nothing written, S0 serves
+        expect(f.writes.length).toBe(0)
+        s0Wh = 510
+        expect(energy.energyWh()).toBe(510)
+        f.present = true
+        f.vrms = 5875666
+        f.awatt = 89468
+        for (let i = 0; i < 30 && !measures.voltage; ++i) await ds.sleep(100)
+        expect(measures.voltage).toBe(true)
+        expect(measures.power).toBe(true)
+        expect(energy.energyWh()).toBe(510) // no step at the switch
+        expect(energy.source.voltageDv()).toBe(2300)
+        s0Wh = 600 // S0 impulses after the switch are not the meter's energy any more
+        f.run(3600000) // an hour at 2300 W, read at the next poll
+        await ds.sleep(POLL_MS + 500)
+        expect(Math.abs(energy.energyWh() - (510 + 2300)) <= 1).toBe(true)
+        r.stop()
+    })
+    test("a chip present at the first probe is taken at once, with no retry", async () => {
+        const f = new FakeAde7953()
+        const energy = new SwitchableEnergy({ energyWh: () => 42, powerW: () => 0, voltageDv: () => 2300 })
+        const r = await startMeteringIc(f, frontEndCounts(1 / 1000, 0.001), NO_TRIM, energy, 200)
+        expect(r.ic !== undefined).toBe(true)
+        expect(energy.energyWh()).toBe(42)
+        expect(measures.voltage).toBe(true)
+        r.stop()
     })
 })
