@@ -52,7 +52,10 @@ export class Board {
   realMs = 0
   /** True after a power cut: the CPU runs no more. */
   halted = false
+  /** Emulated ms at which the RP2040 watchdog expired (the chip resets: the CPU runs no more). */
+  watchdogResetAtMs?: number
   private cutAtInstruction = Infinity
+  private readonly watchdog: WatchdogBlock
 
   constructor(o: BoardOptions = {}) {
     // a Simulator only for its SimulationClock (not exported by itself); its execute() is not used
@@ -68,6 +71,7 @@ export class Board {
     this.chip = new FlashChip(rp.flash, o.uniqueId ?? uniqueIdFor(o.seed ?? 1), now)
     attachFlash(rp, this.chip)
     attachChipReset(rp)
+    this.watchdog = detachWatchdogAlarm(rp)
     this.chip.onPowerCut = () => this.cutPower()
     this.usb = new UsbLink(rp, now, o.echoLog === undefined ? undefined : (l) => console.log(o.echoLog + l))
     this.pins = new PinDriver(rp)
@@ -202,6 +206,10 @@ export class Board {
         }
       }
       if (this.instructions >= this.cutAtInstruction) this.cutPower()
+      if (watchdogExpired(this.watchdog)) {
+        this.watchdogResetAtMs = this.emulatedMs
+        this.cutPower()
+      }
       const t = performance.now()
       if (t - sliceStart > 20) {
         this.realMs += t - sliceStart
@@ -251,4 +259,31 @@ function attachChipReset(rp: RP2040) {
     writeUint32: (offset, value) => void regs.set(offset, value >>> 0),
     writeUint32Atomic: (offset, value) => void regs.set(offset, value >>> 0),
   }
+}
+
+/** rp2040js's watchdog block (RPWatchdog at 0x40058000): the parts the board uses. */
+interface WatchdogBlock {
+  enable: boolean
+  reason: number
+  timer: { enable: boolean; counter: number }
+  alarm: { enable: boolean; target: number }
+}
+
+/**
+ * rp2040js 1.4.1's watchdog counts down in emulated time (twice per microsecond, erratum RP2040-E1),
+ * but its alarm at 0 re-arms itself at the same instant and the emulator spins for ever. The alarm
+ * is replaced by one that does nothing, and the step loop looks at the counter instead.
+ */
+function detachWatchdogAlarm(rp: RP2040): WatchdogBlock {
+  const wd = rp.findPeripheral(0x40058000) as unknown as WatchdogBlock
+  wd.alarm.enable = false
+  wd.alarm = { enable: false, target: 0 }
+  return wd
+}
+
+/** The count reached 0 (it then wraps past the 24-bit LOAD range). */
+function watchdogExpired(wd: WatchdogBlock): boolean {
+  if (!wd.enable || !wd.timer.enable) return false
+  const c = wd.timer.counter
+  return c === 0 || c > 0xffffff
 }
