@@ -7,12 +7,23 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { expect } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
-import type { BridgeProcess } from "../testkit/infra.js"
+import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { waitFor, type ApiReading } from "./helpers.js"
 
 export type Row = ApiReading
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** A bridge process (not started) with its embedded broker on a free port and a fresh PGlite directory. */
+export async function embeddedBridge(): Promise<{ bridge: BridgeProcess; port: number }> {
+  const port = await freePort()
+  const bridge = new BridgeProcess({
+    EMBEDDED_MQTT_PORT: String(port),
+    DATABASE_URL: `pglite:${mkdtempSync(join(tmpdir(), "cm-pglite-"))}`,
+    CITYMETER_MODE: "demo",
+  })
+  return { bridge, port }
+}
 
 /** A meter whose flow and energy counters advance steadily, like real consumption. */
 export function drivenMeter(meterId: string, mqttPort: number) {

@@ -3,13 +3,9 @@
 // reading it generated in each life is stored. A meter without a boot counter starts at a random
 // boot in [2^21, 2^28) (firmware/store.ts firstBoot), so a new life lands far ahead of or far behind
 // the last one: both must be taken as a new life, counted and logged, never refused or dropped.
-import { mkdtempSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { afterAll, describe, expect, test } from "vitest"
-import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
-import { caughtUp, compare, drivenMeter, generated, sleep, type Row } from "./fault-util.js"
+import { caughtUp, compare, drivenMeter, embeddedBridge, generated, sleep, type Row } from "./fault-util.js"
 
 const LOW = 2 ** 21
 
@@ -20,12 +16,7 @@ describe("flash wipe", () => {
   })
 
   test("a wiped meter's readings are all stored, in both directions of the new boot", async () => {
-    const port = await freePort()
-    const bridge = new BridgeProcess({
-      EMBEDDED_MQTT_PORT: String(port),
-      DATABASE_URL: `pglite:${mkdtempSync(join(tmpdir(), "cm-pglite-"))}`,
-      CITYMETER_MODE: "demo",
-    })
+    const { bridge, port } = await embeddedBridge()
     await bridge.start()
     cleanup.push(() => bridge.stop())
     const meterId = uid("wipe")

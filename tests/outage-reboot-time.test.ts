@@ -13,9 +13,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, test } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
-import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
-import { caughtUp, generated, sleep, type Row } from "./fault-util.js"
+import { caughtUp, embeddedBridge, generated, sleep, type Row } from "./fault-util.js"
 
 describe("timestamps across a reboot during an outage", () => {
   const cleanup: (() => Promise<void>)[] = []
@@ -24,12 +23,7 @@ describe("timestamps across a reboot during an outage", () => {
   })
 
   test("unsynced frames of an earlier boot are stored flagged (time_synced false, backfill, ts_estimated); the born boot's are placed within 1.5 s", async () => {
-    const port = await freePort()
-    const bridge = new BridgeProcess({
-      EMBEDDED_MQTT_PORT: String(port),
-      DATABASE_URL: `pglite:${mkdtempSync(join(tmpdir(), "cm-pglite-"))}`,
-      CITYMETER_MODE: "demo",
-    })
+    const { bridge, port } = await embeddedBridge()
     const meterId = uid("otime")
     /** Wall time (ms) at which the firmware queued each frame "boot/seq". */
     const madeAt = new Map<string, number>()

@@ -9,9 +9,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, test } from "vitest"
 import { SimMeter } from "../sim/src/meter.js"
-import { BridgeProcess, freePort } from "../testkit/infra.js"
 import { uid, waitFor } from "./helpers.js"
-import { caughtUp, generated, sleep, type Row } from "./fault-util.js"
+import { caughtUp, embeddedBridge, generated, sleep, type Row } from "./fault-util.js"
 
 describe("counts across a reboot", () => {
   const cleanup: (() => Promise<void>)[] = []
@@ -20,12 +19,7 @@ describe("counts across a reboot", () => {
   })
 
   test("a meter rebooted mid-interval loses what it could not count, and its next frame says so", async () => {
-    const port = await freePort()
-    const bridge = new BridgeProcess({
-      EMBEDDED_MQTT_PORT: String(port),
-      DATABASE_URL: `pglite:${mkdtempSync(join(tmpdir(), "cm-pglite-"))}`,
-      CITYMETER_MODE: "demo",
-    })
+    const { bridge, port } = await embeddedBridge()
     await bridge.start()
     cleanup.push(() => bridge.stop())
     const meterId = uid("reboot")

@@ -81,12 +81,11 @@ describe("citymeter_picow with an ADE7953 on an emulated RP2040", () => {
     expect(ade.writes.length).toBe(0)
     // S0 counts meanwhile: 3 impulses (contact to ground, 150 ms at 2 Hz)
     const s = await findService(board, ELECTRICITY, 3000)
-    // counted as a difference: @devicescript/gpio's first poll of an idle pull-up input reports it as
-    // a change (pins.ts starts _lastDigital undefined), a phantom impulse at boot, not this issue's
+    // counted as a difference from the register before the impulses
     await board.runFor(300)
     const start = await readU32(board, s, REG_ENERGY)
     await board.runUntilSettled(board.pins.pulses(S0_PIN, { widthMs: 150, periodMs: 500, count: 3 }), 4000)
-    await board.runFor(300) // the 100 ms polling sees the last release
+    await board.runFor(300) // the last release is sampled and its event delivered
     const s0Wh = await readU32(board, s, REG_ENERGY)
     expect(s0Wh - start).toBe((3 * 1000) / IMP_PER_KWH)
     const late = await board.waitForLog(

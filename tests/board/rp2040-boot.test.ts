@@ -54,7 +54,7 @@ describe("citymeter_picow on an emulated RP2040 (real runtime, the build's bytec
     const before = await readU32(board, flow, REG_READING)
     const count = 6
     await board.runUntilSettled(board.pins.pulses(FLOW_PIN, { widthMs: 150, periodMs: 500, count }), 4000)
-    await board.runFor(250) // the 100 ms polling sees the last release
+    await board.runFor(250) // the last release is sampled and its event delivered
     const after = await readU32(board, flow, REG_READING)
     expect(board.pins.pulsesDone.get(FLOW_PIN)).toBe(count)
     expect(after - before).toBe((count * 1000) / PULSES_PER_L)
