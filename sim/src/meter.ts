@@ -240,20 +240,17 @@ export class SimMeter {
    * meter's bus; undefined while the firmware serves none.
    */
   async firmwareWaterMl(): Promise<number | undefined> {
-    const service = this.bus
-      ?.services({ serviceClass: SRV_WATER_FLOW })
-      .find((s) => s.device.deviceId !== this.flow.device?.deviceId)
-    if (!service) return undefined
-    const reg = service.register(SystemReg.Reading)
-    await reg.refresh(true)
-    return reg.unpackedValue?.[0] as number | undefined
+    return this.firmwareReading(SRV_WATER_FLOW, this.flow)
   }
 
   /** The firmware's own Electricity Meter register (its S0 driver's count), Wh; undefined while it serves none. */
   async firmwareEnergyWh(): Promise<number | undefined> {
-    const service = this.bus
-      ?.services({ serviceClass: SRV_ELECTRICITY })
-      .find((s) => s.device.deviceId !== this.electricity.device?.deviceId)
+    return this.firmwareReading(SRV_ELECTRICITY, this.electricity)
+  }
+
+  /** The reading of a `serviceClass` service on the meter's bus that is not the host's own `server`. */
+  private async firmwareReading(serviceClass: number, server: SensorServer<[number]>): Promise<number | undefined> {
+    const service = this.bus?.services({ serviceClass }).find((s) => s.device.deviceId !== server.device?.deviceId)
     if (!service) return undefined
     const reg = service.register(SystemReg.Reading)
     await reg.refresh(true)
