@@ -7,6 +7,8 @@ import { describe, expect, test } from "@devicescript/test"
 import {
     ADE,
     Ade7953,
+    Ade7953Calibration,
+    Ade7953Trim,
     ade7953Source,
     energyCountsPerWh,
     frontEndCounts,
@@ -137,11 +139,23 @@ function bytes32to24(v: number, n: number) {
     return n === 4 ? v - Math.floor(v / 2 ** 24) * 2 ** 24 : v
 }
 
-async function started(f: FakeAde7953): Promise<Ade7953> {
-    const m = new Ade7953(f, SHELLY_FRONT_END)
+async function started(
+    f: FakeAde7953,
+    fe: Ade7953Calibration = SHELLY_FRONT_END,
+    trim?: Ade7953Trim,
+): Promise<Ade7953> {
+    const m = new Ade7953(f, fe, trim)
     expect(await m.probe()).toBe(true)
     expect(await m.setup()).toBe(true)
     return m
+}
+
+/** An hour of the chip running, read every 10 s. */
+async function pollForAnHour(f: FakeAde7953, m: Ade7953) {
+    for (let i = 0; i < 360; ++i) {
+        f.run(10000)
+        await m.poll()
+    }
 }
 
 describe("the ADE7953 model itself", () => {
@@ -224,10 +238,7 @@ describe("ADE7953 driver", () => {
         const f = new FakeAde7953()
         const m = await started(f)
         f.awatt = 154 * 3600
-        for (let i = 0; i < 360; ++i) {
-            f.run(10000)
-            await m.poll()
-        }
+        await pollForAnHour(f, m)
         expect(m.energyCounts).toBe(f.integrated)
         expect(Math.abs(m.energyWh() - 3600) <= 1).toBe(true)
         f.awatt = -154 * 3600
@@ -307,9 +318,7 @@ describe("scaling, from the data sheet's full scale", () => {
     const frontEnd = frontEndCounts(1 / 1000, 0.001)
     test("230.0 V, 10.00 A and 2300 W through a 1000:1 divider and a 1 mΩ shunt", async () => {
         const f = new FakeAde7953()
-        const m = new Ade7953(f, frontEnd)
-        expect(await m.probe()).toBe(true)
-        expect(await m.setup()).toBe(true)
+        const m = await started(f, frontEnd)
         f.vrms = 5875666
         f.irms = 255464
         f.awatt = 89468
@@ -317,10 +326,7 @@ describe("scaling, from the data sheet's full scale", () => {
         expect(m.voltageDv).toBe(2300)
         expect(m.currentMa).toBe(10000)
         expect(m.powerW).toBe(2300)
-        for (let i = 0; i < 360; ++i) {
-            f.run(10000)
-            await m.poll()
-        }
+        await pollForAnHour(f, m)
         expect(Math.abs(f.integrated - 13705029) <= 1).toBe(true)
         expect(m.energyCounts).toBe(f.integrated)
         expect(Math.abs(m.energyWh() - 2300) <= 1).toBe(true)
@@ -345,9 +351,7 @@ describe("scaling, from the data sheet's full scale", () => {
         const f = new FakeAde7953()
         const trim = { vGainPpm: 1010000, vOffset: 1000, iGainPpm: 990000, iOffset: 64, pGainPpm: 1020000, pOffset: 68 }
         expect(trimError(trim)).toBe(undefined)
-        const m = new Ade7953(f, frontEnd, trim)
-        expect(await m.probe()).toBe(true)
-        expect(await m.setup()).toBe(true)
+        const m = await started(f, frontEnd, trim)
         f.vrms = 5875666
         f.irms = 255464
         f.awatt = 89468
@@ -357,10 +361,7 @@ describe("scaling, from the data sheet's full scale", () => {
         expect(m.voltageDv).toBe(2323)
         expect(m.currentMa).toBe(9898)
         expect(m.powerW).toBe(2344)
-        for (let i = 0; i < 360; ++i) {
-            f.run(10000)
-            await m.poll()
-        }
+        await pollForAnHour(f, m)
         expect(Math.abs(m.energyWh() - 2346) <= 1).toBe(true) // 2300 Wh × 1.02
         expect(trimError({ ...NO_TRIM, vGainPpm: 3000000 }) !== undefined).toBe(true)
         expect(trimError({ ...NO_TRIM, pOffset: 1.5 }) !== undefined).toBe(true)
