@@ -57,5 +57,26 @@ export const BRIDGE_DEFAULTS = {
    * upsert, a flush every NGSI_LD_FLUSH_MS, at most NGSI_LD_MAX_PENDING meters waiting, a request
    * limit, and the longest wait after failures.
    */
+  /**
+   * Budgets of the open reads (SensorThings, NGSI-LD, readings, export), so that no reader can stall
+   * ingest (bench/README.md, "Reads beside ingest"):
+   * - READ_STATEMENT_MS: the longest one read statement may run (PostgreSQL: statement_timeout of
+   *   the read pool; PGlite, which has no working statement_timeout: its worker thread is stopped
+   *   and the database reopened).
+   * - READ_CONCURRENCY: read statements at once (PostgreSQL: the read pool's size; PGlite: 1, so an
+   *   ingest commit waits behind at most one read statement).
+   * - READ_QUEUE: reads waiting for a turn; past it, 503 CM_ERR_BUSY with Retry-After.
+   * - READ_MAX_ENTITIES: SensorThings entities in one answer, every $expand level together.
+   * - READ_MAX_BYTES: the largest JSON answer built in memory (exports stream and have no cap).
+   * - EXPORT_CONCURRENCY: export files streaming at once.
+   */
+  reads: {
+    statementMs: 5000,
+    concurrency: 4,
+    queue: 32,
+    maxEntities: 20_000,
+    maxBytes: 32 * 1024 * 1024,
+    exportConcurrency: 2,
+  },
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const

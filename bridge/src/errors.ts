@@ -55,6 +55,11 @@ export const errors = {
   /** A Config the meter could not run: pulses past the GPIO polling, a queue over its flash. */
   CM_ERR_CONFIG_REFUSED: createError("CM_ERR_CONFIG_REFUSED", "meter %s cannot take this config: %s", 422),
   CM_ERR_NOT_FOUND: createError("CM_ERR_NOT_FOUND", "no %s", 404),
+  /**
+   * A read over one of its budgets (BRIDGE_DEFAULTS.reads: rows, entities, bytes, statement time):
+   * the message names the limit and how to ask for less (a smaller $top, @iot.nextLink, a narrower $filter).
+   */
+  CM_ERR_READ_BUDGET: createError("CM_ERR_READ_BUDGET", "over the read budget: %s", 400),
   /** The Accept header names no representation the route has (NGSI-LD: application/json or application/ld+json). */
   CM_ERR_NOT_ACCEPTABLE: createError("CM_ERR_NOT_ACCEPTABLE", "cannot answer in %s: accepted are %s", 406),
   CM_ERR_METHOD_NOT_ALLOWED: createError("CM_ERR_METHOD_NOT_ALLOWED", "%s is not allowed on %s (allowed: %s)", 405),
@@ -68,6 +73,8 @@ export const errors = {
   CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
   /** The data tier does not answer (connection refused or lost, shutting down): retry later. */
   CM_ERR_STORE_DOWN: createError("CM_ERR_STORE_DOWN", "the data tier is unavailable: %s", 503),
+  /** Too many expensive reads at once (BRIDGE_DEFAULTS.reads.queue): shed with Retry-After, ingest goes on. */
+  CM_ERR_BUSY: createError("CM_ERR_BUSY", "%s; try again in a few seconds", 503),
   /** /readyz: ingest holds no subscription, or a frame has waited too long (IngestHealth). */
   CM_ERR_INGEST_STALLED: createError("CM_ERR_INGEST_STALLED", "%s", 503),
   CM_ERR_NO_DOWNLINK: createError("CM_ERR_NO_DOWNLINK", "this instance sends no downlinks", 503),

@@ -87,7 +87,7 @@ export function toApiError(err: unknown, req: FastifyRequest): ApiError {
 /** The headers and status that go with an error, whatever shape its body takes (NGSI-LD's too). */
 export function errorReply(reply: FastifyReply, e: ApiError): FastifyReply {
   if (e.code === errors.CM_ERR_UNAUTHORIZED.code) reply.header("www-authenticate", 'Bearer realm="citymeter"')
-  if (e.code === errors.CM_ERR_STORE_DOWN.code) reply.header("retry-after", "5")
+  if (e.code === errors.CM_ERR_STORE_DOWN.code || e.code === errors.CM_ERR_BUSY.code) reply.header("retry-after", "5")
   return reply.status(e.statusCode)
 }
 
