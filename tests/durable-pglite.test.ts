@@ -2,15 +2,15 @@
 // nothing (it ran PostgreSQL with fsync off, and Emscripten's fsync reached no file), so a host
 // power cut could lose frames already acknowledged to meters that had dropped them. Now the WAL is
 // fsync'ed at every commit, before the batch's acknowledgements leave. Observed twice: in process,
-// the fsync calls PGlite makes through node:fs and the files they reach; and, where strace is
+// the fsync calls PGlite makes through node:fs in its thread and the files they reach; and, where strace is
 // installed, the fsync(2) system calls of a bridge process against the acks its meter receives.
 import { execFileSync, spawn } from "node:child_process"
-import fs, { mkdtempSync, readFileSync, readlinkSync } from "node:fs"
+import { mkdtempSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
-import { afterAll, describe, expect, test, vi } from "vitest"
+import { afterAll, describe, expect, test } from "vitest"
 import { openStore } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
@@ -39,19 +39,14 @@ describe("durable embedded store (PGlite on disk)", () => {
   const cleanup: (() => Promise<void>)[] = []
   afterAll(async () => {
     for (const c of cleanup.reverse()) await c().catch(() => {})
-    vi.restoreAllMocks()
   })
 
   test("every commit fsyncs the WAL before it resolves; the data files reach the disk at a checkpoint", async () => {
     const dir = mkdtempSync(join(tmpdir(), "cm-durable-"))
-    const store: Store = await openStore(`pglite:${dir}`)
-    cleanup.push(() => store.close())
+    // PGlite runs in its own thread (store/pglite-thread.ts), which reports each fsync(2) it makes
     const events: string[] = []
-    const real = fs.fsyncSync
-    vi.spyOn(fs, "fsyncSync").mockImplementation((fd: number) => {
-      events.push(`fsync ${readlinkSync(`/proc/self/fd/${fd}`)}`)
-      real(fd)
-    })
+    const store: Store = await openStore(`pglite:${dir}`, { onFsync: (path) => events.push(`fsync ${path}`) })
+    cleanup.push(() => store.close())
     const wal = (e: string) => e.startsWith("fsync ") && e.includes(`${dir}/pg_wal/`)
     for (let seq = 1; seq <= 5; seq++) {
       events.push(`commit ${seq} begins`)
@@ -74,22 +69,20 @@ describe("durable embedded store (PGlite on disk)", () => {
     const checkpoint = events.slice(before)
     expect(checkpoint.some((e) => e.includes(`${dir}/base/`))).toBe(true) // table files
     expect(checkpoint.some((e) => e.includes(`${dir}/global/pg_control`))).toBe(true)
-    vi.restoreAllMocks()
   })
 
   test("control: PGlite as it ships (durable: false, fsync off) makes no fsync call at all", async () => {
     const dir = mkdtempSync(join(tmpdir(), "cm-durable-"))
-    const store: Store = await openStore(`pglite:${dir}`, { durable: false })
+    const calls: string[] = []
+    const store: Store = await openStore(`pglite:${dir}`, { durable: false, onFsync: (path) => calls.push(path) })
     cleanup.push(() => store.close())
-    const calls = vi.spyOn(fs, "fsyncSync")
     await store.ingestBatch(async (tx) => {
       await tx.touchMeters([{ meterId: "d0", firstAt: new Date(), lastAt: new Date() }])
       await tx.claimFrames([{ meterId: "d0", boot: 1, seq: 1, kind: "readings", at: new Date() }])
       await tx.writeReadings([reading("d0", 1)])
     })
     await (store as unknown as { db: { query(sql: string): Promise<unknown> } }).db.query("CHECKPOINT")
-    expect(calls).not.toHaveBeenCalled()
-    vi.restoreAllMocks()
+    expect(calls).toEqual([])
   })
 
   test.skipIf(!hasStrace)(

@@ -62,9 +62,17 @@ function validationError(err: ValidationError): ApiError {
   return errors.CM_ERR_BAD_REQUEST(err.message)
 }
 
+/** SQLSTATE query_canceled: PostgreSQL's statement_timeout, and the embedded engine's read budget (pglite-thread.ts). */
+const STATEMENT_TIMEOUT = "57014"
+
 /** The answer to any error a request ends with. */
 export function toApiError(err: unknown, req: FastifyRequest): ApiError {
   if (err instanceof ApiError) return err
+  if (fromStore(err) && (err as { code?: unknown }).code === STATEMENT_TIMEOUT)
+    return errors.CM_ERR_READ_BUDGET(
+      "a statement ran past READ_STATEMENT_MS: ask for fewer rows (a smaller $top or limit, a shorter time range), " +
+        "a narrower $filter, or follow @iot.nextLink page by page",
+    )
   if (fromStore(err))
     return isTransientStoreError(err) ? errors.CM_ERR_STORE_DOWN("retry later") : errors.CM_ERR_INTERNAL(req.id)
   const e = err as ValidationError

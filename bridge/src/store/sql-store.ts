@@ -57,6 +57,12 @@ export interface Db {
    */
   copyFrom(table: string, columns: readonly string[], text: string): Promise<void>
   close(): Promise<void>
+  /**
+   * Where the open API's reads go, apart from ingest (BRIDGE_DEFAULTS.reads): PostgreSQL, a pool of
+   * its own under a statement timeout; PGlite, one read statement at a time under a time budget.
+   * Absent: the same connection.
+   */
+  reads?: Db
 }
 
 /**
@@ -491,6 +497,11 @@ export class SqlStore implements Store {
   /** Single statements outside a batch: the same SQL as a batch's. */
   private readonly writes: SqlWrites
 
+  /** The open API's reads: apart from ingest, under their budget (Db.reads). */
+  private get reader(): Db {
+    return this.db.reads ?? this.db
+  }
+
   /** Runs the schema steps not applied yet (store/migrations.ts); returns their versions. */
   async migrate() {
     const applied = await migrate(this.db, this.engine)
@@ -573,17 +584,17 @@ export class SqlStore implements Store {
   }
 
   async meterIds() {
-    const { rows } = await this.db.query<{ meter_id: string }>(`SELECT meter_id FROM meters ORDER BY meter_id`)
+    const { rows } = await this.reader.query<{ meter_id: string }>(`SELECT meter_id FROM meters ORDER BY meter_id`)
     return rows.map((r) => r.meter_id)
   }
 
   async firstSeen() {
-    const { rows } = await this.db.query<{ t: Date | null }>(`SELECT min(first_seen) AS t FROM meters`)
+    const { rows } = await this.reader.query<{ t: Date | null }>(`SELECT min(first_seen) AS t FROM meters`)
     return rows[0]?.t ? new Date(rows[0].t) : null
   }
 
   async listMeters() {
-    const { rows } = await this.db.query(`SELECT * FROM meters ORDER BY meter_id`)
+    const { rows } = await this.reader.query(`SELECT * FROM meters ORDER BY meter_id`)
     return rows.map(toMeter)
   }
 
@@ -641,7 +652,7 @@ export class SqlStore implements Store {
   }
 
   async readings(meterId: string, q: ReadingQuery = {}) {
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `SELECT * FROM readings WHERE meter_id = $1
          AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)
        ORDER BY ts, boot, seq, idx LIMIT $4`,
@@ -651,7 +662,7 @@ export class SqlStore implements Store {
   }
 
   async latest(q: LatestQuery = {}) {
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `SELECT * FROM meter_latest WHERE ($1::text IS NULL OR meter_id > $1) ORDER BY meter_id LIMIT $2`,
       [q.after ?? null, q.limit ?? 1_000_000],
     )
@@ -660,7 +671,7 @@ export class SqlStore implements Store {
 
   async latestOf(meterIds: string[]) {
     if (!meterIds.length) return []
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `SELECT * FROM meter_latest WHERE meter_id = ANY($1::text[]) ORDER BY meter_id`,
       [meterIds],
     )
@@ -673,7 +684,7 @@ export class SqlStore implements Store {
       c === "ts" ? `to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS ts` : `${c} AS "${camel(c)}"`,
     )
     // json_agg over an aliased row is faster than json_build_object per row
-    const { rows } = await this.db.query<{ json: string | null; count: number; last: string | null }>(
+    const { rows } = await this.reader.query<{ json: string | null; count: number; last: string | null }>(
       `SELECT json_agg(l ORDER BY "meterId")::text AS json, count(*) AS count, max("meterId") AS last
        FROM (SELECT ${columns.join(", ")} FROM meter_latest
              WHERE ($1::text IS NULL OR meter_id > $1) ORDER BY meter_id LIMIT $2) l`,
@@ -704,7 +715,7 @@ export class SqlStore implements Store {
    */
   private async consumptionFromRollup(r: Rollup, meterId: string, q: ConsumptionQuery) {
     const out = rollupBucketSql(q.bucket, "bucket")
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `WITH r AS (
          SELECT *, ${PREVIOUS} FROM ${r.table}
          WHERE meter_id = $1 AND ($3::timestamptz IS NULL OR bucket < $3)
@@ -729,7 +740,7 @@ export class SqlStore implements Store {
     const r = rollupFor(q)
     // by UTC day: one row per district and day (rollup_district_day), whatever the fleet's size
     if (r?.unit === "day" && q.bucket === "day") {
-      const { rows } = await this.db.query(DISTRICT_CONSUMPTION, [q.from ?? null, q.to ?? null, q.district ?? null])
+      const { rows } = await this.reader.query(DISTRICT_CONSUMPTION, [q.from ?? null, q.to ?? null, q.district ?? null])
       return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
     }
     if (!r || q.district !== undefined) return undefined
@@ -744,7 +755,7 @@ export class SqlStore implements Store {
     if (!r) return undefined
     const out = rollupBucketSql(q.bucket, "bucket")
     // each meter's last row before `from` (an index probe per meter), so its first row has a predecessor
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `WITH r AS (
          SELECT *, ${PREVIOUS} FROM (
            SELECT * FROM ${r.table}
@@ -772,7 +783,7 @@ export class SqlStore implements Store {
   async consumptionFromReadings(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
     const bucket = BUCKET_SQL[q.bucket]
     if (!bucket) throw new Error(`unknown bucket ${q.bucket}`)
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `WITH r AS (
          SELECT ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
            reverse_ml, LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
@@ -806,7 +817,7 @@ export class SqlStore implements Store {
            ORDER BY meter_id, type, ts DESC, boot DESC, seq DESC) newest
          WHERE active AND ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`
       : `SELECT * FROM alarm_events WHERE ${where} ORDER BY ts, meter_id, boot, seq LIMIT $4`
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `SELECT e.*, k.acked_by, k.acked_at, k.note FROM (${edges}) e
        LEFT JOIN alarm_acks k USING (meter_id, boot, seq) ORDER BY e.ts, e.meter_id, e.boot, e.seq`,
       params,
@@ -844,7 +855,7 @@ export class SqlStore implements Store {
   }
 
   async deadLetters(q: DeadLetterQuery = {}) {
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `SELECT * FROM dead_letters WHERE ($1::bigint IS NULL OR id < $1) ORDER BY id DESC LIMIT $2`,
       [q.beforeId ?? null, q.limit ?? 100],
     )
@@ -916,7 +927,7 @@ export class SqlStore implements Store {
   }
 
   async districts(q: { from?: Date; to?: Date }) {
-    const { rows } = await this.db.query(
+    const { rows } = await this.reader.query(
       `WITH open_alarms AS (
          SELECT meter_id FROM (
            SELECT DISTINCT ON (meter_id, type) meter_id, active FROM alarm_events
@@ -943,12 +954,12 @@ export class SqlStore implements Store {
   }
 
   async countDeadLetters() {
-    const { rows } = await this.db.query(`SELECT count(*) AS n FROM dead_letters`)
+    const { rows } = await this.reader.query(`SELECT count(*) AS n FROM dead_letters`)
     return Number(rows[0].n)
   }
 
   async readView(sql: string, params: unknown[]) {
-    return (await this.db.query(sql, params)).rows
+    return (await this.reader.query(sql, params)).rows
   }
 
   async ping() {
