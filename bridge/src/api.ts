@@ -24,6 +24,8 @@ import { opsRoutes } from "./routes/ops.js"
 import { readingRoutes } from "./routes/readings.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
+import { installReadGates, readGates } from "./routes/read-gate.js"
+import { BRIDGE_DEFAULTS } from "./defaults.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
 
@@ -52,6 +54,8 @@ export interface AppOptions {
   live?: LiveBus
   /** The licence the utility publishes its readings under (EXPORT_LICENSE); default CC-BY-4.0. */
   exportLicense?: ExportLicense
+  /** Expensive reads at once and waiting (routes/read-gate.ts); defaults: BRIDGE_DEFAULTS.reads. */
+  readGates?: { concurrency?: number; queue?: number; exportConcurrency?: number }
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -99,6 +103,16 @@ export function buildApp(o: AppOptions): FastifyInstance {
       if (OPEN_PATHS.has(path) || isPagePath(path)) return
       await ctx.requireScope.read.call(app, req, reply)
     })
+  // after the read token's check: a refused request takes no turn
+  const r = { ...BRIDGE_DEFAULTS.reads, ...o.readGates }
+  installReadGates(
+    app,
+    readGates({
+      reads: { concurrency: r.concurrency, queue: r.queue },
+      exports: { concurrency: r.exportConcurrency, queue: r.exportConcurrency },
+    }),
+    o.metrics,
+  )
   // registered after swagger, so swagger sees every route
   for (const routes of [
     opsRoutes,

@@ -87,6 +87,12 @@ export function createMetrics(defaults = false) {
       labelNames: ["kind", "outcome"] as const,
       registers: [registry],
     }),
+    readsShed: new Counter({
+      name: "citymeter_reads_shed_total",
+      help: "Expensive reads answered 503 CM_ERR_BUSY because their gate's queue was full (READ_QUEUE)",
+      labelNames: ["gate"] as const,
+      registers: [registry],
+    }),
     bootRegressions: new Counter({
       name: "citymeter_boot_regressions_total",
       help: "Births of a new life: boot lower than the meter's last or more than 10,000 above it (re-flash or settings wipe)",

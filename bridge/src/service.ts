@@ -75,6 +75,8 @@ export interface ServiceConfig {
   ngsiLd?: ForwarderConfig
   /** The licence of the bulk export (EXPORT_LICENSE, EXPORT_LICENSE_URL); default CC-BY-4.0. */
   exportLicense?: { name: string; url?: string }
+  /** Budgets of the open reads (READ_*, EXPORT_CONCURRENCY); defaults: BRIDGE_DEFAULTS.reads. */
+  reads?: Partial<ReadBudgets>
   log?: Logger
 }
 
@@ -97,6 +99,29 @@ export interface Service {
 
 /** A setting that cannot work: the message says what to set. */
 export class ServiceConfigError extends Error {}
+
+export type ReadBudgets = { -readonly [K in keyof typeof D.reads]: number }
+
+/** The READ_* variables and EXPORT_CONCURRENCY: positive whole numbers, each defaulting to BRIDGE_DEFAULTS.reads. */
+function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
+  const vars: Record<keyof ReadBudgets, string> = {
+    statementMs: "READ_STATEMENT_MS",
+    concurrency: "READ_CONCURRENCY",
+    queue: "READ_QUEUE",
+    maxEntities: "READ_MAX_ENTITIES",
+    maxBytes: "READ_MAX_BYTES",
+    exportConcurrency: "EXPORT_CONCURRENCY",
+  }
+  const out = { ...D.reads } as ReadBudgets
+  for (const [key, name] of Object.entries(vars) as [keyof ReadBudgets, string][]) {
+    const raw = env[name]
+    if (!raw) continue
+    if (!/^[1-9][0-9]{0,9}$/.test(raw))
+      throw new ServiceConfigError(`${name} must be a positive whole number (got '${raw}')`)
+    out[key] = Number(raw)
+  }
+  return out
+}
 
 /** READINGS_RETENTION_DAYS: unset or empty keeps readings for ever; otherwise a positive number of days. */
 function retentionDays(raw: string | undefined): number | undefined {
@@ -157,6 +182,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? D.inactivityCheckMs),
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
     exportLicense: exportLicense(env),
+    reads: readBudgets(env),
     ngsiLd: env.NGSI_LD_URL
       ? {
           url: env.NGSI_LD_URL,
@@ -203,7 +229,14 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   }
   await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
   if (!c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
-  const store = await openStoreWithRetry(c, log)
+  const reads: ReadBudgets = { ...D.reads, ...c.reads }
+  const store = await openStoreWithRetry(
+    {
+      ...c,
+      storeOptions: { ...c.storeOptions, reads: { statementMs: reads.statementMs, concurrency: reads.concurrency } },
+    },
+    log,
+  )
   const broker = c.mqttUrl
     ? undefined
     : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker).catch(async (e) => {
@@ -276,6 +309,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     ingestHealth,
     live,
     exportLicense: c.exportLicense,
+    readGates: reads,
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {

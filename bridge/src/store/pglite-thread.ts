@@ -5,6 +5,9 @@
 // so an ingest commit waits behind at most one read statement; a read past its time budget stops
 // the thread, which starts again on the same directory (PGlite has no working statement_timeout;
 // PostgreSQL recovers the directory from its WAL as after a crash).
+import { readFile } from "node:fs/promises"
+import { createRequire } from "node:module"
+import { dirname, join } from "node:path"
 import { Worker } from "node:worker_threads"
 import type { Db } from "./sql-store.js"
 
@@ -15,6 +18,23 @@ export interface WorkerConfig {
   schema?: string
   /** Tests: each fsync'd path is sent to the main thread (PgliteThread.onFsync). */
   reportFsync?: boolean
+  /** Started again after a stop of our own: what it wrote is in the OS already, synced at each commit. */
+  reopen?: boolean
+  /** PGlite's WebAssembly, compiled once per process (a thread started again skips the compile). */
+  modules?: { pgliteWasmModule: WebAssembly.Module; initdbWasmModule: WebAssembly.Module }
+}
+
+let compiled: Promise<NonNullable<WorkerConfig["modules"]>> | undefined
+
+/** Compiles PGlite's two WebAssembly modules once; every thread of this process gets them. */
+function compileModules() {
+  const dist = dirname(createRequire(import.meta.url).resolve("@electric-sql/pglite"))
+  const compile = async (name: string) => WebAssembly.compile(await readFile(join(dist, name)))
+  compiled ??= (async () => ({
+    pgliteWasmModule: await compile("pglite.wasm"),
+    initdbWasmModule: await compile("initdb.wasm"),
+  }))()
+  return compiled
 }
 
 /** What the worker is asked to do; each request carries an id its answer repeats. */
@@ -97,8 +117,14 @@ export class PgliteThread {
     return t
   }
 
-  private spawn(): Promise<void> {
-    const config: WorkerConfig = { dataDir: this.o.dataDir, durable: this.o.durable, schema: this.o.schema }
+  private async spawn(reopen = false): Promise<void> {
+    const config: WorkerConfig = {
+      dataDir: this.o.dataDir,
+      durable: this.o.durable,
+      schema: this.o.schema,
+      reopen,
+      modules: await compileModules(),
+    }
     if (this.o.reportFsync) config.reportFsync = true
     // execArgv []: the entry registers tsx itself
     const w = new Worker(ENTRY, { workerData: config, execArgv: [] })
@@ -141,7 +167,7 @@ export class PgliteThread {
       if (!this.o.dataDir) throw this.broken
       this.broken = undefined
       this.restarts++
-      await this.spawn()
+      await this.spawn(true)
     }
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -174,7 +200,7 @@ export class PgliteThread {
     this.worker = undefined as unknown as Worker // its exit is expected
     await old.terminate()
     this.failAll(new Error("the embedded database's thread was restarted"))
-    await this.spawn()
+    await this.spawn(true)
   }
 
   /** The connection as the store uses it: ingest, maintenance, tools. */

@@ -96,11 +96,15 @@ async function main() {
   if (config.reportFsync) reportFsyncs()
   if (dataDir) fs.mkdirSync(dataDir, { recursive: true })
   const lite = durable
-    ? new PGlite({ fs: await syncingNodeFs(dataDir!), startParams: syncingStartParams(PGlite.defaultStartParams) })
-    : new PGlite(dataDir)
+    ? new PGlite({
+        ...config.modules,
+        fs: await syncingNodeFs(dataDir!),
+        startParams: syncingStartParams(PGlite.defaultStartParams),
+      })
+    : new PGlite({ ...config.modules, dataDir })
   await lite.waitReady
   // whatever an earlier run (or initdb) wrote without syncing reaches the disk before anything is acknowledged
-  if (durable) syncTree(dataDir!)
+  if (durable && !config.reopen) syncTree(dataDir!)
   if (config.schema)
     await lite.exec(`CREATE SCHEMA IF NOT EXISTS ${config.schema}; SET search_path TO ${config.schema}`)
   parentPort!.on("message", (m: ToWorker) => {
