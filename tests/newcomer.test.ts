@@ -146,7 +146,9 @@ test("a newcomer's first hour on a fresh clone: every verb works and says what i
   // Ctrl-C: the Deaths are stored before the demo exits
   process.kill(-demo.proc.pid!, "SIGINT")
   const stopped = await demo.done
-  expect(stopped.stdout).toContain("stopped: 3 meter(s) offline by their Death frame")
+  expect(stopped.stdout, `npm start's stderr:\n${stopped.stderr.slice(-2000)}`).toContain(
+    "stopped: 3 meter(s) offline by their Death frame",
+  )
 
   const built = await build
   expect(built.code).toBe(0)
