@@ -26,6 +26,7 @@ import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import { installReadGates, readGates } from "./routes/read-gate.js"
 import { BRIDGE_DEFAULTS } from "./defaults.js"
+import type { ReadBudgets } from "./sta/query.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
 
@@ -56,6 +57,8 @@ export interface AppOptions {
   exportLicense?: ExportLicense
   /** Expensive reads at once and waiting (routes/read-gate.ts); defaults: BRIDGE_DEFAULTS.reads. */
   readGates?: { concurrency?: number; queue?: number; exportConcurrency?: number }
+  /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); default BRIDGE_DEFAULTS.reads. */
+  reads?: ReadBudgets
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -93,6 +96,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     ingestHealth: o.ingestHealth,
     live: o.live,
     exportLicense: o.exportLicense,
+    reads: o.reads,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured

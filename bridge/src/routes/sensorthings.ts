@@ -6,6 +6,7 @@
 // "<meter>:<channel>:<boot>:<seq>:<idx>" for an Observation). Ids from the URL are parsed and
 // bound as parameters, never used as object keys or SQL text.
 import type { FastifyInstance, FastifyRequest } from "fastify"
+import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES } from "../errors.js"
 import { BASE_PATH, SET_NAMES } from "../sta/entities.js"
 import { MAX_TOP, StaQuery } from "../sta/query.js"
@@ -33,7 +34,8 @@ const QUERY = strictQuery({
   $resultFormat: { type: "string", enum: ["default"] },
 })
 
-export async function sensorThingsRoutes(app: FastifyInstance, { store }: RouteContext) {
+export async function sensorThingsRoutes(app: FastifyInstance, { store, reads }: RouteContext) {
+  const budgets = reads ?? BRIDGE_DEFAULTS.reads
   const origin = (req: FastifyRequest) => `${req.protocol}://${req.host}${BASE}`
 
   app.get(
@@ -53,14 +55,16 @@ export async function sensorThingsRoutes(app: FastifyInstance, { store }: RouteC
         summary:
           "SensorThings 1.1 (read-only): Things, Locations, HistoricalLocations, Datastreams, Sensors, " +
           "ObservedProperties, Observations, FeaturesOfInterest; navigation, $ref, properties and $value; " +
-          "$filter, $orderby, $top, $skip, $count, $select, $expand",
+          "$filter, $orderby, $top, $skip, $count, $select, $expand. An answer holds at most READ_MAX_ENTITIES " +
+          "entities (every $expand level together; checked before any work from each level's $top) and " +
+          "READ_MAX_BYTES of JSON; past either, 400 CM_ERR_READ_BUDGET says which and how to ask for less",
         querystring: QUERY,
         response: ERROR_RESPONSES,
       },
     },
     async (req, reply) => {
       const pairs = Object.entries(req.query).map(([k, v]) => [k, String(v)] as [string, string])
-      const answer = await new StaQuery(store, origin(req)).get(req.params["*"], pairs)
+      const answer = await new StaQuery(store, origin(req), budgets).get(req.params["*"], pairs)
       if (answer.text !== undefined) return reply.type("text/plain; charset=utf-8").send(answer.text)
       return answer.json
     },

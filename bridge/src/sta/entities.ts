@@ -32,6 +32,8 @@ export interface Relation {
   plural: boolean
   /** SQL true for the target rows (alias t) related to the source entity. */
   on: (t: string, s: Ref) => string
+  /** The most target rows one source entity can have (a plural relation; unset: unbounded), for $expand's cost. */
+  max?: number
 }
 
 export type Row = Record<string, unknown>
@@ -250,9 +252,9 @@ const things: EntitySet = {
     "properties/district": text("district"),
   },
   relations: {
-    Datastreams: { target: "Datastreams", plural: true, on: same("meter_id") },
-    Locations: { target: "Locations", plural: true, on: same("meter_id") },
-    HistoricalLocations: { target: "HistoricalLocations", plural: true, on: same("meter_id") },
+    Datastreams: { target: "Datastreams", plural: true, on: same("meter_id"), max: CHANNELS.length },
+    Locations: { target: "Locations", plural: true, on: same("meter_id"), max: 1 },
+    HistoricalLocations: { target: "HistoricalLocations", plural: true, on: same("meter_id"), max: 1 },
   },
   id: (r) => String(r.meter_id),
   json: (r) => ({
@@ -288,8 +290,8 @@ const locations: EntitySet = {
     "properties/address": text("address"),
   },
   relations: {
-    Things: { target: "Things", plural: true, on: same("meter_id") },
-    HistoricalLocations: { target: "HistoricalLocations", plural: true, on: same("meter_id") },
+    Things: { target: "Things", plural: true, on: same("meter_id"), max: 1 },
+    HistoricalLocations: { target: "HistoricalLocations", plural: true, on: same("meter_id"), max: 1 },
   },
   id: (r) => String(r.meter_id),
   json: (r) => ({
@@ -314,7 +316,7 @@ const historicalLocations: EntitySet = {
   props: { id: text("meter_id"), time: { sql: (a) => `${a}.first_seen`, type: "time" } },
   relations: {
     Thing: { target: "Things", plural: false, on: same("meter_id") },
-    Locations: { target: "Locations", plural: true, on: same("meter_id") },
+    Locations: { target: "Locations", plural: true, on: same("meter_id"), max: 1 },
   },
   id: (r) => String(r.meter_id),
   json: (r) => ({ time: iso(r.first_seen) }),

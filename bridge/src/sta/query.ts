@@ -4,6 +4,18 @@
 // Params/Translator (filter.ts): fixed SQL, values as parameters. Collections are paged by the
 // data tier (ORDER BY ... LIMIT/OFFSET, one row more than the page to know whether a next page
 // exists), never loaded whole.
+//
+// Every answer has a cost limit (ReadBudgets; issue 21). Before any SQL, the most entities the
+// request could build (each level's $top, or the relation's known size: a Thing has at most 7
+// Datastreams, multiplied down each $expand path and summed over every level) must fit
+// maxEntities. Collections without $top get a smaller page when needed (server-driven paging,
+// with @iot.nextLink); $top values that cannot fit get 400 CM_ERR_READ_BUDGET. $expand is at most
+// MAX_EXPAND_DEPTH levels deep and MAX_EXPAND_ITEMS relations wide. While the answer is built,
+// the entities and an estimate of their JSON bytes are counted; past maxEntities or maxBytes the
+// work stops (no statement is issued after that) with the same 400. Expansions are read one
+// parent at a time, one statement per parent and expanded relation (two with $count): a request
+// issues at most (path segments) + 2 + 2 × MAX_EXPAND_ITEMS × maxEntities statements, in turn.
+import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Store } from "../store/store.js"
 import { SETS, isSetName, own, type EntitySet, type Row, type SetName } from "./entities.js"
@@ -11,6 +23,18 @@ import { Params, Translator, splitTop } from "./filter.js"
 
 export const DEFAULT_TOP = 100
 export const MAX_TOP = 10000
+/** $expand=A/B/C/D is 4 levels below the entities asked for: the deepest allowed. */
+export const MAX_EXPAND_DEPTH = 4
+/** Relations expanded in one request, every level together. */
+export const MAX_EXPAND_ITEMS = 16
+
+/** The cost limits of one request (BRIDGE_DEFAULTS.reads: READ_MAX_ENTITIES, READ_MAX_BYTES). */
+export interface ReadBudgets {
+  /** Entities in one answer, every $expand level together. */
+  maxEntities: number
+  /** JSON bytes of the answer (estimated while it is built: each entity's own properties and links). */
+  maxBytes: number
+}
 
 /** Query options of one level ($expand nests them). */
 export interface Options {
@@ -129,16 +153,69 @@ function addExpand(items: ExpandItem[], set: EntitySet, path: string[], nested: 
 /** An id inside an entity's URL: quoted, quotes doubled. */
 const quote = (id: string) => `'${id.replace(/'/g, "''")}'`
 
-/** The data tier refused a value (an impossible date, an overflow): the request's fault. */
-async function read(store: Store, sql: string, params: unknown[]): Promise<Row[]> {
-  try {
-    return await store.readView(sql, params)
-  } catch (e) {
-    const code = (e as { code?: unknown }).code
-    if (typeof code === "string" && code.startsWith("22"))
-      throw bad(`the query cannot be evaluated: ${(e as Error).message}`)
-    throw e
+const over = (what: string) => errors.CM_ERR_READ_BUDGET(what)
+const fmt = (n: number) => n.toLocaleString("en-US")
+const ASK_LESS = "follow @iot.nextLink, or use a narrower $filter"
+
+/** A level of an answer: its path from the entities asked for, and the most entities it can hold. */
+interface Level {
+  path: string
+  entities: number
+  /** The most parent entities (each with up to entities / parents of this level). */
+  parents: number
+}
+
+/** The levels below `parents` entities of `set` when a page without $top holds `top`. */
+function levelsOf(set: EntitySet, o: Options, top: number, parents: number, path: string, depth: number, out: Level[]) {
+  for (const item of o.expand) {
+    const at = path ? `${path}/${item.rel}` : item.rel
+    if (depth > MAX_EXPAND_DEPTH)
+      throw over(`$expand=${at} is ${depth} levels deep, more than ${MAX_EXPAND_DEPTH}; ${ASK_LESS}`)
+    const rel = set.relations[item.rel] // item.rel: one of the set's own relations (parseExpand)
+    const each = rel.plural ? Math.min(item.options.top ?? top, rel.max ?? Infinity) : 1
+    out.push({ path: at, entities: parents * each, parents })
+    levelsOf(SETS[rel.target], item.options, top, parents * each, at, depth + 1, out)
   }
+  return out
+}
+
+/**
+ * The page size of every collection without $top (DEFAULT_TOP, or less when that many could
+ * build more than `max` entities: server-driven paging, each such collection then has its
+ * @iot.nextLink), or, before any SQL, a 400 when the request's own $top values could build more
+ * than `max` entities even so. `one`: the path names one entity of `set`, else a page of them.
+ */
+export function pageSize(set: EntitySet, o: Options, one: boolean, max: number): number {
+  const levels = (top: number) => {
+    const count = one ? 1 : (o.top ?? top)
+    return levelsOf(set, o, top, count, "", 1, [{ path: "", entities: count, parents: 1 }])
+  }
+  const total = (top: number) => levels(top).reduce((n, l) => n + l.entities, 0)
+  const items = levels(1).length - 1
+  if (items > MAX_EXPAND_ITEMS)
+    throw over(`$expand names ${items} relations, more than ${MAX_EXPAND_ITEMS}; ${ASK_LESS}`)
+  if (total(DEFAULT_TOP) <= max) return DEFAULT_TOP
+  if (total(1) <= max) {
+    // the largest that fits (total grows with it)
+    let [lo, hi] = [1, DEFAULT_TOP]
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2)
+      if (total(mid) <= max) lo = mid
+      else hi = mid
+    }
+    return lo
+  }
+  const at = levels(1)
+  const worst = at.reduce((a, b) => (b.entities > a.entities ? b : a))
+  // the $top at the costliest level with which the rest fits
+  const fits = Math.floor((max - (total(1) - worst.entities)) / worst.parents)
+  const where = worst.path ? ` in $expand=${worst.path}(...)` : ""
+  const hint = fits >= 1 ? `$top=${fits} or less${where}` : `a smaller $top (the page, or in $expand)`
+  const parts = at.map((l) => `${l.path ? `${set.name}/${l.path}` : set.name} ${fmt(l.entities)}`).join(", ")
+  throw over(
+    `this request could build ${fmt(total(1))} entities (${parts}), more than the ${fmt(max)} one answer may hold; ` +
+      `ask for less: ${hint}, ${ASK_LESS}`,
+  )
 }
 
 /** Rows of `set` related to `row` of the source set (the relation's condition on fetched values). */
@@ -154,19 +231,65 @@ const keyScope =
   (p, a) =>
     set.keyCols.map((c, i) => `${a}.${c} = ${p.add(key[i])}`).join(" AND ")
 
+/** One request's answer: what it has built so far against its budgets. */
 export class StaQuery {
+  private built = 0
+  private bytes = 0
+  /** Set once over budget: no statement is issued after it. */
+  private spent?: Error
+  /** The page size of a collection without $top (pageSize). */
+  private top = DEFAULT_TOP
+
   constructor(
     readonly store: Store,
     /** The service root URL, e.g. http://host/sta/v1.1 */
     readonly base: string,
+    readonly budgets: ReadBudgets = BRIDGE_DEFAULTS.reads,
   ) {}
+
+  /** Counts an entity built (its JSON so far: properties, control information, links). */
+  private spend(json: Record<string, unknown>) {
+    this.built++
+    this.bytes += JSON.stringify(json).length
+    const { maxEntities, maxBytes } = this.budgets
+    if (this.built > maxEntities || this.bytes > maxBytes) {
+      const which =
+        this.built > maxEntities
+          ? `more than the ${fmt(maxEntities)} entities one answer may hold`
+          : `more than the ${fmt(maxBytes)} bytes of JSON one answer may hold`
+      this.spent = over(
+        `the answer reached ${fmt(this.built)} entities and about ${fmt(this.bytes)} bytes, ${which}; ` +
+          `ask for less: a smaller $top (the page, or in $expand), fewer properties with $select, ${ASK_LESS}`,
+      )
+    }
+    if (this.spent) throw this.spent
+  }
+
+  /** The data tier refused a value (an impossible date, an overflow): the request's fault. */
+  private async read(sql: string, params: unknown[]): Promise<Row[]> {
+    if (this.spent) throw this.spent
+    try {
+      return await this.store.readView(sql, params)
+    } catch (e) {
+      const code = (e as { code?: unknown }).code
+      if (typeof code === "string" && code.startsWith("22"))
+        throw bad(`the query cannot be evaluated: ${(e as Error).message}`)
+      throw e
+    }
+  }
+
+  /** Entities of `rows`, one after another: a parent's expansions are read before the next parent's. */
+  private async list(set: EntitySet, rows: Row[], o: Options) {
+    const out: Record<string, unknown>[] = []
+    for (const r of rows) out.push(await this.entity(set, r, o))
+    return out
+  }
 
   /** One row, or undefined. */
   async one(set: EntitySet, scopes: Scope[]): Promise<Row | undefined> {
     const p = new Params()
     const where = scopes.map((s) => s(p, "e")).join(" AND ")
-    const rows = await read(
-      this.store,
+    const rows = await this.read(
       `SELECT e.* FROM (${set.from}) e WHERE ${where} ORDER BY ${set.order("e").join(", ")} LIMIT 1`,
       p.values,
     )
@@ -186,16 +309,12 @@ export class StaQuery {
     const order = [...(o.orderby !== undefined ? tr.orderBy(set, "e", o.orderby) : []), ...set.order("e")]
     const sql = `SELECT e.* FROM (${set.from}) e ${where} ORDER BY ${order.join(", ")}
       LIMIT ${p.add(top + 1, "bigint")} OFFSET ${p.add(o.skip, "bigint")}`
-    const rows = await read(this.store, sql, p.values)
+    const rows = await this.read(sql, p.values)
     let count: number | undefined
     if (o.count) {
       const cp = new Params()
       const c = build(cp)
-      const [r] = await read(
-        this.store,
-        `SELECT count(*) AS n FROM (${set.countFrom ?? set.from}) e ${c.where}`,
-        cp.values,
-      )
+      const [r] = await this.read(`SELECT count(*) AS n FROM (${set.countFrom ?? set.from}) e ${c.where}`, cp.values)
       count = Number(r.n)
     }
     // $top=0 asks for the count alone: no next page to follow
@@ -211,23 +330,27 @@ export class StaQuery {
     const self = this.selfLink(set, row)
     const out: Record<string, unknown> = { "@iot.id": set.id(row), "@iot.selfLink": self }
     for (const [k, v] of Object.entries(set.json(row))) if (!o.select || o.select.includes(k)) out[k] = v
+    for (const [name] of Object.entries(set.relations))
+      if (!o.expand.some((e) => e.rel === name) && (!o.select || o.select.includes(name)))
+        out[`${name}@iot.navigationLink`] = `${self}/${name}`
+    this.spend(out)
     for (const [name, rel] of Object.entries(set.relations)) {
       const expanded = o.expand.find((e) => e.rel === name)
       if (expanded) {
         const target = SETS[rel.target]
         const scope = scopeOf(set, name, row)
         if (rel.plural) {
-          const top = expanded.options.top ?? DEFAULT_TOP
+          const top = expanded.options.top ?? this.top
           const pg = await this.page(target, [scope], expanded.options, top)
           if (pg.count !== undefined) out[`${name}@iot.count`] = pg.count
-          out[name] = await Promise.all(pg.rows.map((r) => this.entity(target, r, expanded.options)))
+          out[name] = await this.list(target, pg.rows, expanded.options)
           if (pg.more)
             out[`${name}@iot.nextLink`] = nextLink(`${self}/${name}`, expanded.options.raw, top, expanded.options.skip)
         } else {
           const r = await this.one(target, [scope])
           out[name] = r ? await this.entity(target, r, expanded.options) : null
         }
-      } else if (!o.select || o.select.includes(name)) out[`${name}@iot.navigationLink`] = `${self}/${name}`
+      }
     }
     return out
   }
@@ -236,9 +359,13 @@ export class StaQuery {
   async get(path: string, pairs: [string, string][]): Promise<{ json?: unknown; text?: string }> {
     const segs = path.split("/")
     const notFound = () => errors.CM_ERR_NOT_FOUND(`SensorThings resource ${path}`)
+    // the path is read first, without SQL (so that the cost is checked before any); each step then
+    // looks up the next entity from the one before it
+    const found = async (r: Promise<Row | undefined>) => (await r) ?? Promise.reject(notFound())
+    const steps: ((prev: Row | undefined) => Promise<Row>)[] = []
     let set: EntitySet | undefined
-    let row: Row | undefined
-    let scopes: Scope[] = []
+    let scopes = (_prev: Row | undefined): Scope[] => []
+    let entity = false
     let i = 0
     for (; i < segs.length; i++) {
       const m = /^([A-Za-z]+)(?:\((?:'((?:[^']|'')*)'|(\d+))\))?$/.exec(segs[i])
@@ -248,63 +375,79 @@ export class StaQuery {
       if (i === 0) {
         if (!isSetName(name)) throw notFound()
         set = SETS[name]
-        scopes = []
       } else {
-        if (!set || !row) throw notFound()
+        if (!set || !entity) throw notFound()
         const rel = own(set.relations, name)
         if (!rel) {
           if (key !== undefined) throw notFound()
           break // a property
         }
         if (!rel.plural && key !== undefined) throw notFound()
-        scopes = [scopeOf(set, name, row)]
+        const source = set
+        scopes = (prev) => [scopeOf(source, name, prev as Row)]
         set = SETS[rel.target]
-        row = undefined
-        if (!rel.plural) {
-          row = await this.one(set, scopes)
-          if (!row) throw notFound()
+        entity = !rel.plural
+        if (entity) {
+          const [target, scoped] = [set, scopes]
+          steps.push((prev) => found(this.one(target, scoped(prev))))
           continue
         }
       }
       if (key !== undefined) {
         const k = set.key(key)
         if (!k) throw notFound()
-        row = await this.one(set, [...scopes, keyScope(set, k)])
-        if (!row) throw notFound()
+        const [target, scoped] = [set, scopes]
+        steps.push((prev) => found(this.one(target, [...scoped(prev), keyScope(target, k)])))
+        entity = true
       }
     }
     if (!set) throw notFound()
+    const s = set
     const rest = segs.slice(i)
     const self = `${this.base}/${segs.slice(0, i).join("/")}`
+    const walk = async () => {
+      let row: Row | undefined
+      for (const step of steps) row = await step(row)
+      return row
+    }
 
-    if (!row) {
+    if (!entity) {
       // a collection, or its $ref links
       if (rest.length > 1 || (rest.length === 1 && rest[0] !== "$ref")) throw notFound()
-      const o = parseOptions(pairs, set)
-      const top = o.top ?? DEFAULT_TOP
-      const pg = await this.page(set, scopes, o, top)
-      const s = set
-      const value =
-        rest[0] === "$ref"
-          ? pg.rows.map((r) => ({ "@iot.selfLink": this.selfLink(s, r) }))
-          : await Promise.all(pg.rows.map((r) => this.entity(s, r, o)))
+      const o = parseOptions(pairs, s)
+      const ref = rest[0] === "$ref"
+      this.top = pageSize(s, ref ? { ...o, expand: [] } : o, false, this.budgets.maxEntities)
+      const top = o.top ?? this.top
+      const pg = await this.page(s, scopes(await walk()), o, top)
+      const value = ref ? pg.rows.map((r) => this.ref(s, r)) : await this.list(s, pg.rows, o)
       return {
         json: {
           ...(pg.count !== undefined ? { "@iot.count": pg.count } : {}),
-          ...(pg.more ? { "@iot.nextLink": nextLink(self + (rest[0] ? "/$ref" : ""), pairs, top, o.skip) } : {}),
+          ...(pg.more ? { "@iot.nextLink": nextLink(self + (ref ? "/$ref" : ""), pairs, top, o.skip) } : {}),
           value,
         },
       }
     }
-    if (rest.length === 0) return { json: await this.entity(set, row, parseOptions(pairs, set)) }
-    if (rest.length === 1 && rest[0] === "$ref") return { json: { "@iot.selfLink": this.selfLink(set, row) } }
+    if (rest.length === 0) {
+      const o = parseOptions(pairs, s)
+      this.top = pageSize(s, o, true, this.budgets.maxEntities)
+      return { json: await this.entity(s, (await walk()) as Row, o) }
+    }
+    if (rest.length === 1 && rest[0] === "$ref") return { json: this.ref(s, (await walk()) as Row) }
     // a property, or its raw $value
     if (rest.length > 2 || (rest.length === 2 && rest[1] !== "$value")) throw notFound()
     const prop = rest[0]
-    if (!FIELDS[set.name].includes(prop) || prop === "id") throw notFound()
-    const value = set.json(row)[prop]
+    if (!FIELDS[s.name].includes(prop) || prop === "id") throw notFound()
+    const value = s.json((await walk()) as Row)[prop]
     if (rest.length === 1) return { json: { [prop]: value } }
     return typeof value === "object" && value !== null ? { json: value } : { text: String(value) }
+  }
+
+  /** An entity's $ref link (counted as an entity). */
+  private ref(set: EntitySet, row: Row) {
+    const json = { "@iot.selfLink": this.selfLink(set, row) }
+    this.spend(json)
+    return json
   }
 }
 
