@@ -32,6 +32,8 @@ export interface Relation {
   plural: boolean
   /** SQL true for the target rows (alias t) related to the source entity. */
   on: (t: string, s: Ref) => string
+  /** Set when `on` is this one column equal on both sides (same()). */
+  column?: string
   /** The most target rows one source entity can have (a plural relation; unset: unbounded), for $expand's cost. */
   max?: number
 }
@@ -227,7 +229,8 @@ const values = (rows: (string | null)[][], cols: string[]) =>
   `(VALUES ${rows.map((r) => `(${r.map((v) => (v === null ? "NULL::text" : lit(v))).join(", ")})`).join(", ")}) AS v(${cols.join(", ")})`
 
 const text = (col: string): Prop => ({ sql: (a) => `${a}.${col}`, type: "text" })
-const same = (col: string) => (t: string, s: Ref) => `${t}.${col} = ${s(col)}`
+/** A relation by one column equal on both sides: `...same("meter_id")`. */
+const same = (column: string) => ({ on: (t: string, s: Ref) => `${t}.${column} = ${s(column)}`, column })
 
 const METER_COLS = `meter_id, online, first_seen, last_seen, firmware, board, boot, lat, lon, address, district`
 const point = (r: Row) => ({ type: "Point", coordinates: [num(r.lon), num(r.lat)] })
@@ -252,9 +255,9 @@ const things: EntitySet = {
     "properties/district": text("district"),
   },
   relations: {
-    Datastreams: { target: "Datastreams", plural: true, on: same("meter_id"), max: CHANNELS.length },
-    Locations: { target: "Locations", plural: true, on: same("meter_id"), max: 1 },
-    HistoricalLocations: { target: "HistoricalLocations", plural: true, on: same("meter_id"), max: 1 },
+    Datastreams: { target: "Datastreams", plural: true, ...same("meter_id"), max: CHANNELS.length },
+    Locations: { target: "Locations", plural: true, ...same("meter_id"), max: 1 },
+    HistoricalLocations: { target: "HistoricalLocations", plural: true, ...same("meter_id"), max: 1 },
   },
   id: (r) => String(r.meter_id),
   json: (r) => ({
@@ -290,8 +293,8 @@ const locations: EntitySet = {
     "properties/address": text("address"),
   },
   relations: {
-    Things: { target: "Things", plural: true, on: same("meter_id"), max: 1 },
-    HistoricalLocations: { target: "HistoricalLocations", plural: true, on: same("meter_id"), max: 1 },
+    Things: { target: "Things", plural: true, ...same("meter_id"), max: 1 },
+    HistoricalLocations: { target: "HistoricalLocations", plural: true, ...same("meter_id"), max: 1 },
   },
   id: (r) => String(r.meter_id),
   json: (r) => ({
@@ -315,8 +318,8 @@ const historicalLocations: EntitySet = {
   order: byMeter,
   props: { id: text("meter_id"), time: { sql: (a) => `${a}.first_seen`, type: "time" } },
   relations: {
-    Thing: { target: "Things", plural: false, on: same("meter_id") },
-    Locations: { target: "Locations", plural: true, on: same("meter_id"), max: 1 },
+    Thing: { target: "Things", plural: false, ...same("meter_id") },
+    Locations: { target: "Locations", plural: true, ...same("meter_id"), max: 1 },
   },
   id: (r) => String(r.meter_id),
   json: (r) => ({ time: iso(r.first_seen) }),
@@ -361,7 +364,7 @@ const datastreams: EntitySet = {
     "unitOfMeasurement/definition": { sql: () => lit(UCUM), type: "text" },
   },
   relations: {
-    Thing: { target: "Things", plural: false, on: same("meter_id") },
+    Thing: { target: "Things", plural: false, ...same("meter_id") },
     Sensor: { target: "Sensors", plural: false, on: (t, s) => `${t}.id = ${s("sensor_id")}` },
     ObservedProperty: { target: "ObservedProperties", plural: false, on: (t, s) => `${t}.id = ${s("op_id")}` },
     Observations: {
@@ -479,7 +482,7 @@ const observations: EntitySet = {
       plural: false,
       on: (t, s) => `${t}.meter_id = ${s("meter_id")} AND ${t}.ch = ${s("ch")}`,
     },
-    FeatureOfInterest: { target: "FeaturesOfInterest", plural: false, on: same("meter_id") },
+    FeatureOfInterest: { target: "FeaturesOfInterest", plural: false, ...same("meter_id") },
   },
   id: (r) => `${String(r.meter_id)}:${String(r.ch)}:${num(r.boot)}:${num(r.seq)}:${num(r.idx)}`,
   json: (r) => {
@@ -515,7 +518,7 @@ const featuresOfInterest: EntitySet = {
     encodingType: { sql: () => lit(GEOJSON), type: "text" },
     "properties/district": text("district"),
   },
-  relations: { Observations: { target: "Observations", plural: true, on: same("meter_id") } },
+  relations: { Observations: { target: "Observations", plural: true, ...same("meter_id") } },
   id: (r) => String(r.meter_id),
   json: (r) => ({
     name: r.name,

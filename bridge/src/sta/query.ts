@@ -18,7 +18,7 @@
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Store } from "../store/store.js"
-import { SETS, isSetName, own, type EntitySet, type Row, type SetName } from "./entities.js"
+import { SETS, isSetName, own, type EntitySet, type Relation, type Row, type SetName } from "./entities.js"
 import { Params, Translator, splitTop } from "./filter.js"
 
 export const DEFAULT_TOP = 100
@@ -165,6 +165,12 @@ interface Level {
   parents: number
 }
 
+/**
+ * The page size of an expanded collection: its $top, else the page size of collections without
+ * one, except for relations of a known small size (a Thing's Datastreams), which are whole.
+ */
+const expandTop = (rel: Relation, o: Options, top: number) => o.top ?? (rel.max !== undefined ? DEFAULT_TOP : top)
+
 /** The levels below `parents` entities of `set` when a page without $top holds `top`. */
 function levelsOf(set: EntitySet, o: Options, top: number, parents: number, path: string, depth: number, out: Level[]) {
   for (const item of o.expand) {
@@ -172,7 +178,7 @@ function levelsOf(set: EntitySet, o: Options, top: number, parents: number, path
     if (depth > MAX_EXPAND_DEPTH)
       throw over(`$expand=${at} is ${depth} levels deep, more than ${MAX_EXPAND_DEPTH}; ${ASK_LESS}`)
     const rel = set.relations[item.rel] // item.rel: one of the set's own relations (parseExpand)
-    const each = rel.plural ? Math.min(item.options.top ?? top, rel.max ?? Infinity) : 1
+    const each = rel.plural ? Math.min(expandTop(rel, item.options, top), rel.max ?? Infinity) : 1
     out.push({ path: at, entities: parents * each, parents })
     levelsOf(SETS[rel.target], item.options, top, parents * each, at, depth + 1, out)
   }
@@ -205,15 +211,15 @@ export function pageSize(set: EntitySet, o: Options, one: boolean, max: number):
     }
     return lo
   }
-  const at = levels(1)
+  const at = levels(DEFAULT_TOP)
   const worst = at.reduce((a, b) => (b.entities > a.entities ? b : a))
   // the $top at the costliest level with which the rest fits
-  const fits = Math.floor((max - (total(1) - worst.entities)) / worst.parents)
+  const fits = Math.floor((max - (total(DEFAULT_TOP) - worst.entities)) / worst.parents)
   const where = worst.path ? ` in $expand=${worst.path}(...)` : ""
   const hint = fits >= 1 ? `$top=${fits} or less${where}` : `a smaller $top (the page, or in $expand)`
   const parts = at.map((l) => `${l.path ? `${set.name}/${l.path}` : set.name} ${fmt(l.entities)}`).join(", ")
   throw over(
-    `this request could build ${fmt(total(1))} entities (${parts}), more than the ${fmt(max)} one answer may hold; ` +
+    `this request could build ${fmt(total(DEFAULT_TOP))} entities (${parts}), more than the ${fmt(max)} one answer may hold; ` +
       `ask for less: ${hint}, ${ASK_LESS}`,
   )
 }
@@ -340,7 +346,7 @@ export class StaQuery {
         const target = SETS[rel.target]
         const scope = scopeOf(set, name, row)
         if (rel.plural) {
-          const top = expanded.options.top ?? this.top
+          const top = expandTop(rel, expanded.options, this.top)
           const pg = await this.page(target, [scope], expanded.options, top)
           if (pg.count !== undefined) out[`${name}@iot.count`] = pg.count
           out[name] = await this.list(target, pg.rows, expanded.options)
