@@ -102,6 +102,10 @@ export async function staBench(quick: boolean): Promise<StaRow[]> {
       const t = performance.now()
       const ids = await seed(store, meters, perMeter)
       const db = (store as SqlStore).db
+      // a tenth of the meters in one district, the rest in another
+      await db.query(`UPDATE meters SET district = CASE WHEN meter_id < $1 THEN 'north' ELSE 'south' END`, [
+        ids[Math.ceil(ids.length / 10)],
+      ])
       await db.query(`ANALYZE`)
       console.log(`${engine.padEnd(10)}  (loaded in ${((performance.now() - t) / 1000).toFixed(1)} s)`)
       const m = ids[Math.floor(ids.length / 2)]
@@ -169,6 +173,26 @@ export async function staBench(quick: boolean): Promise<StaRow[]> {
                 `$top=10&$orderby=result desc&$filter=phenomenonTime ge ${from} and phenomenonTime lt ${to}`,
               ),
             ),
+        ],
+        [
+          "all Observations, Datastream/Thing district (none such), $top=1",
+          () =>
+            sql(
+              `SELECT * FROM readings WHERE meter_id IN (SELECT meter_id FROM meters WHERE district = $1)
+                 ORDER BY meter_id, ts LIMIT 2`,
+              ["x"],
+            ),
+          () => inject(sta("Observations", `$top=1&$filter=Datastream/Thing/properties/district eq 'x'`)),
+        ],
+        [
+          "all Observations, FeatureOfInterest district, $top=100",
+          () =>
+            sql(
+              `SELECT * FROM readings WHERE meter_id IN (SELECT meter_id FROM meters WHERE district = $1)
+                 ORDER BY meter_id, ts LIMIT 101`,
+              ["north"],
+            ),
+          () => inject(sta("Observations", `$top=100&$filter=FeatureOfInterest/properties/district eq 'north'`)),
         ],
       ]
       // the answers agree before anything is timed
