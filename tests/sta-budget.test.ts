@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { buildApp } from "../bridge/src/api.js"
 import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
 import { createMetrics } from "../bridge/src/metrics.js"
-import type { ReadBudgets } from "../bridge/src/sta/query.js"
+import type { StaBudgets } from "../bridge/src/sta/query.js"
 import { openStore, type StoreOptions } from "../bridge/src/store/engines.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { Store } from "../bridge/src/store/store.js"
@@ -57,7 +57,7 @@ describe.each(ENGINES)("SensorThings read budgets on %s", (_engine, where) => {
     if (options.schema) await dropSchema(options.schema)
   })
 
-  const get = async (path: string, reads?: ReadBudgets) => {
+  const get = async (path: string, reads?: StaBudgets) => {
     const app = buildApp({ store, metrics: createMetrics(), reads })
     try {
       statements.length = 0

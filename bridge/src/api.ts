@@ -26,7 +26,7 @@ import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import { installReadGates, readGates } from "./routes/read-gate.js"
 import { BRIDGE_DEFAULTS } from "./defaults.js"
-import type { ReadBudgets } from "./sta/query.js"
+import type { StaBudgets } from "./sta/query.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
 
@@ -58,7 +58,7 @@ export interface AppOptions {
   /** Expensive reads at once and waiting (routes/read-gate.ts); defaults: BRIDGE_DEFAULTS.reads. */
   readGates?: { concurrency?: number; queue?: number; exportConcurrency?: number }
   /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); default BRIDGE_DEFAULTS.reads. */
-  reads?: ReadBudgets
+  reads?: StaBudgets
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {

@@ -310,6 +310,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     live,
     exportLicense: c.exportLicense,
     readGates: reads,
+    reads,
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {

@@ -5,7 +5,7 @@ import type { Scope } from "./auth.js"
 import type { IngestHealth } from "../health.js"
 import type { LiveBus } from "../live.js"
 import type { Metrics } from "../metrics.js"
-import type { ReadBudgets } from "../sta/query.js"
+import type { StaBudgets } from "../sta/query.js"
 import type { Store } from "../store/store.js"
 import { METER_ID_PATTERN, type DownKind } from "../topics.js"
 
@@ -23,7 +23,7 @@ export interface RouteContext {
   /** The licence of the bulk export (routes/export.ts); absent: DEFAULT_EXPORT_LICENSE. */
   exportLicense?: { name: string; url?: string }
   /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); absent: BRIDGE_DEFAULTS.reads. */
-  reads?: ReadBudgets
+  reads?: StaBudgets
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }

@@ -5,7 +5,7 @@
 // data tier (ORDER BY ... LIMIT/OFFSET, one row more than the page to know whether a next page
 // exists), never loaded whole.
 //
-// Every answer has a cost limit (ReadBudgets; issue 21). Before any SQL, the most entities the
+// Every answer has a cost limit (StaBudgets; issue 21). Before any SQL, the most entities the
 // request could build (each level's $top, or the relation's known size: a Thing has at most 7
 // Datastreams, multiplied down each $expand path and summed over every level) must fit
 // maxEntities. Collections without $top get a smaller page when needed (server-driven paging,
@@ -29,7 +29,7 @@ export const MAX_EXPAND_DEPTH = 4
 export const MAX_EXPAND_ITEMS = 16
 
 /** The cost limits of one request (BRIDGE_DEFAULTS.reads: READ_MAX_ENTITIES, READ_MAX_BYTES). */
-export interface ReadBudgets {
+export interface StaBudgets {
   /** Entities in one answer, every $expand level together. */
   maxEntities: number
   /** JSON bytes of the answer (estimated while it is built: each entity's own properties and links). */
@@ -250,7 +250,7 @@ export class StaQuery {
     readonly store: Store,
     /** The service root URL, e.g. http://host/sta/v1.1 */
     readonly base: string,
-    readonly budgets: ReadBudgets = BRIDGE_DEFAULTS.reads,
+    readonly budgets: StaBudgets = BRIDGE_DEFAULTS.reads,
   ) {}
 
   /** Counts an entity built (its JSON so far: properties, control information, links). */
