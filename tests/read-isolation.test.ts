@@ -10,6 +10,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { randomBytes } from "node:crypto"
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { startService, type Service } from "../bridge/src/service.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
@@ -43,7 +44,7 @@ describe.each(["postgres", "pglite"] as const)("reads beside ingest on %s", (eng
   let svc: Service
   const meters: SimMeter[] = []
   const schema = `t_${randomBytes(6).toString("hex")}`
-  const { log } = captureLog()
+  const { log, lines } = captureLog()
   beforeAll(async () => {
     svc = await startService({
       demo: true,
@@ -89,6 +90,8 @@ describe.each(["postgres", "pglite"] as const)("reads beside ingest on %s", (eng
       const t = performance.now()
       void fetch(`${svc.httpUrl}/healthz`).then(() => (healthMaxMs = Math.max(healthMaxMs, performance.now() - t)))
     }, 250)
+    const loop = monitorEventLoopDelay({ resolution: 10 })
+    loop.enable()
     const t0 = performance.now()
     const answers = await Promise.all(
       STORM.map(async (path) => {
@@ -107,9 +110,12 @@ describe.each(["postgres", "pglite"] as const)("reads beside ingest on %s", (eng
     await new Promise((r) => setTimeout(r, 3000))
     clearInterval(sampler)
     clearInterval(health)
+    loop.disable()
+    const reopened = lines.filter((l) => l.msg === "embedded database reopened").map((l) => l.awayMs)
     console.log(
       `${engine}: storm ${stormS.toFixed(1)} s; longest wait for a commit ${waitMax.toFixed(2)} s; ` +
-        `/healthz worst ${healthMaxMs.toFixed(0)} ms; RSS +${((rssMax - rss0) / 2 ** 20).toFixed(0)} MB; ` +
+        `/healthz worst ${healthMaxMs.toFixed(0)} ms; event loop blocked ≤ ${(loop.max / 1e6).toFixed(0)} ms; ` +
+        `database reopened after ${JSON.stringify(reopened)} ms; RSS +${((rssMax - rss0) / 2 ** 20).toFixed(0)} MB; ` +
         answers.map((a) => `${a.status}${a.error ? ` ${a.error}` : ""} ${a.bytes} B`).join(" | "),
     )
     for (const a of answers) {

@@ -22,6 +22,8 @@ export interface StoreOptions {
   reads?: { statementMs?: number; concurrency?: number }
   /** Tests: called with each path PGlite fsyncs (it syncs in its own thread). */
   onFsync?: (path: string) => void
+  /** PGlite: called when its thread was stopped and the database reopened (why, and for how long, ms). */
+  onRestart?: (why: string, ms: number) => void
 }
 
 /** A configuration mistake: retrying cannot help. */
@@ -125,6 +127,7 @@ export async function openPglite(dataDir: string | undefined, opts: StoreOptions
     reportFsync: opts.onFsync !== undefined,
   })
   thread.onFsync = opts.onFsync
+  thread.onRestart = opts.onRestart
   const store = new SqlStore("pglite", thread.db())
   await store.migrate()
   return store

@@ -108,6 +108,8 @@ export class PgliteThread {
   /** Times the thread was stopped for a read past its budget and started again. */
   restarts = 0
   onFsync?: (path: string) => void
+  /** Called after each restart with why and how long the database was away, ms. */
+  onRestart?: (why: string, ms: number) => void
 
   private constructor(private readonly o: PgliteThreadOptions) {}
 
@@ -165,9 +167,12 @@ export class PgliteThread {
     if (this.broken) {
       // in memory there is nothing to reopen: every call fails as the thread did
       if (!this.o.dataDir) throw this.broken
+      const why = this.broken.message
       this.broken = undefined
+      const t0 = performance.now()
       this.restarts++
       await this.spawn(true)
+      this.onRestart?.(why, performance.now() - t0)
     }
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -195,12 +200,14 @@ export class PgliteThread {
   }
 
   private async restart() {
+    const t0 = performance.now()
     const old = this.worker
     this.restarts++
     this.worker = undefined as unknown as Worker // its exit is expected
     await old.terminate()
     this.failAll(new Error("the embedded database's thread was restarted"))
     await this.spawn(true)
+    this.onRestart?.("a read ran past READ_STATEMENT_MS", performance.now() - t0)
   }
 
   /** The connection as the store uses it: ingest, maintenance, tools. */
