@@ -52,6 +52,8 @@ export interface AppOptions {
   live?: LiveBus
   /** The licence the utility publishes its readings under (EXPORT_LICENSE); default CC-BY-4.0. */
   exportLicense?: ExportLicense
+  /** Only /healthz, /readyz, /metrics (and /openapi.json): an ingest-only process (MODE=ingest). */
+  probesOnly?: boolean
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -115,7 +117,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     liveRoutes,
     dashboardRoutes,
   ])
-    void app.register(routes, ctx)
+    if (!o.probesOnly || routes === opsRoutes) void app.register(routes, ctx)
 
   return app
 }
