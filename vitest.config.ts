@@ -4,6 +4,8 @@ export default defineConfig({
   test: {
     testTimeout: 120_000,
     hookTimeout: 60_000,
+    // no MODE=test in the environment the bridges under test inherit (tests/setup-env.ts)
+    setupFiles: ["tests/setup-env.ts"],
     // VMs run in-process (no devtools ports), so files can run in parallel; two cores in CI.
     maxWorkers: 2,
     fileParallelism: true,

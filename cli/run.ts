@@ -114,7 +114,9 @@ export async function bridge(o: BridgeCliOptions, print: Print): Promise<void> {
   if (o.demo) c.demo = true
   print(`starting the bridge: store ${c.databaseUrl}, MQTT ${c.mqttUrl ?? `embedded on port ${c.embeddedMqttPort}`}`)
   const svc = await startService(c)
-  print(`citymeter bridge: MQTT ${svc.mqttUrl}, store ${svc.store.engine}, API ${svc.httpUrl}`)
+  print(
+    `citymeter bridge (MODE=${svc.role}): MQTT ${svc.mqttUrl || "none"}, store ${svc.store.engine}, API ${svc.httpUrl}`,
+  )
   await stopSignal()
   await svc.stop()
 }

@@ -24,6 +24,7 @@ describe("bridge defaults", () => {
   test("the README's Configuration table states the defaults of bridge/src/defaults.ts", () => {
     const readme = readmeDefaults()
     expect({
+      MODE: readme.MODE,
       EMBEDDED_MQTT_PORT: readme.EMBEDDED_MQTT_PORT,
       DATABASE_URL: readme.DATABASE_URL,
       HTTP_PORT: readme.HTTP_PORT,
@@ -48,6 +49,7 @@ describe("bridge defaults", () => {
       NGSI_LD_FLUSH_MS: readme.NGSI_LD_FLUSH_MS,
       NGSI_LD_MAX_PENDING: readme.NGSI_LD_MAX_PENDING,
     }).toEqual({
+      MODE: D.role,
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
       DATABASE_URL: D.databaseUrl,
       HTTP_PORT: String(D.httpPort),
@@ -76,6 +78,7 @@ describe("bridge defaults", () => {
 
   test("an empty environment configures the bridge with those defaults", () => {
     expect(configFromEnv({})).toMatchObject({
+      role: D.role,
       demo: false,
       embeddedMqttPort: D.embeddedMqttPort,
       databaseUrl: D.databaseUrl,

@@ -174,7 +174,7 @@ describe.each(STACKS)("NGSI-LD forwarder on %s", (kind) => {
     )
     // ingest went on: both frames stored and readable
     await waitFor("frames stored", async () => (await apiReadings(svc, meter)).length === seq)
-    expect(svc.ingestHealth().stalled).toBe(false)
+    expect(svc.ingestHealth!().stalled).toBe(false)
     expect(log.lines.some((l) => String(l.msg).startsWith("NGSI-LD upsert failed"))).toBe(true)
     stub.mode = "ok"
     const w = await waitFor("newest water state after recovery", async () => {

@@ -84,7 +84,7 @@ describe.each(["postgres", "pglite"] as const)("reads beside ingest on %s", (eng
     let healthMaxMs = 0
     const sampler = setInterval(() => {
       rssMax = Math.max(rssMax, process.memoryUsage().rss)
-      waitMax = Math.max(waitMax, svc.ingestHealth().oldestUnackedS)
+      waitMax = Math.max(waitMax, svc.ingestHealth!().oldestUnackedS)
     }, 50)
     const health = setInterval(() => {
       const t = performance.now()

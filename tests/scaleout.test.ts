@@ -83,7 +83,7 @@ test(`${INSTANCES} bridges on a shared subscription store ${N} frames exactly on
 test("an instance that crashes mid-stream and returns under its client id loses nothing; nothing is stored twice", async () => {
   expect(services).toHaveLength(INSTANCES) // runs after the test above, on its broker and schema
   const victim = services[2]
-  const victimId = victim.bridge.client.options.clientId!
+  const victimId = victim.bridge!.client.options.clientId!
   const pub = await mqtt.connectAsync(broker!.url, { clientId: uid("fleet2") })
   const startS = Math.floor(Date.now() / 1000) - 3600
   const publish = (seq: number) => {
@@ -93,12 +93,12 @@ test("an instance that crashes mid-stream and returns under its client id loses 
   }
   for (let seq = 1; seq <= SEQS / 2; seq++) publish(seq)
   // crash: the connection drops without a clean shutdown, frames in flight are not acknowledged
-  victim.bridge.ingest.stop()
-  victim.bridge.client.end(true)
+  victim.bridge!.ingest.stop()
+  victim.bridge!.client.end(true)
   for (let seq = SEQS / 2 + 1; seq <= SEQS; seq++) publish(seq)
   await pub.endAsync()
   await victim.store.close().catch(() => {})
-  await victim.inactivity.stop()
+  await victim.inactivity!.stop()
   await victim.app.close()
 
   // the instance returns under the same client id: its session's frames are delivered to it

@@ -136,7 +136,7 @@ function describeBroker(
       )
       expect(refused).toBe(refusal === "disconnected")
       await b.subscribeAsync(downTopic("meter-b", "config"), { qos: 1 })
-      await svc.bridge.send("meter-b", "config", new Uint8Array([0x1a, 0x02, 0x08, 0x3c]))
+      await svc.bridge!.send("meter-b", "config", new Uint8Array([0x1a, 0x02, 0x08, 0x3c]))
       await waitFor("B's downlink", async () => got.b.length === 1, 10_000)
       await new Promise((r) => setTimeout(r, 200))
       expect(got.a).toEqual([])

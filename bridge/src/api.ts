@@ -59,6 +59,8 @@ export interface AppOptions {
   readGates?: { concurrency?: number; queue?: number; exportConcurrency?: number }
   /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); default BRIDGE_DEFAULTS.reads. */
   reads?: StaBudgets
+  /** Only /healthz, /readyz, /metrics (and /openapi.json): an ingest-only process (MODE=ingest). */
+  probesOnly?: boolean
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
@@ -133,7 +135,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     liveRoutes,
     dashboardRoutes,
   ])
-    void app.register(routes, ctx)
+    if (!o.probesOnly || routes === opsRoutes) void app.register(routes, ctx)
 
   return app
 }

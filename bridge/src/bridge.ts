@@ -72,60 +72,15 @@ export function startBridge(o: BridgeOptions): Bridge {
   // connection stops reading while a backlog waits for its commits (deferredPubacks), and the
   // broker's PUBACKs for downlinks would wait behind it (measured: 65,535 downlinks in flight
   // and 2.5 GB while draining 1M frames on one connection).
-  const downlinks = mqtt.connect(o.mqttUrl, {
-    clientId: `${clientId}-down`,
-    clean: true,
-    protocolVersion,
-    reconnectPeriod: 500,
-    connectTimeout: 5000,
-    // a PUBACK per downlink would reset the keepalive timer each time (two timer calls per frame);
-    // pings go every keepalive period instead
-    reschedulePings: false,
-    ...quiet,
-    ...o.mqttOptions,
-  })
-  downlinks.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error (downlinks)"))
-  // While it is down, downlinks fail at once instead of queueing in mqtt.js: its replay of queued
-  // QoS 1 messages after a (re)connect goes one message per round trip and holds every new one
-  // behind it (client.js startStreamProcess), which stalled acks for minutes under load. An ack
-  // that fails is not lost: the meter sends the frame again, and it is acknowledged as a duplicate.
-  let downlinksUp = false
+  const { client: downlinks, send } = connectDownlinks({ ...o, clientId: `${clientId}-down`, protocolVersion })
   let uplinkStarted = false
   let stopped = false
   downlinks.on("connect", () => {
-    downlinksUp = true
     if (!uplinkStarted && !stopped) {
       uplinkStarted = true
       client.connect()
     }
   })
-  downlinks.on("close", () => (downlinksUp = false))
-  // the downlinks of one batch (an ack per frame) leave in one write: corked until this tick ends
-  let corked: NodeJS.WritableStream | undefined
-  const uncork = () => {
-    const s = corked as unknown as { uncork(): void }
-    corked = undefined
-    s.uncork()
-  }
-  const send: SendDownlink = (meterId, kind, payload) => {
-    if (!downlinksUp) return Promise.reject(new Error("the downlink connection is down"))
-    if (!corked && downlinks.stream) {
-      corked = downlinks.stream
-      downlinks.stream.cork()
-      process.nextTick(uncork)
-    }
-    const topic = downTopic(meterId, kind)
-    const qos = DOWNLINK_QOS[kind]
-    // QoS 0: written, nothing to wait for (a callback would wait for the socket's drain, one
-    // listener per ack while a batch's acks fill the corked stream)
-    if (qos === 0) {
-      downlinks.publish(topic, Buffer.from(payload), { qos })
-      return Promise.resolve()
-    }
-    return new Promise((resolve, reject) =>
-      downlinks.publish(topic, Buffer.from(payload), { qos }, (err) => (err ? reject(err) : resolve())),
-    )
-  }
   const ingest = new Ingest(o.store, send, o.metrics, o.log, o)
   const acks = deferredPubacks(client, ingest, o.log, 2 * maxInFlight)
   client.handleMessage = acks.handleMessage
@@ -167,6 +122,68 @@ export function startBridge(o: BridgeOptions): Bridge {
       await Promise.all([uplinkStarted ? client.endAsync() : undefined, downlinks.endAsync()])
     },
   }
+}
+
+export interface DownlinkOptions {
+  mqttUrl: string
+  clientId: string
+  protocolVersion?: 4 | 5
+  mqttOptions?: IClientOptions
+  log: Logger
+}
+
+/**
+ * A connection that only publishes downlinks (acks, time, config, resend to meters) and subscribes
+ * to nothing: the bridge's second connection, and an API-only process's (MODE=api) own.
+ */
+export function connectDownlinks(o: DownlinkOptions): { client: MqttClient; send: SendDownlink } {
+  const downlinks = mqtt.connect(o.mqttUrl, {
+    clientId: o.clientId,
+    clean: true,
+    protocolVersion: o.protocolVersion ?? 4,
+    reconnectPeriod: 500,
+    connectTimeout: 5000,
+    // a PUBACK per downlink would reset the keepalive timer each time (two timer calls per frame);
+    // pings go every keepalive period instead
+    reschedulePings: false,
+    ...quiet,
+    ...o.mqttOptions,
+  })
+  downlinks.on("error", (e) => o.log.warn({ err: e.message }, "mqtt error (downlinks)"))
+  // While it is down, downlinks fail at once instead of queueing in mqtt.js: its replay of queued
+  // QoS 1 messages after a (re)connect goes one message per round trip and holds every new one
+  // behind it (client.js startStreamProcess), which stalled acks for minutes under load. An ack
+  // that fails is not lost: the meter sends the frame again, and it is acknowledged as a duplicate.
+  let downlinksUp = false
+  downlinks.on("connect", () => (downlinksUp = true))
+  downlinks.on("close", () => (downlinksUp = false))
+  // the downlinks of one batch (an ack per frame) leave in one write: corked until this tick ends
+  let corked: NodeJS.WritableStream | undefined
+  const uncork = () => {
+    const s = corked as unknown as { uncork(): void }
+    corked = undefined
+    s.uncork()
+  }
+  const send: SendDownlink = (meterId, kind, payload) => {
+    if (!downlinksUp) return Promise.reject(new Error("the downlink connection is down"))
+    if (!corked && downlinks.stream) {
+      corked = downlinks.stream
+      downlinks.stream.cork()
+      process.nextTick(uncork)
+    }
+    const topic = downTopic(meterId, kind)
+    const qos = DOWNLINK_QOS[kind]
+    // QoS 0: written, nothing to wait for (a callback would wait for the socket's drain, one
+    // listener per ack while a batch's acks fill the corked stream)
+    if (qos === 0) {
+      downlinks.publish(topic, Buffer.from(payload), { qos })
+      return Promise.resolve()
+    }
+    return new Promise((resolve, reject) =>
+      downlinks.publish(topic, Buffer.from(payload), { qos }, (err) => (err ? reject(err) : resolve())),
+    )
+  }
+  return { client: downlinks, send }
 }
 
 /**

@@ -4,6 +4,8 @@
 // lists the variables (tests/defaults.test.ts checks that its defaults are these).
 
 export const BRIDGE_DEFAULTS = {
+  /** MODE: what one process runs (bridge/src/roles.ts): the API and ingest together. */
+  role: "all",
   /** EMBEDDED_MQTT_PORT: the embedded broker's port when MQTT_URL is unset. */
   embeddedMqttPort: 11883,
   /** DATABASE_URL: the durable embedded engine in ./data. */

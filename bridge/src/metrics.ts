@@ -151,3 +151,32 @@ export function createMetrics(defaults = false) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
+
+/**
+ * An API-only process (MODE=api) exports no ingest metrics: it has no frames, batches or jobs, and
+ * its zeros beside the ingest process's figures would read as an idle ingest. Kept: the process's
+ * own, downlinks (the API sends them) and whatever the routes count.
+ */
+export function withoutIngestMetrics(m: Metrics): Metrics {
+  const ingestOnly = [
+    m.framesIn,
+    m.framesRejected,
+    m.framesStored,
+    m.framesDuplicate,
+    m.readingsStored,
+    m.storeErrors,
+    m.storeLatency,
+    m.batchFrames,
+    m.ingestLag,
+    m.clockCorrections,
+    m.deadLetterFailures,
+    m.deadLettersPruned,
+    m.bootRegressions,
+    m.oldestUnacked,
+    m.stalled,
+    m.deadLetters,
+    m.onlineMeters,
+  ]
+  for (const metric of ingestOnly) m.registry.removeSingleMetric((metric as unknown as { name: string }).name)
+  return m
+}

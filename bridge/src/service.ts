@@ -5,19 +5,22 @@ import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
 import { DEFAULT_BRIDGE_USER } from "./acl.js"
 import { buildApp } from "./api.js"
-import { startBridge, type Bridge } from "./bridge.js"
+import { connectDownlinks, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
 import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
 import { startForwarder, type Forwarder, type ForwarderConfig } from "./ngsi-forwarder.js"
-import { createMetrics, type Metrics } from "./metrics.js"
+import { createMetrics, withoutIngestMetrics, type Metrics } from "./metrics.js"
+import { parseRole, roleRefusal, roleValueError, type ServiceRole } from "./roles.js"
 import { retry } from "./retry.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
 import type { DeadLetterRetention, Store } from "./store/store.js"
 
 export interface ServiceConfig {
+  /** MODE: all (default), api (HTTP API only) or ingest (subscription, ingest, jobs; probes only): roles.ts. */
+  role?: ServiceRole
   /** External broker; when absent an embedded broker is started on embeddedMqttPort. */
   mqttUrl?: string
   embeddedMqttPort?: number
@@ -81,19 +84,23 @@ export interface ServiceConfig {
 }
 
 export interface Service {
+  role: ServiceRole
+  /** The broker's URL; with MODE=api, the one downlinks go to ("" without MQTT_URL: no downlinks). */
   mqttUrl: string
   httpUrl?: string
   store: Store
   metrics: Metrics
-  bridge: Bridge
+  /** The first ingest pipeline; none with MODE=api. */
+  bridge?: Bridge
   broker?: EmbeddedBroker
-  inactivity: InactivityChecker
+  inactivity?: InactivityChecker
   app: ReturnType<typeof buildApp>
   /** What ingest commits, for open dashboards (GET /events). */
   live: LiveBus
   /** The NGSI-LD forwarder, when NGSI_LD_URL is set. */
   forwarder?: Forwarder
-  ingestHealth(): IngestHealth
+  /** Ingest's health; none with MODE=api. */
+  ingestHealth?(): IngestHealth
   stop(): Promise<void>
 }
 
@@ -142,7 +149,10 @@ export function configFromEnv(env = process.env): ServiceConfig {
   const mode = env.CITYMETER_MODE ?? "production"
   if (mode !== "demo" && mode !== "production")
     throw new ServiceConfigError(`CITYMETER_MODE must be demo or production (got ${mode})`)
+  const role = parseRole(env.MODE)
+  if (!role) throw new ServiceConfigError(roleValueError(env.MODE!))
   return {
+    role,
     demo: mode === "demo",
     mqttUrl: env.MQTT_URL || undefined,
     embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? D.embeddedMqttPort),
@@ -208,6 +218,13 @@ async function checkPortFree(port: number | undefined, host: string): Promise<vo
   })
 }
 
+/** The bridge's broker login and CA, for every MQTT connection it makes. */
+const mqttOptions = (c: ServiceConfig) => ({
+  username: c.mqttUsername,
+  password: c.mqttPassword,
+  ...(c.mqttCaFile ? { ca: readFileSync(c.mqttCaFile), rejectUnauthorized: true } : {}),
+})
+
 /** The bridge starts even when the data tier is down: it waits for it (logged), then subscribes. */
 async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store> {
   return retry(() => openStore(c.databaseUrl, c.storeOptions), {
@@ -218,105 +235,11 @@ async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store>
   })
 }
 
-export async function startService(c: ServiceConfig): Promise<Service> {
-  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
-  if (!c.mqttUrl && !c.embeddedBroker?.passwordFile) {
-    if (!c.demo)
-      throw new ServiceConfigError(
-        "the embedded broker accepts anonymous clients only in the demo (npm start): set EMBEDDED_MQTT_PASSWORD_FILE, or MQTT_URL for your broker",
-      )
-    log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
-  }
-  await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
-  if (!c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
-  const reads: ReadBudgets = { ...D.reads, ...c.reads }
-  const store = await openStoreWithRetry(
-    {
-      ...c,
-      storeOptions: { ...c.storeOptions, reads: { statementMs: reads.statementMs, concurrency: reads.concurrency } },
-    },
-    log,
-  )
-  const broker = c.mqttUrl
-    ? undefined
-    : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker).catch(async (e) => {
-        await store.close()
-        throw e
-      })
-  const mqttUrl = c.mqttUrl ?? broker!.url
-  const metrics = createMetrics(true)
-  metrics.setDeadLetterSource(() => store.countDeadLetters())
-  const live = new LiveBus()
-  const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
-  if (consumers > 1 && !c.mqttUrl)
-    throw new Error(
-      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
-    )
-  // subscribed before ingest starts: it sees every committed reading
-  const forwarder = c.ngsiLd ? startForwarder({ ...c.ngsiLd, store, metrics, log, live }) : undefined
-  const baseId = c.clientId ?? `citymeter-bridge-${process.pid}`
-  const bridges = Array.from({ length: consumers }, (_, i) =>
-    startBridge({
-      mqttUrl,
-      store,
-      metrics,
-      log,
-      clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
-      shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
-      autoRegister: c.autoRegister ?? !!c.demo,
-      batchMaxFrames: c.batchMaxFrames,
-      batchWindowMs: c.batchWindowMs,
-      faultKillInBatch: c.faultKillInBatch,
-      live,
-      mqttOptions: {
-        username: c.mqttUsername,
-        password: c.mqttPassword,
-        ...(c.mqttCaFile ? { ca: readFileSync(c.mqttCaFile), rejectUnauthorized: true } : {}),
-      },
-    }),
-  )
-  const bridge = bridges[0]
-  const stallMs = c.stallMs ?? D.stallMs
-  const ingestHealth = (): IngestHealth => {
-    const now = performance.now()
-    let busyMs = 0
-    let failingMs = 0
-    for (const b of bridges) {
-      const h = b.ingest.health(now)
-      busyMs = Math.max(busyMs, h.busyMs)
-      failingMs = Math.max(failingMs, h.failingMs)
-    }
-    const subscribed = bridges.every((b) => b.subscribed)
-    const reason = !subscribed
-      ? "no uplink subscription"
-      : failingMs > stallMs
-        ? `the data tier has failed for ${Math.round(failingMs / 1000)} s`
-        : busyMs > stallMs
-          ? `a frame has waited ${Math.round(busyMs / 1000)} s for its commit`
-          : undefined
-    return { subscribed, stalled: reason !== undefined, oldestUnackedS: busyMs / 1000, reason }
-  }
-  metrics.setHealthSource(ingestHealth)
-  metrics.setOnlineSource(() => store.countOnline())
-  // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
-  // whatever backlog the broker holds for it.
-  const app = buildApp({
-    store,
-    metrics,
-    downlink: bridge.send,
-    apiToken: c.apiToken,
-    apiTokens: c.apiTokens,
-    ingestHealth,
-    live,
-    exportLicense: c.exportLicense,
-    readGates: reads,
-    reads,
-  })
-  let httpUrl: string | undefined
-  if (c.httpPort !== undefined) {
-    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
-  } else await app.ready() // routes loaded (the API page's among them) before the first request
-  await Promise.all(bridges.map((b) => b.ready))
+/**
+ * The periodic jobs of ingest (roles.ts: not in an API-only process): the inactivity check,
+ * dead-letter retention and the readings partitions' upkeep.
+ */
+function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger, live: LiveBus) {
   const inactivity = startInactivityChecker({
     store,
     metrics,
@@ -351,23 +274,146 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   const maintainer = setInterval(() => void maintain(), c.readingsMaintenanceMs ?? D.readingsMaintenanceMs)
   maintainer.unref()
   return {
-    mqttUrl,
+    inactivity,
+    stop: async () => {
+      clearInterval(pruner)
+      clearInterval(maintainer)
+      await inactivity.stop()
+    },
+  }
+}
+
+export async function startService(c: ServiceConfig): Promise<Service> {
+  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
+  // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
+  const role = c.role ?? D.role
+  const refusal = roleRefusal(role, c)
+  if (refusal) throw new ServiceConfigError(refusal)
+  const ingests = role !== "api"
+  if (ingests && !c.mqttUrl && !c.embeddedBroker?.passwordFile) {
+    if (!c.demo)
+      throw new ServiceConfigError(
+        "the embedded broker accepts anonymous clients only in the demo (npm start): set EMBEDDED_MQTT_PASSWORD_FILE, or MQTT_URL for your broker",
+      )
+    log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
+  }
+  await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
+  if (ingests && !c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
+  const reads: ReadBudgets = { ...D.reads, ...c.reads }
+  const store = await openStoreWithRetry(
+    {
+      ...c,
+      storeOptions: {
+        ...c.storeOptions,
+        reads: { statementMs: reads.statementMs, concurrency: reads.concurrency },
+        onRestart: (why, ms) => log.warn({ why, awayMs: Math.round(ms) }, "embedded database reopened"),
+      },
+    },
+    log,
+  )
+  const broker =
+    c.mqttUrl || !ingests
+      ? undefined
+      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker).catch(async (e) => {
+          await store.close()
+          throw e
+        })
+  const mqttUrl = c.mqttUrl ?? broker?.url
+  const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
+  metrics.setDeadLetterSource(() => store.countDeadLetters())
+  const live = new LiveBus()
+  const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
+  if (ingests && consumers > 1 && !c.mqttUrl)
+    throw new Error(
+      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
+    )
+  // subscribed before ingest starts: it sees every committed reading
+  if (c.ngsiLd && !ingests) log.warn("MODE=api: NGSI_LD_URL is ignored here; the ingest process forwards")
+  const forwarder = c.ngsiLd && ingests ? startForwarder({ ...c.ngsiLd, store, metrics, log, live }) : undefined
+  const baseId = c.clientId ?? `citymeter-bridge-${process.pid}`
+  const bridges = Array.from({ length: ingests ? consumers : 0 }, (_, i) =>
+    startBridge({
+      mqttUrl: mqttUrl!,
+      store,
+      metrics,
+      log,
+      clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
+      shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
+      autoRegister: c.autoRegister ?? !!c.demo,
+      batchMaxFrames: c.batchMaxFrames,
+      batchWindowMs: c.batchWindowMs,
+      faultKillInBatch: c.faultKillInBatch,
+      live,
+      mqttOptions: mqttOptions(c),
+    }),
+  )
+  const bridge = bridges.at(0)
+  // MODE=api: downlinks on a publish-only connection of its own (none without MQTT_URL: 503)
+  const apiDownlinks =
+    !ingests && mqttUrl
+      ? connectDownlinks({ mqttUrl, clientId: `${baseId}-api`, log, mqttOptions: mqttOptions(c) })
+      : undefined
+  const stallMs = c.stallMs ?? D.stallMs
+  const ingestHealth = (): IngestHealth => {
+    const now = performance.now()
+    let busyMs = 0
+    let failingMs = 0
+    for (const b of bridges) {
+      const h = b.ingest.health(now)
+      busyMs = Math.max(busyMs, h.busyMs)
+      failingMs = Math.max(failingMs, h.failingMs)
+    }
+    const subscribed = bridges.every((b) => b.subscribed)
+    const reason = !subscribed
+      ? "no uplink subscription"
+      : failingMs > stallMs
+        ? `the data tier has failed for ${Math.round(failingMs / 1000)} s`
+        : busyMs > stallMs
+          ? `a frame has waited ${Math.round(busyMs / 1000)} s for its commit`
+          : undefined
+    return { subscribed, stalled: reason !== undefined, oldestUnackedS: busyMs / 1000, reason }
+  }
+  if (ingests) metrics.setHealthSource(ingestHealth)
+  metrics.setOnlineSource(() => store.countOnline())
+  // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
+  // whatever backlog the broker holds for it.
+  const app = buildApp({
+    store,
+    metrics,
+    downlink: bridge?.send ?? apiDownlinks?.send,
+    apiToken: c.apiToken,
+    apiTokens: c.apiTokens,
+    ingestHealth: ingests ? ingestHealth : undefined,
+    live,
+    exportLicense: c.exportLicense,
+    readGates: reads,
+    reads,
+    probesOnly: role === "ingest",
+  })
+  let httpUrl: string | undefined
+  if (c.httpPort !== undefined) {
+    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
+  } else await app.ready() // routes loaded (the API page's among them) before the first request
+  await Promise.all(bridges.map((b) => b.ready))
+  const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
+  return {
+    role,
+    mqttUrl: mqttUrl ?? "",
     httpUrl,
     store,
     metrics,
     bridge,
     broker,
-    inactivity,
+    inactivity: jobs?.inactivity,
     app,
     live,
     forwarder,
-    ingestHealth,
+    ingestHealth: ingests ? ingestHealth : undefined,
     stop: async () => {
-      clearInterval(pruner)
-      clearInterval(maintainer)
-      await inactivity.stop()
+      await jobs?.stop()
       await app.close()
       await Promise.all(bridges.map((b) => b.stop()))
+      await apiDownlinks?.client.endAsync()
       await forwarder?.stop()
       await store.close()
       await broker?.close()
