@@ -19,7 +19,7 @@ import { Writable } from "node:stream"
 import mqtt from "mqtt"
 import pg from "pg"
 import pino from "pino"
-import { startBridge } from "../bridge/src/bridge.js"
+import { startBridge, type Bridge } from "../bridge/src/bridge.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { openStore, type StoreOptions } from "../bridge/src/store/engines.js"
@@ -164,19 +164,34 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
  */
 async function latency(url: string, databaseUrl: string, storeOptions: StoreOptions, seconds: number, rate = 1000) {
   const store = await openStore(databaseUrl, storeOptions)
-  const run = hex()
-  const meters = 500
-  const published = new Map<string, number>()
-  const committed: number[] = []
-  const acked: number[] = []
   const bridge = startBridge({
     mqttUrl: url,
     store,
     metrics: createMetrics(),
     log: silent,
-    clientId: `bench-lat-${run}`,
+    clientId: `bench-lat-${hex()}`,
     autoRegister: true,
   })
+  await bridge.ready
+  try {
+    return await steadyLoad(url, bridge, seconds, rate)
+  } finally {
+    await bridge.stop()
+    await store.close()
+  }
+}
+
+/**
+ * Publishes `rate` frames/s for `seconds` from 500 meters to a running bridge and times each
+ * frame: publish → commit (the bridge's ingest callback, after its batch committed) and publish →
+ * the meter's down/ack. The first second is warm-up.
+ */
+export async function steadyLoad(url: string, bridge: Bridge, seconds: number, rate = 1000) {
+  const run = hex()
+  const meters = 500
+  const published = new Map<string, number>()
+  const committed: number[] = []
+  const acked: number[] = []
   // the bridge's own ingest, timed: its callback runs after the frame's batch has committed
   const submit = bridge.ingest.submit.bind(bridge.ingest)
   bridge.ingest.submit = (topic, payload, at, done) =>
@@ -186,7 +201,6 @@ async function latency(url: string, databaseUrl: string, storeOptions: StoreOpti
       if (t !== undefined && !err) committed.push(performance.now() - t)
       done(err, outcome)
     })
-  await bridge.ready
   const acks = await mqtt.connectAsync(url, { clientId: `bench-acks-${run}` })
   await acks.subscribeAsync("citymeter/v1/+/down/ack", { qos: 1 })
   acks.on("message", (topic, p) => {
@@ -220,16 +234,15 @@ async function latency(url: string, databaseUrl: string, storeOptions: StoreOpti
     await new Promise((r) => setTimeout(r, 50))
   await pub.endAsync()
   await acks.endAsync()
-  await bridge.stop()
-  await store.close()
+  bridge.ingest.submit = submit
   // the first second is warm-up
   const steady = (xs: number[]) => xs.slice(rate).sort((a, b) => a - b)
   const c = steady(committed)
   const a = steady(acked)
   return {
     frames: total,
-    commit: { p50: percentile(c, 0.5), p99: percentile(c, 0.99), n: committed.length },
-    ack: { p50: percentile(a, 0.5), p99: percentile(a, 0.99), n: acked.length },
+    commit: { p50: percentile(c, 0.5), p99: percentile(c, 0.99), max: c.at(-1) ?? NaN, n: committed.length },
+    ack: { p50: percentile(a, 0.5), p99: percentile(a, 0.99), max: a.at(-1) ?? NaN, n: acked.length },
   }
 }
 

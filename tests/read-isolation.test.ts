@@ -88,7 +88,10 @@ describe.each(["postgres", "pglite"] as const)("reads beside ingest on %s", (eng
     }, 50)
     const health = setInterval(() => {
       const t = performance.now()
-      void fetch(`${svc.httpUrl}/healthz`).then(() => (healthMaxMs = Math.max(healthMaxMs, performance.now() - t)))
+      void fetch(`${svc.httpUrl}/healthz`).then(
+        () => (healthMaxMs = Math.max(healthMaxMs, performance.now() - t)),
+        () => {},
+      )
     }, 250)
     const loop = monitorEventLoopDelay({ resolution: 10 })
     loop.enable()

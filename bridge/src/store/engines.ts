@@ -19,7 +19,7 @@ export interface StoreOptions {
    */
   durable?: boolean
   /** Reads of the open API (BRIDGE_DEFAULTS.reads): their statement time and, on PostgreSQL, their pool. */
-  reads?: { statementMs?: number; concurrency?: number }
+  reads?: { statementMs?: number; concurrency?: number; sharePct?: number }
   /** Tests: called with each path PGlite fsyncs (it syncs in its own thread). */
   onFsync?: (path: string) => void
   /** PGlite: called when its thread was stopped and the database reopened (why, and for how long, ms). */
@@ -124,6 +124,7 @@ export async function openPglite(dataDir: string | undefined, opts: StoreOptions
     durable: dataDir !== undefined && opts.durable !== false,
     schema: opts.schema,
     readStatementMs: opts.reads?.statementMs ?? D.reads.statementMs,
+    readSharePct: opts.reads?.sharePct,
     reportFsync: opts.onFsync !== undefined,
   })
   thread.onFsync = opts.onFsync
