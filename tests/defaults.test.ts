@@ -71,7 +71,7 @@ describe("bridge defaults", () => {
       READ_MAX_ENTITIES: String(D.reads.maxEntities),
       READ_MAX_BYTES: String(D.reads.maxBytes),
       EXPORT_CONCURRENCY: String(D.reads.exportConcurrency),
-      READ_SHARE_PCT: String(D.reads.pgliteSharePct),
+      READ_SHARE_PCT: String(D.reads.sharePct),
       NGSI_LD_BATCH: String(D.ngsiLd.batchSize),
       NGSI_LD_FLUSH_MS: String(D.ngsiLd.flushMs),
       NGSI_LD_MAX_PENDING: String(D.ngsiLd.maxPending),

@@ -71,9 +71,8 @@ export const BRIDGE_DEFAULTS = {
    * - READ_MAX_ENTITIES: SensorThings entities in one answer, every $expand level together.
    * - READ_MAX_BYTES: the largest JSON answer built in memory (exports stream and have no cap).
    * - EXPORT_CONCURRENCY: export files streaming at once.
-   * - READ_SHARE_PCT: the embedded engine is one connection; while ingest writes, reads get at most
-   *   this percentage of its time (bench/README.md: without it, 5 worst-case readers made ingest's p99
-   *   at 1,000 frames/s ten times longer).
+   * - READ_SHARE_PCT: while ingest writes, reads get at most this percentage of the data tier's
+   *   time (store/read-share.ts; bench/README.md, "Reads beside ingest").
    */
   reads: {
     statementMs: 5000,
@@ -82,7 +81,7 @@ export const BRIDGE_DEFAULTS = {
     maxEntities: 20_000,
     maxBytes: 32 * 1024 * 1024,
     exportConcurrency: 2,
-    pgliteSharePct: 25,
+    sharePct: 25,
   },
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const

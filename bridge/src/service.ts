@@ -118,7 +118,7 @@ function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
     maxEntities: "READ_MAX_ENTITIES",
     maxBytes: "READ_MAX_BYTES",
     exportConcurrency: "EXPORT_CONCURRENCY",
-    pgliteSharePct: "READ_SHARE_PCT",
+    sharePct: "READ_SHARE_PCT",
   }
   const out = { ...D.reads } as ReadBudgets
   for (const [key, name] of Object.entries(vars) as [keyof ReadBudgets, string][]) {
@@ -306,7 +306,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       ...c,
       storeOptions: {
         ...c.storeOptions,
-        reads: { statementMs: reads.statementMs, concurrency: reads.concurrency, sharePct: reads.pgliteSharePct },
+        reads: { statementMs: reads.statementMs, concurrency: reads.concurrency, sharePct: reads.sharePct },
         onRestart: (why, ms) => log.warn({ why, awayMs: Math.round(ms) }, "embedded database reopened"),
       },
     },

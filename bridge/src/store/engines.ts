@@ -9,6 +9,7 @@ import { SqlStore, type Db } from "./sql-store.js"
 import type { Store } from "./store.js"
 import { BRIDGE_DEFAULTS as D } from "../defaults.js"
 import { PgliteThread } from "./pglite-thread.js"
+import { ReadShare } from "./read-share.js"
 
 export interface StoreOptions {
   /** PostgreSQL schema to use (created if missing); tests use one per run. */
@@ -37,6 +38,13 @@ function checkSchema(schema?: string) {
 
 // pg returns int8 as strings; our bigints are counters well below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v))
+
+/** The engine's connection with its reads held to their share of the time while ingest writes (read-share.ts). */
+function sharedWithIngest(db: Db, opts: StoreOptions): Db {
+  if (!db.reads) return db
+  const share = new ReadShare(opts.reads?.sharePct ?? D.reads.sharePct)
+  return { ...share.writes(db), reads: share.reads(db.reads) }
+}
 
 export async function openPostgres(url: string, opts: StoreOptions = {}): Promise<Store> {
   checkSchema(opts.schema)
@@ -112,7 +120,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
     },
     reads,
   }
-  const store = new SqlStore("postgres", db)
+  const store = new SqlStore("postgres", sharedWithIngest(db, opts))
   await store.migrate()
   return store
 }
@@ -124,12 +132,11 @@ export async function openPglite(dataDir: string | undefined, opts: StoreOptions
     durable: dataDir !== undefined && opts.durable !== false,
     schema: opts.schema,
     readStatementMs: opts.reads?.statementMs ?? D.reads.statementMs,
-    readSharePct: opts.reads?.sharePct,
     reportFsync: opts.onFsync !== undefined,
   })
   thread.onFsync = opts.onFsync
   thread.onRestart = opts.onRestart
-  const store = new SqlStore("pglite", thread.db())
+  const store = new SqlStore("pglite", sharedWithIngest(thread.db(), opts))
   await store.migrate()
   return store
 }

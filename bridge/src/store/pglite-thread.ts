@@ -10,7 +10,6 @@ import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { Worker } from "node:worker_threads"
 import type { Db } from "./sql-store.js"
-import { BRIDGE_DEFAULTS as D } from "../defaults.js"
 
 export interface WorkerConfig {
   /** Undefined: in memory (such a database cannot be reopened: its reads have no time limit). */
@@ -93,8 +92,6 @@ class Turns {
 export interface PgliteThreadOptions extends WorkerConfig {
   /** The longest a read statement may run, ms; 0: no limit. Ignored in memory. */
   readStatementMs?: number
-  /** The percentage of the connection's time reads may take while ingest writes; default BRIDGE_DEFAULTS.reads.pgliteSharePct. */
-  readSharePct?: number
 }
 
 export class PgliteThread {
@@ -105,10 +102,6 @@ export class PgliteThread {
   private readonly connection = new Turns()
   /** Reads: one at a time, each then waiting for the connection. */
   private readonly reads = new Turns()
-  /** When ingest last used the connection, and how long the last read statement held it. */
-  private lastWriteEnd = -Infinity
-  private lastReadEnd = -Infinity
-  private lastReadMs = 0
   private closed = false
   /** Why the thread stopped on its own (out of memory, a crash): the next call starts it again (on disk). */
   private broken?: Error
@@ -229,56 +222,31 @@ export class PgliteThread {
       return tx
     }
     const inTx = direct()
-    const written = <T>(p: Promise<T>) => p.finally(() => (this.lastWriteEnd = performance.now()))
     return {
-      query: (sql, params) => written(this.connection.run(() => inTx.query(sql, params))),
-      copyFrom: (table, columns, text) => written(this.connection.run(() => inTx.copyFrom(table, columns, text))),
+      query: (sql, params) => this.connection.run(() => inTx.query(sql, params)),
+      copyFrom: (table, columns, text) => this.connection.run(() => inTx.copyFrom(table, columns, text)),
       transaction: (fn) =>
-        written(
-          this.connection.run(async () => {
-            await inTx.query("BEGIN")
-            try {
-              const result = await fn(inTx)
-              await inTx.query("COMMIT")
-              return result
-            } catch (e) {
-              await inTx.query("ROLLBACK").catch(() => {})
-              throw e
-            }
-          }),
-        ),
+        this.connection.run(async () => {
+          await inTx.query("BEGIN")
+          try {
+            const result = await fn(inTx)
+            await inTx.query("COMMIT")
+            return result
+          } catch (e) {
+            await inTx.query("ROLLBACK").catch(() => {})
+            throw e
+          }
+        }),
       close: () => this.close(),
       reads: this.readDb(),
     }
-  }
-
-  /**
-   * While ingest is writing (within the last second), reads get at most READ_SHARE_PCT of the
-   * connection's time: after a read statement of t ms the next one waits t × (1 − share) / share.
-   * The connection is ingest's the rest of the time; an idle bridge reads at full speed.
-   */
-  private async readTurn() {
-    const now = performance.now()
-    if (now - this.lastWriteEnd > 1000) return
-    const share = Math.min(100, Math.max(1, this.o.readSharePct ?? D.reads.pgliteSharePct)) / 100
-    const wait = this.lastReadEnd + (this.lastReadMs * (1 - share)) / share - now
-    if (wait > 0) await new Promise((r) => setTimeout(r, Math.min(wait, 10_000)))
   }
 
   /** The connection as the open API reads it: one read at a time, each under its time budget. */
   private readDb(): Db {
     const rd: Db = {
       query: (sql, params) =>
-        this.reads.run(async () => {
-          await this.readTurn()
-          const t0 = performance.now()
-          try {
-            return await this.connection.run(async () => ({ rows: (await this.timedRead(sql, params)) as never }))
-          } finally {
-            this.lastReadMs = performance.now() - t0
-            this.lastReadEnd = performance.now()
-          }
-        }),
+        this.reads.run(() => this.connection.run(async () => ({ rows: (await this.timedRead(sql, params)) as never }))),
       copyFrom: () => Promise.reject(new Error("reads do not write")),
       transaction: (f) => f(rd),
       close: async () => {},
