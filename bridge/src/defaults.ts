@@ -71,6 +71,9 @@ export const BRIDGE_DEFAULTS = {
    * - READ_MAX_ENTITIES: SensorThings entities in one answer, every $expand level together.
    * - READ_MAX_BYTES: the largest JSON answer built in memory (exports stream and have no cap).
    * - EXPORT_CONCURRENCY: export files streaming at once.
+   * - READ_MAX_COST: a SensorThings statement the planner costs above this is refused unrun (at
+   *   300 meters × 960 readings, measured on PGlite: a sort of every Observation costs 198k and
+   *   takes 7.7 s, a count of them 95k and 2.8 s; paged reads of one Datastream cost under 2k).
    * - READ_SHARE_PCT: while ingest writes, reads get at most this percentage of the data tier's
    *   time (store/read-share.ts; bench/README.md, "Reads beside ingest").
    */
@@ -82,6 +85,7 @@ export const BRIDGE_DEFAULTS = {
     maxBytes: 32 * 1024 * 1024,
     exportConcurrency: 2,
     sharePct: 25,
+    maxCost: 100_000,
   },
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const

@@ -119,6 +119,7 @@ function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
     maxBytes: "READ_MAX_BYTES",
     exportConcurrency: "EXPORT_CONCURRENCY",
     sharePct: "READ_SHARE_PCT",
+    maxCost: "READ_MAX_COST",
   }
   const out = { ...D.reads } as ReadBudgets
   for (const [key, name] of Object.entries(vars) as [keyof ReadBudgets, string][]) {
@@ -306,7 +307,12 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       ...c,
       storeOptions: {
         ...c.storeOptions,
-        reads: { statementMs: reads.statementMs, concurrency: reads.concurrency, sharePct: reads.sharePct },
+        reads: {
+          statementMs: reads.statementMs,
+          concurrency: reads.concurrency,
+          sharePct: reads.sharePct,
+          maxCost: reads.maxCost,
+        },
         onRestart: (why, ms) => log.warn({ why, awayMs: Math.round(ms) }, "embedded database reopened"),
       },
     },

@@ -64,10 +64,14 @@ function validationError(err: ValidationError): ApiError {
 
 /** SQLSTATE query_canceled: PostgreSQL's statement_timeout, and the embedded engine's read budget (pglite-thread.ts). */
 const STATEMENT_TIMEOUT = "57014"
+/** SQLSTATE statement_too_complex: a read the planner costs above READ_MAX_COST (store/sql-store.ts ReadCostError). */
+const STATEMENT_TOO_COMPLEX = "54001"
 
 /** The answer to any error a request ends with. */
 export function toApiError(err: unknown, req: FastifyRequest): ApiError {
   if (err instanceof ApiError) return err
+  if (fromStore(err) && (err as { code?: unknown }).code === STATEMENT_TOO_COMPLEX)
+    return errors.CM_ERR_READ_BUDGET((err as unknown as Error).message)
   if (fromStore(err) && (err as { code?: unknown }).code === STATEMENT_TIMEOUT)
     return errors.CM_ERR_READ_BUDGET(
       "a statement ran past READ_STATEMENT_MS: ask for fewer rows (a smaller $top or limit, a shorter time range), " +

@@ -20,7 +20,7 @@ export interface StoreOptions {
    */
   durable?: boolean
   /** Reads of the open API (BRIDGE_DEFAULTS.reads): their statement time and, on PostgreSQL, their pool. */
-  reads?: { statementMs?: number; concurrency?: number; sharePct?: number }
+  reads?: { statementMs?: number; concurrency?: number; sharePct?: number; maxCost?: number }
   /** Tests: called with each path PGlite fsyncs (it syncs in its own thread). */
   onFsync?: (path: string) => void
   /** PGlite: called when its thread was stopped and the database reopened (why, and for how long, ms). */
@@ -121,6 +121,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
     reads,
   }
   const store = new SqlStore("postgres", sharedWithIngest(db, opts))
+  store.readMaxCost = opts.reads?.maxCost ?? D.reads.maxCost
   await store.migrate()
   return store
 }
@@ -137,6 +138,7 @@ export async function openPglite(dataDir: string | undefined, opts: StoreOptions
   thread.onFsync = opts.onFsync
   thread.onRestart = opts.onRestart
   const store = new SqlStore("pglite", sharedWithIngest(thread.db(), opts))
+  store.readMaxCost = opts.reads?.maxCost ?? D.reads.maxCost
   await store.migrate()
   return store
 }

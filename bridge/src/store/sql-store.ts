@@ -46,6 +46,29 @@ import {
   type ReadingsMaintenance,
 } from "./store.js"
 
+/** SQLSTATE 54001 statement_too_complex: a read the planner costs above READ_MAX_COST, refused unrun. */
+export class ReadCostError extends Error {
+  readonly code = "54001"
+  constructor(
+    readonly cost: number,
+    readonly limit: number,
+  ) {
+    super(
+      `the data tier estimates this read at ${Math.round(cost).toLocaleString("en-US")}, over READ_MAX_COST ` +
+        `${limit.toLocaleString("en-US")}: narrow the $filter (one Datastream, a phenomenonTime range), or leave out ` +
+        `$count and $orderby over a large set`,
+    )
+  }
+}
+
+/** The planner's total cost of a statement (EXPLAIN, not run). */
+async function planCost(db: Db, sql: string, params: unknown[]): Promise<number> {
+  const { rows } = await db.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${sql}`, params)
+  const raw = rows[0]["QUERY PLAN"]
+  const plan = (typeof raw === "string" ? JSON.parse(raw) : raw) as { Plan: { "Total Cost": number } }[]
+  return plan[0].Plan["Total Cost"]
+}
+
 /** The part of a PostgreSQL client both engines provide. */
 export interface Db {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<{ rows: T[] }>
@@ -496,6 +519,13 @@ export class SqlStore implements Store {
 
   /** Single statements outside a batch: the same SQL as a batch's. */
   private readonly writes: SqlWrites
+
+  /**
+   * READ_MAX_COST: a SensorThings statement the planner costs above this is refused before it
+   * runs (0: no limit). PGlite cannot stop a statement without reopening the database, so a full
+   * scan it can foresee is better refused than stopped.
+   */
+  readMaxCost = 0
 
   /** The open API's reads: apart from ingest, under their budget (Db.reads). */
   private get reader(): Db {
@@ -959,6 +989,10 @@ export class SqlStore implements Store {
   }
 
   async readView(sql: string, params: unknown[]) {
+    if (this.readMaxCost > 0) {
+      const cost = await planCost(this.reader, sql, params)
+      if (cost > this.readMaxCost) throw new ReadCostError(cost, this.readMaxCost)
+    }
     return (await this.reader.query(sql, params)).rows
   }
 
