@@ -94,6 +94,10 @@ export const ERROR_SCHEMA = {
   properties: {
     error: { type: "string", enum: Object.keys(errors) },
     message: { type: "string" },
+    requestId: {
+      type: "string",
+      description: "5xx only: the request id (also in X-Request-Id) under which the bridge logged the failure",
+    },
   },
 } as const
 

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs"
 import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
 import { DEFAULT_BRIDGE_USER } from "./acl.js"
-import { buildApp } from "./api.js"
+import { buildApp, publicBaseUrl } from "./api.js"
 import { connectDownlinks, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
 import { BRIDGE_DEFAULTS as D } from "./defaults.js"
@@ -80,6 +80,8 @@ export interface ServiceConfig {
   exportLicense?: { name: string; url?: string }
   /** Budgets of the open reads (READ_*, EXPORT_CONCURRENCY); defaults: BRIDGE_DEFAULTS.reads. */
   reads?: Partial<ReadBudgets>
+  /** PUBLIC_URL: the API's public base URL, which absolute links start with; default: the listen address. */
+  publicUrl?: string
   log?: Logger
 }
 
@@ -139,6 +141,17 @@ function retentionDays(raw: string | undefined): number | undefined {
   return d
 }
 
+/** PUBLIC_URL: unset or empty derives it from the listen address; otherwise an absolute http(s) URL. */
+function publicUrl(raw: string | undefined): string | undefined {
+  if (!raw) return undefined
+  const url = publicBaseUrl(raw)
+  if (!url)
+    throw new ServiceConfigError(
+      `PUBLIC_URL must be an absolute http(s) URL without query or fragment, e.g. https://data.city.example (got '${raw}')`,
+    )
+  return url
+}
+
 /** EXPORT_LICENSE (and its URL): a licence of the utility's own has the URL it is given, or none. */
 function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
   const name = env.EXPORT_LICENSE || D.exportLicense
@@ -194,6 +207,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
     exportLicense: exportLicense(env),
     reads: readBudgets(env),
+    publicUrl: publicUrl(env.PUBLIC_URL),
     ngsiLd: env.NGSI_LD_URL
       ? {
           url: env.NGSI_LD_URL,
@@ -390,6 +404,8 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     readGates: reads,
     reads,
     probesOnly: role === "ingest",
+    publicUrl: c.publicUrl,
+    log,
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {

@@ -24,6 +24,12 @@ export interface RouteContext {
   exportLicense?: { name: string; url?: string }
   /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); absent: BRIDGE_DEFAULTS.reads. */
   reads?: StaBudgets
+  /**
+   * The API's public base URL (PUBLIC_URL, no trailing slash), which every absolute link we
+   * publish starts with (SensorThings @iot.selfLink, @iot.nextLink): never the request's Host
+   * header, which any client chooses.
+   */
+  publicUrl: () => string
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }
