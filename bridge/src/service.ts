@@ -58,6 +58,8 @@ export interface ServiceConfig {
    */
   readingsRetentionDays?: number
   readingsMaintenanceMs?: number
+  /** Rejected frames: a sample and a count per reason every this many ms (REJECT_LOG_INTERVAL_S). */
+  rejectLogIntervalMs?: number
   /** Ingest counts as stalled when a frame waits longer than this for its commit, or the data tier fails as long (ms). */
   stallMs?: number
   /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
@@ -185,6 +187,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
       maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? D.deadLetterRetention.maxAgeS / 86400) * 86400,
     },
     stallMs: Number(env.INGEST_STALL_S ?? D.stallMs / 1000) * 1000,
+    rejectLogIntervalMs: Number(env.REJECT_LOG_INTERVAL_S ?? D.rejectLogIntervalMs / 1000) * 1000,
     readingsRetentionDays: retentionDays(env.READINGS_RETENTION_DAYS),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
@@ -358,6 +361,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       batchMaxFrames: c.batchMaxFrames,
       batchWindowMs: c.batchWindowMs,
       faultKillInBatch: c.faultKillInBatch,
+      rejectLogIntervalMs: c.rejectLogIntervalMs,
       live,
       mqttOptions: mqttOptions(c),
     }),
