@@ -1,12 +1,14 @@
 // The bridge's caps (issue 21, item 3): rejected frames logged per reason and interval rather than
-// one line each.
+// one line each; retained messages the embedded broker keeps (size, topic tree).
+import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { startEmbeddedBroker } from "../bridge/src/broker.js"
 import { Ingest } from "../bridge/src/ingest.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { openPglite } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
-import { captureLog, uid } from "./helpers.js"
+import { captureLog, uid, waitFor } from "./helpers.js"
 
 describe("rejected frames under a flood", () => {
   let store: Store
@@ -49,5 +51,51 @@ describe("rejected frames under a flood", () => {
     expect(lines.filter((l) => String(l.msg).startsWith("frame rejected")).length).toBe(6)
     const metric = await metrics.framesRejected.get()
     expect(metric.values.reduce((n, v) => n + v.value, 0)).toBe(FRAMES + 2)
+  })
+})
+
+describe("retained messages on the embedded broker", () => {
+  test("kept only under citymeter/v1/ and up to the size limit; the others reach live subscribers, counted and logged", async () => {
+    const metrics = createMetrics()
+    const { log, lines } = captureLog()
+    const broker = await startEmbeddedBroker(0, "127.0.0.1", { maxRetainedBytes: 1024, metrics, log })
+    const clients: mqtt.MqttClient[] = []
+    const connect = async () => {
+      const c = await mqtt.connectAsync(broker.url, { clientId: uid("ret") })
+      clients.push(c)
+      return c
+    }
+    try {
+      const live = await connect()
+      const seenLive: string[] = []
+      live.on("message", (topic) => seenLive.push(topic))
+      await live.subscribeAsync("#", { qos: 1 })
+      const pub = await connect()
+      const small = Buffer.alloc(1000, 1)
+      const big = Buffer.alloc(50 * 1024, 2)
+      await pub.publishAsync("citymeter/v1/m-1/status", small, { qos: 1, retain: true })
+      await pub.publishAsync("citymeter/v1/m-2/status", big, { qos: 1, retain: true })
+      for (let i = 0; i < 5; i++) await pub.publishAsync(`junk/${i}`, small, { qos: 1, retain: true })
+      await waitFor("live delivery", async () => seenLive.length === 7)
+
+      const late = await connect()
+      const kept: string[] = []
+      late.on("message", (topic, _payload, packet) => packet.retain && kept.push(topic))
+      await late.subscribeAsync("#", { qos: 1 })
+      await new Promise((r) => setTimeout(r, 300))
+      expect(kept).toEqual(["citymeter/v1/m-1/status"])
+
+      const refused = await metrics.brokerRetainedRefused.get()
+      expect(Object.fromEntries(refused.values.map((v) => [v.labels.reason, v.value]))).toEqual({
+        too_large: 1,
+        outside_tree: 5,
+      })
+      const logged = lines.filter((l) => l.msg === "retained message not kept")
+      expect(logged.map((l) => l.reason).sort()).toEqual(["outside_tree", "too_large"])
+      expect(logged.find((l) => l.reason === "too_large")).toMatchObject({ bytes: big.length, max: 1024 })
+    } finally {
+      await Promise.all(clients.map((c) => c.endAsync()))
+      await broker.close()
+    }
   })
 })

@@ -26,6 +26,7 @@ describe("bridge defaults", () => {
     expect({
       MODE: readme.MODE,
       EMBEDDED_MQTT_PORT: readme.EMBEDDED_MQTT_PORT,
+      EMBEDDED_MQTT_MAX_RETAINED_BYTES: readme.EMBEDDED_MQTT_MAX_RETAINED_BYTES,
       DATABASE_URL: readme.DATABASE_URL,
       HTTP_PORT: readme.HTTP_PORT,
       HTTP_HOST: readme.HTTP_HOST,
@@ -53,6 +54,7 @@ describe("bridge defaults", () => {
     }).toEqual({
       MODE: D.role,
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
+      EMBEDDED_MQTT_MAX_RETAINED_BYTES: String(D.embeddedMqttMaxRetainedBytes),
       DATABASE_URL: D.databaseUrl,
       HTTP_PORT: String(D.httpPort),
       HTTP_HOST: D.httpHost,

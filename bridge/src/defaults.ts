@@ -8,6 +8,12 @@ export const BRIDGE_DEFAULTS = {
   role: "all",
   /** EMBEDDED_MQTT_PORT: the embedded broker's port when MQTT_URL is unset. */
   embeddedMqttPort: 11883,
+  /**
+   * EMBEDDED_MQTT_MAX_RETAINED_BYTES: the largest retained message the embedded broker keeps
+   * (citymeter retains nothing; 5 × 50 MB retained on junk/* once added 280 MB RSS). Retained
+   * messages outside citymeter/v1/ are never kept.
+   */
+  embeddedMqttMaxRetainedBytes: 65_536,
   /** DATABASE_URL: the durable embedded engine in ./data. */
   databaseUrl: "pglite:./data/pglite",
   /** HTTP_PORT, HTTP_HOST: the API listener. */

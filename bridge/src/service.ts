@@ -199,6 +199,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
         env.EMBEDDED_MQTT_TLS_CERT && env.EMBEDDED_MQTT_TLS_KEY
           ? { certFile: env.EMBEDDED_MQTT_TLS_CERT, keyFile: env.EMBEDDED_MQTT_TLS_KEY }
           : undefined,
+      maxRetainedBytes: Number(env.EMBEDDED_MQTT_MAX_RETAINED_BYTES ?? D.embeddedMqttMaxRetainedBytes),
     },
     apiToken: env.API_TOKEN || undefined,
     apiTokens: {
@@ -329,15 +330,17 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     },
     log,
   )
+  const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
   const broker =
     c.mqttUrl || !ingests
       ? undefined
-      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker).catch(async (e) => {
-          await store.close()
-          throw e
-        })
+      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", { ...c.embeddedBroker, metrics, log }).catch(
+          async (e) => {
+            await store.close()
+            throw e
+          },
+        )
   const mqttUrl = c.mqttUrl ?? broker?.url
-  const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
   metrics.setDeadLetterSource(() => store.countDeadLetters())
   const live = new LiveBus()
   const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
