@@ -4,6 +4,7 @@
 // errors come from one registry (errors.ts) in one shape. The OpenAPI description is generated
 // from the route schemas and served at /openapi.json.
 import { randomUUID } from "node:crypto"
+import type { Socket } from "node:net"
 import swagger from "@fastify/swagger"
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify"
 import pino, { type Logger } from "pino"
@@ -27,7 +28,8 @@ import { readingRoutes } from "./routes/readings.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import { installReadGates, readGates } from "./routes/read-gate.js"
-import { BRIDGE_DEFAULTS } from "./defaults.js"
+import { BRIDGE_DEFAULTS, type HttpLimits } from "./defaults.js"
+import { errors } from "./errors.js"
 import type { StaBudgets } from "./sta/query.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
@@ -78,6 +80,8 @@ export interface AppOptions {
    * DEFAULT_PUBLIC_URL before it listens. Never the request's Host header.
    */
   publicUrl?: string
+  /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …); each left out is BRIDGE_DEFAULTS.http's. */
+  httpLimits?: Partial<HttpLimits>
 }
 
 /** The public URL of an app that does not listen (app.inject): the default listener's. */
@@ -99,6 +103,30 @@ export function publicBaseUrl(raw: string): string | undefined {
   return u.href.replace(/\/+$/, "")
 }
 
+/**
+ * At most `max` HTTP connections are served: the requests of a connection accepted beyond it
+ * answer 503 CM_ERR_BUSY (Retry-After) and the connection is closed, while the cap is still
+ * exceeded. Beyond twice the cap Node closes new connections at once, unanswered, so a flood of
+ * half-open sockets cannot take every file descriptor (the data tier's included).
+ */
+function capConnections(app: FastifyInstance, max: number, metrics: AppOptions["metrics"]) {
+  let open = 0
+  const over = new WeakSet<Socket>()
+  app.server.maxConnections = 2 * max
+  app.server.on("connection", (socket: Socket) => {
+    if (++open > max) over.add(socket)
+    socket.once("close", () => open--)
+  })
+  app.addHook("onRequest", async (req, reply) => {
+    const socket = req.raw.socket
+    if (!socket || !over.has(socket)) return
+    if (open <= max) return void over.delete(socket)
+    metrics.httpShed.inc({ reason: "connections" })
+    reply.header("connection", "close")
+    throw errors.CM_ERR_BUSY(`the bridge serves at most ${max} HTTP connections at once`)
+  })
+}
+
 /** The URL of the address a server listens on; an unspecified one (0.0.0.0, ::) as localhost. */
 function listenUrl(app: FastifyInstance): string | undefined {
   const a = app.server.address()
@@ -116,8 +144,15 @@ export function buildApp(o: AppOptions): FastifyInstance {
           pino({ name: "citymeter-api", level: process.env.LOG_LEVEL ?? "info" })) as FastifyBaseLogger,
         logController: new LogController({ disableRequestLogging: true }),
       }
+  const limits: HttpLimits = { ...BRIDGE_DEFAULTS.http, ...o.httpLimits }
   const app = Fastify({
     ...logging,
+    // slow clients: a connection idle either way (a reader that stopped reading), headers or a
+    // request sent too slowly, and idle keep-alive connections are closed; Node checks each second
+    connectionTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: 1000 },
     // a request id no client chooses: in the X-Request-Id header of every answer, in the body of a
     // 5xx, and on the log line that tells what went wrong (routes/error-handler.ts)
     genReqId: () => randomUUID(),
@@ -131,6 +166,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   })
   installErrorHandling(app)
+  capConnections(app, limits.maxConnections, o.metrics)
   app.addHook("preValidation", readQueryTypes)
 
   void app.register(swagger, {
@@ -161,6 +197,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     exportLicense: o.exportLicense,
     reads: o.reads,
     publicUrl: () => publicUrl ?? listenUrl(app) ?? DEFAULT_PUBLIC_URL,
+    limits,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured

@@ -7,7 +7,7 @@ import { DEFAULT_BRIDGE_USER } from "./acl.js"
 import { buildApp, publicBaseUrl } from "./api.js"
 import { connectDownlinks, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
-import { BRIDGE_DEFAULTS as D } from "./defaults.js"
+import { BRIDGE_DEFAULTS as D, type HttpLimits } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
 import { startForwarder, type Forwarder, type ForwarderConfig } from "./ngsi-forwarder.js"
@@ -82,6 +82,8 @@ export interface ServiceConfig {
   exportLicense?: { name: string; url?: string }
   /** Budgets of the open reads (READ_*, EXPORT_CONCURRENCY); defaults: BRIDGE_DEFAULTS.reads. */
   reads?: Partial<ReadBudgets>
+  /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …, LIVE_MAX_BUFFER_BYTES); default BRIDGE_DEFAULTS.http. */
+  httpLimits?: Partial<HttpLimits>
   /** PUBLIC_URL: the API's public base URL, which absolute links start with; default: the listen address. */
   publicUrl?: string
   log?: Logger
@@ -154,6 +156,37 @@ function publicUrl(raw: string | undefined): string | undefined {
   return url
 }
 
+/** The environment variable of each HTTP cap and timeout. */
+const HTTP_LIMIT_VARS: Record<keyof HttpLimits, string> = {
+  maxConnections: "HTTP_MAX_CONNECTIONS",
+  idleTimeoutMs: "HTTP_IDLE_TIMEOUT_MS",
+  headersTimeoutMs: "HTTP_HEADERS_TIMEOUT_MS",
+  requestTimeoutMs: "HTTP_REQUEST_TIMEOUT_MS",
+  keepAliveTimeoutMs: "HTTP_KEEP_ALIVE_TIMEOUT_MS",
+  liveMaxClients: "LIVE_MAX_CLIENTS",
+  liveMaxBufferBytes: "LIVE_MAX_BUFFER_BYTES",
+}
+
+/** A setting that is a count or a size: a positive integer (decimal digits), or `fallback` when unset. */
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]
+  if (!raw) return fallback
+  const n = Number(raw)
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n <= 0)
+    throw new ServiceConfigError(`${name} must be a positive integer (got '${raw}')`)
+  return n
+}
+
+/** The HTTP caps and timeouts, each unset one BRIDGE_DEFAULTS.http's. */
+function httpLimits(env: NodeJS.ProcessEnv): HttpLimits {
+  const limits: HttpLimits = { ...D.http }
+  for (const [key, name] of Object.entries(HTTP_LIMIT_VARS) as [keyof HttpLimits, string][])
+    limits[key] = positiveInt(env, name, D.http[key])
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs)
+    throw new ServiceConfigError("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS")
+  return limits
+}
+
 /** EXPORT_LICENSE (and its URL): a licence of the utility's own has the URL it is given, or none. */
 function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
   const name = env.EXPORT_LICENSE || D.exportLicense
@@ -199,7 +232,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
         env.EMBEDDED_MQTT_TLS_CERT && env.EMBEDDED_MQTT_TLS_KEY
           ? { certFile: env.EMBEDDED_MQTT_TLS_CERT, keyFile: env.EMBEDDED_MQTT_TLS_KEY }
           : undefined,
-      maxRetainedBytes: Number(env.EMBEDDED_MQTT_MAX_RETAINED_BYTES ?? D.embeddedMqttMaxRetainedBytes),
+      maxRetainedBytes: positiveInt(env, "EMBEDDED_MQTT_MAX_RETAINED_BYTES", D.embeddedMqttMaxRetainedBytes),
     },
     apiToken: env.API_TOKEN || undefined,
     apiTokens: {
@@ -212,6 +245,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     exportLicense: exportLicense(env),
     reads: readBudgets(env),
     publicUrl: publicUrl(env.PUBLIC_URL),
+    httpLimits: httpLimits(env),
     ngsiLd: env.NGSI_LD_URL
       ? {
           url: env.NGSI_LD_URL,
@@ -412,6 +446,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     reads,
     probesOnly: role === "ingest",
     publicUrl: c.publicUrl,
+    httpLimits: c.httpLimits,
     log,
   })
   let httpUrl: string | undefined

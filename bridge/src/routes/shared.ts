@@ -1,5 +1,6 @@
 // What every route plugin receives, and the schema pieces they share.
 import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify"
+import type { HttpLimits } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Scope } from "./auth.js"
 import type { IngestHealth } from "../health.js"
@@ -30,6 +31,8 @@ export interface RouteContext {
    * header, which any client chooses.
    */
   publicUrl: () => string
+  /** Caps on what clients hold (defaults.ts BRIDGE_DEFAULTS.http): live-event streams and their buffers. */
+  limits: HttpLimits
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }
