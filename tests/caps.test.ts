@@ -4,18 +4,16 @@
 // embedded broker keeps (size, topic tree).
 import { connect, type Socket } from "node:net"
 import mqtt from "mqtt"
-import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { describe, expect, test } from "vitest"
 import { buildApp } from "../bridge/src/api.js"
 import { LiveBus } from "../bridge/src/live.js"
 import { configFromEnv } from "../bridge/src/service.js"
 import { startEmbeddedBroker } from "../bridge/src/broker.js"
 import { Ingest } from "../bridge/src/ingest.js"
 import { createMetrics } from "../bridge/src/metrics.js"
-import { openPglite } from "../bridge/src/store/engines.js"
-import type { Store } from "../bridge/src/store/store.js"
 import { upTopic } from "../bridge/src/topics.js"
 import { readingRow } from "../testkit/rows.js"
-import { captureLog, uid, waitFor } from "./helpers.js"
+import { captureLog, pgliteForTests, uid, waitFor } from "./helpers.js"
 
 /** A raw TCP client of the API: what it received, and whether the server closed it. */
 function rawClient(port: number) {
@@ -49,18 +47,12 @@ test("the caps are read from the environment, and refused unless positive intege
   expect(() => configFromEnv({ EMBEDDED_MQTT_MAX_RETAINED_BYTES: "lots" })).toThrow("EMBEDDED_MQTT_MAX_RETAINED_BYTES")
 })
 
-describe("HTTP caps", () => {
-  let store: Store
-  beforeAll(async () => {
-    store = await openPglite(undefined)
-  })
-  afterAll(async () => {
-    await store?.close()
-  })
+const pglite = pgliteForTests()
 
+describe("HTTP caps", () => {
   test("past HTTP_MAX_CONNECTIONS a request answers 503 with Retry-After; past twice it a connection is closed unanswered", async () => {
     const metrics = createMetrics()
-    const app = buildApp({ store, metrics, log: captureLog().log, httpLimits: { maxConnections: 3 } })
+    const app = buildApp({ store: pglite(), metrics, log: captureLog().log, httpLimits: { maxConnections: 3 } })
     const clients: ReturnType<typeof rawClient>[] = []
     try {
       await app.listen({ port: 0, host: "127.0.0.1" })
@@ -97,7 +89,7 @@ describe("HTTP caps", () => {
 
   test("slow clients are cut off: headers sent too slowly, and a connection idle either way", async () => {
     const app = buildApp({
-      store,
+      store: pglite(),
       metrics: createMetrics(),
       log: captureLog().log,
       httpLimits: { headersTimeoutMs: 500, requestTimeoutMs: 1000, idleTimeoutMs: 1500 },
@@ -121,7 +113,7 @@ describe("HTTP caps", () => {
     const metrics = createMetrics()
     const live = new LiveBus()
     const app = buildApp({
-      store,
+      store: pglite(),
       metrics,
       live,
       log: captureLog().log,
@@ -168,18 +160,10 @@ describe("HTTP caps", () => {
 })
 
 describe("rejected frames under a flood", () => {
-  let store: Store
-  beforeAll(async () => {
-    store = await openPglite(undefined)
-  })
-  afterAll(async () => {
-    await store?.close()
-  })
-
   test("log lines are bounded per reason and interval; the metric counts every frame", async () => {
     const { log, lines } = captureLog()
     const metrics = createMetrics()
-    const ingest = new Ingest(store, async () => {}, metrics, log, { autoRegister: true, rejectLogIntervalMs: 300 })
+    const ingest = new Ingest(pglite(), async () => {}, metrics, log, { autoRegister: true, rejectLogIntervalMs: 300 })
     const FRAMES = 2000
     const garbage = Buffer.from("ffffffffffffffffffff", "hex")
     const flood = async (n: number) => {

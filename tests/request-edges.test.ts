@@ -13,7 +13,7 @@ import { MAX_DEPTH } from "../bridge/src/sta/filter.js"
 import { openPglite, openStore } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { readingRow } from "../testkit/rows.js"
-import { PG_URL, captureLog, dropSchema } from "./helpers.js"
+import { PG_URL, captureLog, dropSchema, pgliteForTests } from "./helpers.js"
 
 const PUBLIC = "https://data.city.example/meters"
 const LONG = `m${"x".repeat(63)}` // a meter id of the longest valid length, 64
@@ -164,17 +164,11 @@ describe.each(ENGINES)("request edges on %s", (engine) => {
 })
 
 describe("server errors", () => {
-  let real: Store
-  beforeAll(async () => {
-    real = await openPglite(undefined)
-  })
-  afterAll(async () => {
-    await real?.close()
-  })
+  const pglite = pgliteForTests()
 
   test("a 5xx is logged with the request id it answers in X-Request-Id and requestId, without the cause's text", async () => {
     const refused = Object.assign(new Error("value out of range: secret detail"), { code: "22003" })
-    const store = new Proxy(real, {
+    const store = new Proxy(pglite(), {
       get: (t, k) => (k === "listMeters" ? async () => Promise.reject(refused) : Reflect.get(t, k, t)),
     })
     const { log, lines } = captureLog()
@@ -208,7 +202,7 @@ describe("server errors", () => {
   test("a 5xx a route answers by itself (/readyz) is logged too", async () => {
     const { log, lines } = captureLog()
     const app = buildApp({
-      store: real,
+      store: pglite(),
       metrics: createMetrics(),
       log,
       ingestHealth: () => ({ subscribed: false, stalled: true, oldestUnackedS: 0, reason: "no uplink subscription" }),
@@ -229,7 +223,7 @@ describe("server errors", () => {
     expect(configFromEnv({}).publicUrl).toBeUndefined()
     for (const bad of ["data.city.example", "ftp://x.example", "https://x.example/?a=1"])
       expect(() => configFromEnv({ PUBLIC_URL: bad }), bad).toThrow(/PUBLIC_URL/)
-    const app = buildApp({ store: real, metrics: createMetrics(), log: captureLog().log })
+    const app = buildApp({ store: pglite(), metrics: createMetrics(), log: captureLog().log })
     try {
       const url = await app.listen({ port: 0, host: "127.0.0.1" })
       const res = await fetch(`${url}/sta/v1.1`, { headers: { host: "evil.example" } })

@@ -178,7 +178,8 @@ export function buildApp(o: AppOptions): FastifyInstance {
         description:
           "Open data API of the citymeter data tier: meters, interval readings, consumption, alarms. " +
           "Reads are open; writes, downlinks, the meter registry and dead letters need a bearer token " +
-          "(API_TOKEN). Every error is {error: CM_ERR_…, message}.",
+          "(API_TOKEN). Every error is {error: CM_ERR_…, message} (a 5xx also has requestId, the X-Request-Id " +
+          "under which the bridge logged it); under /ngsi-ld/ the same as NGSI-LD ProblemDetails.",
       },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
     },
