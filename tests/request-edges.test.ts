@@ -199,6 +199,27 @@ describe("server errors", () => {
     }
   })
 
+  test("/readyz with the data tier down says so without the driver's words, which go to the log", async () => {
+    const store = await openPglite(undefined)
+    await store.close()
+    const { log, lines } = captureLog()
+    const app = buildApp({ store, metrics: createMetrics(), log })
+    try {
+      const res = await app.inject("/readyz")
+      expect(res.statusCode).toBe(503)
+      expect(res.json()).toEqual({
+        ok: false,
+        error: "CM_ERR_STORE_DOWN",
+        message: "the data tier is unavailable: it does not answer (the cause is in the bridge log)",
+      })
+      const logged = lines.filter((l) => l.reqId === res.headers["x-request-id"])
+      expect(logged.length).toBe(1)
+      expect(logged[0].err).toBeTruthy()
+    } finally {
+      await app.close()
+    }
+  })
+
   test("a 5xx a route answers by itself (/readyz) is logged too", async () => {
     const { log, lines } = captureLog()
     const app = buildApp({

@@ -106,17 +106,20 @@ export function errorReply(reply: FastifyReply, e: ApiError): FastifyReply {
 /** Requests whose server error is logged already (with its cause), so onResponse does not log it again. */
 const logged = new WeakSet<FastifyRequest>()
 
+/** Logs the server error a request answers with, its cause included (which never goes to the client). */
+export function logServerError(req: FastifyRequest, e: ApiError, err: unknown) {
+  logged.add(req)
+  // a bug is an error; a data tier that is down or a shed request is a warning
+  req.log[e.statusCode === 500 ? "error" : "warn"](
+    { err, code: e.code, method: req.method, url: req.url, statusCode: e.statusCode },
+    `request failed: ${e.code}`,
+  )
+}
+
 /** The answer to an error a request ended with; a server error's details go to the log only. */
 export function failedRequest(err: unknown, req: FastifyRequest): ApiError {
   const e = toApiError(err, req)
-  if (e.statusCode >= 500) {
-    logged.add(req)
-    // a bug is an error; a data tier that is down or a shed request is a warning
-    req.log[e.statusCode === 500 ? "error" : "warn"](
-      { err, code: e.code, method: req.method, url: req.url, statusCode: e.statusCode },
-      `request failed: ${e.code}`,
-    )
-  }
+  if (e.statusCode >= 500) logServerError(req, e, err)
   return e
 }
 
