@@ -2,6 +2,9 @@ import { randomBytes } from "node:crypto"
 import { rmSync } from "node:fs"
 import { Writable } from "node:stream"
 import pino from "pino"
+import { afterAll, beforeAll } from "vitest"
+import { openPglite } from "../bridge/src/store/engines.js"
+import type { Store } from "../bridge/src/store/store.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { MosquittoProcess } from "../testkit/infra.js"
 import { MOSQUITTO_URL, PG_URL, dropSchema } from "../testkit/services.js"
@@ -36,6 +39,18 @@ export type StackKind = "mosquitto+postgres" | "embedded"
 export const STACKS: StackKind[] = ["mosquitto+postgres", "embedded"]
 
 export const uid = (prefix: string) => `${prefix}-${randomBytes(4).toString("hex")}`
+
+/** An in-memory PGlite store for the tests of the enclosing describe (or file): opened before them, closed after. */
+export function pgliteForTests(): () => Store {
+  let store: Store | undefined
+  beforeAll(async () => {
+    store = await openPglite(undefined)
+  })
+  afterAll(async () => {
+    await store?.close()
+  })
+  return () => store!
+}
 
 /** A pino logger whose JSON lines are kept for assertions. */
 export function captureLog() {

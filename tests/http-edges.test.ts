@@ -19,11 +19,11 @@ const METER = "edge-001"
 const auth = { authorization: `Bearer ${TOKEN}` }
 const CODES = Object.keys(errors)
 
-/** Every error answer: exactly { error, message }, with a code from the registry. */
+/** Every error answer: exactly { error, message } (a 5xx also its requestId), with a code from the registry. */
 function expectError(res: { statusCode: number; json(): unknown }, status: number, code: string) {
   expect(res.statusCode, JSON.stringify(res.json())).toBe(status)
   const body = res.json() as Record<string, unknown>
-  expect(Object.keys(body).sort()).toEqual(["error", "message"])
+  expect(Object.keys(body).sort()).toEqual(status >= 500 ? ["error", "message", "requestId"] : ["error", "message"])
   expect(body.error).toBe(code)
   expect(CODES).toContain(body.error)
   expect(typeof body.message).toBe("string")

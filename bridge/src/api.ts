@@ -3,8 +3,11 @@
 // `Authorization: Bearer <API_TOKEN>`. Routes are fastify plugins in routes/ (one per resource);
 // errors come from one registry (errors.ts) in one shape. The OpenAPI description is generated
 // from the route schemas and served at /openapi.json.
+import { randomUUID } from "node:crypto"
+import type { Socket } from "node:net"
 import swagger from "@fastify/swagger"
-import Fastify, { type FastifyInstance } from "fastify"
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify"
+import pino, { type Logger } from "pino"
 import type { IngestHealth } from "./health.js"
 import type { Metrics } from "./metrics.js"
 import type { LiveBus } from "./live.js"
@@ -25,7 +28,8 @@ import { readingRoutes } from "./routes/readings.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import { installReadGates, readGates } from "./routes/read-gate.js"
-import { BRIDGE_DEFAULTS } from "./defaults.js"
+import { BRIDGE_DEFAULTS, type HttpLimits } from "./defaults.js"
+import { errors } from "./errors.js"
 import type { StaBudgets } from "./sta/query.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
@@ -36,13 +40,22 @@ export type { Downlink } from "./routes/shared.js"
 /** Largest request body (bytes): the biggest one, a full Config, is about 300 bytes of JSON. */
 export const BODY_LIMIT = 16 * 1024
 
+/** The longest path parameter (characters); each route's schema may allow less. */
+export const MAX_PARAM_LENGTH = 512
+
 /** Liveness, readiness, metrics and the API description stay open when reads are guarded. */
 const OPEN_PATHS = new Set(["/healthz", "/readyz", "/metrics", "/openapi.json"])
 
 export interface AppOptions {
   store: Store
   metrics: Metrics
+  /** fastify's own logger with request logging (tests); without it, `log` serves and requests are not logged. */
   logger?: boolean | object
+  /**
+   * The app's logger: every 5xx is logged on it with its request id, also while request logging
+   * is off (service.ts passes the bridge's). Default: a pino logger on stdout at LOG_LEVEL.
+   */
+  log?: Logger
   /** Sends a downlink to a meter (service.ts wires the bridge's MQTT client). */
   downlink?: Downlink
   /** Bearer token with every scope (API_TOKEN); without any token, guarded routes answer 401. */
@@ -61,11 +74,91 @@ export interface AppOptions {
   reads?: StaBudgets
   /** Only /healthz, /readyz, /metrics (and /openapi.json): an ingest-only process (MODE=ingest). */
   probesOnly?: boolean
+  /**
+   * The public base URL of the API (PUBLIC_URL, e.g. https://data.city.example/meters): absolute
+   * links start with it. Default: the address the app listens on (http://127.0.0.1:8080), or
+   * DEFAULT_PUBLIC_URL before it listens. Never the request's Host header.
+   */
+  publicUrl?: string
+  /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …); each left out is BRIDGE_DEFAULTS.http's. */
+  httpLimits?: Partial<HttpLimits>
+}
+
+/** The public URL of an app that does not listen (app.inject): the default listener's. */
+export const DEFAULT_PUBLIC_URL = `http://${BRIDGE_DEFAULTS.httpHost}:${BRIDGE_DEFAULTS.httpPort}`
+
+/**
+ * A public base URL as configured: an absolute http(s) URL with no query or fragment, returned
+ * without its trailing slash; undefined when it is not one.
+ */
+export function publicBaseUrl(raw: string): string | undefined {
+  let u: URL
+  try {
+    u = new URL(raw)
+  } catch {
+    return undefined
+  }
+  if ((u.protocol !== "http:" && u.protocol !== "https:") || u.search || u.hash || u.username || u.password)
+    return undefined
+  return u.href.replace(/\/+$/, "")
+}
+
+/**
+ * At most `max` HTTP connections are served: the requests of a connection accepted beyond it
+ * answer 503 CM_ERR_BUSY (Retry-After) and the connection is closed, while the cap is still
+ * exceeded. Beyond twice the cap Node closes new connections at once, unanswered, so a flood of
+ * half-open sockets cannot take every file descriptor (the data tier's included).
+ */
+function capConnections(app: FastifyInstance, max: number, metrics: AppOptions["metrics"]) {
+  let open = 0
+  const over = new WeakSet<Socket>()
+  app.server.maxConnections = 2 * max
+  app.server.on("connection", (socket: Socket) => {
+    if (++open > max) over.add(socket)
+    socket.once("close", () => open--)
+  })
+  app.addHook("onRequest", async (req, reply) => {
+    const socket = req.raw.socket
+    if (!socket || !over.has(socket)) return
+    if (open <= max) return void over.delete(socket)
+    metrics.httpShed.inc({ reason: "connections" })
+    reply.header("connection", "close")
+    throw errors.CM_ERR_BUSY(`the bridge serves at most ${max} HTTP connections at once`)
+  })
+}
+
+/** The URL of the address a server listens on; an unspecified one (0.0.0.0, ::) as localhost. */
+function listenUrl(app: FastifyInstance): string | undefined {
+  const a = app.server.address()
+  if (!a || typeof a === "string") return undefined
+  const host =
+    a.address === "0.0.0.0" || a.address === "::" ? "localhost" : a.family === "IPv6" ? `[${a.address}]` : a.address
+  return `http://${host}:${a.port}`
 }
 
 export function buildApp(o: AppOptions): FastifyInstance {
+  const logging = o.logger
+    ? { logger: o.logger }
+    : {
+        loggerInstance: (o.log ??
+          pino({ name: "citymeter-api", level: process.env.LOG_LEVEL ?? "info" })) as FastifyBaseLogger,
+        logController: new LogController({ disableRequestLogging: true }),
+      }
+  const limits: HttpLimits = { ...BRIDGE_DEFAULTS.http, ...o.httpLimits }
   const app = Fastify({
-    logger: o.logger ?? false,
+    ...logging,
+    // slow clients: a connection idle either way (a reader that stopped reading), headers or a
+    // request sent too slowly, and idle keep-alive connections are closed; Node checks each second
+    connectionTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    http: { headersTimeout: limits.headersTimeoutMs, connectionsCheckingInterval: 1000 },
+    // a request id no client chooses: in the X-Request-Id header of every answer, in the body of a
+    // 5xx, and on the log line that tells what went wrong (routes/error-handler.ts)
+    genReqId: () => randomUUID(),
+    // a path parameter may be as long as its schema allows (an NGSI-LD entity id: a URN around a
+    // 64-character meter id); fastify's default of 100 refused valid ids before validation
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     bodyLimit: BODY_LIMIT,
     frameworkErrors,
     // Validate as sent: no type coercion (a body's "12" is not 12; query strings are read by
@@ -73,6 +166,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   })
   installErrorHandling(app)
+  capConnections(app, limits.maxConnections, o.metrics)
   app.addHook("preValidation", readQueryTypes)
 
   void app.register(swagger, {
@@ -84,12 +178,16 @@ export function buildApp(o: AppOptions): FastifyInstance {
         description:
           "Open data API of the citymeter data tier: meters, interval readings, consumption, alarms. " +
           "Reads are open; writes, downlinks, the meter registry and dead letters need a bearer token " +
-          "(API_TOKEN). Every error is {error: CM_ERR_…, message}.",
+          "(API_TOKEN). Every error is {error: CM_ERR_…, message} (a 5xx also has requestId, the X-Request-Id " +
+          "under which the bridge logged it); under /ngsi-ld/ the same as NGSI-LD ProblemDetails.",
       },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
     },
   })
 
+  const publicUrl = o.publicUrl === undefined ? undefined : publicBaseUrl(o.publicUrl)
+  if (o.publicUrl !== undefined && publicUrl === undefined)
+    throw new Error(`PUBLIC_URL must be an absolute http(s) URL without query or fragment (got '${o.publicUrl}')`)
   const tokens: ApiTokens = { ...o.apiTokens, all: o.apiToken }
   const ctx: RouteContext = {
     store: markStoreErrors(o.store),
@@ -99,6 +197,8 @@ export function buildApp(o: AppOptions): FastifyInstance {
     live: o.live,
     exportLicense: o.exportLicense,
     reads: o.reads,
+    publicUrl: () => publicUrl ?? listenUrl(app) ?? DEFAULT_PUBLIC_URL,
+    limits,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured

@@ -1,11 +1,19 @@
 // The embedded default broker (aedes, MQTT 3.1.1), for running citymeter without a Mosquitto.
 // Optional: TLS (cert + key) and per-meter credentials with the topic ACL of acl.ts (a Mosquitto
 // password file); without a password file it accepts anonymous clients (the demo default).
+// Retained messages are kept only inside citymeter's topic tree and up to maxRetainedBytes: a
+// larger one, or one on another topic (junk/…), is delivered to the clients subscribed now but not
+// kept, counted (citymeter_broker_retained_refused_total) and logged per reason and interval.
 import { readFileSync } from "node:fs"
 import { createServer, type AddressInfo, type Server } from "node:net"
 import { createServer as createTlsServer } from "node:tls"
-import { Aedes, type AedesOptions } from "aedes"
+import { Aedes, type AedesOptions, type Client, type PublishPacket } from "aedes"
+import type { Logger } from "pino"
 import { DEFAULT_BRIDGE_USER, checkPassword, mayAccess, readPasswordFile } from "./acl.js"
+import { BRIDGE_DEFAULTS as D } from "./defaults.js"
+import type { Metrics } from "./metrics.js"
+import { SampledLog } from "./sampled-log.js"
+import { TOPIC_ROOT } from "./topics.js"
 
 export interface EmbeddedBroker {
   url: string
@@ -20,6 +28,44 @@ export interface EmbeddedBrokerOptions {
   bridgeUser?: string
   /** PEM files: serve mqtts:// instead of mqtt://. */
   tls?: { certFile: string; keyFile: string }
+  /** The largest retained message kept, bytes (EMBEDDED_MQTT_MAX_RETAINED_BYTES); default 64 KiB. */
+  maxRetainedBytes?: number
+  /** Counts retained messages not kept; absent: not counted. */
+  metrics?: Metrics
+  /** Logs them (a sample and a count per reason and interval); absent: not logged. */
+  log?: Logger
+}
+
+/**
+ * authorizePublish that keeps a retained message only inside citymeter's tree and within the size
+ * limit: otherwise its retain flag is cleared, so it reaches the clients subscribed now and is not
+ * stored. An empty retained message (which clears one) is always let through.
+ */
+function retainedLimit(
+  o: EmbeddedBrokerOptions,
+  next: AedesOptions["authorizePublish"],
+): AedesOptions["authorizePublish"] {
+  const max = o.maxRetainedBytes ?? D.embeddedMqttMaxRetainedBytes
+  const sampled = o.log && new SampledLog(o.log, "retained message not kept", D.rejectLogIntervalMs)
+  const check = (client: Client | null, packet: PublishPacket) => {
+    const bytes = packet.payload.length
+    if (!packet.retain || bytes === 0) return
+    const reason = !packet.topic.startsWith(`${TOPIC_ROOT}/`) ? "outside_tree" : bytes > max ? "too_large" : undefined
+    if (!reason) return
+    packet.retain = false
+    o.metrics?.brokerRetainedRefused.inc({ reason })
+    sampled?.note(reason, "warn", () => ({ topic: packet.topic, bytes, max, clientId: client?.id }))
+  }
+  return (client, packet, done) => {
+    if (!next) {
+      check(client, packet)
+      return done(null)
+    }
+    next(client, packet, (err) => {
+      if (!err) check(client, packet)
+      done(err)
+    })
+  }
 }
 
 /** aedes hooks enforcing the password file and the ACL; usernames are kept per client. */
@@ -48,9 +94,8 @@ export async function startEmbeddedBroker(
   host = "127.0.0.1",
   o: EmbeddedBrokerOptions = {},
 ): Promise<EmbeddedBroker> {
-  const aedes = await Aedes.createBroker(
-    o.passwordFile ? authHooks(o.passwordFile, o.bridgeUser ?? DEFAULT_BRIDGE_USER) : {},
-  )
+  const hooks = o.passwordFile ? authHooks(o.passwordFile, o.bridgeUser ?? DEFAULT_BRIDGE_USER) : {}
+  const aedes = await Aedes.createBroker({ ...hooks, authorizePublish: retainedLimit(o, hooks.authorizePublish) })
   const server: Server = o.tls
     ? createTlsServer({ cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }, aedes.handle)
     : createServer(aedes.handle)

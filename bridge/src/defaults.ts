@@ -8,11 +8,38 @@ export const BRIDGE_DEFAULTS = {
   role: "all",
   /** EMBEDDED_MQTT_PORT: the embedded broker's port when MQTT_URL is unset. */
   embeddedMqttPort: 11883,
+  /**
+   * EMBEDDED_MQTT_MAX_RETAINED_BYTES: the largest retained message the embedded broker keeps
+   * (citymeter retains nothing; 5 × 50 MB retained on junk/* once added 280 MB RSS). Retained
+   * messages outside citymeter/v1/ are never kept.
+   */
+  embeddedMqttMaxRetainedBytes: 65_536,
   /** DATABASE_URL: the durable embedded engine in ./data. */
   databaseUrl: "pglite:./data/pglite",
   /** HTTP_PORT, HTTP_HOST: the API listener. */
   httpPort: 8080,
   httpHost: "127.0.0.1",
+  /**
+   * What clients of the HTTP API may hold (README "Configuration"). HTTP_MAX_CONNECTIONS: past it a
+   * new connection's requests answer 503 CM_ERR_BUSY with Retry-After and the connection is
+   * closed; past twice it Node closes new connections at once (20,000 half-open sockets had taken
+   * every file descriptor). HTTP_IDLE_TIMEOUT_MS: a connection with no traffic either way (a client
+   * that stopped reading) is closed; HTTP_HEADERS_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS: the most a
+   * client may take to send a request's headers, and all of it; HTTP_KEEP_ALIVE_TIMEOUT_MS: how long
+   * an idle keep-alive connection stays open (fastify's default, above the 60 s of common load
+   * balancers). LIVE_MAX_CLIENTS: GET /events streams at once (1,000 clients pulled 3 GB in 30 s);
+   * LIVE_MAX_BUFFER_BYTES: a stream whose unread events outgrow this is closed (the page reconnects
+   * and reloads), not buffered without limit.
+   */
+  http: {
+    maxConnections: 1000,
+    idleTimeoutMs: 120_000,
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: 30_000,
+    keepAliveTimeoutMs: 72_000,
+    liveMaxClients: 100,
+    liveMaxBufferBytes: 1_048_576,
+  },
   /** MQTT_CONSUMERS: MQTT clients (ingest pipelines) in one process. */
   consumers: 1,
   /** The shared-subscription group several consumers in one process use when MQTT_SHARE_GROUP is unset. */
@@ -48,6 +75,12 @@ export const BRIDGE_DEFAULTS = {
   inactivityCheckMs: 30_000,
   /** INACTIVITY_SLACK_S: grace beyond 2 × interval × batch (network, broker, clock jitter). */
   inactivitySlackS: 60,
+  /**
+   * REJECT_LOG_INTERVAL_S × 1000: rejected frames are logged per reason, the first of each such
+   * interval with its details and then the interval's count, not one line per frame (a flood of
+   * 9k frames/s wrote about 1 MB/s of log). citymeter_frames_rejected_total counts every one.
+   */
+  rejectLogIntervalMs: 10_000,
   /** How long POST /meters/:id/… waits for the broker to take a downlink, ms. */
   downlinkTimeoutMs: 10_000,
   /** EXPORT_LICENSE: the licence the utility publishes its readings under (SPDX id or text), in every export. */
@@ -89,3 +122,6 @@ export const BRIDGE_DEFAULTS = {
   },
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const
+
+/** The HTTP caps and timeouts (BRIDGE_DEFAULTS.http), as configured. */
+export type HttpLimits = { -readonly [K in keyof typeof BRIDGE_DEFAULTS.http]: number }

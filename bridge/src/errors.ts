@@ -73,7 +73,10 @@ export const errors = {
   CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
   /** The data tier does not answer (connection refused or lost, shutting down): retry later. */
   CM_ERR_STORE_DOWN: createError("CM_ERR_STORE_DOWN", "the data tier is unavailable: %s", 503),
-  /** Too many expensive reads at once (BRIDGE_DEFAULTS.reads.queue): shed with Retry-After, ingest goes on. */
+  /**
+   * Too many expensive reads at once (BRIDGE_DEFAULTS.reads.queue), HTTP connections
+   * (HTTP_MAX_CONNECTIONS) or live-event streams (LIVE_MAX_CLIENTS): shed with Retry-After, ingest goes on.
+   */
   CM_ERR_BUSY: createError("CM_ERR_BUSY", "%s; try again in a few seconds", 503),
   /** /readyz: ingest holds no subscription, or a frame has waited too long (IngestHealth). */
   CM_ERR_INGEST_STALLED: createError("CM_ERR_INGEST_STALLED", "%s", 503),
@@ -94,6 +97,10 @@ export const ERROR_SCHEMA = {
   properties: {
     error: { type: "string", enum: Object.keys(errors) },
     message: { type: "string" },
+    requestId: {
+      type: "string",
+      description: "5xx only: the request id (also in X-Request-Id) under which the bridge logged the failure",
+    },
   },
 } as const
 

@@ -26,6 +26,7 @@ import { citymeter } from "./gen/citymeter.js"
 import type { LiveBus, LiveEvent } from "./live.js"
 import type { Metrics } from "./metrics.js"
 import { retry } from "./retry.js"
+import { SampledLog } from "./sampled-log.js"
 import { outOfRange } from "./store/columns.js"
 import { isTransientStoreError, storeErrorDetail } from "./store/errors.js"
 import type { AlarmEvent, DeadLetter, FrameOutcome, IngestTx, MeterRow, ReadingRow, Store } from "./store/store.js"
@@ -62,6 +63,11 @@ export interface IngestOptions {
   faultKillInBatch?: number
   /** Open dashboards: what each batch committed, published after its commit (live.ts). */
   live?: LiveBus
+  /**
+   * Rejected frames are logged per reason: the first of each interval of this many ms with its
+   * details, then the interval's count (sampled-log.ts). Default BRIDGE_DEFAULTS.rejectLogIntervalMs.
+   */
+  rejectLogIntervalMs?: number
 }
 
 /** What became of one uplink. */
@@ -204,6 +210,8 @@ export class Ingest {
   private readonly windowMs: number
   /** Debug logging on: per-frame debug lines are built only then. */
   private readonly debug: boolean
+  /** "frame rejected": a sample and a count per reason and interval, not a line per frame (a flood). */
+  private readonly rejectLog: SampledLog
 
   constructor(
     private readonly store: Store,
@@ -215,6 +223,7 @@ export class Ingest {
     this.maxFrames = Math.max(1, Math.floor(opts.batchMaxFrames ?? D.batchMaxFrames))
     this.windowMs = Math.max(0, opts.batchWindowMs ?? D.batchWindowMs)
     this.debug = log.isLevelEnabled("debug")
+    this.rejectLog = new SampledLog(log, "frame rejected", opts.rejectLogIntervalMs ?? D.rejectLogIntervalMs)
     const lanes = opts.lanes ?? (store.engine === "pglite" ? 1 : D.lanes)
     this.lanes = Array.from({ length: Math.max(1, Math.floor(lanes)) }, () => new Lane())
   }
@@ -227,6 +236,7 @@ export class Ingest {
   /** No new batch starts; frames waiting for one are refused (left unacknowledged). */
   stop() {
     this.stopping = true
+    this.rejectLog.flush()
     const e = new Error("ingest stopped")
     for (const lane of this.lanes) {
       lane.clearTimer()
@@ -674,11 +684,13 @@ export class Ingest {
     if (w.error) {
       outcome = w.error.code
       tally.count(tally.rejected, outcome)
-      const level = outcome === "CM_ERR_STORE_REFUSED" ? "error" : "warn"
-      this.log[level](
-        { topic: w.in.topic, meterId, reason: outcome, detail: w.error.message, bytes: w.in.payload.length },
-        "frame rejected",
-      )
+      const error = w.error
+      this.rejectLog.note(outcome, outcome === "CM_ERR_STORE_REFUSED" ? "error" : "warn", () => ({
+        topic: w.in.topic,
+        meterId,
+        detail: error.message,
+        bytes: w.in.payload.length,
+      }))
       if (w.conflictAlarm) this.log.warn({ meterId, boot: w.ack?.boot, seq: w.ack?.seq }, "FRAME_CONFLICT alarm raised")
     } else outcome = w.claim?.kind === "duplicate" ? "duplicate" : "stored"
     const f = w.frame

@@ -98,6 +98,18 @@ export function createMetrics(defaults = false) {
       help: "Births of a new life: boot lower than the meter's last or more than 10,000 above it (re-flash or settings wipe)",
       registers: [registry],
     }),
+    httpShed: new Counter({
+      name: "citymeter_http_shed_total",
+      help: "HTTP clients turned away or dropped by a cap, by reason: connections (503 past HTTP_MAX_CONNECTIONS), live_clients (503 past LIVE_MAX_CLIENTS), live_slow (an event stream closed: its unread events outgrew LIVE_MAX_BUFFER_BYTES)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    brokerRetainedRefused: new Counter({
+      name: "citymeter_broker_retained_refused_total",
+      help: "Retained messages the embedded broker delivered but did not keep, by reason: too_large (over EMBEDDED_MQTT_MAX_RETAINED_BYTES) or outside_tree (not under citymeter/v1/)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
     oldestUnacked: new Gauge({
       name: "citymeter_ingest_oldest_unacked_seconds",
       help: "Age of the oldest uplink received and not yet acknowledged to the broker",

@@ -4,10 +4,10 @@ import { readFileSync } from "node:fs"
 import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
 import { DEFAULT_BRIDGE_USER } from "./acl.js"
-import { buildApp } from "./api.js"
+import { buildApp, publicBaseUrl } from "./api.js"
 import { connectDownlinks, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
-import { BRIDGE_DEFAULTS as D } from "./defaults.js"
+import { BRIDGE_DEFAULTS as D, type HttpLimits } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
 import { startForwarder, type Forwarder, type ForwarderConfig } from "./ngsi-forwarder.js"
@@ -58,6 +58,8 @@ export interface ServiceConfig {
    */
   readingsRetentionDays?: number
   readingsMaintenanceMs?: number
+  /** Rejected frames: a sample and a count per reason every this many ms (REJECT_LOG_INTERVAL_S). */
+  rejectLogIntervalMs?: number
   /** Ingest counts as stalled when a frame waits longer than this for its commit, or the data tier fails as long (ms). */
   stallMs?: number
   /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
@@ -80,6 +82,10 @@ export interface ServiceConfig {
   exportLicense?: { name: string; url?: string }
   /** Budgets of the open reads (READ_*, EXPORT_CONCURRENCY); defaults: BRIDGE_DEFAULTS.reads. */
   reads?: Partial<ReadBudgets>
+  /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …, LIVE_MAX_BUFFER_BYTES); default BRIDGE_DEFAULTS.http. */
+  httpLimits?: Partial<HttpLimits>
+  /** PUBLIC_URL: the API's public base URL, which absolute links start with; default: the listen address. */
+  publicUrl?: string
   log?: Logger
 }
 
@@ -140,6 +146,48 @@ function retentionDays(raw: string | undefined): number | undefined {
   return d
 }
 
+/** PUBLIC_URL: unset or empty derives it from the listen address; otherwise an absolute http(s) URL. */
+function publicUrl(raw: string | undefined): string | undefined {
+  if (!raw) return undefined
+  const url = publicBaseUrl(raw)
+  if (!url)
+    throw new ServiceConfigError(
+      `PUBLIC_URL must be an absolute http(s) URL without query or fragment, e.g. https://data.city.example (got '${raw}')`,
+    )
+  return url
+}
+
+/** The environment variable of each HTTP cap and timeout. */
+const HTTP_LIMIT_VARS: Record<keyof HttpLimits, string> = {
+  maxConnections: "HTTP_MAX_CONNECTIONS",
+  idleTimeoutMs: "HTTP_IDLE_TIMEOUT_MS",
+  headersTimeoutMs: "HTTP_HEADERS_TIMEOUT_MS",
+  requestTimeoutMs: "HTTP_REQUEST_TIMEOUT_MS",
+  keepAliveTimeoutMs: "HTTP_KEEP_ALIVE_TIMEOUT_MS",
+  liveMaxClients: "LIVE_MAX_CLIENTS",
+  liveMaxBufferBytes: "LIVE_MAX_BUFFER_BYTES",
+}
+
+/** A setting that is a count or a size: a positive integer (decimal digits), or `fallback` when unset. */
+function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name]
+  if (!raw) return fallback
+  const n = Number(raw)
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n <= 0)
+    throw new ServiceConfigError(`${name} must be a positive integer (got '${raw}')`)
+  return n
+}
+
+/** The HTTP caps and timeouts, each unset one BRIDGE_DEFAULTS.http's. */
+function httpLimits(env: NodeJS.ProcessEnv): HttpLimits {
+  const limits: HttpLimits = { ...D.http }
+  for (const [key, name] of Object.entries(HTTP_LIMIT_VARS) as [keyof HttpLimits, string][])
+    limits[key] = positiveInt(env, name, D.http[key])
+  if (limits.headersTimeoutMs > limits.requestTimeoutMs)
+    throw new ServiceConfigError("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS")
+  return limits
+}
+
 /** EXPORT_LICENSE (and its URL): a licence of the utility's own has the URL it is given, or none. */
 function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
   const name = env.EXPORT_LICENSE || D.exportLicense
@@ -173,6 +221,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
       maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? D.deadLetterRetention.maxAgeS / 86400) * 86400,
     },
     stallMs: Number(env.INGEST_STALL_S ?? D.stallMs / 1000) * 1000,
+    rejectLogIntervalMs: Number(env.REJECT_LOG_INTERVAL_S ?? D.rejectLogIntervalMs / 1000) * 1000,
     readingsRetentionDays: retentionDays(env.READINGS_RETENTION_DAYS),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
@@ -184,6 +233,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
         env.EMBEDDED_MQTT_TLS_CERT && env.EMBEDDED_MQTT_TLS_KEY
           ? { certFile: env.EMBEDDED_MQTT_TLS_CERT, keyFile: env.EMBEDDED_MQTT_TLS_KEY }
           : undefined,
+      maxRetainedBytes: positiveInt(env, "EMBEDDED_MQTT_MAX_RETAINED_BYTES", D.embeddedMqttMaxRetainedBytes),
     },
     apiToken: env.API_TOKEN || undefined,
     apiTokens: {
@@ -195,6 +245,8 @@ export function configFromEnv(env = process.env): ServiceConfig {
     inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
     exportLicense: exportLicense(env),
     reads: readBudgets(env),
+    publicUrl: publicUrl(env.PUBLIC_URL),
+    httpLimits: httpLimits(env),
     ngsiLd: env.NGSI_LD_URL
       ? {
           url: env.NGSI_LD_URL,
@@ -318,15 +370,17 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     },
     log,
   )
+  const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
   const broker =
     c.mqttUrl || !ingests
       ? undefined
-      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", c.embeddedBroker).catch(async (e) => {
-          await store.close()
-          throw e
-        })
+      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", { ...c.embeddedBroker, metrics, log }).catch(
+          async (e) => {
+            await store.close()
+            throw e
+          },
+        )
   const mqttUrl = c.mqttUrl ?? broker?.url
-  const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
   metrics.setDeadLetterSource(() => store.countDeadLetters())
   const live = new LiveBus()
   const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
@@ -350,6 +404,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       batchMaxFrames: c.batchMaxFrames,
       batchWindowMs: c.batchWindowMs,
       faultKillInBatch: c.faultKillInBatch,
+      rejectLogIntervalMs: c.rejectLogIntervalMs,
       live,
       mqttOptions: mqttOptions(c),
     }),
@@ -396,6 +451,9 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     readGates: reads,
     reads,
     probesOnly: role === "ingest",
+    publicUrl: c.publicUrl,
+    httpLimits: c.httpLimits,
+    log,
   })
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {

@@ -1,11 +1,14 @@
 // Every failure the API answers, in one shape { error: "CM_ERR_…", message } (bridge/src/errors.ts):
 // our own errors, schema validation, fastify's body and URL errors (FST_ERR_*), unknown routes and
-// methods, a data tier that is down (503) and bugs (500, details only in the log).
+// methods, a data tier that is down (503) and bugs (500, details only in the log). Every answer
+// carries its request id in X-Request-Id; a 5xx also in its body (requestId) and on a log line of
+// the app's logger with that id, whether or not request logging is on.
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from "fastify"
 import { ApiError, errors } from "../errors.js"
 import { isTransientStoreError } from "../store/errors.js"
 import type { Store } from "../store/store.js"
 import { METER_ID_PATTERN, METER_ID_RULE } from "../topics.js"
+import { problemDetails, wantsProblem } from "./problem.js"
 import { NOTE_PATTERN, TEXT_PATTERN } from "./shared.js"
 
 const FROM_STORE = Symbol("citymeter.fromStore")
@@ -96,21 +99,44 @@ export function toApiError(err: unknown, req: FastifyRequest): ApiError {
   return errors.CM_ERR_INTERNAL(req.id)
 }
 
-/** The headers and status that go with an error, whatever shape its body takes (NGSI-LD's too). */
+/** The headers and status that go with an error, whatever shape its body takes. */
 export function errorReply(reply: FastifyReply, e: ApiError): FastifyReply {
+  reply.header("x-request-id", reply.request.id)
   if (e.code === errors.CM_ERR_UNAUTHORIZED.code) reply.header("www-authenticate", 'Bearer realm="citymeter"')
   if (e.code === errors.CM_ERR_STORE_DOWN.code || e.code === errors.CM_ERR_BUSY.code) reply.header("retry-after", "5")
   return reply.status(e.statusCode)
 }
 
+/** Requests whose server error is logged already (with its cause), so onResponse does not log it again. */
+const logged = new WeakSet<FastifyRequest>()
+
+/** Logs the server error a request answers with, its cause included (which never goes to the client). */
+export function logServerError(req: FastifyRequest, e: ApiError, err: unknown) {
+  logged.add(req)
+  // a bug is an error; a data tier that is down or a shed request is a warning
+  req.log[e.statusCode === 500 ? "error" : "warn"](
+    { err, code: e.code, method: req.method, url: req.url, statusCode: e.statusCode },
+    `request failed: ${e.code}`,
+  )
+}
+
 /** The answer to an error a request ended with; a server error's details go to the log only. */
 export function failedRequest(err: unknown, req: FastifyRequest): ApiError {
   const e = toApiError(err, req)
-  if (e.statusCode >= 500) req.log.error({ err }, `request failed: ${e.code}`)
+  if (e.statusCode >= 500) logServerError(req, e, err)
   return e
 }
 
-const send = (reply: FastifyReply, e: ApiError) => errorReply(reply, e).send({ error: e.code, message: e.message })
+/** The request id in a body: a server error's, for the operator to find its log line. */
+export const requestIdOf = (req: FastifyRequest, e: ApiError) => (e.statusCode >= 500 ? { requestId: req.id } : {})
+
+/** An error answer: { error, message } (and requestId on a 5xx), as ProblemDetails under /ngsi-ld/. */
+function send(reply: FastifyReply, e: ApiError) {
+  const body = { error: e.code, message: e.message, ...requestIdOf(reply.request, e) }
+  errorReply(reply, e)
+  if (wantsProblem(reply.request)) return reply.type("application/json").send(problemDetails(e, body))
+  return reply.send(body)
+}
 
 /**
  * fastify's `frameworkErrors` option: errors it meets before routing (a malformed percent escape, a
@@ -132,6 +158,17 @@ function routeRegExp(url: string): RegExp {
  * with other methods) and the route table the latter needs. Call before any route is registered.
  */
 export function installErrorHandling(app: FastifyInstance) {
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("x-request-id", req.id)
+  })
+  // a 5xx answered without going through the error handler (a route's own 503) is logged too
+  app.addHook("onResponse", async (req, reply) => {
+    if (reply.statusCode >= 500 && !logged.has(req))
+      req.log.warn(
+        { method: req.method, url: req.url, statusCode: reply.statusCode },
+        "request answered with a server error",
+      )
+  })
   const routes = new Map<string, { re: RegExp; methods: Set<string> }>()
   app.addHook("onRoute", (r) => {
     const entry = routes.get(r.url) ?? { re: routeRegExp(r.url), methods: new Set<string>() }

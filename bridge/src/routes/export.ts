@@ -11,7 +11,7 @@ import { READING_COLUMNS, describeColumn, type ReadingColumn } from "../store/co
 import type { ReadingRow, Store } from "../store/store.js"
 import { keysetPage } from "./paging.js"
 import { CSV_COLUMNS } from "./readings.js"
-import type { RouteContext } from "./shared.js"
+import { strictQuery, type RouteContext } from "./shared.js"
 
 /** The licence of the exported data, as the utility sets it. */
 export interface ExportLicense {
@@ -33,6 +33,9 @@ const FORMATS = {
   ndjson: "application/x-ndjson; charset=utf-8",
 } as const
 type Format = keyof typeof FORMATS
+
+/** The export takes no query options: any key is refused (CM_ERR_UNKNOWN_KEY), never ignored. */
+const NO_QUERY = strictQuery({})
 
 const PERIOD = /^(\d{4})-(\d{2})(?:-(\d{2}))?$/
 
@@ -141,6 +144,7 @@ export async function exportRoutes(app: FastifyInstance, { store, exportLicense 
       schema: {
         tags: ["export"],
         summary: "The bulk export's index: periods available (UTC months and days), file URLs, licence, dictionary",
+        querystring: NO_QUERY,
         response: ERROR_RESPONSES,
       },
     },
@@ -175,6 +179,7 @@ export async function exportRoutes(app: FastifyInstance, { store, exportLicense 
         tags: ["export"],
         summary:
           "Data dictionary of the export: fields in file order with type, meaning, UCUM unit, OBIS code; licence",
+        querystring: NO_QUERY,
         response: ERROR_RESPONSES,
       },
     },
@@ -200,6 +205,7 @@ export async function exportRoutes(app: FastifyInstance, { store, exportLicense 
           properties: { file: { type: "string", maxLength: 40 } },
           required: ["file"],
         },
+        querystring: NO_QUERY,
         response: ERROR_RESPONSES,
       },
     },

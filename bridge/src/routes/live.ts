@@ -2,8 +2,11 @@
 // §9.2). Each client gets what ingest committed, at most every FLUSH_MS: readings coalesced to
 // the newest per meter, alarms and meter changes in order. A client that falls behind by more
 // than MAX_PENDING events gets `resync` (reload what you show) instead of an unbounded queue.
+// At most limits.liveMaxClients streams at once (503 CM_ERR_BUSY past it), and a stream
+// whose socket holds more than limits.liveMaxBufferBytes unread is closed: the page reconnects
+// (retry: 1000) and reloads, rather than the bridge buffering for a reader that does not read.
 import type { FastifyInstance } from "fastify"
-import { ERROR_RESPONSES } from "../errors.js"
+import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { LiveEvent } from "../live.js"
 import { alarmJson } from "./alarms.js"
 import type { RouteContext } from "./shared.js"
@@ -15,7 +18,7 @@ export const MAX_PENDING = 5000
 /** A comment line this often keeps proxies from closing an idle stream. */
 const HEARTBEAT_MS = 15_000
 
-export async function liveRoutes(app: FastifyInstance, { live }: RouteContext) {
+export async function liveRoutes(app: FastifyInstance, { live, limits, metrics }: RouteContext) {
   const open = new Set<() => void>()
   // streams never go idle: end them before the server waits for its connections to close
   app.addHook("preClose", async () => {
@@ -39,6 +42,10 @@ export async function liveRoutes(app: FastifyInstance, { live }: RouteContext) {
     },
     async (req, reply) => {
       if (!live) return reply.status(204).send()
+      if (open.size >= limits.liveMaxClients) {
+        metrics.httpShed.inc({ reason: "live_clients" })
+        throw errors.CM_ERR_BUSY(`the bridge serves at most ${limits.liveMaxClients} live-event streams at once`)
+      }
       reply.hijack()
       const res = reply.raw
       res.writeHead(200, {
@@ -52,13 +59,23 @@ export async function liveRoutes(app: FastifyInstance, { live }: RouteContext) {
       let others: LiveEvent[] = []
       let overflow = false
       let timer: NodeJS.Timeout | undefined
+      /** Writes unless the client leaves too much unread: then the stream is closed, not buffered. */
+      const write = (text: string) => {
+        if (res.writableLength > limits.liveMaxBufferBytes) {
+          metrics.httpShed.inc({ reason: "live_slow" })
+          close()
+          res.destroy()
+          return
+        }
+        res.write(text)
+      }
       const flush = () => {
         timer = undefined
+        let out = ""
         if (overflow) {
-          res.write(`event: resync\ndata: {}\n\n`)
+          out += `event: resync\ndata: {}\n\n`
           overflow = false
         }
-        let out = ""
         for (const e of [...others, ...readings.values()]) {
           // alarms as GET /alarms gives them (type names, units, ISO times)
           const data = e.kind === "alarm" ? { alarm: alarmJson(e.alarm) } : { ...e, kind: undefined }
@@ -66,7 +83,7 @@ export async function liveRoutes(app: FastifyInstance, { live }: RouteContext) {
         }
         readings = new Map()
         others = []
-        if (out) res.write(out)
+        if (out) write(out)
       }
       const unsubscribe = live.subscribe((events) => {
         for (const e of events) {
@@ -77,7 +94,7 @@ export async function liveRoutes(app: FastifyInstance, { live }: RouteContext) {
         if (overflow) others = []
         timer ??= setTimeout(flush, FLUSH_MS)
       })
-      const heartbeat = setInterval(() => res.write(`: keep-alive\n\n`), HEARTBEAT_MS)
+      const heartbeat = setInterval(() => write(`: keep-alive\n\n`), HEARTBEAT_MS)
       const close = () => {
         open.delete(end)
         unsubscribe()

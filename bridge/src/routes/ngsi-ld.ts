@@ -2,8 +2,10 @@
 // reading as Smart Data Models entities (fiware.ts): Query Entities (GET /ngsi-ld/v1/entities) and
 // Retrieve Entity (GET /ngsi-ld/v1/entities/{id}), normalized or with options=keyValues.
 // With Accept: application/json (or none) the @context travels in a Link header; with
-// application/ld+json it is the body's @context. Errors are NGSI-LD ProblemDetails (type, title,
-// detail) that also carry the API's { error: CM_ERR_…, message }.
+// application/ld+json it is the body's @context. Errors, fastify's own included, are NGSI-LD
+// ProblemDetails (type, title, status, detail) that also carry the API's { error: CM_ERR_…,
+// message }: the one error handler (error-handler.ts) gives every path under /ngsi-ld/ that form
+// (routes/problem.ts).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify"
 import { errors } from "../errors.js"
 import {
@@ -18,32 +20,10 @@ import {
   type NgsiEntity,
 } from "../fiware.js"
 import type { ReadingRow, Store } from "../store/store.js"
-import { errorReply, failedRequest } from "./error-handler.js"
+import { NGSI_LD_PREFIX, PROBLEM_RESPONSES } from "./problem.js"
 import { strictQuery, type RouteContext } from "./shared.js"
 
-export const NGSI_LD_BASE = "/ngsi-ld/v1"
-
-const ERROR_TYPES: Record<number, string> = {
-  400: "BadRequestData",
-  404: "ResourceNotFound",
-  405: "InvalidRequest",
-  406: "InvalidRequest",
-}
-const errorType = (status: number) =>
-  `https://uri.etsi.org/ngsi-ld/errors/${ERROR_TYPES[status] ?? (status >= 500 ? "InternalError" : "BadRequestData")}`
-
-const PROBLEM_SCHEMA = {
-  type: "object",
-  required: ["type", "title", "error", "message"],
-  properties: {
-    type: { type: "string", description: "NGSI-LD error type URI (ETSI GS CIM 009, 5.5.2)" },
-    title: { type: "string" },
-    detail: { type: "string" },
-    error: { type: "string", enum: Object.keys(errors) },
-    message: { type: "string" },
-  },
-} as const
-const PROBLEM_RESPONSES = { "4xx": PROBLEM_SCHEMA, "5xx": PROBLEM_SCHEMA } as const
+export const NGSI_LD_BASE = `${NGSI_LD_PREFIX}v1`
 
 /** Query Entities answers at most this many entities per request (NGSI-LD `limit`). */
 export const NGSI_MAX_LIMIT = 1000
@@ -123,14 +103,6 @@ const listQuery = strictQuery({
 })
 
 export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext) {
-  // NGSI-LD clients read ProblemDetails; ours keep the API's error code beside them
-  app.setErrorHandler((err, req, reply) => {
-    const e = failedRequest(err, req)
-    return errorReply(reply, e)
-      .type(JSON_TYPE)
-      .send({ type: errorType(e.statusCode), title: e.code, detail: e.message, error: e.code, message: e.message })
-  })
-
   const send = (reply: FastifyReply, ld: boolean, type: FiwareType | undefined, body: unknown) => {
     if (ld) return reply.type(LD_TYPE).send(body)
     if (type) void reply.header("link", contextLink(type))

@@ -1,6 +1,7 @@
 // Operations: liveness, readiness, Prometheus metrics and the OpenAPI description.
 import type { FastifyInstance, FastifyReply } from "fastify"
 import { errors, type ApiError } from "../errors.js"
+import { logServerError } from "./error-handler.js"
 import type { RouteContext } from "./shared.js"
 
 const notReady = (reply: FastifyReply, e: ApiError, extra: object = {}) =>
@@ -26,11 +27,14 @@ export async function opsRoutes(app: FastifyInstance, { store, metrics, ingestHe
           "pipeline has lost its subscription or a frame has waited too long (oldestUnackedS).",
       },
     },
-    async (_req, reply) => {
+    async (req, reply) => {
       try {
         await store.ping()
       } catch (e) {
-        return notReady(reply, errors.CM_ERR_STORE_DOWN((e as Error).message))
+        // the driver's words (addresses, user names) stay in the log
+        const down = errors.CM_ERR_STORE_DOWN("it does not answer (the cause is in the bridge log)")
+        logServerError(req, down, e)
+        return notReady(reply, down)
       }
       const ingest = ingestHealth?.()
       if (ingest && (!ingest.subscribed || ingest.stalled)) {

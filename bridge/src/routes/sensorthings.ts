@@ -5,7 +5,7 @@
 // sta/query.ts. Entity ids are strings (a meter id; "<meter>:<channel>" for a Datastream;
 // "<meter>:<channel>:<boot>:<seq>:<idx>" for an Observation). Ids from the URL are parsed and
 // bound as parameters, never used as object keys or SQL text.
-import type { FastifyInstance, FastifyRequest } from "fastify"
+import type { FastifyInstance } from "fastify"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES } from "../errors.js"
 import { BASE_PATH, SET_NAMES } from "../sta/entities.js"
@@ -34,15 +34,16 @@ const QUERY = strictQuery({
   $resultFormat: { type: "string", enum: ["default"] },
 })
 
-export async function sensorThingsRoutes(app: FastifyInstance, { store, reads }: RouteContext) {
+export async function sensorThingsRoutes(app: FastifyInstance, { store, reads, publicUrl }: RouteContext) {
   const budgets = reads ?? BRIDGE_DEFAULTS.reads
-  const origin = (req: FastifyRequest) => `${req.protocol}://${req.host}${BASE}`
+  // links are built on the configured public URL, never on the Host header a client sends
+  const origin = () => `${publicUrl()}${BASE}`
 
   app.get(
     BASE,
     { schema: { tags: ["sensorthings"], summary: "SensorThings service root", response: ERROR_RESPONSES } },
-    async (req) => ({
-      value: SET_NAMES.map((name) => ({ name, url: `${origin(req)}/${name}` })),
+    async () => ({
+      value: SET_NAMES.map((name) => ({ name, url: `${origin()}/${name}` })),
       serverSettings: { conformance: CONFORMANCE },
     }),
   )
@@ -64,7 +65,7 @@ export async function sensorThingsRoutes(app: FastifyInstance, { store, reads }:
     },
     async (req, reply) => {
       const pairs = Object.entries(req.query).map(([k, v]) => [k, String(v)] as [string, string])
-      const answer = await new StaQuery(store, origin(req), budgets).get(req.params["*"], pairs)
+      const answer = await new StaQuery(store, origin(), budgets).get(req.params["*"], pairs)
       if (answer.text !== undefined) return reply.type("text/plain; charset=utf-8").send(answer.text)
       return answer.json
     },

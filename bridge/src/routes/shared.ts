@@ -1,5 +1,6 @@
 // What every route plugin receives, and the schema pieces they share.
 import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify"
+import type { HttpLimits } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Scope } from "./auth.js"
 import type { IngestHealth } from "../health.js"
@@ -24,6 +25,14 @@ export interface RouteContext {
   exportLicense?: { name: string; url?: string }
   /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); absent: BRIDGE_DEFAULTS.reads. */
   reads?: StaBudgets
+  /**
+   * The API's public base URL (PUBLIC_URL, no trailing slash), which every absolute link we
+   * publish starts with (SensorThings @iot.selfLink, @iot.nextLink): never the request's Host
+   * header, which any client chooses.
+   */
+  publicUrl: () => string
+  /** Caps on what clients hold (defaults.ts BRIDGE_DEFAULTS.http): live-event streams and their buffers. */
+  limits: HttpLimits
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }

@@ -7,7 +7,10 @@
 // last releases are years old and untyped. The parser only yields an AST: this file walks it and
 // emits SQL from fixed fragments, every literal as a typed parameter ($n::type), every property
 // through the entity set's list (entities.ts). Anything else — an unknown property, function or
-// operator, a type mismatch — is a 400 CM_ERR_BAD_QUERY naming it.
+// operator, a type mismatch — is a 400 CM_ERR_BAD_QUERY naming it. So is an expression nested
+// deeper than MAX_DEPTH, a date or time that is not on the calendar (2026-02-30), and a string
+// compared with a number that is not written as a decimal number ('0x10'); a value the data tier
+// cannot evaluate (an overflow) is a 400 in our words (evaluationError), never the database's.
 import { defaultParser } from "@odata/parser"
 import { errors } from "../errors.js"
 import { SETS, own, type EntitySet, type PropType } from "./entities.js"
@@ -42,6 +45,63 @@ const CAST: Record<Exclude<ExprType, "null">, string> = {
 const bad = (what: string) => errors.CM_ERR_BAD_QUERY(what)
 
 const PARENS = new Set(["CommonExpression", "BoolParenExpression", "ParenExpression"])
+
+/**
+ * How deep an expression may nest: parentheses, `not`, `and`/`or` (a run of one of them is one
+ * level), comparisons, arithmetic and function calls, each a level. Deeper is a 400 before the parser or the data tier recurse
+ * into it (300 nested `not` exhausted the embedded engine's stack).
+ */
+export const MAX_DEPTH = 64
+
+const tooDeep = (option: string) =>
+  bad(`${option} nests deeper than ${MAX_DEPTH} levels (parentheses, not, and/or, function calls): simplify it`)
+
+/** What a data tier's data exception (SQLSTATE class 22) means, in our words: its text never reaches a client. */
+const DATA_EXCEPTIONS: Record<string, string> = {
+  "22003": "a number in it is out of range",
+  "22008": "a date-time in it is out of range",
+  "22007": "a date-time in it is not valid",
+  "22P02": "a value in it is not of the expected type",
+  "22012": "it divides by zero",
+}
+export function evaluationError(sqlstate: string) {
+  return bad(
+    `the query cannot be evaluated: ${DATA_EXCEPTIONS[sqlstate] ?? "a value in it is out of range or not valid"} (SQLSTATE ${sqlstate})`,
+  )
+}
+
+/**
+ * A number written as a string ('3', '-2.5', '1e3'): what `result gt '3'` compares as a number.
+ * Not JavaScript's Number(): '0x10', '0b1', ' 3', 'Infinity' are no decimal numbers.
+ */
+const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/
+
+const isLeap = (y: number) => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0
+const daysIn = (y: number, m: number) => [31, isLeap(y) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
+const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
+const TIME_OF_DAY = /^(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,12})?)?$/
+const DATE_TIME = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}(?::\d{2}(?:\.\d{1,12})?)?)(Z|[+-](\d{2}):(\d{2}))$/i
+
+/** OData's date (YYYY-MM-DD), checked against the calendar: 2026-02-30 is no date. */
+function isDate(raw: string) {
+  const m = DATE.exec(raw)
+  if (!m) return false
+  const [y, mo, d] = m.slice(1).map(Number)
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= daysIn(y, mo)
+}
+/** OData's timeOfDay (hh:mm[:ss[.fff]]), 00:00 to 23:59:59.999. */
+function isTimeOfDay(raw: string) {
+  const m = TIME_OF_DAY.exec(raw)
+  return !!m && Number(m[1]) <= 23 && Number(m[2]) <= 59 && Number(m[3] ?? 0) <= 59
+}
+/** OData's dateTimeOffset as an instant, or undefined when it is not one (`new Date` would take 2026-02-30). */
+export function dateTimeOffset(raw: string): Date | undefined {
+  const m = DATE_TIME.exec(raw)
+  if (!m || !isDate(m[1]) || !isTimeOfDay(m[2])) return undefined
+  if (m[4] !== undefined && (Number(m[4]) > 23 || Number(m[5]) > 59)) return undefined
+  const t = new Date(raw)
+  return Number.isNaN(t.getTime()) ? undefined : t
+}
 
 interface Node {
   type: string
@@ -111,13 +171,18 @@ export class Translator {
   private aliases = 0
   /** Leading segments of property paths already resolved by an enclosing semi-join (semiJoin). */
   private strip = 0
+  /** How deep expr() is in the expression being translated, and which option that is. */
+  private depth = 0
+  private option = "$filter"
   constructor(readonly params: Params) {}
 
   /** Parses an OData boolean expression into SQL over `alias` of `set`. */
   filter(set: EntitySet, alias: string, source: string): string {
+    this.option = "$filter"
     const e = this.where(set, alias, parse(source, "$filter"))
     if (e.type !== "bool") throw bad(`$filter must be a condition (got a ${e.type} expression): ${source}`)
-    return e.sql
+    // a bare true or false is a condition too (OData boolean literals): a parameter, not empty SQL
+    return this.emit(e)
   }
 
   /** `expr [asc|desc], ...` into ORDER BY terms. */
@@ -125,6 +190,7 @@ export class Translator {
     return splitTop(source, ",").map((item) => {
       const m = /^(.*?)(?:\s+(asc|desc))?$/i.exec(item.trim())
       if (!m || !m[1]) throw bad(`$orderby: empty item in '${source}'`)
+      this.option = "$orderby"
       const e = this.expr(set, alias, parse(m[1], "$orderby"))
       const sql = e.type === "text" ? `${this.emit(e)} COLLATE "C"` : this.emit(e)
       return `${sql} ${(m[2] ?? "asc").toUpperCase()}`
@@ -138,12 +204,14 @@ export class Translator {
     let value = e.literal.value
     if (type === "number" && typeof value !== "number") {
       value = Number(value)
-      if (typeof e.literal.value !== "string" || !Number.isFinite(value) || e.literal.value.trim() === "")
-        throw bad(`${e.literal.raw} is not a number`)
+      if (typeof e.literal.value !== "string" || !DECIMAL.test(e.literal.value) || !Number.isFinite(value))
+        throw bad(
+          `${e.literal.raw} is not a number: a string compared with a number must be a decimal number ('3', '2.5')`,
+        )
     }
     if (type === "time" && !(value instanceof Date)) {
-      value = new Date(String(value))
-      if (Number.isNaN((value as Date).getTime())) throw bad(`${e.literal.raw} is not a date-time`)
+      value = dateTimeOffset(String(value))
+      if (!value) throw bad(`${e.literal.raw} is not a date-time (RFC 3339 on the calendar, with Z or an offset)`)
     }
     return this.params.add(value, CAST[type])
   }
@@ -163,12 +231,18 @@ export class Translator {
       return { type: "number", sql: "", literal: { raw, value } }
     }
     if (edm === "Edm.DateTimeOffset") {
-      const value = new Date(raw)
-      if (Number.isNaN(value.getTime())) throw bad(`'${raw}' is not a date-time`)
+      const value = dateTimeOffset(raw)
+      if (!value) throw bad(`'${raw}' is not a date-time on the calendar`)
       return { type: "time", sql: "", literal: { raw, value } }
     }
-    if (edm === "Edm.Date") return { type: "date", sql: "", literal: { raw, value: raw } }
-    if (edm === "Edm.TimeOfDay") return { type: "timeofday", sql: "", literal: { raw, value: raw } }
+    if (edm === "Edm.Date") {
+      if (!isDate(raw)) throw bad(`'${raw}' is not a date on the calendar`)
+      return { type: "date", sql: "", literal: { raw, value: raw } }
+    }
+    if (edm === "Edm.TimeOfDay") {
+      if (!isTimeOfDay(raw)) throw bad(`'${raw}' is not a time of day`)
+      return { type: "timeofday", sql: "", literal: { raw, value: raw } }
+    }
     throw bad(`literals of type ${edm} are not supported ('${raw}')`)
   }
 
@@ -220,14 +294,24 @@ export class Translator {
     }
   }
 
+  /**
+   * `and`/`or`: a run of one operator (id eq 'a' or id eq 'b' or ...) is one level, emitted flat,
+   * so a list of 200 ids nests no deeper than one comparison (in the parser's tree, a chain).
+   */
   private connective(n: Node, bool: (x: Node) => Expr): Expr {
-    const v = n.value as { left: Node; right: Node }
-    const [l, r] = [v.left, v.right].map((x) => {
+    const operands: Node[] = []
+    for (const stack = [n]; stack.length;) {
+      const x = stack.pop()!
+      const v = x.value as { left: Node; right: Node }
+      if (x.type === n.type) stack.push(v.right, v.left)
+      else operands.push(x)
+    }
+    const sql = operands.map((x) => {
       const e = bool(x)
       if (e.type !== "bool") throw bad(`'${x.raw}' is not a condition`)
       return this.emit(e)
     })
-    return { type: "bool", sql: `(${l} ${n.type === "AndExpression" ? "AND" : "OR"} ${r})` }
+    return { type: "bool", sql: `(${sql.join(n.type === "AndExpression" ? " AND " : " OR ")})` }
   }
 
   private paren = (e: Expr): Expr => (e.literal ? e : { ...e, sql: `(${e.sql})` })
@@ -257,6 +341,18 @@ export class Translator {
   }
 
   private expr(set: EntitySet, alias: string, n: Node): Expr {
+    // the parser wraps each operand in a CommonExpression: not a level of the user's own
+    const level = n.type === "CommonExpression" ? 0 : 1
+    this.depth += level
+    try {
+      if (this.depth > MAX_DEPTH) throw tooDeep(this.option)
+      return this.node(set, alias, n)
+    } finally {
+      this.depth -= level
+    }
+  }
+
+  private node(set: EntitySet, alias: string, n: Node): Expr {
     const v = n.value as Record<string, unknown>
     switch (n.type) {
       case "CommonExpression":
@@ -430,11 +526,28 @@ export class Translator {
 
 function parse(source: string, option: string): Node {
   if (source.trim() === "") throw bad(`${option} is empty`)
+  // the parser recurses once per parenthesis: refuse deep nesting before it does
+  if (parenDepth(source) > MAX_DEPTH) throw tooDeep(option)
   try {
     return defaultParser.filter(source) as unknown as Node
   } catch (e) {
+    if (e instanceof RangeError) throw tooDeep(option) // the parser's own recursion (a long run of `not`)
     throw bad(`${option} is not a valid OData expression: ${(e as Error).message} in '${source}'`)
   }
+}
+
+/** The deepest nesting of parentheses outside quoted strings. */
+function parenDepth(s: string) {
+  let depth = 0
+  let max = 0
+  let quoted = false
+  for (const c of s) {
+    if (c === "'") quoted = !quoted
+    else if (quoted) continue
+    else if (c === "(") max = Math.max(max, ++depth)
+    else if (c === ")") depth--
+  }
+  return max
 }
 
 /** Splits on `sep` outside parentheses and quoted strings. */

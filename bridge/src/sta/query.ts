@@ -19,7 +19,7 @@ import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Store } from "../store/store.js"
 import { SETS, isSetName, own, type EntitySet, type Relation, type Row, type SetName } from "./entities.js"
-import { Params, Translator, splitTop } from "./filter.js"
+import { Params, Translator, evaluationError, splitTop } from "./filter.js"
 
 export const DEFAULT_TOP = 100
 export const MAX_TOP = 10000
@@ -278,8 +278,8 @@ export class StaQuery {
       return await this.store.readView(sql, params)
     } catch (e) {
       const code = (e as { code?: unknown }).code
-      if (typeof code === "string" && code.startsWith("22"))
-        throw bad(`the query cannot be evaluated: ${(e as Error).message}`)
+      // the request's fault (an impossible value, an overflow), said in our words, not the database's
+      if (typeof code === "string" && code.startsWith("22")) throw evaluationError(code)
       throw e
     }
   }
