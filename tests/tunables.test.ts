@@ -100,6 +100,15 @@ describe("every copy of the tunables agrees with proto/tunables.json", () => {
     )
   })
 
+  test("the ADE7953 probe period (ADE_RETRY_S) is provisioned within the firmware's bounds", () => {
+    expect(buildSettings({ ...provisionInput, adeRetryS: 8 }).defaults.ADE_RETRY_S).toBe(8)
+    expect(buildSettings(provisionInput).defaults.ADE_RETRY_S).toBeUndefined() // the firmware's 30 s
+    for (const bad of [0, 3601, 2.5])
+      expect(() => buildSettings({ ...provisionInput, adeRetryS: bad }), String(bad)).toThrow(
+        "ade-retry must be an integer in 1..3600",
+      )
+  })
+
   test("the uplink codec's interval bound is the schema's", () => {
     expect(MAX_INTERVAL_S).toBe(TUNABLE_BY_NAME.intervalS.max)
   })
@@ -203,8 +212,8 @@ describe("storage: the flash queue fits each board's settings bank and every fra
     // slot's rewrite needs its record free while the old copy counts; with the queue's state in each
     // slot (232 B a record) 27 slots do not fit a Pico W
     expect(queueCapacity(boardBankBytes("citymeter_picow"))).toBe(26)
-    // 62 on an ESP32: the calibrations P_CAL and ADE_CAL take 136 B of the other settings
-    expect(queueCapacity(boardBankBytes("citymeter_esp32c3"))).toBe(62)
+    // 61 on an ESP32: the calibrations P_CAL, ADE_CAL and ADE_RETRY_S take 168 B of the other settings
+    expect(queueCapacity(boardBankBytes("citymeter_esp32c3"))).toBe(61)
     const tooSmall = STORAGE.queueSlots * entryBytes(SLOT_BYTES)
     expect(queueFootprintError("tiny", tooSmall)).toMatch(/over the \d+ B usable of the \d+ B settings bank of tiny/)
   })

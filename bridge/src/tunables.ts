@@ -218,6 +218,8 @@ const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   // calibrations (cli/provision.ts): P_CAL [mv0, pa0, mv1, pa1], ADE_CAL six gains and offsets
   P_CAL: 29,
   ADE_CAL: 56,
+  // the ADE7953 probe period, s (cli/provision.ts ADE_RETRY_S: at most 3600)
+  ADE_RETRY_S: 4,
 }
 
 /**
