@@ -1,22 +1,25 @@
 // What the meter keeps in flash (DeviceScript settings, the only persistence it has):
 //   - a bounded FIFO of uplink frames waiting for the bridge's Ack, in a fixed ring of slots
 //     "q0".."q<QUEUE_SLOTS-1>" overwritten in place (raw bytes; the settings store fails silently when
-//     full, so its footprint must stay fixed: QUEUE_SLOTS slots x <= MAX_FRAME_BYTES + one state record),
-//   - one state record "st" (JSON): ring positions, drop counter, monotonic totals and the raw
-//     counter values they were last reconciled with,
+//     full, so its footprint must stay fixed: QUEUE_SLOTS slots of at most SLOT_STATE_BYTES +
+//     MAX_FRAME_BYTES). Each slot starts with the queue's state as it was when its frame was queued:
+//     frames from the head, drop counter, monotonic totals and the raw counter values they include.
+//     A boot takes the state from the slot with the newest (boot, seq).
 //   - the boot counter "BOOT", the sealing key "SEAL_KEY" (provisioned; replaced by a key rotation)
 //     and the nonce time of the newest config downlink accepted, "DL_MS".
 // The settings keys (at most 13 characters) are written only here: meters in the field hold values
-// under them, so they never change. config.ts reads the provisioned identity and the tunables.
+// under them, so they never change. Meters that ran the two-record layout also hold a state record
+// "st" and a 27th slot: read once at boot, deleted after the first slot (takeover in load()).
+// config.ts reads the provisioned identity and the tunables.
 //
-// Flash writes: one slot and one state record per frame, nothing else. At 15-minute intervals and
-// 4 intervals per frame that is 48 writes (~8 KB) a day. Acks cost no write: after a power cut,
-// already-acknowledged frames may be sent again; the bridge stores them once.
+// Flash writes: one slot per frame, nothing else (it was a slot and a state record). At 15-minute
+// intervals and 4 intervals per frame that is 24 writes (~5 KB) a day. Acks cost no write: after a
+// power cut, frames acknowledged since the last slot may be sent again; the bridge stores them once.
 // A write the store refuses (jacdac-c jd_fstor.c returns -3 when a value does not fit, and the
 // settings service ignores it: services/settings.c line 60) is seen only by reading the value back:
-// every slot and state record is read back after its write. A frame whose slot did not come back
-// stays in RAM (it is still sent) but is not durable, and the state record's tail never passes it,
-// so a reboot never reloads the old frame its slot still holds (issue 20). Refusals are counted
+// every slot is read back after its write. A frame whose slot did not come back stays in RAM (it is
+// still sent) but is not durable; its slot still holds an older frame, which the (boot, seq) order
+// check skips at boot, so a reboot never reloads it (issue 20). Refusals are counted
 // (MeterStore.unstored) and announced in the next Birth.
 // Totals are written with the frame that carries them. A power cut loses no consumption when the
 // pulse counter keeps counting (its raw value is reconciled at boot), and at most one frame's

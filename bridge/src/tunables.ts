@@ -319,8 +319,8 @@ export function batchSlotError(batch: number): string | undefined {
   const bytes = worstFrameBytes(batch)
   if (bytes <= STORAGE.maxFrameBytes) return undefined
   return (
-    `BATCH=${batch}: a frame of ${batch} intervals can take ${bytes} B sealed, over the ${STORAGE.maxFrameBytes} B flash ` +
-    `slot; it would not be kept in flash until acknowledged (at most BATCH=${maxBatchForSlot()})`
+    `BATCH=${batch}: a frame of ${batch} intervals can take ${bytes} B sealed, over the ${STORAGE.maxFrameBytes} B a flash ` +
+    `slot holds for a frame; it would not be kept in flash until acknowledged (at most BATCH=${maxBatchForSlot()})`
   )
 }
 
