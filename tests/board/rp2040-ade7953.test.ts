@@ -4,15 +4,12 @@
 // picked up by the periodic retry, without a reboot, and the served energy register goes on from
 // what the S0 input counted. Before the fix the chip was probed once: a late one was never used.
 // (The "answers" test takes in the checks of the harness's own test of a present chip, wt-board.)
-import { mkdtempSync, readFileSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
+import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { ADE7953_ADDRESS, ADE7953_REG, Ade7953Model } from "../../testkit/rp2040/ade7953.js"
 import { Board, uniqueIdFor } from "../../testkit/rp2040/board.js"
-import { bundledImage } from "../../testkit/rp2040/bundle.js"
+import { QUICK_ADE_RETRY_S, quickMeterImage } from "../../testkit/rp2040/bundle.js"
 import { findService, readU32 } from "../../testkit/rp2040/jacdac.js"
-import { provision } from "../../cli/provision.js"
 
 // services/electricitymeter.md: identifier 0x1c1e7f02; energy u32 @ reading (0x101, Wh),
 // power i32 @ 0x180 (W), voltage u32 @ 0x181 (dV)
@@ -30,17 +27,16 @@ const IMP_PER_KWH = tunables.tunables.find((t) => t.key === "IMP_PER_KWH")!.defa
 const VRMS_230V = 26000 * 230
 const AWATT_1800W = 154 * 1800
 // the probe period, shortened by its setting (ADE_RETRY_S; 30 s by default) so the wait is short
-const RETRY_S = 5
+const RETRY_S = QUICK_ADE_RETRY_S
 const RETRY_MS = RETRY_S * 1000
 
+/** The bytecode with ADE_RETRY_S provisioned (a chip that answers at once never waits for it). */
 let uf2: string
-/** The same bytecode with ADE_RETRY_S provisioned. */
-let uf2Retry: string
 const boards: [string, Board][] = []
 const t0 = Date.now()
 
-function boardWith(chip: (b: Board) => Ade7953Model, seed: number, image = uf2): { board: Board; ade: Ade7953Model } {
-  const board = new Board({ uf2: image, uniqueId: uniqueIdFor(seed) })
+function boardWith(chip: (b: Board) => Ade7953Model, seed: number): { board: Board; ade: Ade7953Model } {
+  const board = new Board({ uf2, uniqueId: uniqueIdFor(seed) })
   const ade = chip(board)
   ade.set(ADE7953_REG.VRMS, VRMS_230V)
   ade.set(ADE7953_REG.AWATT, AWATT_1800W)
@@ -49,21 +45,7 @@ function boardWith(chip: (b: Board) => Ade7953Model, seed: number, image = uf2):
 }
 
 beforeAll(async () => {
-  uf2 = (await bundledImage("citymeter_picow")).uf2
-  const dir = join(mkdtempSync(join(tmpdir(), "cm-rp2040-ade-")), "meter")
-  provision(
-    {
-      meterId: "rp-ade-1",
-      board: "citymeter_picow",
-      broker: "mqtt://10.0.0.2:1883",
-      intervalS: 900,
-      batch: 4,
-      open: true,
-      adeRetryS: RETRY_S,
-    },
-    dir,
-  )
-  uf2Retry = (await bundledImage("citymeter_picow", { settings: dir })).uf2
+  uf2 = (await quickMeterImage()).uf2
 }, 600_000)
 
 afterAll(() => {
@@ -94,11 +76,7 @@ describe("citymeter_picow with an ADE7953 on an emulated RP2040", () => {
   }, 300_000)
 
   test("a chip still starting at the first probe is taken by the retry; the energy register goes on from S0's count", async () => {
-    const { board, ade } = boardWith(
-      (b) => new Ade7953Model(() => b.emulatedMs, { answersAfterMs: 6500 }),
-      42,
-      uf2Retry,
-    )
+    const { board, ade } = boardWith((b) => new Ade7953Model(() => b.emulatedMs, { answersAfterMs: 6500 }), 42)
     boards.push(["late", board])
     const noChip = await board.waitForLog(/citymeter: no ADE7953 on I2C: S0 pulses count energy/, 6000)
     expect(noChip).toContain(`probed again every ${RETRY_S} s`)
