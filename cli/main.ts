@@ -87,6 +87,7 @@ const provisionInput = (o: Record<string, string | number | string[] | boolean |
   open: o.open as boolean | undefined,
   pressureCal: o.pressureCal as string | undefined,
   adeCal: o.adeCal as string | undefined,
+  adeRetryS: o.adeRetry === undefined ? undefined : Number(o.adeRetry),
 })
 
 program
@@ -113,6 +114,10 @@ program
   .option(
     "--ade-cal <list>",
     "the ADE7953's calibration (ADE_CAL): vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset (gains in ppm, offsets in register counts)",
+  )
+  .option(
+    "--ade-retry <s>",
+    "seconds between probes for an ADE7953 that did not answer at boot (ADE_RETRY_S, default 30)",
   )
   .option("-f, --force", "overwrite existing files")
   .option("--lat <deg>", "where the meter is: latitude, WGS 84 decimal degrees (with --bridge)")

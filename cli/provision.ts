@@ -55,7 +55,12 @@ export interface ProvisionInput {
   pressureCal?: string
   /** The metering IC's calibration, "vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset" (ADE_CAL). */
   adeCal?: string
+  /** Seconds between probes for an ADE7953 that did not answer (ADE_RETRY_S; the firmware's default is 30). */
+  adeRetryS?: number
 }
+
+/** ADE_RETRY_S bounds, as the firmware checks them (firmware/drivers/ade7953.ts loadProbeRetryMs). */
+export const ADE_RETRY_S = { min: 1, max: 3600 }
 
 /**
  * The same bounds as the firmware's (firmware/drivers/pressure.ts pointsError, which refuses and
@@ -180,6 +185,8 @@ export function buildSettings(i: ProvisionInput): { defaults: Settings; secrets:
   }
   if (i.pressureCal !== undefined) defaults.P_CAL = pressureCalSetting(i.pressureCal)
   if (i.adeCal !== undefined) defaults.ADE_CAL = adeCalSetting(i.adeCal)
+  if (i.adeRetryS !== undefined)
+    defaults.ADE_RETRY_S = intInRange("ade-retry", i.adeRetryS, ADE_RETRY_S.min, ADE_RETRY_S.max)
   // what the meter could not count or keep is refused here, with the reason
   const pulses = pulseLimitErrors(tunableValues(defaults), i.board)
   if (pulses.length) throw usage(pulses.join("; "))

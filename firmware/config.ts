@@ -69,7 +69,7 @@ export function batchSlotError(batch: number): string {
     if (batch <= max) return undefined
     const bytes =
         batch <= WORST_FRAME_BYTES.length ? `${WORST_FRAME_BYTES[batch - 1]} B` : `over ${WORST_FRAME_BYTES[max]} B`
-    return `BATCH=${batch}: a frame can take ${bytes}, over the ${MAX_FRAME_BYTES} B flash slot (at most BATCH=${max})`
+    return `BATCH=${batch}: a frame can take ${bytes}, over the ${MAX_FRAME_BYTES} B a flash slot holds for a frame (at most BATCH=${max})`
 }
 
 /** Tunables (or a Config update) by proto Config field name (TunableDef.field). */

@@ -55,7 +55,7 @@ export class MeterLoop {
         this.intervals.push(r)
         await this.checkAlarms(r, this.intervalEnd - this.intervalMs)
         if (this.intervals.length >= this.cfg.t.batch) {
-            await this.closeBatch() // saves the state record with the frame
+            await this.closeBatch() // the frame's slot saves the totals with it
             this.batchStart = this.intervalEnd
             await this.applyPendingConfig()
         }

@@ -65,6 +65,7 @@ export function genFirmwareTunables(): string {
       `export const STRICTEST_PULSE_LIMITS: PulseLimits = ${JSON.stringify({ minPulseMs: STRICTEST_PULSE_LIMITS.minPulseMs, maxPulseHz: STRICTEST_PULSE_LIMITS.maxPulseHz })}`,
       `export const QUEUE_SLOTS = ${STORAGE.queueSlots}`,
       `export const MAX_FRAME_BYTES = ${STORAGE.maxFrameBytes}`,
+      `export const SLOT_STATE_BYTES = ${STORAGE.slotStateBytes}`,
       `/** Worst-case bytes of a sealed readings frame in a slot, for BATCH = 1 .. ${batchMax + 1} (index 0: BATCH 1). */`,
       `export const WORST_FRAME_BYTES = ${JSON.stringify(Array.from({ length: batchMax + 1 }, (_, i) => worstFrameBytes(i + 1)))}`,
       "/** Pulse settings and how many reasons the Node side refuses them for (firmware/test/config.test.ts). */",

@@ -86,7 +86,7 @@ describe("citymeter provision", () => {
     [
       "batch 9",
       ["--batch", "9"],
-      /batch must be an integer in 1\.\.4 \(got 9\): BATCH=9: a frame of 9 intervals can take \d+ B sealed, over the 200 B flash slot/,
+      /batch must be an integer in 1\.\.4 \(got 9\): BATCH=9: a frame of 9 intervals can take \d+ B sealed, over the 177 B a flash slot holds for a frame/,
     ],
     ["interval 0", ["--interval", "0"], /interval must be an integer in 1\.\.86400/],
     ["a settings key longer than 13 characters", ["--set", "PRESSURE_LOW_PA=1"], /at most 13/],

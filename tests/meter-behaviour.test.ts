@@ -192,7 +192,9 @@ describe("downlinks on the embedded broker + PGlite", () => {
         return r.length > n ? r : false
       })
     }
-    expect(refused.join("\n")).toMatch(/BATCH=9: a frame can take over \d+ B, over the 200 B flash slot/)
+    expect(refused.join("\n")).toMatch(
+      /BATCH=9: a frame can take over \d+ B, over the 177 B a flash slot holds for a frame/,
+    )
     expect(refused.join("\n")).toMatch(/PULSES_PER_L=450 at MAX_FLOW_LMIN=50 is 375 pulses\/s/)
     expect(meter.lines.some((l) => l.includes("config applied"))).toBe(false)
     const before = (await readings(stack, meter.meterId)).length

@@ -27,6 +27,8 @@ import {
   queueCapacity,
   queueFootprintError,
   storageBudget,
+  SLOT_BYTES,
+  budgetedKeys,
   readmeTable,
   repoBoardBanks,
   tunableErrors,
@@ -98,6 +100,15 @@ describe("every copy of the tunables agrees with proto/tunables.json", () => {
     )
   })
 
+  test("the ADE7953 probe period (ADE_RETRY_S) is provisioned within the firmware's bounds", () => {
+    expect(buildSettings({ ...provisionInput, adeRetryS: 8 }).defaults.ADE_RETRY_S).toBe(8)
+    expect(buildSettings(provisionInput).defaults.ADE_RETRY_S).toBeUndefined() // the firmware's 30 s
+    for (const bad of [0, 3601, 2.5])
+      expect(() => buildSettings({ ...provisionInput, adeRetryS: bad }), String(bad)).toThrow(
+        "ade-retry must be an integer in 1..3600",
+      )
+  })
+
   test("the uplink codec's interval bound is the schema's", () => {
     expect(MAX_INTERVAL_S).toBe(TUNABLE_BY_NAME.intervalS.max)
   })
@@ -160,7 +171,7 @@ describe("storage: the flash queue fits each board's settings bank and every fra
     expect(maxBatchForSlot()).toBe(max)
     expect(worstFrameBytes(max)).toBeLessThanOrEqual(STORAGE.maxFrameBytes)
     expect(worstFrameBytes(max + 1)).toBeGreaterThan(STORAGE.maxFrameBytes)
-    // sealing costs the 8-byte tag and the slot's kind byte, minus the readings field's own header
+    // sealing costs the 8-byte tag, minus the readings field's own header (the slot's state says sealed)
     expect(worstFrameBytes(max)).toBeGreaterThan(worstFrameBytes(max, false))
     expect(tunableErrors({ ...defaults(), batch: max + 1 }).join()).toMatch(/BATCH must be an integer in 1\.\.4/)
   })
@@ -186,7 +197,7 @@ describe("storage: the flash queue fits each board's settings bank and every fra
         pressure: { avgPa: a(w.pressurePa), belowAvgPa: a(w.pressurePa), aboveAvgPa: a(w.pressurePa) },
       },
     }).finish().length
-    expect(real + 1 + 8).toBeLessThanOrEqual(worstFrameBytes(batch))
+    expect(real + 8).toBeLessThanOrEqual(worstFrameBytes(batch))
   })
 
   test("each board's bank holds the queue and every other setting; a smaller bank is refused with the reason", () => {
@@ -198,11 +209,12 @@ describe("storage: the flash queue fits each board's settings bank and every fra
       expect(tunableErrors(defaults(), board), board).toEqual([])
     }
     // issue 20: a bank's records use bank - 48 B, the runtime's Wi-Fi and program records share it, and a
-    // slot's rewrite needs its record free while the old copy counts; 28 slots do not fit a Pico W
-    expect(queueCapacity(boardBankBytes("citymeter_picow"))).toBe(27)
-    // 63 on an ESP32: the calibrations P_CAL and ADE_CAL take 136 B of the other settings
-    expect(queueCapacity(boardBankBytes("citymeter_esp32c3"))).toBe(63)
-    const tooSmall = STORAGE.queueSlots * entryBytes(STORAGE.maxFrameBytes)
+    // slot's rewrite needs its record free while the old copy counts; with the queue's state in each
+    // slot (232 B a record) 27 slots do not fit a Pico W
+    expect(queueCapacity(boardBankBytes("citymeter_picow"))).toBe(26)
+    // 61 on an ESP32: the calibrations P_CAL, ADE_CAL and ADE_RETRY_S take 168 B of the other settings
+    expect(queueCapacity(boardBankBytes("citymeter_esp32c3"))).toBe(61)
+    const tooSmall = STORAGE.queueSlots * entryBytes(SLOT_BYTES)
     expect(queueFootprintError("tiny", tooSmall)).toMatch(/over the \d+ B usable of the \d+ B settings bank of tiny/)
   })
 
@@ -213,14 +225,20 @@ describe("storage: the flash queue fits each board's settings bank and every fra
     expect(b.usableBytes).toBe(8144)
     // wifi_ssid (32 B: 56), wifi_psk (64 B: 88) and the program's entry (24)
     expect(b.runtimeBytes).toBe(168)
-    expect(b.gcHeadroomBytes).toBe(224)
+    expect(b.gcHeadroomBytes).toBe(232)
+    // a slot: 31 B of the queue's state and a frame of up to 177 B
+    expect(b.slotBytes).toBe(208)
+    // the two-record layout's state record and 27th slot, deleted once, keep an empty entry each
+    expect(budgetedKeys().get(":st")).toBe(0)
+    expect(budgetedKeys().get(":q26")).toBe(0)
+    expect(budgetedKeys().get(":q25")).toBe(208)
     expect(b.freeBytes).toBe(b.usableBytes - b.queueBytes - b.otherBytes - b.runtimeBytes - b.gcHeadroomBytes)
     expect(b.freeBytes).toBeGreaterThanOrEqual(0)
     // one slot more than the queue has no longer fits the Pico W
-    expect(b.freeBytes).toBeLessThan(entryBytes(STORAGE.maxFrameBytes))
+    expect(b.freeBytes).toBeLessThan(entryBytes(SLOT_BYTES))
     // a provisioned value longer than its budgeted maximum is counted at its length, and refused
     // when the bank then overflows (citymeter provision and build call this)
-    expect(queueFootprintError("citymeter_picow", 8192, { EXTRA_KEY: "x".repeat(200) })).toMatch(/at most 26 fit/)
+    expect(queueFootprintError("citymeter_picow", 8192, { EXTRA_KEY: "x".repeat(200) })).toMatch(/at most 25 fit/)
   })
 })
 

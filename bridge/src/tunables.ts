@@ -149,6 +149,8 @@ export function pulseLimitErrors(
 
 /** Bytes a bank's header and the empty entry that ends its list take (jd_fstor.c lines 36-48, 128). */
 export const BANK_OVERHEAD_BYTES = STORAGE.bankOverheadBytes
+/** A queue slot at its largest: the queue's state, then a frame (firmware/store.ts slotValue). */
+export const SLOT_BYTES = STORAGE.slotStateBytes + STORAGE.maxFrameBytes
 /** Bytes of a bank the records may use. */
 export const usableBankBytes = (bankBytes: number) => bankBytes - BANK_OVERHEAD_BYTES
 
@@ -164,7 +166,7 @@ export const RUNTIME_RECORD_BYTES =
 /**
  * Bytes of the largest readings frame of `batch` intervals as a queue slot holds it: the Uplink
  * with every series at its worst case (storage.frameWorstCase), and when sealed, the 8-byte tag
- * plus the slot's kind byte (firmware/store.ts slotValue). Encoded with the bridge's protobufjs code.
+ * (the slot's state in front of it, whose first byte says sealed or not, is storage.slotStateBytes). Encoded with the bridge's protobufjs code.
  */
 export function worstFrameBytes(batch: number, sealed = true): number {
   const w = STORAGE.frameWorstCase
@@ -186,7 +188,7 @@ export function worstFrameBytes(batch: number, sealed = true): number {
   const ids = { boot: 2 ** 32 - 1, seq: 2 ** 32 - 1 }
   if (!sealed) return citymeter.v1.Uplink.encode({ ...ids, readings }).finish().length
   const plain = citymeter.v1.ReadingBatch.encode(readings).finish().length
-  return 1 + citymeter.v1.Uplink.encode({ ...ids, sealed: new Uint8Array(plain + TAG_BYTES) }).finish().length
+  return citymeter.v1.Uplink.encode({ ...ids, sealed: new Uint8Array(plain + TAG_BYTES) }).finish().length
 }
 
 /** The largest BATCH whose worst-case sealed frame fits one flash slot (proto/tunables.json BATCH max). */
@@ -199,8 +201,7 @@ export function maxBatchForSlot(): number {
 /**
  * Bytes of JSON, at most, of each key the firmware or its provisioning may write besides the queue
  * slots: identity and broker (provisioned), the boot counter, the downlink replay mark, the sealing
- * key, the state record (firmware/store.ts "st": ring positions, counts and totals, each at most
- * 2^53), and the calibrations of the pressure transducer and the metering IC. The tunables count at
+ * key, and the calibrations of the pressure transducer and the metering IC. The tunables count at
  * their longest bound (TUNABLES).
  */
 const OTHER_KEY_MAX_BYTES: Record<string, number> = {
@@ -214,10 +215,11 @@ const OTHER_KEY_MAX_BYTES: Record<string, number> = {
   SEAL_KEY: 66,
   BOOT: 10,
   DL_MS: 16,
-  st: STORAGE.stateRecordMaxBytes,
   // calibrations (cli/provision.ts): P_CAL [mv0, pa0, mv1, pa1], ADE_CAL six gains and offsets
   P_CAL: 29,
   ADE_CAL: 56,
+  // the ADE7953 probe period, s (cli/provision.ts ADE_RETRY_S: at most 3600)
+  ADE_RETRY_S: 4,
 }
 
 /**
@@ -229,7 +231,8 @@ export function budgetedKeys(): Map<string, number> {
   const keys = new Map<string, number>()
   for (const [k, n] of Object.entries(OTHER_KEY_MAX_BYTES)) keys.set(`:${k}`, n)
   for (const t of TUNABLES) keys.set(`:${t.key}`, String(t.max).length)
-  for (let i = 0; i < STORAGE.queueSlots; i++) keys.set(`:q${i}`, STORAGE.maxFrameBytes)
+  for (let i = 0; i < STORAGE.queueSlots; i++) keys.set(`:q${i}`, SLOT_BYTES)
+  for (const k of STORAGE.retiredKeys) keys.set(`:${k}`, 0)
   for (const [k, n] of Object.entries(STORAGE.runtimeValueMaxBytes)) keys.set(k, n)
   for (const k of STORAGE.runtimeLargeKeys) keys.set(k, -1)
   return keys
@@ -242,6 +245,8 @@ export interface StorageBudget {
   usableBytes: number
   slots: number
   maxFrameBytes: number
+  /** A slot at its largest: the queue's state and the largest frame. */
+  slotBytes: number
   /** The queue's slots at their largest. */
   queueBytes: number
   /** Every other record the firmware and its provisioning write, at its largest. */
@@ -262,18 +267,21 @@ export interface StorageBudget {
 export function storageBudget(bankBytes: number, settings: Record<string, unknown> = {}): StorageBudget {
   const slots = STORAGE.queueSlots
   const maxFrameBytes = STORAGE.maxFrameBytes
-  const queueBytes = slots * entryBytes(maxFrameBytes)
+  const queueBytes = slots * entryBytes(SLOT_BYTES)
   const keys: Record<string, number> = { ...OTHER_KEY_MAX_BYTES }
+  for (const k of STORAGE.retiredKeys) keys[k] = 0
   for (const t of TUNABLES) keys[t.key] = String(t.max).length
   for (const [k, v] of Object.entries(settings)) keys[k] = Math.max(keys[k] ?? 0, Buffer.byteLength(JSON.stringify(v)))
   const otherBytes = Object.values(keys).reduce((s, n) => s + entryBytes(n), 0)
-  const gcHeadroomBytes = Math.max(entryBytes(maxFrameBytes), entryBytes(OTHER_KEY_MAX_BYTES.st))
+  // the slots are the only records rewritten in service
+  const gcHeadroomBytes = entryBytes(SLOT_BYTES)
   const usableBytes = usableBankBytes(bankBytes)
   return {
     bankBytes,
     usableBytes,
     slots,
     maxFrameBytes,
+    slotBytes: SLOT_BYTES,
     queueBytes,
     otherBytes,
     runtimeBytes: RUNTIME_RECORD_BYTES,
@@ -285,7 +293,7 @@ export function storageBudget(bankBytes: number, settings: Record<string, unknow
 /** Frames the queue could hold on a bank: as many slots as fit next to everything else. */
 export function queueCapacity(bankBytes: number, settings: Record<string, unknown> = {}): number {
   const b = storageBudget(bankBytes, settings)
-  return Math.floor((b.usableBytes - b.otherBytes - b.runtimeBytes - b.gcHeadroomBytes) / entryBytes(b.maxFrameBytes))
+  return Math.floor((b.usableBytes - b.otherBytes - b.runtimeBytes - b.gcHeadroomBytes) / entryBytes(b.slotBytes))
 }
 
 /** Why the queue and settings would overflow a board's bank, or undefined when they fit. */
@@ -298,7 +306,7 @@ export function queueFootprintError(
   if (b.freeBytes >= 0) return undefined
   const need = b.queueBytes + b.otherBytes + b.runtimeBytes + b.gcHeadroomBytes
   return (
-    `the flash queue (${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B), the other settings ` +
+    `the flash queue (${b.slots} slots x ${entryBytes(b.slotBytes)} B = ${b.queueBytes} B), the other settings ` +
     `(${b.otherBytes} B), the runtime's Wi-Fi and program records (${b.runtimeBytes} B) and the room a slot's rewrite ` +
     `needs (${b.gcHeadroomBytes} B) take ${need} B, over the ${b.usableBytes} B usable of the ${bankBytes} B settings ` +
     `bank of ${board}: DeviceScript's settings store would then refuse writes silently; lower storage.queueSlots in ` +
@@ -311,8 +319,8 @@ export function batchSlotError(batch: number): string | undefined {
   const bytes = worstFrameBytes(batch)
   if (bytes <= STORAGE.maxFrameBytes) return undefined
   return (
-    `BATCH=${batch}: a frame of ${batch} intervals can take ${bytes} B sealed, over the ${STORAGE.maxFrameBytes} B flash ` +
-    `slot; it would not be kept in flash until acknowledged (at most BATCH=${maxBatchForSlot()})`
+    `BATCH=${batch}: a frame of ${batch} intervals can take ${bytes} B sealed, over the ${STORAGE.maxFrameBytes} B a flash ` +
+    `slot holds for a frame; it would not be kept in flash until acknowledged (at most BATCH=${maxBatchForSlot()})`
   )
 }
 
@@ -391,8 +399,8 @@ export function readmeTable(): string {
       .join(
         "; ",
       )}. Pulses of ${ms} ms: at most ${round1(maxPulseHz(ms))} pulses/s count; ${flows.join(", ")}; ${powers.join(", ")}.`,
-    `- Worst-case sealed readings frame for BATCH = 1..${batches.length}: ${batches.join(", ")} B; a flash slot holds ${STORAGE.maxFrameBytes} B.`,
-    `- Queue: ${b.slots} slots x ${entryBytes(b.maxFrameBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest, ${b.runtimeBytes} B for the runtime's Wi-Fi and program records and ${b.gcHeadroomBytes} B of room to rewrite a slot; settings banks: ${banks.join(", ")}.`,
+    `- Worst-case sealed readings frame for BATCH = 1..${batches.length}: ${batches.join(", ")} B; a flash slot holds ${STORAGE.slotStateBytes} B of the queue's state and a frame of ${STORAGE.maxFrameBytes} B.`,
+    `- Queue: ${b.slots} slots x ${entryBytes(b.slotBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest, ${b.runtimeBytes} B for the runtime's Wi-Fi and program records and ${b.gcHeadroomBytes} B of room to rewrite a slot; settings banks: ${banks.join(", ")}.`,
     README_END,
   ].join("\n")
 }

@@ -319,6 +319,17 @@ export const POLL_MS = 1000
 export const SETTLE_MS = 100
 /** Probe period while no chip answers: a chip that starts late, or is fitted later, is taken then. */
 export const PROBE_RETRY_MS = 30000
+/** Setting: the probe period in seconds, 1..PROBE_RETRY_MAX_S (tests shorten it; fielded meters keep 30). */
+export const PROBE_RETRY_KEY = "ADE_RETRY_S"
+export const PROBE_RETRY_MAX_S = 3600
+
+/** The probe period from settings (ms); the default when unset, or refused and logged when out of bounds. */
+export async function loadProbeRetryMs(): Promise<number> {
+    const s = await readSetting<number>(PROBE_RETRY_KEY, PROBE_RETRY_MS / 1000)
+    if (typeof s === "number" && Math.round(s) === s && s >= 1 && s <= PROBE_RETRY_MAX_S) return s * 1000
+    console.log(`citymeter: settings refused: ${PROBE_RETRY_KEY} must be 1..${PROBE_RETRY_MAX_S} s; probing every 30 s`)
+    return PROBE_RETRY_MS
+}
 
 /**
  * Probes an ADE7953 on `bus`, sets it up and polls it every POLL_MS: the driver when it answers and

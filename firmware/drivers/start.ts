@@ -15,7 +15,7 @@ import {
     Ade7953Calibration,
     I2cRegisterBus,
     loadAde7953Trim,
-    PROBE_RETRY_MS,
+    loadProbeRetryMs,
     SETTLE_MS,
     startMeteringIc,
 } from "./ade7953"
@@ -111,19 +111,21 @@ export async function startMeterDrivers(p: MeterPins): Promise<boolean> {
     // a reed contact has no direction: the Birth and the alarm rules say so
     measures.reverseFlow = false
     // S0 counts from the start (its button service, sampled in C); the ADE7953, probed after its power-up settle time and then every
-    // PROBE_RETRY_MS until it answers, takes over with the energy register continuing (issue 20)
+    // ADE_RETRY_S (30 s by default) until it answers, takes over with the energy register continuing (issue 20)
     const s0 = startS0Counter(p.startS0Pulse(), cfg.t.impPerKwh)
     const energy = new SwitchableEnergy(s0Source(s0, 2300))
     startElectricityMeter(energy)
     await ds.sleep(SETTLE_MS)
+    const retryMs = await loadProbeRetryMs()
     const { ic } = await startMeteringIc(
         new I2cRegisterBus(ADE7953_I2C_ADDRESS),
         p.meteringIc,
         await loadAde7953Trim(),
         energy,
-        PROBE_RETRY_MS,
+        retryMs,
     )
-    if (!ic) console.log("citymeter: no ADE7953 on I2C: S0 pulses count energy (probed again every 30 s)")
+    if (!ic)
+        console.log(`citymeter: no ADE7953 on I2C: S0 pulses count energy (probed again every ${retryMs / 1000} s)`)
     // a config downlink's pulse constants reach the counters without a reboot
     pulseConstantListeners.push((t) => {
         flow.setPulsesPerL(t.pulsesPerL)

@@ -3,6 +3,7 @@
 // the 0x120 unlock, read-with-reset energy (the power-up default) and a 24-bit energy accumulator
 // that integrates active power at the data sheet's rate and wraps.
 import * as ds from "@devicescript/core"
+import { settings, writeSetting } from "@devicescript/settings"
 import { describe, expect, test } from "@devicescript/test"
 import {
     ADE,
@@ -12,7 +13,10 @@ import {
     ade7953Source,
     energyCountsPerWh,
     frontEndCounts,
+    loadProbeRetryMs,
     maxReadGapS,
+    PROBE_RETRY_KEY,
+    PROBE_RETRY_MS,
     NO_TRIM,
     POLL_MS,
     RegisterBus,
@@ -409,5 +413,21 @@ describe("a metering IC that answers late", () => {
         expect(energy.energyWh()).toBe(42)
         expect(measures.voltage).toBe(true)
         r.stop()
+    })
+})
+
+describe("the probe period setting (ADE_RETRY_S)", () => {
+    test("30 s unless set; a value out of 1..3600 s or not whole is refused for the default", async () => {
+        await settings.delete(PROBE_RETRY_KEY)
+        expect(await loadProbeRetryMs()).toBe(30000)
+        expect(PROBE_RETRY_MS).toBe(30000)
+        await writeSetting(PROBE_RETRY_KEY, 8)
+        expect(await loadProbeRetryMs()).toBe(8000)
+        const bad: any[] = [0, 3601, 2.5, "x"]
+        for (const v of bad) {
+            await writeSetting(PROBE_RETRY_KEY, v)
+            expect(await loadProbeRetryMs()).toBe(30000)
+        }
+        await settings.delete(PROBE_RETRY_KEY)
     })
 })

@@ -6,7 +6,7 @@ import { Clock } from "../clock"
 import { encodeUplink } from "../frames"
 import { Uplink as UplinkF } from "../gen/wire"
 import { Stats, Totalizer, counterDelta } from "../sampler"
-import { MeterStore, QUEUE_SLOTS } from "../store"
+import { MAX_FRAME_BYTES, MeterStore, QUEUE_SLOTS, readRaw, SLOT_STATE_BYTES } from "../store"
 
 describe("counters", () => {
     test("plain increase", () => {
@@ -98,10 +98,13 @@ describe("flash queue", () => {
         expect(s.frames[0].seq).toBe(head + 2)
         expect(s.queuedCount()).toBe(QUEUE_SLOTS - 2)
         expect(s.ack(2, head + 5)).toBe(false) // another boot's seq is not this frame
-        await s.saveState()
+        // acks cost no write: the next frame's slot carries the head past them
+        const next = s.frames[s.frames.length - 1].seq + 1
+        await s.push(frame(next), { boot: 1, seq: next, body: UplinkF.readings }, false)
         const r = new MeterStore()
         await r.load()
         expect(r.frames[0].seq).toBe(head + 2)
+        expect(r.queuedCount()).toBe(QUEUE_SLOTS - 1)
     })
     // regression: a flood of acks for frames never queued cost a scan of the queue each
     test("acks outside the queue's (boot, seq) range are refused without a scan", async () => {
@@ -119,17 +122,17 @@ describe("flash queue", () => {
             if (s.ack(first.boot - 1, i)) accepted++
         }
         expect(accepted).toBe(0)
-        expect(s.queuedCount()).toBe(QUEUE_SLOTS - 2)
+        expect(s.queuedCount()).toBe(QUEUE_SLOTS - 1)
         expect(s.ack(last.boot, last.seq)).toBe(true)
     })
 })
 
-describe("state record", () => {
+describe("the queue's state, carried by each slot", () => {
     test("totals are saved with the frame that carries them, and kept by frames without", async () => {
         const s = new MeterStore()
         await s.load()
         const last = s.frames[s.frames.length - 1]
-        const totals = { waterMl: 2 ** 40 + 3, waterRaw: 17, reverseRaw: -1, energyWh: 900, energyRaw: 2 ** 32 - 1 }
+        const totals = { waterMl: 2 ** 40 + 3, waterRaw: 17, reverseRaw: -1, energyWh: 2 ** 53, energyRaw: 2 ** 32 - 1 }
         await s.push(frame(last.seq + 1), { boot: 1, seq: last.seq + 1, body: UplinkF.readings }, false, totals)
         await s.push(frame(last.seq + 2), { boot: 1, seq: last.seq + 2, body: UplinkF.alarm }, false)
         const r = new MeterStore()
@@ -138,33 +141,45 @@ describe("state record", () => {
         expect(t.waterMl).toBe(2 ** 40 + 3)
         expect(t.waterRaw).toBe(17)
         expect(t.reverseRaw).toBe(-1)
-        expect(t.energyWh).toBe(900)
+        expect(t.energyWh).toBe(2 ** 53)
         expect(t.energyRaw).toBe(2 ** 32 - 1)
+        // the slot holds its state in front of the frame, within the budgeted size
+        const back = await readRaw(`q${(r.state.tail - 1) % QUEUE_SLOTS}`)
+        expect(back.length).toBe(SLOT_STATE_BYTES + frame(last.seq + 2).length)
+        expect(back.length <= SLOT_STATE_BYTES + MAX_FRAME_BYTES).toBe(true)
     })
-    // meters in the field hold records written under these keys: a rename would lose their totals
-    test("a record with the short keys of flashed meters loads", async () => {
-        const old = { h: 5, t: 5, d: 2, w: 123456, rw: 77, rv: 3, e: 4500, re: 12 }
+    // meters in the field hold the two-record layout: a state record "st" with these short keys and
+    // 27 slots of frames alone; its totals and queue must carry over
+    test("a meter of the two-record layout keeps its totals and queue, and its old records go", async () => {
+        for (let i = 0; i < 27; ++i) await settings.delete(`q${i}`)
+        const old = { h: 5, t: 7, d: 2, w: 123456, rw: 77, rv: 3, e: 4500, re: 12 }
         await settings.set("st", Buffer.from(JSON.stringify(old)))
+        await settings.set("q5", frame(50))
+        await settings.set("q6", frame(51))
+        await settings.set("q26", frame(20))
         const s = new MeterStore()
         await s.load()
         expect(s.state.head).toBe(5)
-        expect(s.state.tail).toBe(5)
+        expect(s.state.tail).toBe(7)
         expect(s.state.dropped).toBe(2)
+        expect(s.frames.length).toBe(2)
+        expect(s.frames[1].frame.toString("hex")).toBe(frame(51).toString("hex"))
         const t = s.savedTotals()
         expect(t.waterMl).toBe(123456)
         expect(t.waterRaw).toBe(77)
         expect(t.reverseRaw).toBe(3)
         expect(t.energyWh).toBe(4500)
         expect(t.energyRaw).toBe(12)
-        await s.saveState()
-        const saved = await ds.actionReport(
-            settings,
-            "get",
-            async () => await settings.get("st"),
-            (p) => p.decode()[0] === "st",
-        )
-        const [, value] = saved.decode()
-        expect((value as Buffer).toString()).toBe(JSON.stringify(old))
+        // the first frame after the update: its slot carries the old totals on; then "st" and q26 go
+        await s.push(frame(52), { boot: 1, seq: 52, body: UplinkF.alarm }, false)
+        expect((await readRaw("st")).length).toBe(0)
+        expect((await readRaw("q26")).length).toBe(0)
+        const r = new MeterStore()
+        await r.load()
+        expect(r.state.dropped).toBe(2)
+        expect(r.savedTotals().waterMl).toBe(123456)
+        expect(r.savedTotals().energyRaw).toBe(12)
+        expect(r.frames[r.frames.length - 1].seq).toBe(52)
     })
 })
 

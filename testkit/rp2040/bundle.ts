@@ -11,10 +11,11 @@
 // bundleProgram takes too; here it is held over the build as well).
 
 import { createHash } from "node:crypto"
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs"
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { build, bundleProgram, withBundleLock, type Print } from "../../cli/firmware.js"
+import { provision } from "../../cli/provision.js"
 import { paths } from "../../sim/src/paths.js"
 import { PICO_RUNTIME_UF2 } from "./board.js"
 
@@ -66,4 +67,33 @@ export async function bundledImage(
       rmSync(out, { recursive: true, force: true })
     }
   })
+}
+
+/** The ADE7953 probe period of `quickMeterImage` (ADE_RETRY_S, s). */
+export const QUICK_ADE_RETRY_S = 5
+
+/**
+ * A provisioned, open citymeter_picow meter at the quickest settings allow (a frame every second:
+ * INTERVAL_S=1, BATCH=1; an absent ADE7953 probed again every QUICK_ADE_RETRY_S), bundled once
+ * for the board tests that need emulated time to pass quickly (one bundle, shared through the cache).
+ */
+export async function quickMeterImage(): Promise<BundledImage> {
+  const dir = join(mkdtempSync(join(tmpdir(), "cm-rp2040-quick-")), "meter")
+  try {
+    provision(
+      {
+        meterId: "rp-quick-1",
+        board: "citymeter_picow",
+        broker: "mqtt://10.0.0.2:1883",
+        intervalS: 1,
+        batch: 1,
+        open: true,
+        adeRetryS: QUICK_ADE_RETRY_S,
+      },
+      dir,
+    )
+    return await bundledImage("citymeter_picow", { settings: dir })
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }

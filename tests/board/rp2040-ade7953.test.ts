@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { ADE7953_ADDRESS, ADE7953_REG, Ade7953Model } from "../../testkit/rp2040/ade7953.js"
 import { Board, uniqueIdFor } from "../../testkit/rp2040/board.js"
-import { bundledImage } from "../../testkit/rp2040/bundle.js"
+import { QUICK_ADE_RETRY_S, quickMeterImage } from "../../testkit/rp2040/bundle.js"
 import { findService, readU32 } from "../../testkit/rp2040/jacdac.js"
 
 // services/electricitymeter.md: identifier 0x1c1e7f02; energy u32 @ reading (0x101, Wh),
@@ -26,9 +26,11 @@ const IMP_PER_KWH = tunables.tunables.find((t) => t.key === "IMP_PER_KWH")!.defa
 // (Tasmota, ESPHome): 26,000 VRMS counts per volt, 154 AWATT counts per watt
 const VRMS_230V = 26000 * 230
 const AWATT_1800W = 154 * 1800
-/** drivers/ade7953.ts PROBE_RETRY_MS */
-const RETRY_MS = 30_000
+// the probe period, shortened by its setting (ADE_RETRY_S; 30 s by default) so the wait is short
+const RETRY_S = QUICK_ADE_RETRY_S
+const RETRY_MS = RETRY_S * 1000
 
+/** The bytecode with ADE_RETRY_S provisioned (a chip that answers at once never waits for it). */
 let uf2: string
 const boards: [string, Board][] = []
 const t0 = Date.now()
@@ -43,7 +45,7 @@ function boardWith(chip: (b: Board) => Ade7953Model, seed: number): { board: Boa
 }
 
 beforeAll(async () => {
-  uf2 = (await bundledImage("citymeter_picow")).uf2
+  uf2 = (await quickMeterImage()).uf2
 }, 600_000)
 
 afterAll(() => {
@@ -74,9 +76,11 @@ describe("citymeter_picow with an ADE7953 on an emulated RP2040", () => {
   }, 300_000)
 
   test("a chip still starting at the first probe is taken by the retry; the energy register goes on from S0's count", async () => {
-    const { board, ade } = boardWith((b) => new Ade7953Model(() => b.emulatedMs, { answersAfterMs: 5000 }), 42)
+    const { board, ade } = boardWith((b) => new Ade7953Model(() => b.emulatedMs, { answersAfterMs: 6500 }), 42)
     boards.push(["late", board])
-    await board.waitForLog(/citymeter: no ADE7953 on I2C: S0 pulses count energy/, 6000)
+    const noChip = await board.waitForLog(/citymeter: no ADE7953 on I2C: S0 pulses count energy/, 6000)
+    expect(noChip).toContain(`probed again every ${RETRY_S} s`)
+
     expect(board.i2c[0].transfers.filter((t) => t.address === ADE7953_ADDRESS && !t.acked).length).toBeGreaterThan(0)
     expect(ade.writes.length).toBe(0)
     // S0 counts meanwhile: 3 impulses (contact to ground, 150 ms at 2 Hz)
@@ -93,6 +97,16 @@ describe("citymeter_picow with an ADE7953 on an emulated RP2040", () => {
       RETRY_MS + 5000,
     )
     expect(Number(/from (\d+) Wh/.exec(late)![1])).toBe(s0Wh)
+    // taken by the retry one period after the probe that found nothing, not by an earlier one
+    const ours = board.i2c[0].transfers.filter((t) => t.address === ADE7953_ADDRESS)
+    const missed = ours.filter((t) => !t.acked)
+    const taken = ours.find((t) => t.acked)!
+    const gap = taken.emulatedMs - missed[missed.length - 1].emulatedMs
+    console.log(
+      `rp2040-ade7953: first probe at ${missed[0].emulatedMs.toFixed(0)} ms, taken at ${taken.emulatedMs.toFixed(0)} ms`,
+    )
+    expect(gap).toBeGreaterThan(RETRY_MS - 500)
+    expect(gap).toBeLessThan(RETRY_MS + 500)
     await board.runFor(1500)
     expect(await readU32(board, s, REG_VOLTAGE)).toBe(2300)
     expect(await readU32(board, s, REG_POWER)).toBe(1800)

@@ -44,8 +44,11 @@ describe("citymeter_picow on an emulated RP2040 (real runtime, the build's bytec
     // the I2C probe of 0x38 was NACKed and did not hang (rp2040js's abort fix)
     expect(board.i2c[0].transfers.some((t) => t.address === 0x38 && !t.acked)).toBe(true)
     // roles bind to the board's own services only with a non-zero device id, which comes from the
-    // flash chip's unique id (rolemgr.c): the flash model's 0x4B answer reached the runtime
-    await board.waitForLog(/set role CitymeterWaterFlow0 -> /, 1000)
+    // flash chip's unique id (rolemgr.c): the flash model's 0x4B answer reached the runtime.
+    // The program makes its roles after reading every queue slot (firmware/store.ts load: 27
+    // settings reads, about 1 s of emulated time on this runtime), so they bind about 1.1 s after
+    // the drivers' line (0.6 s when the store read only its state record)
+    await board.waitForLog(/set role CitymeterWaterFlow0 -> /, 2000)
   })
 
   test("flow pulses of 150 ms at 2 Hz on GP14 (reed to ground, pull-up) are counted exactly", async () => {

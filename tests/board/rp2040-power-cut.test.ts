@@ -15,6 +15,7 @@ import {
   firstValueThenEntry,
   type MeterRun,
   PROGRAM_START_MS,
+  mountedStore,
   recordSealedMeter,
   seededRandom,
   storeAfterCut,
@@ -33,6 +34,20 @@ beforeAll(async () => {
 }, 600_000)
 
 afterAll(() => console.log(`rp2040-power-cut: file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`))
+
+describe("the store writes a cut can hit", () => {
+  // each record is a window for a cut: a boot writes its counter, a frame its slot alone (the slot
+  // carries the queue's state; the two-record layout also rewrote a state record "st" per frame)
+  test("a sealed meter's first boot and its frames: one record a boot, one a frame", () => {
+    const first = mountedStore(run.rec.stores[0])!
+    const last = mountedStore(run.rec.stores[run.rec.stores.length - 1])!
+    expect(last.generation).toBe(first.generation) // no collection in between: every entry is still there
+    const written = new Map<string, number>()
+    for (const e of last.entries.slice(first.entries.length)) written.set(e.key, (written.get(e.key) ?? 0) + 1)
+    console.log(`rp2040-power-cut: records written: ${JSON.stringify(Object.fromEntries(written))}`)
+    expect(Object.fromEntries(written)).toEqual({ ":BOOT": 1, ":q0": 1, ":q1": 1, ":q2": 1 })
+  })
+})
 
 describe("a power cut between a setting's value and its entry (the runtime's store, jd_fstor.c)", () => {
   test("upstream runtime: the next boot formats the store and the meter program is gone", async () => {
