@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises"
 import pg from "pg"
 import { from as copyFromStdin } from "pg-copy-streams"
 import { MIGRATION_LOCK_CLASS } from "./migrations.js"
-import { SqlStore, type Db } from "./sql-store.js"
+import { SqlStore, runTransaction, type Db } from "./sql-store.js"
 import type { Store } from "./store.js"
 import { BRIDGE_DEFAULTS as D } from "../defaults.js"
 import { PgliteThread } from "./pglite-thread.js"
@@ -98,19 +98,13 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
     transaction: async (fn) => {
       const client = await pool.connect()
       try {
-        await client.query("BEGIN")
         const tx: Db = {
           query: async (sql, params) => client.query(sql, params as unknown[]) as never,
           copyFrom: (table, columns, text) => copy(client, table, columns, text),
           transaction: (f) => f(tx),
           close: async () => {},
         }
-        const result = await fn(tx)
-        await client.query("COMMIT")
-        return result
-      } catch (e) {
-        await client.query("ROLLBACK").catch(() => {})
-        throw e
+        return await runTransaction(tx, fn)
       } finally {
         client.release()
       }

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { Worker } from "node:worker_threads"
-import type { Db } from "./sql-store.js"
+import { runTransaction, type Db } from "./sql-store.js"
 
 export interface WorkerConfig {
   /** Undefined: in memory (such a database cannot be reopened: its reads have no time limit). */
@@ -225,18 +225,7 @@ export class PgliteThread {
     return {
       query: (sql, params) => this.connection.run(() => inTx.query(sql, params)),
       copyFrom: (table, columns, text) => this.connection.run(() => inTx.copyFrom(table, columns, text)),
-      transaction: (fn) =>
-        this.connection.run(async () => {
-          await inTx.query("BEGIN")
-          try {
-            const result = await fn(inTx)
-            await inTx.query("COMMIT")
-            return result
-          } catch (e) {
-            await inTx.query("ROLLBACK").catch(() => {})
-            throw e
-          }
-        }),
+      transaction: (fn) => this.connection.run(() => runTransaction(inTx, fn)),
       close: () => this.close(),
       reads: this.readDb(),
     }

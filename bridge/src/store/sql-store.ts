@@ -46,6 +46,19 @@ import {
   type ReadingsMaintenance,
 } from "./store.js"
 
+/** BEGIN, fn, COMMIT on one connection; ROLLBACK when fn or the commit fails. */
+export async function runTransaction<T>(tx: Db, fn: (tx: Db) => Promise<T>): Promise<T> {
+  await tx.query("BEGIN")
+  try {
+    const result = await fn(tx)
+    await tx.query("COMMIT")
+    return result
+  } catch (e) {
+    await tx.query("ROLLBACK").catch(() => {})
+    throw e
+  }
+}
+
 /** SQLSTATE 54001 statement_too_complex: a read the planner costs above READ_MAX_COST, refused unrun. */
 export class ReadCostError extends Error {
   readonly code = "54001"
