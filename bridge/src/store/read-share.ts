@@ -3,7 +3,7 @@
 // next waits t × (100 − share) / share. On PGlite (one connection) that is the connection's time;
 // on PostgreSQL, whose reads have connections of their own, it is the CPU and I/O they take from
 // ingest on a small machine. An idle bridge reads at full speed.
-import type { Db } from "./sql-store.js"
+import type { Db } from "./db.js"
 
 const RECENT_WRITE_MS = 1000
 const LONGEST_WAIT_MS = 10_000
