@@ -10,24 +10,17 @@ import * as readingReads from "./readings.js"
 import * as registry from "./registry.js"
 import type {
   AlarmAck,
-  AlarmEvent,
   AlarmKey,
   AlarmQuery,
-  BirthInfo,
   ConsumptionQuery,
-  DeadLetter,
   DeadLetterQuery,
   DeadLetterRetention,
   FleetConsumptionQuery,
-  FrameKey,
-  FrameOutcome,
   IngestTx,
   LatestQuery,
   MeterLocation,
-  MeterRow,
   MeterSeal,
   ReadingQuery,
-  ReadingRow,
   Store,
 } from "./store.js"
 import { SqlWrites } from "./writes.js"
@@ -92,51 +85,12 @@ export class SqlStore implements Store {
     }
   }
 
-  async touchMeter(meterId: string, at: Date): Promise<MeterRow> {
-    await this.writes.touchMeters([{ meterId, firstAt: at, lastAt: at }])
-    return (await this.writes.getMeters([meterId])).get(meterId)!
-  }
-
-  async recordBirth(meterId: string, b: BirthInfo, at: Date) {
-    await this.writes.recordBirth(meterId, b, at)
-  }
-
   recordDeath(meterId: string, boot: number, at: Date) {
     return this.writes.recordDeath(meterId, boot, at)
   }
 
   setSeal(meterId: string, seal: Partial<MeterSeal>) {
     return this.writes.setSeal(meterId, seal)
-  }
-
-  markActive(meterId: string, at: Date) {
-    return this.writes.markActive(meterId, at)
-  }
-
-  async addDeadLetter(d: DeadLetter, at: Date) {
-    await this.writes.addDeadLetters([{ letter: d, at }])
-  }
-
-  insertReadings(f: FrameKey, rows: ReadingRow[], at: Date): Promise<FrameOutcome> {
-    return this.ingestBatch(async (tx) => {
-      const [claim] = await tx.claimFrames([{ ...f, kind: "readings", at }])
-      if (claim.kind === "stored") await tx.writeReadings(rows)
-      return claim
-    })
-  }
-
-  insertAlarm(e: AlarmEvent, at: Date, sha256?: string): Promise<FrameOutcome> {
-    return this.ingestBatch(async (tx) => {
-      const [claim] = await tx.claimFrames([
-        { meterId: e.meterId, boot: e.boot, seq: e.seq, sha256, kind: "alarm", at },
-      ])
-      if (claim.kind === "stored") await tx.writeAlarms([e])
-      return claim
-    })
-  }
-
-  raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date) {
-    return this.ingestBatch((tx) => tx.raiseBridgeAlarm(meterId, type, value, at))
   }
 
   // the registry: writes and the bridge's own reads on the ingest connection, the API's on the reader
