@@ -184,7 +184,7 @@ export interface ConsumptionQuery {
 }
 
 /**
- * Consumption of one bucket. The rule (store/sql-store.ts, README): each interval reading consumes
+ * Consumption of one bucket. The rule (store/consumption.ts, README): each interval reading consumes
  * its cumulative total minus the previous reading's total (by time); when there is no previous
  * reading, or the total went down (a replaced or reset meter), or totals are absent, it consumes
  * its own interval volume. After a gap the whole total difference, the gap's consumption
