@@ -4,7 +4,7 @@
 // one after another. On PGlite (one connection) that is the connection's time; on PostgreSQL,
 // whose reads have connections of their own, it is the CPU and I/O they take from ingest on a
 // small machine. A bridge with little to ingest reads at full speed.
-import type { Db } from "./sql-store.js"
+import type { Db } from "./db.js"
 
 /** Ingest counts as busy when its statements took this long within a one-second window. */
 const BUSY_MS_PER_S = 100
