@@ -13,7 +13,7 @@ export interface AlarmEdge {
     value: number
 }
 
-const can = (v: boolean) => v !== false
+const can = (v: boolean | undefined) => v !== false
 
 /** The measured channels (proto Channel), for the Birth. */
 export function channelsOf(f: IntervalFlags): number[] {

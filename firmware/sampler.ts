@@ -25,7 +25,7 @@ export function counterDelta(prev: number, now: number): number {
  */
 export class Totalizer {
     /** Raw counter value at the last update; undefined until the first read after boot. */
-    lastRaw: number = undefined
+    lastRaw: number | undefined = undefined
     constructor(public total: number) {}
 
     /** Takes a raw counter read; returns the increase since the previous read (0 on the first). */
