@@ -3,7 +3,7 @@
 // are inclusive on the raising side, and rules that measure an analogue value clear only past a
 // 5 % hysteresis band, so a value hovering at the threshold does not flap.
 import { AlarmType, Channel } from "./gen/wire"
-import { IntervalReading } from "./sampler"
+import { IntervalFlags, IntervalReading } from "./interval"
 import { Tunables } from "./gen/tunables"
 
 export interface AlarmEdge {
@@ -13,25 +13,7 @@ export interface AlarmEdge {
     value: number
 }
 
-/** What one interval showed, beyond the sampler's readings. */
-export interface IntervalFlags {
-    intervalS: number
-    hasWater: boolean
-    hasElectricity: boolean
-    hasPressure: boolean
-    /**
-     * What the meter can really measure (an alarm needs a sensor behind it); absent
-     * means it can. A board's reed pulse counter has no direction, an S0 output no voltage and no
-     * measured power (a metering IC has both).
-     */
-    hasReverse?: boolean
-    hasVoltage?: boolean
-    hasPower?: boolean
-    hasTamper?: boolean
-    hasMagnet?: boolean
-}
-
-const can = (v: boolean) => v !== false
+const can = (v: boolean | undefined) => v !== false
 
 /** The measured channels (proto Channel), for the Birth. */
 export function channelsOf(f: IntervalFlags): number[] {

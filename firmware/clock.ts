@@ -11,7 +11,7 @@ export interface Stamp {
 
 export class Clock {
     /** Unix ms minus ds.millis(); undefined until the first TimeSync. */
-    private offsetMs: number = undefined
+    private offsetMs: number | undefined = undefined
 
     /** The time of `millis` (a ds.millis() reading). */
     stamp(millis: number): Stamp {

@@ -64,7 +64,7 @@ export function pulseLimitErrors(t: Tunables, board: string): string[] {
 }
 
 /** Why a BATCH's frames could outgrow a flash slot (worst case, sealed), or undefined. */
-export function batchSlotError(batch: number): string {
+export function batchSlotError(batch: number): string | undefined {
     const max = WORST_FRAME_BYTES.length - 1
     if (batch <= max) return undefined
     const bytes =

@@ -216,7 +216,7 @@ export function encodeSealedUplink(u: Uplink, key: Buffer): Buffer {
             : new PbWriter(1)
     const kind = upKindCode(u)
     const counter = kind === KIND_READINGS || kind === KIND_ALARM ? u.seq : u.link
-    const sealed = seal(key, uplinkNonce(kind, u.boot, counter ? counter : 0), body.finish())
+    const sealed = seal(key, uplinkNonce(kind, u.boot ? u.boot : 0, counter ? counter : 0), body.finish())
     const w = new PbWriter(sealed.length + 16)
     w.uint(UplinkF.boot, u.boot)
     w.uint(UplinkF.seq, u.seq)
@@ -227,15 +227,16 @@ export function encodeSealedUplink(u: Uplink, key: Buffer): Buffer {
 
 /** proto Config as a downlink carries it: uint32 fields by camelCase name (absent: 0 = unchanged), and seal_key. */
 export interface ConfigUpdate {
-    [field: string]: number | Buffer
+    [field: string]: number | Buffer | undefined
     sealKey?: Buffer
 }
 
 export interface Downlink {
-    ack?: { boot?: number; seq?: number }
-    time?: { unixMs?: number; uptimeS?: number }
+    // decodeDownlink fills every field of a submessage it found (absent: 0, as proto3 reads it)
+    ack?: { boot: number; seq: number }
+    time?: { unixMs: number; uptimeS: number }
     config?: ConfigUpdate
-    resend?: { boot?: number; fromSeq?: number }
+    resend?: { boot: number; fromSeq: number }
     /** A sealed downlink (proto Downlink.sealed) and its 12 clear nonce bytes. */
     sealed?: Buffer
     nonce?: Buffer
@@ -254,9 +255,9 @@ function readVarints(buf: Buffer, maxField: number): number[] {
 }
 
 /** The last bytes field `field` of a message, or undefined. */
-function readBytesField(buf: Buffer, field: number): Buffer {
+function readBytesField(buf: Buffer, field: number): Buffer | undefined {
     const r = new PbReader(buf)
-    let out: Buffer = undefined
+    let out: Buffer | undefined = undefined
     while (r.next()) {
         if (r.wire === WIRE_LEN && r.field === field) out = r.bytes()
         else r.skip()
@@ -268,7 +269,7 @@ function readBytesField(buf: Buffer, field: number): Buffer {
  * Opens a sealed downlink received on a `down/<kind>` topic with `key`: the inner Downlink, or
  * undefined when it is not sealed or its tag does not verify (forged, or another key).
  */
-export function openDownlink(d: Downlink, kindCode: number, key: Buffer): Downlink {
+export function openDownlink(d: Downlink, kindCode: number, key: Buffer): Downlink | undefined {
     if (!d.sealed || !d.nonce || d.nonce.length !== NONCE_BYTES - 1 || kindCode === 0) return undefined
     const plain = open(key, downlinkNonce(kindCode, d.nonce), d.sealed)
     if (!plain) return undefined

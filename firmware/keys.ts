@@ -7,14 +7,14 @@ import { loadNewestDownlinkMs, loadSealKey, saveNewestDownlinkMs, saveSealKey } 
 
 export class SealKeys {
     /** The key before a rotation: downlinks sealed before the bridge saw the switch still open. */
-    private previous: Buffer = undefined
+    private previous: Buffer | undefined = undefined
 
     /**
      * `key`: undefined when the meter has none (frames go open). `newestDownMs`: nonce time (ms)
      * of the newest config or time downlink accepted: older ones are replays.
      */
     constructor(
-        private key: Buffer,
+        private key: Buffer | undefined,
         private newestDownMs: number,
     ) {}
 
@@ -36,14 +36,16 @@ export class SealKeys {
      * The downlink to act on: `d` itself when frames go open; when sealed, its content opened with
      * the key (or the previous one), or undefined when it is unsealed, forged or a replay.
      */
-    open(topic: string, d: Downlink): Downlink {
+    open(topic: string, d: Downlink): Downlink | undefined {
         if (!this.key) return d
+        const nonce = d.nonce
+        if (!nonce) return undefined // not sealed
         const kind = downKindCode(topic.slice(topic.lastIndexOf("/") + 1))
         let inner = openDownlink(d, kind, this.key)
         if (!inner && this.previous) inner = openDownlink(d, kind, this.previous)
         if (!inner) return undefined
         if (inner.config || inner.time) {
-            const ms = nonceMillis(d.nonce)
+            const ms = nonceMillis(nonce)
             if (ms <= this.newestDownMs) return undefined // a replay (or older than one accepted)
             this.newestDownMs = ms
             if (inner.config)

@@ -5,7 +5,8 @@ import * as ds from "@devicescript/core"
 import { AlarmRules } from "./alarms"
 import { Clock } from "./clock"
 import { MeterConfig, applyConfig } from "./config"
-import { IntervalReading, Sampler, toBatch } from "./sampler"
+import { IntervalReading } from "./interval"
+import { Sampler, toBatch } from "./sampler"
 import { MeterUplink } from "./uplink"
 
 export class MeterLoop {

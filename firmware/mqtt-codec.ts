@@ -249,7 +249,7 @@ export interface FixedHeader {
  * Reads the fixed header at `off` [MQTT-2.2]. Null when more bytes are needed; throws on a
  * remaining length longer than four bytes (a malformed packet: close the connection [MQTT-4.8]).
  */
-export function readFixedHeader(buf: Buffer, off: number): FixedHeader {
+export function readFixedHeader(buf: Buffer, off: number): FixedHeader | null {
     let length = 0
     let mul = 1
     let pos = off + 1
@@ -341,16 +341,25 @@ export function parsePublish(flags: number, body: Buffer): Publish {
 }
 
 /** A packet cut from the stream. */
-export interface Packet {
+interface PacketHeader {
     type: number
     flags: number
     /** Remaining length [MQTT-2.2.3]. */
     length: number
-    /** Variable header and payload; null when the packet was over the limit and skipped. */
-    body: Buffer
-    /** A skipped packet's first bytes, as far as they had arrived (at most HEAD_BYTES). */
-    head: Buffer
 }
+
+/** A packet: its body, or when it was over the limit and skipped, its first bytes. */
+export type Packet =
+    | (PacketHeader & {
+          /** Variable header and payload. */
+          body: Buffer
+          head: null
+      })
+    | (PacketHeader & {
+          body: null
+          /** A skipped packet's first bytes, as far as they had arrived (at most HEAD_BYTES). */
+          head: Buffer
+      })
 
 /** Bytes of a skipped packet kept for its header (a PUBLISH's topic and packet identifier). */
 export const HEAD_BYTES = 128
@@ -361,7 +370,7 @@ export const HEAD_BYTES = 128
  * arrive, never buffered. Usage: push() a chunk, then next() until it returns null.
  */
 export class Framer {
-    private buf: Buffer = null
+    private buf: Buffer | null = null
     private off = 0
     /** Bytes of a skipped packet still to come. */
     private skip = 0
@@ -381,12 +390,13 @@ export class Framer {
         }
         if (start >= chunk.length) return
         const rest = start > 0 ? chunk.slice(start) : chunk
-        this.buf = this.held() > 0 ? this.buf.slice(this.off).concat(rest) : rest
+        const buf = this.buf
+        this.buf = buf && buf.length > this.off ? buf.slice(this.off).concat(rest) : rest
         this.off = 0
     }
 
     /** The next complete (or skipped) packet; null when more bytes are needed. Throws when malformed. */
-    next(): Packet {
+    next(): Packet | null {
         const buf = this.buf
         if (!buf) return null
         const h = readFixedHeader(buf, this.off)
@@ -408,7 +418,7 @@ export class Framer {
 
     private advance(n: number) {
         this.off = this.off + n
-        if (this.off >= this.buf.length) {
+        if (!this.buf || this.off >= this.buf.length) {
             this.buf = null
             this.off = 0
         }

@@ -46,7 +46,7 @@ export interface MqttSocket {
     /** Throws when the write is refused ("send error -1": the send queue is full). */
     send(b: Buffer): Promise<void>
     /** A chunk; undefined on timeout; null once closed. */
-    recv(timeoutMs: number): Promise<Buffer>
+    recv(timeoutMs: number): Promise<Buffer | null | undefined>
     close(): Promise<void>
 }
 
@@ -126,8 +126,8 @@ export class MqttLink {
     /** Packets skipped for being over maxPacket. */
     skipped = 0
     readonly timing: MqttTiming
-    private sock: MqttSocket = null
-    private framer: Framer = null
+    private sock: MqttSocket | null = null
+    private framer: Framer
     private nextId = 1
     private lastTx = 0
     private lastRx = 0
@@ -140,11 +140,11 @@ export class MqttLink {
     /** Packet identifiers of received QoS 1 PUBLISHes not yet acknowledged. */
     private acks: number[] = []
     /** Called for every PUBLISH received. */
-    onMessage: (topic: string, payload: Buffer) => void = null
+    onMessage: ((topic: string, payload: Buffer) => void) | null = null
     /** Called once per accepted connection, after subscriptions were sent. */
-    onConnect: () => void = null
+    onConnect: (() => void) | null = null
     /** Called before each CONNECT is sent: the last chance to change opts.will. */
-    onBeforeConnect: () => void = null
+    onBeforeConnect: (() => void) | null = null
 
     constructor(readonly opts: MqttOptions) {
         const t: Record<string, number> = {}
@@ -152,6 +152,7 @@ export class MqttLink {
         const defaults = DEFAULT_TIMING as unknown as Record<string, number>
         for (const k of Object.keys(DEFAULT_TIMING)) t[k] = over[k] !== undefined ? over[k] : defaults[k]
         this.timing = t as unknown as MqttTiming
+        this.framer = new Framer(this.timing.maxPacket)
     }
 
     subscribe(filter: string) {
@@ -230,14 +231,15 @@ export class MqttLink {
         this.framer = new Framer(this.timing.maxPacket)
         this.subId = 0
         this.acks = []
-        this.sock = await (o.open || openSocket)(o)
+        const sock = await (o.open || openSocket)(o)
+        this.sock = sock
         this.lastRx = ds.millis()
         // the will may differ per connection (a sealed death carries its connection number)
         if (this.onBeforeConnect) this.onBeforeConnect()
         if (!(await this.send(encodeConnect(o), this.timing.sendTries))) throw new Error("CONNECT not sent")
         while (true) {
             // PUBACKs refused by a full send queue go again soon
-            const chunk = await this.sock.recv(this.acks.length ? SEND_PAUSE_MS : 1000)
+            const chunk = await sock.recv(this.acks.length ? SEND_PAUSE_MS : 1000)
             if (chunk === null) throw new Error("connection closed")
             if (chunk) {
                 this.lastRx = ds.millis()

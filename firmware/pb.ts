@@ -15,7 +15,7 @@ export const WIRE_I32 = 5
  * Proto3 omits zero (and unset) scalars. Not `!v`: DeviceScript's truthiness is wrong for numbers
  * outside int32 (`!4294967296` is true in VM 2.16.4), so compare explicitly.
  */
-export function isUnset(v: number): boolean {
+export function isUnset(v: number | undefined | null): v is undefined | null | 0 {
     return v === undefined || v === null || v === 0
 }
 
@@ -70,20 +70,20 @@ export class PbWriter {
     }
 
     /** uint32, uint64, enum */
-    uint(field: number, v: number) {
+    uint(field: number, v: number | undefined) {
         if (isUnset(v)) return
         this.tag(field, WIRE_VARINT)
         this.varint(v)
     }
 
     /** sint32, sint64 */
-    sint(field: number, v: number) {
+    sint(field: number, v: number | undefined) {
         if (isUnset(v)) return
         this.tag(field, WIRE_VARINT)
         this.varint(zigzag(v))
     }
 
-    bool(field: number, v: boolean) {
+    bool(field: number, v: boolean | undefined) {
         if (!v) return
         this.tag(field, WIRE_VARINT)
         this.byte(1)
@@ -96,7 +96,7 @@ export class PbWriter {
     }
 
     /** fixed32: 4 bytes, little-endian (wire type 5); an unset or zero value is not written. */
-    fixed32(field: number, v: number) {
+    fixed32(field: number, v: number | undefined) {
         if (isUnset(v)) return
         this.tag(field, WIRE_I32)
         for (let i = 0; i < 4; ++i) {
@@ -106,7 +106,7 @@ export class PbWriter {
         }
     }
 
-    string(field: number, s: string) {
+    string(field: number, s: string | undefined) {
         if (!s || !s.length) return
         this.bytes(field, Buffer.from(s))
     }
@@ -116,14 +116,14 @@ export class PbWriter {
         this.bytes(field, sub.finish())
     }
 
-    packedUint(field: number, values: number[]) {
+    packedUint(field: number, values: number[] | undefined) {
         if (!values || !values.length) return
         const sub = new PbWriter(values.length * 3)
         for (const v of values) sub.varint(v)
         this.message(field, sub)
     }
 
-    packedSint(field: number, values: number[]) {
+    packedSint(field: number, values: number[] | undefined) {
         if (!values || !values.length) return
         const sub = new PbWriter(values.length * 3)
         for (const v of values) sub.varint(zigzag(v))

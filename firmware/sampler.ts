@@ -2,9 +2,9 @@
 // Volume and energy come from cumulative counters (differences are exact whatever the sampling
 // jitter); power, voltage and pressure are sampled every tick and summarised per interval.
 import * as ds from "@devicescript/core"
-import { IntervalFlags } from "./alarms"
 import { ReadingBatch } from "./frames"
 import { measures } from "./hardware"
+import { IntervalFlags, IntervalReading } from "./interval"
 import { Totals } from "./store"
 
 const U32 = 4294967296
@@ -25,7 +25,7 @@ export function counterDelta(prev: number, now: number): number {
  */
 export class Totalizer {
     /** Raw counter value at the last update; undefined until the first read after boot. */
-    lastRaw: number = undefined
+    lastRaw: number | undefined = undefined
     constructor(public total: number) {}
 
     /** Takes a raw counter read; returns the increase since the previous read (0 on the first). */
@@ -61,21 +61,6 @@ export class Stats {
     mean(): number {
         return this.n ? Math.round(this.sum / this.n) : 0
     }
-}
-
-export interface IntervalReading {
-    volumeMl: number
-    reverseMl: number
-    energyWh: number
-    powerW: number
-    voltageDv: number
-    pressureAvg: number
-    pressureMin: number
-    pressureMax: number
-    /** Tamper input seen active at any sample of the interval (case switch). */
-    tamper: boolean
-    /** Magnetic field seen at any sample of the interval (magnet tamper). */
-    magnet: boolean
 }
 
 export interface Sensors {

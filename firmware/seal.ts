@@ -58,7 +58,7 @@ export function seal(key: Buffer, nonce: Buffer, plain: Buffer): Buffer {
 }
 
 /** The plaintext, or undefined when the tag does not verify. */
-export function open(key: Buffer, nonce: Buffer, sealed: Buffer): Buffer {
+export function open(key: Buffer, nonce: Buffer, sealed: Buffer): Buffer | undefined {
     if (sealed.length < TAG_BYTES) return undefined
     try {
         const plain = decrypt({ data: sealed, algo: "aes-256-ccm", key, iv: nonce, tagLength: TAG_BYTES })
@@ -69,7 +69,7 @@ export function open(key: Buffer, nonce: Buffer, sealed: Buffer): Buffer {
 }
 
 /** A key from its 64 hex digits (the SEAL_KEY setting); undefined when it is not one. */
-export function parseKey(hex: string): Buffer {
+export function parseKey(hex: string): Buffer | undefined {
     if (!hex || hex.length !== 64) return undefined
     const b = Buffer.from(hex, "hex")
     return b.length === 32 ? b : undefined

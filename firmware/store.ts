@@ -138,14 +138,15 @@ interface Slot {
     totals: Totals
 }
 
-function parseSlot(v: Buffer): Slot {
+function parseSlot(v: Buffer): Slot | undefined {
     if (!v || !v.length) return undefined
     const first = v.getAt(0, "u8")
     let frame = v
     let body = 0
     let queued = -1
     let dropped = 0
-    let totals: Totals = undefined
+    // the two-record layout kept its totals in the state record, not in a slot
+    let totals = noTotals()
     if (first & NEW_SLOT) {
         if (v.length <= SLOT_STATE_BYTES) return undefined
         const kind = (first >> 5) & 3
@@ -184,7 +185,7 @@ const STATE_KEY = "st"
 const QUEUE_SLOTS_BEFORE = 27
 
 /** The state of a two-record layout's record; undefined when it has none. */
-function legacyState(s: Buffer): QueueState {
+function legacyState(s: Buffer): QueueState | undefined {
     if (!s || !s.length) return undefined
     try {
         const o = JSON.parse(s.toString())
@@ -284,18 +285,22 @@ export class MeterStore {
      * frame. Positions are renumbered from that slot (only their order and ring index matter).
      */
     async load() {
-        const slots: Slot[] = []
+        const slots: (Slot | undefined)[] = []
         let newest = -1
+        let newestSlot: Slot | undefined = undefined
         for (let i = 0; i < QUEUE_SLOTS; ++i) {
             const s = parseSlot(await readRaw(`q${i}`))
             slots.push(s)
-            if (s && s.queued > 0 && (newest < 0 || later(s, slots[newest]))) newest = i
+            if (s && s.queued > 0 && (!newestSlot || later(s, newestSlot))) {
+                newest = i
+                newestSlot = s
+            }
         }
         const old = legacyState(await readRaw(STATE_KEY))
         this.leftovers = !!old
         let legacy = false
-        if (newest >= 0) {
-            const s = slots[newest]
+        if (newestSlot) {
+            const s = newestSlot
             const tail = QUEUE_SLOTS + newest + 1
             this.state = { head: tail - s.queued, tail, dropped: s.dropped, totals: s.totals }
         } else if (old) {
@@ -304,7 +309,7 @@ export class MeterStore {
             legacy = true
             console.log(`citymeter: state taken over from the two-record layout (${old.tail - old.head} frames)`)
         }
-        let last: Slot = undefined
+        let last: Slot | undefined = undefined
         for (let pos = this.state.head; pos < this.state.tail; ++pos) {
             const s = legacy ? parseSlot(await readRaw(`q${pos % QUEUE_SLOTS_BEFORE}`)) : slots[pos % QUEUE_SLOTS]
             if (!s) continue

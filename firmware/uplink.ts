@@ -10,7 +10,7 @@ import { Alarm, ConfigUpdate, Downlink, ReadingBatch, decodeDownlink } from "./f
 import { Uplink as UplinkF } from "./gen/wire"
 import { SealKeys } from "./keys"
 import { MqttLink } from "./mqtt"
-import { QoS } from "./mqtt-codec"
+import { QoS, Will } from "./mqtt-codec"
 import { Sampler } from "./sampler"
 import { MeterStore, Totals } from "./store"
 import { downFilter, upTopic } from "./topics"
@@ -62,7 +62,7 @@ export class MeterUplink {
     private rx = new DownlinkCounts()
     private pumping = false
     /** A Config downlink, applied at the next frame boundary (pendingConfig, configApplied). */
-    private config: ConfigUpdate = undefined
+    private config: ConfigUpdate | undefined = undefined
     readonly mqtt: MqttLink
 
     constructor(
@@ -73,6 +73,12 @@ export class MeterUplink {
         private readonly sampler: Sampler,
         private readonly clock: Clock,
     ) {
+        // the last will is a death frame (proto: Death) of this boot and connection (onBeforeConnect)
+        const will: Will = {
+            topic: upTopic(cfg.meterId, "death"),
+            payload: keys.encode({ boot, death: {} }),
+            qos: QoS.AT_LEAST_ONCE,
+        }
         this.mqtt = new MqttLink({
             host: cfg.mqttHost,
             port: cfg.mqttPort,
@@ -81,19 +87,14 @@ export class MeterUplink {
             password: cfg.mqttPass.length ? cfg.mqttPass : undefined,
             clientId: cfg.meterId,
             keepAliveS: KEEP_ALIVE_S,
-            // the last will is a death frame (proto: Death) of this boot and connection (onBeforeConnect)
-            will: {
-                topic: upTopic(cfg.meterId, "death"),
-                payload: keys.encode({ boot, death: {} }),
-                qos: QoS.AT_LEAST_ONCE,
-            },
+            will,
         })
         // DeviceScript: an arrow function cannot use `this`; its callbacks close over `self`
         const self = this
         this.mqtt.onBeforeConnect = () => {
             self.connection = self.connection + 1
             self.link = self.connection * 256
-            self.mqtt.opts.will.payload = self.keys.encode({ boot: self.boot, link: self.link, death: {} })
+            will.payload = self.keys.encode({ boot: self.boot, link: self.link, death: {} })
         }
         this.mqtt.onConnect = () => {
             console.log("citymeter: connected")
@@ -140,7 +141,7 @@ export class MeterUplink {
     }
 
     /** The Config downlink waiting for the next frame boundary, if any. */
-    pendingConfig(): ConfigUpdate {
+    pendingConfig(): ConfigUpdate | undefined {
         return this.config
     }
 

@@ -4,6 +4,7 @@ import type { Logger } from "pino"
 import { BRIDGE_DEFAULTS } from "./defaults.js"
 import { Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
 import type { Metrics } from "./metrics.js"
+import { sendPuback } from "./mqtt-puback.js"
 import type { Store } from "./store/store.js"
 import { downTopic, upFilter, type DownKind } from "./topics.js"
 
@@ -213,8 +214,6 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
   const waiting: (() => void)[] = []
   /** Streams on which a frame was left unacknowledged: no later PUBACK may overtake it there. */
   const halted = new WeakSet<object>()
-  // mqtt.js's own PUBACK path (what its handlers call once handleMessage's callback succeeds)
-  const sendPacket = (packet: object) => (client as unknown as { _sendPacket(p: object): void })._sendPacket(packet)
   let flushQueued = false
   const flush = () => {
     flushQueued = false
@@ -226,7 +225,7 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
         const p = fifo.shift()!
         const stream = p.stream as object
         if (p.drop) halted.add(stream)
-        else if (out === stream && !halted.has(stream)) sendPacket({ cmd: "puback", messageId: p.messageId })
+        else if (out === stream && !halted.has(stream)) sendPuback(client, p.messageId)
       }
     } finally {
       out?.uncork()

@@ -14,8 +14,6 @@
 // partitions they make ahead are the ones ingest writes into, the dead letters they bound are the
 // ones ingest adds, and the forwarder and the inactivity check feed ingest's live bus. API
 // processes can then be scaled out and restarted freely, and are read-mostly.
-import type { ServiceConfig } from "./service.js"
-
 export const SERVICE_ROLES = ["all", "api", "ingest"] as const
 export type ServiceRole = (typeof SERVICE_ROLES)[number]
 
@@ -28,8 +26,14 @@ export function parseRole(raw: string | undefined): ServiceRole | undefined {
 export const roleValueError = (raw: string) =>
   `MODE must be one of ${SERVICE_ROLES.join(", ")} (got '${raw}'): all runs the API and ingest in one process, api the HTTP API only, ingest the uplink subscription and ingest only`
 
+/** What a role needs of the service configuration (ServiceConfig in service.ts). */
+export interface RoleNeeds {
+  databaseUrl: string
+  mqttUrl?: string
+}
+
 /** Why the configuration cannot run in its role (a message saying what to set), or undefined. */
-export function roleRefusal(role: ServiceRole, c: ServiceConfig): string | undefined {
+export function roleRefusal(role: ServiceRole, c: RoleNeeds): string | undefined {
   if (role === "all") return undefined
   if (!/^postgres(ql)?:\/\//.test(c.databaseUrl))
     return `MODE=${role} runs beside another process on one database: it needs PostgreSQL (DATABASE_URL=postgres://…). The embedded engine (${c.databaseUrl.split(":")[0]}:) belongs to one process: run MODE=all`

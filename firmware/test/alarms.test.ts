@@ -3,7 +3,7 @@ import { describe, expect, test } from "@devicescript/test"
 import { AlarmEdge, AlarmRules, alarmRulesOf, channelsOf } from "../alarms"
 import { Tunables } from "../gen/tunables"
 import { AlarmType, Channel } from "../gen/wire"
-import { IntervalReading } from "../sampler"
+import { IntervalReading } from "../interval"
 
 const T: Tunables = {
     intervalS: 60,

@@ -6,6 +6,7 @@ import * as ds from "@devicescript/core"
 import { describe, expect, test } from "@devicescript/test"
 import {
     Framer,
+    Packet,
     PacketType,
     SUBACK_FAILURE,
     backoffMs,
@@ -33,6 +34,12 @@ function filled(n: number, v: number) {
     const b = Buffer.alloc(n)
     b.fillAt(0, n, v)
     return b
+}
+
+/** The body of a packet that was not skipped. */
+function bodyOf(p: Packet): Buffer {
+    if (!p.body) throw new Error(`packet of type ${p.type} skipped`)
+    return p.body
 }
 
 /** Throws with both values when v is outside [lo, hi]. */
@@ -113,6 +120,7 @@ describe("parsers", () => {
         expect(readFixedHeader(Buffer.from("30", "hex"), 0)).toBe(null)
         expect(readFixedHeader(Buffer.from("30ff", "hex"), 0)).toBe(null)
         const h = readFixedHeader(Buffer.from("0030ffffff7f", "hex"), 1)
+        if (!h) throw new Error("no fixed header")
         expect(h.type).toBe(PacketType.PUBLISH)
         expect(h.length).toBe(268435455)
         expect(h.size).toBe(5)
@@ -140,8 +148,8 @@ describe("framer", () => {
                     if (!p) break
                     types.push(p.type)
                     if (p.type === PacketType.PUBLISH) {
-                        expect(parsePublish(p.flags, p.body).id).toBe(9)
-                        expect(p.body.length).toBe(207)
+                        expect(parsePublish(p.flags, bodyOf(p)).id).toBe(9)
+                        expect(bodyOf(p).length).toBe(207)
                     }
                 }
                 within("bytes held", f.held(), 0, 1024 + 5)
@@ -193,9 +201,9 @@ class FakeSocket implements MqttSocket {
     refuse = 0
     closed = false
     /** Called when rx is empty, for data made on demand (a flood). */
-    more: () => Buffer = null
+    more: (() => Buffer | null) | null = null
     /** Takes the writes instead of `sent` (which would fill the 64 KB heap in a flood). */
-    onSend: (b: Buffer) => void = null
+    onSend: ((b: Buffer) => void) | null = null
     writes = 0
     async send(b: Buffer) {
         if (this.closed) throw new Error("socket fake: closed")
@@ -207,7 +215,7 @@ class FakeSocket implements MqttSocket {
         if (this.onSend) this.onSend(b)
         else this.sent.push(b)
     }
-    async recv(timeoutMs: number): Promise<Buffer> {
+    async recv(timeoutMs: number): Promise<Buffer | null | undefined> {
         if (!this.rx.length && this.more) {
             const b = this.more()
             if (b) return b
@@ -229,7 +237,7 @@ class FakeSocket implements MqttSocket {
             while (true) {
                 const p = f.next()
                 if (!p) break
-                if (p.type === type) out.push(p.body)
+                if (p.type === type) out.push(bodyOf(p))
             }
         }
         return out
@@ -402,7 +410,8 @@ describe("connection", () => {
 
     test("reconnect delays double while attempts fail and start over after a good session", async () => {
         const opens: number[] = []
-        let good: FakeSocket = null
+        /** The fifth socket, the one the broker accepts. */
+        const good = new FakeSocket()
         const timing = { backoffMinMs: 10, backoffBaseMs: 40, backoffMaxMs: 400, goodSessionMs: 100 }
         const l = new MqttLink({
             host: "x",
@@ -415,7 +424,6 @@ describe("connection", () => {
             open: async () => {
                 opens.push(ds.millis())
                 if (opens.length === 5) {
-                    good = new FakeSocket()
                     good.rx.push(Buffer.from(CONNACK, "hex"))
                     return good
                 }

@@ -3,7 +3,7 @@
 import { api, ApiFailure, type Alarm } from "./api.js"
 import { announce, h, labelled, when } from "./dom.js"
 import type { LiveMsg } from "./live.js"
-import type { View } from "./main.js"
+import type { View } from "./view.js"
 import { fleet, setOpen } from "./state.js"
 
 export const HISTORY_DAYS = 30

@@ -4,7 +4,7 @@
 import type { Meter } from "./api.js"
 import { ago, h, labelled, when } from "./dom.js"
 import type { LiveMsg } from "./live.js"
-import type { View } from "./main.js"
+import type { View } from "./view.js"
 import { fleet, openCount, statusOf } from "./state.js"
 
 export const PAGE_SIZE = 50

@@ -8,13 +8,7 @@ import { mapView } from "./map.js"
 import { meterView } from "./meter.js"
 import { opsView } from "./ops.js"
 import { applyAlarm, fleet, loadFleet } from "./state.js"
-
-export interface View {
-  title: string
-  render(main: HTMLElement): Promise<void> | void
-  onLive?(msgs: LiveMsg[]): void
-  destroy?(): void
-}
+import type { View } from "./view.js"
 
 let current: View | undefined
 

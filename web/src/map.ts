@@ -4,7 +4,7 @@
 import { api } from "./api.js"
 import { h, svg } from "./dom.js"
 import type { LiveMsg } from "./live.js"
-import type { View } from "./main.js"
+import type { View } from "./view.js"
 import { fleet, openCount, statusOf } from "./state.js"
 
 const W = 800

@@ -7,7 +7,7 @@ import { api, type Alarm, type ConsumptionRow, type Meter } from "./api.js"
 import { ago, h, labelled, when } from "./dom.js"
 import { statusBadge } from "./fleet.js"
 import type { LiveMsg } from "./live.js"
-import type { View } from "./main.js"
+import type { View } from "./view.js"
 import type { ApiReading } from "./types.js"
 
 const RANGES: Record<string, { label: string; s: number; bucket: string }> = {

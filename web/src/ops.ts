@@ -2,7 +2,7 @@
 // counters as /metrics (GET /dashboard/ops); rates are differences of two reads.
 import { api, type OpsFigures } from "./api.js"
 import { h } from "./dom.js"
-import type { View } from "./main.js"
+import type { View } from "./view.js"
 
 export const OPS_POLL_MS = 2000
 
