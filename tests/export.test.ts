@@ -13,6 +13,7 @@ import { READING_COLUMNS } from "../bridge/src/store/columns.js"
 import type { ReadingRow } from "../bridge/src/store/store.js"
 import { STACKS, stackServices, captureLog, dropSchema, uid, type ApiReading } from "./helpers.js"
 import { readingRow } from "../testkit/rows.js"
+import { insertReadings } from "../testkit/store-writes.js"
 
 const DAY = 86400_000
 /** Midnight UTC two days ago. */
@@ -66,10 +67,10 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
     for (const id of [big, small]) await svc.store.registerMeter(id, new Date(T0 - DAY))
     // more readings in one day than one export page: the stream crosses pages
     const n = EXPORT_PAGE + 1200
-    await svc.store.insertReadings({ meterId: big, boot: 1, seq: 1 }, rows(big, 1, 1, T0, n, 10), at)
+    await insertReadings(svc.store, { meterId: big, boot: 1, seq: 1 }, rows(big, 1, 1, T0, n, 10), at)
     // the day before and the day after T0's day
-    await svc.store.insertReadings({ meterId: small, boot: 1, seq: 1 }, rows(small, 1, 1, T0 - 3600_000, 4, 900), at)
-    await svc.store.insertReadings({ meterId: small, boot: 1, seq: 2 }, rows(small, 1, 2, T0 + DAY, 4, 900), at)
+    await insertReadings(svc.store, { meterId: small, boot: 1, seq: 1 }, rows(small, 1, 1, T0 - 3600_000, 4, 900), at)
+    await insertReadings(svc.store, { meterId: small, boot: 1, seq: 2 }, rows(small, 1, 2, T0 + DAY, 4, 900), at)
   })
   afterAll(async () => {
     await svc?.stop()

@@ -13,6 +13,7 @@ import { MAX_TIME, MIN_TIME, rfc3339 } from "../bridge/src/routes/time.js"
 import { openPglite } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { METER_ID_RULE } from "../bridge/src/topics.js"
+import { addDeadLetter } from "../testkit/store-writes.js"
 
 const TOKEN = "edge-token"
 const METER = "edge-001"
@@ -245,7 +246,8 @@ describe("HTTP edges", () => {
     big[0] = 0x01
     const payloads = [Buffer.from([1, 2, 3]), big, Buffer.from("x"), Buffer.alloc(600, 7), Buffer.from([0])]
     for (const [i, payload] of payloads.entries())
-      await store.addDeadLetter(
+      await addDeadLetter(
+        store,
         {
           topic: `citymeter/v1/dl-${i}/up/readings`,
           meterId: `dl-${i}`,

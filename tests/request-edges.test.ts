@@ -14,6 +14,7 @@ import { openPglite, openStore } from "../bridge/src/store/engines.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { readingRow } from "../testkit/rows.js"
 import { PG_URL, captureLog, dropSchema, pgliteForTests } from "./helpers.js"
+import { insertReadings } from "../testkit/store-writes.js"
 
 const PUBLIC = "https://data.city.example/meters"
 const LONG = `m${"x".repeat(63)}` // a meter id of the longest valid length, 64
@@ -46,7 +47,7 @@ describe.each(ENGINES)("request edges on %s", (engine) => {
       const rows = [10, 16, 20].map((v, idx) =>
         readingRow(m, new Date(T0 + idx * 900_000), { idx, volumeMl: v, waterTotalMl: 1000 + v }),
       )
-      await store.insertReadings({ meterId: m, boot: 1, seq: 1 }, rows, new Date(T0 + 3 * 900_000))
+      await insertReadings(store, { meterId: m, boot: 1, seq: 1 }, rows, new Date(T0 + 3 * 900_000))
     }
     app = buildApp({ store, metrics: createMetrics(), publicUrl: `${PUBLIC}/`, log: captureLog().log })
     await app.ready()

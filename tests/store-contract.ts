@@ -6,6 +6,15 @@ import { MIGRATIONS } from "../bridge/src/store/migrations.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import { DEAD_LETTER_HEAD_BYTES, type ReadingRow, type Store } from "../bridge/src/store/store.js"
 import { uid } from "./helpers.js"
+import {
+  addDeadLetter,
+  insertAlarm,
+  insertReadings,
+  markActive,
+  raiseBridgeAlarm,
+  recordBirth,
+  touchMeter,
+} from "../testkit/store-writes.js"
 
 export interface StoreFixture {
   store: Store
@@ -72,7 +81,7 @@ function frameRows(meterId: string, o: FrameSpec): ReadingRow[] {
 /** Stores a frame of consecutive 15-minute intervals starting at `minute`. */
 async function frame(store: Store, meterId: string, o: FrameSpec & { sha256?: string }) {
   const key = { meterId, boot: o.boot ?? 1, seq: o.seq, sha256: o.sha256 }
-  return (await store.insertReadings(key, frameRows(meterId, o), at(o.minute + o.volumes.length * 15))).kind
+  return (await insertReadings(store, key, frameRows(meterId, o), at(o.minute + o.volumes.length * 15))).kind
 }
 
 /** Stores frames of several meters in one ingest batch, as ingest writes them; each must be new. */
@@ -102,7 +111,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
 
     test("migrations: every step recorded once in schema_version, none run again, data kept", async () => {
       const m = uid("mig")
-      await store.touchMeter(m, at(0))
+      await touchMeter(store, m, at(0))
       expect(await store.migrate()).toEqual([])
       expect(await store.migrate()).toEqual([])
       const versions = await (store as SqlStore).db.query<{ version: number; name: string }>(
@@ -120,12 +129,13 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     test("meters: registered on first frame, birth config, online/offline, last seen only moves forward", async () => {
       const m = uid("m")
       expect(await store.getMeter(m)).toBeUndefined()
-      const first = await store.touchMeter(m, at(10))
+      const first = await touchMeter(store, m, at(10))
       expect(first).toMatchObject({ meterId: m, online: false, firmware: null, boot: null, inactive: false })
       expect(first.firstSeen.getTime()).toBe(at(10).getTime())
-      await store.touchMeter(m, at(5)) // a late frame does not move last_seen back
+      await touchMeter(store, m, at(5)) // a late frame does not move last_seen back
       expect((await store.getMeter(m))!.lastSeen.getTime()).toBe(at(10).getTime())
-      await store.recordBirth(
+      await recordBirth(
+        store,
         m,
         { firmware: "fw 1", board: "esp32", boot: 3, seq: 17, intervalS: 900, batch: 4, uptimeEpochMs: 123 },
         at(20),
@@ -162,7 +172,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       // a placeholder time is stored as one (ts_estimated), in readings and the latest alike
       const e = uid("est")
       const placeholder = { ...reading(e, { minute: 0, seq: 1, volumeMl: 1, waterTotalMl: null }), timeSynced: false }
-      await store.insertReadings({ meterId: e, boot: 1, seq: 1 }, [{ ...placeholder, tsEstimated: true }], at(1))
+      await insertReadings(store, { meterId: e, boot: 1, seq: 1 }, [{ ...placeholder, tsEstimated: true }], at(1))
       expect((await store.readings(e)).map((r) => [r.timeSynced, r.tsEstimated])).toEqual([[false, true]])
       expect((await store.latest()).find((r) => r.meterId === e)?.tsEstimated).toBe(true)
       expect(all.every((r) => r.tsEstimated === false)).toBe(true)
@@ -187,7 +197,8 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       const f = { seq: 1, minute: 0, volumes: [5], endTotal: 5 }
       expect(await frame(store, m, { ...f, sha256: "aa".repeat(32) })).toBe("stored")
       expect(await frame(store, m, { ...f, sha256: "aa".repeat(32) })).toBe("duplicate")
-      const other = await store.insertReadings(
+      const other = await insertReadings(
+        store,
         { meterId: m, boot: 1, seq: 1, sha256: "bb".repeat(32) },
         [reading(m, { minute: 0, seq: 1, idx: 0, volumeMl: 999, waterTotalMl: 999 })],
         at(15),
@@ -195,16 +206,16 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(other).toEqual({ kind: "conflict", storedSha256: "aa".repeat(32) })
       expect((await store.readings(m)).map((r) => r.volumeMl)).toEqual([5])
       const alarm = { meterId: m, boot: 1, seq: 2, type: "ALARM_TYPE_LEAK", active: true, ts: at(1), value: 1 }
-      expect((await store.insertAlarm(alarm, at(1), "cc".repeat(32))).kind).toBe("stored")
-      expect((await store.insertAlarm(alarm, at(1), "cc".repeat(32))).kind).toBe("duplicate")
-      expect((await store.insertAlarm({ ...alarm, active: false }, at(1), "dd".repeat(32))).kind).toBe("conflict")
+      expect((await insertAlarm(store, alarm, at(1), "cc".repeat(32))).kind).toBe("stored")
+      expect((await insertAlarm(store, alarm, at(1), "cc".repeat(32))).kind).toBe("duplicate")
+      expect((await insertAlarm(store, { ...alarm, active: false }, at(1), "dd".repeat(32))).kind).toBe("conflict")
       expect((await store.alarms({ meterId: m })).map((a) => a.active)).toEqual([true])
     })
 
     test("a bridge alarm is raised once while it is open", async () => {
       const m = uid("ba")
-      await store.touchMeter(m, at(0))
-      const raised = await Promise.all([1, 2, 3].map((v) => store.raiseBridgeAlarm(m, "FRAME_CONFLICT", v, at(v))))
+      await touchMeter(store, m, at(0))
+      const raised = await Promise.all([1, 2, 3].map((v) => raiseBridgeAlarm(store, m, "FRAME_CONFLICT", v, at(v))))
       expect(raised.filter(Boolean)).toHaveLength(1)
       const open = await store.alarms({ meterId: m, open: true })
       expect(open.map((a) => [a.type, a.source])).toEqual([["FRAME_CONFLICT", "bridge"]])
@@ -220,7 +231,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     test("alarms: stored once, history in time order, open = raised without a later clear of its type", async () => {
       const m = uid("a")
       const ev = (seq: number, type: string, active: boolean, minute: number) =>
-        store.insertAlarm({ meterId: m, boot: 1, seq, type, active, ts: at(minute), value: seq * 10 }, at(minute))
+        insertAlarm(store, { meterId: m, boot: 1, seq, type, active, ts: at(minute), value: seq * 10 }, at(minute))
       expect((await ev(1, "ALARM_TYPE_LEAK", true, 1)).kind).toBe("stored")
       expect((await ev(1, "ALARM_TYPE_LEAK", true, 1)).kind).toBe("duplicate")
       await ev(2, "ALARM_TYPE_BURST", true, 2)
@@ -245,12 +256,14 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     test("dead letters keep a bounded head with the size and hash of the whole, newest first, keyset pages", async () => {
       const m = uid("d")
       const big = randomBytes(DEAD_LETTER_HEAD_BYTES * 4)
-      await store.addDeadLetter(
+      await addDeadLetter(
+        store,
         { topic: "t/1", meterId: m, reason: "CM_ERR_DECODE", detail: "d1", payload: big },
         at(1),
       )
       // text from the network with a NUL and control characters is stored, escaped
-      await store.addDeadLetter(
+      await addDeadLetter(
+        store,
         {
           topic: "t/\u0000/2",
           meterId: null,
@@ -294,7 +307,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
         detail: "",
         payload: new Uint8Array([i]),
       })
-      for (let i = 0; i < 5; i++) await store.addDeadLetter(letter(i), at(1000 + i))
+      for (let i = 0; i < 5; i++) await addDeadLetter(store, letter(i), at(1000 + i))
       // keep 3 rows: everything but the newest 3 goes
       await store.pruneDeadLetters({ maxRows: 3, maxAgeS: 1e9 }, at(1010))
       expect((await store.deadLetters({ limit: 100 })).map((d) => d.topic)).toEqual(["t/4", "t/3", "t/2"])
@@ -452,7 +465,8 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       // a late backfill across a month edge into months without a partition: one frame, two months
       expect(
         (
-          await store.insertReadings(
+          await insertReadings(
+            store,
             { meterId: m, boot: 1, seq: 1 },
             [row(may, 1, 10), { ...row(may + 1_800_000, 1, 20), idx: 1 }],
             at(0),
@@ -471,7 +485,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(await store.consumption(m, { bucket: "day" })).toEqual(days)
       // a later backfill into a dropped month makes its partition again
       expect(
-        (await store.insertReadings({ meterId: m, boot: 1, seq: 2 }, [row(may - 900_000, 2, 5)], at(0))).kind,
+        (await insertReadings(store, { meterId: m, boot: 1, seq: 2 }, [row(may - 900_000, 2, 5)], at(0))).kind,
       ).toBe("stored")
       expect((await store.readings(m)).map((r) => r.waterTotalMl)).toEqual([5])
       // without retention nothing is dropped
@@ -522,7 +536,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       const home = [dA, dA, dB, null]
       for (const [i, mm] of meters.entries()) {
         const birth = { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 900, batch: 4, uptimeEpochMs: 0 }
-        await store.recordBirth(mm, birth, at(Y))
+        await recordBirth(store, mm, birth, at(Y))
         if (home[i])
           expect(await store.setLocation(mm, { lat: 1, lon: 2, address: null, district: home[i] })).toBe(true)
       }
@@ -601,12 +615,14 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     test("inactivity: marked offline with one INACTIVE alarm after 2 × interval × batch + slack; cleared once", async () => {
       const m = uid("i")
       const quiet = uid("q")
-      await store.recordBirth(
+      await recordBirth(
+        store,
         m,
         { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 60, batch: 2, uptimeEpochMs: 0 },
         at(0),
       )
-      await store.recordBirth(
+      await recordBirth(
+        store,
         quiet,
         { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 3600, batch: 4, uptimeEpochMs: 0 },
         at(0),
@@ -624,9 +640,9 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(open.map((a) => [a.type, a.source, a.active])).toEqual([["INACTIVE", "bridge", true]])
       expect(open[0].value).toBe(300) // seconds since its last frame
 
-      const cleared = await Promise.all([store.markActive(m, at(11)), store.markActive(m, at(11))])
+      const cleared = await Promise.all([markActive(store, m, at(11)), markActive(store, m, at(11))])
       expect(cleared.filter(Boolean)).toHaveLength(1)
-      expect(await store.markActive(quiet, at(11))).toBe(false)
+      expect(await markActive(store, quiet, at(11))).toBe(false)
       expect(await store.getMeter(m)).toMatchObject({ online: true, inactive: false })
       expect(await store.alarms({ meterId: m, open: true })).toEqual([])
       expect((await store.alarms({ meterId: m })).map((a) => a.active)).toEqual([true, false])
@@ -635,7 +651,8 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     test("dashboard: queue figures from the birth, a meter's location, districts", async () => {
       const [a, b] = [uid("loc"), uid("loc")]
       const district = uid("district")
-      await store.recordBirth(
+      await recordBirth(
+        store,
         a,
         {
           firmware: "f",
@@ -662,17 +679,20 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
         lat: -33.9,
         address: null,
       })
-      await store.insertReadings(
+      await insertReadings(
+        store,
         { meterId: a, boot: 1, seq: 1 },
         [reading(a, { minute: 0, seq: 1, volumeMl: 250, waterTotalMl: 250 })],
         at(15),
       )
-      await store.insertReadings(
+      await insertReadings(
+        store,
         { meterId: a, boot: 1, seq: 2 },
         [reading(a, { minute: 60, seq: 2, volumeMl: 40, waterTotalMl: 290 })],
         at(75),
       )
-      await store.insertAlarm(
+      await insertAlarm(
+        store,
         { meterId: b, boot: 1, seq: 1, type: "ALARM_TYPE_LEAK", active: true, ts: at(5), value: 1 },
         at(5),
       )
@@ -687,7 +707,8 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
 
     test("dashboard: an alarm edge is acknowledged once, with who, when and the note", async () => {
       const m = uid("ack")
-      await store.insertAlarm(
+      await insertAlarm(
+        store,
         { meterId: m, boot: 2, seq: 5, type: "ALARM_TYPE_BURST", active: true, ts: at(1), value: 9 },
         at(1),
       )
@@ -706,7 +727,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect(edge.ack).toEqual(kept)
       expect((await store.alarms({ meterId: m, open: true }))[0].ack).toEqual(kept)
       // a bridge alarm (boot 0, seq = its id) is acknowledged the same way
-      await store.raiseBridgeAlarm(m, "INACTIVE", 60, at(5))
+      await raiseBridgeAlarm(store, m, "INACTIVE", 60, at(5))
       const bridge = (await store.alarms({ meterId: m })).find((a) => a.source === "bridge")!
       const r = await store.ackAlarm(bridge, { by: "Ana", at: at(6), note: "" })
       expect(r?.created).toBe(true)
@@ -715,7 +736,8 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
 
     test("dashboard: dead letters are counted", async () => {
       const before = await store.countDeadLetters()
-      await store.addDeadLetter(
+      await addDeadLetter(
+        store,
         {
           topic: "citymeter/v1/x/up/readings",
           meterId: null,

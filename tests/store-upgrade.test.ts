@@ -12,6 +12,7 @@ import { MIGRATIONS } from "../bridge/src/store/migrations.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { dropSchema, PG_URL } from "./helpers.js"
+import { insertReadings, touchMeter } from "../testkit/store-writes.js"
 
 const BEFORE = readFileSync(new URL("./fixtures/schema-before-versions.sql", import.meta.url), "utf8")
 const T0 = Date.parse("2026-03-01T00:00:00Z")
@@ -86,7 +87,7 @@ async function expectUpgraded(store: Store) {
   expect((await store.alarms({ meterId: "u1" })).map((a) => [a.type, a.active, a.value])).toEqual([["LEAK", true, 7]])
   expect((await store.deadLetters()).map((d) => [d.reason, d.payloadBytes])).toEqual([["decode", 2]])
   // the ledger still refuses the frames stored before the upgrade
-  const again = await store.insertReadings({ meterId: "u1", boot: 1, seq: 1, sha256: "aa" }, [], new Date(T0))
+  const again = await insertReadings(store, { meterId: "u1", boot: 1, seq: 1, sha256: "aa" }, [], new Date(T0))
   expect(again.kind).toBe("duplicate")
 }
 
@@ -138,7 +139,7 @@ describe("upgrade from the schema before versions, with data", () => {
       `SELECT version FROM schema_version ORDER BY version`,
     )
     expect(rows.map((r) => Number(r.version))).toEqual(MIGRATIONS.map((_, i) => i + 1))
-    await stores[3].touchMeter("x", new Date(T0))
+    await touchMeter(stores[3], "x", new Date(T0))
     expect((await stores[0].getMeter("x"))?.meterId).toBe("x")
   })
 })

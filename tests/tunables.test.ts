@@ -37,6 +37,7 @@ import {
 import { buildSettings, TUNABLE_KEYS, type ProvisionInput } from "../cli/provision.js"
 import { genFirmwareTunables, readmeWithTable } from "../scripts/gen-tunables.js"
 import { paths } from "../sim/src/paths.js"
+import { recordBirth } from "../testkit/store-writes.js"
 
 const read = (f: string) => readFileSync(join(paths.root, f), "utf8")
 
@@ -253,7 +254,8 @@ describe("the Config downlink route refuses what the meter would refuse", () => 
   beforeAll(async () => {
     store = await openPglite(undefined)
     await store.registerMeter("tun-pico", new Date())
-    await store.recordBirth(
+    await recordBirth(
+      store,
       "tun-pico",
       { firmware: "fw", board: "citymeter_picow", boot: 1, seq: 0, intervalS: 900, batch: 4, uptimeEpochMs: 0 },
       new Date(),

@@ -1,7 +1,7 @@
 // Uplink decoding and validation: bytes → a checked domain frame, or a FrameError with a stable code.
 import { citymeter } from "./gen/citymeter.js"
 import { downlinkClearNonce, downlinkNonce, open, seal, uplinkNonce } from "./seal.js"
-import { PLAUSIBLE } from "./store/columns.js"
+import { PLAUSIBLE } from "./bounds.js"
 import protobuf from "protobufjs/minimal.js"
 import { DOWN_KINDS, UP_KINDS, type DownKind, type UpKind } from "./topics.js"
 
@@ -184,7 +184,7 @@ export const MIN_RATE_WINDOW_S = 900
 
 /**
  * Per-interval amounts bounded by rate: what the channel can pass in the interval at its physical
- * maximum (store/columns.ts PLAUSIBLE). Column and register bounds are checked on the rows
+ * maximum (bounds.ts PLAUSIBLE). Column and register bounds are checked on the rows
  * (store/columns.ts outOfRange), so every value is checked once against one description.
  */
 function checkRates(f: ReadingsFrame) {

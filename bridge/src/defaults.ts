@@ -107,8 +107,8 @@ export const BRIDGE_DEFAULTS = {
    * - READ_MAX_COST: a SensorThings statement the planner costs above this is refused unrun (at
    *   300 meters × 960 readings, measured on PGlite: a sort of every Observation costs 198k and
    *   takes 7.7 s, a count of them 95k and 2.8 s; paged reads of one Datastream cost under 2k).
-   * - READ_SHARE_PCT: while ingest writes, reads get at most this percentage of the data tier's
-   *   time (store/read-share.ts; bench/README.md, "Reads beside ingest").
+   * - READ_SHARE_PCT: while ingest keeps the data tier busy, reads get at most this percentage of
+   *   its time (store/read-share.ts; bench/README.md, "Reads beside ingest").
    */
   reads: {
     statementMs: 5000,

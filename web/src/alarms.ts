@@ -120,10 +120,11 @@ export function alarmsView(): View {
   return {
     title: "Alarms",
     async render(main) {
-      await load()
+      // made before the first await: a live alarm arriving while the view loads draws into them
       openBody = h("tbody")
       historyBody = h("tbody")
       formBox = h("div", { id: "ack-box" })
+      await load()
       const head = () =>
         h(
           "thead",

@@ -67,7 +67,7 @@ function validationError(err: ValidationError): ApiError {
 
 /** SQLSTATE query_canceled: PostgreSQL's statement_timeout, and the embedded engine's read budget (pglite-thread.ts). */
 const STATEMENT_TIMEOUT = "57014"
-/** SQLSTATE statement_too_complex: a read the planner costs above READ_MAX_COST (store/sql-store.ts ReadCostError). */
+/** SQLSTATE statement_too_complex: a read the planner costs above READ_MAX_COST (store/db.ts ReadCostError). */
 const STATEMENT_TOO_COMPLEX = "54001"
 
 /** The answer to any error a request ends with. */

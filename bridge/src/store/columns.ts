@@ -2,38 +2,16 @@
 // the engine's JSON, the CSV export and the bounds every value is checked against before it is
 // stored all come from READING_COLUMNS. A value's bounds are the intersection of what the wire
 // carries (the .proto type), what the column holds (the SQL type), what a JS number holds exactly
-// (2^53) and what the channel can physically measure (PLAUSIBLE below).
+// (2^53) and what the channel can physically measure (PLAUSIBLE, bridge/src/bounds.ts).
+import { PLAUSIBLE, PROTO_RANGE, type ProtoType } from "../bounds.js"
 import type { ReadingRow } from "./store.js"
 
 export type SqlType = "text" | "timestamptz" | "integer" | "bigint" | "boolean"
-export type ProtoType = "uint32" | "sint32" | "uint64" | "sint64"
 
-/** Physical plausibility, per channel. A value outside is a corrupt or forged frame, not a reading. */
-export const PLAUSIBLE = {
-  /** Water flow: 30 L/s ≈ 108 m³/h, above the overload flow (Q4) of a DN80 bulk meter. */
-  flowMlPerS: 30_000,
-  /** Water register: 10^14 mL = 100 million m³, a century of a DN300 main at full flow. */
-  waterTotalMl: 1e14,
-  /** Active power: 250 kW either way, a large three-phase commercial supply. */
-  powerW: 250_000,
-  /** Energy register: 10^12 Wh = 1 TWh, 400 years of that supply at full load. */
-  energyTotalWh: 1e12,
-  /** Mains RMS voltage: up to 500.0 V (decivolts). */
-  voltageDv: 5000,
-  /** Water pressure: up to 50 bar (Pa); mains run at 2–10 bar, sensors top out at 12–35 bar. */
-  pressurePa: 5_000_000,
-} as const
-
-/** Range of each type. bigint is bounded by JS numbers: integers are exact up to 2^53 − 1. */
+/** Range of each SQL type. bigint is bounded by JS numbers: integers are exact up to 2^53 − 1. */
 export const SQL_RANGE: Record<"integer" | "bigint", [number, number]> = {
   integer: [-(2 ** 31), 2 ** 31 - 1],
   bigint: [-Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
-}
-export const PROTO_RANGE: Record<ProtoType, [number, number]> = {
-  uint32: [0, 2 ** 32 - 1],
-  sint32: [-(2 ** 31), 2 ** 31 - 1],
-  uint64: [0, 2 ** 64 - 1],
-  sint64: [-(2 ** 63), 2 ** 63 - 1],
 }
 
 export interface ReadingColumn {
@@ -204,26 +182,6 @@ export const columnDdl = (c: ReadingColumn) =>
 
 /** Column definitions for CREATE TABLE. */
 export const COLUMN_DDL = READING_COLUMNS.map(columnDdl).join(", ")
-
-/** A row's values in COLUMN_NAMES order (SQL parameters). */
-export const readingValues = (r: ReadingRow): unknown[] => READING_COLUMNS.map((c) => r[c.key])
-
-/** A database row (snake_case) back to a ReadingRow. */
-export function toReading(row: Record<string, unknown>): ReadingRow {
-  const out: Record<string, unknown> = {}
-  for (const c of READING_COLUMNS) {
-    const v = row[c.column]
-    out[c.key] =
-      v === null || v === undefined
-        ? null
-        : c.sql === "timestamptz"
-          ? new Date(v as Date)
-          : c.sql === "integer" || c.sql === "bigint"
-            ? Number(v)
-            : v
-  }
-  return out as unknown as ReadingRow
-}
 
 /** A column for people: its unit (UCUM) and OBIS code when it has them, then what it means. */
 export const describeColumn = (c: ReadingColumn) =>

@@ -5,7 +5,7 @@ import { AFTER_REBOOT_STEP, READING_COLUMNS, TS_ESTIMATED_STEP, columnDdl, type 
 import { DEAD_LETTER_HEAD_BYTES } from "./store.js"
 import { partitionReadings, timescaleAvailable } from "./partitions.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
-import type { Db } from "./sql-store.js"
+import type { Db } from "./db.js"
 
 export interface MigrationStep {
   /** What the step does; recorded beside its version in schema_version. */

@@ -2,7 +2,15 @@
 // partition is created ahead (the current and next months) and on demand in the ingest
 // transaction that needs it, so a late backfill into any old month finds one. Retention drops
 // whole partitions. Where TimescaleDB is installed, readings is a hypertable instead.
-import type { Db } from "./sql-store.js"
+import type { Db } from "./db.js"
+import type { ReadingsMaintenance } from "./store.js"
+
+/** What the writes need of their store: whether readings is partitioned, and the months known to have a partition. */
+export interface PartitionState {
+  partitioned: boolean
+  /** Forgotten after any failed batch: the partitions it made were rolled back. */
+  months: Set<string>
+}
 
 /** "YYYYMM" of a time's UTC month. */
 export const monthKey = (t: Date) => `${t.getUTCFullYear()}${String(t.getUTCMonth() + 1).padStart(2, "0")}`
@@ -91,4 +99,59 @@ export async function timescaleAvailable(db: Db): Promise<boolean> {
     .query(`SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'`)
     .then((r) => r.rows.length > 0)
     .catch(() => false)
+}
+
+/**
+ * Makes the partitions of readings for every month in [from, to), in one transaction (for tools
+ * that write readings with their own SQL, as benchmarks' seeds do; ingest makes its own).
+ */
+export async function ensurePartitions(db: Db, from: Date, to: Date) {
+  await db.transaction(async (tx) => {
+    const d = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), 1))
+    for (; d < to; d.setUTCMonth(d.getUTCMonth() + 1)) await ensurePartition(tx, monthKey(d))
+  })
+}
+
+/**
+ * Partitions for this month and the next two made ahead; with retentionDays, the partitions
+ * (TimescaleDB chunks; rows of a plain table) wholly older than that dropped. Rollups are kept.
+ */
+export async function maintainReadings(
+  db: Db,
+  parts: PartitionState & { hypertable: boolean },
+  now: Date,
+  retentionDays?: number,
+): Promise<ReadingsMaintenance> {
+  const out: ReadingsMaintenance = { created: [], dropped: [], deletedRows: 0 }
+  const cutoff = retentionDays === undefined ? undefined : new Date(now.getTime() - retentionDays * 86_400_000)
+  if (parts.partitioned) {
+    const have = new Set(await listPartitions(db))
+    for (let i = 0; i < 3; i++) {
+      const key = monthKey(new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1)))
+      if (have.has(key)) continue
+      await db.transaction((tx) => ensurePartition(tx, key))
+      out.created.push(key)
+    }
+    if (cutoff)
+      for (const key of have)
+        if (Date.parse(monthRange(key)[1]) <= cutoff.getTime()) {
+          // DROP TABLE of a partition locks readings briefly (ACCESS EXCLUSIVE): one statement per month
+          await db.query(`DROP TABLE IF EXISTS ${partitionName(key)}`)
+          parts.months.delete(key)
+          out.dropped.push(key)
+        }
+  } else if (cutoff && parts.hypertable) {
+    const { rows } = await db.query<{ c: string }>(
+      `SELECT drop_chunks('readings', older_than => $1::timestamptz)::text AS c`,
+      [cutoff],
+    )
+    out.dropped.push(...rows.map((r) => r.c))
+  } else if (cutoff) {
+    const { rows } = await db.query<{ n: number }>(
+      `WITH gone AS (DELETE FROM readings WHERE ts < $1 RETURNING 1) SELECT count(*) AS n FROM gone`,
+      [cutoff],
+    )
+    out.deletedRows = Number(rows[0].n)
+  }
+  return out
 }

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
 import { Worker } from "node:worker_threads"
-import { runTransaction, type Db } from "./sql-store.js"
+import { runTransaction, type Db } from "./db.js"
 
 export interface WorkerConfig {
   /** Undefined: in memory (such a database cannot be reopened: its reads have no time limit). */

@@ -1,15 +1,19 @@
-// Reads take turns with ingest on the data tier's time. While ingest has written within the last
-// second, read statements may hold at most `sharePct` of the wall time: after a read of t ms the
-// next waits t × (100 − share) / share. On PGlite (one connection) that is the connection's time;
-// on PostgreSQL, whose reads have connections of their own, it is the CPU and I/O they take from
-// ingest on a small machine. An idle bridge reads at full speed.
-import type { Db } from "./sql-store.js"
+// Reads take turns with ingest on the data tier's time. While ingest keeps the data tier busy (its
+// statements took 10 % or more of the last second), read statements may hold at most `sharePct`
+// of the wall time: after a read of t ms the next waits t × (100 − share) / share, and reads go
+// one after another. On PGlite (one connection) that is the connection's time; on PostgreSQL,
+// whose reads have connections of their own, it is the CPU and I/O they take from ingest on a
+// small machine. A bridge with little to ingest reads at full speed.
+import type { Db } from "./db.js"
 
-const RECENT_WRITE_MS = 1000
+/** Ingest counts as busy when its statements took this long within a one-second window. */
+const BUSY_MS_PER_S = 100
 const LONGEST_WAIT_MS = 10_000
 
 export class ReadShare {
-  private lastWriteEnd = -Infinity
+  private windowStart = -Infinity
+  private busyThisWindow = 0
+  private busyLastWindow = 0
   private lastReadEnd = -Infinity
   private lastReadMs = 0
   /** Settles when the newest read statement has ended. */
@@ -17,14 +21,22 @@ export class ReadShare {
 
   constructor(private readonly sharePct: number) {}
 
-  /** The writer's connection, each statement and transaction noted as a write when it ends. */
+  /** The writer's connection: the time each statement and transaction takes is counted. */
   writes(db: Db): Db {
-    const noted = <T>(p: Promise<T>) => p.finally(() => (this.lastWriteEnd = performance.now()))
+    const timed = async <T>(p: () => Promise<T>) => {
+      const t0 = performance.now()
+      try {
+        return await p()
+      } finally {
+        this.rotate()
+        this.busyThisWindow += performance.now() - t0
+      }
+    }
     return {
       ...db,
-      query: (sql, params) => noted(db.query(sql, params)),
-      copyFrom: (table, columns, text) => noted(db.copyFrom(table, columns, text)),
-      transaction: (fn) => noted(db.transaction(fn)),
+      query: (sql, params) => timed(() => db.query(sql, params)),
+      copyFrom: (table, columns, text) => timed(() => db.copyFrom(table, columns, text)),
+      transaction: (fn) => timed(() => db.transaction(fn)),
     }
   }
 
@@ -33,12 +45,12 @@ export class ReadShare {
     const rd: Db = {
       ...db,
       query: async (sql, params) => {
-        // while ingest writes, reads go one after another, each after its turn
+        // while ingest is busy, reads go one after another, each after its turn
         const previous = this.lastRead
         let done!: () => void
         this.lastRead = new Promise((r) => (done = r))
         try {
-          if (this.writing()) {
+          if (this.ingestBusy()) {
             await previous
             await this.turn()
           }
@@ -58,8 +70,18 @@ export class ReadShare {
     return rd
   }
 
-  private writing() {
-    return performance.now() - this.lastWriteEnd <= RECENT_WRITE_MS
+  /** Starts a new one-second window when the current one is over. */
+  private rotate() {
+    const now = performance.now()
+    if (now - this.windowStart < 1000) return
+    this.busyLastWindow = now - this.windowStart < 2000 ? this.busyThisWindow : 0
+    this.busyThisWindow = 0
+    this.windowStart = now
+  }
+
+  private ingestBusy() {
+    this.rotate()
+    return Math.max(this.busyThisWindow, this.busyLastWindow) >= BUSY_MS_PER_S
   }
 
   private async turn() {

@@ -75,7 +75,7 @@ export interface ReadingRow {
   backfill: boolean
   /**
    * ts is the bridge's estimate, not a time: an unsynced frame of a boot the bridge never saw
-   * born, placed back from its arrival (ingest.ts expandReadings). Nobody knows when it was made.
+   * born, placed back from its arrival (ingest/rows.ts expandReadings). Nobody knows when it was made.
    */
   tsEstimated: boolean
   /**
@@ -184,7 +184,7 @@ export interface ConsumptionQuery {
 }
 
 /**
- * Consumption of one bucket. The rule (store/sql-store.ts, README): each interval reading consumes
+ * Consumption of one bucket. The rule (store/consumption.ts, README): each interval reading consumes
  * its cumulative total minus the previous reading's total (by time); when there is no previous
  * reading, or the total went down (a replaced or reset meter), or totals are absent, it consumes
  * its own interval volume. After a gap the whole total difference, the gap's consumption
@@ -291,6 +291,7 @@ export interface IngestTx {
   touchMeters(touches: { meterId: string; firstAt: Date; lastAt: Date }[]): Promise<void>
   recordBirth(meterId: string, birth: BirthInfo, at: Date): Promise<void>
   recordDeath(meterId: string, boot: number, at: Date): Promise<boolean>
+  /** For a frame of a meter marked inactive: online again, INACTIVE cleared once; whether this call cleared it. */
   markActive(meterId: string, at: Date): Promise<boolean>
   setSeal(meterId: string, seal: Partial<MeterSeal>): Promise<boolean>
   /**
@@ -303,6 +304,7 @@ export interface IngestTx {
   writeReadings(rows: ReadingRow[]): Promise<void>
   /** Alarm edges of claimed frames. */
   writeAlarms(events: AlarmEvent[]): Promise<void>
+  /** Raises a bridge alarm of `type` unless one is open on the meter; whether it raised one. */
   raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date): Promise<boolean>
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
@@ -311,38 +313,22 @@ export interface Store {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>
-  /** Registers the meter if new, updates last_seen; returns the meter. */
-  touchMeter(meterId: string, at: Date): Promise<MeterRow>
   getMeter(meterId: string): Promise<MeterRow | undefined>
   listMeters(): Promise<MeterRow[]>
   /** Every meter id, in meter id order (the bulk export walks them). */
   meterIds(): Promise<string[]>
   /** The earliest first_seen of any meter; null when there is none (the export index starts there). */
   firstSeen(): Promise<Date | null>
-  recordBirth(meterId: string, birth: BirthInfo, at: Date): Promise<void>
   /**
    * A death (the meter's last will) of `boot`: marks the meter offline unless it was born again
    * since (its last birth has a later boot), as Sparkplug's bdSeq does. Returns whether it applied.
    */
   recordDeath(meterId: string, boot: number, at: Date): Promise<boolean>
   /**
-   * Stores one readings frame atomically and exactly once, keyed by (meter, boot, seq) in the
-   * frame ledger with its content hash; nothing is written unless the outcome is "stored".
-   * Returns after the commit.
-   */
-  insertReadings(frame: FrameKey, rows: ReadingRow[], at: Date): Promise<FrameOutcome>
-  /** Same contract as insertReadings, for alarm frames. */
-  insertAlarm(event: AlarmEvent, at: Date, sha256?: string): Promise<FrameOutcome>
-  /**
    * Runs one ingest batch's writes in one transaction; commits when fn resolves (durably: the
    * embedded engine syncs its WAL as PostgreSQL does). Rolls back, writing nothing, when it throws.
    */
   ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T>
-  /**
-   * Raises a bridge alarm of `type` on the meter unless one is open already. Returns whether it
-   * raised one.
-   */
-  raiseBridgeAlarm(meterId: string, type: string, value: number, at: Date): Promise<boolean>
   readings(meterId: string, q?: ReadingQuery): Promise<ReadingRow[]>
   /** The newest reading of every meter (by ts), from a table kept on insert: never scans readings. */
   latest(q?: LatestQuery): Promise<ReadingRow[]>
@@ -374,15 +360,9 @@ export interface Store {
    * also with several bridges checking). Returns the meters it marked.
    */
   checkInactivity(now: Date, slackS: number): Promise<string[]>
-  /**
-   * Called for every frame of a meter marked inactive: clears it (online again, INACTIVE alarm
-   * cleared once). Returns whether this call cleared it.
-   */
-  markActive(meterId: string, at: Date): Promise<boolean>
   countOnline(): Promise<number>
   /** Engine features found by migrate(): readings is a TimescaleDB hypertable, or partitioned by month. */
   readonly features: { hypertable: boolean; partitioned: boolean }
-  addDeadLetter(d: DeadLetter, at: Date): Promise<void>
   /** Newest first, keyset-paged by id. */
   deadLetters(q?: DeadLetterQuery): Promise<DeadLetterRow[]>
   /** Deletes dead letters beyond the retention; returns how many. */

@@ -1,0 +1,156 @@
+// Consumption reads: per meter or for the fleet, by 15 minutes, hour, day or month. The rollups
+// (store/rollups.ts) answer whenever the range and time zone allow; readings otherwise. The rule
+// every path follows is on ConsumptionRow (store/store.ts).
+import { Params, type Db } from "./db.js"
+import { consumptionSelect, districtConsumptionSql, PREVIOUS, ROLLUPS, type Rollup } from "./rollups.js"
+import { toConsumption } from "./rows.js"
+import type { Bucket, ConsumptionQuery, ConsumptionRow, FleetConsumptionQuery, FleetConsumptionRow } from "./store.js"
+
+/**
+ * Bucket start of a time column. Fixed expressions chosen from the bucket name, never built from
+ * input; tz gives the time zone's placeholder, called only by the buckets that need one. Quarter
+ * hours align to UTC quarter hours, which are quarter hours in every time zone in use.
+ */
+const BUCKET_SQL: Record<Bucket, (col: string, tz: () => string) => string> = {
+  "15min": (col) => `date_bin('15 minutes', ${col}, TIMESTAMPTZ '2000-01-01 00:00:00+00')`,
+  hour: (col, tz) => `date_trunc('hour', ${col}, ${tz()}::text)`,
+  day: (col, tz) => `date_trunc('day', ${col}, ${tz()}::text)`,
+  month: (col, tz) => `date_trunc('month', ${col}, ${tz()}::text)`,
+}
+
+/** The time zone as a parameter, added when a bucket expression first uses it. */
+const tzParam = (p: Params, q: ConsumptionQuery) => p.lazy(q.tz ?? "UTC")
+
+const HOUR_MS = 3_600_000
+const onEdge = (d: Date | undefined, ms: number) => d === undefined || d.getTime() % ms === 0
+
+/** The rollup a query can read: daily for days and months in UTC on whole days, hourly on whole hours. */
+export function rollupFor(q: ConsumptionQuery): Rollup | undefined {
+  if (q.bucket === "15min") return undefined
+  const [hour, day] = ROLLUPS
+  if (q.bucket !== "hour" && (q.tz ?? "UTC") === "UTC" && onEdge(q.from, day.ms) && onEdge(q.to, day.ms)) return day
+  if (onEdge(q.from, HOUR_MS) && onEdge(q.to, HOUR_MS)) return hour
+  return undefined
+}
+
+/** SQL true when a rollup row's whole span falls in one output bucket. */
+function aligned(r: Rollup, b: Bucket, tz: () => string) {
+  const end = `(bucket + interval '1 ${r.unit}' - interval '1 microsecond')`
+  return `${BUCKET_SQL[b]("bucket", tz)} = ${BUCKET_SQL[b](end, tz)}`
+}
+
+/**
+ * Consumption per bucket. By hour, day or month from the rollups (never readings) when from and
+ * to lie on whole hours (whole UTC days for the daily rollup) and the time zone's offsets are
+ * whole hours; otherwise, and by 15 minutes, from readings.
+ */
+export async function consumption(db: Db, meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
+  const r = rollupFor(q)
+  if (r) {
+    const rows = await consumptionFromRollup(db, r, meterId, q)
+    if (rows) return rows
+  }
+  return consumptionFromReadings(db, meterId, q)
+}
+
+/**
+ * Consumption per bucket from a rollup; undefined when a row's hour straddles an output bucket
+ * (a time zone with a sub-hour offset). Each row's first reading is charged against the previous
+ * row's last total, from the last row before `from` on.
+ */
+async function consumptionFromRollup(db: Db, r: Rollup, meterId: string, q: ConsumptionQuery) {
+  const p = new Params()
+  const [meter, from, to, tz] = [p.add(meterId), p.add(q.from ?? null), p.add(q.to ?? null), tzParam(p, q)]
+  const sql = `WITH r AS (
+      SELECT *, ${PREVIOUS} FROM ${r.table}
+      WHERE meter_id = ${meter} AND (${to}::timestamptz IS NULL OR bucket < ${to})
+        AND bucket >= COALESCE(
+          (SELECT max(bucket) FROM ${r.table} WHERE meter_id = ${meter} AND bucket < ${from}::timestamptz),
+          ${from}, '-infinity')
+      WINDOW w AS (ORDER BY bucket))
+    ${consumptionSelect(BUCKET_SQL[q.bucket]("bucket", tz))}, bool_and(${aligned(r, q.bucket, tz)}) AS aligned
+    FROM r WHERE ${from}::timestamptz IS NULL OR bucket >= ${from}
+    GROUP BY 1 ORDER BY 1`
+  const { rows } = await db.query(sql, p.values)
+  if (rows.some((x) => !x.aligned)) return undefined
+  return rows.map(toConsumption)
+}
+
+const DISTRICT_CONSUMPTION = districtConsumptionSql()
+
+/**
+ * The fleet's consumption per bucket (hour, day, month) from the rollups: every meter's, summed.
+ * Undefined when the range or time zone does not fit the rollups (see consumption).
+ * Per district: the same over rollup_day joined to meters on meter_id, grouped by its district.
+ */
+export async function fleetConsumption(db: Db, q: FleetConsumptionQuery): Promise<FleetConsumptionRow[] | undefined> {
+  const r = rollupFor(q)
+  // by UTC day: one row per district and day (rollup_district_day), whatever the fleet's size
+  if (r?.unit === "day" && q.bucket === "day") {
+    const { rows } = await db.query(DISTRICT_CONSUMPTION, [q.from ?? null, q.to ?? null, q.district ?? null])
+    return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
+  }
+  if (!r || q.district !== undefined) return undefined
+  return fleetConsumptionByMeter(db, q, r)
+}
+
+/**
+ * The fleet's consumption per bucket from every meter's rollup rows (a row per meter and hour
+ * or day in the range). Exported for tests and benchmarks, which compare the district days to it.
+ */
+export async function fleetConsumptionByMeter(
+  db: Db,
+  q: ConsumptionQuery,
+  r = rollupFor(q),
+): Promise<FleetConsumptionRow[] | undefined> {
+  if (!r) return undefined
+  const p = new Params()
+  const [from, to, tz] = [p.add(q.from ?? null), p.add(q.to ?? null), tzParam(p, q)]
+  // each meter's last row before `from` (an index probe per meter), so its first row has a predecessor
+  const sql = `WITH r AS (
+      SELECT *, ${PREVIOUS} FROM (
+        SELECT * FROM ${r.table}
+        WHERE (${from}::timestamptz IS NULL OR bucket >= ${from}) AND (${to}::timestamptz IS NULL OR bucket < ${to})
+        UNION ALL
+        SELECT p.* FROM meters m CROSS JOIN LATERAL (
+          SELECT * FROM ${r.table} t WHERE t.meter_id = m.meter_id AND t.bucket < ${from}::timestamptz
+          ORDER BY t.bucket DESC LIMIT 1) p
+        WHERE ${from}::timestamptz IS NOT NULL) x
+      WINDOW w AS (PARTITION BY meter_id ORDER BY bucket))
+    ${consumptionSelect(BUCKET_SQL[q.bucket]("bucket", tz))}, bool_and(${aligned(r, q.bucket, tz)}) AS aligned
+    FROM r WHERE ${from}::timestamptz IS NULL OR bucket >= ${from}
+    GROUP BY 1 ORDER BY 1`
+  const { rows } = await db.query(sql, p.values)
+  if (rows.some((x) => !x.aligned)) return undefined
+  return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
+}
+
+/**
+ * Consumption per bucket from readings (the rule is on ConsumptionRow): LAG over the meter's
+ * readings in time order, starting from the last reading before `from` so the first bucket's
+ * difference has its predecessor. Exported for tests and benchmarks, which compare the rollups to it.
+ */
+export async function consumptionFromReadings(db: Db, meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
+  const bucket = BUCKET_SQL[q.bucket]
+  if (!bucket) throw new Error(`unknown bucket ${q.bucket}`)
+  const p = new Params()
+  const [meter, from, to, tz] = [p.add(meterId), p.add(q.from ?? null), p.add(q.to ?? null), tzParam(p, q)]
+  const sql = `WITH r AS (
+      SELECT ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
+        reverse_ml, LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
+        LAG(ts + make_interval(secs => interval_s)) OVER w AS prev_end
+      FROM readings
+      WHERE meter_id = ${meter} AND (${to}::timestamptz IS NULL OR ts < ${to})
+        AND ts >= COALESCE(
+          (SELECT max(ts) FROM readings WHERE meter_id = ${meter} AND ts < ${from}::timestamptz), ${from}, '-infinity')
+      WINDOW w AS (ORDER BY ts, boot, seq, idx))
+    SELECT ${bucket("ts", tz)} AS start,
+      sum(CASE WHEN water_total_ml >= prev_water THEN water_total_ml - prev_water ELSE volume_ml END) AS water,
+      sum(CASE WHEN energy_total_wh >= prev_energy THEN energy_total_wh - prev_energy ELSE energy_wh END) AS energy,
+      sum(reverse_ml) AS reverse_ml, count(*) AS readings,
+      bool_or(ts > prev_end) AS gap
+    FROM r WHERE ${from}::timestamptz IS NULL OR ts >= ${from}
+    GROUP BY 1 ORDER BY 1`
+  const { rows } = await db.query(sql, p.values)
+  return rows.map(toConsumption)
+}
