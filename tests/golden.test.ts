@@ -4,7 +4,7 @@ import { join } from "node:path"
 import { describe, expect, test } from "vitest"
 import { decodeUplink, type FrameError } from "../bridge/src/codec.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
-import { expandReadings } from "../bridge/src/ingest.js"
+import { expandReadings } from "../bridge/src/ingest/index.js"
 import { downlinkNonce, open } from "../bridge/src/seal.js"
 import type { DownKind, UpKind } from "../bridge/src/topics.js"
 import {

@@ -3,7 +3,7 @@
 // loses power and boots again before the broker is back, those frames are of a boot the bridge
 // never saw born, and the meter has no clock that survived the power cut: nobody can know when
 // they were made (how long the meter was off is unknown). What the bridge does today
-// (ingest.ts expandReadings): such rows get time_synced=false and backfill=true, and a ts counted
+// (ingest/rows.ts expandReadings): such rows get time_synced=false and backfill=true, and a ts counted
 // back from their arrival — a placeholder, printed here as its error against when the frames were
 // really made. time_synced=false and backfill=true are also what correctly placed replayed rows of
 // the born boot carry; ts_estimated=true tells the placeholder apart (and is false for the born boot).

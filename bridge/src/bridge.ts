@@ -2,7 +2,7 @@
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt"
 import type { Logger } from "pino"
 import { BRIDGE_DEFAULTS } from "./defaults.js"
-import { Ingest, type IngestOptions, type SendDownlink } from "./ingest.js"
+import { Ingest, type IngestOptions, type SendDownlink } from "./ingest/index.js"
 import type { Metrics } from "./metrics.js"
 import { sendPuback } from "./mqtt-puback.js"
 import type { Store } from "./store/store.js"

@@ -331,9 +331,36 @@ export function decodeUplink(
   nowS = Date.now() / 1000,
   seal: SealContext = { policy: "open", keys: [] },
 ): UplinkFrame {
+  return openEnvelope(readEnvelope(kind, payload), nowS, seal)
+}
+
+/**
+ * An uplink's envelope: read once, before the meter's keys are known (ingest reads it on arrival
+ * and opens it against the meter's row later).
+ */
+export interface UplinkEnvelope {
+  kind: UpKind
+  uplink: citymeter.v1.Uplink
+  /** A will with no payload at all. */
+  empty: boolean
+}
+
+/** decodeUplink's first half: the size, the structure and the canonical encoding. */
+export function readEnvelope(kind: UpKind, payload: Uint8Array): UplinkEnvelope {
   if (payload.length > MAX_PAYLOAD_BYTES)
     throw new FrameError("CM_ERR_OVERSIZE", `${payload.length} bytes, at most ${MAX_PAYLOAD_BYTES}`)
-  let u = decodeCanonical(payload)
+  return { kind, uplink: decodeCanonical(payload), empty: payload.length === 0 }
+}
+
+/** The envelope's (boot, seq) in clear (sealed frames carry them too); undefined without a seq. */
+export function envelopeId(e: UplinkEnvelope): { boot: number; seq: number } | undefined {
+  return e.uplink.seq ? { boot: num(e.uplink.boot), seq: num(e.uplink.seq) } : undefined
+}
+
+/** decodeUplink's second half: the seal under the meter's keys, the kind, and every value. */
+export function openEnvelope(envelope: UplinkEnvelope, nowS: number, seal: SealContext): UplinkFrame {
+  const { kind } = envelope
+  let u = envelope.uplink
   let keyIndex: number | null = null
   if (u.body === "sealed") [u, keyIndex] = unseal(kind, u, seal)
   else if (seal.policy === "sealed")
@@ -341,7 +368,7 @@ export function decodeUplink(
   const meta: FrameMeta = { link: num(u.link), keyIndex }
   // A will with no payload at all reads as a death of boot 0 (stale, for ingest); any other frame
   // needs its body: `08 01` alone (a boot and nothing else) is no death, nor is a downlink.
-  const body = u.body ?? (kind === "death" && payload.length === 0 ? "death" : undefined)
+  const body = u.body ?? (kind === "death" && envelope.empty ? "death" : undefined)
   if (body !== kind) throw new FrameError("CM_ERR_KIND_MISMATCH", `body ${body ?? "none"} on an up/${kind} topic`)
   switch (body) {
     case "readings":

@@ -1,7 +1,11 @@
 // citymeter bridge entry point: configuration from the environment (README lists the variables).
 import { configFromEnv, startService } from "./service.js"
 
-const svc = await startService(configFromEnv())
+const config = configFromEnv()
+// fault injection (tests/faults-*.test.ts): the hook is loaded only when asked for
+const killAt = process.env.CITYMETER_FAULT_KILL_IN_BATCH
+if (killAt) config.ingestBeforeCommit = (await import("./ingest/fault-kill.js")).killInBatch(Number(killAt))
+const svc = await startService(config)
 console.log(
   `citymeter bridge (MODE=${svc.role}): MQTT ${svc.mqttUrl || "none"}, store ${svc.store.engine}, API ${svc.httpUrl}`,
 )

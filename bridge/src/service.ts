@@ -16,6 +16,7 @@ import { parseRole, roleRefusal, roleValueError, type ServiceRole } from "./role
 import { retry } from "./retry.js"
 import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
+import type { BeforeCommit } from "./ingest/index.js"
 import type { DeadLetterRetention, Store } from "./store/store.js"
 
 export interface ServiceConfig {
@@ -39,8 +40,8 @@ export interface ServiceConfig {
   /** Ingest batches: most frames per transaction, and how long an idle pipeline gathers (ms). */
   batchMaxFrames?: number
   batchWindowMs?: number
-  /** Fault injection for tests: SIGKILL inside the first batch of at least this many frames (IngestOptions). */
-  faultKillInBatch?: number
+  /** Tests only: runs inside each ingest batch's transaction before its commit (IngestOptions.beforeCommit). */
+  ingestBeforeCommit?: BeforeCommit
   /**
    * The demo (`npm start`): meters register themselves with their first frame, and the embedded
    * broker accepts anonymous clients. Anything else is production: frames only from provisioned
@@ -215,7 +216,6 @@ export function configFromEnv(env = process.env): ServiceConfig {
     consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
     batchMaxFrames: env.INGEST_BATCH_FRAMES ? Number(env.INGEST_BATCH_FRAMES) : undefined,
     batchWindowMs: env.INGEST_BATCH_MS ? Number(env.INGEST_BATCH_MS) : undefined,
-    faultKillInBatch: env.CITYMETER_FAULT_KILL_IN_BATCH ? Number(env.CITYMETER_FAULT_KILL_IN_BATCH) : undefined,
     deadLetterRetention: {
       maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? D.deadLetterRetention.maxRows),
       maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? D.deadLetterRetention.maxAgeS / 86400) * 86400,
@@ -403,7 +403,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
       autoRegister: c.autoRegister ?? !!c.demo,
       batchMaxFrames: c.batchMaxFrames,
       batchWindowMs: c.batchWindowMs,
-      faultKillInBatch: c.faultKillInBatch,
+      beforeCommit: c.ingestBeforeCommit,
       rejectLogIntervalMs: c.rejectLogIntervalMs,
       live,
       mqttOptions: mqttOptions(c),

@@ -75,7 +75,7 @@ export interface ReadingRow {
   backfill: boolean
   /**
    * ts is the bridge's estimate, not a time: an unsynced frame of a boot the bridge never saw
-   * born, placed back from its arrival (ingest.ts expandReadings). Nobody knows when it was made.
+   * born, placed back from its arrival (ingest/rows.ts expandReadings). Nobody knows when it was made.
    */
   tsEstimated: boolean
   /**
