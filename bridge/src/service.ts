@@ -5,7 +5,7 @@ import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
 import { DEFAULT_BRIDGE_USER } from "./acl.js"
 import { buildApp, publicBaseUrl } from "./api.js"
-import { connectDownlinks, startBridge, type Bridge } from "./bridge.js"
+import { connectDownlinks, endClient, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
 import { BRIDGE_DEFAULTS as D, type HttpLimits } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
@@ -337,22 +337,74 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
   }
 }
 
-export async function startService(c: ServiceConfig): Promise<Service> {
-  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
-  // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
-  const role = c.role ?? D.role
+/**
+ * What startService has opened, each with its closer. stop() closes them in the reverse order of
+ * their opening, as does a start whose later step fails, before the failure is rethrown: a failed
+ * start leaves nothing open (tests/startup.test.ts).
+ */
+class Opened {
+  private readonly closers: { what: string; close: () => unknown }[] = []
+  private closing?: Promise<void>
+  constructor(private readonly log: Logger) {}
+
+  /** Registers what was just opened. */
+  add(what: string, close: () => unknown) {
+    this.closers.push({ what, close })
+  }
+
+  /** Closes everything registered, last first; a closer that fails is logged and the next one runs. Once only. */
+  closeAll(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const { what, close } of this.closers.splice(0).reverse())
+        try {
+          await close()
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message, what }, "closing failed")
+        }
+    })()
+    return this.closing
+  }
+}
+
+/** Settings that cannot work together: refused before anything is opened. */
+function checkConfig(c: ServiceConfig, role: ServiceRole, log: Logger) {
   const refusal = roleRefusal(role, c)
   if (refusal) throw new ServiceConfigError(refusal)
-  const ingests = role !== "api"
-  if (ingests && !c.mqttUrl && !c.embeddedBroker?.passwordFile) {
+  if (role === "api") return
+  if (!c.mqttUrl && !c.embeddedBroker?.passwordFile) {
     if (!c.demo)
       throw new ServiceConfigError(
         "the embedded broker accepts anonymous clients only in the demo (npm start): set EMBEDDED_MQTT_PASSWORD_FILE, or MQTT_URL for your broker",
       )
     log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
   }
+  if (consumerCount(c) > 1 && !c.mqttUrl)
+    throw new ServiceConfigError(
+      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
+    )
+}
+
+const consumerCount = (c: ServiceConfig) => Math.max(1, Math.floor(c.consumers ?? D.consumers))
+
+export async function startService(c: ServiceConfig): Promise<Service> {
+  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
+  // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
+  const role = c.role ?? D.role
+  checkConfig(c, role, log)
   await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
-  if (ingests && !c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
+  if (role !== "api" && !c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
+  const opened = new Opened(log)
+  try {
+    return await openService(c, role, log, opened)
+  } catch (e) {
+    await opened.closeAll()
+    throw e
+  }
+}
+
+/** The steps of startService, each registering in `opened` what it opened. */
+async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, opened: Opened): Promise<Service> {
+  const ingests = role !== "api"
   const reads: ReadBudgets = { ...D.reads, ...c.reads }
   const store = await openStoreWithRetry(
     {
@@ -370,51 +422,50 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     },
     log,
   )
+  opened.add("store", () => store.close())
   const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
   const broker =
     c.mqttUrl || !ingests
       ? undefined
-      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", { ...c.embeddedBroker, metrics, log }).catch(
-          async (e) => {
-            await store.close()
-            throw e
-          },
-        )
+      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", { ...c.embeddedBroker, metrics, log })
+  if (broker) opened.add("embedded broker", () => broker.close())
   const mqttUrl = c.mqttUrl ?? broker?.url
   metrics.setDeadLetterSource(() => store.countDeadLetters())
   const live = new LiveBus()
-  const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
-  if (ingests && consumers > 1 && !c.mqttUrl)
-    throw new Error(
-      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
-    )
+  const consumers = consumerCount(c)
   // subscribed before ingest starts: it sees every committed reading
   if (c.ngsiLd && !ingests) log.warn("MODE=api: NGSI_LD_URL is ignored here; the ingest process forwards")
   const forwarder = c.ngsiLd && ingests ? startForwarder({ ...c.ngsiLd, store, metrics, log, live }) : undefined
+  if (forwarder) opened.add("NGSI-LD forwarder", () => forwarder.stop())
   const baseId = c.clientId ?? `citymeter-bridge-${process.pid}`
-  const bridges = Array.from({ length: ingests ? consumers : 0 }, (_, i) =>
-    startBridge({
-      mqttUrl: mqttUrl!,
-      store,
-      metrics,
-      log,
-      clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
-      shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
-      autoRegister: c.autoRegister ?? !!c.demo,
-      batchMaxFrames: c.batchMaxFrames,
-      batchWindowMs: c.batchWindowMs,
-      faultKillInBatch: c.faultKillInBatch,
-      rejectLogIntervalMs: c.rejectLogIntervalMs,
-      live,
-      mqttOptions: mqttOptions(c),
-    }),
-  )
+  // the pipelines drain together on stop (each commits and acknowledges the frames it has in hand)
+  const bridges: Bridge[] = []
+  opened.add("ingest", () => Promise.all(bridges.map((b) => b.stop())))
+  for (let i = 0; i < (ingests ? consumers : 0); i++)
+    bridges.push(
+      startBridge({
+        mqttUrl: mqttUrl!,
+        store,
+        metrics,
+        log,
+        clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
+        shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
+        autoRegister: c.autoRegister ?? !!c.demo,
+        batchMaxFrames: c.batchMaxFrames,
+        batchWindowMs: c.batchWindowMs,
+        faultKillInBatch: c.faultKillInBatch,
+        rejectLogIntervalMs: c.rejectLogIntervalMs,
+        live,
+        mqttOptions: mqttOptions(c),
+      }),
+    )
   const bridge = bridges.at(0)
   // MODE=api: downlinks on a publish-only connection of its own (none without MQTT_URL: 503)
   const apiDownlinks =
     !ingests && mqttUrl
       ? connectDownlinks({ mqttUrl, clientId: `${baseId}-api`, log, mqttOptions: mqttOptions(c) })
       : undefined
+  if (apiDownlinks) opened.add("API downlinks", () => endClient(apiDownlinks.client))
   const stallMs = c.stallMs ?? D.stallMs
   const ingestHealth = (): IngestHealth => {
     const now = performance.now()
@@ -455,12 +506,14 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     httpLimits: c.httpLimits,
     log,
   })
+  opened.add("HTTP API", () => app.close())
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
     httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
   } else await app.ready() // routes loaded (the API page's among them) before the first request
   await Promise.all(bridges.map((b) => b.ready))
   const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
+  if (jobs) opened.add("jobs", () => jobs.stop())
   return {
     role,
     mqttUrl: mqttUrl ?? "",
@@ -474,14 +527,6 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     live,
     forwarder,
     ingestHealth: ingests ? ingestHealth : undefined,
-    stop: async () => {
-      await jobs?.stop()
-      await app.close()
-      await Promise.all(bridges.map((b) => b.stop()))
-      await apiDownlinks?.client.endAsync()
-      await forwarder?.stop()
-      await store.close()
-      await broker?.close()
-    },
+    stop: () => opened.closeAll(),
   }
 }
