@@ -107,6 +107,7 @@ export interface Service {
   forwarder?: Forwarder
   /** Ingest's health; none with MODE=api. */
   ingestHealth?(): IngestHealth
+  /** Closes what the start opened, last first (ingest drains its frames in hand); once, however often called. */
   stop(): Promise<void>
 }
 
