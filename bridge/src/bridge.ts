@@ -40,7 +40,12 @@ export interface Bridge {
   ready: Promise<void>
   /** The uplink subscription is in place (granted by the broker's SUBACK, connection up). */
   readonly subscribed: boolean
-  stop(): Promise<void>
+  /**
+   * Reads no further uplink, lets ingest commit the frames in hand and sends their acks and
+   * PUBACKs (for at most drainMs, default BRIDGE_DEFAULTS.drainMs), then disconnects. What arrives
+   * meanwhile, or is still in hand after drainMs, is left unacknowledged: sent again later.
+   */
+  stop(drainMs?: number): Promise<void>
 }
 
 /**
@@ -117,10 +122,12 @@ export function startBridge(o: BridgeOptions): Bridge {
     get subscribed() {
       return subscribed
     },
-    stop: async () => {
+    stop: async (drainMs = BRIDGE_DEFAULTS.drainMs) => {
       stopped = true
+      if (!(await acks.drain(drainMs)))
+        o.log.warn({ frames: ingest.pending, drainMs }, "stopping with frames in hand; they stay unacknowledged")
       ingest.stop()
-      await Promise.all([uplinkStarted ? client.endAsync() : undefined, downlinks.endAsync()])
+      await Promise.all([uplinkStarted ? endClient(client) : undefined, endClient(downlinks)])
     },
   }
 }
@@ -212,6 +219,13 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
   }
   const fifo: Pending[] = []
   const waiting: (() => void)[] = []
+  /** Uplinks at QoS 0 submitted and not settled (none from meters, which publish at QoS 1). */
+  let unsettledQos0 = 0
+  /** Stopping: uplinks are no longer read; called once nothing is in hand. */
+  let onDrained: (() => void) | undefined
+  const checkDrained = () => {
+    if (onDrained && !fifo.length && !unsettledQos0) onDrained()
+  }
   /** Streams on which a frame was left unacknowledged: no later PUBACK may overtake it there. */
   const halted = new WeakSet<object>()
   let flushQueued = false
@@ -231,6 +245,7 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
       out?.uncork()
     }
     while (waiting.length && fifo.length < limit) waiting.shift()!()
+    checkDrained()
   }
   /** Flushes once the frames settled together (a batch) are all marked. */
   const flushSoon = () => {
@@ -239,9 +254,15 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
     queueMicrotask(flush)
   }
   const handleMessage = (packet: IPublishPacket, done: (err?: Error) => void) => {
+    // draining: not handed to ingest, and done() never called, so mqtt.js reads nothing further
+    if (onDrained) return
     if (packet.qos === 0 || packet.messageId === undefined) {
       // no acknowledgement to defer (meters publish at QoS 1)
-      ingest.submit(packet.topic, packet.payload as Buffer, new Date(), ignore)
+      unsettledQos0++
+      ingest.submit(packet.topic, packet.payload as Buffer, new Date(), () => {
+        unsettledQos0--
+        checkDrained()
+      })
       return done()
     }
     const p: Pending = { messageId: packet.messageId, stream: client.stream, settled: false, drop: false }
@@ -258,10 +279,18 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
     if (fifo.length < limit) next()
     else waiting.push(next)
   }
-  return { handleMessage }
+  /** Stops reading uplinks; resolves true once every frame in hand is settled and its PUBACK sent, false after ms. */
+  const drain = (ms: number) =>
+    new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms)
+      onDrained = () => {
+        clearTimeout(timer)
+        resolve(true)
+      }
+      checkDrained()
+    })
+  return { handleMessage, drain }
 }
-
-const ignore = () => {}
 
 /**
  * QoS per downlink kind (proto/topics.md). Acks go at QoS 0: meters connect with a clean session
@@ -271,6 +300,12 @@ const ignore = () => {}
  * would add a PUBACK per frame on both of the broker's connections for no guarantee.
  */
 const DOWNLINK_QOS: Record<DownKind, 0 | 1> = { ack: 0, time: 1, config: 1, resend: 1 }
+
+/**
+ * Disconnects. A client still connecting is ended at once: mqtt.js's gentle end() then leaves
+ * its socket open (seen with mqtt 5.16: a start that failed kept one), and has nothing to flush.
+ */
+export const endClient = (c: MqttClient) => c.endAsync(!c.connected)
 
 /** handleMessage's callback error that makes mqtt.js skip its own PUBACK; ours follows the commit. */
 const DEFERRED = new Error("PUBACK deferred until the frame's batch commits")

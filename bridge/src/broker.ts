@@ -95,13 +95,16 @@ export async function startEmbeddedBroker(
   o: EmbeddedBrokerOptions = {},
 ): Promise<EmbeddedBroker> {
   const hooks = o.passwordFile ? authHooks(o.passwordFile, o.bridgeUser ?? DEFAULT_BRIDGE_USER) : {}
+  const tls = o.tls && { cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }
   const aedes = await Aedes.createBroker({ ...hooks, authorizePublish: retainedLimit(o, hooks.authorizePublish) })
-  const server: Server = o.tls
-    ? createTlsServer({ cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }, aedes.handle)
-    : createServer(aedes.handle)
+  const server: Server = tls ? createTlsServer(tls, aedes.handle) : createServer(aedes.handle)
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject)
     server.listen(port, host, () => resolve())
+  }).catch(async (e) => {
+    // the port is taken: the broker made for it closes too (its timers would keep the process up)
+    await new Promise<void>((closed) => aedes.close(() => closed()))
+    throw e
   })
   const actual = (server.address() as AddressInfo).port
   return {

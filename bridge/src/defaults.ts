@@ -1,4 +1,4 @@
-// Every default of the bridge, in one place. service.ts reads the environment over these
+// Every default of the bridge, in one place. config.ts reads the environment over these
 // (configFromEnv) and falls back to them when a ServiceConfig leaves a field out; ingest, the
 // bridge's MQTT client and the routes take theirs from here too. The README's Configuration table
 // lists the variables (tests/defaults.test.ts checks that its defaults are these).
@@ -59,6 +59,12 @@ export const BRIDGE_DEFAULTS = {
   batchWindowMs: 2,
   /** Two lanes on PostgreSQL: one builds its batch (Node) while the other's statements run. PGlite: 1. */
   lanes: 2,
+  /**
+   * On SIGTERM, how long ingest may take to commit and acknowledge the frames in hand, ms; what is
+   * still in hand then is left unacknowledged (the broker's session or the meter sends it again).
+   * Below the 30 s a supervisor (Kubernetes, systemd) usually waits before SIGKILL.
+   */
+  drainMs: 10_000,
   /** First delay before a failed data-tier operation is tried again, ms; it grows by as much each time. */
   retryMs: 200,
   /** The longest delay between two tries of a data-tier operation, ms. */

@@ -9,7 +9,19 @@ const svc = await startService(config)
 console.log(
   `citymeter bridge (MODE=${svc.role}): MQTT ${svc.mqttUrl || "none"}, store ${svc.store.engine}, API ${svc.httpUrl}`,
 )
+// SIGTERM (a supervisor) or SIGINT: ingest commits and acknowledges the frames it has in hand,
+// then everything closes in the reverse order of its opening (Service.stop). A second signal ends
+// the process at once (the handlers run once).
+let stopping = false
 for (const sig of ["SIGINT", "SIGTERM"] as const)
   process.once(sig, () => {
-    void svc.stop().then(() => process.exit(0))
+    if (stopping) process.exit(1)
+    stopping = true
+    svc.stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        console.error("stopping failed:", e)
+        process.exit(1)
+      },
+    )
   })

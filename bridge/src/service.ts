@@ -3,92 +3,23 @@
 import { readFileSync } from "node:fs"
 import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
-import { DEFAULT_BRIDGE_USER } from "./acl.js"
-import { buildApp, publicBaseUrl } from "./api.js"
-import { connectDownlinks, startBridge, type Bridge } from "./bridge.js"
-import { startEmbeddedBroker, type EmbeddedBroker, type EmbeddedBrokerOptions } from "./broker.js"
-import { BRIDGE_DEFAULTS as D, type HttpLimits } from "./defaults.js"
+import { buildApp } from "./api.js"
+import { connectDownlinks, endClient, startBridge, type Bridge } from "./bridge.js"
+import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
+import { ServiceConfigError, type ReadBudgets, type ServiceConfig } from "./config.js"
+import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
-import { startForwarder, type Forwarder, type ForwarderConfig } from "./ngsi-forwarder.js"
+import { startForwarder, type Forwarder } from "./ngsi-forwarder.js"
 import { createMetrics, withoutIngestMetrics, type Metrics } from "./metrics.js"
-import { parseRole, roleRefusal, roleValueError, type ServiceRole } from "./roles.js"
+import { roleRefusal, type ServiceRole } from "./roles.js"
 import { retry } from "./retry.js"
-import { StoreConfigError, openStore, type StoreOptions } from "./store/engines.js"
+import { StoreConfigError, openStore } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
-import type { BeforeCommit } from "./ingest/index.js"
-import type { DeadLetterRetention, Store } from "./store/store.js"
+import type { Store } from "./store/store.js"
 
-export interface ServiceConfig {
-  /** MODE: all (default), api (HTTP API only) or ingest (subscription, ingest, jobs; probes only): roles.ts. */
-  role?: ServiceRole
-  /** External broker; when absent an embedded broker is started on embeddedMqttPort. */
-  mqttUrl?: string
-  embeddedMqttPort?: number
-  /** postgres://… or pglite:<dir> / pglite:memory */
-  databaseUrl: string
-  storeOptions?: StoreOptions
-  httpPort?: number
-  httpHost?: string
-  clientId?: string
-  shareGroup?: string
-  /**
-   * Ingest pipelines in this process, each with its own MQTT client and batches, sharing the uplink
-   * through an MQTT 5 shared subscription (MQTT 5 broker required; not aedes).
-   */
-  consumers?: number
-  /** Ingest batches: most frames per transaction, and how long an idle pipeline gathers (ms). */
-  batchMaxFrames?: number
-  batchWindowMs?: number
-  /** Tests only: runs inside each ingest batch's transaction before its commit (IngestOptions.beforeCommit). */
-  ingestBeforeCommit?: BeforeCommit
-  /**
-   * The demo (`npm start`): meters register themselves with their first frame, and the embedded
-   * broker accepts anonymous clients. Anything else is production: frames only from provisioned
-   * meters, and the embedded broker needs a password file.
-   */
-  demo?: boolean
-  /** Override the registry rule of the mode (tests of either rule). */
-  autoRegister?: boolean
-  /** Dead-letter retention (defaults: 100,000 rows, 30 days) and how often it runs (ms, default 10 s). */
-  deadLetterRetention?: DeadLetterRetention
-  deadLetterPruneMs?: number
-  /**
-   * Readings older than this many days are dropped (whole monthly partitions; rollups are kept).
-   * Default: kept for ever. The same job makes next months' partitions ahead; it runs hourly.
-   */
-  readingsRetentionDays?: number
-  readingsMaintenanceMs?: number
-  /** Rejected frames: a sample and a count per reason every this many ms (REJECT_LOG_INTERVAL_S). */
-  rejectLogIntervalMs?: number
-  /** Ingest counts as stalled when a frame waits longer than this for its commit, or the data tier fails as long (ms). */
-  stallMs?: number
-  /** The bridge's MQTT login (per-meter credentials: the broker's bridge user). */
-  mqttUsername?: string
-  mqttPassword?: string
-  /** PEM CA certificate that signed the broker's TLS certificate (mqtts:// with a private CA). */
-  mqttCaFile?: string
-  /** Embedded broker: Mosquitto password file enabling logins and the topic ACL, and TLS files. */
-  embeddedBroker?: EmbeddedBrokerOptions
-  /** Bearer token for API writes and downlinks; unset: writes are refused. */
-  apiToken?: string
-  /** Scoped tokens (bridge/src/routes/auth.ts): read, write (downlinks), ops (registry, dead letters). */
-  apiTokens?: Partial<Record<"read" | "write" | "ops", string>>
-  /** Inactivity check period (ms) and slack (s) beyond 2 × interval × batch. */
-  inactivityCheckMs?: number
-  inactivitySlackS?: number
-  /** Push meters' newest state to an NGSI-LD context broker (NGSI_LD_URL …); absent: off. */
-  ngsiLd?: ForwarderConfig
-  /** The licence of the bulk export (EXPORT_LICENSE, EXPORT_LICENSE_URL); default CC-BY-4.0. */
-  exportLicense?: { name: string; url?: string }
-  /** Budgets of the open reads (READ_*, EXPORT_CONCURRENCY); defaults: BRIDGE_DEFAULTS.reads. */
-  reads?: Partial<ReadBudgets>
-  /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …, LIVE_MAX_BUFFER_BYTES); default BRIDGE_DEFAULTS.http. */
-  httpLimits?: Partial<HttpLimits>
-  /** PUBLIC_URL: the API's public base URL, which absolute links start with; default: the listen address. */
-  publicUrl?: string
-  log?: Logger
-}
+// what the callers of the service import from here
+export { configFromEnv, ServiceConfigError, type ReadBudgets, type ServiceConfig } from "./config.js"
 
 export interface Service {
   role: ServiceRole
@@ -108,155 +39,8 @@ export interface Service {
   forwarder?: Forwarder
   /** Ingest's health; none with MODE=api. */
   ingestHealth?(): IngestHealth
+  /** Closes what the start opened, last first (ingest drains its frames in hand); once, however often called. */
   stop(): Promise<void>
-}
-
-/** A setting that cannot work: the message says what to set. */
-export class ServiceConfigError extends Error {}
-
-export type ReadBudgets = { -readonly [K in keyof typeof D.reads]: number }
-
-/** The READ_* variables and EXPORT_CONCURRENCY: positive whole numbers, each defaulting to BRIDGE_DEFAULTS.reads. */
-function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
-  const vars: Record<keyof ReadBudgets, string> = {
-    statementMs: "READ_STATEMENT_MS",
-    concurrency: "READ_CONCURRENCY",
-    queue: "READ_QUEUE",
-    maxEntities: "READ_MAX_ENTITIES",
-    maxBytes: "READ_MAX_BYTES",
-    exportConcurrency: "EXPORT_CONCURRENCY",
-    sharePct: "READ_SHARE_PCT",
-    maxCost: "READ_MAX_COST",
-  }
-  const out = { ...D.reads } as ReadBudgets
-  for (const [key, name] of Object.entries(vars) as [keyof ReadBudgets, string][]) {
-    const raw = env[name]
-    if (!raw) continue
-    if (!/^[1-9][0-9]{0,9}$/.test(raw))
-      throw new ServiceConfigError(`${name} must be a positive whole number (got '${raw}')`)
-    out[key] = Number(raw)
-  }
-  return out
-}
-
-/** READINGS_RETENTION_DAYS: unset or empty keeps readings for ever; otherwise a positive number of days. */
-function retentionDays(raw: string | undefined): number | undefined {
-  if (!raw) return undefined
-  const d = Number(raw)
-  if (!(d > 0)) throw new Error(`READINGS_RETENTION_DAYS must be a positive number of days (got '${raw}')`)
-  return d
-}
-
-/** PUBLIC_URL: unset or empty derives it from the listen address; otherwise an absolute http(s) URL. */
-function publicUrl(raw: string | undefined): string | undefined {
-  if (!raw) return undefined
-  const url = publicBaseUrl(raw)
-  if (!url)
-    throw new ServiceConfigError(
-      `PUBLIC_URL must be an absolute http(s) URL without query or fragment, e.g. https://data.city.example (got '${raw}')`,
-    )
-  return url
-}
-
-/** The environment variable of each HTTP cap and timeout. */
-const HTTP_LIMIT_VARS: Record<keyof HttpLimits, string> = {
-  maxConnections: "HTTP_MAX_CONNECTIONS",
-  idleTimeoutMs: "HTTP_IDLE_TIMEOUT_MS",
-  headersTimeoutMs: "HTTP_HEADERS_TIMEOUT_MS",
-  requestTimeoutMs: "HTTP_REQUEST_TIMEOUT_MS",
-  keepAliveTimeoutMs: "HTTP_KEEP_ALIVE_TIMEOUT_MS",
-  liveMaxClients: "LIVE_MAX_CLIENTS",
-  liveMaxBufferBytes: "LIVE_MAX_BUFFER_BYTES",
-}
-
-/** A setting that is a count or a size: a positive integer (decimal digits), or `fallback` when unset. */
-function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name]
-  if (!raw) return fallback
-  const n = Number(raw)
-  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n <= 0)
-    throw new ServiceConfigError(`${name} must be a positive integer (got '${raw}')`)
-  return n
-}
-
-/** The HTTP caps and timeouts, each unset one BRIDGE_DEFAULTS.http's. */
-function httpLimits(env: NodeJS.ProcessEnv): HttpLimits {
-  const limits: HttpLimits = { ...D.http }
-  for (const [key, name] of Object.entries(HTTP_LIMIT_VARS) as [keyof HttpLimits, string][])
-    limits[key] = positiveInt(env, name, D.http[key])
-  if (limits.headersTimeoutMs > limits.requestTimeoutMs)
-    throw new ServiceConfigError("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS")
-  return limits
-}
-
-/** EXPORT_LICENSE (and its URL): a licence of the utility's own has the URL it is given, or none. */
-function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
-  const name = env.EXPORT_LICENSE || D.exportLicense
-  const url = env.EXPORT_LICENSE_URL || (name === D.exportLicense ? D.exportLicenseUrl : undefined)
-  return url ? { name, url } : { name }
-}
-
-export function configFromEnv(env = process.env): ServiceConfig {
-  const mode = env.CITYMETER_MODE ?? "production"
-  if (mode !== "demo" && mode !== "production")
-    throw new ServiceConfigError(`CITYMETER_MODE must be demo or production (got ${mode})`)
-  const role = parseRole(env.MODE)
-  if (!role) throw new ServiceConfigError(roleValueError(env.MODE!))
-  return {
-    role,
-    demo: mode === "demo",
-    mqttUrl: env.MQTT_URL || undefined,
-    embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? D.embeddedMqttPort),
-    databaseUrl: env.DATABASE_URL || D.databaseUrl,
-    storeOptions: env.DATABASE_SCHEMA ? { schema: env.DATABASE_SCHEMA } : undefined,
-    httpPort: Number(env.HTTP_PORT ?? D.httpPort),
-    httpHost: env.HTTP_HOST ?? D.httpHost,
-    clientId: env.MQTT_CLIENT_ID || undefined,
-    shareGroup: env.MQTT_SHARE_GROUP || undefined,
-    consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
-    batchMaxFrames: env.INGEST_BATCH_FRAMES ? Number(env.INGEST_BATCH_FRAMES) : undefined,
-    batchWindowMs: env.INGEST_BATCH_MS ? Number(env.INGEST_BATCH_MS) : undefined,
-    deadLetterRetention: {
-      maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? D.deadLetterRetention.maxRows),
-      maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? D.deadLetterRetention.maxAgeS / 86400) * 86400,
-    },
-    stallMs: Number(env.INGEST_STALL_S ?? D.stallMs / 1000) * 1000,
-    rejectLogIntervalMs: Number(env.REJECT_LOG_INTERVAL_S ?? D.rejectLogIntervalMs / 1000) * 1000,
-    readingsRetentionDays: retentionDays(env.READINGS_RETENTION_DAYS),
-    mqttUsername: env.MQTT_USERNAME || undefined,
-    mqttPassword: env.MQTT_PASSWORD || undefined,
-    mqttCaFile: env.MQTT_CA_FILE || undefined,
-    embeddedBroker: {
-      passwordFile: env.EMBEDDED_MQTT_PASSWORD_FILE || undefined,
-      bridgeUser: env.MQTT_USERNAME || DEFAULT_BRIDGE_USER,
-      tls:
-        env.EMBEDDED_MQTT_TLS_CERT && env.EMBEDDED_MQTT_TLS_KEY
-          ? { certFile: env.EMBEDDED_MQTT_TLS_CERT, keyFile: env.EMBEDDED_MQTT_TLS_KEY }
-          : undefined,
-      maxRetainedBytes: positiveInt(env, "EMBEDDED_MQTT_MAX_RETAINED_BYTES", D.embeddedMqttMaxRetainedBytes),
-    },
-    apiToken: env.API_TOKEN || undefined,
-    apiTokens: {
-      read: env.API_TOKEN_READ || undefined,
-      write: env.API_TOKEN_WRITE || undefined,
-      ops: env.API_TOKEN_OPS || undefined,
-    },
-    inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? D.inactivityCheckMs),
-    inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
-    exportLicense: exportLicense(env),
-    reads: readBudgets(env),
-    publicUrl: publicUrl(env.PUBLIC_URL),
-    httpLimits: httpLimits(env),
-    ngsiLd: env.NGSI_LD_URL
-      ? {
-          url: env.NGSI_LD_URL,
-          tenant: env.NGSI_LD_TENANT || undefined,
-          batchSize: Number(env.NGSI_LD_BATCH ?? D.ngsiLd.batchSize),
-          flushMs: Number(env.NGSI_LD_FLUSH_MS ?? D.ngsiLd.flushMs),
-          maxPending: Number(env.NGSI_LD_MAX_PENDING ?? D.ngsiLd.maxPending),
-        }
-      : undefined,
-  }
 }
 
 /**
@@ -337,22 +121,74 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
   }
 }
 
-export async function startService(c: ServiceConfig): Promise<Service> {
-  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
-  // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
-  const role = c.role ?? D.role
+/**
+ * What startService has opened, each with its closer. stop() closes them in the reverse order of
+ * their opening, as does a start whose later step fails, before the failure is rethrown: a failed
+ * start leaves nothing open (tests/startup.test.ts).
+ */
+class Opened {
+  private readonly closers: { what: string; close: () => unknown }[] = []
+  private closing?: Promise<void>
+  constructor(private readonly log: Logger) {}
+
+  /** Registers what was just opened. */
+  add(what: string, close: () => unknown) {
+    this.closers.push({ what, close })
+  }
+
+  /** Closes everything registered, last first; a closer that fails is logged and the next one runs. Once only. */
+  closeAll(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const { what, close } of this.closers.splice(0).reverse())
+        try {
+          await close()
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message, what }, "closing failed")
+        }
+    })()
+    return this.closing
+  }
+}
+
+/** Settings that cannot work together: refused before anything is opened. */
+function checkConfig(c: ServiceConfig, role: ServiceRole, log: Logger) {
   const refusal = roleRefusal(role, c)
   if (refusal) throw new ServiceConfigError(refusal)
-  const ingests = role !== "api"
-  if (ingests && !c.mqttUrl && !c.embeddedBroker?.passwordFile) {
+  if (role === "api") return
+  if (!c.mqttUrl && !c.embeddedBroker?.passwordFile) {
     if (!c.demo)
       throw new ServiceConfigError(
         "the embedded broker accepts anonymous clients only in the demo (npm start): set EMBEDDED_MQTT_PASSWORD_FILE, or MQTT_URL for your broker",
       )
     log.warn("demo mode: the embedded broker accepts anonymous clients, and meters register with their first frame")
   }
+  if (consumerCount(c) > 1 && !c.mqttUrl)
+    throw new ServiceConfigError(
+      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
+    )
+}
+
+const consumerCount = (c: ServiceConfig) => Math.max(1, Math.floor(c.consumers ?? D.consumers))
+
+export async function startService(c: ServiceConfig): Promise<Service> {
+  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
+  // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
+  const role = c.role ?? D.role
+  checkConfig(c, role, log)
   await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
-  if (ingests && !c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
+  if (role !== "api" && !c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
+  const opened = new Opened(log)
+  try {
+    return await openService(c, role, log, opened)
+  } catch (e) {
+    await opened.closeAll()
+    throw e
+  }
+}
+
+/** The steps of startService, each registering in `opened` what it opened. */
+async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, opened: Opened): Promise<Service> {
+  const ingests = role !== "api"
   const reads: ReadBudgets = { ...D.reads, ...c.reads }
   const store = await openStoreWithRetry(
     {
@@ -370,51 +206,50 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     },
     log,
   )
+  opened.add("store", () => store.close())
   const metrics = ingests ? createMetrics(true) : withoutIngestMetrics(createMetrics(true))
   const broker =
     c.mqttUrl || !ingests
       ? undefined
-      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", { ...c.embeddedBroker, metrics, log }).catch(
-          async (e) => {
-            await store.close()
-            throw e
-          },
-        )
+      : await startEmbeddedBroker(c.embeddedMqttPort ?? 0, "127.0.0.1", { ...c.embeddedBroker, metrics, log })
+  if (broker) opened.add("embedded broker", () => broker.close())
   const mqttUrl = c.mqttUrl ?? broker?.url
   metrics.setDeadLetterSource(() => store.countDeadLetters())
   const live = new LiveBus()
-  const consumers = Math.max(1, Math.floor(c.consumers ?? D.consumers))
-  if (ingests && consumers > 1 && !c.mqttUrl)
-    throw new Error(
-      "several consumers need an MQTT 5 broker (MQTT_URL): the embedded broker has no shared subscriptions",
-    )
+  const consumers = consumerCount(c)
   // subscribed before ingest starts: it sees every committed reading
   if (c.ngsiLd && !ingests) log.warn("MODE=api: NGSI_LD_URL is ignored here; the ingest process forwards")
   const forwarder = c.ngsiLd && ingests ? startForwarder({ ...c.ngsiLd, store, metrics, log, live }) : undefined
+  if (forwarder) opened.add("NGSI-LD forwarder", () => forwarder.stop())
   const baseId = c.clientId ?? `citymeter-bridge-${process.pid}`
-  const bridges = Array.from({ length: ingests ? consumers : 0 }, (_, i) =>
-    startBridge({
-      mqttUrl: mqttUrl!,
-      store,
-      metrics,
-      log,
-      clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
-      shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
-      autoRegister: c.autoRegister ?? !!c.demo,
-      batchMaxFrames: c.batchMaxFrames,
-      batchWindowMs: c.batchWindowMs,
-      beforeCommit: c.ingestBeforeCommit,
-      rejectLogIntervalMs: c.rejectLogIntervalMs,
-      live,
-      mqttOptions: mqttOptions(c),
-    }),
-  )
+  // the pipelines drain together on stop (each commits and acknowledges the frames it has in hand)
+  const bridges: Bridge[] = []
+  opened.add("ingest", () => Promise.all(bridges.map((b) => b.stop())))
+  for (let i = 0; i < (ingests ? consumers : 0); i++)
+    bridges.push(
+      startBridge({
+        mqttUrl: mqttUrl!,
+        store,
+        metrics,
+        log,
+        clientId: consumers > 1 ? `${baseId}-${i}` : baseId,
+        shareGroup: c.shareGroup ?? (consumers > 1 ? D.consumersShareGroup : undefined),
+        autoRegister: c.autoRegister ?? !!c.demo,
+        batchMaxFrames: c.batchMaxFrames,
+        batchWindowMs: c.batchWindowMs,
+        beforeCommit: c.ingestBeforeCommit,
+        rejectLogIntervalMs: c.rejectLogIntervalMs,
+        live,
+        mqttOptions: mqttOptions(c),
+      }),
+    )
   const bridge = bridges.at(0)
   // MODE=api: downlinks on a publish-only connection of its own (none without MQTT_URL: 503)
   const apiDownlinks =
     !ingests && mqttUrl
       ? connectDownlinks({ mqttUrl, clientId: `${baseId}-api`, log, mqttOptions: mqttOptions(c) })
       : undefined
+  if (apiDownlinks) opened.add("API downlinks", () => endClient(apiDownlinks.client))
   const stallMs = c.stallMs ?? D.stallMs
   const ingestHealth = (): IngestHealth => {
     const now = performance.now()
@@ -455,12 +290,14 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     httpLimits: c.httpLimits,
     log,
   })
+  opened.add("HTTP API", () => app.close())
   let httpUrl: string | undefined
   if (c.httpPort !== undefined) {
     httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
   } else await app.ready() // routes loaded (the API page's among them) before the first request
   await Promise.all(bridges.map((b) => b.ready))
   const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
+  if (jobs) opened.add("jobs", () => jobs.stop())
   return {
     role,
     mqttUrl: mqttUrl ?? "",
@@ -474,14 +311,6 @@ export async function startService(c: ServiceConfig): Promise<Service> {
     live,
     forwarder,
     ingestHealth: ingests ? ingestHealth : undefined,
-    stop: async () => {
-      await jobs?.stop()
-      await app.close()
-      await Promise.all(bridges.map((b) => b.stop()))
-      await apiDownlinks?.client.endAsync()
-      await forwarder?.stop()
-      await store.close()
-      await broker?.close()
-    },
+    stop: () => opened.closeAll(),
   }
 }
