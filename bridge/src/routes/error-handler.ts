@@ -73,15 +73,16 @@ const STATEMENT_TOO_COMPLEX = "54001"
 /** The answer to any error a request ends with. */
 export function toApiError(err: unknown, req: FastifyRequest): ApiError {
   if (err instanceof ApiError) return err
-  if (fromStore(err) && (err as { code?: unknown }).code === STATEMENT_TOO_COMPLEX)
-    return errors.CM_ERR_READ_BUDGET((err as unknown as Error).message)
-  if (fromStore(err) && (err as { code?: unknown }).code === STATEMENT_TIMEOUT)
-    return errors.CM_ERR_READ_BUDGET(
-      "a statement ran past READ_STATEMENT_MS: ask for fewer rows (a smaller $top or limit, a shorter time range), " +
-        "a narrower $filter, or follow @iot.nextLink page by page",
-    )
-  if (fromStore(err))
+  if (fromStore(err)) {
+    const { code, message } = err as { code?: unknown; message?: unknown }
+    if (code === STATEMENT_TOO_COMPLEX) return errors.CM_ERR_READ_BUDGET(String(message))
+    if (code === STATEMENT_TIMEOUT)
+      return errors.CM_ERR_READ_BUDGET(
+        "a statement ran past READ_STATEMENT_MS: ask for fewer rows (a smaller $top or limit, a shorter time range), " +
+          "a narrower $filter, or follow @iot.nextLink page by page",
+      )
     return isTransientStoreError(err) ? errors.CM_ERR_STORE_DOWN("retry later") : errors.CM_ERR_INTERNAL(req.id)
+  }
   const e = err as ValidationError
   if (e?.validation) return validationError(e)
   switch (e?.code) {

@@ -40,10 +40,6 @@ export class Gate {
       else this.running--
     }
   }
-
-  get load() {
-    return { running: this.running, waiting: this.waiting.length }
-  }
 }
 
 /** The gate a GET takes, by its path; undefined: cheap, no gate. */

@@ -105,8 +105,6 @@ export class PgliteThread {
   private closed = false
   /** Why the thread stopped on its own (out of memory, a crash): the next call starts it again (on disk). */
   private broken?: Error
-  /** Times the thread was stopped for a read past its budget and started again. */
-  restarts = 0
   onFsync?: (path: string) => void
   /** Called after each restart with why and how long the database was away, ms. */
   onRestart?: (why: string, ms: number) => void
@@ -169,10 +167,7 @@ export class PgliteThread {
       if (!this.o.dataDir) throw this.broken
       const why = this.broken.message
       this.broken = undefined
-      const t0 = performance.now()
-      this.restarts++
-      await this.spawn(true)
-      this.onRestart?.(why, performance.now() - t0)
+      await this.reopen(why, performance.now())
     }
     const id = this.nextId++
     return new Promise((resolve, reject) => {
@@ -202,26 +197,27 @@ export class PgliteThread {
   private async restart() {
     const t0 = performance.now()
     const old = this.worker
-    this.restarts++
     this.worker = undefined as unknown as Worker // its exit is expected
     await old.terminate()
     this.failAll(new Error("the embedded database's thread was restarted"))
+    await this.reopen("a read ran past READ_STATEMENT_MS", t0)
+  }
+
+  /** Starts the thread again on the same directory; onRestart hears why and how long it was away since t0. */
+  private async reopen(why: string, t0: number) {
     await this.spawn(true)
-    this.onRestart?.("a read ran past READ_STATEMENT_MS", performance.now() - t0)
+    this.onRestart?.(why, performance.now() - t0)
   }
 
   /** The connection as the store uses it: ingest, maintenance, tools. */
   db(): Db {
-    const direct = (): Db => {
-      const tx: Db = {
-        query: async (sql, params) => ({ rows: (await this.call({ op: "query", sql, params })) as never }),
-        copyFrom: async (table, columns, text) => void (await this.call({ op: "copy", table, columns, text })),
-        transaction: (f) => f(tx),
-        close: async () => {},
-      }
-      return tx
+    // inside a turn of the connection: statements go straight to the thread
+    const inTx: Db = {
+      query: async (sql, params) => ({ rows: (await this.call({ op: "query", sql, params })) as never }),
+      copyFrom: async (table, columns, text) => void (await this.call({ op: "copy", table, columns, text })),
+      transaction: (f) => f(inTx),
+      close: async () => {},
     }
-    const inTx = direct()
     return {
       query: (sql, params) => this.connection.run(() => inTx.query(sql, params)),
       copyFrom: (table, columns, text) => this.connection.run(() => inTx.copyFrom(table, columns, text)),
