@@ -95,7 +95,7 @@ describe("read gates", () => {
 
   test("past its concurrency and queue, an expensive read is shed with 503 CM_ERR_BUSY and Retry-After; cheap routes are not gated", async () => {
     const metrics = createMetrics()
-    const app = buildApp({ store, metrics, readGates: { concurrency: 1, queue: 1 } })
+    const app = buildApp({ store, metrics, reads: { concurrency: 1, queue: 1 } })
     let release!: () => void
     const held = new Promise<void>((r) => (release = r))
     const real = store.readView.bind(store)

@@ -68,10 +68,12 @@ export interface AppOptions {
   live?: LiveBus
   /** The licence the utility publishes its readings under (EXPORT_LICENSE); default CC-BY-4.0. */
   exportLicense?: ExportLicense
-  /** Expensive reads at once and waiting (routes/read-gate.ts); defaults: BRIDGE_DEFAULTS.reads. */
-  readGates?: { concurrency?: number; queue?: number; exportConcurrency?: number }
-  /** The cost limits of one SensorThings answer (READ_MAX_ENTITIES, READ_MAX_BYTES); default BRIDGE_DEFAULTS.reads. */
-  reads?: StaBudgets
+  /**
+   * The read budgets the routes enforce, each defaulting to BRIDGE_DEFAULTS.reads: one SensorThings
+   * answer's cost (READ_MAX_ENTITIES, READ_MAX_BYTES) and the expensive reads at once and waiting
+   * (READ_CONCURRENCY, READ_QUEUE, EXPORT_CONCURRENCY; routes/read-gate.ts).
+   */
+  reads?: Partial<StaBudgets & { concurrency: number; queue: number; exportConcurrency: number }>
   /** Only /healthz, /readyz, /metrics (and /openapi.json): an ingest-only process (MODE=ingest). */
   probesOnly?: boolean
   /**
@@ -189,6 +191,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
   if (o.publicUrl !== undefined && publicUrl === undefined)
     throw new Error(`PUBLIC_URL must be an absolute http(s) URL without query or fragment (got '${o.publicUrl}')`)
   const tokens: ApiTokens = { ...o.apiTokens, all: o.apiToken }
+  const reads = { ...BRIDGE_DEFAULTS.reads, ...o.reads }
   const ctx: RouteContext = {
     store: markStoreErrors(o.store),
     metrics: o.metrics,
@@ -196,7 +199,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     ingestHealth: o.ingestHealth,
     live: o.live,
     exportLicense: o.exportLicense,
-    reads: o.reads,
+    reads,
     publicUrl: () => publicUrl ?? listenUrl(app) ?? DEFAULT_PUBLIC_URL,
     limits,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
@@ -210,12 +213,11 @@ export function buildApp(o: AppOptions): FastifyInstance {
       await ctx.requireScope.read.call(app, req, reply)
     })
   // after the read token's check: a refused request takes no turn
-  const r = { ...BRIDGE_DEFAULTS.reads, ...o.readGates }
   installReadGates(
     app,
     readGates({
-      reads: { concurrency: r.concurrency, queue: r.queue },
-      exports: { concurrency: r.exportConcurrency, queue: r.exportConcurrency },
+      reads: { concurrency: reads.concurrency, queue: reads.queue },
+      exports: { concurrency: reads.exportConcurrency, queue: reads.exportConcurrency },
     }),
     o.metrics,
   )

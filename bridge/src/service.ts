@@ -283,7 +283,6 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
     ingestHealth: ingests ? ingestHealth : undefined,
     live,
     exportLicense: c.exportLicense,
-    readGates: reads,
     reads,
     probesOnly: role === "ingest",
     publicUrl: c.publicUrl,
