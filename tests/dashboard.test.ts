@@ -140,14 +140,25 @@ describe("dashboard in Chromium, on Mosquitto + PostgreSQL with real-firmware me
     await page.getByLabel("Range").selectOption("1h")
     await page.locator("#consumption-table tbody tr").first().waitFor()
     await page.waitForFunction(() => (window as unknown as PageWindow).citymeterCharts?.consumption?.data[0].length)
-    const chart = await page.evaluate(() =>
-      (window as unknown as PageWindow).citymeterCharts!.consumption.data.map((s) => [...s]),
-    )
-    const api15 = (await api(`/meters/${meterId}/consumption?bucket=15min`)).json().consumption as {
-      start: string
-      waterMl: number
-      energyWh: number
-    }[]
+    // the chart and the API read at one moment: a frame stored between the two reloads the page
+    // 0.3 s later (as below), so both are read again until they agree or the poll gives up
+    const read = async () => ({
+      chart: await page.evaluate(() =>
+        (window as unknown as PageWindow).citymeterCharts!.consumption.data.map((s) => [...s]),
+      ),
+      api15: (await api(`/meters/${meterId}/consumption?bucket=15min`)).json().consumption as {
+        start: string
+        waterMl: number
+        energyWh: number
+      }[],
+    })
+    let { chart, api15 } = await read()
+    await expect
+      .poll(async () => {
+        ;({ chart, api15 } = await read())
+        return JSON.stringify(chart[1]) === JSON.stringify(api15.map((c) => c.waterMl / 1000))
+      })
+      .toBe(true)
     expect(chart[0]).toEqual(api15.map((c) => Date.parse(c.start) / 1000))
     expect(chart[1]).toEqual(api15.map((c) => c.waterMl / 1000))
     expect(chart[2]).toEqual(api15.map((c) => c.energyWh / 1000))
