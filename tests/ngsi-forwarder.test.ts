@@ -160,6 +160,10 @@ describe.each(STACKS)("NGSI-LD forwarder on %s", (kind) => {
     expect(v.WaterConsumptionObserved(keyValues(w)), JSON.stringify(v.WaterConsumptionObserved.errors)).toBe(true)
     expect(v.ACMeasurement(keyValues(e)), JSON.stringify(v.ACMeasurement.errors)).toBe(true)
     expect(keyValues(e)).toMatchObject({ totalActiveEnergyImport: 2000, location: { coordinates: [13.405, 52.52] } })
+    // the stub holds the request before the forwarder has read the answer and counted it
+    await waitFor("both entities counted as sent", async () =>
+      (await counter(svc, "citymeter_ngsi_entities_total", "sent")) >= 2 ? true : undefined,
+    )
     expect(await counter(svc, "citymeter_ngsi_entities_total", "sent")).toBeGreaterThanOrEqual(2)
   })
 
