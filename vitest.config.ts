@@ -1,5 +1,8 @@
-import { configDefaults, defineConfig } from "vitest/config"
+import { defineConfig } from "vitest/config"
 
+// Tests by layer (tests/README.md): unit (pure), store (real database engines in process), system
+// (brokers, processes, firmware VMs), board (the emulated RP2040). `npm test` runs them all in that
+// order; `npm run test:unit` runs the unit layer alone.
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -9,14 +12,17 @@ export default defineConfig({
     // VMs run in-process (no devtools ports), so files can run in parallel; two cores in CI.
     maxWorkers: 2,
     fileParallelism: true,
+    // each file's wall time, slowest first, after every run (CI's output keeps it)
+    reporters: ["default", "./tests/suite-times.ts"],
     projects: [
+      // pure functions: no database, broker, process or VM
+      { extends: true, test: { name: "unit", include: ["tests/unit/**/*.test.ts"] } },
+      // the Store contract and what reads it, against PostgreSQL and PGlite, in process
+      { extends: true, test: { name: "store", include: ["tests/store/**/*.test.ts"] } },
       // brokers, databases, processes and firmware VMs, many of them timed in real time
-      {
-        extends: true,
-        test: { name: "node", include: ["tests/**/*.test.ts"], exclude: [...configDefaults.exclude, "tests/board/**"] },
-      },
+      { extends: true, test: { name: "system", include: ["tests/system/**/*.test.ts"] } },
       // the emulated RP2040 (testkit/rp2040): CPU-bound for minutes, so `npm test` runs it after the
-      // node project rather than beside the suites that time real meters (seen: an alarm test timed
+      // other layers rather than beside the suites that time real meters (seen: an alarm test timed
       // out while emulators took both cores)
       { extends: true, test: { name: "board", include: ["tests/board/**/*.test.ts"] } },
     ],

@@ -1,7 +1,7 @@
 // The fleet-wide "latest reading per meter" call, measured: `npx tsx bench/latest.ts [meters...]`
 // seeds N meters × 24 readings on each engine (testkit/fleet-seed.ts) and prints a Markdown row of
 // median times: latest() rows, latestJson(), GET /readings/latest, and the DISTINCT ON scan it
-// replaces. tests/latest.test.ts asserts the call's correctness and query plan.
+// replaces. tests/store/latest.test.ts asserts the call's correctness and query plan.
 import { randomBytes } from "node:crypto"
 import { buildApp } from "../bridge/src/api.js"
 import { createMetrics } from "../bridge/src/metrics.js"

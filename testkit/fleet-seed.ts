@@ -1,6 +1,6 @@
 // Fleet-scale fixtures for the "latest reading per meter" call: seeds N meters with R readings
 // each straight in SQL (generate_series; both engines), meter_latest included as ingest keeps it.
-// Used by tests/latest.test.ts and by the measurement, bench/latest.ts.
+// Used by tests/store/latest.test.ts and by the measurement, bench/latest.ts.
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { Store } from "../bridge/src/store/store.js"
 

@@ -31,7 +31,7 @@ export function drivenMeter(meterId: string, mqttPort: number) {
   const meter = new SimMeter({
     meterId,
     // a register that runs on while the meter is off: these faults must lose nothing at all
-    // (tests/reboot-counts.test.ts is the pulse meter that loses what it cannot count)
+    // (tests/system/reboot-counts.test.ts is the pulse meter that loses what it cannot count)
     water: "register",
     flashFile: join(dir, "flash.bin"),
     settings: { MQTT_HOST: "127.0.0.1", MQTT_PORT: mqttPort, INTERVAL_S: 1, BATCH: 2 },

@@ -1,5 +1,5 @@
 // The contract every Store engine must pass (like aedes-persistence's abstract suite): run by
-// tests/store.test.ts against PostgreSQL and PGlite.
+// tests/store/store.test.ts against PostgreSQL and PGlite.
 import { createHash, randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { MIGRATIONS } from "../bridge/src/store/migrations.js"

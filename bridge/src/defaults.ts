@@ -1,7 +1,7 @@
 // Every default of the bridge, in one place. config.ts reads the environment over these
 // (configFromEnv) and falls back to them when a ServiceConfig leaves a field out; ingest, the
 // bridge's MQTT client and the routes take theirs from here too. The README's Configuration table
-// lists the variables (tests/defaults.test.ts checks that its defaults are these).
+// lists the variables (tests/unit/defaults.test.ts checks that its defaults are these).
 
 export const BRIDGE_DEFAULTS = {
   /** MODE: what one process runs (bridge/src/roles.ts): the API and ingest together. */

@@ -5,7 +5,7 @@
 // Entities are built normalized (each attribute a Property with observedAt and a UN/CEFACT
 // unitCode) and simplified from that into keyValues, so both forms always say the same. The
 // keyValues form is what the models' JSON Schemas describe (vendor/smart-data-models,
-// tests/fiware.test.ts validates against them).
+// tests/system/fiware.test.ts validates against them).
 import { OBIS } from "./store/columns.js"
 import type { MeterRow, ReadingRow } from "./store/store.js"
 import { isMeterId } from "./topics.js"

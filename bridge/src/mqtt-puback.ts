@@ -5,7 +5,7 @@
 // reading. So the bridge calls back with an error (mqtt.js then sends no PUBACK and reads on) and
 // sends the PUBACK itself after the frame's batch commits (deferredPubacks in bridge.ts), through
 // the private method mqtt.js's own publish handler uses (handlers/publish.js).
-// tests/mqtt-puback.test.ts fails when an mqtt.js upgrade changes either behaviour.
+// tests/system/mqtt-puback.test.ts fails when an mqtt.js upgrade changes either behaviour.
 import type { MqttClient } from "mqtt"
 
 interface PacketWriter {

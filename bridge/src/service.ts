@@ -124,7 +124,7 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
 /**
  * What startService has opened, each with its closer. stop() closes them in the reverse order of
  * their opening, as does a start whose later step fails, before the failure is rethrown: a failed
- * start leaves nothing open (tests/startup.test.ts).
+ * start leaves nothing open (tests/system/startup.test.ts).
  */
 class Opened {
   private readonly closers: { what: string; close: () => unknown }[] = []

@@ -97,7 +97,7 @@ const round1 = (x: number) => Math.round(x * 10) / 10
 /**
  * Why these pulse settings cannot be counted on `board` (unknown: the strictest board), one
  * sentence each; empty when they can. The same rule as firmware/config.ts pulseLimitErrors
- * (tests/tunables.test.ts compares them).
+ * (tests/unit/tunables.test.ts compares them).
  */
 export function pulseLimitErrors(
   v: Pick<TunableValues, "pulsesPerL" | "maxFlowLmin" | "impPerKwh" | "maxPowerW" | "pulseMs">,

@@ -1,5 +1,5 @@
 // Fleet generator: thousands to 100k virtual meters in Node that speak the citymeter protocol
-// (frames from protobufjs, the same messages the firmware writes; tests/fleet.test.ts checks
+// (frames from protobufjs, the same messages the firmware writes; tests/system/fleet.test.ts checks
 // them against the golden frames). For load only: the firmware's own behaviour is tested by
 // running the firmware (sim/src/meter.ts).
 //

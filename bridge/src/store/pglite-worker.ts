@@ -17,7 +17,7 @@ const config = workerData as WorkerConfig
  * shows no fsync at all). So: fsync on (no -F) with wal_sync_method=fsync (fdatasync goes nowhere),
  * and NODEFS given the stream_ops.fsync it lacks, a real fsync(2) of the file's descriptor.
  * PostgreSQL's own rules then apply unchanged: the WAL is synced before COMMIT returns
- * (synchronous_commit is on), data files and pg_control at checkpoints. tests/durable-pglite.test.ts
+ * (synchronous_commit is on), data files and pg_control at checkpoints. tests/system/durable-pglite.test.ts
  * observes the calls (config.reportFsync sends each synced path to the main thread).
  */
 

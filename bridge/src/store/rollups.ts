@@ -49,7 +49,8 @@ const COLS: [string, string][] = [
   ["reverse_ml", "bigint"],
   ["gap", "boolean"],
 ]
-const NAMES = ["meter_id", "bucket", ...COLS.map(([n]) => n)]
+/** The columns of a rollup row, in the order of upsertSql's parameters and aggregate's arrays. */
+export const ROLLUP_COLUMNS = ["meter_id", "bucket", ...COLS.map(([n]) => n)]
 
 export const rollupDdl = (r: Rollup) =>
   `CREATE TABLE IF NOT EXISTS ${r.table} (meter_id text NOT NULL, bucket timestamptz NOT NULL,
@@ -65,7 +66,7 @@ const charge = (c: Counter, later: string, earlier: string) =>
   `CASE WHEN ${later}.${firstTotal(c)} >= ${earlier}.${lastTotal(c)} THEN ${later}.${firstTotal(c)} - ${earlier}.${lastTotal(c)} ELSE ${later}.${firstAmount(c)} END`
 
 /**
- * Upserts a batch's aggregates (parameters: one array per NAMES column); returns the (meter_id,
+ * Upserts a batch's aggregates (parameters: one array per ROLLUP_COLUMNS column); returns the (meter_id,
  * bucket) of rows left stale, to rebuild from readings.
  */
 export const upsertSql = (r: Rollup): string => UPSERT_SQL.get(r.table) ?? makeUpsertSql(r)
@@ -99,10 +100,10 @@ function makeUpsertSql(r: Rollup): string {
   ]
   // times travel as epoch milliseconds (float8): cheaper to build and send than ISO strings
   const types = ["text", "timestamptz", ...COLS.map(([, t]) => t)].map((t) => (t === "timestamptz" ? "float8" : t))
-  const cols = NAMES.map((n, i) => (types[i] === "float8" ? `to_timestamp(u.${n} / 1000)` : `u.${n}`))
+  const cols = ROLLUP_COLUMNS.map((n, i) => (types[i] === "float8" ? `to_timestamp(u.${n} / 1000)` : `u.${n}`))
   return `WITH up AS (
-    INSERT INTO ${r.table} AS t (${NAMES.join(", ")})
-    SELECT ${cols.join(", ")} FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")}) AS u(${NAMES.join(", ")})
+    INSERT INTO ${r.table} AS t (${ROLLUP_COLUMNS.join(", ")})
+    SELECT ${cols.join(", ")} FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")}) AS u(${ROLLUP_COLUMNS.join(", ")})
     ON CONFLICT (meter_id, bucket) DO UPDATE SET ${sets.join(",\n      ")}
     RETURNING meter_id, bucket, stale)
   SELECT meter_id, bucket FROM up WHERE stale`
@@ -140,7 +141,7 @@ function aggregateSql(from: string, bucket: string): string {
 
 /** Fills a rollup from every stored reading (the migration step that adds rollups). */
 export const fillSql = (r: Rollup) =>
-  `INSERT INTO ${r.table} (${NAMES.join(", ")})
+  `INSERT INTO ${r.table} (${ROLLUP_COLUMNS.join(", ")})
    ${aggregateSql("readings x", `date_trunc('${r.unit}', x.ts, 'UTC')`)}`
 
 /** Rebuilds the given rows ($1 meter ids, $2 buckets) from their readings. */
@@ -189,7 +190,7 @@ export function aggregate(r: Rollup, rows: ReadingRow[]): unknown[][] {
     runBucket = b
     run = g ?? groups.get(k)!
   }
-  const out: unknown[][] = NAMES.map(() => [])
+  const out: unknown[][] = ROLLUP_COLUMNS.map(() => [])
   for (const g of groups.values()) {
     if (!sorted(g)) g.sort(byOrder)
     const first = g[0]

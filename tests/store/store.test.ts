@@ -1,0 +1,22 @@
+// The store contract on both engines: PostgreSQL (a private schema) and embedded PGlite.
+import { randomBytes } from "node:crypto"
+import { openPglite, openPostgres } from "../../bridge/src/store/engines.js"
+import { dropSchema, PG_URL } from "../helpers.js"
+import { describeStoreContract } from "../store-contract.js"
+
+describeStoreContract("postgres", async () => {
+  const schema = `t_${randomBytes(6).toString("hex")}`
+  const store = await openPostgres(PG_URL, { schema })
+  return {
+    store,
+    cleanup: async () => {
+      await store.close()
+      await dropSchema(schema)
+    },
+  }
+})
+
+describeStoreContract("pglite", async () => {
+  const store = await openPglite(undefined)
+  return { store, cleanup: () => store.close() }
+})
