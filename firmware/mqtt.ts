@@ -98,6 +98,8 @@ export interface MqttOptions {
 /** Packets handled between two yields of the reader (a packet costs well under 2 K instructions). */
 const YIELD_EVERY = 16
 const SUBSCRIBE_MAX_MS = 60000
+/** How many unanswered SUBSCRIBEs a SUBACK may answer (retries double from subscribeRetryMs, so few are ever out). */
+const SUB_IDS_KEPT = 4
 const SEND_PAUSE_MS = 20
 /** PUBACKs owed before the session is given up (the broker would stop at its in-flight limit anyway). */
 export const MAX_PENDING_ACKS = 256
@@ -134,7 +136,12 @@ export class MqttLink {
     private acceptedAt = 0
     private handled = 0
     private subscriptions: string[] = []
-    private subId = 0
+    /**
+     * Packet identifiers of this session's unanswered SUBSCRIBEs, newest last (at most SUB_IDS_KEPT).
+     * Each carries the same filters, so a SUBACK to any of them answers the subscription: a retry sent
+     * before a slow broker's SUBACK arrived must not make that SUBACK be ignored.
+     */
+    private subIds: number[] = []
     private subDueAt = 0
     private subRetryMs = 0
     /** Packet identifiers of received QoS 1 PUBLISHes not yet acknowledged. */
@@ -229,7 +236,7 @@ export class MqttLink {
     private async session() {
         const o = this.opts
         this.framer = new Framer(this.timing.maxPacket)
-        this.subId = 0
+        this.subIds = []
         this.acks = []
         const sock = await (o.open || openSocket)(o)
         this.sock = sock
@@ -252,7 +259,7 @@ export class MqttLink {
             if (ds.millis() - this.lastRx > ka * 1.5) throw new Error("keep-alive timeout")
             if (this.connected && ds.millis() - this.lastTx > ka / 2) await this.send(encodePingreq(), 1)
             if (this.connected && !this.subscribed && ds.millis() >= this.subDueAt) {
-                if (this.subId) {
+                if (this.subIds.length) {
                     console.log(`mqtt: no SUBACK; subscribing again`)
                     this.subRetryMs = Math.min(this.subRetryMs * 2, SUBSCRIBE_MAX_MS)
                 }
@@ -291,10 +298,12 @@ export class MqttLink {
             this.subscribed = true
             return
         }
-        this.subId = this.id()
+        const id = this.id()
+        this.subIds.push(id)
+        if (this.subIds.length > SUB_IDS_KEPT) this.subIds.shift()
         // sent again when refused or unanswered within the retry period
         this.subDueAt = ds.millis() + this.subRetryMs
-        await this.send(encodeSubscribe(this.subId, this.subscriptions, QoS.AT_LEAST_ONCE), 1)
+        await this.send(encodeSubscribe(id, this.subscriptions, QoS.AT_LEAST_ONCE), 1)
     }
 
     private async handle(type: number, flags: number, body: Buffer) {
@@ -313,8 +322,8 @@ export class MqttLink {
             if (this.onConnect) this.onConnect()
         } else if (type === PacketType.SUBACK) {
             const s = parseSuback(body)
-            if (s.id !== this.subId) return
-            this.subId = 0
+            if (this.subIds.indexOf(s.id) < 0) return
+            this.subIds = []
             let refused = 0
             for (const c of s.codes) if (c === SUBACK_FAILURE) refused++
             if (refused === 0) {

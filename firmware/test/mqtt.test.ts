@@ -294,10 +294,27 @@ describe("connection", () => {
         expect(l.subscribed).toBe(false)
         const second = s.written(PacketType.SUBSCRIBE)[1]
         expect(hex(second.slice(2))).toBe(hex(s.written(PacketType.SUBSCRIBE)[0].slice(2)))
+        // on a busy machine a third SUBSCRIBE may leave before this SUBACK is read: it answers that one too
         s.rx.push(suback(subId(second), 1))
         await until("granted", () => l.subscribed, 1000)
+        const sent = s.written(PacketType.SUBSCRIBE).length
         await ds.sleep(300) // retries would come every 100-200 ms by now
-        expect(s.written(PacketType.SUBSCRIBE).length).toBe(2)
+        expect(s.written(PacketType.SUBSCRIBE).length).toBe(sent)
+        await s.close()
+    })
+
+    test("a SUBACK that arrives after the SUBSCRIBE was sent again still grants the subscription [MQTT-3.8.4-1]", async () => {
+        const s = new FakeSocket()
+        const l = link(s, { subscribeRetryMs: 50 })
+        s.rx.push(Buffer.from(CONNACK, "hex"))
+        start(l)
+        await until("SUBSCRIBE sent again", () => s.written(PacketType.SUBSCRIBE).length >= 2, 1000)
+        const first = s.written(PacketType.SUBSCRIBE)[0]
+        s.rx.push(suback(subId(first), 1))
+        await until("granted", () => l.subscribed, 1000)
+        const sent = s.written(PacketType.SUBSCRIBE).length
+        await ds.sleep(300)
+        expect(s.written(PacketType.SUBSCRIBE).length).toBe(sent)
         await s.close()
     })
 
@@ -364,7 +381,9 @@ describe("connection", () => {
         )
         expect(outOfOrder).toBe(0)
         within("writes", s.writes, 2, N / 8)
-        within("longest timer gap", maxGap, 0, 250)
+        // a parser that never yields stalls timers for the whole flood; on a loaded machine the flood and
+        // every gap stretch alike, so the bound is 250 ms or a tenth of the flood, whichever is longer
+        within("longest timer gap", maxGap, 0, Math.max(250, ms / 10))
         expect(l.connected).toBe(true)
         await s.close()
     })
