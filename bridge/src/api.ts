@@ -112,17 +112,17 @@ export function publicBaseUrl(raw: string): string | undefined {
  * half-open sockets cannot take every file descriptor (the data tier's included).
  */
 function capConnections(app: FastifyInstance, max: number, metrics: AppOptions["metrics"]) {
-  let open = 0
+  let connections = 0
   const over = new WeakSet<Socket>()
   app.server.maxConnections = 2 * max
   app.server.on("connection", (socket: Socket) => {
-    if (++open > max) over.add(socket)
-    socket.once("close", () => open--)
+    if (++connections > max) over.add(socket)
+    socket.once("close", () => connections--)
   })
   app.addHook("onRequest", async (req, reply) => {
     const socket = req.raw.socket
     if (!socket || !over.has(socket)) return
-    if (open <= max) return void over.delete(socket)
+    if (connections <= max) return void over.delete(socket)
     metrics.httpShed.inc({ reason: "connections" })
     reply.header("connection", "close")
     throw errors.CM_ERR_BUSY(`the bridge serves at most ${max} HTTP connections at once`)

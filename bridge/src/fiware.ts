@@ -136,15 +136,17 @@ function normalized(type: FiwareType, s: EntitySource): NgsiEntity {
   if (type === "WaterConsumptionObserved") {
     // the model's waterConsumption is an integer; its published example gives litres (unitCode LTR)
     e.waterConsumption = prop(Math.floor(r.waterTotalMl! / 1000), "LTR")
-    const open = s.openAlarms
-    if (open) {
-      const has = (types: string[]) => (types.some((t) => open.includes(t)) ? 1 : 0)
+    const openAlarms = s.openAlarms
+    if (openAlarms) {
+      const has = (types: string[]) => (types.some((t) => openAlarms.includes(t)) ? 1 : 0)
       e.alarmInProgress = prop(has([...WATER_ALARMS, ...TAMPER_ALARMS]))
       e.alarmTamper = prop(has(TAMPER_ALARMS))
       // the model's alarmWaterQuality: "the potential of backflows occurring"
       e.alarmWaterQuality = prop(has(["ALARM_TYPE_BACKFLOW"]))
       // alarmFlowPersistence: continuous water use, our LEAK alarm (continuous flow for leakS)
-      e.alarmFlowPersistence = prop(open.includes("ALARM_TYPE_LEAK") ? "In progress persistence" : "No persistence")
+      e.alarmFlowPersistence = prop(
+        openAlarms.includes("ALARM_TYPE_LEAK") ? "In progress persistence" : "No persistence",
+      )
     }
     return e
   }

@@ -19,10 +19,11 @@ export const MAX_PENDING = 5000
 const HEARTBEAT_MS = 15_000
 
 export async function liveRoutes(app: FastifyInstance, { live, limits, metrics }: RouteContext) {
-  const open = new Set<() => void>()
+  /** Each open stream, as the function that ends it. */
+  const openStreams = new Set<() => void>()
   // streams never go idle: end them before the server waits for its connections to close
   app.addHook("preClose", async () => {
-    for (const end of open) end()
+    for (const end of openStreams) end()
   })
   app.get(
     "/events",
@@ -42,7 +43,7 @@ export async function liveRoutes(app: FastifyInstance, { live, limits, metrics }
     },
     async (req, reply) => {
       if (!live) return reply.status(204).send()
-      if (open.size >= limits.liveMaxClients) {
+      if (openStreams.size >= limits.liveMaxClients) {
         metrics.httpShed.inc({ reason: "live_clients" })
         throw errors.CM_ERR_BUSY(`the bridge serves at most ${limits.liveMaxClients} live-event streams at once`)
       }
@@ -96,7 +97,7 @@ export async function liveRoutes(app: FastifyInstance, { live, limits, metrics }
       })
       const heartbeat = setInterval(() => write(`: keep-alive\n\n`), HEARTBEAT_MS)
       const close = () => {
-        open.delete(end)
+        openStreams.delete(end)
         unsubscribe()
         clearInterval(heartbeat)
         if (timer) clearTimeout(timer)
@@ -105,7 +106,7 @@ export async function liveRoutes(app: FastifyInstance, { live, limits, metrics }
         close()
         res.end()
       }
-      open.add(end)
+      openStreams.add(end)
       req.raw.on("close", close)
       res.on("error", close)
     },
