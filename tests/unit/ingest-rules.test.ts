@@ -64,7 +64,7 @@ describe("readings", () => {
   test("the frame opened on arrival is the one judged: each payload is decoded once", () => {
     const read = readArrival("readings", readings(11), at)!
     const v = judgeFrame(bornMeter(), { meterId, kind: "readings", payload: new Uint8Array(), at, read })
-    expect(v.frame).toBe(read.openFrame)
+    expect(v.frame).toBe(read.plainFrame)
   })
 
   test("a seq beyond what the boot can have reached, and a boot ahead of the last birth, are refused", () => {
@@ -183,7 +183,7 @@ test("a bug met while judging is returned, not thrown: parked with the id read f
 test("a live synced frame far from its arrival has a skewed clock; a replayed one does not", () => {
   const frame = (startS: number, replayed = false) => {
     const read = readArrival("readings", readingsFrame({ seq: 1, startS, readings: { replayed } }), at)!
-    return read.openFrame as Extract<NonNullable<typeof read.openFrame>, { kind: "readings" }>
+    return read.plainFrame as Extract<NonNullable<typeof read.plainFrame>, { kind: "readings" }>
   }
   expect(clockSkewMs(frame(nowS - 60), at)).toBeUndefined()
   expect(clockSkewMs(frame(nowS - 3600), at)).toBe(-3540_000)

@@ -43,7 +43,7 @@ export interface BatchEntry extends Partial<Omit<Verdict, "meter" | "touch" | "w
   arrival: Arrival
   kind: UpKind | undefined
   meterId: string | null
-  /** The key downlinks to this meter are sealed with (null: open), as the frame found it. */
+  /** The key downlinks to this meter are sealed with (null: unsealed), as the frame found it. */
   downlinkKey: Uint8Array | null
   /** The ledger's answer: stored, duplicate or conflict. */
   claim?: FrameOutcome

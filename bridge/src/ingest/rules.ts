@@ -36,15 +36,15 @@ export function sealContext(meter: MeterRow | undefined): SealContext {
 }
 
 /**
- * An uplink as read on arrival, before its meter's row is known: the envelope, and an open
- * envelope already opened without keys (what most frames are), while the previous batch commits.
+ * An uplink as read on arrival, before its meter's row is known: the envelope and, when it is not
+ * sealed (most frames), its frame already decoded, while the previous batch commits.
  */
 export interface ArrivalRead {
   envelope?: UplinkEnvelope
   /** The envelope could not be read (size, structure, encoding). */
   error?: FrameError
-  /** An open envelope opened without keys: the frame, or what is wrong with it. */
-  openFrame?: UplinkFrame | FrameError
+  /** An unsealed envelope's frame, decoded on arrival without keys, or what is wrong with it. */
+  plainFrame?: UplinkFrame | FrameError
 }
 
 /** Reads an uplink on arrival; undefined when reading it met a bug (met again, and parked, in the batch). */
@@ -53,10 +53,10 @@ export function readArrival(kind: UpKind, payload: Uint8Array, at: Date): Arriva
     const envelope = readEnvelope(kind, payload)
     if (envelope.uplink.body === "sealed") return { envelope }
     try {
-      return { envelope, openFrame: openEnvelope(envelope, at.getTime() / 1000, NO_KEYS) }
+      return { envelope, plainFrame: openEnvelope(envelope, at.getTime() / 1000, NO_KEYS) }
     } catch (e) {
       // anything but a FrameError is a bug: met again in the batch, where the frame is parked
-      return e instanceof FrameError ? { envelope, openFrame: e } : { envelope }
+      return e instanceof FrameError ? { envelope, plainFrame: e } : { envelope }
     }
   } catch (e) {
     return e instanceof FrameError ? { error: e } : undefined
@@ -89,7 +89,7 @@ export interface Verdict {
   error?: FrameError
   /** A bug in the bridge met while deciding: parked like a frame the data tier refuses. */
   bug?: Error
-  /** The key downlinks to this meter are sealed with (null: open), as the frame found it. */
+  /** The key downlinks to this meter are sealed with (null: unsealed), as the frame found it. */
   downlinkKey: Uint8Array | null
   /** Register the meter, or advance its last_seen. */
   touch: boolean
@@ -137,9 +137,9 @@ function frameOf(input: FrameInput, kind: UpKind, meter: MeterRow | undefined): 
   if (read.error) throw read.error
   const envelope = read.envelope!
   const sealed = envelope.uplink.body === "sealed" || meter?.seal.policy === "sealed"
-  if (sealed || !read.openFrame) return openEnvelope(envelope, input.at.getTime() / 1000, sealContext(meter))
-  if (read.openFrame instanceof FrameError) throw read.openFrame
-  return read.openFrame
+  if (sealed || !read.plainFrame) return openEnvelope(envelope, input.at.getTime() / 1000, sealContext(meter))
+  if (read.plainFrame instanceof FrameError) throw read.plainFrame
+  return read.plainFrame
 }
 
 function decide(v: Verdict, input: FrameInput, opts: RuleOptions) {
