@@ -28,7 +28,7 @@ import {
     ReadingBatch as ReadingsF,
     Resend,
     TimeSync,
-    Uplink as UplinkF,
+    Uplink as UplinkField,
     WaterSeries as WaterF,
 } from "./gen/wire"
 
@@ -178,17 +178,17 @@ function encodeAlarm(a: Alarm) {
 }
 
 function writeBody(w: PbWriter, u: Uplink) {
-    if (u.readings) w.message(UplinkF.readings, encodeReadings(u.readings))
-    else if (u.birth) w.message(UplinkF.birth, encodeBirth(u.birth))
-    else if (u.alarm) w.message(UplinkF.alarm, encodeAlarm(u.alarm))
-    else if (u.death) w.message(UplinkF.death, new PbWriter(1))
+    if (u.readings) w.message(UplinkField.readings, encodeReadings(u.readings))
+    else if (u.birth) w.message(UplinkField.birth, encodeBirth(u.birth))
+    else if (u.alarm) w.message(UplinkField.alarm, encodeAlarm(u.alarm))
+    else if (u.death) w.message(UplinkField.death, new PbWriter(1))
 }
 
 export function encodeUplink(u: Uplink): Buffer {
     const w = new PbWriter(160)
-    w.uint(UplinkF.boot, u.boot)
-    w.uint(UplinkF.seq, u.seq)
-    w.uint(UplinkF.link, u.link)
+    w.uint(UplinkField.boot, u.boot)
+    w.uint(UplinkField.seq, u.seq)
+    w.uint(UplinkField.link, u.link)
     writeBody(w, u)
     return w.finish()
 }
@@ -218,10 +218,10 @@ export function encodeSealedUplink(u: Uplink, key: Buffer): Buffer {
     const counter = kind === KIND_READINGS || kind === KIND_ALARM ? u.seq : u.link
     const sealed = seal(key, uplinkNonce(kind, u.boot ? u.boot : 0, counter ? counter : 0), body.finish())
     const w = new PbWriter(sealed.length + 16)
-    w.uint(UplinkF.boot, u.boot)
-    w.uint(UplinkF.seq, u.seq)
-    w.uint(UplinkF.link, u.link)
-    w.bytes(UplinkF.sealed, sealed)
+    w.uint(UplinkField.boot, u.boot)
+    w.uint(UplinkField.seq, u.seq)
+    w.uint(UplinkField.link, u.link)
+    w.bytes(UplinkField.sealed, sealed)
     return w.finish()
 }
 

@@ -1,9 +1,9 @@
 // The meter's sealing keys (proto/topics.md "Sealed frames"; the crypto is seal.ts): with a
 // SEAL_KEY every uplink is sealed and only sealed downlinks are accepted; without one, frames go
 // open. A key rotation (proto Config.seal_key) keeps the previous key for downlinks until reboot.
+import { loadNewestDownlinkMs, loadSealKey, saveNewestDownlinkMs, saveSealKey } from "./flash-records"
 import { Downlink, Uplink, encodeSealedUplink, encodeUplink, openDownlink } from "./frames"
 import { downKindCode, keyId, nonceMillis, parseKey } from "./seal"
-import { loadNewestDownlinkMs, loadSealKey, saveNewestDownlinkMs, saveSealKey } from "./store"
 
 export class SealKeys {
     /** The key before a rotation: downlinks sealed before the bridge saw the switch still open. */

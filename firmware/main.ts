@@ -4,14 +4,16 @@
 //   uplink.ts  frame numbers, births, the pump of queued frames, downlinks (over mqtt.ts)
 //   clock.ts   wall time from the bridge's TimeSync
 //   keys.ts    sealing (seal.ts) with the meter's key, and key rotation
-//   store.ts   everything kept in flash: the frame queue, totals, boot counter, keys
+//   store.ts   the frame queue in flash, with the totals (its slots: queue-slot.ts)
+//   flash-records.ts  the other records in flash: boot counter, sealing key, downlink mark
 import * as ds from "@devicescript/core"
 import { Clock } from "./clock"
 import { loadConfig } from "./config"
+import { nextBoot } from "./flash-records"
 import { loadSealKeys } from "./keys"
 import { MeterLoop } from "./meter"
 import { Sampler } from "./sampler"
-import { MeterStore, QUEUE_SLOTS, nextBoot } from "./store"
+import { MeterStore, QUEUE_SLOTS } from "./store"
 import { MeterUplink } from "./uplink"
 
 const cfg = await loadConfig()

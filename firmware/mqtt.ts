@@ -1,5 +1,5 @@
 // The meter's MQTT 3.1.1 connection on @devicescript/net sockets: one socket, one reader loop,
-// reconnects with backoff. Packets are built and parsed in mqtt-codec.ts.
+// reconnects with backoff. Packets are built in mqtt-encode.ts and parsed in mqtt-decode.ts.
 //
 // Why not @devicescript/net's MQTTClient: it reads one socket chunk per `onmessage` event, and
 // events that arrive while a handler runs are coalesced, so incoming packets pile up and are read
@@ -22,24 +22,9 @@
 // a bounded number of times and then reported as not sent (the frame stays queued), never thrown.
 import * as ds from "@devicescript/core"
 import { connect } from "@devicescript/net"
-import {
-    ConnectReturnCode,
-    Framer,
-    PacketType,
-    QoS,
-    SUBACK_FAILURE,
-    Will,
-    backoffMs,
-    encodeConnect,
-    encodePingreq,
-    encodePubacks,
-    encodePublish,
-    encodeSubscribe,
-    parseConnack,
-    parsePublish,
-    parseSuback,
-    publishId,
-} from "./mqtt-codec"
+import { Framer, parseConnack, parsePublish, parseSuback, publishId } from "./mqtt-decode"
+import { Will, encodeConnect, encodePingreq, encodePubacks, encodePublish, encodeSubscribe } from "./mqtt-encode"
+import { ConnectReturnCode, PacketType, QoS, SUBACK_FAILURE } from "./mqtt-protocol"
 
 /** The socket as the link uses it: @devicescript/net's Socket, or a fake in tests. */
 export interface MqttSocket {
@@ -103,6 +88,16 @@ const SUB_IDS_KEPT = 4
 const SEND_PAUSE_MS = 20
 /** PUBACKs owed before the session is given up (the broker would stop at its in-flight limit anyway). */
 export const MAX_PENDING_ACKS = 256
+
+/**
+ * Reconnect delay: exponential backoff with full jitter (uniform in [minMs, minMs + cap], cap
+ * doubling from baseMs to maxMs), so that meters dropped together do not come back together.
+ * `attempt` counts failed sessions since the last good one; `rand` is uniform in [0, 1).
+ */
+export function backoffMs(attempt: number, rand: number, minMs: number, baseMs: number, maxMs: number): number {
+    const cap = Math.min(maxMs, baseMs * Math.pow(2, Math.min(attempt, 20)))
+    return minMs + Math.floor(rand * cap)
+}
 
 /**
  * @devicescript/net's Socket.send() throws `send error -1` when the runtime refuses the write:

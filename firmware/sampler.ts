@@ -5,7 +5,7 @@ import * as ds from "@devicescript/core"
 import { ReadingBatch } from "./frames"
 import { measures } from "./hardware"
 import { IntervalFlags, IntervalReading } from "./interval"
-import { Totals } from "./store"
+import { Totals } from "./queue-slot"
 
 const U32 = 4294967296
 

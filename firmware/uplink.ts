@@ -7,12 +7,14 @@ import { alarmRulesOf, channelsOf } from "./alarms"
 import { Clock } from "./clock"
 import { FIRMWARE_VERSION, MeterConfig } from "./config"
 import { Alarm, ConfigUpdate, Downlink, ReadingBatch, decodeDownlink } from "./frames"
-import { Uplink as UplinkF } from "./gen/wire"
+import { Uplink as UplinkField } from "./gen/wire"
 import { SealKeys } from "./keys"
 import { MqttLink } from "./mqtt"
-import { QoS, Will } from "./mqtt-codec"
+import { Will } from "./mqtt-encode"
+import { QoS } from "./mqtt-protocol"
+import { Totals } from "./queue-slot"
 import { Sampler } from "./sampler"
-import { MeterStore, Totals } from "./store"
+import { MeterStore } from "./store"
 import { downFilter, upTopic } from "./topics"
 
 /** An unacknowledged frame goes again after this long. */
@@ -158,7 +160,7 @@ export class MeterUplink {
         const boot = this.boot
         console.log(`citymeter: alarm ${alarm.type} ${alarm.active ? "raised" : "cleared"} boot=${boot} seq=${seq}`)
         const frame = this.keys.encode({ boot, seq, alarm })
-        await this.store.push(frame, { boot, seq, body: UplinkF.alarm }, this.keys.sealed())
+        await this.store.push(frame, { boot, seq, body: UplinkField.alarm }, this.keys.sealed())
     }
 
     /**
@@ -177,7 +179,7 @@ export class MeterUplink {
         readings.afterReboot = this.firstReadings
         this.firstReadings = false
         const frame = this.keys.encode({ boot, seq, readings })
-        await this.store.push(frame, { boot, seq, body: UplinkF.readings }, this.keys.sealed(), totals)
+        await this.store.push(frame, { boot, seq, body: UplinkField.readings }, this.keys.sealed(), totals)
         // logged once in flash: a power cut before this line leaves no frame, and its consumption
         // goes to the next boot's first interval (tests count the frames made by this line)
         console.log(`citymeter: frame boot=${boot} seq=${seq} n=${intervals}`)
@@ -239,7 +241,7 @@ export class MeterUplink {
                 continue
             }
             if (inflight >= WINDOW) break
-            const topic = upTopic(this.cfg.meterId, f.body === UplinkF.alarm ? "alarm" : "readings")
+            const topic = upTopic(this.cfg.meterId, f.body === UplinkField.alarm ? "alarm" : "readings")
             if (!(await this.mqtt.publish(topic, f.frame, QoS.AT_LEAST_ONCE))) return
             f.sentAt = ds.millis()
             inflight++

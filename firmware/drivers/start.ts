@@ -10,15 +10,9 @@
 // voltage, power and energy; without one answering there, the S0 pulse input counts energy only.
 import * as ds from "@devicescript/core"
 import { loadConfig, pulseConstantListeners } from "../config"
-import {
-    ADE7953_I2C_ADDRESS,
-    Ade7953Calibration,
-    I2cRegisterBus,
-    loadAde7953Trim,
-    loadProbeRetryMs,
-    SETTLE_MS,
-    startMeteringIc,
-} from "./ade7953"
+import { loadProbeRetryMs, SETTLE_MS, startMeteringIc } from "./ade7953"
+import { Ade7953Calibration, loadAde7953Trim } from "./ade7953-calibration"
+import { ADE7953_I2C_ADDRESS, I2cRegisterBus } from "./ade7953-registers"
 import { S0Counter, s0Source, startElectricityMeter, startS0Counter, SwitchableEnergy } from "./electricity"
 import { DEFAULT_CALIBRATION, loadPressurePoints, PressureCalibration, PressureInput, startPressure } from "./pressure"
 import { FlowCounter, startWaterFlow } from "./waterflow"

@@ -2,7 +2,7 @@
 // drivers. The program binds its sensors by role, so the drivers may start after it. In the
 // simulator the same bytecode finds no pins and the simulated sensors serve the roles.
 import { board, pins } from "@dsboard/citymeter_esp32c3"
-import { SHELLY_FRONT_END } from "../drivers/ade7953"
+import { SHELLY_FRONT_END } from "../drivers/ade7953-calibration"
 import { serviceInput } from "../drivers/pressure"
 import { startMeterDrivers } from "../drivers/start"
 import "../main"

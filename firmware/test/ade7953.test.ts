@@ -6,27 +6,27 @@ import * as ds from "@devicescript/core"
 import { settings, writeSetting } from "@devicescript/settings"
 import { describe, expect, test } from "@devicescript/test"
 import {
-    ADE,
     Ade7953,
-    Ade7953Calibration,
-    Ade7953Trim,
     ade7953Source,
-    energyCountsPerWh,
-    frontEndCounts,
     loadProbeRetryMs,
-    maxReadGapS,
     PROBE_RETRY_KEY,
     PROBE_RETRY_MS,
-    NO_TRIM,
     POLL_MS,
-    RegisterBus,
     SETTLE_MS,
-    SHELLY_FRONT_END,
     startAde7953,
     startMeteringIc,
-    toBytes,
-    trimError,
 } from "../drivers/ade7953"
+import {
+    Ade7953Calibration,
+    Ade7953Trim,
+    energyCountsPerWh,
+    frontEndCounts,
+    maxReadGapS,
+    NO_TRIM,
+    SHELLY_FRONT_END,
+    trimError,
+} from "../drivers/ade7953-calibration"
+import { ADE, RegisterBus, toBytes } from "../drivers/ade7953-registers"
 import { EnergySource, startElectricityMeter, SwitchableEnergy } from "../drivers/electricity"
 import { measures } from "../hardware"
 

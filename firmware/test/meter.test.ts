@@ -4,9 +4,11 @@ import { settings } from "@devicescript/settings"
 import { describe, expect, test } from "@devicescript/test"
 import { Clock } from "../clock"
 import { encodeUplink } from "../frames"
-import { Uplink as UplinkF } from "../gen/wire"
+import { Uplink as UplinkField } from "../gen/wire"
+import { SLOT_STATE_BYTES } from "../queue-slot"
+import { readRaw } from "../raw-settings"
 import { Stats, Totalizer, counterDelta } from "../sampler"
-import { MAX_FRAME_BYTES, MeterStore, QUEUE_SLOTS, readRaw, SLOT_STATE_BYTES } from "../store"
+import { MAX_FRAME_BYTES, MeterStore, QUEUE_SLOTS } from "../store"
 
 describe("counters", () => {
     test("plain increase", () => {
@@ -74,7 +76,7 @@ describe("flash queue", () => {
         const s = new MeterStore()
         await s.load()
         const n = QUEUE_SLOTS + 3
-        for (let seq = 1; seq <= n; ++seq) await s.push(frame(seq), { boot: 1, seq, body: UplinkF.readings }, false)
+        for (let seq = 1; seq <= n; ++seq) await s.push(frame(seq), { boot: 1, seq, body: UplinkField.readings }, false)
         expect(s.state.dropped).toBe(3)
         expect(s.frames.length).toBe(QUEUE_SLOTS)
         expect(s.frames[0].seq).toBe(4)
@@ -86,7 +88,7 @@ describe("flash queue", () => {
         expect(r.frames[QUEUE_SLOTS - 1].seq).toBe(n)
         expect(r.frames[0].frame.toString("hex")).toBe(frame(4).toString("hex"))
         expect(r.state.dropped).toBe(3)
-        expect(r.frames[0].body).toBe(UplinkF.readings)
+        expect(r.frames[0].body).toBe(UplinkField.readings)
     })
     test("acknowledged frames leave from the head, in any order", async () => {
         const s = new MeterStore()
@@ -100,7 +102,7 @@ describe("flash queue", () => {
         expect(s.ack(2, head + 5)).toBe(false) // another boot's seq is not this frame
         // acks cost no write: the next frame's slot carries the head past them
         const next = s.frames[s.frames.length - 1].seq + 1
-        await s.push(frame(next), { boot: 1, seq: next, body: UplinkF.readings }, false)
+        await s.push(frame(next), { boot: 1, seq: next, body: UplinkField.readings }, false)
         const r = new MeterStore()
         await r.load()
         expect(r.frames[0].seq).toBe(head + 2)
@@ -133,8 +135,8 @@ describe("the queue's state, carried by each slot", () => {
         await s.load()
         const last = s.frames[s.frames.length - 1]
         const totals = { waterMl: 2 ** 40 + 3, waterRaw: 17, reverseRaw: -1, energyWh: 2 ** 53, energyRaw: 2 ** 32 - 1 }
-        await s.push(frame(last.seq + 1), { boot: 1, seq: last.seq + 1, body: UplinkF.readings }, false, totals)
-        await s.push(frame(last.seq + 2), { boot: 1, seq: last.seq + 2, body: UplinkF.alarm }, false)
+        await s.push(frame(last.seq + 1), { boot: 1, seq: last.seq + 1, body: UplinkField.readings }, false, totals)
+        await s.push(frame(last.seq + 2), { boot: 1, seq: last.seq + 2, body: UplinkField.alarm }, false)
         const r = new MeterStore()
         await r.load()
         const t = r.savedTotals()
@@ -171,7 +173,7 @@ describe("the queue's state, carried by each slot", () => {
         expect(t.energyWh).toBe(4500)
         expect(t.energyRaw).toBe(12)
         // the first frame after the update: its slot carries the old totals on; then "st" and q26 go
-        await s.push(frame(52), { boot: 1, seq: 52, body: UplinkF.alarm }, false)
+        await s.push(frame(52), { boot: 1, seq: 52, body: UplinkField.alarm }, false)
         expect((await readRaw("st")).length).toBe(0)
         expect((await readRaw("q26")).length).toBe(0)
         const r = new MeterStore()

@@ -4,12 +4,9 @@
 // queue, an oversize packet, reconnect backoff.
 import * as ds from "@devicescript/core"
 import { describe, expect, test } from "@devicescript/test"
+import { MqttLink, MqttSocket, backoffMs } from "../mqtt"
+import { Framer, Packet, parseConnack, parsePublish, parseSuback, publishId, readFixedHeader } from "../mqtt-decode"
 import {
-    Framer,
-    Packet,
-    PacketType,
-    SUBACK_FAILURE,
-    backoffMs,
     encodeConnect,
     encodeDisconnect,
     encodePingreq,
@@ -18,13 +15,8 @@ import {
     encodePublish,
     encodeSubscribe,
     packet,
-    parseConnack,
-    parsePublish,
-    parseSuback,
-    publishId,
-    readFixedHeader,
-} from "../mqtt-codec"
-import { MqttLink, MqttSocket } from "../mqtt"
+} from "../mqtt-encode"
+import { PacketType, SUBACK_FAILURE } from "../mqtt-protocol"
 
 function hex(b: Buffer) {
     return b.toString("hex")

@@ -5,8 +5,10 @@
 import { settings } from "@devicescript/settings"
 import { describe, expect, test } from "@devicescript/test"
 import { encodeUplink } from "../frames"
-import { Uplink as UplinkF } from "../gen/wire"
-import { MeterStore, QUEUE_SLOTS, readRaw, SLOT_STATE_BYTES, writeChecked } from "../store"
+import { Uplink as UplinkField } from "../gen/wire"
+import { SLOT_STATE_BYTES } from "../queue-slot"
+import { readRaw, writeChecked } from "../raw-settings"
+import { MeterStore, QUEUE_SLOTS } from "../store"
 
 function frame(seq: number) {
     return encodeUplink({ boot: 7, seq, readings: { intervalS: 60, water: { volumeMl: [seq, seq + 1, seq + 2] } } })
@@ -62,7 +64,7 @@ describe("a full settings store", () => {
         await s.load()
         // one lap of the ring, acknowledged: every slot holds an old frame
         for (let seq = 1; seq <= QUEUE_SLOTS; ++seq) {
-            await s.push(frame(seq), { boot: 7, seq, body: UplinkF.readings }, false)
+            await s.push(frame(seq), { boot: 7, seq, body: UplinkField.readings }, false)
             s.ack(7, seq)
         }
         expect(s.unstored).toBe(0)
@@ -74,7 +76,7 @@ describe("a full settings store", () => {
         const first = QUEUE_SLOTS + 1
         const last = QUEUE_SLOTS + 6
         for (let seq = first; seq <= last; ++seq)
-            await s.push(bigFrame(seq), { boot: 7, seq, body: UplinkF.readings }, false)
+            await s.push(bigFrame(seq), { boot: 7, seq, body: UplinkField.readings }, false)
         // every frame is still queued in RAM, to be sent
         expect(s.queuedCount()).toBe(last - first + 1)
         let durable = 0
@@ -101,7 +103,7 @@ describe("a full settings store", () => {
 
         // room again: the next frame is durable, and the queue goes on
         for (const k of filled) await settings.delete(k)
-        await s.push(bigFrame(last + 1), { boot: 7, seq: last + 1, body: UplinkF.readings }, false)
+        await s.push(bigFrame(last + 1), { boot: 7, seq: last + 1, body: UplinkField.readings }, false)
         expect(s.frames[s.frames.length - 1].durable).toBe(true)
     })
 })
