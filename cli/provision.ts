@@ -87,7 +87,7 @@ export function pressureCalSetting(raw: string): number[] {
   return [mv0, pa0, mv1, pa1]
 }
 
-/** Bounds of ADE_CAL, as the firmware checks them (firmware/drivers/ade7953.ts trimError). */
+/** Bounds of ADE_CAL, as the firmware checks them (firmware/drivers/ade7953-calibration.ts trimError). */
 export const ADE_CAL = { minGainPpm: 500_000, maxGainPpm: 2_000_000, maxOffset: 1_000_000 }
 
 /** --ade-cal "vGainPpm,vOffset,iGainPpm,iOffset,pGainPpm,pOffset" → ADE_CAL, or a usage error. */

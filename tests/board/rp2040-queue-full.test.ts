@@ -28,7 +28,7 @@ afterAll(() => {
   console.log(`rp2040-queue-full: file wall time ${((Date.now() - t0) / 1000).toFixed(1)} s`)
 })
 
-/** (boot, seq) of a slot's frame, after the queue's state in front of it (firmware/store.ts slotValue). */
+/** (boot, seq) of a slot's frame, after the queue's state in front of it (firmware/queue-slot.ts slotValue). */
 function frameOf(slot: Buffer): { boot: number; seq: number } {
   const u = citymeter.v1.Uplink.decode(slot.subarray(STATE_BYTES))
   return { boot: u.boot, seq: u.seq }

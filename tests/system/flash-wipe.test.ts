@@ -1,7 +1,7 @@
 // No silent loss on a re-flash or settings wipe: the real firmware runs against the
 // bridge, its simulated flash is erased mid-run (boot counter, queue and totals with it), and every
 // reading it generated in each life is stored. A meter without a boot counter starts at a random
-// boot in [2^21, 2^28) (firmware/store.ts firstBoot), so a new life lands far ahead of or far behind
+// boot in [2^21, 2^28) (firmware/flash-records.ts firstBoot), so a new life lands far ahead of or far behind
 // the last one: both must be taken as a new life, counted and logged, never refused or dropped.
 import { afterAll, describe, expect, test } from "vitest"
 import { uid, waitFor } from "../helpers.js"

@@ -213,7 +213,7 @@ function birth(v: Verdict, m: MeterRow, frame: Extract<UplinkFrame, { kind: "bir
       "CM_ERR_REPLAY",
       `birth ${frame.link} (connection × 256 + birth); ${m.birthLink} was born already`,
     )
-  // A re-flashed or wiped meter starts a new life at a random boot in [2^21, 2^28) (firmware/store.ts
+  // A re-flashed or wiped meter starts a new life at a random boot in [2^21, 2^28) (firmware/flash-records.ts
   // firstBoot), far behind or far ahead of its last: taken as a new life, counted and logged,
   // never refused (refusing a jump ahead left the meter's queue unsendable for good).
   // Frames colliding with stored ones are conflicts (dead-lettered, alarmed), never dropped unseen.
