@@ -19,7 +19,8 @@ import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Store } from "../store/store.js"
 import { SETS, isSetName, own, type EntitySet, type Relation, type Row, type SetName } from "./entities.js"
-import { Params, Translator, evaluationError, splitTop } from "./filter.js"
+import { Params, Translator, evaluationError } from "./filter.js"
+import { splitTop } from "./odata-parse.js"
 
 export const DEFAULT_TOP = 100
 export const MAX_TOP = 10000
