@@ -8,7 +8,8 @@
 import type { FastifyInstance } from "fastify"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES } from "../errors.js"
-import { BASE_PATH, SET_NAMES } from "../sta/entities.js"
+import { BASE_PATH } from "../sta/entities.js"
+import { SET_NAMES } from "../sta/entity-set.js"
 import { MAX_TOP, StaQuery } from "../sta/query.js"
 import { strictQuery, type RouteContext } from "./shared.js"
 

@@ -9,7 +9,8 @@
 // ('0x10'); a value the data tier cannot evaluate (an overflow) is a 400 in our words
 // (evaluationError), never the database's.
 import { errors } from "../errors.js"
-import { SETS, own, type EntitySet } from "./entities.js"
+import { SETS } from "./entities.js"
+import { own, type EntitySet } from "./entity-set.js"
 import { ARITH, COMPARE, CONDITIONS, call } from "./odata-functions.js"
 import { DECIMAL, dateTimeOffset, literal, type Expr, type ExprType } from "./odata-literals.js"
 import { MAX_DEPTH, parse, splitTop, tooDeep, type Node } from "./odata-parse.js"

@@ -2,7 +2,7 @@
 // (Expr). A number that is not finite, a date or time that is not on the calendar (2026-02-30) is
 // a 400 CM_ERR_BAD_QUERY naming it.
 import { errors } from "../errors.js"
-import type { PropType } from "./entities.js"
+import type { PropType } from "./entity-set.js"
 import type { Node } from "./odata-parse.js"
 
 export type ExprType = PropType | "date" | "timeofday" | "null"

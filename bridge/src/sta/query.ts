@@ -18,7 +18,8 @@
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { errors } from "../errors.js"
 import type { Store } from "../store/store.js"
-import { SETS, isSetName, own, type EntitySet, type Relation, type Row, type SetName } from "./entities.js"
+import { SETS } from "./entities.js"
+import { isSetName, own, type EntitySet, type Relation, type Row, type SetName } from "./entity-set.js"
 import { Params, Translator, evaluationError } from "./filter.js"
 import { splitTop } from "./odata-parse.js"
 
