@@ -30,7 +30,7 @@ import { readQueryTypes, type Downlink, type RouteContext } from "./routes/share
 import { installReadGates, readGates } from "./routes/read-gate.js"
 import { BRIDGE_DEFAULTS, type HttpLimits } from "./defaults.js"
 import { errors } from "./errors.js"
-import type { StaBudgets } from "./sta/query.js"
+import type { StaBudgets } from "./sta/budget.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
 

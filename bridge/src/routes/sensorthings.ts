@@ -1,15 +1,18 @@
 // OGC SensorThings API 1.1 (OGC 18-088), read-only: Sensing Core (conformance class A.1) and the
 // Filtering Extension (A.2) over the data tier, for open-data portals and city platforms
 // (FROST-Server clients, ...). The entity sets and how they map onto meters and readings:
-// bridge/src/sta/entities.ts; $filter/$orderby to SQL: sta/filter.ts; paths and paging:
-// sta/query.ts. Entity ids are strings (a meter id; "<meter>:<channel>" for a Datastream;
-// "<meter>:<channel>:<boot>:<seq>:<idx>" for an Observation). Ids from the URL are parsed and
-// bound as parameters, never used as object keys or SQL text.
+// bridge/src/sta/entities.ts; $filter/$orderby to SQL: sta/filter.ts; query options:
+// sta/options.ts; cost limits: sta/budget.ts; paths and paging: sta/query.ts. Entity ids are
+// strings (a meter id; "<meter>:<channel>" for a Datastream; "<meter>:<channel>:<boot>:<seq>:<idx>"
+// for an Observation). Ids from the URL are parsed and bound as parameters, never used as object
+// keys or SQL text.
 import type { FastifyInstance } from "fastify"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES } from "../errors.js"
-import { BASE_PATH, SET_NAMES } from "../sta/entities.js"
-import { MAX_TOP, StaQuery } from "../sta/query.js"
+import { BASE_PATH } from "../sta/entities.js"
+import { SET_NAMES } from "../sta/entity-set.js"
+import { MAX_TOP } from "../sta/options.js"
+import { StaQuery } from "../sta/query.js"
 import { strictQuery, type RouteContext } from "./shared.js"
 
 const BASE = BASE_PATH

@@ -6,7 +6,7 @@ import type { Scope } from "./auth.js"
 import type { IngestHealth } from "../health.js"
 import type { LiveBus } from "../live.js"
 import type { Metrics } from "../metrics.js"
-import type { StaBudgets } from "../sta/query.js"
+import type { StaBudgets } from "../sta/budget.js"
 import type { Store } from "../store/store.js"
 import { METER_ID_PATTERN, type DownKind } from "../topics.js"
 

@@ -1,19 +1,19 @@
 // OData $filter and $orderby of the SensorThings view, translated to parameterised SQL.
 //
-// The expression is parsed by @odata/parser (npm, MIT; a maintained TypeScript fork of the
-// OData v4 ABNF parser odata-v4-parser). Chosen over @balena/odata-parser, which is better kept
-// but does not parse the bare ISO 8601 date-time literals that SensorThings filters use
-// (`phenomenonTime gt 2026-01-01T00:00:00Z`), and over odata-parser / odata-v4-parser, whose
-// last releases are years old and untyped. The parser only yields an AST: this file walks it and
-// emits SQL from fixed fragments, every literal as a typed parameter ($n::type), every property
-// through the entity set's list (entities.ts). Anything else — an unknown property, function or
-// operator, a type mismatch — is a 400 CM_ERR_BAD_QUERY naming it. So is an expression nested
-// deeper than MAX_DEPTH, a date or time that is not on the calendar (2026-02-30), and a string
-// compared with a number that is not written as a decimal number ('0x10'); a value the data tier
-// cannot evaluate (an overflow) is a 400 in our words (evaluationError), never the database's.
-import { defaultParser } from "@odata/parser"
+// The parser's AST (odata-parse.ts) is walked here and SQL emitted from fixed fragments, every
+// literal as a typed parameter ($n::type), every property through the entity set's list
+// (entities.ts), operators and functions through their table (odata-functions.ts). Anything else —
+// an unknown property, function or operator, a type mismatch — is a 400 CM_ERR_BAD_QUERY naming
+// it. So is an expression nested deeper than MAX_DEPTH, a date or time that is not on the calendar
+// (odata-literals.ts), and a string compared with a number that is not written as a decimal number
+// ('0x10'); a value the data tier cannot evaluate (an overflow) is a 400 in our words
+// (evaluationError), never the database's.
 import { errors } from "../errors.js"
-import { SETS, own, type EntitySet, type PropType } from "./entities.js"
+import { SETS } from "./entities.js"
+import { own, type EntitySet } from "./entity-set.js"
+import { ARITH, COMPARE, CONDITIONS, call } from "./odata-functions.js"
+import { DECIMAL, dateTimeOffset, literal, type Expr, type ExprType } from "./odata-literals.js"
+import { MAX_DEPTH, parse, splitTop, tooDeep, type Node } from "./odata-parse.js"
 
 /** Parameters of one statement: values pushed in order, referenced as $1, $2, ... */
 export class Params {
@@ -22,15 +22,6 @@ export class Params {
     this.values.push(value)
     return `$${this.values.length}${cast ? `::${cast}` : ""}`
   }
-}
-
-type ExprType = PropType | "date" | "timeofday" | "null"
-
-interface Expr {
-  type: ExprType
-  sql: string
-  /** A literal not emitted yet, so a comparison can read it as its other side's type. */
-  literal?: { raw: string; value: unknown }
 }
 
 const CAST: Record<Exclude<ExprType, "null">, string> = {
@@ -46,16 +37,6 @@ const bad = (what: string) => errors.CM_ERR_BAD_QUERY(what)
 
 const PARENS = new Set(["CommonExpression", "BoolParenExpression", "ParenExpression"])
 
-/**
- * How deep an expression may nest: parentheses, `not`, `and`/`or` (a run of one of them is one
- * level), comparisons, arithmetic and function calls, each a level. Deeper is a 400 before the parser or the data tier recurse
- * into it (300 nested `not` exhausted the embedded engine's stack).
- */
-export const MAX_DEPTH = 64
-
-const tooDeep = (option: string) =>
-  bad(`${option} nests deeper than ${MAX_DEPTH} levels (parentheses, not, and/or, function calls): simplify it`)
-
 /** What a data tier's data exception (SQLSTATE class 22) means, in our words: its text never reaches a client. */
 const DATA_EXCEPTIONS: Record<string, string> = {
   "22003": "a number in it is out of range",
@@ -69,85 +50,6 @@ export function evaluationError(sqlstate: string) {
     `the query cannot be evaluated: ${DATA_EXCEPTIONS[sqlstate] ?? "a value in it is out of range or not valid"} (SQLSTATE ${sqlstate})`,
   )
 }
-
-/**
- * A number written as a string ('3', '-2.5', '1e3'): what `result gt '3'` compares as a number.
- * Not JavaScript's Number(): '0x10', '0b1', ' 3', 'Infinity' are no decimal numbers.
- */
-const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/
-
-const isLeap = (y: number) => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0
-const daysIn = (y: number, m: number) => [31, isLeap(y) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
-const DATE = /^(\d{4})-(\d{2})-(\d{2})$/
-const TIME_OF_DAY = /^(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,12})?)?$/
-const DATE_TIME = /^(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}(?::\d{2}(?:\.\d{1,12})?)?)(Z|[+-](\d{2}):(\d{2}))$/i
-
-/** OData's date (YYYY-MM-DD), checked against the calendar: 2026-02-30 is no date. */
-function isDate(raw: string) {
-  const m = DATE.exec(raw)
-  if (!m) return false
-  const [y, mo, d] = m.slice(1).map(Number)
-  return mo >= 1 && mo <= 12 && d >= 1 && d <= daysIn(y, mo)
-}
-/** OData's timeOfDay (hh:mm[:ss[.fff]]), 00:00 to 23:59:59.999. */
-function isTimeOfDay(raw: string) {
-  const m = TIME_OF_DAY.exec(raw)
-  return !!m && Number(m[1]) <= 23 && Number(m[2]) <= 59 && Number(m[3] ?? 0) <= 59
-}
-/** OData's dateTimeOffset as an instant, or undefined when it is not one (`new Date` would take 2026-02-30). */
-export function dateTimeOffset(raw: string): Date | undefined {
-  const m = DATE_TIME.exec(raw)
-  if (!m || !isDate(m[1]) || !isTimeOfDay(m[2])) return undefined
-  if (m[4] !== undefined && (Number(m[4]) > 23 || Number(m[5]) > 59)) return undefined
-  const t = new Date(raw)
-  return Number.isNaN(t.getTime()) ? undefined : t
-}
-
-interface Node {
-  type: string
-  value: unknown
-  raw: string
-}
-
-const NUMERIC_EDM = new Set([
-  "Edm.SByte",
-  "Edm.Byte",
-  "Edm.Int16",
-  "Edm.Int32",
-  "Edm.Int64",
-  "Edm.Decimal",
-  "Edm.Double",
-  "Edm.Single",
-])
-
-const COMPARE: Record<string, string> = {
-  EqualsExpression: "=",
-  NotEqualsExpression: "<>",
-  LesserThanExpression: "<",
-  LesserOrEqualsExpression: "<=",
-  GreaterThanExpression: ">",
-  GreaterOrEqualsExpression: ">=",
-}
-const ARITH: Record<string, string> = {
-  AddExpression: "+",
-  SubExpression: "-",
-  MulExpression: "*",
-  DivExpression: "/",
-  ModExpression: "%",
-}
-
-/** Time parts of OData (year(), ...) by their SQL field; times are read in UTC. */
-const PARTS: Record<string, string> = {
-  year: "year",
-  month: "month",
-  day: "day",
-  hour: "hour",
-  minute: "minute",
-  second: "second",
-}
-
-/** Functions that are conditions (a comparison's other kind of leaf). */
-const CONDITIONS = new Set(["substringof", "contains", "startswith", "endswith"])
 
 /** The property paths a node names (the outermost member expressions in it). */
 function members(n: unknown, out: string[] = []): string[] {
@@ -214,36 +116,6 @@ export class Translator {
       if (!value) throw bad(`${e.literal.raw} is not a date-time (RFC 3339 on the calendar, with Z or an offset)`)
     }
     return this.params.add(value, CAST[type])
-  }
-
-  private literal(n: Node): Expr {
-    const edm = String(n.value)
-    const raw = n.raw
-    if (edm === "null") return { type: "null", sql: "NULL", literal: { raw, value: null } }
-    if (edm === "Edm.String") {
-      const value = raw.slice(1, -1).replace(/''/g, "'")
-      return { type: "text", sql: "", literal: { raw, value } }
-    }
-    if (edm === "Edm.Boolean") return { type: "bool", sql: "", literal: { raw, value: /^true$/i.test(raw) } }
-    if (NUMERIC_EDM.has(edm)) {
-      const value = Number(raw.replace(/[mMdDfFlL]$/, ""))
-      if (!Number.isFinite(value)) throw bad(`'${raw}' is not a finite number`)
-      return { type: "number", sql: "", literal: { raw, value } }
-    }
-    if (edm === "Edm.DateTimeOffset") {
-      const value = dateTimeOffset(raw)
-      if (!value) throw bad(`'${raw}' is not a date-time on the calendar`)
-      return { type: "time", sql: "", literal: { raw, value } }
-    }
-    if (edm === "Edm.Date") {
-      if (!isDate(raw)) throw bad(`'${raw}' is not a date on the calendar`)
-      return { type: "date", sql: "", literal: { raw, value: raw } }
-    }
-    if (edm === "Edm.TimeOfDay") {
-      if (!isTimeOfDay(raw)) throw bad(`'${raw}' is not a time of day`)
-      return { type: "timeofday", sql: "", literal: { raw, value: raw } }
-    }
-    throw bad(`literals of type ${edm} are not supported ('${raw}')`)
   }
 
   /**
@@ -360,7 +232,7 @@ export class Translator {
       case "ParenExpression":
         return this.paren(this.expr(set, alias, n.value as Node))
       case "Literal":
-        return this.literal(n)
+        return literal(n)
       case "FirstMemberExpression":
       case "MemberExpression": {
         if (!/^[A-Za-z_][\w]*(\/[A-Za-z_][\w]*)*$/.test(n.raw)) throw bad(`unsupported member expression '${n.raw}'`)
@@ -376,8 +248,13 @@ export class Translator {
         if (e.type !== "number") throw bad(`'-' needs a number: '${n.raw}'`)
         return { type: "number", sql: `(-${this.emit(e)})` }
       }
-      case "MethodCallExpression":
-        return this.call(set, alias, String(v.method), (v.parameters as Node[]) ?? [], n.raw)
+      case "MethodCallExpression": {
+        const operands = {
+          expr: (x: Node) => this.expr(set, alias, x),
+          emit: (e: Expr, as?: ExprType) => this.emit(e, as),
+        }
+        return call(operands, String(v.method), (v.parameters as Node[]) ?? [], n.raw)
+      }
     }
     if (n.type in COMPARE) {
       const l = this.expr(set, alias, v.left as Node)
@@ -422,151 +299,4 @@ export class Translator {
     const collate = type === "text" && op !== "=" && op !== "<>" ? ` COLLATE "C"` : ""
     return { type: "bool", sql: `(${a}${collate} ${op} ${b})` }
   }
-
-  private call(set: EntitySet, alias: string, method: string, args: Node[], raw: string): Expr {
-    const want = (n: number) => {
-      if (args.length !== n) throw bad(`${method}() takes ${n} argument(s): '${raw}'`)
-    }
-    const arg = (i: number, type: ExprType) => {
-      const e = this.expr(set, alias, args[i])
-      const ok = e.type === type || (e.literal && e.type === "text")
-      if (!ok) throw bad(`${method}() needs a ${type} as argument ${i + 1}: '${raw}'`)
-      return this.emit(e, type)
-    }
-    const argAny = (i: number) => this.expr(set, alias, args[i])
-    switch (method) {
-      case "substringof":
-        want(2)
-        return { type: "bool", sql: `(strpos(${arg(1, "text")}, ${arg(0, "text")}) > 0)` }
-      case "contains":
-        want(2)
-        return { type: "bool", sql: `(strpos(${arg(0, "text")}, ${arg(1, "text")}) > 0)` }
-      case "startswith":
-        want(2)
-        return { type: "bool", sql: `starts_with(${arg(0, "text")}, ${arg(1, "text")})` }
-      case "endswith": {
-        want(2)
-        const b = arg(1, "text")
-        return { type: "bool", sql: `(right(${arg(0, "text")}, length(${b})) = ${b})` }
-      }
-      case "length":
-        want(1)
-        return { type: "number", sql: `length(${arg(0, "text")})::float8` }
-      case "indexof":
-        want(2)
-        return { type: "number", sql: `(strpos(${arg(0, "text")}, ${arg(1, "text")}) - 1)::float8` }
-      case "substring": {
-        if (args.length !== 2 && args.length !== 3) throw bad(`substring() takes 2 or 3 arguments: '${raw}'`)
-        const s = arg(0, "text")
-        const from = `((${arg(1, "number")})::int + 1)`
-        return { type: "text", sql: `substr(${s}, ${from}${args.length === 3 ? `, (${arg(2, "number")})::int` : ""})` }
-      }
-      case "tolower":
-      case "toupper":
-      case "trim":
-        want(1)
-        return {
-          type: "text",
-          sql: `${method === "tolower" ? "lower" : method === "toupper" ? "upper" : "btrim"}(${arg(0, "text")})`,
-        }
-      case "concat":
-        want(2)
-        return { type: "text", sql: `(${arg(0, "text")} || ${arg(1, "text")})` }
-      case "year":
-      case "month":
-      case "day":
-      case "hour":
-      case "minute":
-      case "second": {
-        want(1)
-        const e = argAny(0)
-        if (e.type === "date" && ["year", "month", "day"].includes(method))
-          return { type: "number", sql: `extract(${PARTS[method]} FROM ${this.emit(e)})::float8` }
-        const t = arg(0, "time")
-        return { type: "number", sql: `floor(extract(${PARTS[method]} FROM (${t}) AT TIME ZONE 'UTC'))::float8` }
-      }
-      case "fractionalseconds": {
-        want(1)
-        const t = arg(0, "time")
-        const s = `extract(second FROM (${t}) AT TIME ZONE 'UTC')`
-        return { type: "number", sql: `(${s} - floor(${s}))::float8` }
-      }
-      case "date":
-        want(1)
-        return { type: "date", sql: `((${arg(0, "time")}) AT TIME ZONE 'UTC')::date` }
-      case "time":
-        want(1)
-        return { type: "timeofday", sql: `((${arg(0, "time")}) AT TIME ZONE 'UTC')::time` }
-      case "totaloffsetminutes":
-        want(1)
-        arg(0, "time")
-        return { type: "number", sql: `0::float8` }
-      case "now":
-        want(0)
-        return { type: "time", sql: `now()` }
-      case "mindatetime":
-        want(0)
-        return { type: "time", sql: `'-infinity'::timestamptz` }
-      case "maxdatetime":
-        want(0)
-        return { type: "time", sql: `'infinity'::timestamptz` }
-      case "round":
-      case "floor":
-      case "ceiling":
-        want(1)
-        return { type: "number", sql: `${method === "ceiling" ? "ceil" : method}(${arg(0, "number")})` }
-    }
-    throw bad(
-      `unsupported function ${method}() (supported: substringof, contains, startswith, endswith, length, indexof, ` +
-        `substring, tolower, toupper, trim, concat, year, month, day, hour, minute, second, fractionalseconds, ` +
-        `date, time, totaloffsetminutes, now, mindatetime, maxdatetime, round, floor, ceiling; no geospatial functions)`,
-    )
-  }
-}
-
-function parse(source: string, option: string): Node {
-  if (source.trim() === "") throw bad(`${option} is empty`)
-  // the parser recurses once per parenthesis: refuse deep nesting before it does
-  if (parenDepth(source) > MAX_DEPTH) throw tooDeep(option)
-  try {
-    return defaultParser.filter(source) as unknown as Node
-  } catch (e) {
-    if (e instanceof RangeError) throw tooDeep(option) // the parser's own recursion (a long run of `not`)
-    throw bad(`${option} is not a valid OData expression: ${(e as Error).message} in '${source}'`)
-  }
-}
-
-/** The deepest nesting of parentheses outside quoted strings. */
-function parenDepth(s: string) {
-  let depth = 0
-  let max = 0
-  let quoted = false
-  for (const c of s) {
-    if (c === "'") quoted = !quoted
-    else if (quoted) continue
-    else if (c === "(") max = Math.max(max, ++depth)
-    else if (c === ")") depth--
-  }
-  return max
-}
-
-/** Splits on `sep` outside parentheses and quoted strings. */
-export function splitTop(s: string, sep: string): string[] {
-  const out: string[] = []
-  let depth = 0
-  let quoted = false
-  let start = 0
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i]
-    if (c === "'") quoted = !quoted
-    else if (quoted) continue
-    else if (c === "(") depth++
-    else if (c === ")") depth--
-    else if (c === sep && depth === 0) {
-      out.push(s.slice(start, i))
-      start = i + 1
-    }
-  }
-  out.push(s.slice(start))
-  return out
 }
