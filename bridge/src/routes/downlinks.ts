@@ -1,6 +1,6 @@
 // Downlinks: Config and Resend to one meter, token-guarded; 202 once the broker has them (QoS 1).
 import type { FastifyInstance, FastifyReply } from "fastify"
-import { encodeDownlink } from "../codec.js"
+import { encodeDownlink } from "../codec/downlink.js"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { citymeter } from "../gen/citymeter.js"
