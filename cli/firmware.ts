@@ -40,7 +40,7 @@ import {
   settingsBankBytes,
   unknownBoardMessage,
 } from "./boards.js"
-import { queueFootprintError } from "../bridge/src/tunables.js"
+import { queueFootprintError } from "../bridge/src/tunables/storage-budget.js"
 import { CliError, usage } from "./errors.js"
 
 const require = createRequire(import.meta.url)

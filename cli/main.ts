@@ -3,7 +3,7 @@
 import { Command, InvalidArgumentError, Option } from "commander"
 import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
-import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
+import { TUNABLE_BY_NAME } from "../bridge/src/tunables/schema.js"
 import { VERSION } from "../bridge/src/version.js"
 import { DEMO_FLEET } from "../sim/src/demo.js"
 import { BROKER_HELP, resolveBroker } from "./broker.js"

@@ -8,15 +8,10 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join, resolve } from "node:path"
 import { LOCATION_SCHEMA } from "../bridge/src/routes/locations.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
-import {
-  TUNABLES,
-  TUNABLE_BY_NAME,
-  batchSlotError,
-  defaults,
-  pulseLimitErrors,
-  queueFootprintError,
-} from "../bridge/src/tunables.js"
-import type { Tunable, TunableValues } from "../bridge/src/tunables.js"
+import { TUNABLES, TUNABLE_BY_NAME, defaults } from "../bridge/src/tunables/schema.js"
+import { pulseLimitErrors } from "../bridge/src/tunables/pulse-limits.js"
+import { batchSlotError, queueFootprintError } from "../bridge/src/tunables/storage-budget.js"
+import type { Tunable, TunableValues } from "../bridge/src/tunables/schema.js"
 import { knownBoards, settingsBankBytes, tlsError, unknownBoardMessage } from "./boards.js"
 import { CliError, usage } from "./errors.js"
 

@@ -6,7 +6,8 @@ import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { citymeter } from "../gen/citymeter.js"
 import { keyId, newKey } from "../seal.js"
 import type { DownKind } from "../topics.js"
-import { TUNABLES, defaults, tunableErrors, type TunableValues } from "../tunables.js"
+import { TUNABLES, defaults, type TunableValues } from "../tunables/schema.js"
+import { tunableErrors } from "../tunables.js"
 import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 
 const DOWNLINK_TIMEOUT_MS = BRIDGE_DEFAULTS.downlinkTimeoutMs
