@@ -9,7 +9,8 @@ import { DEMO_FLEET } from "../sim/src/demo.js"
 import { BROKER_HELP, resolveBroker } from "./broker.js"
 import { CliError, reportError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
-import { build, deploy, flash } from "./firmware.js"
+import { build } from "./build.js"
+import { deploy, flash } from "./flash.js"
 import {
   bridgeTarget,
   locationOption,

@@ -1,6 +1,6 @@
 // `citymeter provision`: meter identity, board and broker → the two DeviceScript settings files.
 // Non-secrets go to .env.defaults, secrets (MQTT_PASS) to .env.local (mode 0600). `devs build`
-// reads both from the directory it runs in (cli/firmware.ts stages them); the simulator deploys
+// reads both from the directory it runs in (cli/build.ts stages them); the simulator deploys
 // the same keys over its settings service (sim/src/meter.ts). With --bridge, the meter is then
 // registered with the bridge (PUT /meters/:id), which accepts frames only from registered meters.
 import { randomBytes } from "node:crypto"

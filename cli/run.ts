@@ -7,7 +7,7 @@ import { DEMO_ALARM_SETTINGS, DEMO_SPEED_NOTE } from "../sim/src/demo.js"
 import { paths } from "../sim/src/paths.js"
 import { FORWARD_LINES, SimPool } from "../sim/src/workers.js"
 import { CliError, usage } from "./errors.js"
-import type { Print } from "./firmware.js"
+import type { Print } from "./build.js"
 
 export interface SimOptions {
   broker: string

@@ -14,7 +14,7 @@ import { SimMeter } from "../sim/src/meter.js"
 import { runScenario, type Scenario, type ScenarioEvent } from "../sim/src/scenario.js"
 import { scenarios } from "../sim/scenarios/index.js"
 import { CliError, usage } from "./errors.js"
-import type { Print } from "./firmware.js"
+import type { Print } from "./build.js"
 
 export const SCENARIO_NAMES = Object.keys(scenarios)
 
