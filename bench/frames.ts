@@ -4,7 +4,8 @@
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import protobuf from "protobufjs"
-import { decodeUplink, sealUplink } from "../bridge/src/codec.js"
+import { decodeUplink } from "../bridge/src/codec.js"
+import { sealUplink } from "../testkit/frames.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
 
 const { Uplink } = citymeter.v1

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs"
 import { createRequire } from "node:module"
 import { join } from "node:path"
-import { PULSE_LIMITS } from "../bridge/src/tunables.js"
+import { PULSE_LIMITS } from "../bridge/src/tunables/pulse-limits.js"
 import { paths } from "../sim/src/paths.js"
 
 const require = createRequire(import.meta.url)
@@ -52,7 +52,7 @@ export function boardFamily(id: string): "esp32" | "rp2040" | "sim" | "unknown" 
 
 /**
  * Bytes of one bank of the DeviceScript settings store (the only flash a program has; the budget
- * within it: bridge/src/tunables.ts storageBudget): 16384 B on ESP32 (a 256 KB store / 16), 8192 B on
+ * within it: bridge/src/tunables/storage-budget.ts storageBudget): 16384 B on ESP32 (a 256 KB store / 16), 8192 B on
  * the RP2040 and in the simulator (128 KB / 16). A custom board states it as "$settingsBankBytes".
  */
 export function settingsBankBytes(id: string): number {

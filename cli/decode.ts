@@ -2,7 +2,8 @@
 // of it (the same decoder and checks the bridge applies, with its CM_ERR_* code when it would reject).
 import { existsSync, readFileSync } from "node:fs"
 import protobuf from "protobufjs"
-import { FrameError, decodeUplink } from "../bridge/src/codec.js"
+import { decodeUplink } from "../bridge/src/codec.js"
+import { FrameError } from "../bridge/src/codec/frames.js"
 import { UP_KINDS, type UpKind } from "../bridge/src/topics.js"
 import { CliError, usage } from "./errors.js"
 import { describeDownlink, describeUplink } from "./format.js"

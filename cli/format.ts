@@ -1,7 +1,7 @@
 // Human-readable views of decoded frames (watch, decode): the bridge's validated view of an uplink,
 // and downlinks as the meter will read them.
 import { citymeter } from "../bridge/src/gen/citymeter.js"
-import type { UplinkFrame } from "../bridge/src/codec.js"
+import type { UplinkFrame } from "../bridge/src/codec/frames.js"
 import type { DownKind } from "../bridge/src/topics.js"
 
 const { Downlink } = citymeter.v1

@@ -3,13 +3,14 @@
 import { Command, InvalidArgumentError, Option } from "commander"
 import { BRIDGE_DEFAULTS } from "../bridge/src/defaults.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
-import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
+import { TUNABLE_BY_NAME } from "../bridge/src/tunables/schema.js"
 import { VERSION } from "../bridge/src/version.js"
 import { DEMO_FLEET } from "../sim/src/demo.js"
 import { BROKER_HELP, resolveBroker } from "./broker.js"
 import { CliError, reportError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
-import { build, deploy, flash } from "./firmware.js"
+import { build } from "./build.js"
+import { deploy, flash } from "./flash.js"
 import {
   bridgeTarget,
   locationOption,

@@ -1,6 +1,6 @@
 // `citymeter provision`: meter identity, board and broker → the two DeviceScript settings files.
 // Non-secrets go to .env.defaults, secrets (MQTT_PASS) to .env.local (mode 0600). `devs build`
-// reads both from the directory it runs in (cli/firmware.ts stages them); the simulator deploys
+// reads both from the directory it runs in (cli/build.ts stages them); the simulator deploys
 // the same keys over its settings service (sim/src/meter.ts). With --bridge, the meter is then
 // registered with the bridge (PUT /meters/:id), which accepts frames only from registered meters.
 import { randomBytes } from "node:crypto"
@@ -8,15 +8,10 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "n
 import { join, resolve } from "node:path"
 import { LOCATION_SCHEMA } from "../bridge/src/routes/locations.js"
 import { METER_ID_RULE, isMeterId } from "../bridge/src/topics.js"
-import {
-  TUNABLES,
-  TUNABLE_BY_NAME,
-  batchSlotError,
-  defaults,
-  pulseLimitErrors,
-  queueFootprintError,
-} from "../bridge/src/tunables.js"
-import type { Tunable, TunableValues } from "../bridge/src/tunables.js"
+import { TUNABLES, TUNABLE_BY_NAME, defaults } from "../bridge/src/tunables/schema.js"
+import { pulseLimitErrors } from "../bridge/src/tunables/pulse-limits.js"
+import { batchSlotError, queueFootprintError } from "../bridge/src/tunables/storage-budget.js"
+import type { Tunable, TunableValues } from "../bridge/src/tunables/schema.js"
 import { knownBoards, settingsBankBytes, tlsError, unknownBoardMessage } from "./boards.js"
 import { CliError, usage } from "./errors.js"
 

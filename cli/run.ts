@@ -2,12 +2,12 @@
 import { existsSync } from "node:fs"
 import { configFromEnv, startService, type ServiceConfig } from "../bridge/src/service.js"
 import { METER_ID_PATTERN } from "../bridge/src/topics.js"
-import { TUNABLE_BY_NAME } from "../bridge/src/tunables.js"
+import { TUNABLE_BY_NAME } from "../bridge/src/tunables/schema.js"
 import { DEMO_ALARM_SETTINGS, DEMO_SPEED_NOTE } from "../sim/src/demo.js"
 import { paths } from "../sim/src/paths.js"
 import { FORWARD_LINES, SimPool } from "../sim/src/workers.js"
 import { CliError, usage } from "./errors.js"
-import type { Print } from "./firmware.js"
+import type { Print } from "./build.js"
 
 export interface SimOptions {
   broker: string

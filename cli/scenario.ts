@@ -5,7 +5,7 @@
 // were raised and cleared, with no other alarm. Exit code 0 when it passes, 1 when not.
 import mqtt from "mqtt"
 import pino from "pino"
-import { encodeDownlink } from "../bridge/src/codec.js"
+import { encodeDownlink } from "../bridge/src/codec/downlink.js"
 import { startEmbeddedBroker, type EmbeddedBroker } from "../bridge/src/broker.js"
 import { enumLabel } from "../bridge/src/routes/shared.js"
 import { startService } from "../bridge/src/service.js"
@@ -14,7 +14,7 @@ import { SimMeter } from "../sim/src/meter.js"
 import { runScenario, type Scenario, type ScenarioEvent } from "../sim/src/scenario.js"
 import { scenarios } from "../sim/scenarios/index.js"
 import { CliError, usage } from "./errors.js"
-import type { Print } from "./firmware.js"
+import type { Print } from "./build.js"
 
 export const SCENARIO_NAMES = Object.keys(scenarios)
 

@@ -1,7 +1,8 @@
 // `citymeter watch <meter>`: live frames of one meter (or all, with '+'), decoded as the bridge
 // decodes them; rejected frames are shown with the bridge's reject code and their bytes.
 import mqtt from "mqtt"
-import { FrameError, decodeUplink } from "../bridge/src/codec.js"
+import { decodeUplink } from "../bridge/src/codec.js"
+import { FrameError } from "../bridge/src/codec/frames.js"
 import { DOWN_KINDS, METER_ID_PATTERN, TOPIC_ROOT, UP_KINDS, type DownKind, type UpKind } from "../bridge/src/topics.js"
 import { CliError, usage } from "./errors.js"
 import { describeDownlink, describeUplink } from "./format.js"

@@ -47,7 +47,7 @@ import { readRaw, writeChecked } from "./raw-settings"
  * Slots of the ring (proto/tunables.json storage.queueSlots): the full queue, every other setting
  * at its largest, the runtime's own records and the room a slot's rewrite needs must fit the
  * smallest settings bank, the Pico W's 8,144 usable bytes (the budget, from jacdac-c jd_fstor.c:
- * bridge/src/tunables.ts storageBudget, checked at build and config time; README "Configuration"
+ * bridge/src/tunables/storage-budget.ts storageBudget, checked at build and config time; README "Configuration"
  * has the numbers per board).
  */
 export const QUEUE_SLOTS = SLOTS

@@ -6,8 +6,8 @@ import { copyFileSync, readdirSync, statSync } from "node:fs"
 import { join, resolve, dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import { settingsBankBytes } from "../cli/boards.js"
-import { build, sha256 } from "../cli/firmware.js"
-import { storageBudget } from "../bridge/src/tunables.js"
+import { build, sha256 } from "../cli/build.js"
+import { storageBudget } from "../bridge/src/tunables/storage-budget.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 const out = join(root, ".devicescript/boards")

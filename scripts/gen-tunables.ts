@@ -4,20 +4,15 @@
 import { readFileSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
+import { TUNABLES, TUNABLE_BY_NAME, defaults } from "../bridge/src/tunables/schema.js"
 import {
   PULSE_LIMITS,
   PULSE_SAMPLE_MS,
-  README_BEGIN,
   STRICTEST_PULSE_LIMITS,
-  README_END,
-  STORAGE,
-  TUNABLES,
-  TUNABLE_BY_NAME,
-  defaults,
   pulseLimitErrors,
-  readmeTable,
-  worstFrameBytes,
-} from "../bridge/src/tunables.js"
+} from "../bridge/src/tunables/pulse-limits.js"
+import { STORAGE, worstFrameBytes } from "../bridge/src/tunables/storage-budget.js"
+import { README_BEGIN, README_END, readmeTable } from "../bridge/src/tunables.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 

@@ -1,7 +1,11 @@
 // Uplink frames as a meter would send them, built from plain objects (protobufjs fromObject:
 // 64-bit values may be decimal strings, enums numbers or names). One place for the tests and
-// benchmarks that publish frames without a firmware VM.
+// benchmarks that publish frames without a firmware VM, open or sealed.
+import protobuf from "protobufjs/minimal.js"
 import { citymeter } from "../bridge/src/gen/citymeter.js"
+import { num } from "../bridge/src/codec/payload.js"
+import { seal, uplinkNonce } from "../bridge/src/seal.js"
+import { UP_KINDS } from "../bridge/src/topics.js"
 
 const { Uplink } = citymeter.v1
 
@@ -44,4 +48,21 @@ export function birthFrame(boot: number, birth: Record<string, unknown> = {}): B
     seq: 0,
     birth: { firmware: "fw-test 1.0", board: "esp32", intervalS: 900, batch: 4, uptimeS: 5, ...birth },
   })
+}
+
+const UP_BODY = {
+  readings: citymeter.v1.ReadingBatch,
+  birth: citymeter.v1.Birth,
+  alarm: citymeter.v1.Alarm,
+  death: citymeter.v1.Death,
+}
+
+/** The sealed form of an uplink (the firmware's job; here for the tests, the benchmarks and the golden frames). */
+export function sealUplink(key: Uint8Array, u: citymeter.v1.IUplink): Uint8Array {
+  const kind = UP_KINDS.find((k) => u[k] !== undefined && u[k] !== null)
+  if (!kind) throw new Error("an uplink needs a body")
+  const type = UP_BODY[kind] as unknown as { encode(m: object): protobuf.Writer; fromObject(o: object): object }
+  const plain = type.encode(type.fromObject(u[kind]!)).finish()
+  const [boot, seq, link] = [num(u.boot), num(u.seq), num(u.link)]
+  return Uplink.encode({ boot, seq, link, sealed: seal(key, uplinkNonce(kind, boot, seq, link), plain) }).finish()
 }

@@ -1,7 +1,7 @@
 // The HTTP API's error codes, each declared once with its message template and status, in the
 // style of fastify's lib/errors.js (`createError('FST_ERR_NOT_FOUND', 'Not Found', 404)`). Every
 // route, SensorThings and the error handler (routes/error-handler.ts) answer with one of these, always in
-// the shape { error: "CM_ERR_…", message }. Frame rejection reasons (codec.ts) are another list:
+// the shape { error: "CM_ERR_…", message }. Frame rejection reasons (codec/frames.ts) are another list:
 // they name why an uplink was dead-lettered, not why an HTTP request failed.
 
 /** The arguments a message template takes: one per `%s`. */

@@ -14,7 +14,7 @@ import {
   loadServiceSpecifications,
 } from "jacdac-ts"
 import { join } from "node:path"
-import { TUNABLE_BY_KEY } from "../../bridge/src/tunables.js"
+import { TUNABLE_BY_KEY } from "../../bridge/src/tunables/schema.js"
 import { createVmBus } from "./bus.js"
 import { paths } from "./paths.js"
 import { DEFAULT_PULSE_WIDTH_MS, PulseTrain, type PulseOutput } from "./physics.js"

@@ -7,7 +7,7 @@
 // a late timer delays the events but changes none of them (the board's main loop can also be late,
 // which the board tests measure; the simulator does not model it).
 import { SRV_BUTTON, SensorServer, jdpack } from "jacdac-ts"
-import { PULSE_SAMPLE_MS } from "../../bridge/src/tunables.js"
+import { PULSE_SAMPLE_MS } from "../../bridge/src/tunables/pulse-limits.js"
 import { PulseTrain } from "./physics.js"
 
 /** jacdac spec button.md: events down (0x01) and up (0x02, time: u32 ms). */

@@ -1,5 +1,5 @@
 // The flashable image of a board build for the emulator: exactly the bytecode `citymeter build
-// --board <board>` produces, bundled by `devs bundle` (cli/firmware.ts bundleProgram, which checks
+// --board <board>` produces, bundled by `devs bundle` (cli/flash.ts bundleProgram, which checks
 // the bytecode sits byte for byte in the image) with the plain Pico runtime
 // (vendor/rp2040-runtime/devicescript-rp2040.uf2, no CYW43: the Pico W image needs a Wi-Fi chip
 // rp2040js does not have), staged under the name devs caches the board's runtime as, so nothing is
@@ -7,19 +7,20 @@
 // .devicescript/rp2040-images/.
 //
 // `devs bundle` listens on fixed ports 8081–8083: bundles run one at a time, across test files and
-// worktrees (cli/firmware.ts withBundleLock, a lock file in the system's temporary directory, which
+// worktrees (cli/flash.ts withBundleLock, a lock file in the system's temporary directory, which
 // bundleProgram takes too; here it is held over the build as well).
 
 import { createHash } from "node:crypto"
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { build, bundleProgram, withBundleLock, type Print } from "../../cli/firmware.js"
+import { build, type Print } from "../../cli/build.js"
+import { bundleProgram, withBundleLock } from "../../cli/flash.js"
 import { provision } from "../../cli/provision.js"
 import { paths } from "../../sim/src/paths.js"
 import { PICO_RUNTIME_UF2 } from "./board.js"
 
-export { BUNDLE_LOCK_FILE, withBundleLock } from "../../cli/firmware.js"
+export { BUNDLE_LOCK_FILE, withBundleLock } from "../../cli/flash.js"
 export const IMAGE_CACHE = join(paths.root, ".devicescript/rp2040-images")
 
 export interface BundledImage {

@@ -6,7 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { expect, test } from "vitest"
-import { build, flash, flashContents, vendoredRuntimeImage } from "../../cli/firmware.js"
+import { build } from "../../cli/build.js"
+import { flash, flashContents, vendoredRuntimeImage } from "../../cli/flash.js"
 import { withBundleLock } from "../../testkit/rp2040/bundle.js"
 
 test("flashing a citymeter_picow build without --file bundles the committed Pico W runtime, offline", async () => {

@@ -5,7 +5,7 @@
 // runtime's store holds afterwards (testkit/fstor.ts), not what the firmware says of itself.
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { citymeter } from "../../bridge/src/gen/citymeter.js"
-import { SLOT_BYTES, STORAGE } from "../../bridge/src/tunables.js"
+import { SLOT_BYTES, STORAGE } from "../../bridge/src/tunables/storage-budget.js"
 import { fstorValue } from "../../testkit/fstor.js"
 import { Board, speedLine, uniqueIdFor } from "../../testkit/rp2040/board.js"
 import { quickMeterImage } from "../../testkit/rp2040/bundle.js"

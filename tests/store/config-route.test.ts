@@ -7,7 +7,7 @@ import { citymeter } from "../../bridge/src/gen/citymeter.js"
 import { createMetrics } from "../../bridge/src/metrics.js"
 import { openPglite } from "../../bridge/src/store/engines.js"
 import type { Store } from "../../bridge/src/store/store.js"
-import { TUNABLE_BY_NAME } from "../../bridge/src/tunables.js"
+import { TUNABLE_BY_NAME } from "../../bridge/src/tunables/schema.js"
 import { recordBirth } from "../../testkit/store-writes.js"
 
 describe("the Config downlink route refuses what the meter would refuse", () => {

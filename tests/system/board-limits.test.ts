@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, test } from "vitest"
-import { storageBudget } from "../../bridge/src/tunables.js"
+import { storageBudget } from "../../bridge/src/tunables/storage-budget.js"
 import { SENSOR_FAULT_V, boardHardwareErrors, customBoard, settingsBankBytes, tlsError } from "../../cli/boards.js"
 import { parseEnvSettings } from "../../sim/src/meter.js"
 import { runCitymeter } from "../../testkit/process.js"

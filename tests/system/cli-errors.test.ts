@@ -47,7 +47,7 @@ describe("one-line errors, as a user meets them", () => {
   })
   afterAll(() => new Promise<void>((r) => busy.close(() => r())))
 
-  // issue 20: the settings bank's budget is exact (bridge/src/tunables.ts storageBudget); a Pico W
+  // issue 20: the settings bank's budget is exact (bridge/src/tunables/storage-budget.ts storageBudget); a Pico W
   // whose settings leave no room for the queue is refused before anything is built
   test("a configuration over the board's settings bank is refused by build, with the reason", async () => {
     const settings = join(dir, "big")

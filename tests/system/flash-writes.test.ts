@@ -1,19 +1,19 @@
 // What the firmware keeps in flash and how often it writes there (issue 20), read from the flash
 // image of the real firmware in the simulator's VM (testkit/fstor.ts reads DeviceScript's settings
 // store as jd_fstor.c lays it out). Every record is a power-cut window, and every byte must be in
-// the budget `citymeter build` checks (bridge/src/tunables.ts storageBudget).
+// the budget `citymeter build` checks (bridge/src/tunables/storage-budget.ts storageBudget).
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { describe, expect, test } from "vitest"
+import { TUNABLE_BY_KEY } from "../../bridge/src/tunables/schema.js"
 import {
   boardBankBytes,
   budgetedKeys,
   entryBytes,
   STORAGE,
-  TUNABLE_BY_KEY,
   usableBankBytes,
-} from "../../bridge/src/tunables.js"
+} from "../../bridge/src/tunables/storage-budget.js"
 import { DEFAULT_BOARD, SimMeter } from "../../sim/src/meter.js"
 import { FstorWriteCounter, readFstor } from "../../testkit/fstor.js"
 import { freePort } from "../../testkit/infra.js"

@@ -4,7 +4,7 @@
 // (firmware/pulses.ts), as on a board. Before, the firmware polled a level every 100 ms and lost
 // every pulse under 100 ms and most above 5 per second: the 30 ms cases below failed then.
 import { afterAll, describe, expect, test } from "vitest"
-import { PULSE_SAMPLE_MS, maxPulseHz, pulseLimitsOf } from "../../bridge/src/tunables.js"
+import { PULSE_SAMPLE_MS, maxPulseHz, pulseLimitsOf } from "../../bridge/src/tunables/pulse-limits.js"
 import { SimMeter } from "../../sim/src/meter.js"
 import { PulseTrain } from "../../sim/src/physics.js"
 import { uid } from "../helpers.js"

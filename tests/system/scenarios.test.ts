@@ -2,7 +2,7 @@
 // bridge: each scenario type asserts what the bridge stored.
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { encodeDownlink } from "../../bridge/src/codec.js"
+import { encodeDownlink } from "../../bridge/src/codec/downlink.js"
 import { downTopic } from "../../bridge/src/topics.js"
 import type { SimMeter } from "../../sim/src/meter.js"
 import { runScenario, type ScenarioResult } from "../../sim/src/scenario.js"

@@ -10,13 +10,12 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { sealUplink } from "../../bridge/src/codec.js"
 import { citymeter } from "../../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../../bridge/src/service.js"
 import { downTopic, upTopic } from "../../bridge/src/topics.js"
 import { captureLog, uid, waitFor } from "../helpers.js"
 import { freePort } from "../../testkit/infra.js"
-import { readingsFrame as readingsOf } from "../../testkit/frames.js"
+import { readingsFrame as readingsOf, sealUplink } from "../../testkit/frames.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const { Uplink } = citymeter.v1

@@ -1,9 +1,9 @@
 // Every CM_ERR_* code is declared once: the HTTP API's in bridge/src/errors.ts (code, message
-// template, status), the frame rejection reasons in bridge/src/codec.ts (REJECT_REASONS). The two
+// template, status), the frame rejection reasons in bridge/src/codec/frames.ts (REJECT_REASONS). The two
 // lists do not share a code, and the README names each code and no other.
 import { readFileSync } from "node:fs"
 import { expect, test } from "vitest"
-import { REJECT_REASONS } from "../../bridge/src/codec.js"
+import { REJECT_REASONS } from "../../bridge/src/codec/frames.js"
 import { ERROR_SCHEMA, errors } from "../../bridge/src/errors.js"
 
 const http = Object.keys(errors)

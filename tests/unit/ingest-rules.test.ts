@@ -2,7 +2,6 @@
 // in, a verdict out (error, rows, writes on the row, ack), and the row the next frame sees.
 import { randomBytes } from "node:crypto"
 import { describe, expect, test } from "vitest"
-import { sealUplink } from "../../bridge/src/codec.js"
 import {
   MAX_BOOT_JUMP,
   SEQ_SLACK,
@@ -14,7 +13,7 @@ import {
 } from "../../bridge/src/ingest/rules.js"
 import type { MeterRow } from "../../bridge/src/store/store.js"
 import type { UpKind } from "../../bridge/src/topics.js"
-import { birthFrame, readingsFrame, uplink } from "../../testkit/frames.js"
+import { birthFrame, readingsFrame, sealUplink, uplink } from "../../testkit/frames.js"
 
 const at = new Date("2026-03-01T12:00:00Z")
 const nowS = at.getTime() / 1000

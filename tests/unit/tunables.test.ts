@@ -6,30 +6,25 @@ import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import protobuf from "protobufjs"
 import { describe, expect, test } from "vitest"
-import { MAX_INTERVAL_S } from "../../bridge/src/codec.js"
+import { MAX_INTERVAL_S } from "../../bridge/src/codec/frames.js"
 import { citymeter } from "../../bridge/src/gen/citymeter.js"
 import { CONFIG_BODY_PROPERTIES } from "../../bridge/src/routes/downlinks.js"
+import { TUNABLES, TUNABLE_BY_NAME, defaults } from "../../bridge/src/tunables/schema.js"
+import { PULSE_SAMPLE_MS, maxPulseHz, pulseLimitErrors } from "../../bridge/src/tunables/pulse-limits.js"
 import {
-  PULSE_SAMPLE_MS,
   STORAGE,
-  TUNABLES,
-  TUNABLE_BY_NAME,
   boardBankBytes,
-  defaults,
   entryBytes,
   maxBatchForSlot,
-  maxPulseHz,
-  pulseLimitErrors,
   queueCapacity,
   queueFootprintError,
   storageBudget,
   SLOT_BYTES,
   budgetedKeys,
-  readmeTable,
   repoBoardBanks,
-  tunableErrors,
   worstFrameBytes,
-} from "../../bridge/src/tunables.js"
+} from "../../bridge/src/tunables/storage-budget.js"
+import { readmeTable, tunableErrors } from "../../bridge/src/tunables.js"
 import { buildSettings, TUNABLE_KEYS, type ProvisionInput } from "../../cli/provision.js"
 import { genFirmwareTunables, readmeWithTable } from "../../scripts/gen-tunables.js"
 import { paths } from "../../sim/src/paths.js"

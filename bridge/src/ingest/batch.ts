@@ -1,6 +1,6 @@
 // One batch inside its transaction: the meters' rows read once, each frame judged by the rules in
 // arrival order, then the writes, a few statements for the whole batch.
-import type { AlarmFrame, ReadingsFrame, RejectCode } from "../codec.js"
+import type { AlarmFrame, ReadingsFrame, RejectCode } from "../codec/frames.js"
 import type { DeadLetter, FrameOutcome, IngestTx, MeterRow } from "../store/store.js"
 import type { UpKind } from "../topics.js"
 import {

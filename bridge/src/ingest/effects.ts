@@ -1,7 +1,8 @@
 // After the commit: what a committed batch's frames cause outside the transaction: counts, logs,
 // downlinks (acks, time), and live events for dashboards and the NGSI-LD forwarder (live.ts).
 import type { Logger } from "pino"
-import { encodeDownlink, type ReadingsFrame } from "../codec.js"
+import { encodeDownlink } from "../codec/downlink.js"
+import type { ReadingsFrame } from "../codec/frames.js"
 import type { citymeter } from "../gen/citymeter.js"
 import type { LiveBus, LiveEvent } from "../live.js"
 import type { Metrics } from "../metrics.js"

@@ -9,7 +9,7 @@
 // Only an unavailable data tier is retried, the whole batch unacknowledged at the broker.
 import { hash } from "node:crypto"
 import type { Logger } from "pino"
-import { FrameError } from "../codec.js"
+import { FrameError } from "../codec/frames.js"
 import { BRIDGE_DEFAULTS as D } from "../defaults.js"
 import type { LiveBus } from "../live.js"
 import type { Metrics } from "../metrics.js"

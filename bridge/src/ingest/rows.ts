@@ -1,5 +1,5 @@
 // Frame → rows: what a decoded frame writes, with no decision in it (rules.ts decides whether).
-import type { AlarmFrame, BirthFrame, FrameMeta, ReadingsFrame } from "../codec.js"
+import type { AlarmFrame, BirthFrame, FrameMeta, ReadingsFrame } from "../codec/frames.js"
 import type { AlarmEvent, BirthInfo, ReadingRow } from "../store/store.js"
 
 /**

@@ -1,16 +1,7 @@
 // The per-frame rules: what one frame does to its meter, decided from the meter's registry row and
 // the frame alone. Pure: no store, no clock, no logs. The pipeline writes what the verdict says.
-import {
-  FrameError,
-  openEnvelope,
-  envelopeId,
-  readEnvelope,
-  type AlarmFrame,
-  type ReadingsFrame,
-  type SealContext,
-  type UplinkEnvelope,
-  type UplinkFrame,
-} from "../codec.js"
+import { openEnvelope, envelopeId, readEnvelope, type UplinkEnvelope } from "../codec.js"
+import { FrameError, type AlarmFrame, type ReadingsFrame, type SealContext, type UplinkFrame } from "../codec/frames.js"
 import { outOfRange } from "../store/columns.js"
 import type { AlarmEvent, BirthInfo, MeterRow, MeterSeal, ReadingRow } from "../store/store.js"
 import type { UpKind } from "../topics.js"

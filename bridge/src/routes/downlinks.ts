@@ -1,12 +1,13 @@
 // Downlinks: Config and Resend to one meter, token-guarded; 202 once the broker has them (QoS 1).
 import type { FastifyInstance, FastifyReply } from "fastify"
-import { encodeDownlink } from "../codec.js"
+import { encodeDownlink } from "../codec/downlink.js"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { citymeter } from "../gen/citymeter.js"
 import { keyId, newKey } from "../seal.js"
 import type { DownKind } from "../topics.js"
-import { TUNABLES, defaults, tunableErrors, type TunableValues } from "../tunables.js"
+import { TUNABLES, defaults, type TunableValues } from "../tunables/schema.js"
+import { tunableErrors } from "../tunables.js"
 import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 
 const DOWNLINK_TIMEOUT_MS = BRIDGE_DEFAULTS.downlinkTimeoutMs

@@ -22,7 +22,7 @@ export interface ReadingColumn {
   nullable: boolean
   /** Where the value comes from on the wire (proto field), for the value's bounds. */
   proto?: ProtoType
-  /** Physical bounds of the channel; per-interval amounts are also bounded by rate (codec.ts). */
+  /** Physical bounds of the channel; per-interval amounts are also bounded by rate (codec/payload.ts). */
   plausible?: [number, number]
   /**
    * The migration step (its name, store/migrations.ts) that added the column to readings and
