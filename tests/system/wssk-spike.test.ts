@@ -136,6 +136,67 @@ describe("WSSK spike (issue 23 item 1)", () => {
     }
   })
 
+  test("the runtime's own deploy path over the link: 0x94, 0x95 x n, 0x96 rewrite the program, which restarts, and 0x93 re-checks it", async () => {
+    const { bytecode, sha } = bytecodeSha256()
+    const meterId = uid("wsskdep")
+    const path = `/wssk/${meterId}`
+    const key = randomBytes(32)
+    const ep = await WsskEndpoint.start({ keys: new Map([[path, key]]) })
+    const meter = new SimMeter({
+      meterId,
+      water: "register",
+      settings: { MQTT_HOST: "127.0.0.1", MQTT_PORT: await freePort() },
+    })
+    const boots = () => meter.lines.filter((l) => /citymeter: meter .* boot \d+/.test(l)).length
+    // a multiple of 32 B (devsmgr_deploy_write, line 287) that fits the device's 270-byte buffer
+    const CHUNK = 224
+    const size = Buffer.alloc(4)
+    try {
+      await meter.start()
+      await meter.waitForLine(/citymeter: meter .* boot \d+/)
+      let since = performance.now()
+      await meter.setCloudConnectionString(ep.connectionString(path, key))
+      let done: { deployMs: number; chunks: number; lost: number } | undefined
+      for (let lost = 0; !done && lost < 3;) {
+        const link = await ep.nextLink(since)
+        try {
+          // a size devsmgr refuses (not a multiple of 32) is answered 0xff and changes nothing
+          size.writeUInt32LE(bytecode.length + 1)
+          expect((await link.request(WSSK.DeployStart, size)).cmd).toBe(WSSK.Error)
+          const t0 = performance.now()
+          size.writeUInt32LE(bytecode.length)
+          expect((await link.request(WSSK.DeployStart, size)).cmd).toBe(WSSK.DeployStart)
+          let chunks = 0
+          for (let off = 0; off < bytecode.length; off += CHUNK, chunks++)
+            expect((await link.request(WSSK.DeployWrite, bytecode.subarray(off, off + CHUNK))).cmd).toBe(
+              WSSK.DeployWrite,
+            )
+          expect((await link.request(WSSK.DeployFinish)).cmd).toBe(WSSK.DeployFinish)
+          const deployMs = performance.now() - t0
+          const check = await link.request(WSSK.GetHash)
+          expect(check.payload.toString("hex")).toBe(sha)
+          done = { deployMs, chunks, lost }
+        } catch (e) {
+          if (link.open) throw e
+          lost++ // a firmware reconnect took the socket: start over on the next link
+          since = link.times.auth! + 0.001
+        }
+      }
+      expect(done).toBeDefined()
+      // the runtime wrote the program and restarted it: the firmware boots a second time
+      await waitFor("the redeployed firmware's boot", async () => boots() >= 2, 20000)
+      expect(meter.lines.some((l) => new RegExp(`mgr: deploy ${bytecode.length} b`).test(l))).toBe(true)
+      expect(meter.lines.some((l) => /mgr: program written/.test(l))).toBe(true)
+      console.log(
+        `WSSK deploy: ${bytecode.length} B in ${done!.chunks} chunks of ${CHUNK} B in ${ms(done!.deployMs)} ms ` +
+          `(links lost first ${done!.lost}); 0x93 re-check equal`,
+      )
+    } finally {
+      await meter.stop()
+      await ep.close()
+    }
+  })
+
   test("one socket: while the firmware's MQTT session holds it the link cannot open; it opens when the session ends, and a disarmed link lets MQTT back", async () => {
     const { sha } = bytecodeSha256()
     const meterId = uid("wssk1s")
