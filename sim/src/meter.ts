@@ -2,9 +2,11 @@
 // with jacdac-ts servers for the three citymeter sensor services, and its own flash file.
 import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import {
+  CloudConfigurationCmd,
   JDBus,
   JDServerServiceProvider,
   SRV_BUTTON,
+  SRV_CLOUD_CONFIGURATION,
   SRV_MAGNETIC_FIELD_LEVEL,
   SRV_SETTINGS,
   SensorServer,
@@ -353,6 +355,26 @@ export class SimMeter {
       if (key.length > 13) throw new Error(`setting key ${key} is longer than 13 characters`)
       await client.setValue(key, new TextEncoder().encode(JSON.stringify(value)))
     }
+  }
+
+  /**
+   * Gives the runtime's own cloud link (WSSK) its connection string through the VM's Cloud
+   * Configuration service, as a provisioning tool would: the runtime stores it raw under
+   * `wssk_connstr` and connects at once, then again after every boot (DeviceScript
+   * runtime/devicescript/network/wssk_health.c set_conn_string, wsskhealth_init). "" clears it. The
+   * settings service cannot write that key: it stores a program's keys with a ':' in front
+   * (jacdac-c services/settings.c line 31).
+   */
+  async setCloudConnectionString(conn: string) {
+    const bus = this.bus
+    if (!bus) throw new Error(`${this.meterId}: start the meter first`)
+    let service = bus.services({ serviceClass: SRV_CLOUD_CONFIGURATION })[0]
+    for (let i = 0; !service && i < 200; ++i) {
+      await delay(10)
+      service = bus.services({ serviceClass: SRV_CLOUD_CONFIGURATION })[0]
+    }
+    if (!service) throw new Error("the VM's cloud configuration service did not appear on the bus")
+    await service.sendCmdAsync(CloudConfigurationCmd.SetConnectionString, new TextEncoder().encode(conn), true)
   }
 
   /** Power loss: the VM stops at once (no shutdown path runs); flash keeps what was written. */
