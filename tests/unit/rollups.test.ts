@@ -5,36 +5,15 @@ import { describe, expect, test } from "vitest"
 import { rollupFor } from "../../bridge/src/store/consumption.js"
 import { aggregate, ROLLUP_COLUMNS, ROLLUPS } from "../../bridge/src/store/rollups.js"
 import type { ReadingRow } from "../../bridge/src/store/store.js"
+import { readingRow } from "../../testkit/rows.js"
 
 const [HOUR, DAY] = ROLLUPS
 const T0 = Date.UTC(2026, 0, 5, 10, 0, 0)
 const MIN = 60_000
 
-function reading(meterId: string, minute: number, over: Partial<ReadingRow> = {}): ReadingRow {
-  return {
-    meterId,
-    ts: new Date(T0 + minute * MIN),
-    intervalS: 900,
-    boot: 1,
-    seq: 1 + Math.floor(minute / 15),
-    idx: 0,
-    volumeMl: null,
-    reverseMl: null,
-    waterTotalMl: null,
-    energyWh: null,
-    energyTotalWh: null,
-    powerW: null,
-    voltageDv: null,
-    pressureMinPa: null,
-    pressureAvgPa: null,
-    pressureMaxPa: null,
-    timeSynced: true,
-    backfill: false,
-    tsEstimated: false,
-    afterReboot: false,
-    ...over,
-  }
-}
+/** A 15-minute reading of `meterId` at `minute` past T0 (its seq numbers the quarter). */
+const reading = (meterId: string, minute: number, over: Partial<ReadingRow> = {}): ReadingRow =>
+  readingRow(meterId, new Date(T0 + minute * MIN), { seq: 1 + Math.floor(minute / 15), ...over })
 
 /** aggregate's column arrays as one object per rollup row. */
 function rowsOf(cols: unknown[][]): Record<string, unknown>[] {
