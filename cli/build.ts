@@ -173,7 +173,9 @@ export async function build(o: BuildOptions, print: Print): Promise<BuildResult>
     const file = join(out, "bytecode.devs")
     const size = statSync(file).size
     const digest = sha256(file)
-    const manifest = { board: o.board, entry, size, sha256: digest, settings: o.settings ? settingsDir : null }
+    // the version the firmware's Birth reports (citymeter-fw <version>), which a release is registered under
+    const version = /VERSION = "([^"]+)"/.exec(readFileSync(join(paths.root, "firmware/gen/version.ts"), "utf8"))?.[1]
+    const manifest = { board: o.board, entry, size, sha256: digest, version, settings: o.settings ? settingsDir : null }
     writeFileSync(join(out, "build.json"), JSON.stringify(manifest, null, 2) + "\n")
     print(
       `built ${file}: ${size} bytes of bytecode (${entry}) for ${o.board}` +

@@ -20,6 +20,7 @@ import {
   registerMeter,
   usernameWarning,
 } from "./provision.js"
+import { keygen, release } from "./release.js"
 import { bridge, sim } from "./run.js"
 import { watch } from "./watch.js"
 
@@ -185,6 +186,32 @@ program
   .option("-o, --out <dir>", "output directory (default: .devicescript/boards/<board>)")
   .action(async (o) => {
     await build({ board: o.board, settings: o.settings, out: o.out }, print)
+  })
+
+const releaseCmd = program
+  .command("release")
+  .description("sign a board's build with the release key and register it with the bridge (POST /releases)")
+  .option("-b, --board <board>", "board id: one of boards/*.board.json")
+  .option("--key <file>", "the release private key, PEM (citymeter release keygen)")
+  .option("--bytecode <file>", "the program (default: the board's build, .devicescript/boards/<board>/bytecode.devs)")
+  .option("--bridge <url>", "the bridge's HTTP API, http(s)://host:port")
+  .option("--token <token>", "the bridge's ops token (or set CITYMETER_API_TOKEN)")
+  .action(async (o) => {
+    for (const [flag, v] of [
+      ["--board", o.board],
+      ["--key", o.key],
+      ["--bridge", o.bridge],
+    ])
+      if (!v) throw usage(`release needs ${flag} (citymeter release --help)`)
+    const target = bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN)
+    await release({ board: o.board, keyFile: o.key, bytecode: o.bytecode }, target, print)
+  })
+releaseCmd
+  .command("keygen")
+  .description("make the utility's Ed25519 release key pair: release-private.pem (0600) and release-public.pem")
+  .requiredOption("-o, --out <dir>", "directory for the two files (an existing key is never overwritten)")
+  .action((o) => {
+    keygen(o.out, print)
   })
 
 program

@@ -25,11 +25,13 @@ import { meterRoutes } from "./routes/meters.js"
 import { ngsiLdRoutes } from "./routes/ngsi-ld.js"
 import { opsRoutes } from "./routes/ops.js"
 import { readingRoutes } from "./routes/readings.js"
+import { releaseRoutes } from "./routes/releases.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import { installReadGates, readGates } from "./routes/read-gate.js"
 import { BRIDGE_DEFAULTS, type HttpLimits } from "./defaults.js"
 import { errors } from "./errors.js"
+import { releasePublicKey, repoBoards } from "./releases.js"
 import type { StaBudgets } from "./sta/budget.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
@@ -84,6 +86,12 @@ export interface AppOptions {
   publicUrl?: string
   /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …); each left out is BRIDGE_DEFAULTS.http's. */
   httpLimits?: Partial<HttpLimits>
+  /** The release public key, PEM (RELEASE_PUBLIC_KEY); absent: POST /releases answers CM_ERR_NO_RELEASE_KEY. */
+  releasePublicKey?: string
+  /** The largest release bytecode, bytes (RELEASE_MAX_BYTES); default BRIDGE_DEFAULTS.releaseMaxBytes. */
+  releaseMaxBytes?: number
+  /** The boards a release may be for; default this repository's boards/*.board.json. */
+  releaseBoards?: Set<string>
 }
 
 /** The public URL of an app that does not listen (app.inject): the default listener's. */
@@ -202,6 +210,11 @@ export function buildApp(o: AppOptions): FastifyInstance {
     reads,
     publicUrl: () => publicUrl ?? listenUrl(app) ?? DEFAULT_PUBLIC_URL,
     limits,
+    releases: {
+      publicKey: o.releasePublicKey === undefined ? undefined : releasePublicKey(o.releasePublicKey),
+      maxBytes: o.releaseMaxBytes ?? BRIDGE_DEFAULTS.releaseMaxBytes,
+      boards: o.releaseBoards ?? repoBoards(),
+    },
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured
@@ -234,6 +247,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     exportRoutes,
     locationRoutes,
     alarmAckRoutes,
+    releaseRoutes,
     liveRoutes,
     dashboardRoutes,
   ])

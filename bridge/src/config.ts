@@ -7,6 +7,7 @@ import { publicBaseUrl } from "./api.js"
 import type { EmbeddedBrokerOptions } from "./broker.js"
 import { BRIDGE_DEFAULTS as D, type HttpLimits } from "./defaults.js"
 import type { ForwarderConfig } from "./ngsi-forwarder.js"
+import { readReleaseKeySetting } from "./releases.js"
 import { parseRole, roleValueError, type ServiceRole } from "./roles.js"
 import type { StoreOptions } from "./store/engines.js"
 import type { BeforeCommit } from "./ingest/index.js"
@@ -80,6 +81,10 @@ export interface ServiceConfig {
   httpLimits?: Partial<HttpLimits>
   /** PUBLIC_URL: the API's public base URL, which absolute links start with; default: the listen address. */
   publicUrl?: string
+  /** RELEASE_PUBLIC_KEY: the release key's public half, PEM (the variable holds it or its file's path). */
+  releasePublicKey?: string
+  /** RELEASE_MAX_BYTES: the largest release bytecode; default BRIDGE_DEFAULTS.releaseMaxBytes. */
+  releaseMaxBytes?: number
   log?: Logger
 }
 
@@ -117,6 +122,18 @@ function retentionDays(raw: string | undefined): number | undefined {
   const d = Number(raw)
   if (!(d > 0)) throw new Error(`READINGS_RETENTION_DAYS must be a positive number of days (got '${raw}')`)
   return d
+}
+
+/** RELEASE_PUBLIC_KEY: an Ed25519 public key, PEM, given itself or as the path of its file. */
+function releaseKey(raw: string | undefined): string | undefined {
+  try {
+    return readReleaseKeySetting(raw)
+  } catch (e) {
+    throw new ServiceConfigError(
+      `RELEASE_PUBLIC_KEY must be an Ed25519 public key in PEM, or the path of its file (citymeter release keygen ` +
+        `writes release-public.pem): ${(e as Error).message}`,
+    )
+  }
 }
 
 /** PUBLIC_URL: unset or empty derives it from the listen address; otherwise an absolute http(s) URL. */
@@ -218,6 +235,8 @@ export function configFromEnv(env = process.env): ServiceConfig {
     exportLicense: exportLicense(env),
     reads: readBudgets(env),
     publicUrl: publicUrl(env.PUBLIC_URL),
+    releasePublicKey: releaseKey(env.RELEASE_PUBLIC_KEY),
+    releaseMaxBytes: positiveInt(env, "RELEASE_MAX_BYTES", D.releaseMaxBytes),
     httpLimits: httpLimits(env),
     ngsiLd: env.NGSI_LD_URL
       ? {

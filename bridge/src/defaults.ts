@@ -126,6 +126,11 @@ export const BRIDGE_DEFAULTS = {
     sharePct: 25,
     maxCost: 100_000,
   },
+  /**
+   * RELEASE_MAX_BYTES: the largest release bytecode POST /releases takes (its body is bounded to
+   * the base64 of this and a little more); today's builds are about 62 kB (`npm run build:boards`).
+   */
+  releaseMaxBytes: 262_144,
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const
 

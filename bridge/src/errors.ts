@@ -69,6 +69,46 @@ export const errors = {
     "unsupported content type '%s': send application/json",
     415,
   ),
+  /** Releases (routes/releases.ts, releases.ts): a release without a signature. */
+  CM_ERR_RELEASE_UNSIGNED: createError(
+    "CM_ERR_RELEASE_UNSIGNED",
+    "the release is not signed: sign its manifest with the release key (citymeter release --key)",
+    400,
+  ),
+  /** A signature that does not verify under the bridge's release key (RELEASE_PUBLIC_KEY). */
+  CM_ERR_RELEASE_SIGNATURE: createError(
+    "CM_ERR_RELEASE_SIGNATURE",
+    "the signature does not verify against the manifest under the bridge's release key (id %s)",
+    422,
+  ),
+  /** Bytes whose size or SHA-256 are not the signed manifest's: an altered image. */
+  CM_ERR_RELEASE_MISMATCH: createError(
+    "CM_ERR_RELEASE_MISMATCH",
+    "the bytecode is %s, the signed manifest says %s",
+    422,
+  ),
+  /** A board that is not one of boards/*.board.json. */
+  CM_ERR_RELEASE_BOARD: createError("CM_ERR_RELEASE_BOARD", "board '%s' is not one of ours (%s)", 422),
+  /** A program size the runtime's deploy refuses (docs/ota-spike.md). */
+  CM_ERR_RELEASE_SIZE: createError(
+    "CM_ERR_RELEASE_SIZE",
+    "%s bytes is not a multiple of %s: the runtime's deploy refuses it",
+    422,
+  ),
+  /** The (board, version) is registered with other bytes. */
+  CM_ERR_RELEASE_CONFLICT: createError(
+    "CM_ERR_RELEASE_CONFLICT",
+    "release %s %s is registered already with other bytes (release %s, sha256 %s)",
+    409,
+  ),
+  /** A release offered to a meter of another board (releases.ts releaseFor). */
+  CM_ERR_WRONG_BOARD: createError("CM_ERR_WRONG_BOARD", "meter %s is a %s; release %s is for %s", 409),
+  /** Releases need the release public key (RELEASE_PUBLIC_KEY). */
+  CM_ERR_NO_RELEASE_KEY: createError(
+    "CM_ERR_NO_RELEASE_KEY",
+    "this bridge has no release key: set RELEASE_PUBLIC_KEY",
+    503,
+  ),
   /** A bug: the details are in the bridge's log under the request id, never in the answer. */
   CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
   /** The data tier does not answer (connection refused or lost, shutting down): retry later. */

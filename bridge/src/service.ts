@@ -287,6 +287,8 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
     probesOnly: role === "ingest",
     publicUrl: c.publicUrl,
     httpLimits: c.httpLimits,
+    releasePublicKey: c.releasePublicKey,
+    releaseMaxBytes: c.releaseMaxBytes,
     log,
   })
   opened.add("HTTP API", () => app.close())

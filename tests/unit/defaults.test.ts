@@ -59,6 +59,7 @@ describe("bridge defaults", () => {
       NGSI_LD_BATCH: readme.NGSI_LD_BATCH,
       NGSI_LD_FLUSH_MS: readme.NGSI_LD_FLUSH_MS,
       NGSI_LD_MAX_PENDING: readme.NGSI_LD_MAX_PENDING,
+      RELEASE_MAX_BYTES: readme.RELEASE_MAX_BYTES,
     }).toEqual({
       MODE: D.role,
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
@@ -95,6 +96,7 @@ describe("bridge defaults", () => {
       NGSI_LD_BATCH: String(D.ngsiLd.batchSize),
       NGSI_LD_FLUSH_MS: String(D.ngsiLd.flushMs),
       NGSI_LD_MAX_PENDING: String(D.ngsiLd.maxPending),
+      RELEASE_MAX_BYTES: String(D.releaseMaxBytes),
     })
   })
 
@@ -113,6 +115,7 @@ describe("bridge defaults", () => {
       inactivityCheckMs: D.inactivityCheckMs,
       inactivitySlackS: D.inactivitySlackS,
       exportLicense: { name: D.exportLicense, url: D.exportLicenseUrl },
+      releaseMaxBytes: D.releaseMaxBytes,
     })
     // a licence of the utility's own has no URL unless one is given
     expect(configFromEnv({ EXPORT_LICENSE: "ODbL-1.0" }).exportLicense).toEqual({ name: "ODbL-1.0" })

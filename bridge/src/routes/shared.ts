@@ -1,4 +1,5 @@
 // What every route plugin receives, and the schema pieces they share.
+import type { KeyObject } from "node:crypto"
 import type { FastifyRequest, onRequestAsyncHookHandler } from "fastify"
 import type { HttpLimits } from "../defaults.js"
 import { errors } from "../errors.js"
@@ -33,6 +34,11 @@ export interface RouteContext {
   publicUrl: () => string
   /** Caps on what clients hold (defaults.ts BRIDGE_DEFAULTS.http): live-event streams and their buffers. */
   limits: HttpLimits
+  /**
+   * Releases (routes/releases.ts): the release public key (RELEASE_PUBLIC_KEY; absent: none is
+   * registered), the largest bytecode (RELEASE_MAX_BYTES) and the boards a release may be for.
+   */
+  releases: { publicKey?: KeyObject; maxBytes: number; boards: Set<string> }
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }

@@ -4,6 +4,7 @@
 import { AFTER_REBOOT_STEP, READING_COLUMNS, TS_ESTIMATED_STEP, columnDdl, type ReadingColumn } from "./columns.js"
 import { DEAD_LETTER_HEAD_BYTES } from "./store.js"
 import { partitionReadings, timescaleAvailable } from "./partitions.js"
+import { RELEASES_DDL } from "./releases.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -159,6 +160,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // what a meter's last birth said of writes its flash store refused (proto Birth 14)
     name: "meters.unstored",
     up: [`ALTER TABLE meters ADD COLUMN IF NOT EXISTS unstored integer`],
+  },
+  {
+    // signed programs per board and version, for fleet updates (issue 23 item 3; store/releases.ts)
+    name: "releases",
+    up: RELEASES_DDL,
   },
 ]
 

@@ -8,6 +8,7 @@ import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
 import * as readingReads from "./readings.js"
 import * as registry from "./registry.js"
+import * as releases from "./releases.js"
 import type {
   AlarmAck,
   AlarmKey,
@@ -109,6 +110,12 @@ export class SqlStore implements Store {
   deadLetters = (q?: DeadLetterQuery) => registry.deadLetters(this.reader, q)
   countDeadLetters = () => registry.countDeadLetters(this.reader)
   pruneDeadLetters = (r: DeadLetterRetention, now: Date) => registry.pruneDeadLetters(this.db, this.engine, r, now)
+
+  // releases (issue 23): registered on the ingest connection, read by the API's reader
+  addRelease = (r: releases.NewRelease, at: Date) => releases.addRelease(this.db, r, at)
+  listReleases = (q?: releases.ReleaseQuery) => releases.listReleases(this.reader, q)
+  getRelease = (id: number) => releases.getRelease(this.reader, id)
+  releaseBytecode = (id: number) => releases.releaseBytecode(this.reader, id)
 
   readings = (meterId: string, q?: ReadingQuery) => readingReads.readings(this.reader, meterId, q)
   latest = (q?: LatestQuery) => readingReads.latest(this.reader, q)
