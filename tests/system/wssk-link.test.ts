@@ -150,7 +150,7 @@ describe("the bridge's WSSK endpoint", () => {
       await meter.setCloudConnectionString("")
       console.log(
         `WSSK bridge endpoint: arm→0x93 answered ${Math.round(linkMs)} ms; deploy of ${bytecode.length} B ` +
-          `${Math.round(deployMs)} ms; refusals logged ${refusals.length}`,
+          `${Math.round(deployMs)} ms; refusals logged by reason: ${[...reasons].join(", ")}`,
       )
     } finally {
       await meter.stop()
