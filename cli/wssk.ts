@@ -18,8 +18,10 @@ const TIMEOUT_MS = 10_000
 export function wsskBase(raw: string): string {
   try {
     connectionString(raw, "m", Buffer.alloc(LINK_KEY_BYTES))
-  } catch (e) {
-    throw usage(`--wssk-url: ${(e as Error).message.replace(/^a WSSK endpoint URL/, "expected")}`)
+  } catch {
+    throw usage(
+      `--wssk-url must be ws://host:port or wss://host[:port], without credentials, path, query or fragment (got ${raw})`,
+    )
   }
   return raw
 }

@@ -181,7 +181,7 @@ describe("WSSK protocol", () => {
 describe("citymeter provision --wssk-url", () => {
   test("a new key per meter, its connection string in a 0600 file, read back by register; output masks the key", () => {
     expect(() => wsskBase("mqtt://x:1")).toThrow(/ws:\/\/host:port/)
-    expect(() => wsskBase("ws://x:1/p")).toThrow(/no credentials, path/)
+    expect(() => wsskBase("ws://x:1/p")).toThrow(/without credentials, path/)
     expect(wsskBase("wss://bridge.city.example")).toBe("wss://bridge.city.example")
     const dir = mkdtempSync(join(tmpdir(), "cm-wssk-"))
     try {
