@@ -22,6 +22,7 @@ import {
 } from "./provision.js"
 import { keygen, release } from "./release.js"
 import { bridge, sim } from "./run.js"
+import { CONNSTR_FILE, maskedConnstr, putLinkKey, readLinkKey, writeLink, wsskBase } from "./wssk.js"
 import { watch } from "./watch.js"
 
 const print = (line: string) => console.log(line)
@@ -126,6 +127,10 @@ program
   .option("--lon <deg>", "longitude, WGS 84 decimal degrees (with --bridge)")
   .option("--address <text>", "street address, shown on the dashboard (with --lat/--lon)")
   .option("--district <name>", "the utility's district; the dashboard groups alarms and consumption by it")
+  .option(
+    "--wssk-url <url>",
+    "the bridge's WSSK endpoint as the meter reaches it, ws://host:port or wss://host[:port]: a new link key for updates over the air, its connection string in <out>/wssk-connstr (mode 600), registered with --bridge",
+  )
   .addHelpText(
     "after",
     "\nExample:\n  citymeter provision -m hall-7.w1 -b esp32c3_bare -u mqtts://broker.city.example:8883 --username hall-7.w1 --password s3cret\n" +
@@ -137,26 +142,36 @@ program
     const bridge = o.bridge ? bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN) : undefined
     const location = locationOption(o)
     if (location && !bridge) throw usage("--lat/--lon set the meter's location in the bridge's registry: add --bridge")
+    const wsskUrl = o.wsskUrl === undefined ? undefined : wsskBase(o.wsskUrl)
     const r = provision(provisionInput(o, o.board), out, o.force)
+    const link = wsskUrl ? writeLink(out, wsskUrl, o.meter, o.force) : undefined
     const warning = usernameWarning({ meterId: o.meter, username: o.username })
     if (warning) console.error(`citymeter: warning: ${warning}`)
     print(`wrote ${r.defaultsFile}`)
     for (const [k, v] of Object.entries(r.defaults)) print(`  ${k}=${JSON.stringify(v)}`)
     print(`wrote ${r.localFile} (mode 600)`)
     for (const k of Object.keys(r.secrets)) print(`  ${k}=********`)
+    if (link) print(`wrote ${link.file} (mode 600): ${maskedConnstr(link.conn)} (the meter's wssk_connstr)`)
     const key = r.secrets.SEAL_KEY as string | undefined
     if (bridge) {
       const { created } = await registerMeter(bridge, o.meter, key)
       print(
         `${created ? "registered" : "already registered, key replaced:"} meter ${o.meter} (${key ? "sealed" : "open"}) with the bridge at ${bridge.url.href}`,
       )
+      if (link) {
+        await putLinkKey(bridge, o.meter, link.key)
+        print(`registered meter ${o.meter}'s WSSK link key with the bridge`)
+      }
       if (location) {
         await putLocation(bridge, o.meter, location)
         print(
           `located meter ${o.meter} at ${location.lat}, ${location.lon}${location.district ? ` (${location.district})` : ""}`,
         )
       }
-    } else if (key) print(`the bridge needs the key: citymeter register -m ${o.meter} --settings ${out} --bridge <url>`)
+    } else if (key || link)
+      print(
+        `the bridge needs the key${key && link ? "s" : ""}: citymeter register -m ${o.meter} --settings ${out} --bridge <url>`,
+      )
     print(
       `next: citymeter deploy --board ${o.board} --settings ${out} --file <runtime image>` +
         ` (builds firmware/targets/${o.board}.ts with these settings and programs the board)`,
@@ -174,8 +189,13 @@ program
     if (!isMeterId(o.meter)) throw usage(`meter id '${o.meter}' must be ${METER_ID_RULE}`)
     const bridge = bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN)
     const key = readSealKey(o.settings)
+    const linkKey = readLinkKey(o.settings)
     const { created } = await registerMeter(bridge, o.meter, key)
     print(`${created ? "registered" : "updated"} meter ${o.meter} (${key ? "sealed" : "open"}) at ${bridge.url.href}`)
+    if (linkKey) {
+      await putLinkKey(bridge, o.meter, linkKey)
+      print(`registered meter ${o.meter}'s WSSK link key (${CONNSTR_FILE})`)
+    }
   })
 
 program

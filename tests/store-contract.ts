@@ -708,6 +708,20 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect((await store.districts({})).find((d) => d.district === district)?.meters).toBe(1)
     })
 
+    test("the registry holds a meter's WSSK link key apart from its sealing key; unknown meters have none", async () => {
+      const m = uid("link")
+      expect(await store.linkKey(m)).toBeUndefined()
+      expect(await store.setLinkKey(m, new Uint8Array(32).fill(7))).toBe(false)
+      await store.registerMeter(m, at(0), { policy: "sealed", key: new Uint8Array(32).fill(1) })
+      expect(await store.linkKey(m)).toBeNull()
+      const key = new Uint8Array(32).map((_, i) => i * 7 + 3)
+      expect(await store.setLinkKey(m, key)).toBe(true)
+      expect(await store.linkKey(m)).toEqual(key)
+      expect((await store.getMeter(m))!.seal.key).toEqual(new Uint8Array(32).fill(1))
+      expect(await store.setLinkKey(m, null)).toBe(true)
+      expect(await store.linkKey(m)).toBeNull()
+    })
+
     test("dashboard: an alarm edge is acknowledged once, with who, when and the note", async () => {
       const m = uid("ack")
       await insertAlarm(

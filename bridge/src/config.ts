@@ -79,6 +79,8 @@ export interface ServiceConfig {
   reads?: Partial<ReadBudgets>
   /** Caps and timeouts of HTTP clients (HTTP_MAX_CONNECTIONS, …, LIVE_MAX_BUFFER_BYTES); default BRIDGE_DEFAULTS.http. */
   httpLimits?: Partial<HttpLimits>
+  /** The WSSK endpoint (WSSK_PORT, WSSK_HOST, WSSK_MAX_LINKS, WSSK_HANDSHAKE_MS); absent: none. */
+  wssk?: WsskConfig
   /** PUBLIC_URL: the API's public base URL, which absolute links start with; default: the listen address. */
   publicUrl?: string
   /** RELEASE_PUBLIC_KEY: the release key's public half, PEM (the variable holds it or its file's path). */
@@ -86,6 +88,14 @@ export interface ServiceConfig {
   /** RELEASE_MAX_BYTES: the largest release bytecode; default BRIDGE_DEFAULTS.releaseMaxBytes. */
   releaseMaxBytes?: number
   log?: Logger
+}
+
+export interface WsskConfig {
+  /** 0: a free port (tests). */
+  port: number
+  host?: string
+  maxLinks?: number
+  handshakeMs?: number
 }
 
 /** A setting that cannot work: the message says what to set. */
@@ -185,6 +195,20 @@ function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
   return url ? { name, url } : { name }
 }
 
+/** WSSK_PORT set (a port, 0 for a free one): the endpoint with its bounds; unset or empty: none. */
+function wsskConfig(env: NodeJS.ProcessEnv): WsskConfig | undefined {
+  const raw = env.WSSK_PORT
+  if (!raw) return undefined
+  if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535)
+    throw new ServiceConfigError(`WSSK_PORT must be a TCP port, 0..65535 (got '${raw}')`)
+  return {
+    port: Number(raw),
+    host: env.WSSK_HOST || D.wssk.host,
+    maxLinks: positiveInt(env, "WSSK_MAX_LINKS", D.wssk.maxLinks),
+    handshakeMs: positiveInt(env, "WSSK_HANDSHAKE_MS", D.wssk.handshakeMs),
+  }
+}
+
 export function configFromEnv(env = process.env): ServiceConfig {
   const mode = env.CITYMETER_MODE ?? "production"
   if (mode !== "demo" && mode !== "production")
@@ -238,6 +262,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     releasePublicKey: releaseKey(env.RELEASE_PUBLIC_KEY),
     releaseMaxBytes: positiveInt(env, "RELEASE_MAX_BYTES", D.releaseMaxBytes),
     httpLimits: httpLimits(env),
+    wssk: wsskConfig(env),
     ngsiLd: env.NGSI_LD_URL
       ? {
           url: env.NGSI_LD_URL,

@@ -131,6 +131,13 @@ export const BRIDGE_DEFAULTS = {
    * the base64 of this and a little more); today's builds are about 62 kB (`npm run build:boards`).
    */
   releaseMaxBytes: 262_144,
+  /**
+   * The WSSK endpoint (bridge/src/wssk/, README "Updates over the air: the WSSK link"), on when
+   * WSSK_PORT is set. WSSK_HOST: its listener. WSSK_MAX_LINKS: links and handshakes at once, past it
+   * a meter is refused (503) until one ends. WSSK_HANDSHAKE_MS: from the upgrade request to the
+   * meter's auth (measured in the simulator: 2.5-7.6 ms).
+   */
+  wssk: { host: "127.0.0.1", maxLinks: 1000, handshakeMs: 5000 },
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const
 

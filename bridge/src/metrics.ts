@@ -110,6 +110,22 @@ export function createMetrics(defaults = false) {
       labelNames: ["reason"] as const,
       registers: [registry],
     }),
+    wsskLinksUp: new Gauge({
+      name: "citymeter_wssk_links_up",
+      help: "Meters with an authenticated WSSK link to this bridge's endpoint (WSSK_PORT)",
+      registers: [registry],
+    }),
+    wsskAuthFailures: new Counter({
+      name: "citymeter_wssk_auth_failures_total",
+      help: "WSSK links refused, by reason: unknown_meter, no_key (the meter has no link key), bad_auth (its auth did not open under the key), closed (the device left before its auth), timeout, protocol, busy (WSSK_MAX_LINKS, or a handshake of the meter under way)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    wsskDeployedBytes: new Counter({
+      name: "citymeter_wssk_deployed_bytes_total",
+      help: "Program bytes meters acknowledged over WSSK deploys (0x95 chunks)",
+      registers: [registry],
+    }),
     oldestUnacked: new Gauge({
       name: "citymeter_ingest_oldest_unacked_seconds",
       help: "Age of the oldest uplink received and not yet acknowledged to the broker",
@@ -163,6 +179,13 @@ export function createMetrics(defaults = false) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>
+
+/** The WSSK endpoint's counts (wssk/endpoint.ts) into these metrics. */
+export const wsskMetrics = (m: Metrics) => ({
+  linkUp: (delta: 1 | -1) => m.wsskLinksUp.inc(delta),
+  authFailure: (reason: string) => m.wsskAuthFailures.inc({ reason }),
+  deployed: (bytes: number) => m.wsskDeployedBytes.inc(bytes),
+})
 
 /**
  * An API-only process (MODE=api) exports no ingest metrics: it has no frames, batches or jobs, and

@@ -11,12 +11,13 @@ import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
 import { LiveBus } from "./live.js"
 import { startForwarder, type Forwarder } from "./ngsi-forwarder.js"
-import { createMetrics, withoutIngestMetrics, type Metrics } from "./metrics.js"
+import { createMetrics, withoutIngestMetrics, wsskMetrics, type Metrics } from "./metrics.js"
 import { roleRefusal, type ServiceRole } from "./roles.js"
 import { retry } from "./retry.js"
 import { StoreConfigError, openStore } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
 import type { Store } from "./store/store.js"
+import { WsskEndpoint } from "./wssk/endpoint.js"
 
 // what the callers of the service import from here
 export { configFromEnv, ServiceConfigError, type ReadBudgets, type ServiceConfig } from "./config.js"
@@ -37,6 +38,8 @@ export interface Service {
   live: LiveBus
   /** The NGSI-LD forwarder, when NGSI_LD_URL is set. */
   forwarder?: Forwarder
+  /** The WSSK endpoint, when WSSK_PORT is set: meters' own cloud links, for updates. */
+  wssk?: WsskEndpoint
   /** Ingest's health; none with MODE=api. */
   ingestHealth?(): IngestHealth
   /** Closes what the start opened, last first (ingest drains its frames in hand); once, however often called. */
@@ -176,6 +179,7 @@ export async function startService(c: ServiceConfig): Promise<Service> {
   const role = c.role ?? D.role
   checkConfig(c, role, log)
   await checkPortFree(c.httpPort, c.httpHost ?? D.httpHost)
+  await checkPortFree(c.wssk?.port, c.wssk?.host ?? D.wssk.host)
   if (role !== "api" && !c.mqttUrl) await checkPortFree(c.embeddedMqttPort, "127.0.0.1")
   const opened = new Opened(log)
   try {
@@ -299,6 +303,23 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
   await Promise.all(bridges.map((b) => b.ready))
   const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
   if (jobs) opened.add("jobs", () => jobs.stop())
+  // the key is looked up per handshake, so a key set through the API holds for the next link
+  const wssk = c.wssk
+    ? await WsskEndpoint.start({
+        linkKey: (meterId) => store.linkKey(meterId),
+        port: c.wssk.port,
+        host: c.wssk.host ?? D.wssk.host,
+        maxLinks: c.wssk.maxLinks ?? D.wssk.maxLinks,
+        handshakeMs: c.wssk.handshakeMs ?? D.wssk.handshakeMs,
+        log,
+        logIntervalMs: c.rejectLogIntervalMs ?? D.rejectLogIntervalMs,
+        metrics: wsskMetrics(metrics),
+      })
+    : undefined
+  if (wssk) {
+    opened.add("WSSK endpoint", () => wssk.close())
+    log.info({ url: wssk.url }, "WSSK endpoint listening")
+  }
   return {
     role,
     mqttUrl: mqttUrl ?? "",
@@ -311,6 +332,7 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
     app,
     live,
     forwarder,
+    wssk,
     ingestHealth: ingests ? ingestHealth : undefined,
     stop: () => opened.closeAll(),
   }

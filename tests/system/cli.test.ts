@@ -161,6 +161,40 @@ describe("citymeter provision --bridge", () => {
     expect(Buffer.from((await svc.store.getMeter(later))!.seal.key!).toString("hex")).toBe(laterKey)
   })
 
+  test("--wssk-url: a link key registered with the bridge, the connection string in a 0600 file, never on stdout; register imports it later", async () => {
+    const meterId = uid("cli-wssk")
+    const dir = tmpMeterDir()
+    const wssk = ["--wssk-url", "ws://10.0.0.2:8081"]
+    const r = await start([...provisionArgs(meterId, dir), ...wssk, "--bridge", svc.httpUrl!], {
+      CITYMETER_API_TOKEN: TOKEN,
+    }).done
+    expect(r.code).toBe(0)
+    const conn = readFileSync(join(dir, "wssk-connstr"), "utf8").trim()
+    const m = /^ws:\/\/wssk:([0-9a-f]{64})@10\.0\.0\.2:8081\/wssk\/(.+)$/.exec(conn)
+    expect(m?.[2]).toBe(meterId)
+    expect(statSync(join(dir, "wssk-connstr")).mode & 0o777).toBe(0o600)
+    expect(Buffer.from((await svc.store.linkKey(meterId))!).toString("hex")).toBe(m![1])
+    expect(r.stdout).toContain(`ws://wssk:****@10.0.0.2:8081/wssk/${meterId}`)
+    expect(r.stdout).toContain(`registered meter ${meterId}'s WSSK link key with the bridge`)
+    expect(r.stdout).not.toContain(m![1])
+    // without --bridge the key waits in the folder; `register` imports it with the sealing key
+    const later = uid("cli-wssk")
+    const laterDir = tmpMeterDir()
+    const p = await citymeter(...provisionArgs(later, laterDir), ...wssk)
+    expect(p.stdout).toContain(`the bridge needs the keys: citymeter register -m ${later}`)
+    expect(await svc.store.linkKey(later)).toBeUndefined()
+    const reg = await start(["register", "-m", later, "--settings", laterDir, "--bridge", svc.httpUrl!], {
+      CITYMETER_API_TOKEN: TOKEN,
+    }).done
+    expect(reg.code).toBe(0)
+    const laterConn = readFileSync(join(laterDir, "wssk-connstr"), "utf8")
+    expect(laterConn).toContain(`wssk:${Buffer.from((await svc.store.linkKey(later))!).toString("hex")}@`)
+    // a URL the runtime cannot use is refused before anything is written
+    const bad = await citymeter(...provisionArgs(uid("cli-wssk"), tmpMeterDir()), "--wssk-url", "http://x:1")
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toMatch(/^citymeter: error: --wssk-url must be ws:\/\/host:port/)
+  })
+
   test("a refused or unreachable bridge is one clear error line and exit code 1", async () => {
     const meterId = uid("cli-reg")
     const refused = await citymeter(...provisionArgs(meterId, tmpMeterDir()), "--bridge", svc.httpUrl!, "--token", "no")

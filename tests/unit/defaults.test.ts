@@ -60,6 +60,9 @@ describe("bridge defaults", () => {
       NGSI_LD_FLUSH_MS: readme.NGSI_LD_FLUSH_MS,
       NGSI_LD_MAX_PENDING: readme.NGSI_LD_MAX_PENDING,
       RELEASE_MAX_BYTES: readme.RELEASE_MAX_BYTES,
+      WSSK_HOST: readme.WSSK_HOST,
+      WSSK_MAX_LINKS: readme.WSSK_MAX_LINKS,
+      WSSK_HANDSHAKE_MS: readme.WSSK_HANDSHAKE_MS,
     }).toEqual({
       MODE: D.role,
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
@@ -97,6 +100,9 @@ describe("bridge defaults", () => {
       NGSI_LD_FLUSH_MS: String(D.ngsiLd.flushMs),
       NGSI_LD_MAX_PENDING: String(D.ngsiLd.maxPending),
       RELEASE_MAX_BYTES: String(D.releaseMaxBytes),
+      WSSK_HOST: D.wssk.host,
+      WSSK_MAX_LINKS: String(D.wssk.maxLinks),
+      WSSK_HANDSHAKE_MS: String(D.wssk.handshakeMs),
     })
   })
 
@@ -127,6 +133,11 @@ describe("bridge defaults", () => {
       flushMs: D.ngsiLd.flushMs,
       maxPending: D.ngsiLd.maxPending,
     })
+    // the WSSK endpoint is off unless WSSK_PORT is set; its bounds default as the README says
+    expect(configFromEnv({}).wssk).toBeUndefined()
+    expect(configFromEnv({ WSSK_PORT: "8081" }).wssk).toEqual({ port: 8081, ...D.wssk })
+    expect(() => configFromEnv({ WSSK_PORT: "70000" })).toThrow(/WSSK_PORT/)
+    expect(() => configFromEnv({ WSSK_PORT: "8081", WSSK_MAX_LINKS: "0" })).toThrow(/WSSK_MAX_LINKS/)
   })
 })
 

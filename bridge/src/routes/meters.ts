@@ -1,7 +1,7 @@
 // Meters: status of the fleet and of one meter, and the registry of provisioned meters.
 import type { FastifyInstance } from "fastify"
 import { parseKey } from "../seal.js"
-import { ERROR_RESPONSES } from "../errors.js"
+import { ERROR_RESPONSES, errors } from "../errors.js"
 import type { MeterRow } from "../store/store.js"
 import { enumLabel, knownMeter, meterIdSchema, meterParam, strictQuery, type RouteContext } from "./shared.js"
 
@@ -104,6 +104,35 @@ export async function meterRoutes(app: FastifyInstance, { store, requireScope }:
       const created = await store.registerMeter(meterId, new Date(), seal)
       if (!created && (body.key || body.policy)) await store.setSeal(meterId, seal)
       return reply.status(created ? 201 : 200).send({ meterId, created, policy: seal.policy })
+    },
+  )
+
+  app.put<{ Params: { id: string }; Body: { key: string | null } }>(
+    "/meters/:id/link-key",
+    {
+      onRequest: requireScope.ops,
+      schema: {
+        tags: ["meters"],
+        summary: "Set or clear a registered meter's WSSK link key (the runtime's own cloud link, for updates)",
+        description:
+          "`citymeter provision --wssk-url` calls this with the key it puts in the meter's connection string. " +
+          "Body: `key`, 64 hex digits (the 32-byte key), or null to clear it (the meter's links are then refused). " +
+          "The key is never returned by any route.",
+        security: [{ bearer: [] }],
+        params: meterParam,
+        body: {
+          type: "object",
+          additionalProperties: false,
+          required: ["key"],
+          properties: { key: { type: "string", pattern: "^[0-9a-fA-F]{64}$", nullable: true } },
+        },
+        response: ERROR_RESPONSES,
+      },
+    },
+    async (req) => {
+      const key = req.body.key === null ? null : parseKey(req.body.key)!
+      if (!(await store.setLinkKey(req.params.id, key))) throw errors.CM_ERR_NOT_FOUND(`meter ${req.params.id}`)
+      return { meterId: req.params.id, linkKey: key !== null }
     },
   )
 }

@@ -166,6 +166,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     name: "releases",
     up: RELEASES_DDL,
   },
+  {
+    // each meter's WSSK link key, the runtime's own cloud link (issue 23; store/link-keys.ts)
+    name: "meters.wssk_key",
+    up: [`ALTER TABLE meters ADD COLUMN IF NOT EXISTS wssk_key bytea`],
+  },
 ]
 
 /** A schema_version newer than the steps this bridge knows: an older bridge must not write to it. */

@@ -45,6 +45,23 @@ export async function registerMeter(db: Db, meterId: string, at: Date, seal: Par
   return rows.length === 1
 }
 
+/** Store.linkKey: undefined for an unknown meter, null for one without a link key. */
+export async function linkKey(db: Db, meterId: string): Promise<Uint8Array | null | undefined> {
+  const { rows } = await db.query<{ k: Uint8Array | null }>(`SELECT wssk_key AS k FROM meters WHERE meter_id = $1`, [
+    meterId,
+  ])
+  if (!rows.length) return undefined
+  return rows[0].k ? new Uint8Array(rows[0].k) : null
+}
+
+export async function setLinkKey(db: Db, meterId: string, key: Uint8Array | null) {
+  const { rows } = await db.query(`UPDATE meters SET wssk_key = $2 WHERE meter_id = $1 RETURNING 1`, [
+    meterId,
+    bytes(key),
+  ])
+  return rows.length > 0
+}
+
 export async function setLocation(db: Db, meterId: string, l: MeterLocation | null) {
   const { rows } = await db.query(
     `UPDATE meters SET lat = $2, lon = $3, address = $4, district = $5 WHERE meter_id = $1 RETURNING 1`,

@@ -102,6 +102,8 @@ export class SqlStore implements Store {
   registerMeter = (meterId: string, at: Date, seal?: Partial<MeterSeal>) =>
     registry.registerMeter(this.db, meterId, at, seal)
   setLocation = (meterId: string, l: MeterLocation | null) => registry.setLocation(this.db, meterId, l)
+  linkKey = (meterId: string) => registry.linkKey(this.db, meterId)
+  setLinkKey = (meterId: string, key: Uint8Array | null) => registry.setLinkKey(this.db, meterId, key)
   countOnline = () => registry.countOnline(this.db)
   checkInactivity = (now: Date, slackS: number) => registry.checkInactivity(this.db, now, slackS)
   districts = (q: { from?: Date; to?: Date }) => registry.districts(this.reader, q)
