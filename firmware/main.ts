@@ -6,6 +6,7 @@
 //   keys.ts    sealing (seal.ts) with the meter's key, and key rotation
 //   store.ts   the frame queue in flash, with the totals (its slots: queue-slot.ts)
 //   flash-records.ts  the other records in flash: boot counter, sealing key, downlink mark
+//   update-window.ts  a fleet update's maintenance window: MQTT held, the runtime's own link armed
 import * as ds from "@devicescript/core"
 import { Clock } from "./clock"
 import { loadConfig } from "./config"
@@ -39,6 +40,11 @@ const sampler = new Sampler(
 const clock = new Clock()
 const uplink = new MeterUplink(cfg, boot, keys, store, sampler, clock)
 await sampler.sample() // first reads set the counters' baselines before anything is sent
+// the runtime's own cloud link disarmed before the first MQTT connect: a window cut short by a
+// power cut or a deploy left it armed, and armed it breaks MQTT (update-window.ts says why at boot
+// this does not wait for a hash check)
+const disarmed = await uplink.window.disarm()
+console.log(`citymeter: runtime cloud link ${disarmed ? "disarmed" : "not found"}`)
 uplink.start()
 new MeterLoop(cfg, sampler, uplink, clock).start()
 
