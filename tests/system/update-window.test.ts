@@ -87,7 +87,11 @@ describe("an update window, driven by the real firmware", () => {
     expect(disarmed[0]).toBeLessThan(at(/citymeter: connected/)[0])
     await waitFor("frames stored", async () => (await apiReadings(stack, meterId)).length >= 4, 30_000)
 
-    // the route: ops scope, a well-formed connection string, a sealed meter
+    // the route, in the OpenAPI document: ops scope, a well-formed connection string, a sealed meter
+    const doc = (await stack.app.inject({ url: "/openapi.json" })).json()
+    const op = doc.paths["/meters/{id}/update-window"].post
+    expect(op.requestBody.content["application/json"].schema.properties.conn.maxLength).toBe(120)
+    expect(op.requestBody.content["application/json"].schema.required).toEqual(["conn", "windowS"])
     const conn = ep.connectionString(path, linkKey)
     expect((await post({ conn, windowS: WINDOW_S }, null)).statusCode).toBe(401)
     expect((await post({ conn, windowS: WINDOW_S }, "wrong")).statusCode).toBe(401)
