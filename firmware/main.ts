@@ -40,12 +40,7 @@ const sampler = new Sampler(
 const clock = new Clock()
 const uplink = new MeterUplink(cfg, boot, keys, store, sampler, clock)
 await sampler.sample() // first reads set the counters' baselines before anything is sent
-// the runtime's own cloud link disarmed before the first MQTT connect: a window cut short by a
-// power cut or a deploy left it armed, and armed it breaks MQTT (update-window.ts says why at boot
-// this does not wait for a hash check)
-const disarmed = await uplink.window.disarm()
-console.log(`citymeter: runtime cloud link ${disarmed ? "disarmed" : "not found"}`)
-uplink.start()
+uplink.start() // disarms the runtime's own cloud link before the first MQTT connect (update-window.ts)
 new MeterLoop(cfg, sampler, uplink, clock).start()
 
 console.log(`citymeter: queue ${QUEUE_SLOTS} frames`)

@@ -124,6 +124,16 @@ export class MeterUplink {
         this.mqtt.subscribe(downFilter(this.cfg.meterId))
         const self = this
         setTimeout(async () => {
+            // the runtime's own cloud link disarmed before the first connect: a window cut short by a
+            // power cut or a deploy left it armed, and armed it breaks MQTT (update-window.ts says
+            // why this does not wait for a hash check). In this fiber, not at the top of main: a
+            // runtime without the service costs its wait here, not the drivers' start.
+            try {
+                const disarmed = await self.window.disarm()
+                console.log(`citymeter: runtime cloud link ${disarmed ? "disarmed" : "not found"}`)
+            } catch {
+                console.log("citymeter: runtime cloud link: disarming failed")
+            }
             await self.mqtt.run()
         }, 0)
         setInterval(async () => {
