@@ -74,6 +74,9 @@ export function describeDownlink(payload: Uint8Array, kind?: DownKind): string {
     }
     case "resend":
       return `resend boot=${d.resend!.boot} from seq ${d.resend!.fromSeq}${mismatch}`
+    case "update":
+      // the connection string carries the link's key: never shown (and a meter acts on it only sealed)
+      return `update window ${d.update!.windowS} s (connection string withheld; unsealed: meters refuse it)${mismatch}`
     default:
       return `downlink without a body${mismatch}`
   }

@@ -1,7 +1,7 @@
 // The meter's small records in flash, beside the frame queue (store.ts): the boot counter "BOOT", the
 // sealing key "SEAL_KEY" (provisioned; replaced by a key rotation) and the nonce time of the newest
-// config downlink accepted, "DL_MS". Their settings keys are written only here: meters in the field
-// hold values under them, so they never change.
+// config or update-window downlink accepted, "DL_MS". Their settings keys are written only here:
+// meters in the field hold values under them, so they never change.
 import { randomBuffer } from "@devicescript/crypto"
 import { readSetting, writeSetting } from "@devicescript/settings"
 
@@ -39,7 +39,7 @@ export async function saveSealKey(hex: string) {
     await writeSetting(SEAL_KEY, hex)
 }
 
-/** Nonce time (ms) of the newest config downlink accepted; 0 when none was. */
+/** Nonce time (ms) of the newest config or update-window downlink accepted; 0 when none was. */
 export async function loadNewestDownlinkMs(): Promise<number> {
     return await readSetting<number>(NEWEST_DOWNLINK_KEY, 0)
 }

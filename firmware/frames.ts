@@ -9,6 +9,7 @@ import {
     KIND_BIRTH,
     KIND_CONFIG,
     KIND_TIME,
+    KIND_UPDATE,
     KIND_DEATH,
     KIND_READINGS,
     NONCE_BYTES,
@@ -28,6 +29,7 @@ import {
     ReadingBatch as ReadingsF,
     Resend,
     TimeSync,
+    UpdateWindow,
     Uplink as UplinkField,
     WaterSeries as WaterF,
 } from "./gen/wire"
@@ -237,6 +239,8 @@ export interface Downlink {
     time?: { unixMs: number; uptimeS: number }
     config?: ConfigUpdate
     resend?: { boot: number; fromSeq: number }
+    /** proto UpdateWindow: the runtime's WSSK connection string (never logged) and the window, s. */
+    update?: { conn: string; windowS: number }
     /** A sealed downlink (proto Downlink.sealed) and its 12 clear nonce bytes. */
     sealed?: Buffer
     nonce?: Buffer
@@ -281,7 +285,9 @@ export function openDownlink(d: Downlink, kindCode: number, key: Buffer): Downli
               ? DownlinkF.time
               : kindCode === KIND_CONFIG
                 ? DownlinkF.config
-                : DownlinkF.resend
+                : kindCode === KIND_UPDATE
+                  ? DownlinkF.update
+                  : DownlinkF.resend
     const w = new PbWriter(plain.length + 4)
     w.bytes(field, plain)
     return decodeDownlink(w.finish())
@@ -316,6 +322,10 @@ export function decodeDownlink(buf: Buffer): Downlink {
             c.sealKey = readBytesField(raw, Config.sealKey)
             d.config = c
         } else if (f === DownlinkF.resend) d.resend = { boot: v[Resend.boot], fromSeq: v[Resend.fromSeq] }
+        else if (f === DownlinkF.update) {
+            const conn = readBytesField(raw, UpdateWindow.conn)
+            d.update = { conn: conn ? conn.toString() : "", windowS: v[UpdateWindow.windowS] }
+        }
     }
     return d
 }

@@ -11,7 +11,7 @@ export class SealKeys {
 
     /**
      * `key`: undefined when the meter has none (frames go open). `newestDownMs`: nonce time (ms)
-     * of the newest config or time downlink accepted: older ones are replays.
+     * of the newest config, time or update downlink accepted: older ones are replays.
      */
     constructor(
         private key: Buffer | undefined,
@@ -34,21 +34,24 @@ export class SealKeys {
 
     /**
      * The downlink to act on: `d` itself when frames go open; when sealed, its content opened with
-     * the key (or the previous one), or undefined when it is unsealed, forged or a replay.
+     * the key (or the previous one), or undefined when it is unsealed, forged or a replay. An update
+     * window is acted on only sealed (proto UpdateWindow: the link it arms can deploy any program),
+     * so a meter without a key refuses every one.
      */
     open(topic: string, d: Downlink): Downlink | undefined {
-        if (!this.key) return d
+        if (!this.key) return d.update ? undefined : d
         const nonce = d.nonce
         if (!nonce) return undefined // not sealed
         const kind = downKindCode(topic.slice(topic.lastIndexOf("/") + 1))
         let inner = openDownlink(d, kind, this.key)
         if (!inner && this.previous) inner = openDownlink(d, kind, this.previous)
         if (!inner) return undefined
-        if (inner.config || inner.time) {
+        if (inner.config || inner.time || inner.update) {
             const ms = nonceMillis(nonce)
             if (ms <= this.newestDownMs) return undefined // a replay (or older than one accepted)
             this.newestDownMs = ms
-            if (inner.config)
+            // kept across reboots (the DL_MS record): a config or an update window is never replayed
+            if (inner.config || inner.update)
                 setTimeout(async () => {
                     await saveNewestDownlinkMs(ms)
                 }, 0)

@@ -6,6 +6,7 @@
 //   keys.ts    sealing (seal.ts) with the meter's key, and key rotation
 //   store.ts   the frame queue in flash, with the totals (its slots: queue-slot.ts)
 //   flash-records.ts  the other records in flash: boot counter, sealing key, downlink mark
+//   update-window.ts  a fleet update's maintenance window: MQTT held, the runtime's own link armed
 import * as ds from "@devicescript/core"
 import { Clock } from "./clock"
 import { loadConfig } from "./config"
@@ -39,7 +40,7 @@ const sampler = new Sampler(
 const clock = new Clock()
 const uplink = new MeterUplink(cfg, boot, keys, store, sampler, clock)
 await sampler.sample() // first reads set the counters' baselines before anything is sent
-uplink.start()
+uplink.start() // disarms the runtime's own cloud link before the first MQTT connect (update-window.ts)
 new MeterLoop(cfg, sampler, uplink, clock).start()
 
 console.log(`citymeter: queue ${QUEUE_SLOTS} frames`)

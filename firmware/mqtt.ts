@@ -20,10 +20,20 @@
 // exponentially with full jitter, starting over after a good session, so meters dropped together
 // (a broker restart) do not come back together; a publish refused by a full send queue is retried
 // a bounded number of times and then reported as not sent (the frame stays queued), never thrown.
+// hold() ends the session with a DISCONNECT and opens no socket until resume(): the runtime has one
+// TCP socket, which an update window lends to its own cloud link (update-window.ts).
 import * as ds from "@devicescript/core"
 import { connect } from "@devicescript/net"
 import { Framer, parseConnack, parsePublish, parseSuback, publishId } from "./mqtt-decode"
-import { Will, encodeConnect, encodePingreq, encodePubacks, encodePublish, encodeSubscribe } from "./mqtt-encode"
+import {
+    Will,
+    encodeConnect,
+    encodeDisconnect,
+    encodePingreq,
+    encodePubacks,
+    encodePublish,
+    encodeSubscribe,
+} from "./mqtt-encode"
 import { ConnectReturnCode, PacketType, QoS, SUBACK_FAILURE } from "./mqtt-protocol"
 
 /** The socket as the link uses it: @devicescript/net's Socket, or a fake in tests. */
@@ -124,6 +134,10 @@ export class MqttLink {
     skipped = 0
     readonly timing: MqttTiming
     private sock: MqttSocket | null = null
+    /** A socket is being opened (not yet in `sock`). */
+    private opening = false
+    /** hold(): no session until resume(). */
+    private held = false
     private framer: Framer
     private nextId = 1
     private lastTx = 0
@@ -161,11 +175,32 @@ export class MqttLink {
         this.subscriptions.push(filter)
     }
 
+    /**
+     * Ends the session (PUBACKs owed, then DISCONNECT, within a second) and opens no socket until
+     * resume(). idle() says when the socket is closed.
+     */
+    hold() {
+        this.held = true
+    }
+
+    resume() {
+        this.held = false
+    }
+
+    /** No socket open nor being opened. */
+    idle(): boolean {
+        return !this.sock && !this.opening
+    }
+
     /** Connects and reconnects forever; never throws. */
     async run() {
         const t = this.timing
         let failed = 0
         while (true) {
+            if (this.held) {
+                await ds.sleep(250)
+                continue
+            }
             try {
                 await this.session()
             } catch (e) {
@@ -173,6 +208,10 @@ export class MqttLink {
             }
             const good = this.acceptedAt > 0 && ds.millis() - this.acceptedAt >= t.goodSessionMs
             await this.drop()
+            if (this.held) {
+                failed = 0 // a session given up on purpose: back at once after resume()
+                continue
+            }
             failed = good ? 0 : failed + 1
             const rand = this.opts.random ? this.opts.random() : Math.random()
             const delay = backoffMs(failed, rand, t.backoffMinMs, t.backoffBaseMs, t.backoffMaxMs)
@@ -233,7 +272,13 @@ export class MqttLink {
         this.framer = new Framer(this.timing.maxPacket)
         this.subIds = []
         this.acks = []
-        const sock = await (o.open || openSocket)(o)
+        this.opening = true
+        let sock: MqttSocket
+        try {
+            sock = await (o.open || openSocket)(o)
+        } finally {
+            this.opening = false
+        }
         this.sock = sock
         this.lastRx = ds.millis()
         // the will may differ per connection (a sealed death carries its connection number)
@@ -249,6 +294,11 @@ export class MqttLink {
                 await this.drain()
             }
             await this.flushAcks()
+            if (this.held) {
+                // held while a DISCONNECT ends the session: the broker drops the will [MQTT-3.14.4-3]
+                await this.send(encodeDisconnect(), 1)
+                return
+            }
             // keep alive [MQTT-3.1.2-24]: ping when idle for half the period, give up at 1.5 periods
             const ka = o.keepAliveS * 1000
             if (ds.millis() - this.lastRx > ka * 1.5) throw new Error("keep-alive timeout")

@@ -9,7 +9,7 @@ import { decrypt, digest, encrypt } from "@devicescript/crypto"
 export const TAG_BYTES = 8
 export const NONCE_BYTES = 13
 
-/** Nonce byte 0 per kind: uplinks 0x01-0x04, downlinks 0x81-0x84. */
+/** Nonce byte 0 per kind: uplinks 0x01-0x04, downlinks 0x81-0x85. */
 export const KIND_READINGS = 0x01
 export const KIND_BIRTH = 0x02
 export const KIND_ALARM = 0x03
@@ -18,6 +18,7 @@ export const KIND_ACK = 0x81
 export const KIND_TIME = 0x82
 export const KIND_CONFIG = 0x83
 export const KIND_RESEND = 0x84
+export const KIND_UPDATE = 0x85
 
 /** Downlink kind (topic level) to its nonce byte; 0 for an unknown kind. */
 export function downKindCode(kind: string): number {
@@ -25,6 +26,7 @@ export function downKindCode(kind: string): number {
     if (kind === "time") return KIND_TIME
     if (kind === "config") return KIND_CONFIG
     if (kind === "resend") return KIND_RESEND
+    if (kind === "update") return KIND_UPDATE
     return 0
 }
 

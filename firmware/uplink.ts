@@ -1,5 +1,6 @@
 // The uplink: frame numbers (boot, seq), the MQTT connection with its will, births, the pump that
-// sends queued frames until the bridge acknowledges them, and the downlinks.
+// sends queued frames until the bridge acknowledges them, and the downlinks (an update window's
+// hand-over of the socket: update-window.ts).
 // Nothing leaves the queue before the bridge acknowledges it (Ack downlink, sent after its commit);
 // DeviceScript's MQTT QoS 1 is not relied on (one packet id, PUBACK only logged).
 import * as ds from "@devicescript/core"
@@ -14,8 +15,9 @@ import { Will } from "./mqtt-encode"
 import { QoS } from "./mqtt-protocol"
 import { Totals } from "./queue-slot"
 import { Sampler } from "./sampler"
-import { MeterStore } from "./store"
+import { MeterStore, QUEUE_SLOTS } from "./store"
 import { downFilter, upTopic } from "./topics"
+import { UpdateWindow, windowRefusal } from "./update-window"
 
 /** An unacknowledged frame goes again after this long. */
 const RESEND_MS = 8000
@@ -66,6 +68,8 @@ export class MeterUplink {
     /** A Config downlink, applied at the next frame boundary (pendingConfig, configApplied). */
     private config: ConfigUpdate | undefined = undefined
     readonly mqtt: MqttLink
+    /** The maintenance window of a fleet update (a sealed UpdateWindow downlink). */
+    readonly window: UpdateWindow
 
     constructor(
         private readonly cfg: MeterConfig,
@@ -91,6 +95,7 @@ export class MeterUplink {
             keepAliveS: KEEP_ALIVE_S,
             will,
         })
+        this.window = new UpdateWindow(this.mqtt)
         // DeviceScript: an arrow function cannot use `this`; its callbacks close over `self`
         const self = this
         this.mqtt.onBeforeConnect = () => {
@@ -119,6 +124,16 @@ export class MeterUplink {
         this.mqtt.subscribe(downFilter(this.cfg.meterId))
         const self = this
         setTimeout(async () => {
+            // the runtime's own cloud link disarmed before the first connect: a window cut short by a
+            // power cut or a deploy left it armed, and armed it breaks MQTT (update-window.ts says
+            // why this does not wait for a hash check). In this fiber, not at the top of main: a
+            // runtime without the service costs its wait here, not the drivers' start.
+            try {
+                const disarmed = await self.window.disarm()
+                console.log(`citymeter: runtime cloud link ${disarmed ? "disarmed" : "not found"}`)
+            } catch {
+                console.log("citymeter: runtime cloud link: disarming failed")
+            }
             await self.mqtt.run()
         }, 0)
         setInterval(async () => {
@@ -271,6 +286,15 @@ export class MeterUplink {
         } else if (d.resend) {
             rx.resend++
             for (const f of this.store.frames) if (f.boot === d.resend.boot && f.seq >= d.resend.fromSeq) f.sentAt = 0
+        } else if (d.update) {
+            // only ever sealed and fresh (keys.ts): logged, a flood of them cannot reach here
+            const u = d.update
+            const t = this.cfg.t
+            const why = this.window.busy
+                ? "a window is open"
+                : windowRefusal(u.conn, u.windowS, t.intervalS * t.batch, QUEUE_SLOTS - this.store.queuedCount())
+            if (why.length) console.log(`citymeter: update window refused: ${why}`)
+            else this.window.open(u.conn, u.windowS)
         }
     }
 

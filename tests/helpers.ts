@@ -4,6 +4,7 @@ import { Writable } from "node:stream"
 import pino from "pino"
 import { afterAll, beforeAll } from "vitest"
 import { openPglite } from "../bridge/src/store/engines.js"
+import type { ServiceConfig } from "../bridge/src/config.js"
 import type { Store } from "../bridge/src/store/store.js"
 import { startService, type Service } from "../bridge/src/service.js"
 import { MosquittoProcess } from "../testkit/infra.js"
@@ -79,9 +80,10 @@ export function stackServices(kind: StackKind, schema: string) {
 /**
  * A bridge on the given stack; PostgreSQL runs in a private schema dropped by stop(), Mosquitto as
  * a private process: every bridge subscribes to every meter, so on a shared broker the suites
- * running beside this one would store and ack its frames too (and it theirs).
+ * running beside this one would store and ack its frames too (and it theirs). `extra`: more of
+ * the service's configuration (API tokens, say).
  */
-export async function startStack(kind: StackKind): Promise<TestStack> {
+export async function startStack(kind: StackKind, extra: Partial<ServiceConfig> = {}): Promise<TestStack> {
   const { log, lines } = captureLog()
   const schema = `t_${randomBytes(6).toString("hex")}`
   const broker = kind === "embedded" ? undefined : await MosquittoProcess.create()
@@ -91,6 +93,7 @@ export async function startStack(kind: StackKind): Promise<TestStack> {
     ...(broker ? { mqttUrl: broker.url } : {}),
     log,
     clientId: uid("bridge"),
+    ...extra,
   })
   return {
     ...svc,

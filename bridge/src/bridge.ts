@@ -299,7 +299,7 @@ function deferredPubacks(client: MqttClient, ingest: Ingest, log: Logger, limit:
  * meter, which sends every unacknowledged frame again on connecting (acked as a duplicate). QoS 1
  * would add a PUBACK per frame on both of the broker's connections for no guarantee.
  */
-const DOWNLINK_QOS: Record<DownKind, 0 | 1> = { ack: 0, time: 1, config: 1, resend: 1 }
+const DOWNLINK_QOS: Record<DownKind, 0 | 1> = { ack: 0, time: 1, config: 1, resend: 1, update: 1 }
 
 /**
  * Disconnects. A client still connecting is ended at once: mqtt.js's gentle end() then leaves

@@ -15,7 +15,7 @@ export const KEY_BYTES = 32
 export const TAG_BYTES = 8
 export const NONCE_BYTES = 13
 
-/** Nonce byte 0 per kind: uplinks 0x01–0x04, downlinks 0x81–0x84. */
+/** Nonce byte 0 per kind: uplinks 0x01–0x04, downlinks 0x81–0x85. */
 export const KIND_CODE: Record<UpKind | DownKind, number> = {
   readings: 0x01,
   birth: 0x02,
@@ -25,6 +25,7 @@ export const KIND_CODE: Record<UpKind | DownKind, number> = {
   time: 0x82,
   config: 0x83,
   resend: 0x84,
+  update: 0x85,
 }
 
 export function uplinkNonce(kind: UpKind, boot: number, seq: number, link: number): Buffer {

@@ -1,7 +1,7 @@
 // The citymeter topic map, bridge side (firmware side: firmware/topics.ts; spec: proto/topics.md).
 export const TOPIC_ROOT = "citymeter/v1"
 export const UP_KINDS = ["readings", "birth", "alarm", "death"] as const
-export const DOWN_KINDS = ["ack", "time", "config", "resend"] as const
+export const DOWN_KINDS = ["ack", "time", "config", "resend", "update"] as const
 export type UpKind = (typeof UP_KINDS)[number]
 export type DownKind = (typeof DOWN_KINDS)[number]
 

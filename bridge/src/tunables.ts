@@ -79,7 +79,7 @@ export function readmeTable(): string {
         "; ",
       )}. Pulses of ${ms} ms: at most ${round1(maxPulseHz(ms))} pulses/s count; ${flows.join(", ")}; ${powers.join(", ")}.`,
     `- Worst-case sealed readings frame for BATCH = 1..${batches.length}: ${batches.join(", ")} B; a flash slot holds ${STORAGE.slotStateBytes} B of the queue's state and a frame of ${STORAGE.maxFrameBytes} B.`,
-    `- Queue: ${b.slots} slots x ${entryBytes(b.slotBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest, ${b.runtimeBytes} B for the runtime's Wi-Fi and program records and ${b.gcHeadroomBytes} B of room to rewrite a slot; settings banks: ${banks.join(", ")}.`,
+    `- Queue: ${b.slots} slots x ${entryBytes(b.slotBytes)} B = ${b.queueBytes} B, plus ${b.otherBytes} B for every other setting at its largest, ${b.runtimeBytes} B for the runtime's Wi-Fi, cloud link and program records and ${b.gcHeadroomBytes} B of room to rewrite a slot; settings banks: ${banks.join(", ")}.`,
     README_END,
   ].join("\n")
 }

@@ -40,6 +40,13 @@ async function askHash(ep: WsskEndpoint, since: number, timeoutMs = 30000) {
   }
 }
 
+/**
+ * The firmware disarms the runtime's link at every boot before MQTT (firmware/update-window.ts): a
+ * string the host arms before that line would be cleared by it.
+ */
+const DISARMED = /citymeter: runtime cloud link disarmed/
+const disarms = (meter: SimMeter) => meter.lines.filter((l) => DISARMED.test(l)).length
+
 /** The runtime's 0x93 answer: SHA-256 over the program image devsmgr holds (devsmgr_get_hash). */
 function bytecodeSha256() {
   const bytecode = readFileSync(paths.bytecode)
@@ -63,7 +70,7 @@ describe("WSSK spike (issue 23 item 1)", () => {
     })
     try {
       await meter.start()
-      await meter.waitForLine(/citymeter: meter .* boot \d+/)
+      await meter.waitForLine(DISARMED)
       // the VM's built-in board config has no devNetwork, nor does the program's: the adapter ran
       expect(meter.lines.some((l) => /mgr: starting cloud adapter/.test(l))).toBe(true)
       expect(meter.lines.some((l) => /devNetwork mode/.test(l))).toBe(false)
@@ -105,13 +112,18 @@ describe("WSSK spike (issue 23 item 1)", () => {
       // (wssk_health.c line 534 logs the mask with %x: "WSSK-H: streaming: 0x2")
       await waitFor("the device log over WSSK", async () => logLink.dmesg.some((l) => /streaming: 0x2$/.test(l)), 10000)
 
-      // after a power cycle the runtime links at boot from flash, before the firmware starts
+      // after a power cycle the runtime links at boot from flash, before the firmware starts; then
+      // the firmware disarms it before its first MQTT connect (a meter that lost power mid-window
+      // comes back to MQTT): the link closes and the string is deleted
+      const disarmsBefore = disarms(meter)
       await meter.stop()
       const bootAt = performance.now()
       await meter.start()
-      const again = await askHash(ep, bootAt)
-      expect(again.answer.payload.toString("hex")).toBe(sha)
-      const bootToLinkMs = again.link.times.auth! - bootAt
+      const again = await ep.nextLink(bootAt)
+      const bootToLinkMs = again.times.auth! - bootAt
+      await waitFor("the firmware's disarm at boot", async () => disarms(meter) > disarmsBefore, 10000)
+      await waitFor("the link to close", async () => !again.open, 10000)
+      expect(fstorValue(meter.flashImage, readFstor(meter.flashImage)!, "wssk_connstr")?.length).toBe(0)
 
       // a wrong key links nothing: the endpoint really checks the exchange (and the device does)
       const before = ep.attempts.length
@@ -154,7 +166,7 @@ describe("WSSK spike (issue 23 item 1)", () => {
     const size = Buffer.alloc(4)
     try {
       await meter.start()
-      await meter.waitForLine(/citymeter: meter .* boot \d+/)
+      await meter.waitForLine(DISARMED)
       let since = performance.now()
       await meter.setCloudConnectionString(ep.connectionString(path, key))
       let done: { deployMs: number; chunks: number; lost: number } | undefined
@@ -184,8 +196,11 @@ describe("WSSK spike (issue 23 item 1)", () => {
         }
       }
       expect(done).toBeDefined()
-      // the runtime wrote the program and restarted it: the firmware boots a second time
+      // the runtime wrote the program and restarted it: the firmware boots a second time, and
+      // disarms the link before MQTT (the re-check above raced that boot, and came first)
       await waitFor("the redeployed firmware's boot", async () => boots() >= 2, 20000)
+      await waitFor("the redeployed firmware's disarm", async () => disarms(meter) >= 2, 20000)
+      await waitFor("the link to close", async () => ep.links.every((l) => !l.open), 10000)
       expect(meter.lines.some((l) => new RegExp(`mgr: deploy ${bytecode.length} b`).test(l))).toBe(true)
       expect(meter.lines.some((l) => /mgr: program written/.test(l))).toBe(true)
       console.log(

@@ -32,7 +32,7 @@ const frames = readdirSync(goldenDir)
 describe("golden frames", () => {
   test("there is a golden frame for every uplink and downlink kind", () => {
     const kinds = frames.map((f) => Object.keys(f.json).find((k) => k !== "boot" && k !== "seq"))
-    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config", "resend"])
+    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config", "resend", "update"])
       expect(kinds).toContain(k)
   })
 
@@ -89,9 +89,10 @@ describe("sealed golden frames", () => {
   const nowS = 1795392000 + 3600
   const kindOf = (json: Record<string, unknown>) => Object.keys(json).find((k) => k !== "boot" && k !== "seq") as UpKind
 
-  test("there is a sealed golden frame of every uplink kind and of ack, time and config", () => {
+  test("there is a sealed golden frame of every uplink kind and of ack, time, config and update", () => {
     const kinds = sealed.map((s) => kindOf(plainGolden(s.of).json))
-    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config"]) expect(kinds).toContain(k)
+    for (const k of ["readings", "birth", "alarm", "death", "ack", "time", "config", "update"])
+      expect(kinds).toContain(k)
   })
 
   for (const s of sealed) {

@@ -214,8 +214,9 @@ describe("storage: the flash queue fits each board's settings bank and every fra
     expect([0, 1, 8, 9, 200].map(entryBytes)).toEqual([32, 32, 32, 40, 224])
     const b = storageBudget(8192)
     expect(b.usableBytes).toBe(8144)
-    // wifi_ssid (32 B: 56), wifi_psk (64 B: 88) and the program's entry (24)
-    expect(b.runtimeBytes).toBe(168)
+    // wifi_ssid (32 B: 56), wifi_psk (64 B: 88), an update window's wssk_connstr (120 B: 144) and the
+    // program's entry (24)
+    expect(b.runtimeBytes).toBe(312)
     expect(b.gcHeadroomBytes).toBe(232)
     // a slot: 31 B of the queue's state and a frame of up to 177 B
     expect(b.slotBytes).toBe(208)

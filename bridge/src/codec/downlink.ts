@@ -18,6 +18,7 @@ const DOWN_BODY = {
   time: citymeter.v1.TimeSync,
   config: citymeter.v1.Config,
   resend: citymeter.v1.Resend,
+  update: citymeter.v1.UpdateWindow,
 }
 
 /** A sealed Downlink: the body message of `kind` sealed under `key` with the given clear nonce. */

@@ -1,6 +1,7 @@
 // Bearer-token authentication (RFC 6750) with scoped tokens. Each guarded route needs one scope:
 //   write  downlinks to meters: config, resend, key rotation
-//   ops    the meter registry (keys included), dead letters, registering releases and their bytecode
+//   ops    the meter registry (keys included), dead letters, releases and their bytecode, update
+//          windows (a fleet update)
 //   read   every data read (meters, readings, consumption, alarms, SensorThings) — only when a read
 //          token is configured; without one, reads are open data. Write and ops tokens read too.
 // API_TOKEN (legacy) holds every scope. Tokens are compared as SHA-256 hashes with timingSafeEqual,

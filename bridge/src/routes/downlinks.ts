@@ -1,4 +1,5 @@
-// Downlinks: Config and Resend to one meter, token-guarded; 202 once the broker has them (QoS 1).
+// Downlinks: Config, Resend and an update window to one meter, token-guarded; 202 once the broker
+// has them (QoS 1).
 import type { FastifyInstance, FastifyReply } from "fastify"
 import { encodeDownlink } from "../codec/downlink.js"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
@@ -13,6 +14,33 @@ import { knownMeter, meterParam, type RouteContext } from "./shared.js"
 const DOWNLINK_TIMEOUT_MS = BRIDGE_DEFAULTS.downlinkTimeoutMs
 
 const UINT32 = { type: "integer", minimum: 0, maximum: 0xffffffff } as const
+
+/**
+ * proto UpdateWindow: the runtime's WSSK connection string (as wssk_health.c parses it, at most
+ * 120 B: the runtime keeps it in the settings bank, storage.runtimeValueMaxBytes) and the window's
+ * length within the firmware's bounds (firmware/update-window.ts). The meter also refuses a window
+ * its flash queue could not hold at its interval and batch.
+ */
+export const UPDATE_WINDOW_BODY = {
+  type: "object",
+  additionalProperties: false,
+  required: ["conn", "windowS"],
+  properties: {
+    conn: {
+      type: "string",
+      maxLength: 120,
+      pattern: "^ws://(wssk:)?[0-9a-fA-F]{64}@[^/:@\\s]+(:[0-9]{1,5})?/[!-~]*$",
+      description:
+        "The runtime's WSSK connection string, ws://[wssk:]<the link's 64 hex key>@host[:port]/path: sent sealed, never answered or logged",
+    },
+    windowS: {
+      type: "integer",
+      minimum: 10,
+      maximum: 3600,
+      description: "How long the meter stays off MQTT with the link armed, s",
+    },
+  },
+} as const
 
 /**
  * The Config downlink body: every tunable of proto/tunables.json by its proto Config field name,
@@ -111,6 +139,34 @@ export async function downlinkRoutes(app: FastifyInstance, { store, downlink, re
       },
     },
     async (req, reply) => send(reply, req.params.id, "resend", { resend: req.body }),
+  )
+
+  app.post<{ Params: { id: string }; Body: { conn: string; windowS: number } }>(
+    "/meters/:id/update-window",
+    {
+      onRequest: requireScope.ops,
+      schema: {
+        tags: ["downlinks"],
+        summary: "Open a sealed meter's maintenance window for a fleet update (issue 23)",
+        description:
+          "The meter ends its MQTT session (its frames wait in its flash queue), arms the DeviceScript runtime's own " +
+          "cloud link (WSSK) with the connection string for windowS seconds, then disarms it and reconnects. " +
+          "Sent sealed under the meter's key: meters act on no open update window, so a meter that is not sealed " +
+          "with a key is refused (400). The connection string holds the link's key and is never answered or logged.",
+        security: [{ bearer: [] }],
+        params: meterParam,
+        body: UPDATE_WINDOW_BODY,
+        response: ERROR_RESPONSES,
+      },
+    },
+    async (req, reply) => {
+      if (!downlink) throw errors.CM_ERR_NO_DOWNLINK()
+      const meter = await knownMeter(store, req.params.id)
+      if (meter.seal.policy !== "sealed" || !meter.seal.key)
+        throw errors.CM_ERR_BAD_REQUEST(`meter ${meter.meterId} is not sealed with a key: it acts on no update window`)
+      const { conn, windowS } = req.body
+      return send(reply, meter.meterId, "update", { update: { conn, windowS } }, { windowS })
+    },
   )
 
   app.post<{ Params: { id: string } }>(

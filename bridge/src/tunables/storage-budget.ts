@@ -18,8 +18,10 @@
 //     new record free on top of every live record; when it is not, the write returns -3 (line 308),
 //     which the settings service ignores (services/settings.c line 60);
 //   - the runtime keeps its own records in the same bank: the Wi-Fi network (`wifi_ssid`,
-//     `wifi_psk`, network/wifi.c lines 171-172) and the program's entry `*prog`, whose bytes live
-//     in the data pages after the banks (only its 24 B entry is in the bank, lines 254, 369-405).
+//     `wifi_psk`, network/wifi.c lines 171-172), the cloud link's connection string during an update
+//     window (`wssk_connstr`, network/wssk_health.c; at most 120 B, proto UpdateWindow.conn) and the
+//     program's entry `*prog`, whose bytes live in the data pages after the banks (only its 24 B
+//     entry is in the bank, lines 254, 369-405).
 import { existsSync, readFileSync, readdirSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -43,7 +45,7 @@ export const usableBankBytes = (bankBytes: number) => bankBytes - BANK_OVERHEAD_
 export const entryBytes = (valueBytes: number) =>
   (valueBytes === 0 ? 8 : Math.ceil(valueBytes / 8) * 8) + STORAGE.entryHeaderBytes
 
-/** The bytes the runtime's own records take: the Wi-Fi network at its longest and the program's entry. */
+/** The bytes the runtime's own records take: Wi-Fi network and cloud link string at their longest, the program's entry. */
 export const RUNTIME_RECORD_BYTES =
   Object.values(STORAGE.runtimeValueMaxBytes).reduce((s, n) => s + entryBytes(n), 0) +
   STORAGE.runtimeLargeKeys.length * STORAGE.entryHeaderBytes
@@ -192,7 +194,7 @@ export function queueFootprintError(
   const need = b.queueBytes + b.otherBytes + b.runtimeBytes + b.gcHeadroomBytes
   return (
     `the flash queue (${b.slots} slots x ${entryBytes(b.slotBytes)} B = ${b.queueBytes} B), the other settings ` +
-    `(${b.otherBytes} B), the runtime's Wi-Fi and program records (${b.runtimeBytes} B) and the room a slot's rewrite ` +
+    `(${b.otherBytes} B), the runtime's Wi-Fi, cloud link and program records (${b.runtimeBytes} B) and the room a slot's rewrite ` +
     `needs (${b.gcHeadroomBytes} B) take ${need} B, over the ${b.usableBytes} B usable of the ${bankBytes} B settings ` +
     `bank of ${board}: DeviceScript's settings store would then refuse writes silently; lower storage.queueSlots in ` +
     `proto/tunables.json (at most ${queueCapacity(bankBytes, settings)} fit)`
