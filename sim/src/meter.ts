@@ -21,6 +21,7 @@ import { createVmBus } from "./bus.js"
 import { paths } from "./paths.js"
 import { DEFAULT_PULSE_WIDTH_MS, PulseTrain, type PulseOutput } from "./physics.js"
 import { SimPulseOutput } from "./pulse-output.js"
+import { defaultSettings } from "./settings-files.js"
 import { createVm, type DevsVm } from "./vm.js"
 
 // Service classes and register codes from services/*.md
@@ -41,28 +42,6 @@ function loadSpecs() {
     throw new Error(`${paths.servicesJson} is missing: run \`npm run build:firmware\` first`)
   loadServiceSpecifications(JSON.parse(readFileSync(paths.servicesJson, "utf8")))
   specsLoaded = true
-}
-
-/** Settings as .env files write them: the value is JSON when it parses as JSON, else a string. */
-export function parseEnvSettings(text: string): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {}
-  for (const line of text.split(/\r?\n/)) {
-    const m = /^\s*([^#=\s][^=]*?)\s*=([^#]*)/.exec(line)
-    if (!m) continue
-    const raw = m[2].trim()
-    if (!raw.length) continue
-    try {
-      out[m[1]] = JSON.parse(raw)
-    } catch {
-      out[m[1]] = raw
-    }
-  }
-  return out
-}
-
-export function defaultSettings(): Record<string, string | number | boolean> {
-  const read = (f: string) => (existsSync(f) ? parseEnvSettings(readFileSync(f, "utf8")) : {})
-  return { ...read(paths.envDefaults), ...read(paths.envLocal) }
 }
 
 export interface SimMeterOptions {

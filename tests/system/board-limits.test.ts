@@ -8,7 +8,7 @@ import { join } from "node:path"
 import { describe, expect, test } from "vitest"
 import { storageBudget } from "../../bridge/src/tunables/storage-budget.js"
 import { SENSOR_FAULT_V, boardHardwareErrors, customBoard, settingsBankBytes, tlsError } from "../../cli/boards.js"
-import { parseEnvSettings } from "../../sim/src/meter.js"
+import { parseEnvSettings } from "../../sim/src/settings-files.js"
 import { runCitymeter } from "../../testkit/process.js"
 
 const BOARDS = ["citymeter_esp32c3", "citymeter_esp32s3", "citymeter_picow"]

@@ -10,7 +10,7 @@ import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { startService, type Service } from "../../bridge/src/service.js"
 import { METER_ID_RULE, upTopic } from "../../bridge/src/topics.js"
-import { parseEnvSettings } from "../../sim/src/meter.js"
+import { parseEnvSettings } from "../../sim/src/settings-files.js"
 import { MOSQUITTO_URL, captureLog, uid, waitFor } from "../helpers.js"
 import { CITYMETER_BIN, startNode } from "../../testkit/process.js"
 
