@@ -80,6 +80,9 @@ describe("the bridge's WSSK endpoint", () => {
     try {
       await meter.start()
       await meter.waitForLine(/citymeter: meter .* boot \d+/)
+      // the firmware disarms the runtime's link at boot, before its first MQTT connect
+      // (firmware/update-window.ts): armed before that, the link would be cleared (seen in CI)
+      await meter.waitForLine(/citymeter: runtime cloud link disarmed/)
       const armAt = performance.now()
       await meter.setCloudConnectionString(connectionString(wssk.url, meterId, key))
       const hash = await onLink("hash", () => wssk.hash(meterId))

@@ -11,6 +11,12 @@ import { applyAlarm, fleet, loadFleet } from "./state.js"
 import type { View } from "./view.js"
 
 let current: View | undefined
+/**
+ * Live messages that arrived while `view` was still rendering: a view's elements exist only once
+ * its render has finished, so they are held and handed over then (seen: a live event drew into a
+ * table not made yet, TypeError … 'replaceChildren').
+ */
+let rendering: { view: View; held: LiveMsg[] } | undefined
 
 function route(): View {
   const [, name, ...rest] = location.hash.split("/")
@@ -39,12 +45,16 @@ async function show() {
   for (const a of document.querySelectorAll<HTMLAnchorElement>("nav a[data-view]"))
     if (a.dataset.view === name) a.setAttribute("aria-current", "page")
     else a.removeAttribute("aria-current")
+  const mine = { view, held: [] as LiveMsg[] }
+  rendering = mine
   try {
     if (!fleet.loaded) await loadFleet()
     await view.render(main)
   } catch (e) {
     main.append(Object.assign(document.createElement("p"), { role: "alert", textContent: String(e) }))
   }
+  if (rendering === mine) rendering = undefined
+  if (current === view && mine.held.length) view.onLive?.(mine.held)
   main.removeAttribute("aria-busy")
   document.title = `${view.title} — citymeter`
   // focus moves to the new view's heading, so a screen reader reads where it is
@@ -62,7 +72,8 @@ function onLive(msgs: LiveMsg[]) {
       if (m.data.alarm.active) announce(`${m.data.alarm.type} alarm on meter ${m.data.alarm.meterId}`)
     } else if (m.event === "resync") void loadFleet().then(() => show())
   }
-  current?.onLive?.(msgs)
+  if (rendering && rendering.view === current) rendering.held.push(...msgs)
+  else current?.onLive?.(msgs)
 }
 
 window.addEventListener("hashchange", () => void show())
