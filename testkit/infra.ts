@@ -2,7 +2,7 @@
 // makes PostgreSQL unreachable, and the bridge as a child process we can SIGKILL.
 import { spawn, type ChildProcess } from "node:child_process"
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { createServer, connect, type Server, type Socket, type AddressInfo } from "node:net"
+import { createServer, connect, type Server, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -10,12 +10,38 @@ import { waitFor } from "./wait.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..")
 
+/** The kernel's ephemeral range: port-0 listeners and outgoing connections take their ports here. */
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number)
+    if (lo > 0 && hi >= lo) return [lo, hi]
+  } catch {
+    // not Linux: IANA's dynamic range
+  }
+  return [49152, 65535]
+}
+
+/**
+ * A port free now, for a process that binds it later. It is drawn below the ephemeral range, where
+ * no port-0 listener or outgoing connection lands in the meantime (seen: `npm start` spent its build
+ * while a connection took the ephemeral port picked for it, "port … is already in use").
+ */
 export async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", () => r()))
-  const port = (s.address() as AddressInfo).port
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
+  const [lo] = ephemeralRange()
+  const floor = lo > 12_000 ? 10_000 : 1024
+  const ceiling = lo > 12_000 ? lo - 1 : 65_535
+  for (let tries = 0; tries < 50; tries++) {
+    const port = floor + Math.floor(Math.random() * (ceiling - floor + 1))
+    const s = createServer()
+    const ok = await new Promise<boolean>((r) => {
+      s.once("error", () => r(false))
+      s.listen(port, "127.0.0.1", () => r(true))
+    })
+    if (!ok) continue
+    await new Promise<void>((r) => s.close(() => r()))
+    return port
+  }
+  throw new Error("no free port below the ephemeral range after 50 tries")
 }
 
 /** True when something accepts a TCP connection on the port. */

@@ -9,6 +9,7 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { CITYMETER_BIN, startNode, type Run } from "../../testkit/process.js"
+import { freePort } from "../../testkit/infra.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const tsx = join(root, "node_modules/tsx/dist/cli.mjs")
@@ -31,12 +32,6 @@ async function listen(port = 0): Promise<Server> {
   return srv
 }
 const portOf = (s: Server) => (s.address() as AddressInfo).port
-async function freePort() {
-  const s = await listen()
-  const port = portOf(s)
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 describe("one-line errors, as a user meets them", () => {
   let busy: Server

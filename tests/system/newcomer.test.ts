@@ -7,11 +7,11 @@
 // installing — the code generation — so the clone starts with no generated code at all.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs"
-import { createServer, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterAll, beforeAll, expect, test } from "vitest"
+import { freePort } from "../../testkit/infra.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const VERSION = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version
@@ -41,14 +41,6 @@ function start(cmd: string, args: string[], env: Record<string, string | undefin
 }
 const citymeter = (args: string[], env?: Record<string, string>) =>
   start(process.execPath, [join(clone, "cli/bin/citymeter.js"), ...args], env).done
-
-async function freePort() {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r))
-  const { port } = s.address() as AddressInfo
-  await new Promise((r) => s.close(r))
-  return port
-}
 
 async function until(what: string, fn: () => boolean, ms: number, context = () => "") {
   const end = Date.now() + ms
