@@ -4,10 +4,9 @@
 // registers a release when the signature verifies and the bytes are the manifest's. The CLI signs
 // with canonicalManifest below, so both sides sign and verify the same bytes.
 import { createHash, createPublicKey, sign, verify, type KeyObject } from "node:crypto"
-import { existsSync, readFileSync, readdirSync } from "node:fs"
-import { dirname, join, resolve } from "node:path"
-import { fileURLToPath } from "node:url"
+import { readFileSync } from "node:fs"
 import { errors } from "./errors.js"
+import { repoBoardIds } from "./tunables/storage-budget.js"
 import type { MeterRow } from "./store/store.js"
 import type { ReleaseRow, ReleaseStore } from "./store/releases.js"
 
@@ -97,17 +96,8 @@ export const releaseKeyId = (key: KeyObject) =>
     .digest("hex")
     .slice(0, 16)
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
-
 /** The boards a release may be for: this repository's boards/*.board.json. */
-export function repoBoards(dir = join(root, "boards")): Set<string> {
-  if (!existsSync(dir)) return new Set()
-  return new Set(
-    readdirSync(dir)
-      .filter((f) => f.endsWith(".board.json"))
-      .map((f) => f.slice(0, -".board.json".length)),
-  )
-}
+export const repoBoards = (): Set<string> => new Set(repoBoardIds())
 
 export interface ReleaseUpload {
   manifest: ReleaseManifest

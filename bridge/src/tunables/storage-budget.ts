@@ -226,11 +226,17 @@ export function boardBankBytes(board: string | null | undefined): number {
   return SIM_BANK_BYTES
 }
 
-/** The boards of this repository with their settings banks (boards/*.board.json). */
-export function repoBoardBanks(): { board: string; bankBytes: number }[] {
-  return readdirSync(join(root, "boards"))
+/** The board ids of this repository (boards/<id>.board.json), sorted; none when there is no boards/. */
+export function repoBoardIds(): string[] {
+  const dir = join(root, "boards")
+  if (!existsSync(dir)) return []
+  return readdirSync(dir)
     .filter((f) => f.endsWith(".board.json"))
     .sort()
     .map((f) => f.slice(0, -".board.json".length))
-    .map((board) => ({ board, bankBytes: boardBankBytes(board) }))
+}
+
+/** The boards of this repository with their settings banks (boards/*.board.json). */
+export function repoBoardBanks(): { board: string; bankBytes: number }[] {
+  return repoBoardIds().map((board) => ({ board, bankBytes: boardBankBytes(board) }))
 }
