@@ -2,7 +2,6 @@
 // Mosquitto on 1883 for `watch`, a real bridge for `provision --bridge`: provision, decode
 // and watch; provision registers meters, and checks their ids with the one grammar.
 import { existsSync, mkdtempSync, readFileSync, statSync } from "node:fs"
-import { createServer, type AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -13,6 +12,7 @@ import { METER_ID_RULE, upTopic } from "../../bridge/src/topics.js"
 import { parseEnvSettings } from "../../sim/src/settings-files.js"
 import { MOSQUITTO_URL, captureLog, uid, waitFor } from "../helpers.js"
 import { CITYMETER_BIN, startNode } from "../../testkit/process.js"
+import { freePort } from "../../testkit/infra.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const golden = (name: string) => join(root, "proto/golden", name)
@@ -21,14 +21,6 @@ const start = (args: string[], env: Record<string, string> = {}) =>
   startNode([CITYMETER_BIN, ...args], { CITYMETER_API_TOKEN: "", ...env })
 
 const citymeter = (...args: string[]) => start(args).done
-/** A local port nothing listens on (bound, read back and closed). */
-async function closedPort(): Promise<number> {
-  const srv = createServer()
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r))
-  const { port } = srv.address() as AddressInfo
-  await new Promise((r) => srv.close(r))
-  return port
-}
 const tmpMeterDir = () => join(mkdtempSync(join(tmpdir(), "cm-cli-")), "meter")
 
 describe("citymeter provision", () => {
@@ -203,7 +195,7 @@ describe("citymeter provision --bridge", () => {
       `citymeter: error: the bridge at ${svc.httpUrl}/ refused to register meter ${meterId}: 401 CM_ERR_UNAUTHORIZED: missing or wrong bearer token (this route needs the ops scope)`,
     ])
     expect(await svc.store.getMeter(meterId)).toBeUndefined()
-    const closed = await closedPort()
+    const closed = await freePort() // nothing listens there
     const away = await citymeter(
       ...provisionArgs(meterId, tmpMeterDir()),
       ...["--bridge", `http://127.0.0.1:${closed}`, "--token", "t"],
