@@ -18,6 +18,8 @@ import { MOSQUITTO_URL, uid, waitFor } from "../helpers.js"
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const ms = (x: number) => Math.round(x * 10) / 10
+/** The runtime's link watchdog: no new connect for this long after one starts (wssk_health.c WATCHDOG_SECONDS). */
+const RUNTIME_WATCHDOG_MS = 32_000
 
 /**
  * Asks 0x93 on the endpoint's links from `since` on. A link can be lost before it answers: the VM
@@ -294,8 +296,11 @@ describe("WSSK spike (issue 23 item 1)", () => {
       broker.down = true
       broker.cut()
       // the link from arming on: on a loaded machine the firmware's MQTT may already have been
-      // between sessions when the string arrived, and the link came up before the cut (seen in CI)
-      const { link } = await askHash(ep, armAt)
+      // between sessions when the string arrived, and the link came up before the cut (seen in CI).
+      // A connect whose socket the firmware's reconnect takes mid-handshake is retried only after
+      // the runtime's 32 s watchdog (wssk_health.c: WATCHDOG_SECONDS 32, fed when jd_wssk_new
+      // starts a connection), so the wait spans two of them (seen in CI: no link in 30 s)
+      const { link } = await askHash(ep, armAt, 2 * RUNTIME_WATCHDOG_MS + 10_000)
       broker.down = false // the broker is back, the link is left armed
       await waitFor("MQTT back", async () => connects() >= 2, 45000)
       // the firmware's socketOpen closed the link's TCP connection (the endpoint sees it) ...
@@ -332,7 +337,7 @@ describe("WSSK spike (issue 23 item 1)", () => {
       await broker.close()
       await ep.close()
     }
-  })
+  }, 240_000)
 })
 
 /** Masked WebSocket binary frames of 5 bytes (a WSSK command with no payload and its tag) in `b`. */
