@@ -32,6 +32,7 @@ import { installReadGates, readGates } from "./routes/read-gate.js"
 import { BRIDGE_DEFAULTS, type HttpLimits } from "./defaults.js"
 import { errors } from "./errors.js"
 import { releasePublicKey, repoBoards } from "./releases.js"
+import type { WsskEndpoint } from "./wssk/endpoint.js"
 import type { StaBudgets } from "./sta/budget.js"
 import type { Store } from "./store/store.js"
 import { VERSION } from "./version.js"
@@ -92,6 +93,8 @@ export interface AppOptions {
   releaseMaxBytes?: number
   /** The boards a release may be for; default this repository's boards/*.board.json. */
   releaseBoards?: Set<string>
+  /** The WSSK endpoint (service.ts, WSSK_PORT): meters' cloud links, for the device log route. */
+  wssk?: WsskEndpoint
 }
 
 /** The public URL of an app that does not listen (app.inject): the default listener's. */
@@ -215,6 +218,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
       maxBytes: o.releaseMaxBytes ?? BRIDGE_DEFAULTS.releaseMaxBytes,
       boards: o.releaseBoards ?? repoBoards(),
     },
+    wssk: o.wssk,
     requireScope: Object.fromEntries(SCOPES.map((s) => [s, requireScope(tokens, s)])) as RouteContext["requireScope"],
   }
   // reads are open data unless a read token is configured

@@ -276,33 +276,6 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
   }
   if (ingests) metrics.setHealthSource(ingestHealth)
   metrics.setOnlineSource(() => store.countOnline())
-  // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
-  // whatever backlog the broker holds for it.
-  const app = buildApp({
-    store,
-    metrics,
-    downlink: bridge?.send ?? apiDownlinks?.send,
-    apiToken: c.apiToken,
-    apiTokens: c.apiTokens,
-    ingestHealth: ingests ? ingestHealth : undefined,
-    live,
-    exportLicense: c.exportLicense,
-    reads,
-    probesOnly: role === "ingest",
-    publicUrl: c.publicUrl,
-    httpLimits: c.httpLimits,
-    releasePublicKey: c.releasePublicKey,
-    releaseMaxBytes: c.releaseMaxBytes,
-    log,
-  })
-  opened.add("HTTP API", () => app.close())
-  let httpUrl: string | undefined
-  if (c.httpPort !== undefined) {
-    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
-  } else await app.ready() // routes loaded (the API page's among them) before the first request
-  await Promise.all(bridges.map((b) => b.ready))
-  const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
-  if (jobs) opened.add("jobs", () => jobs.stop())
   // the key is looked up per handshake, so a key set through the API holds for the next link
   const wssk = c.wssk
     ? await WsskEndpoint.start({
@@ -320,6 +293,34 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
     opened.add("WSSK endpoint", () => wssk.close())
     log.info({ url: wssk.url }, "WSSK endpoint listening")
   }
+  // The HTTP API (health, readiness, reads) comes up before, and apart from, the subscription and
+  // whatever backlog the broker holds for it.
+  const app = buildApp({
+    store,
+    metrics,
+    downlink: bridge?.send ?? apiDownlinks?.send,
+    apiToken: c.apiToken,
+    apiTokens: c.apiTokens,
+    ingestHealth: ingests ? ingestHealth : undefined,
+    live,
+    exportLicense: c.exportLicense,
+    reads,
+    probesOnly: role === "ingest",
+    publicUrl: c.publicUrl,
+    httpLimits: c.httpLimits,
+    releasePublicKey: c.releasePublicKey,
+    releaseMaxBytes: c.releaseMaxBytes,
+    wssk,
+    log,
+  })
+  opened.add("HTTP API", () => app.close())
+  let httpUrl: string | undefined
+  if (c.httpPort !== undefined) {
+    httpUrl = await app.listen({ port: c.httpPort, host: c.httpHost ?? D.httpHost })
+  } else await app.ready() // routes loaded (the API page's among them) before the first request
+  await Promise.all(bridges.map((b) => b.ready))
+  const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
+  if (jobs) opened.add("jobs", () => jobs.stop())
   return {
     role,
     mqttUrl: mqttUrl ?? "",

@@ -10,6 +10,7 @@ import type { Metrics } from "../metrics.js"
 import type { StaBudgets } from "../sta/budget.js"
 import type { Store } from "../store/store.js"
 import { METER_ID_PATTERN, type DownKind } from "../topics.js"
+import type { WsskEndpoint } from "../wssk/endpoint.js"
 
 export type Downlink = (meterId: string, kind: DownKind, payload: Uint8Array) => Promise<void>
 
@@ -39,6 +40,8 @@ export interface RouteContext {
    * registered), the largest bytecode (RELEASE_MAX_BYTES) and the boards a release may be for.
    */
   releases: { publicKey?: KeyObject; maxBytes: number; boards: Set<string> }
+  /** Meters' WSSK links (wssk/endpoint.ts); absent: no WSSK_PORT, no link. */
+  wssk?: WsskEndpoint
   /** onRequest hooks of the routes that need a scoped bearer token (auth.ts). */
   requireScope: Record<Scope, onRequestAsyncHookHandler>
 }
