@@ -7,6 +7,7 @@ import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import { DEAD_LETTER_HEAD_BYTES, type ReadingRow, type Store } from "../bridge/src/store/store.js"
 import { uid } from "./helpers.js"
 import { releaseContract } from "./store-contract-releases.js"
+import { rolloutContract } from "./store-contract-rollouts.js"
 import {
   addDeadLetter,
   insertAlarm,
@@ -111,6 +112,7 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
     })
 
     releaseContract(() => store)
+    rolloutContract(() => store)
 
     test("migrations: every step recorded once in schema_version, none run again, data kept", async () => {
       const m = uid("mig")

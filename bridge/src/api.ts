@@ -26,6 +26,7 @@ import { ngsiLdRoutes } from "./routes/ngsi-ld.js"
 import { opsRoutes } from "./routes/ops.js"
 import { readingRoutes } from "./routes/readings.js"
 import { releaseRoutes } from "./routes/releases.js"
+import { rolloutRoutes } from "./routes/rollouts.js"
 import { sensorThingsRoutes } from "./routes/sensorthings.js"
 import { readQueryTypes, type Downlink, type RouteContext } from "./routes/shared.js"
 import { installReadGates, readGates } from "./routes/read-gate.js"
@@ -252,6 +253,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     locationRoutes,
     alarmAckRoutes,
     releaseRoutes,
+    rolloutRoutes,
     liveRoutes,
     dashboardRoutes,
   ])

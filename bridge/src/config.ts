@@ -8,6 +8,8 @@ import type { EmbeddedBrokerOptions } from "./broker.js"
 import { BRIDGE_DEFAULTS as D, type HttpLimits } from "./defaults.js"
 import type { ForwarderConfig } from "./ngsi-forwarder.js"
 import { readReleaseKeySetting } from "./releases.js"
+import type { RolloutTiming } from "./rollouts/runner.js"
+import { LINK_KEY_BYTES, connectionString } from "./wssk/protocol.js"
 import { parseRole, roleValueError, type ServiceRole } from "./roles.js"
 import type { StoreOptions } from "./store/engines.js"
 import type { BeforeCommit } from "./ingest/index.js"
@@ -96,6 +98,13 @@ export interface WsskConfig {
   host?: string
   maxLinks?: number
   handshakeMs?: number
+  /**
+   * ws://host:port where meters reach the endpoint (WSSK_PUBLIC_URL): the connection strings a
+   * rollout sends name it. Default: the listener's own address.
+   */
+  publicUrl?: string
+  /** The rollout runner's timings (tests). */
+  rolloutTiming?: Partial<RolloutTiming>
 }
 
 /** A setting that cannot work: the message says what to set. */
@@ -206,7 +215,23 @@ function wsskConfig(env: NodeJS.ProcessEnv): WsskConfig | undefined {
     host: env.WSSK_HOST || D.wssk.host,
     maxLinks: positiveInt(env, "WSSK_MAX_LINKS", D.wssk.maxLinks),
     handshakeMs: positiveInt(env, "WSSK_HANDSHAKE_MS", D.wssk.handshakeMs),
+    publicUrl: wsskPublicUrl(env.WSSK_PUBLIC_URL),
   }
+}
+
+/** WSSK_PUBLIC_URL: ws://host:port, as the runtime's connection string takes it (wssk/protocol.ts). */
+function wsskPublicUrl(raw: string | undefined) {
+  if (!raw) return undefined
+  try {
+    connectionString(raw, "m", Buffer.alloc(LINK_KEY_BYTES))
+  } catch {
+    throw new ServiceConfigError(`WSSK_PUBLIC_URL must be ws://host:port with no path (got '${raw}')`)
+  }
+  if (!raw.startsWith("ws://"))
+    throw new ServiceConfigError(
+      `WSSK_PUBLIC_URL must be ws:// (the firmware's update window takes no wss:// yet; got '${raw}')`,
+    )
+  return raw
 }
 
 export function configFromEnv(env = process.env): ServiceConfig {

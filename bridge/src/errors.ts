@@ -109,6 +109,16 @@ export const errors = {
     "this bridge has no release key: set RELEASE_PUBLIC_KEY",
     503,
   ),
+  /** A meter is in another rollout that has not ended for it (issue 23: one rollout per meter). */
+  CM_ERR_ROLLOUT_CONFLICT: createError(
+    "CM_ERR_ROLLOUT_CONFLICT",
+    "%s meter(s) are in another rollout that has not ended for them: %s",
+    409,
+  ),
+  /** Pause, resume or cancel of a rollout in a state that does not allow it. */
+  CM_ERR_ROLLOUT_STATE: createError("CM_ERR_ROLLOUT_STATE", "rollout %s is %s: it cannot be %s", 409),
+  /** Rollouts and device logs need the bridge's WSSK endpoint (WSSK_PORT). */
+  CM_ERR_NO_WSSK: createError("CM_ERR_NO_WSSK", "this bridge runs no WSSK endpoint: set WSSK_PORT", 503),
   /** A bug: the details are in the bridge's log under the request id, never in the answer. */
   CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
   /** The data tier does not answer (connection refused or lost, shutting down): retry later. */

@@ -126,6 +126,28 @@ export function createMetrics(defaults = false) {
       help: "Program bytes meters acknowledged over WSSK deploys (0x95 chunks)",
       registers: [registry],
     }),
+    rolloutMeters: new Counter({
+      name: "citymeter_rollout_meters_total",
+      help: "Meters that ended a rollout, by outcome: done (the hash and the next Birth were the release's), rolled_back (the previous release is back), failed, skipped",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
+    rolloutInFlight: new Gauge({
+      name: "citymeter_rollout_in_flight",
+      help: "Meters with an update in hand: transferring, verifying or rolling back",
+      registers: [registry],
+    }),
+    rolloutHalted: new Counter({
+      name: "citymeter_rollouts_halted_total",
+      help: "Rollouts that stopped at a stage by themselves (a meter rolled back, or failed after its deploy began)",
+      registers: [registry],
+    }),
+    rolloutDeploySeconds: new Histogram({
+      name: "citymeter_rollout_deploy_seconds",
+      help: "One meter's program transfer over WSSK, from its deploy start to the runtime's matching hash",
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
     oldestUnacked: new Gauge({
       name: "citymeter_ingest_oldest_unacked_seconds",
       help: "Age of the oldest uplink received and not yet acknowledged to the broker",

@@ -18,6 +18,7 @@ import { StoreConfigError, openStore } from "./store/engines.js"
 import type { IngestHealth } from "./health.js"
 import type { Store } from "./store/store.js"
 import { WsskEndpoint } from "./wssk/endpoint.js"
+import { RolloutRunner } from "./rollouts/runner.js"
 
 // what the callers of the service import from here
 export { configFromEnv, ServiceConfigError, type ReadBudgets, type ServiceConfig } from "./config.js"
@@ -40,6 +41,8 @@ export interface Service {
   forwarder?: Forwarder
   /** The WSSK endpoint, when WSSK_PORT is set: meters' own cloud links, for updates. */
   wssk?: WsskEndpoint
+  /** The rollout runner, with the WSSK endpoint (issue 23). */
+  rollouts?: RolloutRunner
   /** Ingest's health; none with MODE=api. */
   ingestHealth?(): IngestHealth
   /** Closes what the start opened, last first (ingest drains its frames in hand); once, however often called. */
@@ -321,6 +324,24 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
   await Promise.all(bridges.map((b) => b.ready))
   const jobs = ingests ? startJobs(c, store, metrics, log, live) : undefined
   if (jobs) opened.add("jobs", () => jobs.stop())
+  // rollouts run where the meters' links end: the process with the WSSK endpoint
+  const send = bridge?.send ?? apiDownlinks?.send
+  const rollouts =
+    wssk && send
+      ? new RolloutRunner({
+          store,
+          wssk,
+          downlink: send,
+          wsskUrl: c.wssk?.publicUrl ?? wssk.url,
+          log,
+          metrics,
+          timing: c.wssk?.rolloutTiming,
+        })
+      : undefined
+  if (rollouts) {
+    await rollouts.start()
+    opened.add("rollouts", () => rollouts.stop())
+  }
   return {
     role,
     mqttUrl: mqttUrl ?? "",
@@ -334,6 +355,7 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
     live,
     forwarder,
     wssk,
+    rollouts,
     ingestHealth: ingests ? ingestHealth : undefined,
     stop: () => opened.closeAll(),
   }

@@ -5,6 +5,7 @@ import { AFTER_REBOOT_STEP, READING_COLUMNS, TS_ESTIMATED_STEP, columnDdl, type 
 import { DEAD_LETTER_HEAD_BYTES } from "./store.js"
 import { partitionReadings, timescaleAvailable } from "./partitions.js"
 import { RELEASES_DDL } from "./releases.js"
+import { ROLLOUTS_DDL } from "./rollouts.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -170,6 +171,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // each meter's WSSK link key, the runtime's own cloud link (issue 23; store/link-keys.ts)
     name: "meters.wssk_key",
     up: [`ALTER TABLE meters ADD COLUMN IF NOT EXISTS wssk_key bytea`],
+  },
+  {
+    // a release sent to the fleet in stages, and each meter's way through it (issue 23; store/rollouts.ts)
+    name: "rollouts",
+    up: ROLLOUTS_DDL,
   },
 ]
 

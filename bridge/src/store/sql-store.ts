@@ -9,6 +9,7 @@ import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState 
 import * as readingReads from "./readings.js"
 import * as registry from "./registry.js"
 import * as releases from "./releases.js"
+import * as rollouts from "./rollouts.js"
 import type {
   AlarmAck,
   AlarmKey,
@@ -118,6 +119,31 @@ export class SqlStore implements Store {
   listReleases = (q?: releases.ReleaseQuery) => releases.listReleases(this.reader, q)
   getRelease = (id: number) => releases.getRelease(this.reader, id)
   releaseBytecode = (id: number) => releases.releaseBytecode(this.reader, id)
+
+  // rollouts (issue 23): the runner's reads and writes on the ingest connection, the API's reads on the reader
+  createRollout = (r: rollouts.NewRollout, m: { meterId: string; stage: number }[], at: Date) =>
+    rollouts.createRollout(this.db, r, m, at)
+  listRollouts = (limit?: number) => rollouts.listRollouts(this.reader, limit)
+  getRollout = (id: number) => rollouts.getRollout(this.db, id)
+  rolloutsIn = (states: rollouts.RolloutState[]) => rollouts.rolloutsIn(this.db, states)
+  rolloutMeters = (id: number, q?: Parameters<typeof rollouts.rolloutMeters>[2]) =>
+    rollouts.rolloutMeters(this.db, id, q)
+  setRolloutState = (
+    id: number,
+    from: rollouts.RolloutState[],
+    to: rollouts.RolloutState,
+    why: string | null,
+    at: Date,
+  ) => rollouts.setRolloutState(this.db, id, from, to, why, at)
+  advanceStage = (id: number, from: number, at: Date) => rollouts.advanceStage(this.db, id, from, at)
+  updateRolloutMeter = (
+    id: number,
+    meterId: string,
+    from: rollouts.MeterUpdateState[],
+    p: rollouts.MeterPatch,
+    at: Date,
+  ) => rollouts.updateRolloutMeter(this.db, id, meterId, from, p, at)
+  releaseBySha = (board: string, sha256: string) => rollouts.releaseBySha(this.db, board, sha256)
 
   readings = (meterId: string, q?: ReadingQuery) => readingReads.readings(this.reader, meterId, q)
   latest = (q?: LatestQuery) => readingReads.latest(this.reader, q)

@@ -1,6 +1,6 @@
 // The city data tier behind one interface. Engines: PostgreSQL (pg) and embedded PGlite, both
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
-import type { ReleaseStore } from "./releases.js"
+import type { RolloutStore } from "./rollouts.js"
 import type { LinkKeyStore } from "./link-keys.js"
 
 export interface MeterRow {
@@ -311,7 +311,7 @@ export interface IngestTx {
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
 
-export interface Store extends ReleaseStore, LinkKeyStore {
+export interface Store extends RolloutStore, LinkKeyStore {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>

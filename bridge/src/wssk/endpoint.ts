@@ -63,6 +63,7 @@ export interface WsskAttempt {
 export class WsskEndpoint {
   private readonly links = new Map<string, WsskLink>()
   private readonly handshakes = new Set<string>()
+  private readonly linkWaiters = new Map<string, Set<(l: WsskLink) => void>>()
   private readonly sockets = new Set<Socket>()
   /** A device retries about twice a second: per reason, a sample and a count per interval. */
   private readonly refusals?: SampledLog
@@ -106,6 +107,24 @@ export class WsskEndpoint {
   link(meterId: string): WsskLink | undefined {
     const l = this.links.get(meterId)
     return l?.open ? l : undefined
+  }
+
+  /** The meter's link once it is up (at once if it is), or undefined after timeoutMs. */
+  waitLink(meterId: string, timeoutMs: number): Promise<WsskLink | undefined> {
+    const up = this.link(meterId)
+    if (up) return Promise.resolve(up)
+    return new Promise((resolve) => {
+      const waiters = this.linkWaiters.get(meterId) ?? new Set()
+      this.linkWaiters.set(meterId, waiters)
+      const done = (l: WsskLink | undefined) => {
+        clearTimeout(timer)
+        waiters.delete(done)
+        if (!waiters.size) this.linkWaiters.delete(meterId)
+        resolve(l)
+      }
+      const timer = setTimeout(() => done(undefined), timeoutMs)
+      waiters.add(done)
+    })
   }
 
   /** Meters with a link up. */
@@ -248,6 +267,7 @@ export class WsskEndpoint {
     this.o.metrics?.linkUp(1)
     this.o.log?.info({ meterId: link.meterId, ms: Math.round(link.times.auth! - link.times.upgrade) }, "WSSK link up")
     this.o.onLink?.(link)
+    for (const f of [...(this.linkWaiters.get(link.meterId) ?? [])]) f(link)
   }
 
   private dropLink(link: WsskLink | undefined) {
