@@ -91,8 +91,11 @@ describe("a fleet update over the air, through the runtime's deploy path", () =>
       recheck = "link closed by the new program before 0x93"
     }
     const ms = performance.now() - t0
-    // on the wire: 0x94, the 0x95 chunks, 0x96 and 0x93, each with its command byte and CCM tag
-    const wire = v.size + (chunks + 3) * 5 + 4 + 4
+    // sent: 0x94 (u32 size), the 0x95 chunks, 0x96, 0x93; each a command byte, a 4-byte CCM tag
+    // and a WebSocket header of 2 bytes (4 from 126 bytes on)
+    const msg = (payload: number) => 1 + payload + 4 + (1 + payload + 4 < 126 ? 2 : 4)
+    let wire = msg(4) + msg(0) + msg(0)
+    for (let off = 0; off < v.size; off += 224) wire += msg(Math.min(224, v.size - off))
     deploys.push(`${v.version}: ${v.size} B in ${chunks} chunks, ${Math.round(ms)} ms, ~${wire} B sent; ${recheck}`)
     return { ms, chunks }
   }
