@@ -1,6 +1,7 @@
 // A reader of DeviceScript's settings store (jacdac-c source/jd_fstor.c, DeviceScript 2.16) in a
-// flash image, as the simulator's VM saves it: tests use it to see every record the store holds and
-// every record a firmware writes. The layout, from jd_fstor.c:
+// flash image, as the simulator's VM saves it: the simulator reads the program record (`*prog`,
+// program.ts), tests every record the store holds and every record a firmware writes. The
+// layout, from jd_fstor.c:
 //   - the store has two banks of `header_pages` pages each at its start (line 22, 211-212); a bank
 //     is a 24-byte header (lines 36-48: magic0 0x52545346, magic1 0x6becea0a, generation,
 //     page_size, total_pages u16, header_pages u16, reserved) followed by 24-byte entries
