@@ -1,5 +1,5 @@
 // A private Jacdac bus per simulated meter: the VM on one side, jacdac-ts servers on the other.
-import { JDBus, Transport } from "jacdac-ts"
+import { JDBus, Transport, delay, type JDService } from "jacdac-ts"
 import type { DevsVm } from "./vm.js"
 
 /**
@@ -36,4 +36,14 @@ class VmTransport extends Transport {
 export function createVmBus(vm: DevsVm): JDBus {
   const bus = new JDBus([new VmTransport(vm)], { disableRoleManager: true })
   return bus
+}
+
+/** The VM's own service of `serviceClass` on its bus, once it has announced it (within 2 s). */
+export async function vmService(bus: JDBus, serviceClass: number, what: string): Promise<JDService> {
+  for (let i = 0; i < 200; ++i) {
+    const service = bus.services({ serviceClass })[0]
+    if (service) return service
+    await delay(10)
+  }
+  throw new Error(`the VM's ${what} service did not appear on the bus`)
 }

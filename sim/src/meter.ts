@@ -17,9 +17,10 @@ import {
 } from "jacdac-ts"
 import { join } from "node:path"
 import { TUNABLE_BY_KEY } from "../../bridge/src/tunables/schema.js"
-import { createVmBus } from "./bus.js"
+import { createVmBus, vmService } from "./bus.js"
 import { paths } from "./paths.js"
 import { DEFAULT_PULSE_WIDTH_MS, PulseTrain, type PulseOutput } from "./physics.js"
+import { deploysFile, type ProgramFrom } from "./program.js"
 import { SimPulseOutput } from "./pulse-output.js"
 import { defaultSettings } from "./settings-files.js"
 import { createVm, type DevsVm } from "./vm.js"
@@ -57,6 +58,12 @@ export interface SimMeterOptions {
   bytecodeFile?: string
   /** A board id: runs .devicescript/boards/<board>.devs (npm run build:boards), the board's target. */
   board?: string
+  /**
+   * "file" (default): start() deploys bytecodeFile at every power-on. "flash": only into a flash
+   * that holds no program yet; then the VM runs what its flash holds, as a board does after a
+   * deploy over the air (sim/src/program.ts).
+   */
+  programFrom?: ProgramFrom
   /** Firmware console lines (DeviceScript console.log) and VM messages. */
   log?: (line: string) => void
   /**
@@ -268,6 +275,7 @@ export class SimMeter {
     if (this.vm) return
     const { flashFile } = this.options
     this.flash = flashFile && existsSync(flashFile) ? new Uint8Array(readFileSync(flashFile)) : this.flash
+    const deployFile = deploysFile(this.options.programFrom ?? "file", this.flash)
     const vm = await createVm()
     vm.dmesg = (s) => this.logLine(s)
     vm.log = (...a) => this.logLine(a.join(" "))
@@ -302,13 +310,14 @@ export class SimMeter {
     await this.deploySettings()
     // nothing on this side reads the VM's registers after this: jacdac-ts would poll them every 50 ms
     bus.backgroundRefreshRegisters = false
-    if (!existsSync(this.bytecodeFile))
-      throw new Error(
-        `${this.bytecodeFile} is missing: run \`npm run ${this.bytecodeFile === paths.bytecode ? "build:firmware" : "build:boards"}\` first`,
-      )
-    const bytecode = readFileSync(this.bytecodeFile)
-    const r = vm.devsDeploy(bytecode)
-    if (r) throw new Error(`firmware deploy failed with code ${r}`)
+    if (deployFile) {
+      if (!existsSync(this.bytecodeFile))
+        throw new Error(
+          `${this.bytecodeFile} is missing: run \`npm run ${this.bytecodeFile === paths.bytecode ? "build:firmware" : "build:boards"}\` first`,
+        )
+      const r = vm.devsDeploy(readFileSync(this.bytecodeFile))
+      if (r) throw new Error(`firmware deploy failed with code ${r}`)
+    }
     // the outputs' levels now are the baseline, as a board's button services read them at boot
     for (const o of [this.waterPulses, this.s0Pulses]) o?.start(performance.now())
   }
@@ -322,14 +331,7 @@ export class SimMeter {
     // the firmware counts with the constants of the meters it is wired to
     if (this.waterPulses) settings.PULSES_PER_L = this.waterPulses.train.output.pulsesPerL
     if (this.s0Pulses) settings.IMP_PER_KWH = this.s0Pulses.train.output.pulsesPerL
-    const bus = this.bus!
-    let service = bus.services({ serviceClass: SRV_SETTINGS })[0]
-    for (let i = 0; !service && i < 200; ++i) {
-      await delay(10)
-      service = bus.services({ serviceClass: SRV_SETTINGS })[0]
-    }
-    if (!service) throw new Error("the VM's settings service did not appear on the bus")
-    const client = new SettingsClient(service)
+    const client = new SettingsClient(await vmService(this.bus!, SRV_SETTINGS, "settings"))
     for (const [key, value] of Object.entries(settings)) {
       if (key.length > 13) throw new Error(`setting key ${key} is longer than 13 characters`)
       await client.setValue(key, new TextEncoder().encode(JSON.stringify(value)))
@@ -347,12 +349,7 @@ export class SimMeter {
   async setCloudConnectionString(conn: string) {
     const bus = this.bus
     if (!bus) throw new Error(`${this.meterId}: start the meter first`)
-    let service = bus.services({ serviceClass: SRV_CLOUD_CONFIGURATION })[0]
-    for (let i = 0; !service && i < 200; ++i) {
-      await delay(10)
-      service = bus.services({ serviceClass: SRV_CLOUD_CONFIGURATION })[0]
-    }
-    if (!service) throw new Error("the VM's cloud configuration service did not appear on the bus")
+    const service = await vmService(bus, SRV_CLOUD_CONFIGURATION, "cloud configuration")
     await service.sendCmdAsync(CloudConfigurationCmd.SetConnectionString, new TextEncoder().encode(conn), true)
   }
 
