@@ -233,6 +233,10 @@ export class RolloutRunner {
     let began = false
     let why = ""
     for (let attempt = 1; attempt <= this.t.attempts; attempt++) {
+      if (attempt > 1) {
+        row.attempts++
+        await store.updateRolloutMeter(r.id, id, ["transferring"], { attempts: row.attempts, reason: why }, new Date())
+      }
       const link = await this.linkOf(await this.meter(id), r.windowS)
       if (!link) {
         why = `no WSSK link within ${this.t.linkWaitMs / 1000} s`
