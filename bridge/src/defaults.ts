@@ -138,6 +138,23 @@ export const BRIDGE_DEFAULTS = {
    * meter's auth (measured in the simulator: 2.5-7.6 ms).
    */
   wssk: { host: "127.0.0.1", maxLinks: 1000, handshakeMs: 5000 },
+  /**
+   * GET /meters/:id/device-log (routes/device-log.ts): a meter's device log over its WSSK link,
+   * for field debugging. `seconds` 1 to maxSeconds (default defaultSeconds), `maxLines` 1 to
+   * maxLines (default defaultLines); a stream ends after maxBytes of events whatever it was asked;
+   * at most maxStreams streams at once in the process (503 CM_ERR_BUSY past it) and one per meter
+   * (429 CM_ERR_DEVICE_LOG_BUSY). A comment line every heartbeatMs keeps a quiet stream open
+   * (HTTP_IDLE_TIMEOUT_MS, proxies).
+   */
+  deviceLog: {
+    defaultSeconds: 60,
+    maxSeconds: 600,
+    defaultLines: 2000,
+    maxLines: 10_000,
+    maxBytes: 1_048_576,
+    maxStreams: 4,
+    heartbeatMs: 15_000,
+  },
   ngsiLd: { batchSize: 100, flushMs: 1000, maxPending: 100_000, timeoutMs: 5000, maxBackoffMs: 30_000 },
 } as const
 

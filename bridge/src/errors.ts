@@ -117,8 +117,6 @@ export const errors = {
   ),
   /** Pause, resume or cancel of a rollout in a state that does not allow it. */
   CM_ERR_ROLLOUT_STATE: createError("CM_ERR_ROLLOUT_STATE", "rollout %s is %s: it cannot be %s", 409),
-  /** Rollouts and device logs need the bridge's WSSK endpoint (WSSK_PORT). */
-  CM_ERR_NO_WSSK: createError("CM_ERR_NO_WSSK", "this bridge runs no WSSK endpoint: set WSSK_PORT", 503),
   /** A bug: the details are in the bridge's log under the request id, never in the answer. */
   CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
   /** The data tier does not answer (connection refused or lost, shutting down): retry later. */
@@ -131,6 +129,24 @@ export const errors = {
   /** /readyz: ingest holds no subscription, or a frame has waited too long (IngestHealth). */
   CM_ERR_INGEST_STALLED: createError("CM_ERR_INGEST_STALLED", "%s", 503),
   CM_ERR_NO_DOWNLINK: createError("CM_ERR_NO_DOWNLINK", "this instance sends no downlinks", 503),
+  /** Routes over meters' WSSK links (the device log, rollouts) in a process without the WSSK endpoint. */
+  CM_ERR_NO_WSSK: createError(
+    "CM_ERR_NO_WSSK",
+    "this bridge process runs no WSSK endpoint (WSSK_PORT): meters link to the process that sets it",
+    503,
+  ),
+  /** The meter's WSSK link is not up here: the message says how to get one (an update window). */
+  CM_ERR_NO_LINK: createError(
+    "CM_ERR_NO_LINK",
+    "meter %s has no WSSK link to this bridge: open one with an update window (POST /meters/%s/update-window) and try again once it is up",
+    409,
+  ),
+  /** A second device log stream of one meter (one per meter; routes/device-log.ts). */
+  CM_ERR_DEVICE_LOG_BUSY: createError(
+    "CM_ERR_DEVICE_LOG_BUSY",
+    "meter %s streams its device log to another client already (one stream per meter); try again when it ends",
+    429,
+  ),
   CM_ERR_DOWNLINK_TIMEOUT: createError(
     "CM_ERR_DOWNLINK_TIMEOUT",
     "the broker did not take the downlink within %s ms",

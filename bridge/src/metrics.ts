@@ -100,7 +100,7 @@ export function createMetrics(defaults = false) {
     }),
     httpShed: new Counter({
       name: "citymeter_http_shed_total",
-      help: "HTTP clients turned away or dropped by a cap, by reason: connections (503 past HTTP_MAX_CONNECTIONS), live_clients (503 past LIVE_MAX_CLIENTS), live_slow (an event stream closed: its unread events outgrew LIVE_MAX_BUFFER_BYTES)",
+      help: "HTTP clients turned away or dropped by a cap, by reason: connections (503 past HTTP_MAX_CONNECTIONS), live_clients (503 past LIVE_MAX_CLIENTS), live_slow (an event stream closed: its unread events outgrew LIVE_MAX_BUFFER_BYTES), device_log_streams (503 past the device log streams at once)",
       labelNames: ["reason"] as const,
       registers: [registry],
     }),
@@ -146,6 +146,16 @@ export function createMetrics(defaults = false) {
       name: "citymeter_rollout_deploy_seconds",
       help: "One meter's program transfer over WSSK, from its deploy start to the runtime's matching hash",
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    deviceLogStreams: new Gauge({
+      name: "citymeter_device_log_streams",
+      help: "GET /meters/:id/device-log streams open: meters' device logs streamed over their WSSK links",
+      registers: [registry],
+    }),
+    deviceLogLines: new Counter({
+      name: "citymeter_device_log_lines_total",
+      help: "Device log lines sent to GET /meters/:id/device-log streams",
       registers: [registry],
     }),
     oldestUnacked: new Gauge({

@@ -104,7 +104,12 @@ export function toApiError(err: unknown, req: FastifyRequest): ApiError {
 export function errorReply(reply: FastifyReply, e: ApiError): FastifyReply {
   reply.header("x-request-id", reply.request.id)
   if (e.code === errors.CM_ERR_UNAUTHORIZED.code) reply.header("www-authenticate", 'Bearer realm="citymeter"')
-  if (e.code === errors.CM_ERR_STORE_DOWN.code || e.code === errors.CM_ERR_BUSY.code) reply.header("retry-after", "5")
+  if (
+    e.code === errors.CM_ERR_STORE_DOWN.code ||
+    e.code === errors.CM_ERR_BUSY.code ||
+    e.code === errors.CM_ERR_DEVICE_LOG_BUSY.code
+  )
+    reply.header("retry-after", "5")
   return reply.status(e.statusCode)
 }
 

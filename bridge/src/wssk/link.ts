@@ -176,6 +176,17 @@ export class WsskLink {
     }
   }
 
+  /** Calls f once when the link closes (at once if it is closed); returns the function that cancels it. */
+  onClose(f: () => void): () => void {
+    if (!this.open) {
+      f()
+      return () => {}
+    }
+    const once = () => f()
+    this.closeWaiters.add(once)
+    return () => void this.closeWaiters.delete(once)
+  }
+
   private setStreaming(mask: number) {
     const m = Buffer.alloc(2)
     m.writeUInt16LE(mask)
