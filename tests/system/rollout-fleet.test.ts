@@ -174,24 +174,37 @@ describe(`a rollout over ${N} real-firmware meters`, () => {
     expect(again.statusCode).toBe(409)
     expect(again.json().error).toBe("CM_ERR_ROLLOUT_CONFLICT")
 
-    // a meter of the last stage loses power just after its runtime began writing the program
+    // a meter of the last stage loses power after 40 chunks of its program were written
     const staged = await rows(id)
     const victim = meters.find((m) => m.meterId === staged.find((r) => r.stage === 3)!.meterId)!
     let cut = false
     const deploys = () => victim.lines.filter((l) => /mgr: deploy \d+ b/.test(l)).length
-    const watcher = setInterval(() => {
-      if (cut || !deploys()) return
-      cut = true
-      void victim.stop().then(async () => {
-        await sleep(1500)
-        await victim.start()
-      })
-    }, 2)
+    const armCut = (s: Service) => {
+      const ep = s.wssk!
+      const deploy = ep.deploy.bind(ep)
+      ep.deploy = (meterId, image, onProgress) =>
+        deploy(meterId, image, (n, total) => {
+          onProgress?.(n, total)
+          if (meterId !== victim.meterId || cut || n < 40 * 224) return
+          cut = true
+          void victim.stop().then(async () => {
+            await sleep(1500)
+            await victim.start()
+          })
+        })
+    }
+    armCut(svc)
 
-    // the bridge restarts once the second stage is under way
-    await waitFor("stage 2", async () => (await rollout(id)).stage >= 2, 300_000)
+    // the bridge restarts while a meter of the second stage waits for its Birth
+    const inFlight = await waitFor(
+      "a meter of stage 2 verifying",
+      async () => (await rows(id)).find((r) => r.stage === 2 && r.state === "verifying"),
+      300_000,
+      20,
+    )
     await svc.stop()
     svc = await startService(config)
+    armCut(svc)
 
     const done = await waitFor(
       "the rollout done",
@@ -202,7 +215,6 @@ describe(`a rollout over ${N} real-firmware meters`, () => {
       },
       600_000,
     )
-    clearInterval(watcher)
     const ms = performance.now() - t0
     const cpu = process.cpuUsage(cpu0)
     expect(done.counts).toMatchObject({ done: N, failed: 0, rolled_back: 0, skipped: 0 })
@@ -220,8 +232,11 @@ describe(`a rollout over ${N} real-firmware meters`, () => {
     expect(cut).toBe(true)
     expect(deploys()).toBeGreaterThanOrEqual(2)
     expect(final.find((r) => r.meterId === victim.meterId)!.attempts).toBeGreaterThanOrEqual(2)
-    // the restart resumed the rollout
-    expect(bridgeLines.some((l) => l.msg === "rollout: next stage")).toBe(true)
+    // the restart resumed the rollout, and the verification that was in flight
+    expect(
+      bridgeLines.some((l) => l.msg === "rollouts: resuming an update in flight" && l.meterId === inFlight.meterId),
+    ).toBe(true)
+    expect(final.find((r) => r.meterId === inFlight.meterId)).toMatchObject({ state: "done", attempts: 1 })
 
     const deployed = bridgeLines.filter((l) => l.msg === "rollout: deployed").map((l) => l.ms as number)
     deployed.sort((a, b) => a - b)
