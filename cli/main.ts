@@ -21,6 +21,7 @@ import {
   usernameWarning,
 } from "./provision.js"
 import { keygen, release } from "./release.js"
+import { rolloutCommand } from "./rollout.js"
 import { bridge, sim } from "./run.js"
 import { CONNSTR_FILE, maskedConnstr, putLinkKey, readLinkKey, writeLink, wsskBase } from "./wssk.js"
 import { watch } from "./watch.js"
@@ -233,6 +234,8 @@ releaseCmd
   .action((o) => {
     keygen(o.out, print)
   })
+
+rolloutCommand(program, print)
 
 program
   .command("flash")

@@ -6,6 +6,7 @@ import { createRequire } from "node:module"
 import { randomBytes } from "node:crypto"
 import { fileURLToPath } from "node:url"
 import { chromium, type Browser, type Page } from "playwright-core"
+import type { ServiceConfig } from "../bridge/src/config.js"
 import { startService } from "../bridge/src/service.js"
 import { buildWeb } from "../scripts/build-web.js"
 import { captureLog, dropSchema, stackServices, uid, type TestStack } from "./helpers.js"
@@ -22,8 +23,11 @@ export interface WebStack extends TestStack {
   baseUrl: string
 }
 
-/** A bridge with the dashboard on Mosquitto + PostgreSQL (private schema), listening on a free port. */
-export async function startWebStack(o: { apiToken?: string } = {}): Promise<WebStack> {
+/**
+ * A bridge with the dashboard on Mosquitto + PostgreSQL (private schema), listening on a free port;
+ * `extra`: more of the service's configuration (a WSSK endpoint and a release key, say).
+ */
+export async function startWebStack(o: { apiToken?: string; extra?: Partial<ServiceConfig> } = {}): Promise<WebStack> {
   await buildWeb()
   const { log, lines } = captureLog()
   const schema = `t_${randomBytes(6).toString("hex")}`
@@ -36,6 +40,7 @@ export async function startWebStack(o: { apiToken?: string } = {}): Promise<WebS
     httpHost: "127.0.0.1",
     apiToken: o.apiToken,
     inactivityCheckMs: 1000,
+    ...o.extra,
   })
   return {
     ...svc,

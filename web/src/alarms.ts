@@ -4,28 +4,13 @@ import { api, ApiFailure, type Alarm } from "./api.js"
 import { announce, h, labelled, when } from "./dom.js"
 import type { LiveMsg } from "./live.js"
 import type { View } from "./view.js"
+import { session } from "./session.js"
 import { fleet, setOpen } from "./state.js"
 
 export const HISTORY_DAYS = 30
 const HISTORY_ROWS = 500
 
 const key = (a: { meterId: string; boot: number; seq: number }) => `${a.meterId}/${a.boot}/${a.seq}`
-
-/** The operator's name and token stay for the tab's session only. */
-const session = {
-  get by() {
-    return sessionStorage.getItem("citymeter.by") ?? ""
-  },
-  set by(v: string) {
-    sessionStorage.setItem("citymeter.by", v)
-  },
-  get token() {
-    return sessionStorage.getItem("citymeter.token") ?? ""
-  },
-  set token(v: string) {
-    sessionStorage.setItem("citymeter.token", v)
-  },
-}
 
 export function alarmsView(): View {
   let open: Alarm[] = []

@@ -1,8 +1,20 @@
 // The page reads the same API routes as any client (types from the bridge's own serialisers).
 import type { meterJson } from "../../bridge/src/routes/meters.js"
+import type { rolloutJson } from "../../bridge/src/routes/rollouts.js"
 import type { ApiReading } from "./types.js"
 
 export type Meter = ReturnType<typeof meterJson>
+export type Rollout = ReturnType<typeof rolloutJson>
+
+/** A meter of a rollout (GET /rollouts/:rid/meters). */
+export interface RolloutMeter {
+  meterId: string
+  stage: number
+  state: string
+  written: number
+  attempts: number
+  reason: string | null
+}
 
 export interface Alarm {
   meterId: string
@@ -89,6 +101,8 @@ async function all<K extends string, T>(
   return out
 }
 
+const bearer = (token: string): RequestInit => (token ? { headers: { authorization: `Bearer ${token}` } } : {})
+
 export const api = {
   meters: () => all<"meters", Meter>("meters", "meters"),
   meter: (id: string) => call<Meter>(`meters/${encodeURIComponent(id)}`),
@@ -106,6 +120,11 @@ export const api = {
     ),
   districts: (q: { from?: string }) => call<{ districts: District[] }>(`districts${qs(q)}`).then((r) => r.districts),
   ops: () => call<OpsFigures>("dashboard/ops"),
+  /** Rollouts need a token with the read scope (read, write or ops) even where reads are open. */
+  rollouts: (token: string) =>
+    call<{ rollouts: Rollout[] }>("rollouts?limit=50", bearer(token)).then((r) => r.rollouts),
+  rolloutMeters: (id: number, token: string) =>
+    call<{ size: number; meters: RolloutMeter[] }>(`rollouts/${id}/meters?limit=1000`, bearer(token)),
   ack: (a: Alarm, by: string, note: string, token: string) =>
     call<{ created: boolean; ack: { by: string; at: string; note: string } }>(
       `meters/${encodeURIComponent(a.meterId)}/alarms/${a.boot}/${a.seq}/ack`,

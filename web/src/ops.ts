@@ -1,7 +1,9 @@
 // Operations: ingest rate, rejected frames by reason, duplicates and dead letters, from the same
-// counters as /metrics (GET /dashboard/ops); rates are differences of two reads.
+// counters as /metrics (GET /dashboard/ops); rates are differences of two reads. Below them, the
+// fleet's rollouts (rollouts.ts).
 import { api, type OpsFigures } from "./api.js"
 import { h } from "./dom.js"
+import { rolloutsPanel } from "./rollouts.js"
 import type { View } from "./view.js"
 
 export const OPS_POLL_MS = 2000
@@ -13,6 +15,7 @@ export function opsView(): View {
   let timer: number | undefined
   let prev: OpsFigures | undefined
   let box: HTMLElement
+  const rollouts = rolloutsPanel()
 
   const draw = (f: OpsFigures) => {
     const dt = prev ? (Date.parse(f.at) - Date.parse(prev.at)) / 1000 : 0
@@ -77,11 +80,12 @@ export function opsView(): View {
     title: "Operations",
     async render(main) {
       box = h("div")
-      main.append(h("h1", { tabindex: "-1" }, "Operations"), box)
-      await poll()
+      main.append(h("h1", { tabindex: "-1" }, "Operations"), box, rollouts.el)
+      await Promise.all([poll(), rollouts.start()])
     },
     destroy() {
       clearTimeout(timer)
+      rollouts.stop()
     },
   }
 }
