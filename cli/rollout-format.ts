@@ -12,6 +12,8 @@ export interface RolloutMeter {
   stage: number
   state: MeterUpdateState
   written: number
+  /** Bytes of the image it is sent (the rollback's while rolling back). */
+  size?: number
   attempts: number
   fromRelease: number | null
   reason: string | null
@@ -91,7 +93,7 @@ export function meterTable(meters: RolloutMeter[], size: number): string[] {
       m.meterId,
       String(m.stage),
       m.state,
-      `${percent(m.written, size)}%`,
+      `${percent(m.written, m.size ?? size)}%`,
       String(m.attempts),
       m.reason ?? "",
     ]),

@@ -206,7 +206,7 @@ export async function watchRollout(
     print(`${new Date().toISOString().slice(11, 19)} ${progressLine(r)}`)
     for (const m of busy)
       print(
-        `  ${m.meterId}: ${m.state}${m.state === "verifying" ? "" : ` ${Math.floor((m.written / (size || 1)) * 100)}%`}`,
+        `  ${m.meterId}: ${m.state}${m.state === "verifying" ? "" : ` ${Math.floor((m.written / (m.size || size || 1)) * 100)}%`}`,
       )
     if (OVER.has(r.state)) {
       const { meters } = await api.meters(id)

@@ -12,6 +12,8 @@ export interface RolloutMeter {
   stage: number
   state: string
   written: number
+  /** Bytes of the image it is sent (the rollback's while rolling back). */
+  size?: number
   attempts: number
   reason: string | null
 }

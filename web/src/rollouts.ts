@@ -162,7 +162,7 @@ export function rolloutsPanel() {
                     h("th", { scope: "row" }, h("a", { href: `#/meter/${encodeURIComponent(m.meterId)}` }, m.meterId)),
                     h("td", { class: "num" }, m.stage),
                     h("td", { class: "meter-state" }, m.state.replace("_", " ")),
-                    h("td", { class: "num written" }, `${pct(m.written, size)}%`),
+                    h("td", { class: "num written" }, `${pct(m.written, m.size ?? size)}%`),
                     h("td", { class: "num" }, m.attempts),
                     h("td", {}, m.reason ?? "—"),
                   ),

@@ -271,7 +271,11 @@ export async function rolloutRoutes(app: FastifyInstance, { store, requireScope,
           200: {
             type: "object",
             properties: {
-              size: { type: "integer", description: "bytes of the release" },
+              size: {
+                type: "integer",
+                description:
+                  "bytes of the release; each meter's own `size` is the image it is sent (the rollback's while rolling back)",
+              },
               meters: { type: "array", items: { type: "object", additionalProperties: true } },
             },
           },
@@ -285,7 +289,14 @@ export async function rolloutRoutes(app: FastifyInstance, { store, requireScope,
       const release = await store.getRelease(r.releaseId)
       const q = req.query
       const rows = await store.rolloutMeters(r.id, { state: q.state, after: q.after, limit: q.limit ?? 200 })
-      return { size: release?.size ?? 0, meters: rows.map(meterJson) }
+      // the image being written: the release's, or while rolling back the one the meter ran before
+      const sizes = new Map<number, number>([[r.releaseId, release?.size ?? 0]])
+      for (const m of rows)
+        if (m.state === "rolling_back" && m.fromRelease !== null && !sizes.has(m.fromRelease))
+          sizes.set(m.fromRelease, (await store.getRelease(m.fromRelease))?.size ?? 0)
+      const sizeOf = (m: RolloutMeterRow) =>
+        sizes.get(m.state === "rolling_back" && m.fromRelease !== null ? m.fromRelease : r.releaseId) ?? 0
+      return { size: release?.size ?? 0, meters: rows.map((m) => ({ ...meterJson(m), size: sizeOf(m) })) }
     },
   )
 
