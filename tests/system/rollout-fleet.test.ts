@@ -1,7 +1,7 @@
 // Issue 23 end to end: a fleet of real-firmware VMs (the Pico W build, each keeping its program in
 // its flash as a board does) updated over the runtime's own deploy path by the bridge's rollout.
-// v1 → v2 in three stages (canary, a district, all) while one meter loses power mid-transfer and
-// the bridge itself restarts mid-rollout; then a broken v3 (it panics at start) that the canary
+// v1 → v2 in three stages (canary, a district, all) while one meter loses power mid-transfer, the
+// bridge itself restarts mid-rollout and then the broker; then a broken v3 (it panics at start) that the canary
 // rolls back, halting the rollout before any other meter is touched. Every frame the meters made
 // across it all is stored exactly once. Private Mosquitto and a private PostgreSQL schema, so the
 // bridge restarts onto the same data tier; the WSSK port stays the same across the restart, as the
@@ -156,7 +156,7 @@ describe(`a rollout over ${N} real-firmware meters`, () => {
     expect(r.json().error).toBe("CM_ERR_RELEASE_MISMATCH")
   })
 
-  test("v1 → v2 in stages, through a power cut mid-transfer and a bridge restart; every frame stored once", async () => {
+  test("v1 → v2 in stages, through a power cut mid-transfer, a bridge restart and a broker restart; every frame stored once", async () => {
     const t0 = performance.now()
     const cpu0 = process.cpuUsage()
     const created = await api("POST", "/rollouts", {
@@ -205,6 +205,17 @@ describe(`a rollout over ${N} real-firmware meters`, () => {
     await svc.stop()
     svc = await startService(config)
     armCut(svc)
+    // and the broker restarts once the last stage has begun: update windows sent meanwhile fail
+    // and are sent again, meters and bridge reconnect
+    await waitFor(
+      "stage 3 begun",
+      async () => (await rows(id)).some((r) => r.stage === 3 && r.state !== "pending"),
+      300_000,
+      20,
+    )
+    await broker.stop()
+    await sleep(3000)
+    await broker.start()
 
     const done = await waitFor(
       "the rollout done",

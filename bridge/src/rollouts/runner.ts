@@ -29,6 +29,8 @@ export const ROLLOUT_TIMING = {
   birthPollMs: 500,
   /** A downlink the broker has not taken by then failed, ms. */
   downlinkMs: 10_000,
+  /** The pause before a transfer or rollback is tried again (the broker or the link away), ms. */
+  retryMs: 3000,
 }
 export type RolloutTiming = typeof ROLLOUT_TIMING
 
@@ -44,6 +46,7 @@ export interface RunnerOptions {
 }
 
 class Stopped extends Error {}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /** A meter's update ends: its last state, and why. */
 class Ended extends Error {
   constructor(
@@ -236,13 +239,14 @@ export class RolloutRunner {
       if (attempt > 1) {
         row.attempts++
         await store.updateRolloutMeter(r.id, id, ["transferring"], { attempts: row.attempts, reason: why }, new Date())
-      }
-      const link = await this.linkOf(await this.meter(id), r.windowS)
-      if (!link) {
-        why = `no WSSK link within ${this.t.linkWaitMs / 1000} s`
-        continue
+        await this.race(sleep(this.t.retryMs))
       }
       try {
+        const link = await this.linkOf(await this.meter(id), r.windowS)
+        if (!link) {
+          why = `no WSSK link within ${this.t.linkWaitMs / 1000} s`
+          continue
+        }
         const running = (await link.hash()).toString("hex")
         if (running === sha256) return began
         if (fromRelease === null) {
@@ -289,11 +293,13 @@ export class RolloutRunner {
     if (fromRelease === null) throw new Ended("failed", "no rollback image recorded", true)
     const { release, bytecode } = await releaseFor(this.o.store, await this.meter(id), fromRelease)
     for (let attempt = 1; attempt <= this.t.attempts; attempt++) {
-      const link = await this.linkOf(await this.meter(id), r.windowS)
-      if (!link) continue
+      if (attempt > 1) await this.race(sleep(this.t.retryMs))
       try {
+        const link = await this.linkOf(await this.meter(id), r.windowS)
+        if (!link) continue
         await this.race(this.o.wssk.deploy(id, bytecode))
       } catch (e) {
+        if (e instanceof Ended) throw e
         if (e instanceof Stopped) throw e
         this.o.log.warn({ meterId: id, attempt, err: (e as Error).message }, "rollout: rollback transfer failed")
         continue
