@@ -128,6 +128,17 @@ describe("the bridge's WSSK endpoint", () => {
       await meter.setCloudConnectionString(connectionString(wssk.url, meterId, wrongKey))
       await waitFor("a refused wrong key", async () => (await bad()) > badBefore, 10000, 20)
       expect(wssk.isUp(meterId)).toBe(false)
+      // a leaked key opens its own meter's link only: this meter's key on another meter's path
+      const other = uid("wsskb")
+      expect((await svc.app.inject({ method: "PUT", url: `/meters/${other}`, headers: ops })).statusCode).toBe(201)
+      expect((await put(other, { key: randomBytes(32).toString("hex") })).statusCode).toBe(200)
+      // the device cannot open the endpoint's auth (sealed under the other meter's key): it closes, or
+      // stays silent until the handshake time
+      const refused = async () => (await bad()) + (await failures("timeout"))
+      const borrowed = await refused()
+      await meter.setCloudConnectionString(connectionString(wssk.url, other, key))
+      await waitFor("another meter's path under this key refused", async () => (await refused()) > borrowed, 20000, 20)
+      expect(wssk.isUp(other)).toBe(false)
       // an unknown meter (the path names one the registry does not have)
       const unknownBefore = await failures("unknown_meter")
       await meter.setCloudConnectionString(connectionString(wssk.url, uid("ghost"), key))
@@ -144,7 +155,9 @@ describe("the bridge's WSSK endpoint", () => {
       const refusals = lines.filter((l) => l.msg === "WSSK link refused")
       const reasons = new Set(refusals.map((l) => l.reason))
       expect(
-        [...reasons].filter((r) => !["bad_auth", "closed", "unknown_meter", "no_key"].includes(r as string)),
+        [...reasons].filter(
+          (r) => !["bad_auth", "closed", "timeout", "busy", "unknown_meter", "no_key"].includes(r as string),
+        ),
       ).toEqual([])
       expect(reasons.has("unknown_meter") && reasons.has("no_key")).toBe(true)
       expect(refusals.every((l) => typeof l.meterId === "string")).toBe(true)
