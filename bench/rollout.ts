@@ -210,7 +210,9 @@ console.log(
 console.log(
   `bridge RSS: baseline peak ${base.rssPeak.toFixed(0)} MiB, rollout peak ${rssPeak.toFixed(0)} MiB (×${(rssPeak / base.rssPeak).toFixed(2)}), after ${after.rssEnd.toFixed(0)} MiB`,
 )
-console.log(`ingest latency (uplink → ack on the broker): baseline ${lat(latency.baseline)}; rollout ${lat(latency.rollout)}; after ${lat(latency.after)}`)
+console.log(
+  `ingest latency (uplink → ack on the broker): baseline ${lat(latency.baseline)}; rollout ${lat(latency.rollout)}; after ${lat(latency.after)}`,
+)
 console.log(
   `ratio p50 rollout/baseline ×${(pct(latency.rollout, 50) / pct(latency.baseline, 50)).toFixed(2)}, p99 ×${(pct(latency.rollout, 99) / pct(latency.baseline, 99)).toFixed(2)}`,
 )
