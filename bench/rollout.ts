@@ -13,10 +13,11 @@ import mqtt from "mqtt"
 import { manifestOf, signManifest } from "../bridge/src/releases.js"
 import { openPostgres } from "../bridge/src/store/engines.js"
 import { TOPIC_ROOT } from "../bridge/src/topics.js"
-import { SimMeter } from "../sim/src/meter.js"
+import type { SimMeter } from "../sim/src/meter.js"
 import { paths } from "../sim/src/paths.js"
 import { buildVariant } from "../testkit/firmware-variant.js"
 import { BridgeProcess, MosquittoProcess, freePort } from "../testkit/infra.js"
+import { UPDATE_BOARD as BOARD, startUpdateMeter } from "../testkit/update-fleet.js"
 import { PG_URL, dropSchema } from "../testkit/services.js"
 import { waitFor } from "../testkit/wait.js"
 
@@ -27,7 +28,6 @@ const arg = (name: string, dflt: number) => {
 const N = arg("--meters", 100)
 const CONCURRENCY = arg("--concurrency", 10)
 const BASELINE_S = arg("--baseline-s", 60)
-const BOARD = "citymeter_picow"
 const TOKEN = "bench-ops"
 const V1 = /VERSION = "([^"]+)"/.exec(readFileSync(join(paths.root, "firmware/gen/version.ts"), "utf8"))![1]
 const V2 = `${V1}-bench2`
@@ -91,32 +91,10 @@ const register = async (version: string, bytes: Buffer) => {
 
 // the registry: sealed meters with link keys, written beside the bridge on its schema
 const store = await openPostgres(PG_URL, { schema })
-const url = new URL(broker.url)
 const meters: SimMeter[] = []
 for (let i = 0; i < N; i++) {
   const meterId = `bench-${String(i).padStart(3, "0")}-${randomBytes(2).toString("hex")}`
-  const key = randomBytes(32)
-  await store.registerMeter(meterId, new Date(), { policy: "sealed", key })
-  await store.setLinkKey(meterId, randomBytes(32))
-  const m = new SimMeter({
-    meterId,
-    board: BOARD,
-    programFrom: "flash",
-    water: "register",
-    settings: {
-      BOARD,
-      MQTT_HOST: url.hostname,
-      MQTT_PORT: Number(url.port),
-      INTERVAL_S: 10,
-      BATCH: 1,
-      SEAL_KEY: key.toString("hex"),
-    },
-  })
-  m.setWater({ volumeMl: 1000 + i })
-  m.setElectricity({ energyWh: 100, powerW: 300, voltageDv: 2300 })
-  m.setPressure(300_000)
-  meters.push(m)
-  await m.start()
+  meters.push(await startUpdateMeter(store, { meterId, mqttUrl: broker.url, intervalS: 10, volumeMl: 1000 + i }))
 }
 await waitFor(
   `${N} meters born on ${V1}`,

@@ -13,36 +13,11 @@ import { WSSK, connectionString } from "../../bridge/src/wssk/protocol.js"
 import { SimMeter } from "../../sim/src/meter.js"
 import { freePort } from "../../testkit/infra.js"
 import { captureLog, uid, waitFor } from "../helpers.js"
+import { parseSse, type SseEvent } from "../../testkit/sse.js"
 
 const OPS = "ops-token-devlog"
 const READ = "read-token-devlog"
 const ops = { authorization: `Bearer ${OPS}` }
-
-interface SseEvent {
-  event: string
-  data: string
-}
-
-/** Parses SSE text as a client does (WHATWG HTML §9.2.6: CR, LF and CRLF end a line). */
-function parseSse(text: string): SseEvent[] {
-  const events: SseEvent[] = []
-  let event = ""
-  let data: string[] = []
-  for (const line of text.split(/\r\n|\r|\n/)) {
-    if (line === "") {
-      if (data.length) events.push({ event: event || "message", data: data.join("\n") })
-      event = ""
-      data = []
-      continue
-    }
-    const i = line.indexOf(":")
-    const field = i < 0 ? line : line.slice(0, i)
-    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "")
-    if (field === "event") event = value
-    else if (field === "data") data.push(value)
-  }
-  return events
-}
 
 /** An open device log stream: its raw text so far, parsed on demand, and its end. */
 interface Stream {

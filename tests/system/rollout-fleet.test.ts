@@ -13,15 +13,15 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import type { ServiceConfig } from "../../bridge/src/config.js"
 import { manifestOf, signManifest } from "../../bridge/src/releases.js"
 import { startService, type Service } from "../../bridge/src/service.js"
-import { SimMeter } from "../../sim/src/meter.js"
+import type { SimMeter } from "../../sim/src/meter.js"
 import { paths } from "../../sim/src/paths.js"
 import { buildVariant } from "../../testkit/firmware-variant.js"
 import { MosquittoProcess, freePort } from "../../testkit/infra.js"
+import { UPDATE_BOARD as BOARD, startUpdateMeter } from "../../testkit/update-fleet.js"
 import { compare, generated, sleep } from "../fault-util.js"
 import { PG_URL, apiReadings, captureLog, dropSchema, uid, waitFor } from "../helpers.js"
 
 const N = 20
-const BOARD = "citymeter_picow"
 const OPS = { authorization: "Bearer fleet-ops" }
 const V1 = /VERSION = "([^"]+)"/.exec(readFileSync(join(paths.root, "firmware/gen/version.ts"), "utf8"))![1]
 const V2 = `${V1}-fleet2`
@@ -93,37 +93,17 @@ describe(`a rollout over ${N} real-firmware meters`, () => {
       log,
     }
     svc = await startService(config)
-    const url = new URL(broker.url)
     for (let i = 0; i < N; i++) {
       const meterId = uid(`fleet${i}`)
-      const sealKey = randomBytes(32)
-      await svc.store.registerMeter(meterId, new Date(), { policy: "sealed", key: sealKey })
-      await svc.store.setLinkKey(meterId, randomBytes(32))
-      await svc.store.setLocation(meterId, {
-        lat: 48.1 + i / 1000,
-        lon: 11.5,
-        address: null,
-        district: i % 2 ? "north" : "south",
-      })
-      const m = new SimMeter({
-        meterId,
-        board: BOARD,
-        programFrom: "flash",
-        water: "register",
-        settings: {
-          BOARD,
-          MQTT_HOST: url.hostname,
-          MQTT_PORT: Number(url.port),
-          INTERVAL_S: 5,
-          BATCH: 1,
-          SEAL_KEY: sealKey.toString("hex"),
-        },
-      })
-      m.setWater({ volumeMl: 10_000 + i })
-      m.setElectricity({ energyWh: 100, powerW: 300, voltageDv: 2300 })
-      m.setPressure(300_000)
-      meters.push(m)
-      await m.start()
+      meters.push(
+        await startUpdateMeter(svc.store, {
+          meterId,
+          mqttUrl: broker.url,
+          intervalS: 5,
+          volumeMl: 10_000 + i,
+          location: { lat: 48.1 + i / 1000, lon: 11.5, address: null, district: i % 2 ? "north" : "south" },
+        }),
+      )
     }
     for (const m of meters)
       await waitFor(`${m.meterId} born on v1`, async () => (await firmwareOf(m.meterId)) === fw(V1), 120_000)

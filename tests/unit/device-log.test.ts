@@ -10,27 +10,7 @@ import {
   sanitizeLine,
   sseEvent,
 } from "../../bridge/src/device-log.js"
-
-/** The events of an SSE text as a client parses them (WHATWG HTML §9.2.6: CR, LF and CRLF end lines). */
-function parseSse(text: string) {
-  const events: { event: string; data: string }[] = []
-  let event = ""
-  let data: string[] = []
-  for (const line of text.split(/\r\n|\r|\n/)) {
-    if (line === "") {
-      if (data.length) events.push({ event: event || "message", data: data.join("\n") })
-      event = ""
-      data = []
-      continue
-    }
-    const i = line.indexOf(":")
-    const field = i < 0 ? line : line.slice(0, i)
-    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "")
-    if (field === "event") event = value
-    else if (field === "data") data.push(value)
-  }
-  return events
-}
+import { parseSse } from "../../testkit/sse.js"
 
 describe("device log lines", () => {
   test("control characters but tab are replaced: no line break of any kind is left", () => {
