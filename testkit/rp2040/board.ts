@@ -54,6 +54,11 @@ export class Board {
   halted = false
   /** Emulated ms at which the RP2040 watchdog expired (the chip resets: the CPU runs no more). */
   watchdogResetAtMs?: number
+  /**
+   * Emulated ms at which the program asked for a system reset (AIRCR.SYSRESETREQ, the runtime's
+   * `target_reset()`): the chip resets, so the CPU runs no more; boot a new Board from `flashImage()`.
+   */
+  systemResetAtMs?: number
   private cutAtInstruction = Infinity
   private readonly watchdog: WatchdogBlock
 
@@ -72,6 +77,10 @@ export class Board {
     attachFlash(rp, this.chip)
     attachChipReset(rp)
     this.watchdog = detachWatchdogAlarm(rp)
+    attachSystemReset(rp, () => {
+      this.systemResetAtMs ??= this.emulatedMs
+      this.cutPower()
+    })
     this.chip.onPowerCut = () => this.cutPower()
     this.usb = new UsbLink(rp, now, o.echoLog === undefined ? undefined : (l) => console.log(o.echoLog + l))
     this.pins = new PinDriver(rp)
@@ -258,6 +267,21 @@ function attachChipReset(rp: RP2040) {
     readUint32: (offset) => regs.get(offset) ?? 0,
     writeUint32: (offset, value) => void regs.set(offset, value >>> 0),
     writeUint32Atomic: (offset, value) => void regs.set(offset, value >>> 0),
+  }
+}
+
+/**
+ * rp2040js 1.4.1 ignores writes to AIRCR (0xe000ed0c), so a system reset request (CMSIS
+ * `NVIC_SystemReset()`: VECTKEY 0x05fa in the top half, SYSRESETREQ bit 2; devicescript-pico
+ * `src/platform.c` target_reset) left the CPU spinning in the loop after it, deaf to USB. The
+ * board now records the request and stops, as a reset would stop this boot.
+ */
+function attachSystemReset(rp: RP2040, onReset: () => void) {
+  const ppb = rp.ppb
+  const write = ppb.writeUint32.bind(ppb)
+  ppb.writeUint32 = (offset: number, value: number) => {
+    if (offset === 0xd0c && value >>> 16 === 0x05fa && value & 4) onReset()
+    write(offset, value)
   }
 }
 
