@@ -144,6 +144,15 @@ describe("what a running rollout does next", () => {
       nextStep([row("a", 0, "pending"), row("c", 1, "pending")], 1, 2, yes, 5).start.map((r) => r.meterId),
     ).toEqual(["a", "c"])
   })
+  test("after the last stage a waiting meter keeps the rollout running; it ends when none waits", () => {
+    const waiting = (r: RolloutMeterRow) => r.meterId !== "a"
+    expect(nextStep([row("a", 0, "pending"), row("b", 1, "done")], 1, 2, waiting, 5)).toMatchObject({
+      start: [],
+      advance: false,
+      finish: false,
+    })
+    expect(nextStep([row("a", 0, "skipped"), row("b", 1, "done")], 1, 2, waiting, 5)).toMatchObject({ finish: true })
+  })
   test("finishes after the last stage; a rolled-back meter is in flight until its rollback ends", () => {
     expect(nextStep([row("a", 0, "done"), row("b", 1, "done")], 1, 2, yes, 5)).toMatchObject({
       finish: true,

@@ -90,7 +90,9 @@ export function blockerOf(
 /**
  * What a running rollout does next, from its meters: start the `startable` pending meters of
  * stages up to the current one (at most `room` of them); when the current stage has nothing in
- * flight and nothing startable, go to the next stage, or end (done) after the last one.
+ * flight and nothing startable, go to the next stage (a meter that waits, offline or in alarm, is
+ * carried along). After the last stage it ends (done) only when no meter waits: an offline meter is
+ * updated when it comes back, or the operator cancels.
  */
 export function nextStep(
   rows: RolloutMeterRow[],
@@ -105,7 +107,8 @@ export function nextStep(
   const start = ready.slice(0, Math.max(0, room))
   const idle = !inFlight && !ready.length
   const last = stage >= stages - 1
-  return { start, advance: idle && !last, finish: idle && last }
+  const waiting = mine.some((r) => r.state === "pending")
+  return { start, advance: idle && !last, finish: idle && last && !waiting }
 }
 
 /** Counts by state, with every state present. */

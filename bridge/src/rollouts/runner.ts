@@ -154,12 +154,14 @@ export class RolloutRunner {
     }
     if (step.advance && (await store.advanceStage(r.id, r.stage, new Date())))
       log.info({ rollout: r.id, stage: r.stage + 2, of: r.stages.length }, "rollout: next stage")
+    // a meter that waits says why
+    for (const row of pending) {
+      const b = blockers.get(row.meterId)
+      const why = b ? `waiting: ${b.why}` : null
+      if (b && row.state === "pending" && row.reason !== why)
+        await store.updateRolloutMeter(r.id, row.meterId, ["pending"], { reason: why }, now)
+    }
     if (step.finish) {
-      for (const row of rows.filter((x) => x.state === "pending")) {
-        const why = `not updated: ${blockers.get(row.meterId)?.why ?? "its stage was not reached"}`
-        if (await store.updateRolloutMeter(r.id, row.meterId, ["pending"], { state: "skipped", reason: why }, now))
-          this.o.metrics?.rolloutMeters.inc({ outcome: "skipped" })
-      }
       if (await store.setRolloutState(r.id, ["running"], "done", null, new Date()))
         log.info({ rollout: r.id, release: r.releaseId }, "rollout done")
     }
