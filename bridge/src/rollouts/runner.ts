@@ -121,6 +121,9 @@ export class RolloutRunner {
     const now = new Date()
     if (!inHours(now, r.hours)) return
     const rows = await store.rolloutMeters(r.id)
+    const inFlight = rows.filter((x) => IN_FLIGHT.has(x.state)).length
+    // at its concurrency a rollout can neither start a meter nor end a stage: no registry reads
+    if (inFlight >= r.concurrency) return
     const pending = rows.filter((x) => x.state === "pending" && x.stage <= r.stage)
     const meters = pending.length ? await store.listMeters() : []
     const byId = new Map(meters.map((m) => [m.meterId, m]))
@@ -139,7 +142,6 @@ export class RolloutRunner {
         row.state = "skipped"
       } else blockers.set(row.meterId, b)
     }
-    const inFlight = rows.filter((x) => IN_FLIGHT.has(x.state)).length
     const step = nextStep(rows, r.stage, r.stages.length, (x) => !blockers.get(x.meterId), r.concurrency - inFlight)
     for (const row of step.start) {
       if (this.jobs.has(row.meterId)) continue
