@@ -2,10 +2,11 @@
 // is printed when it ends and again in a table at the end, so CI's output says where its minutes
 // went (issue 22); vitest adds each test file's time (tests/suite-times.ts).
 //
-// typecheck and lint are single-threaded and independent, so they run side by side (two cores in
-// CI), their output held until each ends. The firmware's VM tests, the vitest layers and the
-// emulated board run one after another: the system suites time real meters and are not to share
-// the machine with the emulators (tests/README.md).
+// typecheck, lint and the firmware's VM tests are single-threaded and independent, so they run side
+// by side (two cores in CI), their output held until each ends; the firmware's tests time nothing
+// against the wall clock beyond their -T timeouts. The vitest layers and the emulated board run one
+// after another: the system suites time real meters and are not to share the machine with the
+// emulators (tests/README.md).
 import { spawn } from "node:child_process"
 import { performance } from "node:perf_hooks"
 
@@ -21,8 +22,8 @@ const PLAN: (Step | Step[])[] = [
   [
     { name: "typecheck", script: "npm run typecheck" },
     { name: "lint", script: "npm run lint" },
+    { name: "test:firmware", script: "npm run test:firmware" },
   ],
-  { name: "test:firmware", script: "npm run test:firmware" },
   { name: "test:unit+store+system", script: "vitest run --project unit --project store --project system" },
   { name: "test:board", script: "npm run test:board" },
 ]
