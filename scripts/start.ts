@@ -52,6 +52,8 @@ for (const m of sims) await m.start()
 const brokerArg = `--broker ${svc.mqttUrl}`
 console.log(`
 citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
+  dashboard     ${svc.httpUrl}/
+  API docs      ${svc.httpUrl}/docs
   MQTT broker   ${svc.mqttUrl}
   data tier     ${svc.store.engine} (${configFromEnv().databaseUrl})
   HTTP API      ${svc.httpUrl}/meters

@@ -115,6 +115,12 @@ test("a newcomer's first hour on a fresh clone: every verb works and says what i
   )
   expect(demo.out.code, `npm start ended early:\n${demo.out.stderr.slice(-2000)}`).toBeNull()
   expect(demo.out.stdout).toContain("time runs 60x: 1 real second = 1 simulated minute")
+  // the dashboard and the API docs come first (issue 26), and answer
+  const banner = demo.out.stdout.slice(demo.out.stdout.indexOf("citymeter is running")).split("\n")
+  expect(banner[1]).toBe(`  dashboard     http://127.0.0.1:${ports.HTTP_PORT}/`)
+  expect(banner[2]).toBe(`  API docs      http://127.0.0.1:${ports.HTTP_PORT}/docs`)
+  for (const path of ["/", "/docs"])
+    expect((await fetch(`http://127.0.0.1:${ports.HTTP_PORT}${path}`)).status).toBe(200)
   const brokerUrl = `mqtt://127.0.0.1:${ports.EMBEDDED_MQTT_PORT}`
   expect(demo.out.stdout).toContain(`npx citymeter watch + --broker ${brokerUrl}`)
   expect(demo.out.stdout).toContain(`npx citymeter sim --broker ${brokerUrl}`)
