@@ -54,6 +54,13 @@ export function userErrorLine(e: unknown): string | undefined {
 
 /** Prints the error as one line (and the stack under --verbose / DEBUG); returns the exit code. */
 export function reportError(prefix: string, e: unknown): number {
+  // the bridge's settings that cannot work: one line per variable, exit 2 (nothing was started)
+  const problems = (e as { problems?: unknown })?.problems
+  if ((e as Error)?.constructor?.name === "ServiceConfigError" && Array.isArray(problems)) {
+    for (const p of problems) console.error(`${prefix}: error: ${String(p)}`)
+    if (wantStack()) console.error((e as Error).stack)
+    return 2
+  }
   const line = userErrorLine(e)
   if (line !== undefined) {
     console.error(`${prefix}: error: ${line}`)

@@ -107,13 +107,66 @@ export interface WsskConfig {
   rolloutTiming?: Partial<RolloutTiming>
 }
 
-/** A setting that cannot work: the message says what to set. */
-export class ServiceConfigError extends Error {}
+/**
+ * Settings that cannot work: one line per variable in `problems`, each naming it and the form it
+ * takes (configFromEnv reports every bad variable at once; the bridge exits 2 before it opens
+ * anything).
+ */
+export class ServiceConfigError extends Error {
+  constructor(
+    message: string,
+    readonly problems: readonly string[] = [message],
+  ) {
+    super(message)
+  }
+}
+
+/**
+ * Reads settings, collecting what is wrong instead of stopping at the first: `take` runs one
+ * setting's parser and records its ServiceConfigError, answering the fallback.
+ */
+class SettingsCheck {
+  readonly problems: string[] = []
+  constructor(readonly env: NodeJS.ProcessEnv) {}
+  take<T>(parse: () => T, fallback: T): T {
+    try {
+      return parse()
+    } catch (e) {
+      if (!(e instanceof ServiceConfigError)) throw e
+      this.problems.push(...e.problems)
+      return fallback
+    }
+  }
+  positiveInt(name: string, fallback: number) {
+    return this.take(() => positiveInt(this.env, name, fallback), fallback)
+  }
+  /** A number of seconds, milliseconds or rows where 0 may mean something: finite and not negative. */
+  number(name: string, fallback: number) {
+    const raw = this.env[name]
+    if (raw === undefined || raw === "") return fallback
+    const n = Number(raw)
+    if (!Number.isFinite(n) || n < 0) {
+      this.problems.push(`${name} must be a number ≥ 0 (got '${raw}')`)
+      return fallback
+    }
+    return n
+  }
+  /** A TCP port to listen on: 0..65535, 0 for a free one. */
+  port(name: string, fallback: number) {
+    const raw = this.env[name]
+    if (raw === undefined || raw === "") return fallback
+    if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535) {
+      this.problems.push(`${name} must be a TCP port, 0..65535 (got '${raw}')`)
+      return fallback
+    }
+    return Number(raw)
+  }
+}
 
 export type ReadBudgets = { -readonly [K in keyof typeof D.reads]: number }
 
 /** The READ_* variables and EXPORT_CONCURRENCY: positive whole numbers, each defaulting to BRIDGE_DEFAULTS.reads. */
-function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
+function readBudgets(check: SettingsCheck): ReadBudgets {
   const vars: Record<keyof ReadBudgets, string> = {
     statementMs: "READ_STATEMENT_MS",
     concurrency: "READ_CONCURRENCY",
@@ -126,11 +179,10 @@ function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
   }
   const out = { ...D.reads } as ReadBudgets
   for (const [key, name] of Object.entries(vars) as [keyof ReadBudgets, string][]) {
-    const raw = env[name]
+    const raw = check.env[name]
     if (!raw) continue
-    if (!/^[1-9][0-9]{0,9}$/.test(raw))
-      throw new ServiceConfigError(`${name} must be a positive whole number (got '${raw}')`)
-    out[key] = Number(raw)
+    if (!/^[1-9][0-9]{0,9}$/.test(raw)) check.problems.push(`${name} must be a positive whole number (got '${raw}')`)
+    else out[key] = Number(raw)
   }
   return out
 }
@@ -139,7 +191,7 @@ function readBudgets(env: NodeJS.ProcessEnv): ReadBudgets {
 function retentionDays(raw: string | undefined): number | undefined {
   if (!raw) return undefined
   const d = Number(raw)
-  if (!(d > 0)) throw new Error(`READINGS_RETENTION_DAYS must be a positive number of days (got '${raw}')`)
+  if (!(d > 0)) throw new ServiceConfigError(`READINGS_RETENTION_DAYS must be a positive number of days (got '${raw}')`)
   return d
 }
 
@@ -188,12 +240,12 @@ function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): nu
 }
 
 /** The HTTP caps and timeouts, each unset one BRIDGE_DEFAULTS.http's. */
-function httpLimits(env: NodeJS.ProcessEnv): HttpLimits {
+function httpLimits(check: SettingsCheck): HttpLimits {
   const limits: HttpLimits = { ...D.http }
   for (const [key, name] of Object.entries(HTTP_LIMIT_VARS) as [keyof HttpLimits, string][])
-    limits[key] = positiveInt(env, name, D.http[key])
+    limits[key] = check.positiveInt(name, D.http[key])
   if (limits.headersTimeoutMs > limits.requestTimeoutMs)
-    throw new ServiceConfigError("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS")
+    check.problems.push("HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS")
   return limits
 }
 
@@ -205,17 +257,15 @@ function exportLicense(env: NodeJS.ProcessEnv): { name: string; url?: string } {
 }
 
 /** WSSK_PORT set (a port, 0 for a free one): the endpoint with its bounds; unset or empty: none. */
-function wsskConfig(env: NodeJS.ProcessEnv): WsskConfig | undefined {
-  const raw = env.WSSK_PORT
-  if (!raw) return undefined
-  if (!/^\d{1,5}$/.test(raw) || Number(raw) > 65535)
-    throw new ServiceConfigError(`WSSK_PORT must be a TCP port, 0..65535 (got '${raw}')`)
+function wsskConfig(check: SettingsCheck): WsskConfig | undefined {
+  const env = check.env
+  if (!env.WSSK_PORT) return undefined
   return {
-    port: Number(raw),
+    port: check.port("WSSK_PORT", 0),
     host: env.WSSK_HOST || D.wssk.host,
-    maxLinks: positiveInt(env, "WSSK_MAX_LINKS", D.wssk.maxLinks),
-    handshakeMs: positiveInt(env, "WSSK_HANDSHAKE_MS", D.wssk.handshakeMs),
-    publicUrl: wsskPublicUrl(env.WSSK_PUBLIC_URL),
+    maxLinks: check.positiveInt("WSSK_MAX_LINKS", D.wssk.maxLinks),
+    handshakeMs: check.positiveInt("WSSK_HANDSHAKE_MS", D.wssk.handshakeMs),
+    publicUrl: check.take(() => wsskPublicUrl(env.WSSK_PUBLIC_URL), undefined),
   }
 }
 
@@ -234,33 +284,38 @@ function wsskPublicUrl(raw: string | undefined) {
   return raw
 }
 
+/**
+ * The service's configuration from the environment. Every variable that cannot work is reported at
+ * once, one line each with the form it takes (ServiceConfigError.problems), before anything opens.
+ */
 export function configFromEnv(env = process.env): ServiceConfig {
+  const check = new SettingsCheck(env)
   const mode = env.CITYMETER_MODE ?? "production"
   if (mode !== "demo" && mode !== "production")
-    throw new ServiceConfigError(`CITYMETER_MODE must be demo or production (got ${mode})`)
+    check.problems.push(`CITYMETER_MODE must be demo or production (got '${mode}')`)
   const role = parseRole(env.MODE)
-  if (!role) throw new ServiceConfigError(roleValueError(env.MODE!))
-  return {
-    role,
+  if (!role) check.problems.push(roleValueError(env.MODE!))
+  const config: ServiceConfig = {
+    role: role ?? D.role,
     demo: mode === "demo",
     mqttUrl: env.MQTT_URL || undefined,
-    embeddedMqttPort: Number(env.EMBEDDED_MQTT_PORT ?? D.embeddedMqttPort),
+    embeddedMqttPort: check.port("EMBEDDED_MQTT_PORT", D.embeddedMqttPort),
     databaseUrl: env.DATABASE_URL || D.databaseUrl,
     storeOptions: env.DATABASE_SCHEMA ? { schema: env.DATABASE_SCHEMA } : undefined,
-    httpPort: Number(env.HTTP_PORT ?? D.httpPort),
+    httpPort: check.port("HTTP_PORT", D.httpPort),
     httpHost: env.HTTP_HOST ?? D.httpHost,
     clientId: env.MQTT_CLIENT_ID || undefined,
     shareGroup: env.MQTT_SHARE_GROUP || undefined,
-    consumers: env.MQTT_CONSUMERS ? Number(env.MQTT_CONSUMERS) : undefined,
-    batchMaxFrames: env.INGEST_BATCH_FRAMES ? Number(env.INGEST_BATCH_FRAMES) : undefined,
-    batchWindowMs: env.INGEST_BATCH_MS ? Number(env.INGEST_BATCH_MS) : undefined,
+    consumers: env.MQTT_CONSUMERS ? check.positiveInt("MQTT_CONSUMERS", 1) : undefined,
+    batchMaxFrames: env.INGEST_BATCH_FRAMES ? check.positiveInt("INGEST_BATCH_FRAMES", 1) : undefined,
+    batchWindowMs: env.INGEST_BATCH_MS ? check.number("INGEST_BATCH_MS", 0) : undefined,
     deadLetterRetention: {
-      maxRows: Number(env.DEAD_LETTER_MAX_ROWS ?? D.deadLetterRetention.maxRows),
-      maxAgeS: Number(env.DEAD_LETTER_MAX_AGE_DAYS ?? D.deadLetterRetention.maxAgeS / 86400) * 86400,
+      maxRows: check.number("DEAD_LETTER_MAX_ROWS", D.deadLetterRetention.maxRows),
+      maxAgeS: check.number("DEAD_LETTER_MAX_AGE_DAYS", D.deadLetterRetention.maxAgeS / 86400) * 86400,
     },
-    stallMs: Number(env.INGEST_STALL_S ?? D.stallMs / 1000) * 1000,
-    rejectLogIntervalMs: Number(env.REJECT_LOG_INTERVAL_S ?? D.rejectLogIntervalMs / 1000) * 1000,
-    readingsRetentionDays: retentionDays(env.READINGS_RETENTION_DAYS),
+    stallMs: check.number("INGEST_STALL_S", D.stallMs / 1000) * 1000,
+    rejectLogIntervalMs: check.number("REJECT_LOG_INTERVAL_S", D.rejectLogIntervalMs / 1000) * 1000,
+    readingsRetentionDays: check.take(() => retentionDays(env.READINGS_RETENTION_DAYS), undefined),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
     mqttCaFile: env.MQTT_CA_FILE || undefined,
@@ -271,7 +326,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
         env.EMBEDDED_MQTT_TLS_CERT && env.EMBEDDED_MQTT_TLS_KEY
           ? { certFile: env.EMBEDDED_MQTT_TLS_CERT, keyFile: env.EMBEDDED_MQTT_TLS_KEY }
           : undefined,
-      maxRetainedBytes: positiveInt(env, "EMBEDDED_MQTT_MAX_RETAINED_BYTES", D.embeddedMqttMaxRetainedBytes),
+      maxRetainedBytes: check.positiveInt("EMBEDDED_MQTT_MAX_RETAINED_BYTES", D.embeddedMqttMaxRetainedBytes),
     },
     apiToken: env.API_TOKEN || undefined,
     apiTokens: {
@@ -279,23 +334,25 @@ export function configFromEnv(env = process.env): ServiceConfig {
       write: env.API_TOKEN_WRITE || undefined,
       ops: env.API_TOKEN_OPS || undefined,
     },
-    inactivityCheckMs: Number(env.INACTIVITY_CHECK_MS ?? D.inactivityCheckMs),
-    inactivitySlackS: Number(env.INACTIVITY_SLACK_S ?? D.inactivitySlackS),
+    inactivityCheckMs: check.number("INACTIVITY_CHECK_MS", D.inactivityCheckMs),
+    inactivitySlackS: check.number("INACTIVITY_SLACK_S", D.inactivitySlackS),
     exportLicense: exportLicense(env),
-    reads: readBudgets(env),
-    publicUrl: publicUrl(env.PUBLIC_URL),
-    releasePublicKey: releaseKey(env.RELEASE_PUBLIC_KEY),
-    releaseMaxBytes: positiveInt(env, "RELEASE_MAX_BYTES", D.releaseMaxBytes),
-    httpLimits: httpLimits(env),
-    wssk: wsskConfig(env),
+    reads: readBudgets(check),
+    publicUrl: check.take(() => publicUrl(env.PUBLIC_URL), undefined),
+    releasePublicKey: check.take(() => releaseKey(env.RELEASE_PUBLIC_KEY), undefined),
+    releaseMaxBytes: check.positiveInt("RELEASE_MAX_BYTES", D.releaseMaxBytes),
+    httpLimits: httpLimits(check),
+    wssk: wsskConfig(check),
     ngsiLd: env.NGSI_LD_URL
       ? {
           url: env.NGSI_LD_URL,
           tenant: env.NGSI_LD_TENANT || undefined,
-          batchSize: Number(env.NGSI_LD_BATCH ?? D.ngsiLd.batchSize),
-          flushMs: Number(env.NGSI_LD_FLUSH_MS ?? D.ngsiLd.flushMs),
-          maxPending: Number(env.NGSI_LD_MAX_PENDING ?? D.ngsiLd.maxPending),
+          batchSize: check.positiveInt("NGSI_LD_BATCH", D.ngsiLd.batchSize),
+          flushMs: check.number("NGSI_LD_FLUSH_MS", D.ngsiLd.flushMs),
+          maxPending: check.positiveInt("NGSI_LD_MAX_PENDING", D.ngsiLd.maxPending),
         }
       : undefined,
   }
+  if (check.problems.length) throw new ServiceConfigError(check.problems.join("; "), check.problems)
+  return config
 }

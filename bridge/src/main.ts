@@ -1,11 +1,19 @@
 // citymeter bridge entry point: configuration from the environment (README lists the variables).
-import { configFromEnv, startService } from "./service.js"
+// Settings that cannot work are named one per line, and the process exits 2 having opened nothing.
+import { ServiceConfigError, configFromEnv, startService, type Service } from "./service.js"
 
-const config = configFromEnv()
-// fault injection (tests/faults-*.test.ts): the hook is loaded only when asked for
-const killAt = process.env.CITYMETER_FAULT_KILL_IN_BATCH
-if (killAt) config.ingestBeforeCommit = (await import("./ingest/fault-kill.js")).killInBatch(Number(killAt))
-const svc = await startService(config)
+let svc: Service
+try {
+  const config = configFromEnv()
+  // fault injection (tests/faults-*.test.ts): the hook is loaded only when asked for
+  const killAt = process.env.CITYMETER_FAULT_KILL_IN_BATCH
+  if (killAt) config.ingestBeforeCommit = (await import("./ingest/fault-kill.js")).killInBatch(Number(killAt))
+  svc = await startService(config)
+} catch (e) {
+  if (!(e instanceof ServiceConfigError)) throw e
+  for (const p of e.problems) console.error(`citymeter bridge: error: ${p}`)
+  process.exit(2)
+}
 console.log(
   `citymeter bridge (MODE=${svc.role}): MQTT ${svc.mqttUrl || "none"}, store ${svc.store.engine}, API ${svc.httpUrl}`,
 )

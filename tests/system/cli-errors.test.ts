@@ -153,10 +153,11 @@ describe("one-line errors, as a user meets them", () => {
       citymeter(["bridge"], { CITYMETER_MODE: "staging" }),
       citymeter(["bridge"], { CITYMETER_MODE: "staging", DEBUG: "1" }),
     ])
-    const line = "citymeter: error: CITYMETER_MODE must be demo or production (got staging)"
-    expect(r.code).toBe(1)
+    const line = "citymeter: error: CITYMETER_MODE must be demo or production (got 'staging')"
+    // settings that cannot work exit 2, as a usage error does (issue 26)
+    expect(r.code).toBe(2)
     expect(errorLines(r)).toEqual([line])
-    expect(debug.code).toBe(1)
+    expect(debug.code).toBe(2)
     expect(debug.stderr.split("\n")[0]).toBe(line)
     expect(debug.stderr).toMatch(STACK)
   })
