@@ -7,19 +7,33 @@ import { rolloutsPanel } from "./rollouts.js"
 import type { View } from "./view.js"
 
 export const OPS_POLL_MS = 2000
+/** Rates are over the reads of the last minute (or fewer, just after opening). */
+const RATE_WINDOW_MS = 60_000
 
 const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0)
 const fmt = (n: number, digits = 0) => n.toLocaleString("en", { maximumFractionDigits: digits })
 
+/**
+ * A rate as people read it: per second, or per minute when per second would round to 0 (a demo's
+ * few meters, a quiet night); "…" until two reads.
+ */
+export function rateText(perS: number | undefined): string {
+  if (perS === undefined) return "…"
+  return perS >= 0.05 || perS === 0 ? `${fmt(perS, 1)} per second` : `${fmt(perS * 60, 1)} per minute`
+}
+
 export function opsView(): View {
   let timer: number | undefined
-  let prev: OpsFigures | undefined
+  let reads: OpsFigures[] = []
   let box: HTMLElement
   const rollouts = rolloutsPanel()
 
   const draw = (f: OpsFigures) => {
-    const dt = prev ? (Date.parse(f.at) - Date.parse(prev.at)) / 1000 : 0
-    const rate = (now: number, before: number) => (prev && dt > 0 ? fmt(Math.max(0, now - before) / dt, 1) : "…")
+    reads = [...reads, f].filter((r) => Date.parse(f.at) - Date.parse(r.at) <= RATE_WINDOW_MS)
+    const first = reads[0]
+    const dt = (Date.parse(f.at) - Date.parse(first.at)) / 1000
+    const rate = (pick: (r: OpsFigures) => number) =>
+      rateText(dt > 0 ? Math.max(0, pick(f) - pick(first)) / dt : undefined)
     const tile = (label: string, value: string, id: string) =>
       h("div", { class: "tile", id }, h("p", { class: "tile-label" }, label), h("p", { class: "tile-value" }, value))
     const rejected = Object.entries(f.rejected).sort((a, b) => b[1] - a[1])
@@ -28,11 +42,15 @@ export function opsView(): View {
         "div",
         { class: "tiles" },
         tile(
-          "Frames stored per second",
-          rate(sum(f.framesStored), prev ? sum(prev.framesStored) : 0),
+          "Frames stored",
+          rate((r) => sum(r.framesStored)),
           "ops-frame-rate",
         ),
-        tile("Readings stored per second", rate(f.readingsStored, prev?.readingsStored ?? 0), "ops-reading-rate"),
+        tile(
+          "Readings stored",
+          rate((r) => r.readingsStored),
+          "ops-reading-rate",
+        ),
         tile("Frames received", fmt(sum(f.framesReceived)), "ops-received"),
         tile("Rejected frames", fmt(sum(f.rejected)), "ops-rejected"),
         tile("Duplicates (acked, not stored twice)", fmt(f.duplicates), "ops-duplicates"),
@@ -65,7 +83,6 @@ export function opsView(): View {
         " (ops token).",
       ),
     )
-    prev = f
   }
 
   const poll = async () => {
