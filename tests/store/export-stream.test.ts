@@ -1,15 +1,16 @@
 // The bulk export as one streamed query per file (store/export-rows.ts), on both engines: the bytes
 // of every file are those of the former path (one query per meter and keyset page, kept as
-// perMeterReadings), batches cross meters and ties of ts at any size, and a client that goes away
+// perMeterLines), batches cross meters and ties of ts at any size, and a client that goes away
 // ends the query and gives its connection back while most of the file is still unread.
 import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { buildApp } from "../../bridge/src/api.js"
 import { createMetrics } from "../../bridge/src/metrics.js"
-import { perMeterReadings } from "../../bridge/src/routes/export.js"
+import { perMeterLines } from "../../bridge/src/routes/export.js"
 import { openPglite, openPostgres } from "../../bridge/src/store/engines.js"
 import type { SqlStore } from "../../bridge/src/store/sql-store.js"
-import type { ReadingRow, Store } from "../../bridge/src/store/store.js"
+import type { ExportFormat } from "../../bridge/src/store/export-rows.js"
+import type { Store } from "../../bridge/src/store/store.js"
 import { readingRow } from "../../testkit/rows.js"
 import { insertReadings, touchMeter } from "../../testkit/store-writes.js"
 import { dropSchema, PG_URL } from "../helpers.js"
@@ -63,20 +64,21 @@ async function seed(store: Store) {
 const formerPath = (store: Store): Store =>
   new Proxy(store, {
     get(target, key) {
-      if (key === "exportReadings") return (from: Date, to: Date) => perMeterReadings(target, from, to)
+      if (key === "exportLines")
+        return (from: Date, to: Date, format: ExportFormat) => perMeterLines(target, from, to, format)
       const value = Reflect.get(target, key, target) as unknown
       return typeof value === "function" ? value.bind(target) : value
     },
   })
 
-async function collect(batches: AsyncIterable<ReadingRow[]>) {
-  const out: ReadingRow[] = []
+async function collect(chunks: AsyncIterable<string>) {
+  let text = ""
   let n = 0
-  for await (const b of batches) {
-    out.push(...b)
+  for await (const c of chunks) {
+    text += c
     n++
   }
-  return { rows: out, batches: n }
+  return { text, batches: n }
 }
 
 describe.each(["postgres", "pglite"] as const)("the export's streamed query on %s", (engine) => {
@@ -114,19 +116,22 @@ describe.each(["postgres", "pglite"] as const)("the export's streamed query on %
     }
   })
 
-  test("any batch size gives the former path's rows: batches break inside a meter and inside ties", async () => {
+  test("any batch size gives the former path's lines: batches break inside a meter and inside ties", async () => {
     const month = [new Date(M0), new Date(M0 + 31 * DAY)] as const
     const day9 = [new Date(M0 + 9 * DAY), new Date(M0 + 10 * DAY)] as const
     for (const [[from, to], sizes] of [
-      [day9, [1, 7]],
+      [day9, [2, 7]],
       [month, [333, 5000, 50_000]],
     ] as const) {
-      const { rows: expected } = await collect(perMeterReadings(store, from, to))
-      expect(expected.length).toBe(from === day9[0] ? 5 * 130 : 5 * 306 + BIG_N)
-      for (const size of sizes) {
-        const { rows, batches } = await collect(store.exportReadings(from, to, size))
-        expect(rows, `batch ${size}`).toEqual(expected)
-        expect(batches).toBe(Math.ceil(expected.length / size))
+      for (const format of ["csv", "ndjson"] as const) {
+        const { text: expected } = await collect(perMeterLines(store, from, to, format))
+        const lines = expected.split("\n").length - 1
+        expect(lines).toBe(from === day9[0] ? 5 * 130 : 5 * 306 + BIG_N)
+        for (const size of sizes) {
+          const { text, batches } = await collect(store.exportLines(from, to, format, size))
+          expect(text === expected, `${format}, batch ${size}`).toBe(true)
+          expect(batches).toBe(Math.ceil(lines / size))
+        }
       }
     }
   })
@@ -136,10 +141,10 @@ describe.each(["postgres", "pglite"] as const)("the export's streamed query on %
     let ended = false
     const watched = new Proxy(store, {
       get(target, key) {
-        if (key === "exportReadings")
-          return async function* (from: Date, to: Date, size?: number) {
+        if (key === "exportLines")
+          return async function* (from: Date, to: Date, format: ExportFormat, size?: number) {
             try {
-              for await (const b of target.exportReadings(from, to, size)) {
+              for await (const b of target.exportLines(from, to, format, size)) {
                 batches++
                 yield b
               }

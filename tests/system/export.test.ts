@@ -197,10 +197,10 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
     const failing = new Proxy(svc.store, {
       get(target, key) {
         const value = Reflect.get(target, key, target) as unknown
-        if (key !== "exportReadings") return typeof value === "function" ? value.bind(target) : value
-        return async function* (from: Date, to: Date, batch?: number) {
-          for await (const rows of target.exportReadings(from, to, batch)) {
-            yield rows
+        if (key !== "exportLines") return typeof value === "function" ? value.bind(target) : value
+        return async function* (...args: Parameters<typeof target.exportLines>) {
+          for await (const lines of target.exportLines(...args)) {
+            yield lines
             throw Object.assign(new Error("connection lost"), { code: "57P01" })
           }
         }

@@ -31,7 +31,7 @@ export function markStoreErrors(store: Store): Store {
       return (...args: unknown[]) => {
         try {
           const result: unknown = value.apply(target, args)
-          // a stream of batches (exportReadings): its errors are marked as it goes; return() reaches it
+          // a stream of batches (exportLines): its errors are marked as it goes; return() reaches it
           if (result !== null && typeof result === "object" && Symbol.asyncIterator in result)
             return (async function* () {
               try {

@@ -98,22 +98,18 @@ const csvLine = (r: ReadingRow) => CSV_COLUMNS.map((c) => cell(r[c])).join(",") 
 const ndjsonLine = (r: ReadingRow) => JSON.stringify({ ...r, ts: r.ts.toISOString() }) + "\n"
 
 /** The period's readings of every meter, as text chunks (one per batch of the store's query). */
-async function* exportChunks(
-  store: Pick<Store, "exportReadings">,
-  from: Date,
-  to: Date,
-  format: Format,
-): AsyncGenerator<string> {
+async function* exportChunks(store: Store, from: Date, to: Date, format: Format): AsyncGenerator<string> {
   if (format === "csv") yield CSV_COLUMNS.join(",") + "\r\n"
-  const line = format === "csv" ? csvLine : ndjsonLine
-  for await (const rows of store.exportReadings(from, to, EXPORT_PAGE)) yield rows.map(line).join("")
+  yield* store.exportLines(from, to, format, EXPORT_PAGE)
 }
 
 /**
- * The export's former path, one query per meter and keyset page (meterIds(), then readings()):
- * kept so that tests and bench/export.ts compare the streamed query's bytes and time with it.
+ * The export's former path, one query per meter and keyset page (meterIds(), then readings()),
+ * its lines built here from ReadingRows: kept so that tests and bench/export.ts compare the
+ * streamed query's bytes and time with it (a Store's exportLines, in their Proxy).
  */
-export async function* perMeterReadings(store: Store, from: Date, to: Date): AsyncGenerator<ReadingRow[]> {
+export async function* perMeterLines(store: Store, from: Date, to: Date, format: Format): AsyncGenerator<string> {
+  const line = format === "csv" ? csvLine : ndjsonLine
   for (const meterId of await store.meterIds()) {
     let after: string | undefined
     do {
@@ -124,7 +120,7 @@ export async function* perMeterReadings(store: Store, from: Date, to: Date): Asy
         after,
         limit: EXPORT_PAGE,
       })
-      if (page.rows.length) yield page.rows
+      if (page.rows.length) yield page.rows.map(line).join("")
       after = page.next ?? undefined
     } while (after)
   }

@@ -4,7 +4,7 @@
 // are parameterised ($1...); identifiers never come from input.
 import * as consumptionReads from "./consumption.js"
 import { planCost, ReadCostError, type Db } from "./db.js"
-import { exportReadings } from "./export-rows.js"
+import { exportLines, type ExportFormat } from "./export-rows.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
 import * as readingReads from "./readings.js"
@@ -150,7 +150,8 @@ export class SqlStore implements Store {
   latest = (q?: LatestQuery) => readingReads.latest(this.reader, q)
   latestOf = (meterIds: string[]) => readingReads.latestOf(this.reader, meterIds)
   latestJson = (q?: LatestQuery) => readingReads.latestJson(this.reader, q)
-  exportReadings = (from: Date, to: Date, batch?: number) => exportReadings(this.reader, from, to, batch)
+  exportLines = (from: Date, to: Date, format: ExportFormat, batch?: number) =>
+    exportLines(this.reader, from, to, format, batch)
 
   consumption = (meterId: string, q: ConsumptionQuery) => consumptionReads.consumption(this.reader, meterId, q)
   fleetConsumption = (q: FleetConsumptionQuery) => consumptionReads.fleetConsumption(this.reader, q)

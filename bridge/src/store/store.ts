@@ -318,7 +318,7 @@ export interface Store extends RolloutStore, LinkKeyStore, ExportStore {
   migrate(): Promise<number[]>
   getMeter(meterId: string): Promise<MeterRow | undefined>
   listMeters(): Promise<MeterRow[]>
-  /** Every meter id, in meter id order (the bulk export's order: ExportStore). */
+  /** Every meter id, in meter id order (the bulk export's order, ExportStore). */
   meterIds(): Promise<string[]>
   /** The earliest first_seen of any meter; null when there is none (the export index starts there). */
   firstSeen(): Promise<Date | null>
