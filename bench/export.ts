@@ -96,7 +96,9 @@ try {
   const t0 = performance.now()
   await seed(store)
   const rows = METERS * PER_METER
-  console.log(`seeded ${METERS} meters × ${PER_METER} readings = ${rows} rows in ${((performance.now() - t0) / 1000).toFixed(0)} s`)
+  console.log(
+    `seeded ${METERS} meters × ${PER_METER} readings = ${rows} rows in ${((performance.now() - t0) / 1000).toFixed(0)} s`,
+  )
   if (SEED_ONLY) {
     console.log(`kept schema ${schema}`)
     await store.close()
@@ -104,7 +106,10 @@ try {
   }
   const size = await store.db.query<{ b: string }>(`SELECT pg_total_relation_size('readings_p202601') AS b`)
   console.log(`January's partition: ${(Number(size.rows[0].b) / MiB).toFixed(0)} MiB with its indexes`)
-  const plan = await store.db.query<{ "QUERY PLAN": string }>(`EXPLAIN ${exportSql("csv")}`, [M0, "2026-02-01T00:00:00Z"])
+  const plan = await store.db.query<{ "QUERY PLAN": string }>(`EXPLAIN ${exportSql("csv")}`, [
+    M0,
+    "2026-02-01T00:00:00Z",
+  ])
   console.log(plan.rows.map((r) => r["QUERY PLAN"]).join("\n"))
   const apps = { streamed: buildApp({ store, metrics: createMetrics() }) }
   const old = buildApp({ store: formerPath(store), metrics: createMetrics() })
@@ -129,12 +134,16 @@ try {
       await run("per-meter", old, format)
       const [a, b] = [results[`streamed ${format}`], results[`per-meter ${format}`]]
       if (a.sha256 !== b.sha256) throw new Error(`${format}: the two paths' bytes differ`)
-      console.log(`${format}: identical bytes; streamed / per-meter time ${(a.s / b.s).toFixed(3)} (${(b.s / a.s).toFixed(1)}× faster)`)
+      console.log(
+        `${format}: identical bytes; streamed / per-meter time ${(a.s / b.s).toFixed(3)} (${(b.s / a.s).toFixed(1)}× faster)`,
+      )
     }
   }
   // an extrapolation, not a measurement: the same rate over 100,000 meters × 2,976 readings
   for (const [k, r] of Object.entries(results))
-    console.log(`${k}: 100,000 meters × a month (297.6M rows) at this rate ≈ ${(297.6e6 / r.rowsPerS / 60).toFixed(0)} min`)
+    console.log(
+      `${k}: 100,000 meters × a month (297.6M rows) at this rate ≈ ${(297.6e6 / r.rowsPerS / 60).toFixed(0)} min`,
+    )
   await Promise.all([apps.streamed.close(), old.close()])
   console.log(JSON.stringify({ meters: METERS, rows, results }, null, 2))
 } finally {

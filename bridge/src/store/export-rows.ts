@@ -102,7 +102,16 @@ async function* keysetLines(db: Db, from: Date, to: Date, format: ExportFormat, 
   let last: Keyed | undefined
   for (;;) {
     const { rows } = last
-      ? await db.query<Keyed>(afterSql(format), [from, to, last.k_meter, last.k_ts, last.k_boot, last.k_seq, last.k_idx, batch])
+      ? await db.query<Keyed>(afterSql(format), [
+          from,
+          to,
+          last.k_meter,
+          last.k_ts,
+          last.k_boot,
+          last.k_seq,
+          last.k_idx,
+          batch,
+        ])
       : await db.query<Keyed>(firstSql(format), [from, to, batch])
     if (rows.length) {
       last = rows[rows.length - 1]
