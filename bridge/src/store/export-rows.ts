@@ -44,22 +44,24 @@ const LINE: Record<ExportFormat, string> = {
   ndjson: `concat(${READING_COLUMNS.map((c, i) => `'${i ? "," : "{"}"${c.key}":', ${jsonValue(c)}`).join(", ")}, E'}\\n')`,
 }
 
-// meters' primary key gives meter id order; each meter's rows come from readings_meter_ts (the
-// month's partition), sorted within the meter (an incremental sort): never the whole period at once
-const FROM = `FROM meters m CROSS JOIN LATERAL (
-  SELECT * FROM readings r WHERE r.meter_id = m.meter_id AND r.ts >= $1 AND r.ts < $2`
+// Meter by meter (meters' primary key: meter id order), each meter's readings of the period from
+// readings_meter_ts, sorted within the meter (OFFSET 0 keeps the subquery a per-meter loop, so a
+// day is read by index, never by a scan of its month): at most one meter's rows sorted at a time.
+const from = (cond = "") => `FROM meters m CROSS JOIN LATERAL (
+  SELECT * FROM readings r WHERE r.meter_id = m.meter_id AND r.ts >= $1 AND r.ts < $2 ${cond}
+  ORDER BY r.ts, r.boot, r.seq, r.idx OFFSET 0) r`
 const ORDER = `ORDER BY m.meter_id, r.ts, r.boot, r.seq, r.idx`
 const KEY = `r.meter_id AS k_meter, r.ts AS k_ts, r.boot AS k_boot, r.seq AS k_seq, r.idx AS k_idx`
 
 /** The whole file: the cursor's query. */
-export const exportSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line ${FROM}) r ${ORDER}`
+export const exportSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line ${from()} ${ORDER}`
 
 /** A keyset batch after the row ($3 meter, $4 ts, $5 boot, $6 seq, $7 idx); $8 rows. */
-const afterSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${FROM}
+const afterSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${from(`
     AND r.ts >= CASE WHEN m.meter_id = $3 THEN $4::timestamptz ELSE $1 END
-    AND (m.meter_id <> $3 OR (r.ts, r.boot, r.seq, r.idx) > ($4, $5, $6, $7))) r
+    AND (m.meter_id <> $3 OR (r.ts, r.boot, r.seq, r.idx) > ($4, $5, $6, $7))`)}
   WHERE m.meter_id >= $3 ${ORDER} LIMIT $8`
-const firstSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${FROM}) r ${ORDER} LIMIT $3`
+const firstSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${from()} ${ORDER} LIMIT $3`
 
 type Line = { line: string }
 type Keyed = Line & { k_meter: string; k_ts: unknown; k_boot: number; k_seq: number; k_idx: number }
