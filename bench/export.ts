@@ -1,18 +1,19 @@
-// The open-data export of a month, opt-in, not CI: `npm run bench:export -- [meters] [--skip-old]`
-// (default 2,000 meters;
-// --seed-only keeps the schema for probing the query by hand). Seeds meters × one month (January 2026, 31 days) of 15-minute readings
-// straight into PostgreSQL (a private schema, dropped afterwards; INSERT … SELECT generate_series,
-// no ingest path), then fetches /export/readings/2026-01.csv and .ndjson over real HTTP from the
-// bridge's app (a listener in this process; curl in its own process hashes the body) by the
-// streamed query (store/export-rows.ts) and by the former path (one query per meter and page,
-// perMeterLines), same data, same run: wall time, rows/s, bytes, sha256 (equal or the run
-// fails), and the process's RSS peak while each file streams (sampled every 50 ms).
+// The open-data export of a month, opt-in, not CI:
+// `npm run bench:export -- [meters] [--skip-old] [--pglite] [--seed-only]` (default 2,000 meters).
+// Seeds meters × one month (January 2026, 31 days) of 15-minute readings straight into PostgreSQL
+// (a private schema, dropped afterwards; INSERT … SELECT generate_series, no ingest path; with
+// --pglite, PGlite in memory; --seed-only keeps the schema for probing the query by hand), then
+// fetches /export/readings/2026-01.csv and .ndjson over real HTTP from the bridge's app (a listener
+// in this process; curl in its own process hashes the body) by the streamed query
+// (store/export-rows.ts) and by the former path (one query per meter and page, perMeterLines), same
+// data, same run: wall time, rows/s, bytes, sha256 (equal or the run fails), and the process's RSS
+// peak while each file streams (sampled every 50 ms).
 import { execFile } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { buildApp } from "../bridge/src/api.js"
 import { createMetrics } from "../bridge/src/metrics.js"
 import { perMeterLines } from "../bridge/src/routes/export.js"
-import { openPostgres } from "../bridge/src/store/engines.js"
+import { openPglite, openPostgres } from "../bridge/src/store/engines.js"
 import { exportSql, type ExportFormat } from "../bridge/src/store/export-rows.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { Store } from "../bridge/src/store/store.js"
@@ -21,6 +22,8 @@ import { PG_URL } from "../testkit/services.js"
 const args = process.argv.slice(2)
 const METERS = Number(args.find((a) => /^\d+$/.test(a)) ?? 2000)
 const SKIP_OLD = args.includes("--skip-old")
+/** PGlite in memory instead of PostgreSQL: its keyset batches (store/export-rows.ts). */
+const PGLITE = args.includes("--pglite")
 /** Only seed, and keep the schema (its name is printed), for probing the query by hand. */
 const SEED_ONLY = args.includes("--seed-only")
 const M0 = "2026-01-01T00:00:00Z"
@@ -91,7 +94,7 @@ const formerPath = (store: Store): Store =>
   })
 
 const schema = `bench_${randomBytes(4).toString("hex")}`
-const store = (await openPostgres(PG_URL, { schema })) as SqlStore
+const store = (PGLITE ? await openPglite(undefined) : await openPostgres(PG_URL, { schema })) as SqlStore
 try {
   const t0 = performance.now()
   await seed(store)
@@ -147,6 +150,6 @@ try {
   await Promise.all([apps.streamed.close(), old.close()])
   console.log(JSON.stringify({ meters: METERS, rows, results }, null, 2))
 } finally {
-  await store.db.query(`DROP SCHEMA ${schema} CASCADE`).catch(() => {})
+  if (!PGLITE) await store.db.query(`DROP SCHEMA ${schema} CASCADE`).catch(() => {})
   await store.close()
 }
