@@ -1,5 +1,5 @@
-// The bulk open-data export on both stacks: per UTC day and month, CSV and NDJSON, streamed meter
-// by meter across keyset pages; the index of periods; the data dictionary generated from
+// The bulk open-data export on both stacks: per UTC day and month, CSV and NDJSON, streamed as
+// one query per file across batches; the index of periods; the data dictionary generated from
 // store/columns.ts (units, OBIS codes); the utility's licence in the dictionary and the headers;
 // a bad period is a clear 400.
 import { randomBytes } from "node:crypto"
@@ -193,16 +193,16 @@ describe.each(STACKS)("bulk export on %s", (kind) => {
   })
 
   test("a data tier failing mid-file cuts the response off (no short file that looks whole), logged", async () => {
-    // the same data tier, failing from its third readings query on: the first meter's pages stream first
-    let calls = 0
+    // the same data tier, its file query failing after its first batch: that batch streams first
     const failing = new Proxy(svc.store, {
       get(target, key) {
         const value = Reflect.get(target, key, target) as unknown
-        if (key !== "readings" || typeof value !== "function")
-          return typeof value === "function" ? value.bind(target) : value
-        return (...args: unknown[]) => {
-          if (++calls > 2) return Promise.reject(Object.assign(new Error("connection lost"), { code: "57P01" }))
-          return (value as (...a: unknown[]) => unknown).apply(target, args)
+        if (key !== "exportLines") return typeof value === "function" ? value.bind(target) : value
+        return async function* (...args: Parameters<typeof target.exportLines>) {
+          for await (const lines of target.exportLines(...args)) {
+            yield lines
+            throw Object.assign(new Error("connection lost"), { code: "57P01" })
+          }
         }
       },
     })

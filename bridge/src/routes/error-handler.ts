@@ -30,7 +30,17 @@ export function markStoreErrors(store: Store): Store {
       if (typeof value !== "function") return value
       return (...args: unknown[]) => {
         try {
-          return Promise.resolve(value.apply(target, args)).catch((e: unknown) => {
+          const result: unknown = value.apply(target, args)
+          // a stream of batches (exportLines): its errors are marked as it goes; return() reaches it
+          if (result !== null && typeof result === "object" && Symbol.asyncIterator in result)
+            return (async function* () {
+              try {
+                return yield* result as AsyncGenerator<unknown>
+              } catch (e) {
+                throw mark(e)
+              }
+            })()
+          return Promise.resolve(result).catch((e: unknown) => {
             throw mark(e)
           })
         } catch (e) {

@@ -1,13 +1,15 @@
 // Bulk open-data export: every meter's readings of one UTC day or month, as CSV or NDJSON, for a
 // city's open-data portal to harvest. GET /export lists the periods, GET /export/dictionary.json
 // describes the columns (generated from store/columns.ts: meaning, UCUM unit, OBIS code) and
-// states the licence the utility publishes under (EXPORT_LICENSE). A file is streamed: meter by
-// meter, each meter's readings in keyset pages, so a month never sits in memory.
+// states the licence the utility publishes under (EXPORT_LICENSE). A file is one streamed query
+// (store/export-rows.ts) sent batch by batch as the client takes it, so a month never sits in
+// memory; a client that goes away ends the query.
 import { Readable } from "node:stream"
 import type { FastifyInstance, FastifyReply } from "fastify"
 import { BRIDGE_DEFAULTS } from "../defaults.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import { READING_COLUMNS, describeColumn, type ReadingColumn } from "../store/columns.js"
+import { EXPORT_BATCH } from "../store/export-rows.js"
 import type { ReadingRow, Store } from "../store/store.js"
 import { keysetPage } from "./paging.js"
 import { CSV_COLUMNS } from "./readings.js"
@@ -25,8 +27,8 @@ export const DEFAULT_EXPORT_LICENSE: ExportLicense = {
   url: BRIDGE_DEFAULTS.exportLicenseUrl,
 }
 
-/** Readings fetched per query while streaming one meter's period. */
-export const EXPORT_PAGE = 5000
+/** Readings fetched per batch of the file's query (a cursor's FETCH; a keyset page on PGlite). */
+export const EXPORT_PAGE = EXPORT_BATCH
 
 const FORMATS = {
   csv: "text/csv; charset=utf-8; header=present",
@@ -95,9 +97,18 @@ const cell = (v: unknown) => (v === null || v === undefined ? "" : v instanceof 
 const csvLine = (r: ReadingRow) => CSV_COLUMNS.map((c) => cell(r[c])).join(",") + "\r\n"
 const ndjsonLine = (r: ReadingRow) => JSON.stringify({ ...r, ts: r.ts.toISOString() }) + "\n"
 
-/** The period's readings of every meter, as text chunks (one per page of one meter). */
+/** The period's readings of every meter, as text chunks (one per batch of the store's query). */
 async function* exportChunks(store: Store, from: Date, to: Date, format: Format): AsyncGenerator<string> {
   if (format === "csv") yield CSV_COLUMNS.join(",") + "\r\n"
+  yield* store.exportLines(from, to, format, EXPORT_PAGE)
+}
+
+/**
+ * The export's former path, one query per meter and keyset page (meterIds(), then readings()),
+ * its lines built here from ReadingRows: kept so that tests and bench/export.ts compare the
+ * streamed query's bytes and time with it (a Store's exportLines, in their Proxy).
+ */
+export async function* perMeterLines(store: Store, from: Date, to: Date, format: Format): AsyncGenerator<string> {
   const line = format === "csv" ? csvLine : ndjsonLine
   for (const meterId of await store.meterIds()) {
     let after: string | undefined

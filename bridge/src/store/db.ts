@@ -18,6 +18,17 @@ export interface Db {
    * Absent: the same connection.
    */
   reads?: Db
+  /**
+   * A connection of its own for one long read (the export's cursor, store/export-rows.ts), given
+   * back by release (with an error: closed instead). Absent on PGlite, whose one connection a
+   * long read would take from ingest.
+   */
+  session?(): Promise<Session>
+}
+
+/** A connection held by one reader until release. */
+export interface Session extends Db {
+  release(err?: Error): void
 }
 
 /** BEGIN, fn, COMMIT on one connection; ROLLBACK when fn or the commit fails. */

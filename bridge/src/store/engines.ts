@@ -5,7 +5,7 @@ import { pipeline } from "node:stream/promises"
 import pg from "pg"
 import { from as copyFromStdin } from "pg-copy-streams"
 import { MIGRATION_LOCK_CLASS } from "./migrations.js"
-import { runTransaction, type Db } from "./db.js"
+import { runTransaction, type Db, type Session } from "./db.js"
 import { SqlStore } from "./sql-store.js"
 import type { Store } from "./store.js"
 import { BRIDGE_DEFAULTS as D } from "../defaults.js"
@@ -83,6 +83,17 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
     copyFrom: () => Promise.reject(new Error("reads do not write")),
     transaction: (f) => f(reads),
     close: async () => {},
+    session: async () => {
+      const client = await readPool.connect()
+      const s: Session = {
+        query: async (sql, params) => client.query(sql, params as unknown[]) as never,
+        copyFrom: () => Promise.reject(new Error("reads do not write")),
+        transaction: (f) => f(s),
+        close: async () => {},
+        release: (err) => client.release(err),
+      }
+      return s
+    },
   }
   const copy = (client: pg.PoolClient, table: string, columns: readonly string[], text: string) =>
     pipeline(Readable.from([text]), client.query(copyFromStdin(`COPY ${table} (${columns.join(", ")}) FROM STDIN`)))

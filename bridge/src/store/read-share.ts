@@ -66,6 +66,13 @@ export class ReadShare {
         }
       },
       transaction: (f) => f(rd),
+      // a long read's own connection: each of its statements takes its turn as well
+      session:
+        db.session &&
+        (async () => {
+          const s = await db.session!()
+          return { ...this.reads(s), release: (err?: Error) => s.release(err) }
+        }),
     }
     return rd
   }

@@ -4,6 +4,7 @@
 // are parameterised ($1...); identifiers never come from input.
 import * as consumptionReads from "./consumption.js"
 import { planCost, ReadCostError, type Db } from "./db.js"
+import { exportLines, type ExportFormat } from "./export-rows.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
 import * as readingReads from "./readings.js"
@@ -149,6 +150,8 @@ export class SqlStore implements Store {
   latest = (q?: LatestQuery) => readingReads.latest(this.reader, q)
   latestOf = (meterIds: string[]) => readingReads.latestOf(this.reader, meterIds)
   latestJson = (q?: LatestQuery) => readingReads.latestJson(this.reader, q)
+  exportLines = (from: Date, to: Date, format: ExportFormat, batch?: number) =>
+    exportLines(this.reader, from, to, format, batch)
 
   consumption = (meterId: string, q: ConsumptionQuery) => consumptionReads.consumption(this.reader, meterId, q)
   fleetConsumption = (q: FleetConsumptionQuery) => consumptionReads.fleetConsumption(this.reader, q)

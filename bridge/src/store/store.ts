@@ -1,7 +1,8 @@
 // The city data tier behind one interface. Engines: PostgreSQL (pg) and embedded PGlite, both
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
-import type { RolloutStore } from "./rollouts.js"
+import type { ExportStore } from "./export-rows.js"
 import type { LinkKeyStore } from "./link-keys.js"
+import type { RolloutStore } from "./rollouts.js"
 
 export interface MeterRow {
   meterId: string
@@ -311,13 +312,13 @@ export interface IngestTx {
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
 
-export interface Store extends RolloutStore, LinkKeyStore {
+export interface Store extends RolloutStore, LinkKeyStore, ExportStore {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>
   getMeter(meterId: string): Promise<MeterRow | undefined>
   listMeters(): Promise<MeterRow[]>
-  /** Every meter id, in meter id order (the bulk export walks them). */
+  /** Every meter id, in meter id order (the bulk export's order, ExportStore). */
   meterIds(): Promise<string[]>
   /** The earliest first_seen of any meter; null when there is none (the export index starts there). */
   firstSeen(): Promise<Date | null>
@@ -390,10 +391,7 @@ export interface Store extends RolloutStore, LinkKeyStore {
   districts(q: { from?: Date; to?: Date }): Promise<DistrictRow[]>
   /** Dead letters kept now. */
   countDeadLetters(): Promise<number>
-  /**
-   * Runs one read-only SELECT built by the SensorThings view (bridge/src/sta/): its text comes
-   * from the view's fixed fragments, every value from the request is a parameter ($1...).
-   */
+  /** One read-only SELECT of the SensorThings view (bridge/src/sta/): fixed fragments, values as $n. */
   readView(sql: string, params: unknown[]): Promise<Record<string, unknown>[]>
   ping(): Promise<void>
   close(): Promise<void>
