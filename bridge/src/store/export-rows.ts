@@ -7,18 +7,8 @@
 // Either way at most one batch is in memory, whatever the period's size.
 import { READING_COLUMNS, type ReadingColumn } from "./columns.js"
 import type { Db } from "./db.js"
-
-export type ExportFormat = "csv" | "ndjson"
-
-export interface ExportStore {
-  /**
-   * Every meter's readings with ts in [from, to) as the export's lines (CSV without its header, or
-   * NDJSON), in chunks of up to `batch` lines: meters in meter id order (as meterIds()), each
-   * meter's readings by (ts, boot, seq, idx). Stopping the iteration (return()) ends the query and
-   * gives its connection back.
-   */
-  exportLines(from: Date, to: Date, format: ExportFormat, batch?: number): AsyncGenerator<string>
-}
+import type { ExportFormat } from "./export-store.js"
+export type { ExportFormat, ExportStore } from "./export-store.js"
 
 /** Readings per batch (a FETCH, or a keyset page on PGlite). */
 export const EXPORT_BATCH = 5000

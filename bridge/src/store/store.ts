@@ -1,6 +1,6 @@
 // The city data tier behind one interface. Engines: PostgreSQL (pg) and embedded PGlite, both
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
-import type { ExportStore } from "./export-rows.js"
+import type { ExportStore } from "./export-store.js"
 import type { LinkKeyStore } from "./link-keys.js"
 import type { RolloutStore } from "./rollouts.js"
 

@@ -1,0 +1,13 @@
+// The Store's bulk export (store/export-rows.ts implements it), apart from the query so that the
+// Store interface does not import the reading columns (which import the Store's row types).
+export type ExportFormat = "csv" | "ndjson"
+
+export interface ExportStore {
+  /**
+   * Every meter's readings with ts in [from, to) as the export's lines (CSV without its header, or
+   * NDJSON), in chunks of up to `batch` lines: meters in meter id order (as meterIds()), each
+   * meter's readings by (ts, boot, seq, idx). Stopping the iteration (return()) ends the query and
+   * gives its connection back.
+   */
+  exportLines(from: Date, to: Date, format: ExportFormat, batch?: number): AsyncGenerator<string>
+}
