@@ -12,12 +12,11 @@ import { execFile } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { buildApp } from "../bridge/src/api.js"
 import { createMetrics } from "../bridge/src/metrics.js"
-import { perMeterLines } from "../bridge/src/routes/export.js"
 import { openPglite, openPostgres } from "../bridge/src/store/engines.js"
-import { exportSql, type ExportFormat } from "../bridge/src/store/export-rows.js"
+import { exportSql } from "../bridge/src/store/export-rows.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
-import type { Store } from "../bridge/src/store/store.js"
 import { PG_URL } from "../testkit/services.js"
+import { formerExportPath } from "../testkit/export-paths.js"
 
 const args = process.argv.slice(2)
 const METERS = Number(args.find((a) => /^\d+$/.test(a)) ?? 2000)
@@ -82,17 +81,6 @@ async function fetchFile(url: string) {
   return { s, ...out, lines: Number(out.lines), rssBeforeMiB: rss0 / MiB, rssPeakMiB: peak / MiB }
 }
 
-/** The same store, its export reading through the former path (one query per meter and page). */
-const formerPath = (store: Store): Store =>
-  new Proxy(store, {
-    get(target, key) {
-      if (key === "exportLines")
-        return (from: Date, to: Date, format: ExportFormat) => perMeterLines(target, from, to, format)
-      const value = Reflect.get(target, key, target) as unknown
-      return typeof value === "function" ? value.bind(target) : value
-    },
-  })
-
 const schema = `bench_${randomBytes(4).toString("hex")}`
 const store = (PGLITE ? await openPglite(undefined) : await openPostgres(PG_URL, { schema })) as SqlStore
 try {
@@ -115,7 +103,7 @@ try {
   ])
   console.log(plan.rows.map((r) => r["QUERY PLAN"]).join("\n"))
   const apps = { streamed: buildApp({ store, metrics: createMetrics() }) }
-  const old = buildApp({ store: formerPath(store), metrics: createMetrics() })
+  const old = buildApp({ store: formerExportPath(store), metrics: createMetrics() })
   const results: Record<string, Awaited<ReturnType<typeof fetchFile>> & { rowsPerS: number }> = {}
   const bases = new Map<typeof old, string>()
   for (const app of [apps.streamed, old]) bases.set(app, await app.listen({ port: 0, host: "127.0.0.1" }))

@@ -13,6 +13,7 @@ import type { Store } from "../../bridge/src/store/store.js"
 import { readingRow } from "../../testkit/rows.js"
 import { insertReadings, touchMeter } from "../../testkit/store-writes.js"
 import { dropSchema, PG_URL } from "../helpers.js"
+import { formerExportPath } from "../../testkit/export-paths.js"
 
 const DAY = 86400_000
 const M0 = Date.parse("2026-03-01T00:00:00Z")
@@ -59,17 +60,6 @@ async function seed(store: Store) {
   await insertReadings(store, { meterId: "z-ghost", boot: 1, seq: 1 }, frame("z-ghost", 1, 1, M0, 10, 900), at)
 }
 
-/** The same store, its export reading through the former path. */
-const formerPath = (store: Store): Store =>
-  new Proxy(store, {
-    get(target, key) {
-      if (key === "exportLines")
-        return (from: Date, to: Date, format: ExportFormat) => perMeterLines(target, from, to, format)
-      const value = Reflect.get(target, key, target) as unknown
-      return typeof value === "function" ? value.bind(target) : value
-    },
-  })
-
 async function collect(chunks: AsyncIterable<string>) {
   let text = ""
   let n = 0
@@ -95,7 +85,7 @@ describe.each(["postgres", "pglite"] as const)("the export's streamed query on %
   test("every file's bytes equal the former path's (day and month, CSV and NDJSON)", async () => {
     const now = createMetrics()
     const app = buildApp({ store, metrics: now })
-    const old = buildApp({ store: formerPath(store), metrics: createMetrics() })
+    const old = buildApp({ store: formerExportPath(store), metrics: createMetrics() })
     try {
       for (const period of ["2026-03", day(M0 + 2 * DAY), day(M0 + 9 * DAY), day(M0 - DAY), "2026-02", "2026-04"])
         for (const format of ["csv", "ndjson"]) {
