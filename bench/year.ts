@@ -74,7 +74,7 @@ try {
         await tx.writeReadings(batch)
       })
       rows += batch.length
-      // as autovacuum would: every batch updates each meter's day row twice (rollup, district count)
+      // as autovacuum would: every batch updates its meters' day rows (once each since issue 24)
       if (!autovacuum && ++batches % 200 === 0) await store.db.query(`VACUUM rollup_day`)
     }
   }
@@ -91,8 +91,8 @@ try {
         )
       ).rows[0].b,
     )
-  const [readingsB, hourB, dayB, districtB, framesB] = await Promise.all(
-    ["readings_p%", "rollup_hour", "rollup_day", "rollup_district_day", "frames"].map(size),
+  const [readingsB, hourB, dayB, districtB, districtMonthB, framesB] = await Promise.all(
+    ["readings_p%", "rollup_hour", "rollup_day", "rollup_district_day", "rollup_district_month", "frames"].map(size),
   )
   const time = async (fn: () => Promise<unknown>) => {
     const ms = []
@@ -115,6 +115,10 @@ try {
   const fleetYearByMeterMs = await time(() => store.fleetConsumptionByMeter({ bucket: "day", ...year }))
   const districtYearMs = await time(() => store.fleetConsumption({ bucket: "day", ...year, district: "d3" }))
   const fleetByMonthMs = await time(() => store.fleetConsumption({ bucket: "month", ...year }))
+  // the same from every meter's daily rows (what the fleet by month read before the district months)
+  const byMonth = (await store.fleetConsumption({ bucket: "month", ...year }))!
+  const byMonthByMeter = (await store.fleetConsumptionByMeter({ bucket: "month", ...year }))!
+  const fleetByMonthByMeterMs = await time(() => store.fleetConsumptionByMeter({ bucket: "month", ...year }))
   const berlinMs = await time(() => store.consumption(ids[0], { bucket: "month", ...year, tz: "Europe/Berlin" }))
   const rawMs = await time(() => store.consumptionFromReadings(ids[0], { bucket: "month", ...year }))
   const out = {
@@ -136,13 +140,18 @@ try {
     fleetByDayYearFromMeterRowsMs: +fleetYearByMeterMs.toFixed(1),
     oneDistrictByDayYearMs: +districtYearMs.toFixed(1),
     fleetByMonthYearMs: +fleetByMonthMs.toFixed(1),
+    fleetByMonthYearFromMeterRowsMs: +fleetByMonthByMeterMs.toFixed(1),
     districtDayBytes: districtB,
+    districtMonthBytes: districtMonthB,
     check: {
       months: months.length,
       monthWaterMl: months[0]?.waterMl,
       fleetDays: fleet.length,
       fleetDayWaterMl: fleet[1]?.waterMl,
       districtDaysEqualMeterRows: JSON.stringify(fleet) === JSON.stringify(byMeter),
+      fleetMonths: byMonth.length,
+      fleetMonthMeters: byMonth[0]?.meters,
+      districtMonthsEqualMeterRows: JSON.stringify(byMonth) === JSON.stringify(byMonthByMeter),
     },
   }
   console.log(JSON.stringify(out, null, 2))

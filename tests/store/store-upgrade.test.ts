@@ -84,6 +84,10 @@ async function expectUpgraded(store: Store) {
   const fleet = await store.fleetConsumption(day)
   expect(fleet?.map((d) => [d.start.toISOString(), d.waterMl, d.readings, d.meters])).toEqual([[iso(0), 100, 10, 2]])
   expect(fleet).toEqual(await (store as SqlStore).fleetConsumptionByMeter(day))
+  // and the district months by their step (issue 24): the fleet by month, the same from both paths
+  const months = await store.fleetConsumption({ bucket: "month" })
+  expect(months?.map((m) => [m.waterMl, m.meters])).toEqual([[100, 2]])
+  expect(months).toEqual(await (store as SqlStore).fleetConsumptionByMeter({ bucket: "month" }))
   expect((await store.alarms({ meterId: "u1" })).map((a) => [a.type, a.active, a.value])).toEqual([["LEAK", true, 7]])
   expect((await store.deadLetters()).map((d) => [d.reason, d.payloadBytes])).toEqual([["decode", 2]])
   // the ledger still refuses the frames stored before the upgrade

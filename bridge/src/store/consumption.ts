@@ -3,6 +3,7 @@
 // every path follows is on ConsumptionRow (store/store.ts).
 import { Params, type Db } from "./db.js"
 import { consumptionSelect, districtConsumptionSql, PREVIOUS, ROLLUPS, type Rollup } from "./rollups.js"
+import { DISTRICT_MONTH } from "./district-rollups.js"
 import { toConsumption } from "./rows.js"
 import type { Bucket, ConsumptionQuery, ConsumptionRow, FleetConsumptionQuery, FleetConsumptionRow } from "./store.js"
 
@@ -77,17 +78,27 @@ async function consumptionFromRollup(db: Db, r: Rollup, meterId: string, q: Cons
 }
 
 const DISTRICT_CONSUMPTION = districtConsumptionSql()
+const DISTRICT_MONTH_CONSUMPTION = districtConsumptionSql(DISTRICT_MONTH)
+
+/** Undefined or the start of a UTC month. */
+const onMonth = (d: Date | undefined) => d === undefined || (d.getTime() % 86_400_000 === 0 && d.getUTCDate() === 1)
 
 /**
  * The fleet's consumption per bucket (hour, day, month) from the rollups: every meter's, summed.
  * Undefined when the range or time zone does not fit the rollups (see consumption).
- * Per district: the same over rollup_day joined to meters on meter_id, grouped by its district.
+ * By UTC day (per district too) and by UTC month over whole months (the fleet only): one row per
+ * district and bucket (district-rollups.ts).
  */
 export async function fleetConsumption(db: Db, q: FleetConsumptionQuery): Promise<FleetConsumptionRow[] | undefined> {
   const r = rollupFor(q)
   // by UTC day: one row per district and day (rollup_district_day), whatever the fleet's size
   if (r?.unit === "day" && q.bucket === "day") {
     const { rows } = await db.query(DISTRICT_CONSUMPTION, [q.from ?? null, q.to ?? null, q.district ?? null])
+    return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
+  }
+  // by UTC month, the whole fleet, from and to on month starts: one row per district and month
+  if (r?.unit === "day" && q.bucket === "month" && q.district === undefined && onMonth(q.from) && onMonth(q.to)) {
+    const { rows } = await db.query(DISTRICT_MONTH_CONSUMPTION, [q.from ?? null, q.to ?? null, null])
     return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
   }
   if (!r || q.district !== undefined) return undefined

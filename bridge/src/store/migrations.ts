@@ -6,6 +6,7 @@ import { DEAD_LETTER_HEAD_BYTES } from "./store.js"
 import { partitionReadings, timescaleAvailable } from "./partitions.js"
 import { RELEASES_DDL } from "./releases.js"
 import { ROLLOUTS_DDL } from "./rollouts.js"
+import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -176,6 +177,12 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // a release sent to the fleet in stages, and each meter's way through it (issue 23; store/rollouts.ts)
     name: "rollouts",
     up: ROLLOUTS_DDL,
+  },
+  {
+    // the fleet by month without a row per meter, and rollup_day written once per batch (issue 24
+    // item 3; store/district-rollups.ts)
+    name: "consumption per district and month",
+    up: DISTRICT_MONTH_STEP,
   },
 ]
 

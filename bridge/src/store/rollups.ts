@@ -101,9 +101,13 @@ function makeUpsertSql(r: Rollup): string {
   // times travel as epoch milliseconds (float8): cheaper to build and send than ISO strings
   const types = ["text", "timestamptz", ...COLS.map(([, t]) => t)].map((t) => (t === "timestamptz" ? "float8" : t))
   const cols = ROLLUP_COLUMNS.map((n, i) => (types[i] === "float8" ? `to_timestamp(u.${n} / 1000)` : `u.${n}`))
+  // a new day row takes its meter's district now, and keeps it (district-rollups.ts)
+  const day = r.unit === "day"
   return `WITH up AS (
-    INSERT INTO ${r.table} AS t (${ROLLUP_COLUMNS.join(", ")})
-    SELECT ${cols.join(", ")} FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")}) AS u(${ROLLUP_COLUMNS.join(", ")})
+    INSERT INTO ${r.table} AS t (${ROLLUP_COLUMNS.join(", ")}${day ? ", district" : ""})
+    SELECT ${cols.join(", ")}${day ? ", COALESCE(m.district, '')" : ""}
+    FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")}) AS u(${ROLLUP_COLUMNS.join(", ")})
+    ${day ? "LEFT JOIN meters m ON m.meter_id = u.meter_id" : ""}
     ON CONFLICT (meter_id, bucket) DO UPDATE SET ${sets.join(",\n      ")}
     RETURNING meter_id, bucket, stale)
   SELECT meter_id, bucket FROM up WHERE stale`
@@ -245,14 +249,13 @@ export function consumptionSelect(out: string) {
 export const PREVIOUS = `${COUNTERS.map((c) => `LAG(${lastTotal(c)}) OVER w AS p_${c.total}`).join(", ")}, LAG(last_end) OVER w AS p_end`
 
 // Consumption per district and UTC day (rollup_district_day), so the fleet's consumption by day
-// reads one row per district and day whatever the number of meters. Each rollup_day row records
-// what it last added there (c_* columns, and the district it counted in, fixed at its first
-// count so a meter that moves keeps its past days where they were measured); after the batch's
-// rollup_day rows are written, the touched rows and each one's next row (whose first-reading
-// charge depends on the touched row's last total) are counted again and only the differences
-// are added: exact under late backfills, in the ingest transaction.
+// reads one row per district and day whatever the number of meters. Batches keep it with
+// district-rollups.ts. settleDistrictsSql is the migration step that first filled it: each
+// rollup_day row then recorded what it had added there (c_* columns, dropped by a later step) and
+// the district it counted in, fixed at its first count so a meter that moves keeps its past days
+// where they were measured.
 export const DISTRICT_DAY = "rollup_district_day"
-const DISTRICT_COUNTERS = [...COUNTERS.map((c) => c.name), "reverse", "readings", "gap"] as const
+export const DISTRICT_COUNTERS = [...COUNTERS.map((c) => c.name), "reverse", "readings", "gap"] as const
 
 /** The columns rollup_day gains, and the district table (migration step). */
 export const districtDayDdl = [
@@ -266,23 +269,29 @@ export const districtDayDdl = [
 ]
 
 /**
+ * What a rollup_day row `t` adds to its district's day, with `p` its meter's previous row (NULL
+ * for the first): [counter, SQL expression] in DISTRICT_COUNTERS order.
+ */
+export const CONTRIBUTIONS: [string, string][] = [
+  ...COUNTERS.map((c): [string, string] => [
+    c.name,
+    nsum(
+      `t.${used(c)}`,
+      `CASE WHEN t.${firstTotal(c)} >= p.${lastTotal(c)} THEN t.${firstTotal(c)} - p.${lastTotal(c)} ELSE t.${firstAmount(c)} END`,
+    ),
+  ]),
+  ["reverse", "t.reverse_ml"],
+  ["readings", "t.readings"],
+  ["gap", "CASE WHEN t.gap OR COALESCE(t.first_ts > p.last_end, false) THEN 1 ELSE 0 END"],
+]
+
+/**
  * Counts again the rollup_day rows that `keys` (a SELECT of meter_id, bucket) names and the next
  * row of each, and adds the differences to rollup_district_day. '' is the district of meters
  * without one.
  */
 export function settleDistrictsSql(keys: string): string {
-  const fresh: [string, string][] = [
-    ...COUNTERS.map((c): [string, string] => [
-      c.name,
-      nsum(
-        `t.${used(c)}`,
-        `CASE WHEN t.${firstTotal(c)} >= p.${lastTotal(c)} THEN t.${firstTotal(c)} - p.${lastTotal(c)} ELSE t.${firstAmount(c)} END`,
-      ),
-    ]),
-    ["reverse", "t.reverse_ml"],
-    ["readings", "t.readings"],
-    ["gap", "CASE WHEN t.gap OR COALESCE(t.first_ts > p.last_end, false) THEN 1 ELSE 0 END"],
-  ]
+  const fresh = CONTRIBUTIONS
   const delta = (c: string) => `COALESCE(f.n_${c}, 0) - COALESCE(f.c_${c}, 0)`
   const rows = (c: string) =>
     `(CASE WHEN f.n_${c} IS NULL THEN 0 ELSE 1 END) - (CASE WHEN f.c_${c} IS NULL THEN 0 ELSE 1 END)`
@@ -315,21 +324,17 @@ export function settleDistrictsSql(keys: string): string {
       ${DISTRICT_COUNTERS.map((c) => `${c} = d.${c} + EXCLUDED.${c}, ${c}_rows = d.${c}_rows + EXCLUDED.${c}_rows`).join(", ")}`
 }
 
-/** The touched (meter, day) keys of a batch: parameters $1 meter ids, $2 day starts in epoch ms. */
-export const BATCH_KEYS = `SELECT DISTINCT u.meter_id, to_timestamp(u.ms / 1000) AS bucket
-  FROM unnest($1::text[], $2::float8[]) AS u(meter_id, ms)`
-
 /**
- * The fleet's (or one district's) consumption per UTC day from rollup_district_day. $1 from, $2
- * to (either may be NULL), $3 district (NULL: every district). Sums of NULL-only counters stay
- * NULL, as in consumptionSelect. (Not per month: a month's distinct meters are not a sum of days'.)
+ * The fleet's (or one district's) consumption per UTC day from rollup_district_day, or per UTC
+ * month from rollup_district_month (district-rollups.ts). $1 from, $2 to (either may be NULL), $3
+ * district (NULL: every district). Sums of NULL-only counters stay NULL, as in consumptionSelect.
  */
-export function districtConsumptionSql(): string {
+export function districtConsumptionSql(table = DISTRICT_DAY): string {
   const total = (c: string) => `CASE WHEN sum(${c}_rows) = 0 THEN NULL ELSE sum(${c}) END`
   return `SELECT bucket AS start,
       ${COUNTERS.map((c) => `${total(c.name)} AS ${c.name}`).join(", ")},
       ${total("reverse")} AS reverse_ml, sum(readings) AS readings, sum(gap) > 0 AS gap, sum(meters) AS meters
-    FROM ${DISTRICT_DAY}
+    FROM ${table}
     WHERE ($1::timestamptz IS NULL OR bucket >= $1) AND ($2::timestamptz IS NULL OR bucket < $2)
       AND ($3::text IS NULL OR district = $3)
     GROUP BY 1 ORDER BY 1`

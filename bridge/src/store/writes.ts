@@ -5,7 +5,8 @@ import { createHash } from "node:crypto"
 import { COLUMN_NAMES, READING_COLUMNS } from "./columns.js"
 import type { Db } from "./db.js"
 import { ensurePartition, monthKey, type PartitionState } from "./partitions.js"
-import { aggregate, BATCH_KEYS, rebuildSql, ROLLUPS, settleDistrictsSql, upsertSql } from "./rollups.js"
+import { BEFORE_SQL, SETTLE_SQL, settleParams, type BeforeRow } from "./district-rollups.js"
+import { aggregate, rebuildSql, ROLLUPS, upsertSql } from "./rollups.js"
 import { toMeter } from "./rows.js"
 import {
   DEAD_LETTER_HEAD_BYTES,
@@ -86,8 +87,6 @@ const repeatOutcome = (ledgerSha256: string | null, sha256: string | undefined):
   ledgerSha256 && sha256 && ledgerSha256 !== sha256
     ? { kind: "conflict", storedSha256: ledgerSha256 }
     : { kind: "duplicate" }
-
-const SETTLE_BATCH_DISTRICTS = settleDistrictsSql(BATCH_KEYS)
 
 /** The writes of one connection or transaction (an ingest batch's, or SqlStore's outside a batch). */
 export class SqlWrites implements IngestTx {
@@ -250,11 +249,16 @@ export class SqlWrites implements IngestTx {
         }
     }
     await this.db.copyFrom("readings", COLUMN_NAMES, copyText(rows))
-    // the consumption rollups follow in the same transaction (store/rollups.ts)
+    // the consumption rollups follow in the same transaction (store/rollups.ts), each row written
+    // once; then the districts' days and months those rows changed (district-rollups.ts)
     let days: unknown[][] = []
+    let before: BeforeRow[] = []
     for (const r of ROLLUPS) {
       const params = aggregate(r, rows)
-      if (r.unit === "day") days = params
+      if (r.unit === "day") {
+        days = params
+        before = (await this.db.query<BeforeRow>(BEFORE_SQL, [days[0], days[1]])).rows
+      }
       const stale = await this.db.query<{ meter_id: string; bucket: Date }>(upsertSql(r), params)
       if (stale.rows.length)
         await this.db.query(rebuildSql(r), [
@@ -262,8 +266,7 @@ export class SqlWrites implements IngestTx {
           stale.rows.map((s) => new Date(s.bucket).toISOString()),
         ])
     }
-    // then the districts' days those rows changed (rollups.ts): params (meter ids, day starts)
-    await this.db.query(SETTLE_BATCH_DISTRICTS, [days[0], days[1]])
+    await this.db.query(SETTLE_SQL, settleParams(days, before))
     const newest = new Map<string, ReadingRow>()
     for (const r of rows) {
       const n = newest.get(r.meterId)
