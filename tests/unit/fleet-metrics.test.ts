@@ -1,8 +1,9 @@
 // The gauges the alert rules read at scrape time (bridge/src/metrics.ts, issue 26 item 4): the fleet
 // figures from the data tier in one read per scrape, and the embedded engine's free disk space.
+import { tmpdir } from "node:os"
 import { expect, test } from "vitest"
 import { createMetrics } from "../../bridge/src/metrics.js"
-import { embeddedDataDir } from "../../bridge/src/service.js"
+import { diskOf, embeddedDataDir } from "../../bridge/src/service.js"
 
 const sample = (text: string, name: string) =>
   text
@@ -50,4 +51,12 @@ test("the data directory is a pglite:<dir> URL's; none for PostgreSQL or memory"
   expect(embeddedDataDir("pglite:memory")).toBeUndefined()
   expect(embeddedDataDir("pglite:")).toBeUndefined()
   expect(embeddedDataDir("postgres://localhost/test")).toBeUndefined()
+})
+
+test("diskOf: the filesystem's free and total bytes (statfs)", async () => {
+  const d = await diskOf(tmpdir())
+  expect(d.path).toBe(tmpdir())
+  expect(d.sizeBytes).toBeGreaterThan(0)
+  expect(d.freeBytes).toBeGreaterThanOrEqual(0)
+  expect(d.freeBytes).toBeLessThanOrEqual(d.sizeBytes)
 })
