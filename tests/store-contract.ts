@@ -655,6 +655,34 @@ export function describeStoreContract(name: string, makeStore: () => Promise<Sto
       expect((await store.alarms({ meterId: m })).map((a) => a.active)).toEqual([true, false])
     })
 
+    test("fleet counts for /metrics: meters, inactive, frames dropped and meters with unstored writes by their last births", async () => {
+      const [a, b, c] = [uid("fleet"), uid("fleet"), uid("fleet")]
+      const before = await store.fleetCounts()
+      const born = { firmware: "f", board: "b", boot: 1, seq: 0, intervalS: 60, batch: 1, uptimeEpochMs: 0 }
+      await recordBirth(store, a, { ...born, dropped: 7, unstored: 3 }, at(0))
+      await recordBirth(store, b, { ...born, dropped: 0, unstored: 0 }, at(0))
+      await store.registerMeter(c, at(0))
+      expect(await store.fleetCounts()).toEqual({
+        meters: before.meters + 3,
+        inactive: before.inactive,
+        dropped: before.dropped + 7,
+        unstored: before.unstored + 1,
+      })
+      // a new life's birth replaces the figures; a meter that missed its frames counts as inactive
+      await recordBirth(store, a, { ...born, boot: 2, dropped: 2, unstored: 0 }, at(1))
+      await recordBirth(store, b, { ...born, intervalS: 1 }, at(1))
+      const quiet = await store.fleetCounts()
+      const marked = await store.checkInactivity(at(1.5), 1)
+      expect(marked).toContain(b)
+      expect(marked).not.toContain(a)
+      expect(await store.fleetCounts()).toEqual({
+        meters: before.meters + 3,
+        inactive: quiet.inactive + marked.length,
+        dropped: before.dropped + 2,
+        unstored: before.unstored,
+      })
+    })
+
     test("dashboard: queue figures from the birth, a meter's location, districts", async () => {
       const [a, b] = [uid("loc"), uid("loc")]
       const district = uid("district")

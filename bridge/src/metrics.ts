@@ -7,7 +7,24 @@ export type HealthSource = () => { oldestUnackedS: number; stalled: boolean }
 /** Counts the meters online in the data tier (set by service.ts); read at every scrape. */
 export type OnlineSource = () => Promise<number>
 
+/** The fleet as the data tier sees it (Store.fleetCounts), read at every scrape. */
+export interface FleetCounts {
+  /** Meters registered. */
+  meters: number
+  /** Meters marked inactive: they missed their expected frames (an INACTIVE alarm is open). */
+  inactive: number
+  /** Sum over meters of the frames their last birth said they had dropped (proto Birth.dropped). */
+  dropped: number
+  /** Meters whose last birth said their settings store refused writes (proto Birth.unstored > 0). */
+  unstored: number
+}
+
+/** The filesystem that holds the embedded engine's data directory (fs.statfs), read at every scrape. */
+export type DiskSource = () => Promise<{ path: string; freeBytes: number; sizeBytes: number } | undefined>
+
 export function createMetrics(defaults = false) {
+  let fleet: (() => Promise<FleetCounts>) | undefined
+  let disk: DiskSource | undefined
   let health: HealthSource = () => ({ oldestUnackedS: 0, stalled: false })
   let online: OnlineSource | undefined
   let deadLetterCount: () => Promise<number> = async () => 0
@@ -206,6 +223,69 @@ export function createMetrics(defaults = false) {
         }
       },
     }),
+    setFleetSource(source: () => Promise<FleetCounts>) {
+      fleet = source
+    },
+    setDiskSource(source: DiskSource) {
+      disk = source
+    },
+    // the four fleet gauges share one query per scrape: the first to collect starts it
+    fleetMeters: fleetGauge("citymeter_meters", "Meters registered in the data tier, counted when scraped", "meters"),
+    fleetInactive: fleetGauge(
+      "citymeter_meters_inactive",
+      "Meters marked inactive (missed their expected frames; an INACTIVE alarm is open), counted when scraped",
+      "inactive",
+    ),
+    fleetDropped: fleetGauge(
+      "citymeter_meters_dropped_frames",
+      "Frames the meters' last births said their queues had dropped (proto Birth.dropped), summed over meters when scraped",
+      "dropped",
+    ),
+    fleetUnstored: fleetGauge(
+      "citymeter_meters_unstored",
+      "Meters whose last birth said their settings store refused writes (proto Birth.unstored > 0: frames in RAM only), counted when scraped",
+      "unstored",
+    ),
+    dataDirFree: new Gauge({
+      name: "citymeter_data_dir_free_bytes",
+      help: "Bytes free to the bridge on the filesystem of the embedded engine's data directory (pglite:<dir> only; no sample otherwise)",
+      labelNames: ["path"] as const,
+      registers: [registry],
+      async collect() {
+        await diskCollect(this, "freeBytes")
+      },
+    }),
+    dataDirSize: new Gauge({
+      name: "citymeter_data_dir_size_bytes",
+      help: "Size of the filesystem of the embedded engine's data directory (pglite:<dir> only; no sample otherwise)",
+      labelNames: ["path"] as const,
+      registers: [registry],
+      async collect() {
+        await diskCollect(this, "sizeBytes")
+      },
+    }),
+  }
+  let fleetRead: { at: number; counts: Promise<FleetCounts | undefined> } | undefined
+  function fleetGauge(name: string, help: string, key: keyof FleetCounts) {
+    return new Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        if (!fleet) return
+        const now = Date.now()
+        // one read serves the gauges of one scrape (they collect within the same few ms)
+        if (!fleetRead || now - fleetRead.at > 1000) fleetRead = { at: now, counts: fleet().catch(() => undefined) }
+        const counts = await fleetRead.counts
+        // data tier down: the last value stays; /readyz and citymeter_ingest_stalled report it
+        if (counts) this.set(counts[key])
+      },
+    })
+  }
+  async function diskCollect(g: Gauge<"path">, key: "freeBytes" | "sizeBytes") {
+    if (!disk) return
+    const d = await disk().catch(() => undefined)
+    if (d) g.set({ path: d.path }, d[key])
   }
   return m
 }
@@ -243,6 +323,12 @@ export function withoutIngestMetrics(m: Metrics): Metrics {
     m.stalled,
     m.deadLetters,
     m.onlineMeters,
+    m.fleetMeters,
+    m.fleetInactive,
+    m.fleetDropped,
+    m.fleetUnstored,
+    m.dataDirFree,
+    m.dataDirSize,
   ]
   for (const metric of ingestOnly) m.registry.removeSingleMetric((metric as unknown as { name: string }).name)
   return m

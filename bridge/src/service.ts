@@ -1,6 +1,7 @@
 // Runs one bridge service from its configuration: broker (external or embedded), data tier,
 // ingest, HTTP API. Used by bridge/src/main.ts, the demo (scripts/start.ts) and the tests.
 import { readFileSync } from "node:fs"
+import { statfs } from "node:fs/promises"
 import { createServer } from "node:net"
 import pino, { type Logger } from "pino"
 import { buildApp } from "./api.js"
@@ -279,6 +280,9 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
   }
   if (ingests) metrics.setHealthSource(ingestHealth)
   metrics.setOnlineSource(() => store.countOnline())
+  metrics.setFleetSource(() => store.fleetCounts())
+  const dataDir = embeddedDataDir(c.databaseUrl)
+  if (dataDir) metrics.setDiskSource(() => diskOf(dataDir))
   // the key is looked up per handshake, so a key set through the API holds for the next link
   const wssk = c.wssk
     ? await WsskEndpoint.start({
@@ -359,4 +363,17 @@ async function openService(c: ServiceConfig, role: ServiceRole, log: Logger, ope
     ingestHealth: ingests ? ingestHealth : undefined,
     stop: () => opened.closeAll(),
   }
+}
+
+/** The directory of a `pglite:<dir>` URL (none for postgres:// or pglite:memory). */
+export function embeddedDataDir(databaseUrl: string): string | undefined {
+  if (!databaseUrl.startsWith("pglite:")) return undefined
+  const dir = databaseUrl.slice("pglite:".length)
+  return dir && dir !== "memory" ? dir : undefined
+}
+
+/** Free and total bytes of the filesystem holding `dir` (citymeter_data_dir_*_bytes). */
+export async function diskOf(dir: string) {
+  const s = await statfs(dir)
+  return { path: dir, freeBytes: s.bavail * s.bsize, sizeBytes: s.blocks * s.bsize }
 }

@@ -102,6 +102,10 @@ describe("MODE=api and MODE=ingest apart, on one PostgreSQL and one broker", () 
     expect(await ready.json()).toMatchObject({ ok: true, engine: "postgres", ingest: { subscribed: true } })
     const metrics = await (await get(base, "/metrics")).text()
     expect(metrics).toMatch(/citymeter_frames_stored_total\{kind="readings"\} 1/)
+    // the fleet gauges the alert rules read (deploy/prometheus/alerts.yml); no data directory on PostgreSQL
+    expect(metrics).toMatch(/^citymeter_meters [1-9]\d*$/m)
+    expect(metrics).toMatch(/^citymeter_meters_inactive \d+$/m)
+    expect(metrics).not.toMatch(/^citymeter_data_dir_free_bytes\{/m)
     for (const path of ["/meters", `/meters/${meterId}/readings`, "/sta/v1.1/Things", "/events", "/"])
       expect((await get(base, path)).status, path).toBe(404)
   })
@@ -116,6 +120,7 @@ describe("MODE=api and MODE=ingest apart, on one PostgreSQL and one broker", () 
     expect(metrics).toContain("citymeter_downlinks_total")
     expect(metrics).not.toContain("citymeter_ingest_stalled")
     expect(metrics).not.toContain("citymeter_frames_received_total")
+    expect(metrics).not.toMatch(/^citymeter_meters/m)
 
     const meter = await mqtt.connectAsync(broker.url, { clientId: uid("meter-down") })
     const got: citymeter.v1.Downlink[] = []

@@ -1,6 +1,7 @@
 // The registry (meters, their seals and locations, whether they are online), alarms as operators
 // see and acknowledge them, and the dead letters' reads and retention. Reads take the open API's
 // reader (Db.reads); writes the ingest connection.
+import type { FleetCounts } from "../metrics.js"
 import type { Db } from "./db.js"
 import { toAck, toAlarm, toDeadLetter, toMeter } from "./rows.js"
 import type {
@@ -73,6 +74,21 @@ export async function setLocation(db: Db, meterId: string, l: MeterLocation | nu
 export async function countOnline(db: Db): Promise<number> {
   const { rows } = await db.query(`SELECT count(*) AS n FROM meters WHERE online`)
   return Number(rows[0].n)
+}
+
+/** Store.fleetCounts: one pass over meters for the fleet gauges of /metrics. */
+export async function fleetCounts(db: Db): Promise<FleetCounts> {
+  const { rows } = await db.query(
+    `SELECT count(*) AS meters, count(*) FILTER (WHERE inactive) AS inactive,
+       COALESCE(sum(dropped), 0) AS dropped, count(*) FILTER (WHERE unstored > 0) AS unstored FROM meters`,
+  )
+  const r = rows[0]
+  return {
+    meters: Number(r.meters),
+    inactive: Number(r.inactive),
+    dropped: Number(r.dropped),
+    unstored: Number(r.unstored),
+  }
 }
 
 /** Store.checkInactivity: one statement, so two bridges checking raise one alarm per meter. */

@@ -107,6 +107,7 @@ export class SqlStore implements Store {
   linkKey = (meterId: string) => registry.linkKey(this.db, meterId)
   setLinkKey = (meterId: string, key: Uint8Array | null) => registry.setLinkKey(this.db, meterId, key)
   countOnline = () => registry.countOnline(this.db)
+  fleetCounts = () => registry.fleetCounts(this.reader)
   checkInactivity = (now: Date, slackS: number) => registry.checkInactivity(this.db, now, slackS)
   districts = (q: { from?: Date; to?: Date }) => registry.districts(this.reader, q)
   alarms = (q?: AlarmQuery) => registry.alarms(this.reader, q)

@@ -1,5 +1,6 @@
 // The city data tier behind one interface. Engines: PostgreSQL (pg) and embedded PGlite, both
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
+import type { FleetCounts } from "../metrics.js"
 import type { ExportStore } from "./export-store.js"
 import type { LinkKeyStore } from "./link-keys.js"
 import type { RolloutStore } from "./rollouts.js"
@@ -364,6 +365,8 @@ export interface Store extends RolloutStore, LinkKeyStore, ExportStore {
    */
   checkInactivity(now: Date, slackS: number): Promise<string[]>
   countOnline(): Promise<number>
+  /** Meters registered, inactive, frames dropped by their last births, meters with unstored writes. */
+  fleetCounts(): Promise<FleetCounts>
   /** Engine features found by migrate(): readings is a TimescaleDB hypertable, or partitioned by month. */
   readonly features: { hypertable: boolean; partitioned: boolean }
   /** Newest first, keyset-paged by id. */
