@@ -365,8 +365,7 @@ export interface Store extends RolloutStore, LinkKeyStore, ExportStore {
    */
   checkInactivity(now: Date, slackS: number): Promise<string[]>
   countOnline(): Promise<number>
-  /** Meters registered, inactive, frames dropped by their last births, meters with unstored writes. */
-  fleetCounts(): Promise<FleetCounts>
+  fleetCounts(): Promise<FleetCounts> // the fleet's gauges, counted at a scrape (metrics.ts)
   /** Engine features found by migrate(): readings is a TimescaleDB hypertable, or partitioned by month. */
   readonly features: { hypertable: boolean; partitioned: boolean }
   /** Newest first, keyset-paged by id. */
