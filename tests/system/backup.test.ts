@@ -191,3 +191,20 @@ describe("citymeter backup / restore on PGlite (dumpDataDir / loadDataDir)", () 
     expect(again.stderr).toMatch(/is not empty.*--force/)
   })
 })
+
+describe("citymeter backup / restore: usage", () => {
+  test("a missing option, an unknown engine or pglite:memory is a usage error (exit 2)", async () => {
+    const cases: [string[], RegExp][] = [
+      [["backup", "--database", "pglite:./x"], /required option '--out <file>'/],
+      [["backup", "--database", "mysql://h/db", "--out", "x"], /--database must be postgres:\/\/… or pglite:<dir>/],
+      [["backup", "--database", "pglite:memory", "--out", "x"], /pglite:memory has nothing to back up/],
+      [["restore", "--database", PG_URL, "--schema", "Bad-Name", "--from", "x"], /invalid schema name/],
+      [["restore", "--database", `pglite:${join(work, "none")}`, "--from", join(work, "absent")], /no such file/],
+    ]
+    for (const [args, message] of cases) {
+      const r = await citymeter(...args)
+      expect(r.code, args.join(" ")).toBe(2)
+      expect(r.stderr, args.join(" ")).toMatch(message)
+    }
+  })
+})
