@@ -48,6 +48,7 @@ function run(cmd: string, args: string[]): Promise<void> {
   })
 }
 
+const nTables = (n: number) => `${n} table${n === 1 ? "" : "s"}`
 const mb = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`
 const secs = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`
 
@@ -113,7 +114,7 @@ export async function restore(o: Target & { from: string; force?: boolean }): Pr
     const what = o.schema ? `schema ${o.schema}` : "the database"
     const tables = await pgTables(e.url, o.schema)
     if (tables > 0 && !o.force)
-      throw usage(`${what} is not empty (${tables} tables): restore into an empty one, or --force`)
+      throw usage(`${what} is not empty (${nTables(tables)}): restore into an empty one, or --force`)
     if (o.schema) await pgEmptySchema(e.url, o.schema, tables > 0)
     const clean = tables > 0 && !o.schema ? ["--clean", "--if-exists"] : []
     const scope = o.schema ? ["--schema", o.schema] : []
@@ -130,7 +131,7 @@ export async function restore(o: Target & { from: string; force?: boolean }): Pr
     const restored = await pgTables(e.url, o.schema)
     if (restored === 0)
       throw new CliError(`${o.from} holds no tables for ${what} (was it taken with another --schema?)`)
-    return `restored ${what} (PostgreSQL, ${restored} tables) from ${o.from} (${size}) in ${secs(t0)}${tables > 0 ? `, replacing ${tables} tables` : ""}`
+    return `restored ${what} (PostgreSQL, ${nTables(restored)}) from ${o.from} (${size}) in ${secs(t0)}${tables > 0 ? `, replacing ${nTables(tables)}` : ""}`
   }
   const used = existsSync(e.dir) && readdirSync(e.dir).length > 0
   if (used && !o.force) throw usage(`${e.dir} is not empty: restore into an empty directory, or --force`)
