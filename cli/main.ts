@@ -10,6 +10,7 @@ import { BROKER_HELP, resolveBroker } from "./broker.js"
 import { CliError, reportError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
 import { build } from "./build.js"
+import { registerBackup } from "./backup.js"
 import { deploy, flash } from "./flash.js"
 import {
   bridgeTarget,
@@ -377,9 +378,8 @@ program
     "--demo",
     "demo mode: meters register with their first frame and the embedded broker takes anonymous clients (default: $CITYMETER_MODE, else production)",
   )
-  .action(async (o) => {
-    await bridge(o, print)
-  })
+  .action((o) => bridge(o, print))
+registerBackup(program, print)
 
 // commander checks required options before unknown ones, so `build --bord x` would report a
 // missing --board; required options are checked after parsing instead (same message).

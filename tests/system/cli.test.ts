@@ -283,7 +283,20 @@ describe("citymeter watch", () => {
 
 describe("citymeter --help", () => {
   test("every command has help, and an unknown command is a usage error", async () => {
-    const cmds = ["provision", "register", "build", "release", "rollout", "flash", "watch", "decode", "sim", "bridge"]
+    const cmds = [
+      "provision",
+      "register",
+      "build",
+      "release",
+      "rollout",
+      "flash",
+      "watch",
+      "decode",
+      "sim",
+      "bridge",
+      "backup",
+      "restore",
+    ]
     const runs = await Promise.all(cmds.map((cmd) => citymeter(cmd, "--help")))
     cmds.forEach((cmd, i) => {
       expect(runs[i].code, cmd).toBe(0)
