@@ -1,7 +1,7 @@
 // Generates the firmware's copy of proto/tunables.json (firmware/gen/tunables.ts, gitignored) and
 // the README's tunables table (between its markers). Run by `npm run gen` (scripts/gen-proto.ts),
 // after the protobufjs code it sizes frames with.
-import { readFileSync, writeFileSync } from "node:fs"
+import { readFileSync, renameSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { TUNABLES, TUNABLE_BY_NAME, defaults } from "../bridge/src/tunables/schema.js"
@@ -78,7 +78,10 @@ export function readmeWithTable(readme: string): string {
 }
 
 export function genTunables() {
-  writeFileSync(join(root, "firmware/gen/tunables.ts"), genFirmwareTunables())
+  // whole, as gen-proto.ts writes: a temporary file, then a rename
+  const out = join(root, "firmware/gen/tunables.ts")
+  writeFileSync(`${out}.${process.pid}.tmp`, genFirmwareTunables())
+  renameSync(`${out}.${process.pid}.tmp`, out)
   const file = join(root, "README.md")
   const readme = readFileSync(file, "utf8")
   const next = readmeWithTable(readme)
