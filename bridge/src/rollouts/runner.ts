@@ -45,6 +45,9 @@ export interface RunnerOptions {
   timing?: Partial<RolloutTiming>
 }
 
+/** Meter rows read at once (store/rollouts.ts rolloutMeters). */
+const ROWS_PAGE = 5000
+
 class Stopped extends Error {}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /** A meter's update ends: its last state, and why. */
@@ -97,7 +100,7 @@ export class RolloutRunner {
     const { store } = this.o
     for (const r of await store.rolloutsIn(["running", "paused", "halted", "cancelled"]))
       for (const state of IN_FLIGHT)
-        for (const row of await store.rolloutMeters(r.id, { state })) {
+        for (const row of await this.rows(r.id, state)) {
           this.o.log.info({ rollout: r.id, meterId: row.meterId, state }, "rollouts: resuming an update in flight")
           this.launch(r, row, state)
         }
@@ -120,7 +123,7 @@ export class RolloutRunner {
     const { store, log } = this.o
     const now = new Date()
     if (!inHours(now, r.hours)) return
-    const rows = await store.rolloutMeters(r.id)
+    const rows = await this.rows(r.id)
     const inFlight = rows.filter((x) => IN_FLIGHT.has(x.state)).length
     // at its concurrency a rollout can neither start a meter nor end a stage: no registry reads
     if (inFlight >= r.concurrency) return
@@ -166,6 +169,20 @@ export class RolloutRunner {
     if (step.finish) {
       if (await store.setRolloutState(r.id, ["running"], "done", null, new Date()))
         log.info({ rollout: r.id, release: r.releaseId }, "rollout done")
+    }
+  }
+
+  /**
+   * Every meter row of a rollout (optionally of one state), page by page: a rollout may hold more
+   * meters than one read of rolloutMeters returns, and a meter past that page must still be started
+   * and must keep the rollout from ending.
+   */
+  private async rows(id: number, state?: MeterUpdateState): Promise<RolloutMeterRow[]> {
+    const all: RolloutMeterRow[] = []
+    for (;;) {
+      const page = await this.o.store.rolloutMeters(id, { state, after: all.at(-1)?.meterId, limit: ROWS_PAGE })
+      all.push(...page)
+      if (page.length < ROWS_PAGE) return all
     }
   }
 
