@@ -47,11 +47,30 @@ function aligned(r: Rollup, b: Bucket, tz: () => string) {
  */
 export async function consumption(db: Db, meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
   const r = rollupFor(q)
-  if (r) {
+  if (r && (r.unit !== "hour" || (await hourRollupCovers(db, q.from, meterId)))) {
     const rows = await consumptionFromRollup(db, r, meterId, q)
     if (rows) return rows
   }
   return consumptionFromReadings(db, meterId, q)
+}
+
+/**
+ * Whether rollup_hour answers from `from` on, for one meter or (null) every registered meter: it
+ * was never compacted (horizon -infinity), or `from` lies at or after the horizon and each meter's
+ * last hourly row before `from` does too (the first bucket's charge needs it), or the meter has no
+ * reading before `from` at all. Before the horizon, compaction dropped the hourly rows
+ * (compaction.ts).
+ */
+async function hourRollupCovers(db: Db, from: Date | undefined, meterId: string | null) {
+  const { rows } = await db.query<{ ok: boolean }>(
+    `SELECT s.horizon = '-infinity' OR ($1::timestamptz >= s.horizon AND NOT EXISTS (
+       SELECT 1 FROM meters m WHERE ($2::text IS NULL OR m.meter_id = $2) AND COALESCE(
+         (SELECT max(bucket) FROM rollup_hour t WHERE t.meter_id = m.meter_id AND t.bucket < $1) < s.horizon,
+         EXISTS (SELECT 1 FROM reading_blocks b WHERE b.meter_id = m.meter_id AND b.month < $1)))) AS ok
+     FROM compaction_state s`,
+    [from ?? null, meterId],
+  )
+  return rows[0]?.ok === true
 }
 
 /**
@@ -102,6 +121,7 @@ export async function fleetConsumption(db: Db, q: FleetConsumptionQuery): Promis
     return rows.map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
   }
   if (!r || q.district !== undefined) return undefined
+  if (r.unit === "hour" && !(await hourRollupCovers(db, q.from, null))) return fleetConsumptionFromReadings(db, q)
   return fleetConsumptionByMeter(db, q, r)
 }
 
@@ -142,26 +162,39 @@ export async function fleetConsumptionByMeter(
  * difference has its predecessor. Exported for tests and benchmarks, which compare the rollups to it.
  */
 export async function consumptionFromReadings(db: Db, meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
+  return (await fromReadings(db, meterId, q)).map(toConsumption)
+}
+
+/**
+ * The fleet's consumption per bucket from every registered meter's readings, as
+ * consumptionFromReadings per meter, summed: what the hourly rollup answers, for ranges before
+ * compaction's horizon.
+ */
+export async function fleetConsumptionFromReadings(db: Db, q: ConsumptionQuery): Promise<FleetConsumptionRow[]> {
+  return (await fromReadings(db, null, q)).map((x) => ({ ...toConsumption(x), meters: Number(x.meters) }))
+}
+
+async function fromReadings(db: Db, meterId: string | null, q: ConsumptionQuery) {
   const bucket = BUCKET_SQL[q.bucket]
   if (!bucket) throw new Error(`unknown bucket ${q.bucket}`)
   const p = new Params()
-  const [meter, from, to, tz] = [p.add(meterId), p.add(q.from ?? null), p.add(q.to ?? null), tzParam(p, q)]
+  const [from, to, tz] = [p.add(q.from ?? null), p.add(q.to ?? null), tzParam(p, q)]
+  const meters = meterId === null ? `meters m` : `(SELECT ${p.add(meterId)}::text AS meter_id) m`
   const sql = `WITH r AS (
-      SELECT ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
+      SELECT m.meter_id, ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
         reverse_ml, LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
         LAG(ts + make_interval(secs => interval_s)) OVER w AS prev_end
-      FROM readings
-      WHERE meter_id = ${meter} AND (${to}::timestamptz IS NULL OR ts < ${to})
-        AND ts >= COALESCE(
-          (SELECT max(ts) FROM readings WHERE meter_id = ${meter} AND ts < ${from}::timestamptz), ${from}, '-infinity')
-      WINDOW w AS (ORDER BY ts, boot, seq, idx))
+      FROM ${meters} CROSS JOIN LATERAL readings_between(m.meter_id,
+        COALESCE(reading_ts_before(m.meter_id, ${from}::timestamptz), ${from}, '-infinity'),
+        COALESCE(${to}::timestamptz, 'infinity')) x
+      WINDOW w AS (PARTITION BY m.meter_id ORDER BY ts, boot, seq, idx))
     SELECT ${bucket("ts", tz)} AS start,
       sum(CASE WHEN water_total_ml >= prev_water THEN water_total_ml - prev_water ELSE volume_ml END) AS water,
       sum(CASE WHEN energy_total_wh >= prev_energy THEN energy_total_wh - prev_energy ELSE energy_wh END) AS energy,
       sum(reverse_ml) AS reverse_ml, count(*) AS readings,
-      bool_or(ts > prev_end) AS gap
+      bool_or(ts > prev_end) AS gap, count(DISTINCT meter_id) AS meters
     FROM r WHERE ${from}::timestamptz IS NULL OR ts >= ${from}
     GROUP BY 1 ORDER BY 1`
   const { rows } = await db.query(sql, p.values)
-  return rows.map(toConsumption)
+  return rows
 }

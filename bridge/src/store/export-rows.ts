@@ -38,7 +38,7 @@ const LINE: Record<ExportFormat, string> = {
 // readings_meter_ts, sorted within the meter (OFFSET 0 keeps the subquery a per-meter loop, so a
 // day is read by index, never by a scan of its month): at most one meter's rows sorted at a time.
 const from = (cond = "") => `FROM meters m CROSS JOIN LATERAL (
-  SELECT * FROM readings r WHERE r.meter_id = m.meter_id AND r.ts >= $1 AND r.ts < $2 ${cond}
+  SELECT * FROM readings_between(m.meter_id, $1, $2) r WHERE true ${cond}
   ORDER BY r.ts, r.boot, r.seq, r.idx OFFSET 0) r`
 const ORDER = `ORDER BY m.meter_id, r.ts, r.boot, r.seq, r.idx`
 const KEY = `r.meter_id AS k_meter, r.ts AS k_ts, r.boot AS k_boot, r.seq AS k_seq, r.idx AS k_idx`

@@ -7,6 +7,7 @@ import { partitionReadings, timescaleAvailable } from "./partitions.js"
 import { RELEASES_DDL } from "./releases.js"
 import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
+import { compactionStep } from "./compaction.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -183,6 +184,12 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // item 3; store/district-rollups.ts)
     name: "consumption per district and month",
     up: DISTRICT_MONTH_STEP,
+  },
+  {
+    // older months compacted into a block per meter and month, read through one path (issue 24
+    // items 1-2; store/blocks.ts, store/compaction.ts)
+    name: "reading blocks",
+    up: (tx) => compactionStep(tx),
   },
 ]
 

@@ -36,11 +36,22 @@ const LOCK_CLASS = 0x6370
 export async function ensurePartition(tx: Db, key: string) {
   const name = partitionName(key)
   await tx.query(`SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext(current_schema() || '.' || $1))`, [name])
-  const { rows } = await tx.query(`SELECT to_regclass($1) AS r`, [name])
-  if (rows[0].r !== null) return
   const [from, to] = monthRange(key)
-  await tx.query(`CREATE TABLE ${name} (LIKE readings INCLUDING DEFAULTS)`)
-  await tx.query(`ALTER TABLE readings ATTACH PARTITION ${name} FOR VALUES FROM ('${from}') TO ('${to}')`)
+  // the hourly rollup is partitioned by the same months from issue 24 on (compaction truncates them)
+  const hour = `rollup_hour_p${key}`
+  const { rows } = await tx.query<{ r: string | null; h: string | null; p: boolean | null }>(
+    `SELECT to_regclass($1)::text AS r, to_regclass($2)::text AS h,
+       (SELECT relkind FROM pg_class WHERE oid = to_regclass('rollup_hour')) = 'p' AS p`,
+    [name, hour],
+  )
+  for (const [table, part, missing] of [
+    ["readings", name, rows[0].r === null],
+    ["rollup_hour", hour, rows[0].h === null && rows[0].p === true],
+  ] as const) {
+    if (!missing) continue
+    await tx.query(`CREATE TABLE ${part} (LIKE ${table} INCLUDING DEFAULTS)`)
+    await tx.query(`ALTER TABLE ${table} ATTACH PARTITION ${part} FOR VALUES FROM ('${from}') TO ('${to}')`)
+  }
 }
 
 /** The month keys of readings' partitions. */
@@ -122,7 +133,7 @@ export async function maintainReadings(
   now: Date,
   retentionDays?: number,
 ): Promise<ReadingsMaintenance> {
-  const out: ReadingsMaintenance = { created: [], dropped: [], deletedRows: 0 }
+  const out: ReadingsMaintenance = { created: [], dropped: [], deletedRows: 0, deletedBlocks: 0 }
   const cutoff = retentionDays === undefined ? undefined : new Date(now.getTime() - retentionDays * 86_400_000)
   if (parts.partitioned) {
     const have = new Set(await listPartitions(db))
@@ -152,6 +163,15 @@ export async function maintainReadings(
       [cutoff],
     )
     out.deletedRows = Number(rows[0].n)
+  }
+  if (cutoff) {
+    // compacted months go whole: a block per meter and month, never a row at a time (issue 24 item 5)
+    const { rows } = await db.query<{ n: number }>(
+      `WITH gone AS (DELETE FROM reading_blocks WHERE month + interval '1 month' <= $1 RETURNING 1)
+       SELECT count(*) AS n FROM gone`,
+      [cutoff],
+    )
+    out.deletedBlocks = Number(rows[0].n)
   }
   return out
 }

@@ -1,4 +1,4 @@
-// Reads of interval readings: a meter's rows by time, and every meter's newest (meter_latest,
+// Reads of interval readings: a meter's rows by time (hot rows and compacted blocks, blocks.ts), and every meter's newest (meter_latest,
 // kept on insert by store/writes.ts, so these never scan readings).
 import { COLUMN_NAMES } from "./columns.js"
 import type { Db } from "./db.js"
@@ -7,8 +7,7 @@ import type { LatestQuery, ReadingQuery, ReadingRow } from "./store.js"
 
 export async function readings(db: Db, meterId: string, q: ReadingQuery = {}): Promise<ReadingRow[]> {
   const { rows } = await db.query(
-    `SELECT * FROM readings WHERE meter_id = $1
-       AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)
+    `SELECT * FROM readings_between($1, COALESCE($2::timestamptz, '-infinity'), COALESCE($3::timestamptz, 'infinity'))
      ORDER BY ts, boot, seq, idx LIMIT $4`,
     [meterId, q.from ?? null, q.to ?? null, q.limit ?? 10000],
   )

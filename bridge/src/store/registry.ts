@@ -158,8 +158,9 @@ export async function districts(db: Db, q: { from?: Date; to?: Date }): Promise<
          SELECT DISTINCT ON (meter_id, type) meter_id, active FROM alarm_events
          ORDER BY meter_id, type, ts DESC, boot DESC, seq DESC) newest WHERE active),
      used AS (
-       SELECT meter_id, sum(volume_ml) AS water_ml, sum(energy_wh) AS energy_wh FROM readings
-       WHERE ($1::timestamptz IS NULL OR ts >= $1) AND ($2::timestamptz IS NULL OR ts < $2) GROUP BY meter_id)
+       SELECT m.meter_id, sum(r.volume_ml) AS water_ml, sum(r.energy_wh) AS energy_wh FROM meters m
+       CROSS JOIN LATERAL readings_between(m.meter_id, COALESCE($1::timestamptz, '-infinity'),
+         COALESCE($2::timestamptz, 'infinity')) r GROUP BY m.meter_id)
      SELECT m.district, count(*) AS meters, count(*) FILTER (WHERE m.online) AS online,
        (SELECT count(*) FROM open_alarms a JOIN meters x USING (meter_id)
           WHERE x.district IS NOT DISTINCT FROM m.district) AS open_alarms,

@@ -154,7 +154,7 @@ export const rebuildSql = (r: Rollup) =>
      (${COLS.map(([n]) => `a.${n}`).join(", ")}, false)
    FROM (${aggregateSql(
      `unnest($1::text[], $2::timestamptz[]) AS k(meter_id, bucket)
-       JOIN readings x ON x.meter_id = k.meter_id AND x.ts >= k.bucket AND x.ts < k.bucket + interval '1 ${r.unit}'`,
+       CROSS JOIN LATERAL readings_between(k.meter_id, k.bucket, k.bucket + interval '1 ${r.unit}') x`,
      "k.bucket",
    )}) a
    WHERE t.meter_id = a.meter_id AND t.bucket = a.bucket`

@@ -4,6 +4,7 @@
 // are parameterised ($1...); identifiers never come from input.
 import * as consumptionReads from "./consumption.js"
 import { planCost, ReadCostError, type Db } from "./db.js"
+import { compactReadings, type CompactionOptions } from "./compaction.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
@@ -77,6 +78,8 @@ export class SqlStore implements Store {
   maintainReadings(now: Date, retentionDays?: number) {
     return maintainReadings(this.db, { ...this.parts, hypertable: this.features.hypertable }, now, retentionDays)
   }
+
+  compactReadings = (before: Date, opts?: CompactionOptions) => compactReadings(this.db, before, opts)
 
   async ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T> {
     try {

@@ -1,6 +1,7 @@
 // The city data tier behind one interface. Engines: PostgreSQL (pg) and embedded PGlite, both
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
 import type { FleetCounts } from "../metrics.js"
+import type { CompactionStore } from "./compaction.js"
 import type { ExportStore } from "./export-store.js"
 import type { LinkKeyStore } from "./link-keys.js"
 import type { RolloutStore } from "./rollouts.js"
@@ -216,11 +217,12 @@ export interface FleetConsumptionRow extends ConsumptionRow {
   meters: number
 }
 
-/** What Store.maintainReadings did: partitions made ahead, partitions (or chunks) dropped, rows deleted. */
+/** What Store.maintainReadings did: partitions made ahead, partitions (or chunks) dropped, rows and blocks deleted. */
 export interface ReadingsMaintenance {
   created: string[]
   dropped: string[]
   deletedRows: number
+  deletedBlocks: number
 }
 
 export interface LatestQuery {
@@ -313,7 +315,7 @@ export interface IngestTx {
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
 
-export interface Store extends RolloutStore, LinkKeyStore, ExportStore {
+export interface Store extends RolloutStore, LinkKeyStore, ExportStore, CompactionStore {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>
@@ -346,15 +348,12 @@ export interface Store extends RolloutStore, LinkKeyStore, ExportStore {
   latestJson(q?: LatestQuery): Promise<{ json: string; count: number; last: string | null }>
   /** By hour, day or month from the rollups (store/rollups.ts) when the range allows; by 15 minutes from readings. */
   consumption(meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]>
-  /**
-   * The fleet's consumption by hour, day or month, from the rollups only; undefined when from/to
-   * are not on whole hours or the time zone's offset is not whole hours.
-   */
+  /** The fleet's consumption by hour, day or month; undefined when from/to or the tz are not on whole hours. */
   fleetConsumption(q: FleetConsumptionQuery): Promise<FleetConsumptionRow[] | undefined>
   /**
-   * Makes readings' partitions ahead (this month and the next two); with retentionDays, drops
-   * the readings older than that, by whole partitions where readings is partitioned (a month is
-   * dropped once all of it is older). Rollups are kept.
+   * Makes readings' partitions ahead (this month and the next two); with retentionDays, drops the
+   * readings older than that, by whole partitions and whole blocks (a month goes once all of it is
+   * older). Rollups are kept.
    */
   maintainReadings(now: Date, retentionDays?: number): Promise<ReadingsMaintenance>
   alarms(q?: AlarmQuery): Promise<AlarmRow[]>
