@@ -11,6 +11,7 @@ import { CliError, reportError, usage } from "./errors.js"
 import { decodeCommand } from "./decode.js"
 import { build } from "./build.js"
 import { registerBackup } from "./backup.js"
+import { registerCompact } from "./compact.js"
 import { deploy, flash } from "./flash.js"
 import {
   bridgeTarget,
@@ -59,7 +60,6 @@ const program = new Command()
   })
 
 const { intervalS: INTERVAL, batch: BATCH } = TUNABLE_BY_NAME
-
 /** Options several commands take, each defined once (a fresh Option per command). */
 const shared = {
   username: (help = "MQTT username") => new Option("--username <user>", help),
@@ -379,7 +379,7 @@ program
     "demo mode: meters register with their first frame and the embedded broker takes anonymous clients (default: $CITYMETER_MODE, else production)",
   )
   .action((o) => bridge(o, print))
-registerBackup(program, print)
+for (const register of [registerBackup, registerCompact]) register(program, print) // the data tier
 
 // commander checks required options before unknown ones, so `build --bord x` would report a
 // missing --board; required options are checked after parsing instead (same message).
