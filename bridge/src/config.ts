@@ -54,6 +54,11 @@ export interface ServiceConfig {
    * Default: kept for ever. The same job makes next months' partitions ahead; it runs hourly.
    */
   readingsRetentionDays?: number
+  /**
+   * Months that ended more than this many days ago are compacted into blocks (store/compaction.ts)
+   * by the same hourly job; null: never (READINGS_HOT_DAYS=off). Default 7.
+   */
+  readingsHotDays?: number | null
   readingsMaintenanceMs?: number
   /** Rejected frames: a sample and a count per reason every this many ms (REJECT_LOG_INTERVAL_S). */
   rejectLogIntervalMs?: number
@@ -195,6 +200,16 @@ function retentionDays(raw: string | undefined): number | undefined {
   return d
 }
 
+/** READINGS_HOT_DAYS: unset or empty is the default (7), `off` never compacts; otherwise a positive number of days. */
+function hotDays(raw: string | undefined): number | null | undefined {
+  if (!raw) return undefined
+  if (raw === "off") return null
+  const d = Number(raw)
+  if (!(d > 0))
+    throw new ServiceConfigError(`READINGS_HOT_DAYS must be a positive number of days or off (got '${raw}')`)
+  return d
+}
+
 /** RELEASE_PUBLIC_KEY: an Ed25519 public key, PEM, given itself or as the path of its file. */
 function releaseKey(raw: string | undefined): string | undefined {
   try {
@@ -316,6 +331,7 @@ export function configFromEnv(env = process.env): ServiceConfig {
     stallMs: check.number("INGEST_STALL_S", D.stallMs / 1000) * 1000,
     rejectLogIntervalMs: check.number("REJECT_LOG_INTERVAL_S", D.rejectLogIntervalMs / 1000) * 1000,
     readingsRetentionDays: check.take(() => retentionDays(env.READINGS_RETENTION_DAYS), undefined),
+    readingsHotDays: check.take(() => hotDays(env.READINGS_HOT_DAYS), undefined),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
     mqttCaFile: env.MQTT_CA_FILE || undefined,

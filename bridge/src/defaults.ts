@@ -77,6 +77,8 @@ export const BRIDGE_DEFAULTS = {
   deadLetterPruneMs: 10_000,
   /** How often readings partitions are made ahead and old ones dropped, ms. */
   readingsMaintenanceMs: 3_600_000,
+  /** Days a finished month stays in row form before compaction (READINGS_HOT_DAYS). */
+  readingsHotDays: 7,
   /** INACTIVITY_CHECK_MS: how often meters are checked for missed frames. */
   inactivityCheckMs: 30_000,
   /** INACTIVITY_SLACK_S: grace beyond 2 × interval × batch (network, broker, clock jitter). */

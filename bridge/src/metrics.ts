@@ -93,6 +93,17 @@ export function createMetrics(defaults = false) {
       help: "Rejected frames whose dead letter the data tier refused (logged, then dropped)",
       registers: [registry],
     }),
+    readingsCompacted: new Counter({
+      name: "citymeter_readings_compacted_total",
+      help: "Readings moved from rows into per-meter month blocks by compaction (READINGS_HOT_DAYS)",
+      registers: [registry],
+    }),
+    blocksWritten: new Counter({
+      name: "citymeter_reading_blocks_written_total",
+      help: "Meter-month blocks written by compaction; merged: a late frame's month compacted before",
+      labelNames: ["kind"] as const,
+      registers: [registry],
+    }),
     deadLettersPruned: new Counter({
       name: "citymeter_dead_letters_pruned_total",
       help: "Dead letters deleted by retention (DEAD_LETTER_MAX_ROWS, DEAD_LETTER_MAX_AGE_DAYS)",
@@ -318,6 +329,8 @@ export function withoutIngestMetrics(m: Metrics): Metrics {
     m.clockCorrections,
     m.deadLetterFailures,
     m.deadLettersPruned,
+    m.readingsCompacted,
+    m.blocksWritten,
     m.bootRegressions,
     m.oldestUnacked,
     m.stalled,

@@ -109,8 +109,17 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
   const maintain = async () => {
     try {
       const done = await store.maintainReadings(new Date(), c.readingsRetentionDays)
-      if (done.created.length || done.dropped.length || done.deletedRows)
+      if (done.created.length || done.dropped.length || done.deletedRows || done.deletedBlocks)
         log.info({ ...done, retentionDays: c.readingsRetentionDays ?? null }, "readings partitions maintained")
+      const hot = c.readingsHotDays === undefined ? D.readingsHotDays : c.readingsHotDays
+      if (hot === null) return
+      const t0 = performance.now()
+      const packed = await store.compactReadings(new Date(Date.now() - hot * 86_400_000))
+      metrics.readingsCompacted.inc(packed.readings)
+      metrics.blocksWritten.inc({ kind: "new" }, packed.blocks - packed.merged)
+      metrics.blocksWritten.inc({ kind: "merged" }, packed.merged)
+      if (packed.readings || packed.truncated.length)
+        log.info({ ...packed, hotDays: hot, ms: Math.round(performance.now() - t0) }, "readings compacted")
     } catch (e) {
       log.warn({ err: (e as Error).message }, "readings maintenance failed; next run retries")
     }

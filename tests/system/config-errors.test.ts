@@ -25,6 +25,7 @@ test("every bad variable on its own line with its form; exit 2; nothing opened",
     INGEST_STALL_S: "soon",
     PUBLIC_URL: "ftp://city",
     HTTP_HEADERS_TIMEOUT_MS: "x",
+    READINGS_HOT_DAYS: "soon",
   }
   for (const [prefix, argv] of [
     ["citymeter bridge", ["bridge/src/main.ts"]],
@@ -33,13 +34,14 @@ test("every bad variable on its own line with its form; exit 2; nothing opened",
     const r = await startNode(["--import", "tsx", ...argv], env).done
     expect(r.code, r.stderr).toBe(2)
     const lines = r.stderr.trim().split("\n")
-    expect(lines.length, r.stderr).toBe(5)
+    expect(lines.length, r.stderr).toBe(6)
     for (const [name, form] of [
       ["WSSK_PORT", "must be a TCP port, 0..65535 (got '99999')"],
       ["READ_CONCURRENCY", "must be a positive whole number (got '0')"],
       ["INGEST_STALL_S", "must be a number ≥ 0 (got 'soon')"],
       ["PUBLIC_URL", "must be an absolute http(s) URL"],
       ["HTTP_HEADERS_TIMEOUT_MS", "must be a positive integer (got 'x')"],
+      ["READINGS_HOT_DAYS", "must be a positive number of days or off (got 'soon')"],
     ])
       expect(
         lines.some((l) => l.startsWith(`${prefix}: error: ${name} ${form}`)),
