@@ -102,7 +102,9 @@ export const READ_PATH_DDL = [
      SELECT max(x) FROM (
        SELECT max(ts) AS x FROM readings WHERE meter_id = m AND ts < t
        UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter_id = m AND last_ts < t
-       UNION ALL SELECT max(d.ts) FROM reading_blocks b ${DECODED}
+       UNION ALL SELECT max(d.ts) FROM reading_blocks b CROSS JOIN LATERAL (
+           SELECT b.month + (sum(u.t) OVER (ORDER BY u.o ROWS UNBOUNDED PRECEDING))::float8 * interval '1 microsecond' AS ts
+           FROM unnest(b.ts_us) WITH ORDINALITY AS u(t, o)) d
          WHERE b.meter_id = m AND b.first_ts < t AND b.last_ts >= t AND d.ts < t) s
    $$`,
   `CREATE OR REPLACE VIEW readings_all AS

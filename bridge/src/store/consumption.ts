@@ -180,14 +180,17 @@ async function fromReadings(db: Db, meterId: string | null, q: ConsumptionQuery)
   const p = new Params()
   const [from, to, tz] = [p.add(q.from ?? null), p.add(q.to ?? null), tzParam(p, q)]
   const meters = meterId === null ? `meters m` : `(SELECT ${p.add(meterId)}::text AS meter_id) m`
+  // the range starts at the meter's last reading before `from`, found once per meter (OFFSET 0
+  // keeps it a value: inlined into readings_between, it would run again for every reading)
   const sql = `WITH r AS (
-      SELECT m.meter_id, ts, interval_s, volume_ml, water_total_ml, energy_wh, energy_total_wh,
-        reverse_ml, LAG(water_total_ml) OVER w AS prev_water, LAG(energy_total_wh) OVER w AS prev_energy,
-        LAG(ts + make_interval(secs => interval_s)) OVER w AS prev_end
-      FROM ${meters} CROSS JOIN LATERAL readings_between(m.meter_id,
-        COALESCE(reading_ts_before(m.meter_id, ${from}::timestamptz), ${from}, '-infinity'),
-        COALESCE(${to}::timestamptz, 'infinity')) x
-      WINDOW w AS (PARTITION BY m.meter_id ORDER BY ts, boot, seq, idx))
+      SELECT m.meter_id, x.ts, x.interval_s, x.volume_ml, x.water_total_ml, x.energy_wh, x.energy_total_wh,
+        x.reverse_ml, LAG(x.water_total_ml) OVER w AS prev_water, LAG(x.energy_total_wh) OVER w AS prev_energy,
+        LAG(x.ts + make_interval(secs => x.interval_s)) OVER w AS prev_end
+      FROM ${meters}
+      CROSS JOIN LATERAL (SELECT COALESCE(reading_ts_before(m.meter_id, ${from}::timestamptz), ${from}, '-infinity')
+        AS t0 OFFSET 0) s
+      CROSS JOIN LATERAL readings_between(m.meter_id, s.t0, COALESCE(${to}::timestamptz, 'infinity')) x
+      WINDOW w AS (PARTITION BY m.meter_id ORDER BY x.ts, x.boot, x.seq, x.idx))
     SELECT ${bucket("ts", tz)} AS start,
       sum(CASE WHEN water_total_ml >= prev_water THEN water_total_ml - prev_water ELSE volume_ml END) AS water,
       sum(CASE WHEN energy_total_wh >= prev_energy THEN energy_total_wh - prev_energy ELSE energy_wh END) AS energy,
