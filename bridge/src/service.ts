@@ -3,7 +3,8 @@
 import { readFileSync } from "node:fs"
 import { statfs } from "node:fs/promises"
 import { createServer } from "node:net"
-import pino, { type Logger } from "pino"
+import type { Logger } from "pino"
+import { createLogger } from "./log.js"
 import { buildApp } from "./api.js"
 import { connectDownlinks, endClient, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
@@ -178,7 +179,7 @@ function checkConfig(c: ServiceConfig, role: ServiceRole, log: Logger) {
 const consumerCount = (c: ServiceConfig) => Math.max(1, Math.floor(c.consumers ?? D.consumers))
 
 export async function startService(c: ServiceConfig): Promise<Service> {
-  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
+  const log = c.log ?? createLogger("citymeter-bridge", c.logSettings)
   // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
   const role = c.role ?? D.role
   checkConfig(c, role, log)
