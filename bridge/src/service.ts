@@ -17,6 +17,7 @@ import { createMetrics, withoutIngestMetrics, wsskMetrics, type Metrics } from "
 import { roleRefusal, type ServiceRole } from "./roles.js"
 import { retry } from "./retry.js"
 import { StoreConfigError, openStore } from "./store/engines.js"
+import { SchemaTooNewError } from "./store/migrations.js"
 import type { IngestHealth } from "./health.js"
 import type { Store } from "./store/store.js"
 import { WsskEndpoint } from "./wssk/endpoint.js"
@@ -74,10 +75,13 @@ const mqttOptions = (c: ServiceConfig) => ({
 /** The bridge starts even when the data tier is down: it waits for it (logged), then subscribes. */
 async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store> {
   return retry(() => openStore(c.databaseUrl, c.storeOptions), {
-    retryable: (e) => !(e instanceof StoreConfigError),
+    retryable: (e) => !(e instanceof StoreConfigError || e instanceof SchemaTooNewError),
     onRetry: (e, attempt) => {
       if (attempt % 10 === 0) log.error({ err: (e as Error).message, attempt }, "data tier unavailable; retrying")
     },
+  }).catch((e: unknown) => {
+    // an older bridge on an upgraded data tier (a rollback without the restore): refused, not retried
+    throw e instanceof SchemaTooNewError ? new ServiceConfigError(e.message) : e
   })
 }
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import pino from "pino"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
-import { startService } from "../../bridge/src/service.js"
+import { ServiceConfigError, startService } from "../../bridge/src/service.js"
 import { MIGRATIONS } from "../../bridge/src/store/migrations.js"
 import type { SqlStore } from "../../bridge/src/store/sql-store.js"
 import { DEAD_LETTER_HEAD_BYTES } from "../../bridge/src/store/store.js"
@@ -143,7 +143,7 @@ describe(`upgrade from ${PREVIOUS_RELEASE.version} (${PREVIOUS_RELEASE.commit.sl
   })
 
   for (const engine of ["pglite", "postgres"] as const)
-    test(`${engine}: the same answers after the upgrade`, async () => {
+    test.concurrent(`${engine}: the same answers after the upgrade`, async () => {
       const schema = `t_${randomBytes(6).toString("hex")}`
       const dir = mkdtempSync(join(tmpdir(), "cm-upgrade-"))
       cleanup.push(async () => rmSync(dir, { recursive: true, force: true }))
@@ -162,7 +162,7 @@ describe(`upgrade from ${PREVIOUS_RELEASE.version} (${PREVIOUS_RELEASE.commit.sl
         expect(await old.stop()).toBe(0)
       }
 
-      const svc = await startService({
+      const config = {
         databaseUrl,
         storeOptions: engine === "postgres" ? { schema } : undefined,
         httpPort: 0,
@@ -171,7 +171,8 @@ describe(`upgrade from ${PREVIOUS_RELEASE.version} (${PREVIOUS_RELEASE.commit.sl
         apiToken: TOKEN,
         inactivityCheckMs: 3_600_000,
         log: pino({ level: "silent" }),
-      })
+      }
+      const svc = await startService(config)
       try {
         const api = String(svc.httpUrl)
         const { rows } = await (svc.store as SqlStore).db.query<{ version: number; name: string }>(
@@ -192,8 +193,18 @@ describe(`upgrade from ${PREVIOUS_RELEASE.version} (${PREVIOUS_RELEASE.commit.sl
           const fleet = await get(api, `/consumption?bucket=${bucket}&${RANGE}`)
           expect(fleet.consumption, bucket).toMatchObject(fleetFrom(before, bucket))
         }
+        // a release newer than this one migrated the tier: this bridge (a rollback without the
+        // restore) is refused at once, as a setting that cannot work, instead of retried for ever
+        await (svc.store as SqlStore).db.query(`INSERT INTO schema_version (version, name) VALUES ($1, 'newer')`, [
+          MIGRATIONS.length + 1,
+        ])
       } finally {
         await svc.stop()
       }
+      const refused = await startService(config).catch((e: unknown) => e)
+      expect(refused).toBeInstanceOf(ServiceConfigError)
+      expect((refused as Error).message).toBe(
+        `the data tier is at schema version ${MIGRATIONS.length + 1}; this bridge knows ${MIGRATIONS.length} steps (upgrade the bridge)`,
+      )
     })
 })
