@@ -45,6 +45,13 @@ export function pinnedVersions(tree: string, pkg: string) {
 export function previousReleaseTree(): string {
   const dir = join(tmpdir(), `citymeter-${PREVIOUS_RELEASE.version}-${PREVIOUS_RELEASE.commit.slice(0, 12)}`)
   if (existsSync(join(dir, ".ready"))) return dir
+  try {
+    execFileSync("git", ["-C", paths.root, "cat-file", "-e", `${PREVIOUS_RELEASE.commit}^{commit}`], { stdio: "pipe" })
+  } catch {
+    throw new Error(
+      `the previous release's commit ${PREVIOUS_RELEASE.commit} is not in this clone: the upgrade test needs the history (git fetch --unshallow)`,
+    )
+  }
   const work = mkdtempSync(`${dir}-`)
   try {
     const tar = execFileSync("git", ["-C", paths.root, "archive", "--format=tar", PREVIOUS_RELEASE.commit], {
