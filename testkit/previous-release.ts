@@ -8,6 +8,7 @@
 // that entry; the first change listed under Unreleased came after it. Its data tier has no
 // schema_version: every step of bridge/src/store/migrations.ts runs on it.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
+import { createHash } from "node:crypto"
 import {
   existsSync,
   mkdtempSync,
@@ -43,7 +44,10 @@ export function pinnedVersions(tree: string, pkg: string) {
  * per machine into the temporary directory and reused.
  */
 export function previousReleaseTree(): string {
-  const dir = join(tmpdir(), `citymeter-${PREVIOUS_RELEASE.version}-${PREVIOUS_RELEASE.commit.slice(0, 12)}`)
+  const modules = realpathSync(join(paths.root, "node_modules"))
+  // one per release and node_modules: a tree runs with the packages of the checkout that made it
+  const key = createHash("sha256").update(`${PREVIOUS_RELEASE.commit} ${modules}`).digest("hex").slice(0, 12)
+  const dir = join(tmpdir(), `citymeter-${PREVIOUS_RELEASE.version}-${key}`)
   if (existsSync(join(dir, ".ready"))) return dir
   try {
     execFileSync("git", ["-C", paths.root, "cat-file", "-e", `${PREVIOUS_RELEASE.commit}^{commit}`], { stdio: "pipe" })
@@ -58,7 +62,7 @@ export function previousReleaseTree(): string {
       maxBuffer: 64 << 20,
     })
     execFileSync("tar", ["-x", "-C", work], { input: tar })
-    symlinkSync(realpathSync(join(paths.root, "node_modules")), join(work, "node_modules"))
+    symlinkSync(modules, join(work, "node_modules"))
     execFileSync(process.execPath, [TSX, "scripts/gen-proto.ts"], { cwd: work, stdio: "pipe" })
     writeFileSync(join(work, ".ready"), `${PREVIOUS_RELEASE.commit}\n`)
     renameSync(work, dir)
