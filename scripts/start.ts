@@ -6,6 +6,7 @@
 // A failure the user can fix (a port in use, a bad setting) is one line; DEBUG=1 adds the stack.
 import { join } from "node:path"
 import { mkdirSync } from "node:fs"
+import { format } from "node:util"
 import { configFromEnv, startService, type Service, type ServiceConfig } from "../bridge/src/service.js"
 import { createLogger } from "../bridge/src/log.js"
 import { reportError } from "../cli/errors.js"
@@ -31,6 +32,10 @@ try {
 // at info, the runtime's messages at debug, its errors at warn
 const firmwareLog = createLogger("firmware", config.logSettings)
 const LINE_LEVEL = { console: "info", dmesg: "debug", error: "warn" } as const
+// jacdac-ts reports the simulated buses' states with console.debug ("citymeter-vm demo-001:
+// connecting"): debug records, so that stdout holds log records only (and the banner)
+const simLog = createLogger("sim", config.logSettings)
+console.debug = (...args: unknown[]) => simLog.debug(format(...args))
 const broker = new URL(svc.mqttUrl)
 const flashDir = join(paths.root, "data/flash")
 mkdirSync(flashDir, { recursive: true })
