@@ -24,7 +24,9 @@ export function readLogSettings(env: NodeJS.ProcessEnv): { settings: LogSettings
   const settings: LogSettings = { level: BRIDGE_DEFAULTS.logLevel }
   const level = env.LOG_LEVEL
   if (level) {
-    if ((LOG_LEVELS as readonly string[]).includes(level)) settings.level = level as LogLevel
+    // in any case: LOG_LEVEL=WARN is what an operator means
+    if ((LOG_LEVELS as readonly string[]).includes(level.toLowerCase()))
+      settings.level = level.toLowerCase() as LogLevel
     else problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")} (got '${level}')`)
   }
   const format = env.LOG_FORMAT

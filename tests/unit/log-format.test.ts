@@ -87,11 +87,13 @@ describe("LOG_LEVEL", () => {
     ).toEqual(["shown", "shown too"])
   })
 
-  test("unset or empty is info; each of pino's levels is taken", () => {
+  test("unset or empty is info; each of pino's levels is taken, in any case", () => {
     expect(readLogSettings({}).settings).toEqual({ level: "info" })
     expect(readLogSettings({ LOG_LEVEL: "" }).settings).toEqual({ level: "info" })
-    for (const level of ["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    for (const level of ["fatal", "error", "warn", "info", "debug", "trace", "silent"]) {
       expect(readLogSettings({ LOG_LEVEL: level })).toEqual({ settings: { level }, problems: [] })
+      expect(readLogSettings({ LOG_LEVEL: level.toUpperCase() })).toEqual({ settings: { level }, problems: [] })
+    }
   })
 
   test("a level that is not one is a settings error naming the accepted forms, with the other bad ones", () => {
