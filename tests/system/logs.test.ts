@@ -31,7 +31,7 @@ const records = (stdout: string) =>
     .map((l) => JSON.parse(l) as { level: number; msg: string; name: string })
 
 test("on a pipe the bridge logs JSON lines; LOG_LEVEL=warn keeps only warnings and worse", async () => {
-  const [all, warn] = await Promise.all([bridgeOutput({}), bridgeOutput({ LOG_LEVEL: "warn" })])
+  const [all, warn] = await Promise.all([bridgeOutput({ LOG_LEVEL: "info" }), bridgeOutput({ LOG_LEVEL: "warn" })])
   const info = records(all.stdout)
   expect(info.find((r) => r.msg === "bridge connected")).toMatchObject({ level: 30, name: "citymeter-bridge" })
   expect(info.some((r) => r.level === 40 && r.msg.startsWith("demo mode:"))).toBe(true)
