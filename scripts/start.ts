@@ -6,7 +6,9 @@
 // A failure the user can fix (a port in use, a bad setting) is one line; DEBUG=1 adds the stack.
 import { join } from "node:path"
 import { mkdirSync } from "node:fs"
-import { configFromEnv, startService, type Service } from "../bridge/src/service.js"
+import { format } from "node:util"
+import { configFromEnv, startService, type Service, type ServiceConfig } from "../bridge/src/service.js"
+import { createLogger } from "../bridge/src/log.js"
 import { reportError } from "../cli/errors.js"
 import { DEMO_ALARM_SETTINGS, DEMO_FLEET, DEMO_SPEED_NOTE, driveDemo } from "../sim/src/demo.js"
 import { SimMeter } from "../sim/src/meter.js"
@@ -19,11 +21,21 @@ const batch = Number(process.env.BATCH ?? DEMO_FLEET.batch)
 const DEATH_WAIT_MS = 5000
 
 let svc: Service
+let config: ServiceConfig
 try {
-  svc = await startService({ ...configFromEnv(), demo: true })
+  config = configFromEnv()
+  svc = await startService({ ...config, demo: true })
 } catch (e) {
   process.exit(reportError("npm start", e))
 }
+// the meters' own lines, in the bridge's log form, each with its meter id: the firmware's console
+// at info, the runtime's messages at debug, its errors at warn
+const firmwareLog = createLogger("firmware", config.logSettings)
+const LINE_LEVEL = { console: "info", dmesg: "debug", error: "warn" } as const
+// jacdac-ts reports the simulated buses' states with console.debug ("citymeter-vm demo-001:
+// connecting"): debug records, so that stdout holds log records only (and the banner)
+const simLog = createLogger("sim", config.logSettings)
+console.debug = (...args: unknown[]) => simLog.debug(format(...args))
 const broker = new URL(svc.mqttUrl)
 const flashDir = join(paths.root, "data/flash")
 mkdirSync(flashDir, { recursive: true })
@@ -31,8 +43,10 @@ mkdirSync(flashDir, { recursive: true })
 const sims: SimMeter[] = []
 for (let i = 1; i <= meters; i++) {
   const meterId = `demo-${String(i).padStart(3, "0")}`
+  const meterLog = firmwareLog.child({ meterId })
   const m = new SimMeter({
     meterId,
+    log: (line, kind) => meterLog[LINE_LEVEL[kind]](line.replace(/^> /, "")),
     water: "register", // the demo runs at 60x: pulses that fast are past the GPIO polling
     flashFile: join(flashDir, `${meterId}.bin`),
     settings: {
@@ -55,7 +69,7 @@ citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
   dashboard     ${svc.httpUrl}/
   API docs      ${svc.httpUrl}/docs
   MQTT broker   ${svc.mqttUrl}
-  data tier     ${svc.store.engine} (${configFromEnv().databaseUrl})
+  data tier     ${svc.store.engine} (${config.databaseUrl})
   HTTP API      ${svc.httpUrl}/meters
   readings      ${svc.httpUrl}/meters/${sims[0].meterId}/readings
   metrics       ${svc.httpUrl}/metrics

@@ -128,8 +128,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
   }
   const store = new SqlStore("postgres", sharedWithIngest(db, opts))
   store.readMaxCost = opts.reads?.maxCost ?? D.reads.maxCost
-  await store.migrate()
-  return store
+  return migrated(store)
 }
 
 export async function openPglite(dataDir: string | undefined, opts: StoreOptions = {}): Promise<Store> {
@@ -145,7 +144,17 @@ export async function openPglite(dataDir: string | undefined, opts: StoreOptions
   thread.onRestart = opts.onRestart
   const store = new SqlStore("pglite", sharedWithIngest(thread.db(), opts))
   store.readMaxCost = opts.reads?.maxCost ?? D.reads.maxCost
-  await store.migrate()
+  return migrated(store)
+}
+
+/** The store with its schema brought up to date; closed when that fails (a retry opens another). */
+async function migrated(store: SqlStore): Promise<Store> {
+  try {
+    await store.migrate()
+  } catch (e) {
+    await store.close().catch(() => {})
+    throw e
+  }
   return store
 }
 
