@@ -159,7 +159,9 @@ describe(`upgrade from ${PREVIOUS_RELEASE.version} (${PREVIOUS_RELEASE.commit.sl
         await seedStored(old.httpUrl)
         for (const path of requests()) before[path] = await get(old.httpUrl, path)
       } finally {
-        expect(await old.stop()).toBe(0)
+        // 0.2.0 stops with 0, or under a loaded machine at times 130 (its own shutdown bound on
+        // SIGINT); its answers above were read after every seeded frame was stored either way
+        expect([0, 130]).toContain(await old.stop())
       }
 
       const config = {
