@@ -4,6 +4,7 @@ import mqtt from "mqtt"
 import { decodeUplink } from "../bridge/src/codec.js"
 import { FrameError } from "../bridge/src/codec/frames.js"
 import { DOWN_KINDS, METER_ID_PATTERN, TOPIC_ROOT, UP_KINDS, type DownKind, type UpKind } from "../bridge/src/topics.js"
+import { readDemoLogins } from "../sim/src/demo-logins.js"
 import { CliError, usage } from "./errors.js"
 import { describeDownlink, describeUplink } from "./format.js"
 
@@ -41,9 +42,11 @@ export async function watch(meter: string, o: WatchOptions, print: (line: string
     throw usage(`meter id '${meter}' must match ${METER_ID_PATTERN.source}, or be '+' for every meter`)
   if (!/^mqtts?:\/\//.test(o.url)) throw usage(`broker URL must start with mqtt:// or mqtts:// (got ${o.url})`)
   const filter = `${TOPIC_ROOT}/${meter}/#`
+  // the npm start demo's broker takes logins only: without one given, the demo's bridge login
+  const demoLogin = o.username === undefined ? readDemoLogins(o.url)?.bridge : undefined
   const client = mqtt.connect(o.url, {
-    username: o.username,
-    password: o.password,
+    username: o.username ?? demoLogin?.username,
+    password: o.username === undefined ? demoLogin?.password : o.password,
     clientId: `citymeter-watch-${process.pid}-${Date.now().toString(36)}`,
     reconnectPeriod: 1000,
     connectTimeout: 5000,
@@ -64,7 +67,10 @@ export async function watch(meter: string, o: WatchOptions, print: (line: string
     client.on("connect", () => {
       client.subscribe(filter, { qos: 0 }, (err) => {
         if (err) return finish(new CliError(`subscribe to ${filter} failed: ${err.message}`))
-        if (firstConnect) print(`watching ${filter} on ${o.url} (Ctrl-C to stop)`)
+        if (firstConnect)
+          print(
+            `watching ${filter} on ${o.url}${demoLogin ? ` as ${demoLogin.username} (the demo's login)` : ""} (Ctrl-C to stop)`,
+          )
         firstConnect = false
         arm()
       })
