@@ -1,7 +1,8 @@
 // `citymeter watch <meter>`: live frames of one meter (or all, with '+'), decoded as the bridge
 // decodes them; rejected frames are shown with the bridge's reject code and their bytes.
 import mqtt from "mqtt"
-import { decodeUplink } from "../bridge/src/codec.js"
+import { decodeUplink, readEnvelope } from "../bridge/src/codec.js"
+import { num } from "../bridge/src/codec/payload.js"
 import { FrameError } from "../bridge/src/codec/frames.js"
 import { DOWN_KINDS, METER_ID_PATTERN, TOPIC_ROOT, UP_KINDS, type DownKind, type UpKind } from "../bridge/src/topics.js"
 import { readDemoLogins } from "../sim/src/demo-logins.js"
@@ -25,6 +26,12 @@ export function describeMessage(topic: string, payload: Uint8Array): string[] {
   const head = `${new Date().toISOString()} ${meter} ${dir}/${kind} (${payload.length} B)`
   try {
     if (dir === "up" && (UP_KINDS as readonly string[]).includes(kind)) {
+      // watch holds no keys: a sealed frame shows what travels in the clear (the demo's meters seal)
+      const { uplink } = readEnvelope(kind as UpKind, payload)
+      if (uplink.body === "sealed")
+        return [
+          `${head} sealed: boot ${num(uplink.boot)} seq ${num(uplink.seq)} link ${num(uplink.link)}, ${uplink.sealed!.length} B of ciphertext (the bridge opens it with the meter's key)`,
+        ]
       const [first, ...rest] = describeUplink(decodeUplink(kind as UpKind, payload))
       return [`${head} ${first}`, ...rest]
     }

@@ -133,7 +133,10 @@ test("a newcomer's first hour on a fresh clone: every verb works and says what i
   expect(watch.code).toBe(0)
   expect(watch.stderr).toBe(`citymeter: broker ${brokerUrl} (the npm start demo's; --broker to choose another)\n`)
   expect(watch.stdout).toContain(`watching citymeter/v1/+/# on ${brokerUrl} as citymeter-bridge (the demo's login)`)
-  expect(watch.stdout).toMatch(/ demo-00\d up\/(readings|birth) \(\d+ B\)/)
+  expect(watch.stdout).toMatch(
+    / demo-00\d up\/(readings|birth) \(\d+ B\) sealed: boot \d+ seq \d+ link \d+, \d+ B of ciphertext/,
+  )
+  expect(watch.stdout).not.toContain("REJECTED")
 
   // no false alarm at start; every meter online, counted in the gauge
   const api = `http://127.0.0.1:${ports.HTTP_PORT}`
