@@ -32,28 +32,41 @@ export function crlf(chunk: Buffer): Buffer {
  * chunks: the value index carries over.
  */
 export class JsonKeys {
-  private readonly keys = READING_COLUMNS.map((c, i) => Buffer.from(`${i ? "," : "{"}"${c.key}":`))
+  /** The keys, each with the comma it replaces (the first with the `{` that opens the line), end to end. */
+  private readonly flat: Uint8Array
+  private readonly starts: Int32Array
   /** What a line's keys and its `}` add to it: the bound of a chunk's growth, per line it touches. */
-  private readonly perLine = this.keys.reduce((n, k) => n + k.length, 1)
+  private readonly perLine: number
   /** The value the next byte belongs to; -1 at the start of a line, before its `{"meterId":`. */
   private col = -1
 
+  constructor() {
+    const keys = READING_COLUMNS.map((c, i) => Buffer.from(`${i ? "," : "{"}"${c.key}":`))
+    this.flat = Buffer.concat(keys)
+    this.starts = Int32Array.from([0, ...keys.map((_, i) => keys.slice(0, i + 1).reduce((n, k) => n + k.length, 0))])
+    this.perLine = this.flat.length + 1
+  }
+
   push(chunk: Buffer): Buffer {
-    const keys = this.keys
+    const { flat, starts } = this
     let lines = 1
     for (let i = chunk.indexOf(LF); i !== -1; i = chunk.indexOf(LF, i + 1)) lines++
     const out = Buffer.allocUnsafe(chunk.length + lines * this.perLine)
+    const n = chunk.length
     let o = 0
     let col = this.col
-    for (let i = 0; i < chunk.length; i++) {
-      const b = chunk[i]
+    for (let i = 0; i < n; i++) {
       if (col < 0) {
+        // a line's first byte: its first key before it
+        for (let j = 0; j < starts[1]; j++) out[o++] = flat[j]
         col = 0
-        o += keys[0].copy(out, o)
       }
-      if (b === COMMA) {
-        const k = keys[++col]
-        for (let j = 0; j < k.length; j++) out[o++] = k[j]
+      const b = chunk[i]
+      // most bytes (digits, letters, '-', '.', ':') sort above the comma
+      if (b > COMMA) out[o++] = b
+      else if (b === COMMA) {
+        col++
+        for (let j = starts[col], end = starts[col + 1]; j < end; j++) out[o++] = flat[j]
       } else if (b === LF) {
         out[o++] = 0x7d // }
         out[o++] = LF
