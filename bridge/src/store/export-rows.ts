@@ -48,14 +48,15 @@ export const readingsOf = (meterId: string, from: string, to: string) =>
 /**
  * Meter by meter (meters' primary key: meter id order), each meter's readings of the period
  * sorted within the meter (OFFSET 0 keeps the subquery a per-meter loop, so a day is read by
- * index, never by a scan of its month): at most one meter's rows sorted at a time. `cond` narrows
- * a meter's rows (the keyset batches).
+ * index, never by a scan of its month): at most one meter's rows sorted at a time. `meters` and
+ * `cond` narrow the meters and a meter's rows (the keyset batches: a condition on the meters must
+ * be inside their subquery, which OFFSET 0 closes to the planner).
  */
-export const exportFrom = (from: string, to: string, cond = "") => `FROM (
-  SELECT meter_id FROM meters ORDER BY meter_id OFFSET 0) m CROSS JOIN LATERAL (
+export const exportFrom = (from: string, to: string, cond = "", meters = "true") => `FROM (
+  SELECT meter_id FROM meters WHERE ${meters} ORDER BY meter_id OFFSET 0) m CROSS JOIN LATERAL (
   SELECT * FROM ${readingsOf("m.meter_id", from, to)} r WHERE true ${cond}
   ORDER BY r.ts, r.boot, r.seq, r.idx OFFSET 0) r`
-const fromParams = (cond = "") => exportFrom("$1", "$2", cond)
+const fromParams = (cond = "", meters = "true") => exportFrom("$1", "$2", cond, meters)
 const ORDER = `ORDER BY m.meter_id, r.ts, r.boot, r.seq, r.idx`
 const KEY = `r.meter_id AS k_meter, r.ts AS k_ts, r.boot AS k_boot, r.seq AS k_seq, r.idx AS k_idx`
 
@@ -63,10 +64,13 @@ const KEY = `r.meter_id AS k_meter, r.ts AS k_ts, r.boot AS k_boot, r.seq AS k_s
 export const exportSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line ${fromParams()} ${ORDER}`
 
 /** A keyset batch after the row ($3 meter, $4 ts, $5 boot, $6 seq, $7 idx); $8 rows. */
-const afterSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${fromParams(`
+const afterSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${fromParams(
+  `
     AND r.ts >= CASE WHEN m.meter_id = $3 THEN $4::timestamptz ELSE $1 END
-    AND (m.meter_id <> $3 OR (r.ts, r.boot, r.seq, r.idx) > ($4, $5, $6, $7))`)}
-  WHERE m.meter_id >= $3 ${ORDER} LIMIT $8`
+    AND (m.meter_id <> $3 OR (r.ts, r.boot, r.seq, r.idx) > ($4, $5, $6, $7))`,
+  `meter_id >= $3`,
+)}
+  ${ORDER} LIMIT $8`
 const firstSql = (format: ExportFormat) => `SELECT ${LINE[format]} AS line, ${KEY} ${fromParams()} ${ORDER} LIMIT $3`
 
 type Line = { line: string }
