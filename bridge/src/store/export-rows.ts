@@ -49,8 +49,8 @@ export const readingsOf = (meterId: string, from: string, to: string) =>
  * Meter by meter (meters' primary key: meter id order), each meter's readings of the period
  * sorted within the meter (OFFSET 0 keeps the subquery a per-meter loop, so a day is read by
  * index, never by a scan of its month): at most one meter's rows sorted at a time. `meters` and
- * `cond` narrow the meters and a meter's rows (the keyset batches: a condition on the meters must
- * be inside their subquery, which OFFSET 0 closes to the planner).
+ * `cond` narrow the meters and a meter's rows (the keyset batches: the meters' condition inside
+ * their subquery, which OFFSET 0 closes to the planner, so that their index starts at it).
  */
 export const exportFrom = (from: string, to: string, cond = "", meters = "true") => `FROM (
   SELECT meter_id FROM meters WHERE ${meters} ORDER BY meter_id OFFSET 0) m CROSS JOIN LATERAL (
