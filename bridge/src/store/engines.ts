@@ -3,7 +3,7 @@
 import { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import pg from "pg"
-import { from as copyFromStdin } from "pg-copy-streams"
+import { from as copyFromStdin, to as copyToStdout } from "pg-copy-streams"
 import { MIGRATION_LOCK_CLASS } from "./migrations.js"
 import { runTransaction, type Db, type Session } from "./db.js"
 import { SqlStore } from "./sql-store.js"
@@ -91,6 +91,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
         transaction: (f) => f(s),
         close: async () => {},
         release: (err) => client.release(err),
+        copyOut: (sql) => client.query(copyToStdout(sql)),
       }
       return s
     },
