@@ -7,6 +7,7 @@ import { partitionReadings, timescaleAvailable } from "./partitions.js"
 import { RELEASES_DDL } from "./releases.js"
 import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
+import { LEDGER_BLOCKS_DDL } from "./ledger-blocks.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -183,6 +184,12 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // item 3; store/district-rollups.ts)
     name: "consumption per district and month",
     up: DISTRICT_MONTH_STEP,
+  },
+  {
+    // the frame ledger's cold form: 8-byte digests in blocks of seqs, deduplicating forever at a
+    // fraction of a row's size (issue 24 item 2; store/ledger-blocks.ts)
+    name: "frame ledger blocks",
+    up: LEDGER_BLOCKS_DDL,
   },
 ]
 

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto"
 import { COLUMN_NAMES, READING_COLUMNS } from "./columns.js"
 import type { Db } from "./db.js"
 import { ensurePartition, monthKey, type PartitionState } from "./partitions.js"
+import { blockSlotSql, slotHash } from "./ledger-blocks.js"
 import { BEFORE_SQL, SETTLE_SQL, settleParams, type BeforeRow } from "./district-rollups.js"
 import { aggregate, rebuildSql, ROLLUPS, upsertSql } from "./rollups.js"
 import { toMeter } from "./rows.js"
@@ -82,11 +83,23 @@ const newer = (a: ReadingRow, b: ReadingRow) =>
 
 const frameKey = (f: FrameKey) => `${f.meterId}\u0000${f.boot}\u0000${f.seq}`
 
-/** A claim of a frame id the ledger holds already, answered by its hash there (the rule on FrameOutcome). */
-const repeatOutcome = (ledgerSha256: string | null, sha256: string | undefined): FrameOutcome =>
-  ledgerSha256 && sha256 && ledgerSha256 !== sha256
-    ? { kind: "conflict", storedSha256: ledgerSha256 }
-    : { kind: "duplicate" }
+/** A frame id's content hash in the ledger: whole (its row), or the hex prefix a block keeps (ledger-blocks.ts). */
+interface LedgerHash {
+  sha256: string | null
+  prefix: boolean
+}
+
+/**
+ * A claim of a frame id the ledger holds already, answered by its hash there (the rule on
+ * FrameOutcome): a block keeps a prefix, compared with the same prefix of the claim's hash.
+ */
+function repeatOutcome(stored: LedgerHash | undefined, sha256: string | undefined): FrameOutcome {
+  if (!stored?.sha256 || !sha256) return { kind: "duplicate" }
+  const same = stored.prefix
+    ? sha256.slice(0, stored.sha256.length).toLowerCase() === stored.sha256
+    : sha256 === stored.sha256
+  return same ? { kind: "duplicate" } : { kind: "conflict", storedSha256: stored.sha256 }
+}
 
 /** The writes of one connection or transaction (an ingest batch's, or SqlStore's outside a batch). */
 export class SqlWrites implements IngestTx {
@@ -180,10 +193,12 @@ export class SqlWrites implements IngestTx {
   }
 
   /**
-   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id; a second statement reads the
-   * content hashes of the ids claimed before (in a statement of its own, so it sees ids another
-   * bridge committed meanwhile), which tell a redelivery (same bytes, or a ledger row from before
-   * hashes were kept) from a conflict.
+   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id in the ledger's rows; a second
+   * statement (a snapshot of its own, so it sees ids another bridge or a ledger compaction
+   * committed meanwhile) reads, for the ids claimed before, their content hashes in the rows or
+   * the blocks (ledger-blocks.ts), and for the ids just claimed, whether a block holds them: such a
+   * claim (a replay of a compacted frame) is taken back. The hash tells a redelivery (same bytes,
+   * or a ledger entry without a hash) from a conflict.
    */
   async claimFrames(frames: LedgerEntry[]): Promise<FrameOutcome[]> {
     const first = new Map<string, LedgerEntry>()
@@ -192,7 +207,7 @@ export class SqlWrites implements IngestTx {
       a.meterId < b.meterId ? -1 : a.meterId > b.meterId ? 1 : a.boot - b.boot || a.seq - b.seq,
     )
     const claimed = new Set<string>()
-    const ledger = new Map<string, string | null>()
+    const ledger = new Map<string, LedgerHash>()
     if (distinct.length) {
       const { rows } = await this.db.query<{ meter_id: string; boot: number; seq: number }>(
         `INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256)
@@ -208,16 +223,33 @@ export class SqlWrites implements IngestTx {
         ],
       )
       for (const r of rows) claimed.add(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }))
-      const before = distinct.filter((f) => !claimed.has(frameKey(f)))
-      if (before.length) {
-        const stored = await this.db.query<{ meter_id: string; boot: number; seq: number; sha256: string | null }>(
-          `SELECT f.meter_id, f.boot, f.seq, f.sha256 FROM frames f
-           JOIN ${unnest(["text", "bigint", "bigint"])} AS k(meter_id, boot, seq) USING (meter_id, boot, seq)`,
-          [before.map((f) => f.meterId), before.map((f) => f.boot), before.map((f) => f.seq)],
-        )
-        for (const r of stored.rows)
-          ledger.set(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }), r.sha256 ?? null)
+      const isNew = distinct.map((f) => claimed.has(frameKey(f)))
+      const found = await this.db.query<{ i: number; sha256: string | null; slot: Uint8Array | null }>(
+        `SELECT k.i, CASE WHEN NOT k.fresh THEN
+             (SELECT f.sha256 FROM frames f WHERE f.meter_id = k.meter_id AND f.boot = k.boot AND f.seq = k.seq) END
+             AS sha256, ${blockSlotSql("k")} AS slot
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[]) WITH ORDINALITY AS k(meter_id, boot, seq, fresh, i)`,
+        [distinct.map((f) => f.meterId), distinct.map((f) => f.boot), distinct.map((f) => f.seq), isNew],
+      )
+      const takenBack: LedgerEntry[] = []
+      for (const r of found.rows) {
+        const f = distinct[Number(r.i) - 1]
+        const k = frameKey(f)
+        const inBlock = slotHash(r.slot)
+        if (claimed.has(k)) {
+          if (!inBlock.held) continue
+          claimed.delete(k)
+          takenBack.push(f)
+        }
+        if (r.sha256 !== null || !inBlock.held) ledger.set(k, { sha256: r.sha256 ?? null, prefix: false })
+        else ledger.set(k, { sha256: inBlock.sha256, prefix: true })
       }
+      // replays of compacted frames: their rows claimed above go again, in this transaction
+      if (takenBack.length)
+        await this.db.query(
+          `DELETE FROM frames WHERE (meter_id, boot, seq) IN (SELECT * FROM ${unnest(["text", "bigint", "bigint"])})`,
+          [takenBack.map((f) => f.meterId), takenBack.map((f) => f.boot), takenBack.map((f) => f.seq)],
+        )
     }
     // the outcome of each entry in order, as if claimed one at a time
     const seen = new Set<string>()
@@ -226,11 +258,11 @@ export class SqlWrites implements IngestTx {
       if (!seen.has(k)) {
         seen.add(k)
         if (claimed.has(k)) {
-          ledger.set(k, f.sha256 ?? null)
+          ledger.set(k, { sha256: f.sha256 ?? null, prefix: false })
           return { kind: "stored" }
         }
       }
-      return repeatOutcome(ledger.get(k) ?? null, f.sha256)
+      return repeatOutcome(ledger.get(k), f.sha256)
     })
   }
 
