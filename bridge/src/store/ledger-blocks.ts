@@ -49,7 +49,13 @@ export const LEDGER_BLOCKS_DDL = [
      PRIMARY KEY (meter_id, boot, block))`,
   // a row stays inline (see BLOCK_SEQS): never compressed or moved to the TOAST table
   `ALTER TABLE frame_blocks ALTER COLUMN hashes SET STORAGE PLAIN`,
+  // compactions committed: a claim compares it before and after its insert (writes.ts claimFrames)
+  `CREATE TABLE IF NOT EXISTS ledger_compactions (one boolean PRIMARY KEY DEFAULT true CHECK (one), n bigint NOT NULL)`,
+  `INSERT INTO ledger_compactions (n) VALUES (0) ON CONFLICT DO NOTHING`,
 ]
+
+/** SQL: the count of ledger compactions committed, as the statement's snapshot sees it. */
+export const COMPACTIONS_SQL = `SELECT (SELECT n FROM ledger_compactions) AS n`
 
 /** A frame's slot value from its sha256 (hex; null: stored without one). */
 export function digestOf(sha256: string | null | undefined): Buffer {
@@ -242,6 +248,8 @@ export async function compactLedgerMeters(
       blocks.map((b) => b.hashes.toString("hex")),
     ],
   )
+  // a claim that inserted while this page moved rows sees the count change (writes.ts claimFrames)
+  await tx.query(`UPDATE ledger_compactions SET n = n + 1`)
   await onPhase?.("written", tx)
   return { frames: rows.length, blocks: blocks.length }
 }
@@ -321,3 +329,13 @@ export async function ledgerFrameIds(
   )
   return rows.map((r) => ({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq), in: r.src }))
 }
+
+/** SQL: the slot `slot` (blockSlotSql's) holds a frame. */
+export const heldSql = (slot: string) =>
+  `(${slot} IS NOT NULL AND length(${slot}) = ${DIGEST_BYTES} AND ${slot} <> '\\x${ABSENT.toString("hex")}'::bytea)`
+
+/** SQL: a block holds frame id `k` (a row with meter_id, boot, seq): the claim's insert leaves such ids out. */
+export const blockHoldsSql = (k: string) =>
+  `EXISTS (SELECT 1 FROM frame_blocks b
+    WHERE b.meter_id = ${k}.meter_id AND b.boot = ${k}.boot AND b.block = (${k}.seq / ${BLOCK_SEQS})::integer
+      AND ${heldSql(`substring(b.hashes FROM (${k}.seq % ${BLOCK_SEQS})::integer * ${DIGEST_BYTES} + 1 FOR ${DIGEST_BYTES})`)})`

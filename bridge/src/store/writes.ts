@@ -5,7 +5,7 @@ import { createHash } from "node:crypto"
 import { COLUMN_NAMES, READING_COLUMNS } from "./columns.js"
 import type { Db } from "./db.js"
 import { ensurePartition, monthKey, type PartitionState } from "./partitions.js"
-import { blockSlotSql, slotHash } from "./ledger-blocks.js"
+import { blockHoldsSql, blockSlotSql, COMPACTIONS_SQL, heldSql, slotHash } from "./ledger-blocks.js"
 import { BEFORE_SQL, SETTLE_SQL, settleParams, type BeforeRow } from "./district-rollups.js"
 import { aggregate, rebuildSql, ROLLUPS, upsertSql } from "./rollups.js"
 import { toMeter } from "./rows.js"
@@ -193,12 +193,14 @@ export class SqlWrites implements IngestTx {
   }
 
   /**
-   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id in the ledger's rows; a second
-   * statement (a snapshot of its own, so it sees ids another bridge or a ledger compaction
-   * committed meanwhile) reads, for the ids claimed before, their content hashes in the rows or
-   * the blocks (ledger-blocks.ts), and for the ids just claimed, whether a block holds them: such a
-   * claim (a replay of a compacted frame) is taken back. The hash tells a redelivery (same bytes,
-   * or a ledger entry without a hash) from a conflict.
+   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id that no ledger block holds
+   * (ledger-blocks.ts); a second statement (a snapshot of its own, so it sees ids another bridge
+   * committed meanwhile) reads the content hashes of the ids claimed before, in the ledger's rows
+   * or blocks, which tell a redelivery (same bytes, or an entry without a hash) from a conflict.
+   * Both read the count of ledger compactions: when a compaction committed in between, the
+   * insert may have claimed again a frame whose row it moved into a block while the insert ran,
+   * so the ids just claimed are checked against the blocks and such claims taken back (rare: a
+   * replay of a frame being compacted at that moment; otherwise no further statement).
    */
   async claimFrames(frames: LedgerEntry[]): Promise<FrameOutcome[]> {
     const first = new Map<string, LedgerEntry>()
@@ -209,10 +211,15 @@ export class SqlWrites implements IngestTx {
     const claimed = new Set<string>()
     const ledger = new Map<string, LedgerHash>()
     if (distinct.length) {
-      const { rows } = await this.db.query<{ meter_id: string; boot: number; seq: number }>(
-        `INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256)
-         SELECT * FROM ${unnest(["text", "bigint", "bigint", "text", "timestamptz", "text"])}
-         ON CONFLICT DO NOTHING RETURNING meter_id, boot, seq`,
+      const { rows } = await this.db.query<{ meter_id: string | null; boot: number; seq: number; epoch: number }>(
+        `WITH epoch AS (${COMPACTIONS_SQL}),
+         claimed AS (
+           INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256)
+           SELECT * FROM ${unnest(["text", "bigint", "bigint", "text", "timestamptz", "text"])}
+             AS k(meter_id, boot, seq, kind, received_at, sha256)
+           WHERE NOT ${blockHoldsSql("k")}
+           ON CONFLICT DO NOTHING RETURNING meter_id, boot, seq)
+         SELECT c.meter_id, c.boot, c.seq, epoch.n AS epoch FROM epoch LEFT JOIN claimed c ON true`,
         [
           distinct.map((f) => f.meterId),
           distinct.map((f) => f.boot),
@@ -222,34 +229,37 @@ export class SqlWrites implements IngestTx {
           distinct.map((f) => f.sha256 ?? null),
         ],
       )
-      for (const r of rows) claimed.add(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }))
-      const isNew = distinct.map((f) => claimed.has(frameKey(f)))
-      const found = await this.db.query<{ i: number; sha256: string | null; slot: Uint8Array | null }>(
-        `SELECT k.i, CASE WHEN NOT k.fresh THEN
-             (SELECT f.sha256 FROM frames f WHERE f.meter_id = k.meter_id AND f.boot = k.boot AND f.seq = k.seq) END
-             AS sha256, ${blockSlotSql("k")} AS slot
-         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::boolean[]) WITH ORDINALITY AS k(meter_id, boot, seq, fresh, i)`,
-        [distinct.map((f) => f.meterId), distinct.map((f) => f.boot), distinct.map((f) => f.seq), isNew],
-      )
-      const takenBack: LedgerEntry[] = []
-      for (const r of found.rows) {
-        const f = distinct[Number(r.i) - 1]
-        const k = frameKey(f)
-        const inBlock = slotHash(r.slot)
-        if (claimed.has(k)) {
-          if (!inBlock.held) continue
-          claimed.delete(k)
-          takenBack.push(f)
-        }
-        if (r.sha256 !== null || !inBlock.held) ledger.set(k, { sha256: r.sha256 ?? null, prefix: false })
-        else ledger.set(k, { sha256: inBlock.sha256, prefix: true })
-      }
-      // replays of compacted frames: their rows claimed above go again, in this transaction
-      if (takenBack.length)
-        await this.db.query(
-          `DELETE FROM frames WHERE (meter_id, boot, seq) IN (SELECT * FROM ${unnest(["text", "bigint", "bigint"])})`,
-          [takenBack.map((f) => f.meterId), takenBack.map((f) => f.boot), takenBack.map((f) => f.seq)],
+      const epoch = Number(rows[0].epoch)
+      for (const r of rows)
+        if (r.meter_id !== null)
+          claimed.add(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }))
+      const before = distinct.filter((f) => !claimed.has(frameKey(f)))
+      let epochNow: number
+      if (before.length) {
+        const stored = await this.db.query<{
+          i: number
+          sha256: string | null
+          slot: Uint8Array | null
+          epoch: number
+        }>(
+          `SELECT k.i, (SELECT f.sha256 FROM frames f WHERE f.meter_id = k.meter_id AND f.boot = k.boot AND f.seq = k.seq)
+             AS sha256, ${blockSlotSql("k")} AS slot, (${COMPACTIONS_SQL}) AS epoch
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS k(meter_id, boot, seq, i)`,
+          [before.map((f) => f.meterId), before.map((f) => f.boot), before.map((f) => f.seq)],
         )
+        epochNow = Number(stored.rows[0].epoch)
+        for (const r of stored.rows) {
+          const k = frameKey(before[Number(r.i) - 1])
+          const inBlock = slotHash(r.slot)
+          ledger.set(
+            k,
+            r.sha256 !== null || !inBlock.held
+              ? { sha256: r.sha256 ?? null, prefix: false }
+              : { sha256: inBlock.sha256, prefix: true },
+          )
+        }
+      } else epochNow = Number((await this.db.query<{ n: number }>(COMPACTIONS_SQL)).rows[0].n)
+      if (epochNow !== epoch && claimed.size) await this.takeBackCompacted(distinct, claimed, ledger)
     }
     // the outcome of each entry in order, as if claimed one at a time
     const seen = new Set<string>()
@@ -264,6 +274,32 @@ export class SqlWrites implements IngestTx {
       }
       return repeatOutcome(ledger.get(k), f.sha256)
     })
+  }
+
+  /**
+   * A compaction committed while claimFrames inserted: its claims of ids a block holds now (their
+   * rows were moved while the insert ran) are taken back, their rows deleted in this transaction,
+   * and answered by the block's hash.
+   */
+  private async takeBackCompacted(distinct: LedgerEntry[], claimed: Set<string>, ledger: Map<string, LedgerHash>) {
+    const mine = distinct.filter((f) => claimed.has(frameKey(f)))
+    const { rows } = await this.db.query<{ i: number; slot: Uint8Array | null }>(
+      `SELECT i, slot FROM (
+         SELECT k.i, ${blockSlotSql("k")} AS slot
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS k(meter_id, boot, seq, i) OFFSET 0) k
+       WHERE ${heldSql("slot")}`,
+      [mine.map((f) => f.meterId), mine.map((f) => f.boot), mine.map((f) => f.seq)],
+    )
+    if (!rows.length) return
+    const back = rows.map((r) => ({ f: mine[Number(r.i) - 1], held: slotHash(r.slot) }))
+    for (const { f, held } of back) {
+      claimed.delete(frameKey(f))
+      ledger.set(frameKey(f), { sha256: held.held ? held.sha256 : null, prefix: true })
+    }
+    await this.db.query(
+      `DELETE FROM frames WHERE (meter_id, boot, seq) IN (SELECT * FROM ${unnest(["text", "bigint", "bigint"])})`,
+      [back.map(({ f }) => f.meterId), back.map(({ f }) => f.boot), back.map(({ f }) => f.seq)],
+    )
   }
 
   async writeReadings(rows: ReadingRow[]) {
