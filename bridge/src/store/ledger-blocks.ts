@@ -17,16 +17,21 @@
 // TOAST threshold even with a 64-character meter id, so four rows fill a page and none is moved
 // out of line (random digests do not compress).
 //
+// A block keeps neither a frame's kind nor its received_at (only its first and last frames'):
+// nothing reads them once the claim is decided (bench/sim.ts reads received_at of recent rows).
+//
 // Collision odds: a conflicting frame (same id, other content) passes for a duplicate only if
 // its digest's first 64 bits equal the stored frame's: 2^-64 ≈ 5.4 × 10^-20 per conflicting
 // frame (by chance; sealed frames are authenticated before they reach the ledger).
 //
 // Exactly once. A (meter, boot, seq) is in `frames` or in a block, never both, never neither:
 // compaction moves rows in one transaction per page of meters (DELETE … RETURNING, then the
-// blocks upserted), serialised by an advisory lock (two compactions never merge into one block
-// at once); the claim (writes.ts) inserts into `frames`, then checks the claimed ids against the
-// blocks in a statement of its own, so it sees a compaction that committed while the insert ran
-// (the insert of a replay succeeds once its old row is deleted) and takes such claims back.
+// blocks upserted, then ledger_compactions' count raised), serialised by an advisory lock (two
+// compactions never merge into one block at once). The claim (writes.ts) inserts only ids no
+// block holds in its snapshot; a compaction that commits while the insert runs can let it claim
+// a replay again (its old row deleted meanwhile), so the claim reads the count again in a later
+// statement and, when it moved, checks the ids it claimed against the blocks and takes such
+// claims back.
 import type { Db } from "./db.js"
 
 /** Frames per block: slots of seq block × BLOCK_SEQS + i (stored format: never change it). */
