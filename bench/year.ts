@@ -6,7 +6,6 @@
 import { randomBytes } from "node:crypto"
 import pg from "pg"
 import { openPostgres } from "../bridge/src/store/engines.js"
-import { ledgerBytes } from "../bridge/src/store/ledger-blocks.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import type { LedgerEntry, ReadingRow } from "../bridge/src/store/store.js"
 import { readingRow } from "../testkit/rows.js"
@@ -156,19 +155,6 @@ try {
     },
   }
   console.log(JSON.stringify(out, null, 2))
-  // the frame ledger compacted into blocks (issue 24 item 2, store/ledger-blocks.ts); the emptied
-  // frames table rewritten (VACUUM FULL), so that what is counted is the compacted year
-  const c0 = performance.now()
-  const compacted = await store.compactLedger(new Date(year.to))
-  const compactS = (performance.now() - c0) / 1000
-  await store.db.query(`VACUUM FULL frames`)
-  await store.db.query(`VACUUM ANALYZE frame_blocks`)
-  const ledger = await ledgerBytes(store.db)
-  console.log(
-    `ledger compacted: ${compacted.frames} frames into ${compacted.blocks} blocks in ${compactS.toFixed(1)} s; ` +
-      `bytes per meter-year: frames ${Math.round(framesB / METERS)} → ${Math.round((ledger.frames + ledger.blocks) / METERS)} ` +
-      `(frames ${Math.round(ledger.frames / METERS)}, frame_blocks ${Math.round(ledger.blocks / METERS)})`,
-  )
 } finally {
   await store.close()
   const c = new pg.Client({ connectionString: URL })
