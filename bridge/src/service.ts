@@ -125,6 +125,9 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
       metrics.blocksWritten.inc({ kind: "merged" }, packed.merged)
       if (packed.readings || packed.truncated.length)
         log.info({ ...packed, hotDays: hot, ms: Math.round(performance.now() - t0) }, "readings compacted")
+      // the frame ledger too: frames received before the hot window, into blocks of digests
+      const ledger = await store.compactLedger(new Date(Date.now() - hot * 86_400_000))
+      if (ledger.frames) log.info({ ...ledger, hotDays: hot }, "frame ledger compacted")
     } catch (e) {
       log.warn({ err: (e as Error).message }, "readings maintenance failed; next run retries")
     }

@@ -110,6 +110,10 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
     },
     transaction: async (fn) => {
       const client = await pool.connect()
+      // a connection lost between two statements (a long compaction step) fails the next one; without a
+      // listener, pg would throw its 'error' as an uncaught exception. release() drops the dead client.
+      const lost = () => {}
+      client.on("error", lost)
       try {
         const tx: Db = {
           query: async (sql, params) => client.query(sql, params as unknown[]) as never,
@@ -119,6 +123,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
         }
         return await runTransaction(tx, fn)
       } finally {
+        client.off("error", lost)
         client.release()
       }
     },

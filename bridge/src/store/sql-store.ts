@@ -6,6 +6,7 @@ import * as consumptionReads from "./consumption.js"
 import { planCost, ReadCostError, type Db } from "./db.js"
 import { compactReadings, type CompactionOptions } from "./compaction.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"
+import { compactLedger, type CompactLedgerOptions } from "./ledger-blocks.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
 import * as readingReads from "./readings.js"
@@ -156,6 +157,9 @@ export class SqlStore implements Store {
   latestJson = (q?: LatestQuery) => readingReads.latestJson(this.reader, q)
   exportLines = (from: Date, to: Date, format: ExportFormat, batch?: number) =>
     exportLines(this.reader, from, to, format, batch)
+
+  // the frame ledger's compaction (issue 24 item 2), on the ingest connection: it moves rows
+  compactLedger = (before: Date, opts?: CompactLedgerOptions) => compactLedger(this.db, before, opts)
 
   consumption = (meterId: string, q: ConsumptionQuery) => consumptionReads.consumption(this.reader, meterId, q)
   fleetConsumption = (q: FleetConsumptionQuery) => consumptionReads.fleetConsumption(this.reader, q)
