@@ -124,6 +124,9 @@ export async function startInstalled(argv: string[], env: Record<string, string>
     },
     45_000,
     50,
-  )
+  ).catch((e: Error) => {
+    proc.kill("SIGKILL")
+    throw new Error(`${e.message}; it printed:\n${it.output.join("")}`, { cause: e })
+  })
   return it
 }
