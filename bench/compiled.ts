@@ -3,7 +3,8 @@
 // (`node --import tsx bridge/src/main.ts`, how it ran before issue 26), in the same run, each start
 // alternating between the two. Per start, a process of its own on PostgreSQL (one private schema)
 // and a private Mosquitto:
-//   - start time: spawn → the first 200 from /healthz (polled every 10 ms);
+//   - start time: spawn → the first 200 from /healthz (polled every 10 ms), and the CPU time the
+//     process spent until then (steadier than the wall time on a shared machine);
 //   - idle RSS: VmRSS a few seconds after that, nothing arriving;
 //   - CPU per frame: the process's user + system time (/proc) over a steady ingest at a fixed rate
 //     of 4-interval frames (bench/ingest.ts backlogFrame, new meters registering as in the demo),
@@ -26,6 +27,8 @@ type Variant = keyof typeof BRIDGE_ARGV
 export interface StartSample {
   variant: Variant
   startMs: number
+  /** CPU time (user + system) the process spent until /healthz answered: start time less the machine's load. */
+  startCpuMs: number
   idleRssMiB: number
   cpuUsPerFrame: number
 }
@@ -103,6 +106,7 @@ async function runOnce(variant: Variant, o: RunOptions, db: pg.Client): Promise<
       await sleep(10)
     }
     const startMs = performance.now() - t0
+    const startCpuMs = cpuUs(proc.pid!) / 1000
     await sleep(o.idleMs)
     const idleRssMiB = rssMiB(proc.pid!)
     const count = async () => Number((await db.query<{ n: string }>(`SELECT count(*) AS n FROM frames`)).rows[0].n)
@@ -114,7 +118,7 @@ async function runOnce(variant: Variant, o: RunOptions, db: pg.Client): Promise<
       if (Date.now() - t1 > 60_000) throw new Error(`${variant} bridge: frames not all committed in 60 s`)
       await sleep(20)
     }
-    return { variant, startMs, idleRssMiB, cpuUsPerFrame: (cpuUs(proc.pid!) - cpu0) / o.frames }
+    return { variant, startMs, startCpuMs, idleRssMiB, cpuUsPerFrame: (cpuUs(proc.pid!) - cpu0) / o.frames }
   } finally {
     await ended(proc)
   }
@@ -138,18 +142,25 @@ export async function compiledBench(quick: boolean): Promise<StartSample[]> {
     // warm-up, not counted: creates the schema, fills tsx's transform cache
     await runOnce("tsx", { ...run, idleMs: 0, frames: 1 }, db)
     for (let i = 0; i < starts; i++)
-      for (const variant of ["tsx", "compiled"] as const) samples.push(await runOnce(variant, run, db))
+      for (const variant of ["tsx", "compiled"] as const) {
+        const s = await runOnce(variant, run, db)
+        samples.push(s)
+        console.log(
+          `  start ${i + 1} ${variant.padEnd(8)} ${s.startMs.toFixed(0).padStart(6)} ms to /healthz (CPU ${s.startCpuMs.toFixed(0)} ms), idle RSS ${s.idleRssMiB.toFixed(1)} MiB, ${s.cpuUsPerFrame.toFixed(0)} µs CPU per frame`,
+        )
+      }
   } finally {
     await db.end().catch(() => {})
     await dropSchema(schema)
     await mosq.stop()
     rmSync(mosq.dir, { recursive: true, force: true })
   }
-  const of = (v: Variant, k: "startMs" | "idleRssMiB" | "cpuUsPerFrame") =>
+  const of = (v: Variant, k: "startMs" | "startCpuMs" | "idleRssMiB" | "cpuUsPerFrame") =>
     median(samples.filter((s) => s.variant === v).map((s) => s[k]))
   console.log("measure (median)                         tsx (baseline)    compiled   ratio")
   for (const [name, k, unit, digits] of [
     ["start → /healthz", "startMs", "ms", 0],
+    ["start → /healthz, CPU", "startCpuMs", "ms", 0],
     ["idle RSS", "idleRssMiB", "MiB", 1],
     ["CPU per frame, steady ingest", "cpuUsPerFrame", "µs", 0],
   ] as const) {
