@@ -98,9 +98,15 @@ export interface Installed {
 
 /**
  * Starts `node <argv>` with only `env` (and PATH) in its environment, as a supervisor would, as
- * SERVICE_UID (setpriv, when the tests run as root); resolves once it prints its API line.
+ * SERVICE_UID (setpriv, when the tests run as root); resolves once it prints its API line (a
+ * first start of the embedded engine takes a few CPU seconds: on a loaded machine, a minute).
  */
-export async function startInstalled(argv: string[], env: Record<string, string>, cwd: string): Promise<Installed> {
+export async function startInstalled(
+  argv: string[],
+  env: Record<string, string>,
+  cwd: string,
+  timeoutMs = 90_000,
+): Promise<Installed> {
   const asUser =
     process.getuid?.() === 0 ? ["setpriv", `--reuid=${SERVICE_UID}`, `--regid=${SERVICE_UID}`, "--clear-groups"] : []
   const [cmd, ...args] = [...asUser, process.execPath, ...argv]
@@ -122,7 +128,7 @@ export async function startInstalled(argv: string[], env: Record<string, string>
       if (proc.exitCode !== null) throw new Error(`exited ${proc.exitCode}:\n${it.output.join("")}`)
       return it.apiUrl !== undefined
     },
-    45_000,
+    timeoutMs,
     50,
   ).catch((e: Error) => {
     proc.kill("SIGKILL")

@@ -4,6 +4,7 @@
 // TypeScript are not on the process's resolution path at all: a compiled module that still needed
 // them would fail to load.
 import { execFileSync } from "node:child_process"
+import { randomBytes } from "node:crypto"
 import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
@@ -11,9 +12,11 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { ensureDist } from "../../scripts/build-dist.js"
 import { SERVICE_UID, stageInstall, startInstalled, type Installed } from "../../testkit/install.js"
 import { paths } from "../../sim/src/paths.js"
+import { PG_URL, dropSchema } from "../helpers.js"
 
 let install: string
 let state: string
+const schema = `t_compiled_${randomBytes(4).toString("hex")}`
 const running: Installed[] = []
 
 beforeAll(async () => {
@@ -24,15 +27,20 @@ beforeAll(async () => {
   execFileSync("mosquitto_passwd", ["-c", "-b", join(state, "passwd"), "citymeter-bridge", "bridge-pw"])
 }, 120_000)
 
-afterAll(() => {
+afterAll(async () => {
   for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL")
   rmSync(install, { recursive: true, force: true })
   rmSync(state, { recursive: true, force: true })
+  await dropSchema(schema)
 })
 
-/** A production configuration: embedded broker with logins, in-memory embedded engine, any free ports. */
+/**
+ * A production configuration: embedded broker with logins, any free ports, PostgreSQL (a schema of
+ * this file's: quicker to open than the embedded engine, which service.test.ts runs).
+ */
 const env = (more: Record<string, string> = {}) => ({
-  DATABASE_URL: "pglite:memory",
+  DATABASE_URL: PG_URL,
+  DATABASE_SCHEMA: schema,
   HTTP_PORT: "0",
   EMBEDDED_MQTT_PORT: "0",
   EMBEDDED_MQTT_PASSWORD_FILE: join(state, "passwd"),
@@ -102,7 +110,7 @@ describe("the compiled CLI", () => {
   test("`citymeter bridge` runs dist/cli/main.js through the bin, without tsx; SIGTERM exits 0", async () => {
     const bin = join(install, "cli/bin/citymeter.js")
     const bridge = await start([bin, "bridge"])
-    expect(bridge.output.join("")).toMatch(/^starting the bridge: store pglite:memory/m)
+    expect(bridge.output.join("")).toMatch(/^starting the bridge: store postgres:\/\//m)
     expect((await fetch(`${bridge.apiUrl}/healthz`)).status).toBe(200)
     expect(await stopped(bridge)).toEqual({ code: 0, signal: null })
   })
