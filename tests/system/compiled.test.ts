@@ -10,7 +10,7 @@ import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { ensureDist } from "../../scripts/build-dist.js"
-import { SERVICE_UID, stageInstall, startInstalled, type Installed } from "../../testkit/install.js"
+import { SERVICE_UID, removeInstall, stageInstall, startInstalled, type Installed } from "../../testkit/install.js"
 import { paths } from "../../sim/src/paths.js"
 import { PG_URL, dropSchema } from "../helpers.js"
 
@@ -29,7 +29,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL")
-  rmSync(install, { recursive: true, force: true })
+  removeInstall(install)
   rmSync(state, { recursive: true, force: true })
   await dropSchema(schema)
 })

@@ -13,7 +13,7 @@ import { BRIDGE_DEFAULTS } from "../../bridge/src/defaults.js"
 import { upTopic } from "../../bridge/src/topics.js"
 import { ensureDist } from "../../scripts/build-dist.js"
 import { readingsFrame } from "../../testkit/frames.js"
-import { SERVICE_UID, stageInstall, startInstalled, type Installed } from "../../testkit/install.js"
+import { SERVICE_UID, removeInstall, stageInstall, startInstalled, type Installed } from "../../testkit/install.js"
 import { paths } from "../../sim/src/paths.js"
 import { waitFor } from "../helpers.js"
 
@@ -50,7 +50,7 @@ beforeAll(async () => {
 
 afterAll(() => {
   for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL")
-  rmSync(install, { recursive: true, force: true })
+  removeInstall(install)
   rmSync(work, { recursive: true, force: true })
 })
 
