@@ -95,6 +95,12 @@ function readOnly(path: string) {
 /** The user the tests run an installed bridge as: nobody when they run as root, else themselves. */
 export const SERVICE_UID = process.getuid?.() === 0 ? 65534 : (process.getuid?.() ?? 0)
 
+/** A command line run as SERVICE_UID: through setpriv when the tests run as root, else as it is. */
+export const asServiceUser = (argv: string[]) =>
+  process.getuid?.() === 0
+    ? ["setpriv", `--reuid=${SERVICE_UID}`, `--regid=${SERVICE_UID}`, "--clear-groups", ...argv]
+    : argv
+
 export interface Installed {
   proc: ChildProcess
   /** stdout and stderr, as printed. */
@@ -115,9 +121,7 @@ export async function startInstalled(
   cwd: string,
   timeoutMs = 90_000,
 ): Promise<Installed> {
-  const asUser =
-    process.getuid?.() === 0 ? ["setpriv", `--reuid=${SERVICE_UID}`, `--regid=${SERVICE_UID}`, "--clear-groups"] : []
-  const [cmd, ...args] = [...asUser, process.execPath, ...argv]
+  const [cmd, ...args] = asServiceUser([process.execPath, ...argv])
   const proc = spawn(cmd, args, { cwd, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env } })
   const it: Installed = {
     proc,

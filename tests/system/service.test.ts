@@ -13,7 +13,14 @@ import { BRIDGE_DEFAULTS } from "../../bridge/src/defaults.js"
 import { upTopic } from "../../bridge/src/topics.js"
 import { ensureDist } from "../../scripts/build-dist.js"
 import { readingsFrame } from "../../testkit/frames.js"
-import { SERVICE_UID, removeInstall, stageInstall, startInstalled, type Installed } from "../../testkit/install.js"
+import {
+  SERVICE_UID,
+  asServiceUser,
+  removeInstall,
+  stageInstall,
+  startInstalled,
+  type Installed,
+} from "../../testkit/install.js"
 import { paths } from "../../sim/src/paths.js"
 import { waitFor } from "../helpers.js"
 
@@ -153,14 +160,10 @@ test("the unit's command runs as a user of its own on a read-only install: inges
   expect(uids).toEqual(Array(4).fill(String(SERVICE_UID)))
   if (process.getuid?.() === 0) expect(SERVICE_UID).not.toBe(0)
   // the code is read-only to it
-  const write = spawnSync("setpriv", [
-    `--reuid=${SERVICE_UID}`,
-    `--regid=${SERVICE_UID}`,
-    "--clear-groups",
-    "touch",
-    join(install, "dist/bridge/src/x"),
-  ])
+  const [touch, ...args] = asServiceUser(["touch", join(install, "dist/bridge/src/x")])
+  const write = spawnSync(touch, args, { encoding: "utf8" })
   expect(write.status).not.toBe(0)
+  expect(write.stderr).toMatch(/Permission denied/)
   expect(statSync(join(install, "dist")).mode & 0o222).toBe(0)
 
   const api = bridge.apiUrl!
