@@ -28,8 +28,9 @@ const ASSETS = ["bridge/src/gen/citymeter.js", "bridge/src/gen/citymeter.d.ts", 
 /**
  * Builds dist/ whole: into a folder beside it, then a rename, so that a process reading dist/
  * meanwhile (a test staging an install) finds the old tree or the new, never part of one.
+ * `replace: false` keeps a dist/ that another process finished meanwhile (and drops this build).
  */
-export function buildDist() {
+export function buildDist({ replace = true } = {}) {
   for (const a of ASSETS)
     if (!existsSync(join(root, a)))
       throw new Error(`${a} is missing: run \`npm run gen\` and \`npm run build:web\` first (or \`npm run build\`)`)
@@ -54,6 +55,7 @@ export function buildDist() {
     writeFileSync(join(out, "package.json"), JSON.stringify(own, null, 2) + "\n")
     for (const entry of ["bridge/src/main.js", "cli/main.js", "scripts/start.js"])
       if (!existsSync(join(out, entry))) throw new Error(`dist/${entry} was not written`)
+    if (!replace && existsSync(DIST)) return
     rmSync(DIST, { recursive: true, force: true })
     renameSync(out, DIST)
   } finally {
@@ -66,7 +68,7 @@ export async function ensureDist() {
   if (existsSync(join(DIST, "bridge/src/main.js"))) return
   if (!existsSync(join(root, "web/dist"))) await (await import("./build-web.js")).buildWeb()
   try {
-    buildDist()
+    buildDist({ replace: false })
   } catch (e) {
     // another process built it meanwhile (its rename came first)
     if (!existsSync(join(DIST, "bridge/src/main.js"))) throw e

@@ -29,8 +29,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL")
-  removeInstall(install)
-  rmSync(state, { recursive: true, force: true })
+  if (install) removeInstall(install)
+  if (state) rmSync(state, { recursive: true, force: true })
   await dropSchema(schema)
 })
 

@@ -57,8 +57,8 @@ beforeAll(async () => {
 
 afterAll(() => {
   for (const r of running) if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill("SIGKILL")
-  removeInstall(install)
-  rmSync(work, { recursive: true, force: true })
+  if (install) removeInstall(install)
+  if (work) rmSync(work, { recursive: true, force: true })
 })
 
 /** The unit with its paths moved: node → this Node, /opt/citymeter → the staged install, state → `state`. */
