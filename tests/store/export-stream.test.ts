@@ -134,7 +134,7 @@ describe.each(["postgres", "pglite"] as const)("the export's streamed query on %
         }
       }
     }
-  })
+  }, 240_000) // PGlite's 125 keyset batches of 333 took 103 s alone at load average ≈20
 
   test("a client gone mid-file ends the query and gives its connection back; most batches never read", async () => {
     let batches = 0
