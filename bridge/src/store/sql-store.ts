@@ -80,7 +80,9 @@ export class SqlStore implements Store {
     return maintainReadings(this.db, { ...this.parts, hypertable: this.features.hypertable }, now, retentionDays)
   }
 
-  compactReadings = (before: Date, opts?: CompactionOptions) => compactReadings(this.db, before, opts)
+  // PGlite's one connection serves ingest too: fewer meter-months per transaction there
+  compactReadings = (before: Date, opts?: CompactionOptions) =>
+    compactReadings(this.db, before, { metersPerTx: this.engine === "pglite" ? 5 : 50, ...opts })
 
   async ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T> {
     try {
