@@ -8,6 +8,7 @@ import { RELEASES_DDL } from "./releases.js"
 import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { compactionStep } from "./compaction.js"
+import { DMAS_DDL } from "./dmas.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -190,6 +191,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // items 1-2; store/blocks.ts, store/compaction.ts)
     name: "reading blocks",
     up: (tx) => compactionStep(tx),
+  },
+  {
+    // district metered areas, their bulk and customer meters (issue 25 item 1; store/dmas.ts)
+    name: "district metered areas",
+    up: DMAS_DDL,
   },
 ]
 
