@@ -18,7 +18,7 @@ const HOUR = 3_600_000
 const DAY = 24 * HOUR
 
 /** A meter whose hourly forward (and reverse) volumes are given by functions of the hour's start. */
-interface Flow {
+export interface Flow {
   meterId: string
   fwd: (t: number) => number
   rev?: (t: number) => number
@@ -27,7 +27,7 @@ interface Flow {
 }
 
 /** The hourly readings of `f` for hours [from, to) (interval 3600 s), totals carried on. */
-function hours(f: Flow, from: number, to: number): ReadingRow[] {
+export function hours(f: Flow, from: number, to: number): ReadingRow[] {
   const rows: ReadingRow[] = []
   for (let t = from, idx = 0; t < to; t += HOUR, idx++) {
     const v = f.fwd(t)
