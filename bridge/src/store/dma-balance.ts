@@ -173,14 +173,16 @@ export async function dmaBalance(db: Db, q: DmaBalanceQuery): Promise<DmaBalance
   const unit = q.bucket === "hour" ? "hour" : "day"
   const ps = periods(q.bucket, q.from, q.to)
   const source = await meterBuckets(db, unit, q.from, unit === "hour" ? await memberIds(db, ids) : [])
-  const out = q.bucket === "month" ? `date_trunc('month', b.bucket, 'UTC')` : `b.bucket`
+  const out = q.bucket === "month" ? `date_trunc('month', bucket, 'UTC')` : `bucket`
   const sql = `WITH ${MEMBERS}, ${source},
+    bp AS (
+      SELECT meter_id, ${out} AS start, sum(water) AS water, sum(reverse_ml) AS reverse_ml, count(*) AS n,
+        bool_and(complete) AS ok
+      FROM b GROUP BY 1, 2),
     per AS (
-      SELECT mem.dma_id, mem.role, p.start, p.expected,
-        sum(b.water) AS water, sum(b.reverse_ml) AS reverse_ml, count(b.meter_id) AS n, bool_and(b.complete) AS ok
+      SELECT mem.dma_id, mem.role, p.start, p.expected, bp.water, bp.reverse_ml, bp.n, bp.ok
       FROM mem CROSS JOIN unnest($4::timestamptz[], $5::int[]) AS p(start, expected)
-      LEFT JOIN b ON b.meter_id = mem.meter_id AND ${out} = p.start
-      GROUP BY mem.dma_id, mem.meter_id, mem.role, p.start, p.expected)
+      LEFT JOIN bp ON bp.meter_id = mem.meter_id AND bp.start = p.start)
     SELECT dma_id, start,
       COALESCE(sum(COALESCE(water, 0) - COALESCE(reverse_ml, 0)) FILTER (WHERE role = 'inflow'), 0) AS inflow,
       COALESCE(sum(COALESCE(water, 0) - COALESCE(reverse_ml, 0)) FILTER (WHERE role = 'outflow'), 0) AS outflow,
