@@ -23,7 +23,7 @@ export interface FleetResult {
 }
 
 /** CPU time (user + system) of a process so far, µs (/proc/<pid>/stat, clock ticks of 10 ms). */
-function cpuUs(pid: number): number {
+export function cpuUs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
   const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
   // fields 14 and 15 (utime, stime), counted from the state field (3)

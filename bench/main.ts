@@ -1,7 +1,8 @@
 // citymeter benchmarks: `npm run bench` (full), `npm run bench -- --quick` (CI smoke, a few seconds),
-// `--only frames|ingest|fleet|firmware|sim|dashboard|sta`. Every benchmark prints its baseline and the ratio to it, both
+// `--only frames|ingest|fleet|firmware|sim|dashboard|sta|compiled`. Every benchmark prints its baseline and the ratio to it, both
 // measured in the same run on the same machine.
 import { arch, cpus, totalmem } from "node:os"
+import { compiledBench } from "./compiled.js"
 import { dashboardBench } from "./dashboard.js"
 import { frameSizeBench, sealCostBench } from "./frames.js"
 import { fleetBench } from "./fleet.js"
@@ -28,6 +29,7 @@ if ((!only && !quick) || only === "fleet") await fleetBench(quick)
 if (!only || only === "firmware") await firmwareBench(quick)
 if (!only || only === "firmware" || only === "sim") await simBench(quick)
 if (!only || only === "sta") await staBench(quick)
+if (!only || only === "compiled") await compiledBench(quick)
 // full run only (a browser): the dashboard's first load with 10,000 meters
 if ((!only && !quick) || only === "dashboard") await dashboardBench(quick)
 // VM hosts and sockets may keep the event loop alive

@@ -34,7 +34,10 @@ export async function compact(o: Options, print: (s: string) => void) {
       metersPerTx,
       afterBatch: (n) => print(`batch ${n} committed`),
     })
-    print(JSON.stringify({ ...done, seconds: +((performance.now() - t0) / 1000).toFixed(1) }))
+    const ledger = await store.compactLedger(before ?? new Date(Date.now() - hotDays * 86_400_000), {
+      metersPerTransaction: metersPerTx,
+    })
+    print(JSON.stringify({ ...done, ledger, seconds: +((performance.now() - t0) / 1000).toFixed(1) }))
   } finally {
     await store.close()
   }
@@ -43,7 +46,9 @@ export async function compact(o: Options, print: (s: string) => void) {
 export function registerCompact(program: Command, print: (s: string) => void) {
   program
     .command("compact")
-    .description("compact the readings of months that ended before the hot window into one block per meter and month")
+    .description(
+      "compact the readings of months that ended before the hot window into one block per meter and month, and the frame ledger",
+    )
     .requiredOption(
       "--database <url>",
       "postgres://… or pglite:<dir> (the bridge's DATABASE_URL; stop a PGlite bridge first)",

@@ -4,6 +4,7 @@ import { configFromEnv, startService, type ServiceConfig } from "../bridge/src/s
 import { METER_ID_PATTERN } from "../bridge/src/topics.js"
 import { TUNABLE_BY_NAME } from "../bridge/src/tunables/schema.js"
 import { DEMO_ALARM_SETTINGS, DEMO_SPEED_NOTE } from "../sim/src/demo.js"
+import { readDemoLogins } from "../sim/src/demo-logins.js"
 import { paths } from "../sim/src/paths.js"
 import { FORWARD_LINES, SimPool } from "../sim/src/workers.js"
 import { CliError, usage } from "./errors.js"
@@ -50,6 +51,11 @@ export async function sim(o: SimOptions, print: Print): Promise<Map<string, numb
     }
   })()
   if (url.protocol !== "mqtt:" && url.protocol !== "mqtts:") throw usage("broker URL must be mqtt:// or mqtts://")
+  // the sealed demo's broker takes only its own meters' logins: say so instead of retrying forever
+  if (o.username === undefined && readDemoLogins(o.broker))
+    throw usage(
+      `${o.broker} is the npm start demo's broker, which takes only its own meters' logins: start the demo with \`npm start -- --anonymous-broker\` to add simulated meters`,
+    )
   if (!existsSync(paths.bytecode))
     throw new CliError(
       `${paths.bytecode} is missing: run \`npm run build:firmware\` (or \`citymeter build --board sim\`)`,

@@ -1,9 +1,11 @@
 // `citymeter watch <meter>`: live frames of one meter (or all, with '+'), decoded as the bridge
 // decodes them; rejected frames are shown with the bridge's reject code and their bytes.
 import mqtt from "mqtt"
-import { decodeUplink } from "../bridge/src/codec.js"
+import { decodeUplink, readEnvelope } from "../bridge/src/codec.js"
+import { num } from "../bridge/src/codec/payload.js"
 import { FrameError } from "../bridge/src/codec/frames.js"
 import { DOWN_KINDS, METER_ID_PATTERN, TOPIC_ROOT, UP_KINDS, type DownKind, type UpKind } from "../bridge/src/topics.js"
+import { readDemoLogins } from "../sim/src/demo-logins.js"
 import { CliError, usage } from "./errors.js"
 import { describeDownlink, describeUplink } from "./format.js"
 
@@ -24,6 +26,12 @@ export function describeMessage(topic: string, payload: Uint8Array): string[] {
   const head = `${new Date().toISOString()} ${meter} ${dir}/${kind} (${payload.length} B)`
   try {
     if (dir === "up" && (UP_KINDS as readonly string[]).includes(kind)) {
+      // watch holds no keys: a sealed frame shows what travels in the clear (the demo's meters seal)
+      const { uplink } = readEnvelope(kind as UpKind, payload)
+      if (uplink.body === "sealed")
+        return [
+          `${head} sealed: boot ${num(uplink.boot)} seq ${num(uplink.seq)} link ${num(uplink.link)}, ${uplink.sealed!.length} B of ciphertext (the bridge opens it with the meter's key)`,
+        ]
       const [first, ...rest] = describeUplink(decodeUplink(kind as UpKind, payload))
       return [`${head} ${first}`, ...rest]
     }
@@ -41,9 +49,11 @@ export async function watch(meter: string, o: WatchOptions, print: (line: string
     throw usage(`meter id '${meter}' must match ${METER_ID_PATTERN.source}, or be '+' for every meter`)
   if (!/^mqtts?:\/\//.test(o.url)) throw usage(`broker URL must start with mqtt:// or mqtts:// (got ${o.url})`)
   const filter = `${TOPIC_ROOT}/${meter}/#`
+  // the npm start demo's broker takes logins only: without one given, the demo's bridge login
+  const demoLogin = o.username === undefined ? readDemoLogins(o.url)?.bridge : undefined
   const client = mqtt.connect(o.url, {
-    username: o.username,
-    password: o.password,
+    username: o.username ?? demoLogin?.username,
+    password: o.username === undefined ? demoLogin?.password : o.password,
     clientId: `citymeter-watch-${process.pid}-${Date.now().toString(36)}`,
     reconnectPeriod: 1000,
     connectTimeout: 5000,
@@ -64,7 +74,10 @@ export async function watch(meter: string, o: WatchOptions, print: (line: string
     client.on("connect", () => {
       client.subscribe(filter, { qos: 0 }, (err) => {
         if (err) return finish(new CliError(`subscribe to ${filter} failed: ${err.message}`))
-        if (firstConnect) print(`watching ${filter} on ${o.url} (Ctrl-C to stop)`)
+        if (firstConnect)
+          print(
+            `watching ${filter} on ${o.url}${demoLogin ? ` as ${demoLogin.username} (the demo's login)` : ""} (Ctrl-C to stop)`,
+          )
         firstConnect = false
         arm()
       })

@@ -1,101 +1,106 @@
 // The main job on embedded defaults, one process: embedded broker + embedded database + bridge +
-// HTTP API + simulated meters running the real firmware. `npm start`; Ctrl-C stops it, and the
-// meters go offline (their Death frames, or marked offline when a Death did not arrive in time).
+// HTTP API + simulated meters running the real firmware (scripts/demo.ts). `npm start`; Ctrl-C
+// stops it, and the meters go offline (their Death frames, or marked offline when a Death did not
+// arrive in time). The meters seal their frames and the broker takes only the logins made at start
+// (written to data/broker/logins.json); `npm start -- --open` sends open frames as before, and
+// `--anonymous-broker` lets anyone on the broker.
 // Environment: METERS, INTERVAL_S, BATCH (defaults: DEMO_FLEET, sim/src/demo.ts), and the bridge's
 // variables (README Configuration; defaults in bridge/src/defaults.ts), MQTT_URL to use a real broker.
-// A failure the user can fix (a port in use, a bad setting) is one line; DEBUG=1 adds the stack.
-import { join } from "node:path"
-import { mkdirSync } from "node:fs"
-import { configFromEnv, startService, type Service } from "../bridge/src/service.js"
-import { reportError } from "../cli/errors.js"
-import { DEMO_ALARM_SETTINGS, DEMO_FLEET, DEMO_SPEED_NOTE, driveDemo } from "../sim/src/demo.js"
-import { SimMeter } from "../sim/src/meter.js"
-import { paths } from "../sim/src/paths.js"
+// A failure the user can fix (a port in use, a bad setting, a bad flag) is one line; DEBUG=1 adds the stack.
+import { relative } from "node:path"
+import { format, parseArgs } from "node:util"
+import { createLogger } from "../bridge/src/log.js"
+import { configFromEnv, type ServiceConfig } from "../bridge/src/service.js"
+import { reportError, usage } from "../cli/errors.js"
+import { DEMO_FLEET, DEMO_SPEED_NOTE } from "../sim/src/demo.js"
+import { DEMO_DATA_DIR } from "../sim/src/demo-logins.js"
+import { startDemo, type Demo } from "./demo.js"
 
-const meters = Number(process.env.METERS ?? DEMO_FLEET.meters)
-const intervalS = Number(process.env.INTERVAL_S ?? DEMO_FLEET.intervalS)
-const batch = Number(process.env.BATCH ?? DEMO_FLEET.batch)
-/** How long a clean stop waits for the meters' Death frames (their MQTT wills) to be stored. */
-const DEATH_WAIT_MS = 5000
+const FLAGS = {
+  open: { type: "boolean", default: false },
+  "anonymous-broker": { type: "boolean", default: false },
+} as const
+const FLAGS_HELP = "--open (meters send open frames), --anonymous-broker (the embedded broker takes anyone)"
 
-let svc: Service
+const fleet = {
+  meters: Number(process.env.METERS ?? DEMO_FLEET.meters),
+  intervalS: Number(process.env.INTERVAL_S ?? DEMO_FLEET.intervalS),
+  batch: Number(process.env.BATCH ?? DEMO_FLEET.batch),
+}
+// the meters' own lines, in the bridge's log form, each with its meter id: the firmware's console
+// at info, the runtime's messages at debug, its errors at warn
+const LINE_LEVEL = { console: "info", dmesg: "debug", error: "warn" } as const
+let demo: Demo
+let config: ServiceConfig
+let flags: { open: boolean; "anonymous-broker": boolean }
 try {
-  svc = await startService({ ...configFromEnv(), demo: true })
+  try {
+    flags = parseArgs({ options: FLAGS, strict: true }).values
+  } catch (e) {
+    throw usage(`${(e as Error).message}; npm start takes ${FLAGS_HELP}`)
+  }
+  config = configFromEnv()
+  const firmwareLog = createLogger("firmware", config.logSettings)
+  // jacdac-ts reports the simulated buses' states with console.debug ("citymeter-vm demo-001:
+  // connecting"): debug records, so that stdout holds log records only (and the banner)
+  const simLog = createLogger("sim", config.logSettings)
+  console.debug = (...args: unknown[]) => simLog.debug(format(...args))
+  const meterLogs = new Map<string, typeof firmwareLog>()
+  const meterLog = (meterId: string) =>
+    meterLogs.get(meterId) ?? meterLogs.set(meterId, firmwareLog.child({ meterId })).get(meterId)!
+  demo = await startDemo({
+    config,
+    meterLog: (meterId, line, kind) => meterLog(meterId)[LINE_LEVEL[kind]](line.replace(/^> /, "")),
+    ...fleet,
+    dataDir: DEMO_DATA_DIR,
+    open: flags.open,
+    anonymousBroker: flags["anonymous-broker"],
+  })
 } catch (e) {
   process.exit(reportError("npm start", e))
 }
-const broker = new URL(svc.mqttUrl)
-const flashDir = join(paths.root, "data/flash")
-mkdirSync(flashDir, { recursive: true })
 
-const sims: SimMeter[] = []
-for (let i = 1; i <= meters; i++) {
-  const meterId = `demo-${String(i).padStart(3, "0")}`
-  const m = new SimMeter({
-    meterId,
-    water: "register", // the demo runs at 60x: pulses that fast are past the GPIO polling
-    flashFile: join(flashDir, `${meterId}.bin`),
-    settings: {
-      ...DEMO_ALARM_SETTINGS,
-      MQTT_HOST: broker.hostname,
-      MQTT_PORT: Number(broker.port),
-      INTERVAL_S: intervalS,
-      BATCH: batch,
-    },
-  })
-  sims.push(m)
-}
-
-const stopDriving = driveDemo(sims)
-for (const m of sims) await m.start()
-
+const { svc, meters, logins } = demo
+const shown = (file: string) => relative(process.cwd(), file) || file
 const brokerArg = `--broker ${svc.mqttUrl}`
+const access = logins
+  ? `logins required (the production ACL), written to ${shown(logins.loginsFile)} (mode 0600)`
+  : process.env.MQTT_URL
+    ? "yours (MQTT_URL)"
+    : "ANONYMOUS (--anonymous-broker): anyone may publish and subscribe"
+const frames = flags.open
+  ? "open frames (--open: anyone on the broker can read and forge them)"
+  : "sealed frames (AES-256-CCM, a key per meter in the registry)"
+const more = logins
+  ? `  (more simulated meters need a broker that takes them: npm start -- --anonymous-broker, then citymeter sim)`
+  : `  npx citymeter sim ${brokerArg} --prefix mine -n 2     two more simulated meters`
 console.log(`
 citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
   dashboard     ${svc.httpUrl}/
   API docs      ${svc.httpUrl}/docs
-  MQTT broker   ${svc.mqttUrl}
-  data tier     ${svc.store.engine} (${configFromEnv().databaseUrl})
+  MQTT broker   ${svc.mqttUrl}, ${access}
+  data tier     ${svc.store.engine} (${config.databaseUrl})
   HTTP API      ${svc.httpUrl}/meters
-  readings      ${svc.httpUrl}/meters/${sims[0].meterId}/readings
+  readings      ${svc.httpUrl}/meters/${meters[0].meterId}/readings
   metrics       ${svc.httpUrl}/metrics
-  ${meters} simulated meters running the real firmware, ${intervalS} s intervals x${batch} per frame;
-  ${DEMO_SPEED_NOTE} (alarm thresholds in simulated time).
+  ${meters.length} simulated meters running the real firmware, ${frames},
+  ${fleet.intervalS} s intervals x${fleet.batch} per frame; ${DEMO_SPEED_NOTE} (alarm thresholds in simulated time).
 In another terminal:
-  npx citymeter watch + ${brokerArg}                    live frames of every meter
-  npx citymeter sim ${brokerArg} --prefix mine -n 2     two more simulated meters
+  npx citymeter watch + ${brokerArg}                    live frames of every meter${logins ? " (as the bridge's login)" : ""}
+${more}
 Ctrl-C to stop.`)
-
-/** After the VMs stop, the broker publishes each meter's will (its Death); wait until it is stored. */
-async function awaitDeaths(): Promise<string[]> {
-  const ids = sims.map((m) => m.meterId)
-  const online = async () =>
-    (await Promise.all(ids.map((id) => svc.store.getMeter(id)))).filter((r) => r?.online).map((r) => r!)
-  const until = Date.now() + DEATH_WAIT_MS
-  let left = await online()
-  while (left.length && Date.now() < until) {
-    await new Promise((r) => setTimeout(r, 100))
-    left = await online()
-  }
-  // no Death in time (an external broker that was gone, say): offline explicitly, for that boot
-  for (const r of left) if (r.boot !== null) await svc.store.recordDeath(r.meterId, r.boot, new Date())
-  return left.map((r) => r.meterId)
-}
 
 let stopping = false
 async function shutdown() {
   if (stopping) return
   stopping = true
   try {
-    stopDriving()
-    for (const m of sims) await m.stop()
-    const forced = await awaitDeaths()
+    const forced = await demo.stop()
     console.log(
       forced.length
-        ? `stopped: ${sims.length - forced.length} meter(s) offline by their Death frame, ${forced.join(", ")} marked offline`
-        : `stopped: ${sims.length} meter(s) offline by their Death frame`,
+        ? `stopped: ${meters.length - forced.length} meter(s) offline by their Death frame, ${forced.join(", ")} marked offline`
+        : `stopped: ${meters.length} meter(s) offline by their Death frame`,
     )
-    await svc.stop()
     process.exit(0)
   } catch (e) {
     process.exit(reportError("npm start", e))

@@ -138,18 +138,30 @@ export class TcpProxy {
 }
 
 /** The bridge service (bridge/src/main.ts) in its own process. */
+/**
+ * How a bridge process is started: from the sources through tsx (what tests run), or the compiled
+ * dist/ (`npm run build`) with plain Node, as `npm run bridge` and the service run it.
+ */
+export const BRIDGE_ARGV = {
+  tsx: ["--import", "tsx", join(root, "bridge/src/main.ts")],
+  compiled: ["--enable-source-maps", join(root, "dist/bridge/src/main.js")],
+}
+
 export class BridgeProcess {
   private proc?: ChildProcess
   apiUrl?: string
   readonly output: string[] = []
-  constructor(readonly env: Record<string, string>) {}
+  constructor(
+    readonly env: Record<string, string>,
+    readonly argv: readonly string[] = BRIDGE_ARGV.tsx,
+  ) {}
   /** The bridge's process id while it runs (for /proc readings such as peak RSS). */
   get pid() {
     return this.proc?.pid
   }
   async start() {
     this.apiUrl = undefined
-    const proc = spawn(process.execPath, ["--import", "tsx", join(root, "bridge/src/main.ts")], {
+    const proc = spawn(process.execPath, [...this.argv], {
       cwd: root,
       env: { ...process.env, HTTP_PORT: "0", ...this.env },
       stdio: ["ignore", "pipe", "pipe"],

@@ -1,13 +1,24 @@
 // The store contract on compacted data (issue 24 item 6): a Store whose every call first compacts
-// every month there is (store/compaction.ts, with `before` far ahead), so each read meets its
-// readings in blocks, and each write lands as a late frame into a compacted month.
+// every month there is (store/compaction.ts, with `before` far ahead) and the whole frame ledger
+// (store/ledger-blocks.ts), so each read meets its readings in blocks, each write lands as a late
+// frame into a compacted month, and each claim meets the ledger in blocks.
 import type { Store } from "../bridge/src/store/store.js"
 
 const EVERYTHING = new Date("9999-01-01T00:00:00Z")
-const PASS_THROUGH = new Set<PropertyKey>(["compactReadings", "close", "migrate", "ping", "constructor"])
+const PASS_THROUGH = new Set<PropertyKey>([
+  "compactReadings",
+  "compactLedger",
+  "close",
+  "migrate",
+  "ping",
+  "constructor",
+])
 
 export function compactingStore(store: Store): Store {
-  const compact = () => store.compactReadings(EVERYTHING)
+  const compact = async () => {
+    await store.compactReadings(EVERYTHING)
+    await store.compactLedger(EVERYTHING)
+  }
   return new Proxy(store, {
     get(target, key) {
       const v = Reflect.get(target, key, target) as unknown

@@ -3,7 +3,9 @@
 // (mosquitto_passwd), so one file serves both brokers:
 //   a meter (username = meter id) writes only citymeter/v1/<itself>/up/… and reads only
 //   citymeter/v1/<itself>/down/…; the bridge user reads every uplink and writes every downlink.
-import { createHash, pbkdf2Sync, timingSafeEqual } from "node:crypto"
+// The embedded broker also binds a meter's client id to its username (mayUseClientId), which a
+// Mosquitto password file and ACL cannot express.
+import { createHash, pbkdf2Sync, randomBytes, timingSafeEqual } from "node:crypto"
 import { readFileSync } from "node:fs"
 import { METER_ID_PATTERN, TOPIC_ROOT } from "./topics.js"
 
@@ -35,6 +37,27 @@ export function checkPassword(hash: string, password: Buffer): boolean {
     actual = createHash("sha512").update(password).update(Buffer.from(salt, "base64")).digest()
   } else return false
   return actual.length === expected.length && timingSafeEqual(actual, expected)
+}
+
+/** Iterations, salt and digest sizes of the $7$ hashes mosquitto_passwd writes (Mosquitto 2). */
+const PBKDF2 = { iterations: 101, saltBytes: 12, digestBytes: 64 }
+
+/** A password file line's hash for `password`, in the $7$ form Mosquitto reads and checkPassword checks. */
+export function hashPassword(password: string): string {
+  const salt = randomBytes(PBKDF2.saltBytes)
+  const digest = pbkdf2Sync(password, salt, PBKDF2.iterations, PBKDF2.digestBytes, "sha512")
+  return `$7$${PBKDF2.iterations}$${salt.toString("base64")}$${digest.toString("base64")}`
+}
+
+/**
+ * May `user` connect with `clientId`? A meter connects as its meter id (firmware/uplink.ts), so a
+ * meter login must use its own name: it cannot take another meter's session, nor the bridge's
+ * (issue 26: a stranger connecting as `demo-001` flapped that meter). The bridge user may use any
+ * client id that is not another login's name.
+ */
+export function mayUseClientId(user: string, clientId: string, bridgeUser: string, logins: PasswordFile): boolean {
+  if (user === bridgeUser) return clientId === user || !logins.has(clientId)
+  return clientId === user
 }
 
 /** Removes an MQTT 5 shared-subscription prefix ($share/<group>/). */

@@ -7,7 +7,8 @@ import { randomUUID } from "node:crypto"
 import type { Socket } from "node:net"
 import swagger from "@fastify/swagger"
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from "fastify"
-import pino, { type Logger } from "pino"
+import type { Logger } from "pino"
+import { createLogger } from "./log.js"
 import type { IngestHealth } from "./health.js"
 import type { Metrics } from "./metrics.js"
 import type { LiveBus } from "./live.js"
@@ -59,7 +60,7 @@ export interface AppOptions {
   logger?: boolean | object
   /**
    * The app's logger: every 5xx is logged on it with its request id, also while request logging
-   * is off (service.ts passes the bridge's). Default: a pino logger on stdout at LOG_LEVEL.
+   * is off (service.ts passes the bridge's). Default: a logger on stdout at LOG_LEVEL, JSON or readable by the terminal (log.ts).
    */
   log?: Logger
   /** Sends a downlink to a meter (service.ts wires the bridge's MQTT client). */
@@ -156,8 +157,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
   const logging = o.logger
     ? { logger: o.logger }
     : {
-        loggerInstance: (o.log ??
-          pino({ name: "citymeter-api", level: process.env.LOG_LEVEL ?? "info" })) as FastifyBaseLogger,
+        loggerInstance: (o.log ?? createLogger("citymeter-api")) as FastifyBaseLogger,
         logController: new LogController({ disableRequestLogging: true }),
       }
   const limits: HttpLimits = { ...BRIDGE_DEFAULTS.http, ...o.httpLimits }

@@ -1,6 +1,7 @@
 // The embedded default broker (aedes, MQTT 3.1.1), for running citymeter without a Mosquitto.
 // Optional: TLS (cert + key) and per-meter credentials with the topic ACL of acl.ts (a Mosquitto
-// password file); without a password file it accepts anonymous clients (the demo default).
+// password file) and each meter's client id bound to its login; without a password file it
+// accepts anonymous clients (only with CITYMETER_MODE=demo, or `npm start -- --anonymous-broker`).
 // Retained messages are kept only inside citymeter's topic tree and up to maxRetainedBytes: a
 // larger one, or one on another topic (junk/…), is delivered to the clients subscribed now but not
 // kept, counted (citymeter_broker_retained_refused_total) and logged per reason and interval.
@@ -9,7 +10,7 @@ import { createServer, type AddressInfo, type Server } from "node:net"
 import { createServer as createTlsServer } from "node:tls"
 import { Aedes, type AedesOptions, type Client, type PublishPacket } from "aedes"
 import type { Logger } from "pino"
-import { DEFAULT_BRIDGE_USER, checkPassword, mayAccess, readPasswordFile } from "./acl.js"
+import { DEFAULT_BRIDGE_USER, checkPassword, mayAccess, mayUseClientId, readPasswordFile } from "./acl.js"
 import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import type { Metrics } from "./metrics.js"
 import { SampledLog } from "./sampled-log.js"
@@ -68,24 +69,51 @@ function retainedLimit(
   }
 }
 
-/** aedes hooks enforcing the password file and the ACL; usernames are kept per client. */
-function authHooks(passwordFile: string, bridgeUser: string): AedesOptions {
+type Refusal = "login" | "client_id" | "publish" | "subscribe"
+
+/**
+ * aedes hooks enforcing the password file, the client id binding and the ACL (acl.ts); usernames
+ * are kept per client. Every refusal is counted (citymeter_broker_refused_total) and logged per
+ * reason and interval. A refused CONNECT never reaches aedes' session takeover: a refused client
+ * cannot disconnect the meter or the bridge whose client id it gave.
+ */
+function authHooks(passwordFile: string, bridgeUser: string, o: EmbeddedBrokerOptions): AedesOptions {
   const users = readPasswordFile(passwordFile)
   const userOf = new WeakMap<object, string>()
-  const denied = () => Object.assign(new Error("not authorized"), { returnCode: 5 })
+  const sampled = o.log && new SampledLog(o.log, "broker refused a client", D.rejectLogIntervalMs)
+  const refuse = (reason: Refusal, client: Client | null, fields: Record<string, unknown>) => {
+    o.metrics?.brokerRefused.inc({ reason })
+    sampled?.note(reason, "warn", () => ({ clientId: client?.id, user: client && userOf.get(client), ...fields }))
+  }
+  // [MQTT-3.2.2.3] CONNACK 2 "identifier rejected", 5 "not authorized"
+  const denied = (returnCode = 5) =>
+    Object.assign(new Error(returnCode === 2 ? "client id not allowed" : "not authorized"), { returnCode })
   return {
     authenticate: (client, username, password, done) => {
       const hash = username !== undefined ? users.get(username) : undefined
-      if (!hash || !password || !checkPassword(hash, Buffer.from(password))) return done(denied(), false)
+      if (!hash || !password || !checkPassword(hash, Buffer.from(password))) {
+        refuse("login", client, { username: username ?? null })
+        return done(denied(), false)
+      }
+      if (!mayUseClientId(username!, client.id, bridgeUser, users)) {
+        refuse("client_id", client, { username })
+        return done(denied(2), false)
+      }
       userOf.set(client, username!)
       done(null, true)
     },
     // A refused publish closes the connection (MQTT 3.1.1 has no negative PUBACK).
-    authorizePublish: (client, packet, done) =>
-      done(client && mayAccess(userOf.get(client), bridgeUser, "write", packet.topic) ? null : denied()),
+    authorizePublish: (client, packet, done) => {
+      if (client && mayAccess(userOf.get(client), bridgeUser, "write", packet.topic)) return done(null)
+      refuse("publish", client, { topic: packet.topic })
+      done(denied())
+    },
     // A refused subscription gets return code 0x80 in the SUBACK.
-    authorizeSubscribe: (client, sub, done) =>
-      done(null, mayAccess(userOf.get(client), bridgeUser, "read", sub.topic) ? sub : (null as never)),
+    authorizeSubscribe: (client, sub, done) => {
+      if (mayAccess(userOf.get(client), bridgeUser, "read", sub.topic)) return done(null, sub)
+      refuse("subscribe", client, { topic: sub.topic })
+      done(null, null as never)
+    },
   }
 }
 
@@ -94,7 +122,7 @@ export async function startEmbeddedBroker(
   host = "127.0.0.1",
   o: EmbeddedBrokerOptions = {},
 ): Promise<EmbeddedBroker> {
-  const hooks = o.passwordFile ? authHooks(o.passwordFile, o.bridgeUser ?? DEFAULT_BRIDGE_USER) : {}
+  const hooks = o.passwordFile ? authHooks(o.passwordFile, o.bridgeUser ?? DEFAULT_BRIDGE_USER, o) : {}
   const tls = o.tls && { cert: readFileSync(o.tls.certFile), key: readFileSync(o.tls.keyFile) }
   const aedes = await Aedes.createBroker({ ...hooks, authorizePublish: retainedLimit(o, hooks.authorizePublish) })
   const server: Server = tls ? createTlsServer(tls, aedes.handle) : createServer(aedes.handle)

@@ -14,6 +14,7 @@ import { parseRole, roleValueError, type ServiceRole } from "./roles.js"
 import type { StoreOptions } from "./store/engines.js"
 import type { BeforeCommit } from "./ingest/index.js"
 import type { DeadLetterRetention } from "./store/store.js"
+import { readLogSettings, type LogSettings } from "./log.js"
 
 export interface ServiceConfig {
   /** MODE: all (default), api (HTTP API only) or ingest (subscription, ingest, jobs; probes only): roles.ts. */
@@ -94,6 +95,8 @@ export interface ServiceConfig {
   releasePublicKey?: string
   /** RELEASE_MAX_BYTES: the largest release bytecode; default BRIDGE_DEFAULTS.releaseMaxBytes. */
   releaseMaxBytes?: number
+  /** LOG_LEVEL and LOG_FORMAT (log.ts); unset: read from the environment, leniently. */
+  logSettings?: LogSettings
   log?: Logger
 }
 
@@ -310,8 +313,11 @@ export function configFromEnv(env = process.env): ServiceConfig {
     check.problems.push(`CITYMETER_MODE must be demo or production (got '${mode}')`)
   const role = parseRole(env.MODE)
   if (!role) check.problems.push(roleValueError(env.MODE!))
+  const logs = readLogSettings(env)
+  check.problems.push(...logs.problems)
   const config: ServiceConfig = {
     role: role ?? D.role,
+    logSettings: logs.settings,
     demo: mode === "demo",
     mqttUrl: env.MQTT_URL || undefined,
     embeddedMqttPort: check.port("EMBEDDED_MQTT_PORT", D.embeddedMqttPort),

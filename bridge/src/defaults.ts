@@ -6,6 +6,8 @@
 export const BRIDGE_DEFAULTS = {
   /** MODE: what one process runs (bridge/src/roles.ts): the API and ingest together. */
   role: "all",
+  /** LOG_LEVEL: pino's level (bridge/src/log.ts); LOG_FORMAT unset chooses by the terminal. */
+  logLevel: "info",
   /** EMBEDDED_MQTT_PORT: the embedded broker's port when MQTT_URL is unset. */
   embeddedMqttPort: 11883,
   /**

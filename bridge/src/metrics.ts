@@ -138,6 +138,12 @@ export function createMetrics(defaults = false) {
       labelNames: ["reason"] as const,
       registers: [registry],
     }),
+    brokerRefused: new Counter({
+      name: "citymeter_broker_refused_total",
+      help: "What the embedded broker refused under its password file, by reason: login (anonymous or a wrong password), client_id (a login connecting under another login's client id), publish and subscribe (outside the login's topics)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
     wsskLinksUp: new Gauge({
       name: "citymeter_wssk_links_up",
       help: "Meters with an authenticated WSSK link to this bridge's endpoint (WSSK_PORT)",

@@ -3,7 +3,8 @@
 import { readFileSync } from "node:fs"
 import { statfs } from "node:fs/promises"
 import { createServer } from "node:net"
-import pino, { type Logger } from "pino"
+import type { Logger } from "pino"
+import { createLogger } from "./log.js"
 import { buildApp } from "./api.js"
 import { connectDownlinks, endClient, startBridge, type Bridge } from "./bridge.js"
 import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
@@ -17,6 +18,7 @@ import { createMetrics, withoutIngestMetrics, wsskMetrics, type Metrics } from "
 import { roleRefusal, type ServiceRole } from "./roles.js"
 import { retry } from "./retry.js"
 import { StoreConfigError, openStore } from "./store/engines.js"
+import { SchemaTooNewError } from "./store/migrations.js"
 import type { IngestHealth } from "./health.js"
 import type { Store } from "./store/store.js"
 import { WsskEndpoint } from "./wssk/endpoint.js"
@@ -74,10 +76,13 @@ const mqttOptions = (c: ServiceConfig) => ({
 /** The bridge starts even when the data tier is down: it waits for it (logged), then subscribes. */
 async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store> {
   return retry(() => openStore(c.databaseUrl, c.storeOptions), {
-    retryable: (e) => !(e instanceof StoreConfigError),
+    retryable: (e) => !(e instanceof StoreConfigError || e instanceof SchemaTooNewError),
     onRetry: (e, attempt) => {
       if (attempt % 10 === 0) log.error({ err: (e as Error).message, attempt }, "data tier unavailable; retrying")
     },
+  }).catch((e: unknown) => {
+    // an older bridge on an upgraded data tier (a rollback without the restore): refused, not retried
+    throw e instanceof SchemaTooNewError ? new ServiceConfigError(e.message) : e
   })
 }
 
@@ -121,6 +126,9 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
       metrics.blocksWritten.inc({ kind: "merged" }, packed.merged)
       if (packed.readings || packed.truncated.length)
         log.info({ ...packed, hotDays: hot, ms: Math.round(performance.now() - t0) }, "readings compacted")
+      // the frame ledger too: frames received before the hot window, into blocks of digests
+      const ledger = await store.compactLedger(new Date(Date.now() - hot * 86_400_000))
+      if (ledger.frames) log.info({ ...ledger, hotDays: hot }, "frame ledger compacted")
     } catch (e) {
       log.warn({ err: (e as Error).message }, "readings maintenance failed; next run retries")
     }
@@ -194,7 +202,7 @@ function checkConfig(c: ServiceConfig, role: ServiceRole, log: Logger) {
 const consumerCount = (c: ServiceConfig) => Math.max(1, Math.floor(c.consumers ?? D.consumers))
 
 export async function startService(c: ServiceConfig): Promise<Service> {
-  const log = c.log ?? pino({ name: "citymeter-bridge", level: process.env.LOG_LEVEL ?? "info" })
+  const log = c.log ?? createLogger("citymeter-bridge", c.logSettings)
   // MODE (roles.ts): api runs no broker, subscription, ingest or jobs; ingest serves only the probes
   const role = c.role ?? D.role
   checkConfig(c, role, log)

@@ -8,8 +8,12 @@ import type { DevsVm } from "./vm.js"
  * that arrive re-entrantly while it is still sending.
  */
 class VmTransport extends Transport {
-  constructor(private readonly vm: DevsVm) {
-    super("citymeter-vm")
+  // jacdac-ts prints "<type>: connecting" (console.debug): the type names the meter
+  constructor(
+    private readonly vm: DevsVm,
+    meterId: string,
+  ) {
+    super(`citymeter-vm ${meterId}`)
     vm.sendPacket = (frame) => {
       const copy = frame.slice()
       setImmediate(() => this.deliver(copy))
@@ -33,8 +37,8 @@ class VmTransport extends Transport {
   }
 }
 
-export function createVmBus(vm: DevsVm): JDBus {
-  const bus = new JDBus([new VmTransport(vm)], { disableRoleManager: true })
+export function createVmBus(vm: DevsVm, meterId: string): JDBus {
+  const bus = new JDBus([new VmTransport(vm, meterId)], { disableRoleManager: true })
   return bus
 }
 

@@ -64,8 +64,8 @@ export interface SimMeterOptions {
    * deploy over the air (sim/src/program.ts).
    */
   programFrom?: ProgramFrom
-  /** Firmware console lines (DeviceScript console.log) and VM messages. */
-  log?: (line: string) => void
+  /** The firmware's console.log lines ("> …"), the runtime's other messages (dmesg) and its errors. */
+  log?: (line: string, kind: MeterLineKind) => void
   /**
    * How the water meter reaches the firmware. "pulses" (default, as on every board): the host
    * simulates the meter's pulse output driven by the flow (setWaterFlow) as a button server on the
@@ -95,6 +95,7 @@ export interface SimMeterOptions {
   onFlashSave?: (image: Uint8Array) => void
 }
 
+export type MeterLineKind = "console" | "dmesg" | "error"
 /** The board build a pulse-output meter runs when no board or bytecode is given (the smallest bank). */
 export const DEFAULT_BOARD = "citymeter_picow"
 
@@ -263,11 +264,11 @@ export class SimMeter {
     this.magnet.reading.setValues([present ? 1 : 0])
   }
 
-  private logLine(line: string) {
+  private logLine(line: string, kind: MeterLineKind) {
     // prefixed with wall-clock seconds (mod 1000 s) to line up with the bridge's log times
     this.lines.push(`${((Date.now() % 1e6) / 1000).toFixed(2)} ${line}`)
     if (this.lines.length > 2000) this.lines.splice(0, 1000)
-    this.options.log?.(line)
+    this.options.log?.(line, kind)
   }
 
   /** Powers the meter on: VM, bus, sensors, settings, firmware. */
@@ -277,16 +278,17 @@ export class SimMeter {
     this.flash = flashFile && existsSync(flashFile) ? new Uint8Array(readFileSync(flashFile)) : this.flash
     const deployFile = deploysFile(this.options.programFrom ?? "file", this.flash)
     const vm = await createVm()
-    vm.dmesg = (s) => this.logLine(s)
-    vm.log = (...a) => this.logLine(a.join(" "))
-    vm.error = (...a) => this.logLine("error: " + a.join(" "))
+    // the runtime passes the program's console.log lines through dmesg, prefixed "> "
+    vm.dmesg = (s) => this.logLine(s, s.startsWith("> ") ? "console" : "dmesg")
+    vm.log = (...a) => this.logLine(a.join(" "), "console")
+    vm.error = (...a) => this.logLine("error: " + a.join(" "), "error")
     vm.flashLoad = () => this.flash
     vm.flashSave = (data) => {
       this.flash = data // the VM hands over a copy of its flash (em_flash_save)
       if (flashFile) writeFileSync(flashFile, data)
       this.options.onFlashSave?.(data)
     }
-    const bus = createVmBus(vm)
+    const bus = createVmBus(vm, this.meterId)
     await bus.connect()
     bus.addServiceProvider(
       new JDServerServiceProvider("citymeter-sensors", [

@@ -1,7 +1,10 @@
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
+// the checkout: sim/src/ → ../.. from the sources; compiled, dist/sim/src/ → ../../.. (the firmware's
+// build, the boards' sources and the demo's flash files stay in the checkout, not in dist/)
+const here = dirname(fileURLToPath(import.meta.url))
+const root = resolve(here, import.meta.url.endsWith(".ts") ? "../.." : "../../..")
 
 /** Where the build puts things (run from anywhere; DeviceScript builds from the repo root). */
 export const paths = {

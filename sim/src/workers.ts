@@ -56,8 +56,9 @@ export interface ThreadStats {
   lagMaxMs: number
 }
 
-// a plain-JS entry registers tsx in the thread, then loads workers-thread.ts
-const ENTRY = new URL("./workers-entry.mjs", import.meta.url)
+// from the sources, a plain-JS entry registers tsx in the thread, then loads workers-thread.ts;
+// compiled (dist/), the thread runs workers-thread.js itself
+const ENTRY = new URL(import.meta.url.endsWith(".ts") ? "./workers-entry.mjs" : "./workers-thread.js", import.meta.url)
 
 export class SimPool {
   /** "citymeter: frame" lines per meter: what the firmware says it made (the bridge's count is the truth). */

@@ -17,7 +17,7 @@ import { dropSchema, PG_URL } from "../helpers.js"
 const T0 = Date.parse("2026-01-01T00:00:00Z")
 const STEP = 900_000
 const METERS = ["ca-0", "ca-1", "ca-2", "ca-3"]
-const SKIPPED = 1234 // a frame of ca-0 in January held back: the late frame
+const SKIPPED = 234 // a frame of ca-0 on 10 January held back: the late frame
 
 /** A frame of 4 readings: every channel varied, some absent, a reboot on day 40, clock jitter. */
 function frame(m: number, k: number): ReadingRow[] {

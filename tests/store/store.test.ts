@@ -23,19 +23,27 @@ describeStoreContract("pglite", async () => {
 })
 
 // the same contract with every month compacted before each call (tests/store-compacted.ts)
-describeStoreContract("postgres, compacted", async () => {
-  const schema = `t_${randomBytes(6).toString("hex")}`
-  const raw = await openPostgres(PG_URL, { schema })
-  return {
-    store: compactingStore(raw),
-    cleanup: async () => {
-      await raw.close()
-      await dropSchema(schema)
-    },
-  }
-})
+describeStoreContract(
+  "postgres, compacted",
+  async () => {
+    const schema = `t_${randomBytes(6).toString("hex")}`
+    const raw = await openPostgres(PG_URL, { schema })
+    return {
+      store: compactingStore(raw),
+      cleanup: async () => {
+        await raw.close()
+        await dropSchema(schema)
+      },
+    }
+  },
+  { compacted: true },
+)
 
-describeStoreContract("pglite, compacted", async () => {
-  const raw = await openPglite(undefined)
-  return { store: compactingStore(raw), cleanup: () => raw.close() }
-})
+describeStoreContract(
+  "pglite, compacted",
+  async () => {
+    const raw = await openPglite(undefined)
+    return { store: compactingStore(raw), cleanup: () => raw.close() }
+  },
+  { compacted: true },
+)

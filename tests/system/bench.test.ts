@@ -46,6 +46,14 @@ test("npm run bench -- --quick exits 0 and prints each baseline with its ratio",
   expect(out).toMatch(/baseline: the interval, 1000 ms; ratio \(VM duty cycle\) \d+\.\d+%/)
   // VMs per machine, from what the bridge stored: count against its baseline, CPU and RSS per VM
   expect(out).toMatch(/real-firmware VMs with every interval kept .*: \d+.*baseline: 1 VM; ratio \d+×/)
+  // compiled bridge against tsx: start time, idle RSS and CPU per frame, each with its ratio
+  for (const name of [
+    "start → /healthz \\(ms\\)",
+    "start → /healthz, CPU \\(ms\\)",
+    "idle RSS \\(MiB\\)",
+    "CPU per frame, steady ingest \\(µs\\)",
+  ])
+    expect(out).toMatch(new RegExp(`^${name}\\s+[\\d.]+\\s+[\\d.]+\\s+\\d+\\.\\d{2}$`, "m"))
   const perVm = /per VM at \d+ VMs: CPU ([\d.]+) ms\/s .*, RSS (-?[\d.]+) MiB/.exec(out)
   expect(perVm, out).not.toBeNull()
   expect(Number(perVm![1])).toBeGreaterThan(0)

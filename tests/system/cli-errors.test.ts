@@ -110,6 +110,14 @@ describe("one-line errors, as a user meets them", () => {
     ])
   })
 
+  test("the demo refuses a flag it does not know, naming the ones it takes, before it starts anything", async () => {
+    const r = await run([tsx, "scripts/start.ts", "--opne"], { HTTP_PORT: String(portOf(busy)) })
+    expect(r.code).toBe(2)
+    expect(errorLines(r)).toEqual([
+      expect.stringMatching(/^npm start: error: Unknown option '--opne'.*--open .*--anonymous-broker/),
+    ])
+  })
+
   test("a port in use: citymeter bridge and the demo name HTTP_PORT in one line; the stack only on request", async () => {
     const taken = portOf(busy)
     const bridgeArgs = ["bridge", "--demo", "--database-url", "pglite:memory", "--http-port", String(taken)]

@@ -2,7 +2,7 @@
 // process of its own, one meter per transaction, over two months of readings (one of them already
 // compacted once, with late frames since); after the k-th committed batch, plus a few
 // milliseconds, the process is killed (SIGKILL) or, on PostgreSQL, its connection is cut
-// (pg_terminate_backend). After five faults (three on PGlite) a run finishes. Every reading is then still there
+// (pg_terminate_backend). After five faults (two on PGlite) a run finishes. Every reading is then still there
 // exactly once, byte for byte as before, and no row of the compacted months is left in row form.
 import { spawn } from "node:child_process"
 import { mkdtempSync } from "node:fs"
@@ -19,7 +19,7 @@ import { dropSchema, PG_URL, uid } from "../helpers.js"
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const METERS = 6
-const DAYS = 50 // 2026-01-01 … 2026-02-19
+const DAYS = 40 // 2026-01-01 … 2026-02-09
 const T0 = Date.UTC(2026, 0, 1)
 const STEP = 900_000
 
@@ -30,8 +30,8 @@ function meterFrames(i: number) {
   let energy = 50_000
   const frames: ReadingRow[][] = []
   for (let k = 0; k < (DAYS * 96) / 4; k++) {
-    const boot = k < 1500 ? 1 : 2
-    const seq = boot === 1 ? k + 1 : k - 1499
+    const boot = k < 700 ? 1 : 2
+    const seq = boot === 1 ? k + 1 : k - 699
     const rows: ReadingRow[] = []
     for (let idx = 0; idx < 4; idx++) {
       const n = k * 4 + idx
@@ -57,7 +57,7 @@ function meterFrames(i: number) {
           timeSynced: n % 400 !== 0,
           backfill: k % 9 === 0,
           tsEstimated: n % 500 === 3,
-          afterReboot: k === 1500 && idx === 0,
+          afterReboot: k === 700 && idx === 0,
         }),
       )
     }

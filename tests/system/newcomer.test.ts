@@ -123,16 +123,26 @@ test("a newcomer's first hour on a fresh clone: every verb works and says what i
     expect((await fetch(`http://127.0.0.1:${ports.HTTP_PORT}${path}`)).status).toBe(200)
   const brokerUrl = `mqtt://127.0.0.1:${ports.EMBEDDED_MQTT_PORT}`
   expect(demo.out.stdout).toContain(`npx citymeter watch + --broker ${brokerUrl}`)
-  expect(demo.out.stdout).toContain(`npx citymeter sim --broker ${brokerUrl}`)
+  // sealed by default, on a broker that takes only the logins made at start (issue 26)
+  expect(banner[3]).toBe(
+    `  MQTT broker   ${brokerUrl}, logins required (the production ACL), written to data/broker/logins.json (mode 0600)`,
+  )
+  expect(statSync(join(clone, "data/broker/logins.json")).mode & 0o777).toBe(0o600)
+  expect(demo.out.stdout).toContain("npm start -- --anonymous-broker, then citymeter sim")
   const watch = await citymeter(["watch", "+", "-n", "3", "-t", "60"], ports)
   expect(watch.code).toBe(0)
   expect(watch.stderr).toBe(`citymeter: broker ${brokerUrl} (the npm start demo's; --broker to choose another)\n`)
-  expect(watch.stdout).toContain(`watching citymeter/v1/+/# on ${brokerUrl}`)
-  expect(watch.stdout).toMatch(/ demo-00\d up\/(readings|birth) \(\d+ B\)/)
+  expect(watch.stdout).toContain(`watching citymeter/v1/+/# on ${brokerUrl} as citymeter-bridge (the demo's login)`)
+  expect(watch.stdout).toMatch(
+    / demo-00\d up\/(readings|birth) \(\d+ B\) sealed: boot \d+ seq \d+ link \d+, \d+ B of ciphertext/,
+  )
+  expect(watch.stdout).not.toContain("REJECTED")
 
   // no false alarm at start; every meter online, counted in the gauge
   const api = `http://127.0.0.1:${ports.HTTP_PORT}`
   expect((await (await fetch(`${api}/alarms`)).json()).alarms).toEqual([])
+  const listed = (await (await fetch(`${api}/meters`)).json()).meters as { sealPolicy: string }[]
+  expect(listed.map((m) => m.sealPolicy)).toEqual(["sealed", "sealed", "sealed"])
   // the third meter's birth may still be on its way under load: the gauge reaches 3 within a minute
   let gauge = ""
   for (const t0 = Date.now(); Date.now() - t0 < 60_000; await new Promise((r) => setTimeout(r, 250))) {

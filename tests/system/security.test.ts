@@ -4,12 +4,13 @@
 // broker (bridge/src/broker.ts), which enforce the same rule.
 import { randomBytes } from "node:crypto"
 import { execFileSync, spawn, type ChildProcess } from "node:child_process"
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
+import { appendFileSync, chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import mqtt from "mqtt"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
+import { hashPassword } from "../../bridge/src/acl.js"
 import { citymeter } from "../../bridge/src/gen/citymeter.js"
 import { startService, type Service } from "../../bridge/src/service.js"
 import { downTopic, upTopic } from "../../bridge/src/topics.js"
@@ -21,7 +22,9 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..")
 const { Uplink } = citymeter.v1
 const dir = mkdtempSync(join(tmpdir(), "cm-tls-"))
 const file = (name: string) => join(dir, name)
-const PASSWORDS = { "citymeter-bridge": "bridge-pw", "meter-a": "pw-a", "meter-b": "pw-b" }
+const PASSWORDS = { "citymeter-bridge": "bridge-pw", "meter-a": "pw-a", "meter-b": "pw-b", "meter-c": "pw-c" }
+/** meter-c's line is written by hashPassword (what `npm start` writes), the others by mosquitto_passwd. */
+const OURS = "meter-c"
 
 /** A private CA, a server certificate for 127.0.0.1 signed by it, and the password file. */
 function makeSecrets() {
@@ -51,16 +54,18 @@ function makeSecrets() {
   chmodSync(dir, 0o755)
   chmodSync(file("server.key"), 0o644)
   for (const [user, pw] of Object.entries(PASSWORDS)) {
+    if (user === OURS) continue
     const args = user === "citymeter-bridge" ? ["-c", "-b"] : ["-b"]
     execFileSync("mosquitto_passwd", [...args, file("passwd"), user, pw], { stdio: "ignore" })
   }
+  appendFileSync(file("passwd"), `${OURS}:${hashPassword(PASSWORDS[OURS])}\n`)
 }
 
 const readingsFrame = (seq: number) => readingsOf({ seq, startS: Math.floor(Date.now() / 1000) - 60, totalMl: seq })
 
 const meterClient = (url: string, user: keyof typeof PASSWORDS, opts: mqtt.IClientOptions = {}) =>
   mqtt.connectAsync(url, {
-    clientId: uid(user),
+    clientId: user, // a meter connects as its meter id (firmware/uplink.ts); the embedded broker insists
     username: user,
     password: PASSWORDS[user],
     ca: readFileSync(file("ca.crt")),
@@ -97,6 +102,9 @@ function describeBroker(
       await a.publishAsync(upTopic("meter-a", "readings"), readingsFrame(1), { qos: 1 })
       await waitFor("meter-a stored over TLS", async () => (await readings("meter-a")).length === 1, 10_000)
       await a.endAsync()
+      // a password file line written by hashPassword (the demo's logins) works on both brokers
+      await (await meterClient(url, OURS)).endAsync()
+      await expect(meterClient(url, OURS, { password: "pw-a" })).rejects.toThrow()
       await expect(meterClient(url, "meter-a", { ca: undefined })).rejects.toThrow(/certificate/i)
       await expect(meterClient(url, "meter-a", { password: "wrong" })).rejects.toThrow()
       await expect(meterClient(url, "meter-a", { username: undefined, password: undefined })).rejects.toThrow()
@@ -141,6 +149,17 @@ function describeBroker(
       expect(got.a).toEqual([])
       await a.endAsync()
       await b.endAsync()
+    })
+
+    test("a meter's login connects only under its own client id on the embedded broker (Mosquitto cannot bind them)", async () => {
+      // issue 26: a client taking a meter's (or the bridge's) client id took over its session
+      const takeover = meterClient(url, "meter-a", { clientId: "meter-b" })
+      if (refusal === "disconnected")
+        await expect(takeover).rejects.toMatchObject({ code: 2 }) // identifier rejected
+      else await (await takeover).endAsync()
+      const bridgeTakeover = meterClient(url, "meter-a", { clientId: uid("citymeter-bridge") })
+      if (refusal === "disconnected") await expect(bridgeTakeover).rejects.toMatchObject({ code: 2 })
+      else await (await bridgeTakeover).endAsync()
     })
 
     test("meter A cannot publish as meter B", async () => {

@@ -25,6 +25,7 @@ describe("bridge defaults", () => {
     const readme = readmeDefaults()
     expect({
       MODE: readme.MODE,
+      LOG_LEVEL: readme.LOG_LEVEL,
       EMBEDDED_MQTT_PORT: readme.EMBEDDED_MQTT_PORT,
       EMBEDDED_MQTT_MAX_RETAINED_BYTES: readme.EMBEDDED_MQTT_MAX_RETAINED_BYTES,
       DATABASE_URL: readme.DATABASE_URL,
@@ -65,6 +66,7 @@ describe("bridge defaults", () => {
       WSSK_HANDSHAKE_MS: readme.WSSK_HANDSHAKE_MS,
     }).toEqual({
       MODE: D.role,
+      LOG_LEVEL: D.logLevel,
       EMBEDDED_MQTT_PORT: String(D.embeddedMqttPort),
       EMBEDDED_MQTT_MAX_RETAINED_BYTES: String(D.embeddedMqttMaxRetainedBytes),
       DATABASE_URL: D.databaseUrl,

@@ -98,7 +98,7 @@ const csvLine = (r: ReadingRow) => CSV_COLUMNS.map((c) => cell(r[c])).join(",") 
 const ndjsonLine = (r: ReadingRow) => JSON.stringify({ ...r, ts: r.ts.toISOString() }) + "\n"
 
 /** The period's readings of every meter, as text chunks (one per batch of the store's query). */
-async function* exportChunks(store: Store, from: Date, to: Date, format: Format): AsyncGenerator<string> {
+async function* exportChunks(store: Store, from: Date, to: Date, format: Format): AsyncGenerator<string | Uint8Array> {
   if (format === "csv") yield CSV_COLUMNS.join(",") + "\r\n"
   yield* store.exportLines(from, to, format, EXPORT_PAGE)
 }

@@ -75,48 +75,62 @@ export async function compactReadings(db: Db, before: Date, opts: CompactionOpti
   }
   const per = opts.metersPerTx ?? 50
   let batch = 0
-  // the registry in meter id order, then whatever rows remain (readings of meters not registered)
-  let after = ""
-  for (;;) {
-    const { rows } = await db.query<{ meter_id: string }>(
-      `SELECT meter_id FROM meters WHERE meter_id > $1 ORDER BY meter_id LIMIT $2`,
-      [after, per],
-    )
-    if (!rows.length) break
-    after = rows[rows.length - 1].meter_id
-    await compactBatch(
-      db,
-      rows.map((r) => r.meter_id),
-      cutoff,
-      out,
-    )
-    await opts.afterBatch?.(++batch)
-  }
-  for (;;) {
-    const { rows } = await db.query<{ meter_id: string }>(
-      `SELECT DISTINCT meter_id FROM readings WHERE ts < $1 LIMIT $2`,
-      [cutoff, per],
-    )
-    if (!rows.length) break
-    await compactBatch(
-      db,
-      rows.map((r) => r.meter_id),
-      cutoff,
-      out,
-    )
-    await opts.afterBatch?.(++batch)
+  // month by month, oldest first, so that a transaction moves at most `per` meter-months (ingest
+  // waits for no more than that); then anything left before the cutoff (readings not partitioned)
+  const months = (await listPartitions(db)).filter((k) => Date.parse(monthRange(k)[1]) <= cutoff.getTime())
+  const ranges: [Date | string, Date][] = [
+    ...months.map((k): [Date, Date] => [new Date(monthRange(k)[0]), new Date(monthRange(k)[1])]),
+    ["-infinity", cutoff],
+  ]
+  for (const [from, to] of ranges) {
+    const { rows: any } = await db.query(`SELECT 1 FROM readings WHERE ts >= $1 AND ts < $2 LIMIT 1`, [from, to])
+    if (any.length) {
+      // the registry in meter id order, then whatever rows remain (readings of meters not registered)
+      let after = ""
+      for (;;) {
+        const { rows } = await db.query<{ meter_id: string }>(
+          `SELECT meter_id FROM meters WHERE meter_id > $1 ORDER BY meter_id LIMIT $2`,
+          [after, per],
+        )
+        if (!rows.length) break
+        after = rows[rows.length - 1].meter_id
+        await compactBatch(
+          db,
+          rows.map((r) => r.meter_id),
+          from,
+          to,
+          out,
+        )
+        await opts.afterBatch?.(++batch)
+      }
+      for (;;) {
+        const { rows } = await db.query<{ meter_id: string }>(
+          `SELECT DISTINCT meter_id FROM readings WHERE ts >= $1 AND ts < $2 LIMIT $3`,
+          [from, to, per],
+        )
+        if (!rows.length) break
+        await compactBatch(
+          db,
+          rows.map((r) => r.meter_id),
+          from,
+          to,
+          out,
+        )
+        await opts.afterBatch?.(++batch)
+      }
+    }
   }
   await truncateCompacted(db, cutoff, out)
   return out
 }
 
-/** Moves the meters' rows before cutoff into their blocks, in one transaction. */
-async function compactBatch(db: Db, meters: string[], cutoff: Date, out: CompactionResult) {
+/** Moves the meters' rows of [from, to) into their blocks, in one transaction. */
+async function compactBatch(db: Db, meters: string[], from: Date | string, to: Date, out: CompactionResult) {
   await db.transaction(async (tx) => {
     await tx.query(`SELECT pg_advisory_xact_lock(${LOCK_CLASS}, hashtext(current_schema()))`)
     const { rows } = await tx.query(
-      `DELETE FROM readings WHERE meter_id = ANY($1::text[]) AND ts < $2 RETURNING *, ${TS_US}`,
-      [meters, cutoff],
+      `DELETE FROM readings WHERE meter_id = ANY($1::text[]) AND ts >= $2 AND ts < $3 RETURNING *, ${TS_US}`,
+      [meters, from, to],
     )
     if (!rows.length) return
     const groups = new Map<string, ExactReading[]>()
@@ -130,7 +144,7 @@ async function compactBatch(db: Db, meters: string[], cutoff: Date, out: Compact
     // blocks these rows belong to that exist already: a late frame's month (decoded, then merged)
     const keys = [...groups.values()].map((g) => g[0])
     const { rows: old } = await tx.query(
-      `SELECT d.*, (extract(epoch FROM d.ts) * 1000000)::bigint::text AS ts_us
+      `SELECT b.meter_id, d.*, (extract(epoch FROM d.ts) * 1000000)::bigint::text AS ts_us
        FROM unnest($1::text[], $2::timestamptz[]) AS k(meter_id, month)
        JOIN reading_blocks b ON b.meter_id = k.meter_id AND b.month = k.month ${DECODED}`,
       [keys.map((x) => x.meterId), keys.map((x) => new Date(monthStart(x.ts.getTime())))],

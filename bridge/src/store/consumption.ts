@@ -195,7 +195,7 @@ async function fromReadings(db: Db, meterId: string | null, q: ConsumptionQuery)
       sum(CASE WHEN water_total_ml >= prev_water THEN water_total_ml - prev_water ELSE volume_ml END) AS water,
       sum(CASE WHEN energy_total_wh >= prev_energy THEN energy_total_wh - prev_energy ELSE energy_wh END) AS energy,
       sum(reverse_ml) AS reverse_ml, count(*) AS readings,
-      bool_or(ts > prev_end) AS gap, count(DISTINCT meter_id) AS meters
+      bool_or(ts > prev_end) AS gap${meterId === null ? ", count(DISTINCT meter_id) AS meters" : ""}
     FROM r WHERE ${from}::timestamptz IS NULL OR ts >= ${from}
     GROUP BY 1 ORDER BY 1`
   const { rows } = await db.query(sql, p.values)

@@ -1,5 +1,6 @@
 // The handle every store module runs its SQL on. Both engines provide it (store/engines.ts,
 // store/pglite-thread.ts); the modules that write or read take a Db, never an engine.
+import type { Readable } from "node:stream"
 
 /** The part of a PostgreSQL client both engines provide. */
 export interface Db {
@@ -29,6 +30,11 @@ export interface Db {
 /** A connection held by one reader until release. */
 export interface Session extends Db {
   release(err?: Error): void
+  /**
+   * `COPY … TO STDOUT` (PostgreSQL): its data as it arrives, held back by the consumer (TCP
+   * back-pressure holds the engine). Until the stream ends, the connection can do nothing else.
+   */
+  copyOut?(sql: string): Readable
 }
 
 /** BEGIN, fn, COMMIT on one connection; ROLLBACK when fn or the commit fails. */

@@ -3,7 +3,7 @@
 import { Readable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import pg from "pg"
-import { from as copyFromStdin } from "pg-copy-streams"
+import { from as copyFromStdin, to as copyToStdout } from "pg-copy-streams"
 import { MIGRATION_LOCK_CLASS } from "./migrations.js"
 import { runTransaction, type Db, type Session } from "./db.js"
 import { SqlStore } from "./sql-store.js"
@@ -91,6 +91,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
         transaction: (f) => f(s),
         close: async () => {},
         release: (err) => client.release(err),
+        copyOut: (sql) => client.query(copyToStdout(sql)),
       }
       return s
     },
@@ -109,6 +110,10 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
     },
     transaction: async (fn) => {
       const client = await pool.connect()
+      // a connection lost between two statements (a long compaction step) fails the next one; without a
+      // listener, pg would throw its 'error' as an uncaught exception. release() drops the dead client.
+      const lost = () => {}
+      client.on("error", lost)
       try {
         const tx: Db = {
           query: async (sql, params) => client.query(sql, params as unknown[]) as never,
@@ -118,6 +123,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
         }
         return await runTransaction(tx, fn)
       } finally {
+        client.off("error", lost)
         client.release()
       }
     },
@@ -128,8 +134,7 @@ export async function openPostgres(url: string, opts: StoreOptions = {}): Promis
   }
   const store = new SqlStore("postgres", sharedWithIngest(db, opts))
   store.readMaxCost = opts.reads?.maxCost ?? D.reads.maxCost
-  await store.migrate()
-  return store
+  return migrated(store)
 }
 
 export async function openPglite(dataDir: string | undefined, opts: StoreOptions = {}): Promise<Store> {
@@ -145,7 +150,17 @@ export async function openPglite(dataDir: string | undefined, opts: StoreOptions
   thread.onRestart = opts.onRestart
   const store = new SqlStore("pglite", sharedWithIngest(thread.db(), opts))
   store.readMaxCost = opts.reads?.maxCost ?? D.reads.maxCost
-  await store.migrate()
+  return migrated(store)
+}
+
+/** The store with its schema brought up to date; closed when that fails (a retry opens another). */
+async function migrated(store: SqlStore): Promise<Store> {
+  try {
+    await store.migrate()
+  } catch (e) {
+    await store.close().catch(() => {})
+    throw e
+  }
   return store
 }
 

@@ -9,6 +9,7 @@ import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { compactionStep } from "./compaction.js"
 import { DMAS_DDL } from "./dmas.js"
+import { LEDGER_BLOCKS_DDL } from "./ledger-blocks.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
 
@@ -191,6 +192,12 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // items 1-2; store/blocks.ts, store/compaction.ts)
     name: "reading blocks",
     up: (tx) => compactionStep(tx),
+  },
+  {
+    // the frame ledger's cold form: 8-byte digests in blocks of seqs, deduplicating forever at a
+    // fraction of a row's size (issue 24 item 2; store/ledger-blocks.ts)
+    name: "frame ledger blocks",
+    up: LEDGER_BLOCKS_DDL,
   },
   {
     // district metered areas, their bulk and customer meters (issue 25 item 1; store/dmas.ts)

@@ -4,11 +4,14 @@
 // one after another. On PGlite (one connection) that is the connection's time; on PostgreSQL,
 // whose reads have connections of their own, it is the CPU and I/O they take from ingest on a
 // small machine. A bridge with little to ingest reads at full speed.
+import { Transform, type Readable } from "node:stream"
 import type { Db } from "./db.js"
 
 /** Ingest counts as busy when its statements took this long within a one-second window. */
 const BUSY_MS_PER_S = 100
 const LONGEST_WAIT_MS = 10_000
+/** A COPY's data flows this long at least before it pauses for its turn. */
+const COPY_SLICE_MS = 50
 
 export class ReadShare {
   private windowStart = -Infinity
@@ -71,10 +74,42 @@ export class ReadShare {
         db.session &&
         (async () => {
           const s = await db.session!()
-          return { ...this.reads(s), release: (err?: Error) => s.release(err) }
+          return {
+            ...this.reads(s),
+            release: (err?: Error) => s.release(err),
+            copyOut: s.copyOut && ((sql: string) => this.paced(s.copyOut!(sql))),
+          }
         }),
     }
     return rd
+  }
+
+  /**
+   * A COPY's data (one statement for a whole export file): while ingest is busy, after each slice
+   * of ≥ 50 ms of flow it pauses for t × (100 − share) / share; the paused stream holds the engine
+   * back (TCP back-pressure). The time between chunks counts as the engine's, a slow client's
+   * included.
+   */
+  private paced(source: Readable): Readable {
+    let sliceStart = performance.now()
+    const out = new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        const now = performance.now()
+        const flowed = now - sliceStart
+        if (flowed < COPY_SLICE_MS) return done(null, chunk)
+        const share = Math.min(100, Math.max(1, this.sharePct)) / 100
+        const wait = this.ingestBusy() ? Math.min((flowed * (1 - share)) / share, LONGEST_WAIT_MS) : 0
+        const go = () => {
+          sliceStart = performance.now()
+          done(null, chunk)
+        }
+        if (wait > 0) setTimeout(go, wait)
+        else go()
+      },
+    })
+    source.on("error", (e) => out.destroy(e))
+    out.on("close", () => source.destroy())
+    return source.pipe(out)
   }
 
   /** Starts a new one-second window when the current one is over. */

@@ -8,6 +8,7 @@ import { compactReadings, type CompactionOptions } from "./compaction.js"
 import * as dmaReads from "./dma-balance.js"
 import * as dmas from "./dmas.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"
+import { compactLedger, type CompactLedgerOptions } from "./ledger-blocks.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
 import * as readingReads from "./readings.js"
@@ -81,7 +82,9 @@ export class SqlStore implements Store {
     return maintainReadings(this.db, { ...this.parts, hypertable: this.features.hypertable }, now, retentionDays)
   }
 
-  compactReadings = (before: Date, opts?: CompactionOptions) => compactReadings(this.db, before, opts)
+  // PGlite's one connection serves ingest too: fewer meter-months per transaction there
+  compactReadings = (before: Date, opts?: CompactionOptions) =>
+    compactReadings(this.db, before, { metersPerTx: this.engine === "pglite" ? 5 : 50, ...opts })
 
   async ingestBatch<T>(fn: (tx: IngestTx) => Promise<T>): Promise<T> {
     try {
@@ -169,6 +172,9 @@ export class SqlStore implements Store {
   latestJson = (q?: LatestQuery) => readingReads.latestJson(this.reader, q)
   exportLines = (from: Date, to: Date, format: ExportFormat, batch?: number) =>
     exportLines(this.reader, from, to, format, batch)
+
+  // the frame ledger's compaction (issue 24 item 2), on the ingest connection: it moves rows
+  compactLedger = (before: Date, opts?: CompactLedgerOptions) => compactLedger(this.db, before, opts)
 
   consumption = (meterId: string, q: ConsumptionQuery) => consumptionReads.consumption(this.reader, meterId, q)
   fleetConsumption = (q: FleetConsumptionQuery) => consumptionReads.fleetConsumption(this.reader, q)

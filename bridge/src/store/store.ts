@@ -4,6 +4,7 @@ import type { FleetCounts } from "../metrics.js"
 import type { CompactionStore } from "./compaction.js"
 import type { DmaStore } from "./dmas.js"
 import type { ExportStore } from "./export-store.js"
+import type { LedgerStore } from "./ledger-blocks.js"
 import type { LinkKeyStore } from "./link-keys.js"
 import type { RolloutStore } from "./rollouts.js"
 
@@ -39,10 +40,7 @@ export interface MeterRow {
   unstored: number | null
   /** Where the meter is (the registry: `citymeter provision --lat …`, PUT /meters/:id/location). */
   location: MeterLocation | null
-  /**
-   * Sealing: the policy, the key in force and, during a rotation, the next key. Never leaves
-   * the bridge (no route, log or export includes it).
-   */
+  /** Sealing: policy, key in force and next key (in a rotation); never leaves the bridge (no route, log, export). */
   seal: MeterSeal
 }
 
@@ -122,7 +120,8 @@ export interface FrameKey {
 
 /**
  * What claiming a frame in the ledger found: stored now; a duplicate (stored before with the
- * same content, or before content hashes were kept); a conflict (stored before, other content).
+ * same content, or before content hashes were kept); a conflict (stored before, other content:
+ * storedSha256 is its hash, or the first 16 hex digits a ledger block keeps, ledger-blocks.ts).
  */
 export type FrameOutcome = { kind: "stored" } | { kind: "duplicate" } | { kind: "conflict"; storedSha256: string }
 
@@ -242,7 +241,7 @@ export interface DeadLetter {
   detail: string
   /** The whole payload as received; the store keeps its first DEAD_LETTER_HEAD_BYTES, size and SHA-256. */
   payload: Uint8Array
-  /** A conflict (same frame id, other content): the SHA-256 (hex) of the content stored first. */
+  /** A conflict (same frame id, other content): the SHA-256 (hex) stored first (a ledger block's: 16 digits). */
   storedSha256?: string
 }
 
@@ -316,7 +315,7 @@ export interface IngestTx {
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
 
-export interface Store extends RolloutStore, LinkKeyStore, ExportStore, CompactionStore, DmaStore {
+export interface Store extends RolloutStore, LinkKeyStore, ExportStore, CompactionStore, LedgerStore, DmaStore {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto"
 import { COLUMN_NAMES, READING_COLUMNS } from "./columns.js"
 import type { Db } from "./db.js"
 import { ensurePartition, monthKey, type PartitionState } from "./partitions.js"
+import { blockHoldsSql, blockSlotSql, COMPACTIONS_SQL, heldSql, slotHash } from "./ledger-blocks.js"
 import { BEFORE_SQL, SETTLE_SQL, settleParams, type BeforeRow } from "./district-rollups.js"
 import { aggregate, rebuildSql, ROLLUPS, upsertSql } from "./rollups.js"
 import { toMeter } from "./rows.js"
@@ -82,11 +83,23 @@ const newer = (a: ReadingRow, b: ReadingRow) =>
 
 const frameKey = (f: FrameKey) => `${f.meterId}\u0000${f.boot}\u0000${f.seq}`
 
-/** A claim of a frame id the ledger holds already, answered by its hash there (the rule on FrameOutcome). */
-const repeatOutcome = (ledgerSha256: string | null, sha256: string | undefined): FrameOutcome =>
-  ledgerSha256 && sha256 && ledgerSha256 !== sha256
-    ? { kind: "conflict", storedSha256: ledgerSha256 }
-    : { kind: "duplicate" }
+/** A frame id's content hash in the ledger: whole (its row), or the hex prefix a block keeps (ledger-blocks.ts). */
+interface LedgerHash {
+  sha256: string | null
+  prefix: boolean
+}
+
+/**
+ * A claim of a frame id the ledger holds already, answered by its hash there (the rule on
+ * FrameOutcome): a block keeps a prefix, compared with the same prefix of the claim's hash.
+ */
+function repeatOutcome(stored: LedgerHash | undefined, sha256: string | undefined): FrameOutcome {
+  if (!stored?.sha256 || !sha256) return { kind: "duplicate" }
+  const same = stored.prefix
+    ? sha256.slice(0, stored.sha256.length).toLowerCase() === stored.sha256
+    : sha256 === stored.sha256
+  return same ? { kind: "duplicate" } : { kind: "conflict", storedSha256: stored.sha256 }
+}
 
 /** The writes of one connection or transaction (an ingest batch's, or SqlStore's outside a batch). */
 export class SqlWrites implements IngestTx {
@@ -180,10 +193,14 @@ export class SqlWrites implements IngestTx {
   }
 
   /**
-   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id; a second statement reads the
-   * content hashes of the ids claimed before (in a statement of its own, so it sees ids another
-   * bridge committed meanwhile), which tell a redelivery (same bytes, or a ledger row from before
-   * hashes were kept) from a conflict.
+   * One INSERT … ON CONFLICT DO NOTHING claims every new frame id that no ledger block holds
+   * (ledger-blocks.ts); a second statement (a snapshot of its own, so it sees ids another bridge
+   * committed meanwhile) reads the content hashes of the ids claimed before, in the ledger's rows
+   * or blocks, which tell a redelivery (same bytes, or an entry without a hash) from a conflict.
+   * Both read the count of ledger compactions: when a compaction committed in between, the
+   * insert may have claimed again a frame whose row it moved into a block while the insert ran,
+   * so the ids just claimed are checked against the blocks and such claims taken back (rare: a
+   * replay of a frame being compacted at that moment; otherwise no further statement).
    */
   async claimFrames(frames: LedgerEntry[]): Promise<FrameOutcome[]> {
     const first = new Map<string, LedgerEntry>()
@@ -192,12 +209,17 @@ export class SqlWrites implements IngestTx {
       a.meterId < b.meterId ? -1 : a.meterId > b.meterId ? 1 : a.boot - b.boot || a.seq - b.seq,
     )
     const claimed = new Set<string>()
-    const ledger = new Map<string, string | null>()
+    const ledger = new Map<string, LedgerHash>()
     if (distinct.length) {
-      const { rows } = await this.db.query<{ meter_id: string; boot: number; seq: number }>(
-        `INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256)
-         SELECT * FROM ${unnest(["text", "bigint", "bigint", "text", "timestamptz", "text"])}
-         ON CONFLICT DO NOTHING RETURNING meter_id, boot, seq`,
+      const { rows } = await this.db.query<{ meter_id: string | null; boot: number; seq: number; epoch: number }>(
+        `WITH epoch AS (${COMPACTIONS_SQL}),
+         claimed AS (
+           INSERT INTO frames (meter_id, boot, seq, kind, received_at, sha256)
+           SELECT * FROM ${unnest(["text", "bigint", "bigint", "text", "timestamptz", "text"])}
+             AS k(meter_id, boot, seq, kind, received_at, sha256)
+           WHERE NOT ${blockHoldsSql("k")}
+           ON CONFLICT DO NOTHING RETURNING meter_id, boot, seq)
+         SELECT c.meter_id, c.boot, c.seq, epoch.n AS epoch FROM epoch LEFT JOIN claimed c ON true`,
         [
           distinct.map((f) => f.meterId),
           distinct.map((f) => f.boot),
@@ -207,17 +229,37 @@ export class SqlWrites implements IngestTx {
           distinct.map((f) => f.sha256 ?? null),
         ],
       )
-      for (const r of rows) claimed.add(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }))
+      const epoch = Number(rows[0].epoch)
+      for (const r of rows)
+        if (r.meter_id !== null)
+          claimed.add(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }))
       const before = distinct.filter((f) => !claimed.has(frameKey(f)))
+      let epochNow: number
       if (before.length) {
-        const stored = await this.db.query<{ meter_id: string; boot: number; seq: number; sha256: string | null }>(
-          `SELECT f.meter_id, f.boot, f.seq, f.sha256 FROM frames f
-           JOIN ${unnest(["text", "bigint", "bigint"])} AS k(meter_id, boot, seq) USING (meter_id, boot, seq)`,
+        const stored = await this.db.query<{
+          i: number
+          sha256: string | null
+          slot: Uint8Array | null
+          epoch: number
+        }>(
+          `SELECT k.i, (SELECT f.sha256 FROM frames f WHERE f.meter_id = k.meter_id AND f.boot = k.boot AND f.seq = k.seq)
+             AS sha256, ${blockSlotSql("k")} AS slot, (${COMPACTIONS_SQL}) AS epoch
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS k(meter_id, boot, seq, i)`,
           [before.map((f) => f.meterId), before.map((f) => f.boot), before.map((f) => f.seq)],
         )
-        for (const r of stored.rows)
-          ledger.set(frameKey({ meterId: r.meter_id, boot: Number(r.boot), seq: Number(r.seq) }), r.sha256 ?? null)
-      }
+        epochNow = Number(stored.rows[0].epoch)
+        for (const r of stored.rows) {
+          const k = frameKey(before[Number(r.i) - 1])
+          const inBlock = slotHash(r.slot)
+          ledger.set(
+            k,
+            r.sha256 !== null || !inBlock.held
+              ? { sha256: r.sha256 ?? null, prefix: false }
+              : { sha256: inBlock.sha256, prefix: true },
+          )
+        }
+      } else epochNow = Number((await this.db.query<{ n: number }>(COMPACTIONS_SQL)).rows[0].n)
+      if (epochNow !== epoch && claimed.size) await this.takeBackCompacted(distinct, claimed, ledger)
     }
     // the outcome of each entry in order, as if claimed one at a time
     const seen = new Set<string>()
@@ -226,12 +268,38 @@ export class SqlWrites implements IngestTx {
       if (!seen.has(k)) {
         seen.add(k)
         if (claimed.has(k)) {
-          ledger.set(k, f.sha256 ?? null)
+          ledger.set(k, { sha256: f.sha256 ?? null, prefix: false })
           return { kind: "stored" }
         }
       }
-      return repeatOutcome(ledger.get(k) ?? null, f.sha256)
+      return repeatOutcome(ledger.get(k), f.sha256)
     })
+  }
+
+  /**
+   * A compaction committed while claimFrames inserted: its claims of ids a block holds now (their
+   * rows were moved while the insert ran) are taken back, their rows deleted in this transaction,
+   * and answered by the block's hash.
+   */
+  private async takeBackCompacted(distinct: LedgerEntry[], claimed: Set<string>, ledger: Map<string, LedgerHash>) {
+    const mine = distinct.filter((f) => claimed.has(frameKey(f)))
+    const { rows } = await this.db.query<{ i: number; slot: Uint8Array | null }>(
+      `SELECT i, slot FROM (
+         SELECT k.i, ${blockSlotSql("k")} AS slot
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS k(meter_id, boot, seq, i) OFFSET 0) k
+       WHERE ${heldSql("slot")}`,
+      [mine.map((f) => f.meterId), mine.map((f) => f.boot), mine.map((f) => f.seq)],
+    )
+    if (!rows.length) return
+    const back = rows.map((r) => ({ f: mine[Number(r.i) - 1], held: slotHash(r.slot) }))
+    for (const { f, held } of back) {
+      claimed.delete(frameKey(f))
+      ledger.set(frameKey(f), { sha256: held.held ? held.sha256 : null, prefix: true })
+    }
+    await this.db.query(
+      `DELETE FROM frames WHERE (meter_id, boot, seq) IN (SELECT * FROM ${unnest(["text", "bigint", "bigint"])})`,
+      [back.map(({ f }) => f.meterId), back.map(({ f }) => f.boot), back.map(({ f }) => f.seq)],
+    )
   }
 
   async writeReadings(rows: ReadingRow[]) {
