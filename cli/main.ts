@@ -12,6 +12,7 @@ import { decodeCommand } from "./decode.js"
 import { build } from "./build.js"
 import { registerBackup } from "./backup.js"
 import { registerCompact } from "./compact.js"
+import { registerDma } from "./dma.js"
 import { deploy, flash } from "./flash.js"
 import {
   bridgeTarget,
@@ -236,8 +237,6 @@ releaseCmd
     keygen(o.out, print)
   })
 
-rolloutCommand(program, print)
-
 program
   .command("flash")
   .description(
@@ -379,7 +378,7 @@ program
     "demo mode: meters register with their first frame and the embedded broker takes anonymous clients (default: $CITYMETER_MODE, else production)",
   )
   .action((o) => bridge(o, print))
-for (const register of [registerBackup, registerCompact]) register(program, print) // the data tier
+for (const register of [registerBackup, registerCompact, registerDma, rolloutCommand]) register(program, print)
 
 // commander checks required options before unknown ones, so `build --bord x` would report a
 // missing --board; required options are checked after parsing instead (same message).

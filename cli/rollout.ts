@@ -40,7 +40,12 @@ export class BridgeRefusal extends CliError {
 }
 
 /** One call of the bridge's API with the bearer token; its JSON answer, or a CliError. */
-export async function bridgeCall<T>(target: BridgeTarget, method: "GET" | "POST", path: string, body?: object) {
+export async function bridgeCall<T>(
+  target: BridgeTarget,
+  method: "GET" | "POST" | "PUT" | "DELETE",
+  path: string,
+  body?: object,
+) {
   const res = await fetch(new URL(path, target.url), {
     method,
     headers: {

@@ -20,6 +20,7 @@ import { locationRoutes } from "./routes/locations.js"
 import { SCOPES, readsGuarded, requireScope, type ApiTokens, type Scope } from "./routes/auth.js"
 import { deadLetterRoutes } from "./routes/dead-letters.js"
 import { deviceLogRoutes } from "./routes/device-log.js"
+import { dmaRoutes } from "./routes/dmas.js"
 import { downlinkRoutes } from "./routes/downlinks.js"
 import { exportRoutes, type ExportLicense } from "./routes/export.js"
 import { frameworkErrors, installErrorHandling, markStoreErrors } from "./routes/error-handler.js"
@@ -255,6 +256,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     alarmAckRoutes,
     releaseRoutes,
     rolloutRoutes,
+    dmaRoutes,
     deviceLogRoutes,
     liveRoutes,
     dashboardRoutes,

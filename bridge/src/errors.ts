@@ -117,6 +117,8 @@ export const errors = {
   ),
   /** Pause, resume or cancel of a rollout in a state that does not allow it. */
   CM_ERR_ROLLOUT_STATE: createError("CM_ERR_ROLLOUT_STATE", "rollout %s is %s: it cannot be %s", 409),
+  /** A DMA that is another's parent cannot be deleted (issue 25). */
+  CM_ERR_DMA_CONFLICT: createError("CM_ERR_DMA_CONFLICT", "DMA %s %s", 409),
   /** A bug: the details are in the bridge's log under the request id, never in the answer. */
   CM_ERR_INTERNAL: createError("CM_ERR_INTERNAL", "internal error (request %s; see the bridge log)", 500),
   /** The data tier does not answer (connection refused or lost, shutting down): retry later. */

@@ -11,6 +11,7 @@ import { startEmbeddedBroker, type EmbeddedBroker } from "./broker.js"
 import { ServiceConfigError, type ReadBudgets, type ServiceConfig } from "./config.js"
 import { BRIDGE_DEFAULTS as D } from "./defaults.js"
 import { startInactivityChecker, type InactivityChecker } from "./inactivity.js"
+import { startNightFlowChecker } from "./dma/night-check.js"
 import { LiveBus } from "./live.js"
 import { startForwarder, type Forwarder } from "./ngsi-forwarder.js"
 import { createMetrics, withoutIngestMetrics, wsskMetrics, type Metrics } from "./metrics.js"
@@ -87,7 +88,7 @@ async function openStoreWithRetry(c: ServiceConfig, log: Logger): Promise<Store>
 
 /**
  * The periodic jobs of ingest (roles.ts: not in an API-only process): the inactivity check,
- * dead-letter retention and the readings partitions' upkeep.
+ * dead-letter retention, the readings partitions' upkeep and the DMAs' night-flow check (with it, hourly).
  */
 function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger, live: LiveBus) {
   const inactivity = startInactivityChecker({
@@ -135,11 +136,17 @@ function startJobs(c: ServiceConfig, store: Store, metrics: Metrics, log: Logger
   void maintain()
   const maintainer = setInterval(() => void maintain(), c.readingsMaintenanceMs ?? D.readingsMaintenanceMs)
   maintainer.unref()
+  const nightFlow = startNightFlowChecker({
+    store,
+    log,
+    everyMs: c.readingsMaintenanceMs ?? D.readingsMaintenanceMs,
+  })
   return {
     inactivity,
     stop: async () => {
       clearInterval(pruner)
       clearInterval(maintainer)
+      await nightFlow.stop()
       await inactivity.stop()
     },
   }

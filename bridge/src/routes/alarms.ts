@@ -24,6 +24,8 @@ export const ALARM_VALUE_UNITS: Record<string, string> = {
   UNDERVOLTAGE: "dV (the interval's voltage, 0.1 V)",
   INACTIVE: "s (seconds since the meter's last frame)",
   FRAME_CONFLICT: "seq (the conflicting frame's sequence number)",
+  NIGHT_FLOW_RISE: "mL/h (the DMA's minimum night input; meterId dma:<id>)",
+  CUSTOMER_NIGHT_FLOW: "mL/h (the customer meter's lowest night hour)",
 }
 
 export const ALARMS_PAGE = 10000

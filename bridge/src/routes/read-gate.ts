@@ -71,7 +71,8 @@ export function readGates(limits: { reads: GateLimits; exports: GateLimits }): G
     /^\/sta\/v1\.1\/./,
     /^\/ngsi-ld\/v1\/./,
     /^\/meters\/[^/]+\/(readings|consumption)$/,
-    /^\/(consumption|districts|alarms)$/,
+    /^\/(consumption|districts|alarms|balances)$/,
+    /^\/dmas\/[^/]+\/(balance|night-flow)$/,
     /^\/readings\/latest$/,
   ]
   return (path) =>

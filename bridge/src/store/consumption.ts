@@ -47,7 +47,7 @@ function aligned(r: Rollup, b: Bucket, tz: () => string) {
  */
 export async function consumption(db: Db, meterId: string, q: ConsumptionQuery): Promise<ConsumptionRow[]> {
   const r = rollupFor(q)
-  if (r && (r.unit !== "hour" || (await hourRollupCovers(db, q.from, meterId)))) {
+  if (r && (r.unit !== "hour" || (await hourRollupCovers(db, q.from, [meterId])))) {
     const rows = await consumptionFromRollup(db, r, meterId, q)
     if (rows) return rows
   }
@@ -55,20 +55,20 @@ export async function consumption(db: Db, meterId: string, q: ConsumptionQuery):
 }
 
 /**
- * Whether rollup_hour answers from `from` on, for one meter or (null) every registered meter: it
+ * Whether rollup_hour answers from `from` on, for these meters or (null) every registered meter: it
  * was never compacted (horizon -infinity), or `from` lies at or after the horizon and each meter's
  * last hourly row before `from` does too (the first bucket's charge needs it), or the meter has no
  * reading before `from` at all. Before the horizon, compaction dropped the hourly rows
  * (compaction.ts).
  */
-async function hourRollupCovers(db: Db, from: Date | undefined, meterId: string | null) {
+export async function hourRollupCovers(db: Db, from: Date | undefined, meterIds: string[] | null) {
   const { rows } = await db.query<{ ok: boolean }>(
     `SELECT s.horizon = '-infinity' OR ($1::timestamptz >= s.horizon AND NOT EXISTS (
-       SELECT 1 FROM meters m WHERE ($2::text IS NULL OR m.meter_id = $2) AND COALESCE(
+       SELECT 1 FROM meters m WHERE ($2::text[] IS NULL OR m.meter_id = ANY($2::text[])) AND COALESCE(
          (SELECT max(bucket) FROM rollup_hour t WHERE t.meter_id = m.meter_id AND t.bucket < $1) < s.horizon,
          EXISTS (SELECT 1 FROM reading_blocks b WHERE b.meter_id = m.meter_id AND b.month < $1)))) AS ok
      FROM compaction_state s`,
-    [from ?? null, meterId],
+    [from ?? null, meterIds],
   )
   return rows[0]?.ok === true
 }

@@ -8,6 +8,7 @@ import { RELEASES_DDL } from "./releases.js"
 import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { compactionStep } from "./compaction.js"
+import { DMAS_DDL } from "./dmas.js"
 import { LEDGER_BLOCKS_DDL } from "./ledger-blocks.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
@@ -197,6 +198,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // fraction of a row's size (issue 24 item 2; store/ledger-blocks.ts)
     name: "frame ledger blocks",
     up: LEDGER_BLOCKS_DDL,
+  },
+  {
+    // district metered areas, their bulk and customer meters (issue 25 item 1; store/dmas.ts)
+    name: "district metered areas",
+    up: DMAS_DDL,
   },
 ]
 

@@ -5,6 +5,8 @@
 import * as consumptionReads from "./consumption.js"
 import { planCost, ReadCostError, type Db } from "./db.js"
 import { compactReadings, type CompactionOptions } from "./compaction.js"
+import * as dmaReads from "./dma-balance.js"
+import * as dmas from "./dmas.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"
 import { compactLedger, type CompactLedgerOptions } from "./ledger-blocks.js"
 import { migrate } from "./migrations.js"
@@ -152,6 +154,17 @@ export class SqlStore implements Store {
     at: Date,
   ) => rollouts.updateRolloutMeter(this.db, id, meterId, from, p, at)
   releaseBySha = (board: string, sha256: string) => rollouts.releaseBySha(this.db, board, sha256)
+
+  // district metered areas (issue 25): written on the ingest connection, balances read by the API's reader
+  putDma = (d: dmas.DmaInput, at: Date) => dmas.putDma(this.db, d, at)
+  listDmas = () => dmas.listDmas(this.reader)
+  getDma = (dmaId: string) => dmas.getDma(this.reader, dmaId)
+  deleteDma = (dmaId: string) => dmas.deleteDma(this.db, dmaId)
+  dmaMembers = (dmaId: string) => dmas.dmaMembers(this.reader, dmaId)
+  dmaBalance = (q: dmaReads.DmaBalanceQuery) => dmaReads.dmaBalance(this.reader, q)
+  dmaNightFlow = (q: dmaReads.NightFlowQuery) => dmaReads.dmaNightFlow(this.reader, q)
+  setBridgeAlarm = (meterId: string, type: string, active: boolean, value: number, at: Date) =>
+    dmas.setBridgeAlarm(this.db, meterId, type, active, value, at)
 
   readings = (meterId: string, q?: ReadingQuery) => readingReads.readings(this.reader, meterId, q)
   latest = (q?: LatestQuery) => readingReads.latest(this.reader, q)

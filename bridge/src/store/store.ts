@@ -2,6 +2,7 @@
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
 import type { FleetCounts } from "../metrics.js"
 import type { CompactionStore } from "./compaction.js"
+import type { DmaStore } from "./dmas.js"
 import type { ExportStore } from "./export-store.js"
 import type { LedgerStore } from "./ledger-blocks.js"
 import type { LinkKeyStore } from "./link-keys.js"
@@ -314,7 +315,7 @@ export interface IngestTx {
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
 
-export interface Store extends RolloutStore, LinkKeyStore, ExportStore, CompactionStore, LedgerStore {
+export interface Store extends RolloutStore, LinkKeyStore, ExportStore, CompactionStore, LedgerStore, DmaStore {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>

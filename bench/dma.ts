@@ -1,0 +1,154 @@
+// The DMAs' water balance, measured (issue 25): `npm run bench:dma [-- meters districts engines]`
+// (default 100000 100 postgres). A city of `meters` customer meters in `districts` districts, each
+// a DMA with one inflow meter, and a month of rollup_day rows per meter, seeded with SQL straight
+// into the rollup tables (loading 3 M meter-days through ingest would take hours on this machine;
+// the balance reads only rollup_day and the registry, so it sees the same rows). Prints the median
+// time of the balance of every DMA and of one DMA, for a day and for the month, and what a late
+// frame costs: its ingest (the rollup upkeep of the days it touches) and the periods whose
+// balance it changes — the balance is computed at each read, so nothing else is recomputed.
+import { randomBytes } from "node:crypto"
+import { openPglite, openPostgres } from "../bridge/src/store/engines.js"
+import type { SqlStore } from "../bridge/src/store/sql-store.js"
+import { NIGHT_FLOW_DEFAULTS } from "../bridge/src/store/dmas.js"
+import type { DmaBalanceRow } from "../bridge/src/store/dma-balance.js"
+import { readingRow } from "../testkit/rows.js"
+import { insertReadings } from "../testkit/store-writes.js"
+import { PG_URL } from "../testkit/services.js"
+
+const DAY = 86_400_000
+const MONTH0 = Date.parse("2031-05-01T00:00:00Z")
+const DAYS = 31
+/** The meter whose tenth day is left out of the seed and arrives as a late frame. */
+const LATE_DAY = 9
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+async function time(runs: number, fn: () => Promise<unknown>) {
+  const ms: number[] = []
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now()
+    await fn()
+    ms.push(performance.now() - t0)
+  }
+  return median(ms)
+}
+
+/**
+ * rollup_day rows of the meters of `sql` (meter_id, daily use u in mL) for DAYS days: 96 readings
+ * a day, complete, cumulative totals continuing (the first reading's amount u/96).
+ */
+const seedDays = (meters: string) => `
+  INSERT INTO rollup_day (meter_id, bucket, readings, first_ts, last_ts, last_end,
+    first_water_total_ml, first_volume_ml, last_water_total_ml, water_used,
+    first_energy_total_wh, first_energy_wh, last_energy_total_wh, energy_used, reverse_ml, gap, district)
+  SELECT m.meter_id, b, 96, b, b + interval '1 day' - interval '15 minutes', b + interval '1 day',
+    d * m.u + m.u / 96, m.u / 96, (d + 1) * m.u, m.u - m.u / 96, NULL, NULL, NULL, NULL, 0, false, m.district
+  FROM (${meters}) m
+  CROSS JOIN LATERAL generate_series(0, ${DAYS - 1}) AS d
+  CROSS JOIN LATERAL (SELECT to_timestamp(${MONTH0 / 1000} + d * 86400) AS b) x
+  WHERE NOT (m.meter_id = 'c-0000000' AND d = ${LATE_DAY})`
+
+async function measure(engine: "postgres" | "pglite", meters: number, districts: number) {
+  const schema = `bench_${randomBytes(4).toString("hex")}`
+  // the balance of every DMA of a large city takes longer than the API's read budget (READ_STATEMENT_MS)
+  const reads = { statementMs: 600_000 }
+  const store = (
+    engine === "postgres" ? await openPostgres(PG_URL, { schema, reads }) : await openPglite(undefined, { reads })
+  ) as SqlStore
+  const db = store.db
+  try {
+    const t0 = performance.now()
+    const per = Math.ceil(meters / districts)
+    // customers: c-NNNNNNN in district dNNN; each district's inflow meter in-dNNN measures them all and a leak
+    await db.query(
+      `INSERT INTO meters (meter_id, first_seen, last_seen, district)
+       SELECT 'c-' || lpad(i::text, 7, '0'), $1::timestamptz, $1::timestamptz, 'd' || lpad((i / ${per})::text, 3, '0')
+       FROM generate_series(0, ${meters - 1}) AS i
+       UNION ALL
+       SELECT 'in-d' || lpad(k::text, 3, '0'), $1::timestamptz, $1::timestamptz, NULL FROM generate_series(0, ${districts - 1}) AS k`,
+      [new Date(MONTH0)],
+    )
+    await db.query(
+      seedDays(`SELECT meter_id, 9600 + (substr(meter_id, 3)::int % 50) * 96 AS u, district FROM meters
+      WHERE meter_id LIKE 'c-%'`),
+    )
+    // an inflow meter's daily use: its customers' plus 1 m³ of leak
+    await db.query(
+      seedDays(`SELECT 'in-' || district AS meter_id, sum(9600 + (substr(meter_id, 3)::int % 50) * 96) + 1000000 AS u, '' AS district
+        FROM meters WHERE meter_id LIKE 'c-%' GROUP BY district`),
+    )
+    await db.query(`ANALYZE`)
+    for (let k = 0; k < districts; k++) {
+      const id = `d${String(k).padStart(3, "0")}`
+      await store.putDma(
+        {
+          dmaId: id,
+          name: id,
+          parentId: null,
+          boundary: null,
+          inflow: [`in-${id}`],
+          outflow: [],
+          customers: [],
+          nightFlow: NIGHT_FLOW_DEFAULTS,
+        },
+        new Date(),
+      )
+    }
+    const seedS = (performance.now() - t0) / 1000
+    if (process.env.DMA_BENCH_KEEP) {
+      console.log(`kept schema ${schema}`)
+      return
+    }
+    const day = { from: new Date(MONTH0 + 14 * DAY), to: new Date(MONTH0 + 15 * DAY) }
+    const month = { from: new Date(MONTH0), to: new Date(Date.UTC(2031, 5, 1)) }
+    const check = (rows: DmaBalanceRow[], n: number) => {
+      if (rows.length !== n) throw new Error(`expected ${n} rows, got ${rows.length}`)
+    }
+    const allDay = await time(3, async () => check(await store.dmaBalance({ bucket: "day", ...day }), districts))
+    const allMonth = await time(1, async () => check(await store.dmaBalance({ bucket: "month", ...month }), districts))
+    const oneDay = await time(5, async () =>
+      check(await store.dmaBalance({ dmaIds: ["d000"], bucket: "day", ...day }), 1),
+    )
+    const oneMonth = await time(5, async () =>
+      check(await store.dmaBalance({ dmaIds: ["d000"], bucket: "month", ...month }), 1),
+    )
+    const leak = (await store.dmaBalance({ dmaIds: ["d001"], bucket: "day", ...day }))[0].lossesMl
+
+    // a late frame: c-0000000's tenth day, 96 readings through the ingest path
+    const days = { dmaIds: ["d000"], bucket: "day" as const, ...month }
+    const before = await store.dmaBalance(days)
+    const u = 9600
+    const start = MONTH0 + LATE_DAY * DAY
+    const rows = Array.from({ length: 96 }, (_, i) =>
+      readingRow("c-0000000", new Date(start + i * 900_000), {
+        seq: 1,
+        idx: i,
+        volumeMl: u / 96,
+        waterTotalMl: LATE_DAY * u + ((i + 1) * u) / 96,
+      }),
+    )
+    const t1 = performance.now()
+    await insertReadings(store, { meterId: "c-0000000", boot: 1, seq: 1 }, rows, new Date())
+    const lateMs = performance.now() - t1
+    const after = await store.dmaBalance(days)
+    const changed = after
+      .filter((r, i) => JSON.stringify(r) !== JSON.stringify(before[i]))
+      .map((r) => `${r.start.toISOString().slice(0, 10)} ${r.provisional ? "provisional" : "final"}`)
+    const row = [engine, meters, districts, (meters + districts) * DAYS, seedS.toFixed(0)]
+    row.push(...[allDay, allMonth, oneDay, oneMonth].map((x) => x.toFixed(0)), lateMs.toFixed(0), changed.join(", "))
+    console.log(`| ${row.join(" | ")} |`)
+    if (leak !== 1_000_000) throw new Error(`losses ${leak} mL, expected the 1 m³ leak`)
+  } finally {
+    if (engine === "postgres" && !process.env.DMA_BENCH_KEEP) await db.query(`DROP SCHEMA ${schema} CASCADE`)
+    await store.close()
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const [meters = 100_000, districts = 100] = process.argv.slice(2, 4).map(Number)
+  const engines = (process.argv[4] ?? "postgres").split(",") as ("postgres" | "pglite")[]
+  console.log(
+    "| engine | meters | DMAs | meter-days | seed s | all DMAs, day ms | all DMAs, month ms | one DMA, day ms | one DMA, month ms | late frame ingest ms | days the late frame changed |",
+  )
+  console.log("|---|---|---|---|---|---|---|---|---|---|---|")
+  for (const e of engines) await measure(e, meters, districts)
+}
