@@ -41,8 +41,7 @@ const LINE: Record<ExportFormat, string> = {
  * Where the export reads a meter's readings with ts in [from, to), hot rows and compacted blocks
  * (store/blocks.ts), as a FROM item. Its arguments are SQL expressions.
  */
-export const readingsOf = (meterId: string, from: string, to: string) =>
-  `readings_between(${meterId}, ${from}, ${to})`
+export const readingsOf = (meterId: string, from: string, to: string) => `readings_between(${meterId}, ${from}, ${to})`
 
 /**
  * Meter by meter (meters' primary key: meter id order), each meter's readings of the period
