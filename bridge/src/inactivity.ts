@@ -5,6 +5,7 @@
 import type { Logger } from "pino"
 import type { LiveBus } from "./live.js"
 import type { Metrics } from "./metrics.js"
+import { startPeriodic } from "./periodic.js"
 import type { Store } from "./store/store.js"
 
 export interface InactivityOptions {
@@ -24,7 +25,6 @@ export interface InactivityChecker {
 }
 
 export function startInactivityChecker(o: InactivityOptions): InactivityChecker {
-  let running: Promise<string[]> | undefined
   const check = async () => {
     const marked = await o.store.checkInactivity(new Date(), o.slackS)
     for (const meterId of marked) o.log.warn({ meterId, alarm: "INACTIVE" }, "meter missed its frames; marked offline")
@@ -41,22 +41,12 @@ export function startInactivityChecker(o: InactivityOptions): InactivityChecker 
     o.metrics.onlineMeters.set(await o.store.countOnline())
     return marked
   }
-  const tick = () => {
-    if (running) return // a slow data tier: skip, do not pile up
-    running = check()
-      .catch((e: Error) => {
+  return startPeriodic(
+    () =>
+      check().catch((e: Error) => {
         o.log.error({ err: e.message }, "inactivity check failed")
         return []
-      })
-      .finally(() => (running = undefined))
-  }
-  const timer = setInterval(tick, o.everyMs)
-  timer.unref()
-  tick()
-  return {
-    stop: async () => {
-      clearInterval(timer)
-      await running
-    },
-  }
+      }),
+    o.everyMs,
+  )
 }

@@ -3,6 +3,7 @@
 // for written with Store.setBridgeAlarm — exactly once while open, also with several bridges
 // checking. Runs in the ingest role beside the other periodic jobs (service.ts).
 import type { Logger } from "pino"
+import { startPeriodic } from "../periodic.js"
 import type { Store } from "../store/store.js"
 import { CUSTOMER_NIGHT_FLOW, dmaAlarmId, judgeCustomer, judgeDma, NIGHT_FLOW_RISE } from "./night-flow.js"
 
@@ -58,23 +59,13 @@ export interface NightFlowChecker {
 
 /** Runs checkNightFlows every `everyMs` (a slow run is not piled up), logging each edge. */
 export function startNightFlowChecker(o: { store: Store; log: Logger; everyMs: number }): NightFlowChecker {
-  let running: Promise<unknown> | undefined
-  const tick = () => {
-    if (running) return
-    running = checkNightFlows(o.store, new Date())
-      .then((edges) => {
-        for (const e of edges) o.log.warn(e, e.active ? "night flow alarm raised" : "night flow alarm cleared")
-      })
-      .catch((e: Error) => o.log.error({ err: e.message }, "night flow check failed"))
-      .finally(() => (running = undefined))
-  }
-  const timer = setInterval(tick, o.everyMs)
-  timer.unref()
-  tick()
-  return {
-    stop: async () => {
-      clearInterval(timer)
-      await running
-    },
-  }
+  return startPeriodic(
+    () =>
+      checkNightFlows(o.store, new Date())
+        .then((edges) => {
+          for (const e of edges) o.log.warn(e, e.active ? "night flow alarm raised" : "night flow alarm cleared")
+        })
+        .catch((e: Error) => o.log.error({ err: e.message }, "night flow check failed")),
+    o.everyMs,
+  )
 }

@@ -84,6 +84,10 @@ export async function compactReadings(db: Db, before: Date, opts: CompactionOpti
   ]
   for (const [from, to] of ranges) {
     const { rows: any } = await db.query(`SELECT 1 FROM readings WHERE ts >= $1 AND ts < $2 LIMIT 1`, [from, to])
+    const move = async (meters: string[]) => {
+      await compactBatch(db, meters, from, to, out)
+      await opts.afterBatch?.(++batch)
+    }
     if (any.length) {
       // the registry in meter id order, then whatever rows remain (readings of meters not registered)
       let after = ""
@@ -94,14 +98,7 @@ export async function compactReadings(db: Db, before: Date, opts: CompactionOpti
         )
         if (!rows.length) break
         after = rows[rows.length - 1].meter_id
-        await compactBatch(
-          db,
-          rows.map((r) => r.meter_id),
-          from,
-          to,
-          out,
-        )
-        await opts.afterBatch?.(++batch)
+        await move(rows.map((r) => r.meter_id))
       }
       for (;;) {
         const { rows } = await db.query<{ meter_id: string }>(
@@ -109,14 +106,7 @@ export async function compactReadings(db: Db, before: Date, opts: CompactionOpti
           [from, to, per],
         )
         if (!rows.length) break
-        await compactBatch(
-          db,
-          rows.map((r) => r.meter_id),
-          from,
-          to,
-          out,
-        )
-        await opts.afterBatch?.(++batch)
+        await move(rows.map((r) => r.meter_id))
       }
     }
   }
