@@ -16,37 +16,10 @@ import {
   READ_PATH_DDL,
   type ExactReading,
 } from "./blocks.js"
+import type { CompactionOptions, CompactionResult } from "./compaction-store.js"
 import type { Db } from "./db.js"
 import { ensurePartition, listPartitions, monthKey, monthRange, partitionName } from "./partitions.js"
 import { toReading } from "./rows.js"
-
-export interface CompactionResult {
-  /** Where the hourly rollup is complete from, after this run. */
-  horizon: Date
-  /** Meter-months written (new blocks and blocks a late frame was merged into). */
-  blocks: number
-  /** Of those, blocks that already existed (late frames merged in). */
-  merged: number
-  /** Readings moved from rows into blocks. */
-  readings: number
-  /** Months whose row partitions (readings, rollup_hour) were emptied. */
-  truncated: string[]
-  /** Month partitions left for the next run: a reader held them past the lock timeout. */
-  busy: string[]
-}
-
-export interface CompactionStore {
-  /**
-   * Compacts every month that ended before `before` (store/compaction.ts); `metersPerTx` meters
-   * per transaction. `afterBatch` runs after each committed transaction (tests cut there).
-   */
-  compactReadings(before: Date, opts?: CompactionOptions): Promise<CompactionResult>
-}
-
-export interface CompactionOptions {
-  metersPerTx?: number
-  afterBatch?: (batch: number) => Promise<void> | void
-}
 
 /** pg_advisory_xact_lock class of compaction ("cz"): one batch at a time across bridges. */
 const LOCK_CLASS = 0x637a

@@ -16,83 +16,15 @@
 // meters complete for every bucket of the period / the DMA's meters; provisional when below 1.
 import { hourRollupCovers } from "./consumption.js"
 import type { Db } from "./db.js"
-import type { NightFlowConfig } from "./dmas.js"
-
-export const BALANCE_BUCKETS = ["hour", "day", "month"] as const
-export type BalanceBucket = (typeof BALANCE_BUCKETS)[number]
-
-export interface DmaBalanceQuery {
-  /** The DMAs; absent: every DMA. */
-  dmaIds?: string[]
-  bucket: BalanceBucket
-  /** [from, to): whole UTC hours (hour), days (day) or month starts (month). */
-  from: Date
-  to: Date
-}
-
-export interface DmaBalanceRow {
-  dmaId: string
-  start: Date
-  /** Σ inflow meters' forward − reverse volume, mL. */
-  inflowMl: number
-  /** Σ outflow meters' forward − reverse volume, mL. */
-  outflowMl: number
-  /** System input volume: inflow − outflow, mL. */
-  systemInputMl: number
-  /** Billed metered consumption: Σ customer meters, mL. */
-  billedMl: number
-  /** Water losses: system input − billed, mL. */
-  lossesMl: number
-  /** Non-revenue water share: losses / system input; null when the input is not positive. */
-  nrwShare: number | null
-  /** The DMA's meters (inflow, outflow and customers). */
-  meters: number
-  /** Of those, meters with every interval of the period stored. */
-  completeMeters: number
-  /** completeMeters / meters (0 for a DMA without meters). */
-  coverage: number
-  /** coverage < 1: a late frame may still change the figures. */
-  provisional: boolean
-}
-
-export interface NightFlowQuery {
-  dmaId: string
-  /** Nights whose window starts in [from, to). */
-  from: Date
-  to: Date
-  window: Pick<NightFlowConfig, "fromHour" | "toHour" | "tz">
-  /** Include each customer meter's minimum per night. */
-  meters?: boolean
-}
-
-export interface DmaNight {
-  /** The local date on which the window starts (YYYY-MM-DD). */
-  night: string
-  /** The lowest hourly system input in the window, mL/h (null: no bulk meter data). */
-  minInputMlPerH: number | null
-  /** The hour (its start) of that minimum. */
-  at: Date | null
-  /** The customers' consumption in that hour, mL. */
-  customersMl: number | null
-  /** Hours of the window with data from the bulk meters. */
-  hours: number
-  /** Every hour of the window complete for every bulk meter. */
-  complete: boolean
-}
-
-export interface MeterNight {
-  meterId: string
-  night: string
-  /** The meter's lowest hourly consumption in the window, mL/h. */
-  minMlPerH: number | null
-  /** Every hour of the window stored for this meter. */
-  complete: boolean
-}
-
-export interface NightFlowAnswer {
-  dma: DmaNight[]
-  meters: MeterNight[]
-}
+import type {
+  BalanceBucket,
+  DmaBalanceQuery,
+  DmaBalanceRow,
+  NightFlowAnswer,
+  NightFlowConfig,
+  NightFlowQuery,
+} from "./dma-store.js"
+export * from "./dma-store.js"
 
 const UNIT_MS = { hour: 3_600_000, day: 86_400_000 } as const
 const ROW_COLUMNS = `bucket, first_ts, last_end, gap, reverse_ml, water_used, first_water_total_ml, first_volume_ml, last_water_total_ml`

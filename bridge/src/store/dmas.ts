@@ -5,88 +5,17 @@
 // registered in its DMA's district is not also counted as a customer there (view dma_members).
 // The balances and night flows read from these (store/dma-balance.ts).
 import type { Db } from "./db.js"
-import type { DmaBalanceQuery, DmaBalanceRow, NightFlowQuery, NightFlowAnswer } from "./dma-balance.js"
-
-export const DMA_ROLES = ["inflow", "outflow", "customer"] as const
-export type DmaRole = (typeof DMA_ROLES)[number]
-
-/** A GeoJSON Polygon or MultiPolygon (RFC 7946 §3.1.6-7), WGS 84 [lon, lat] positions. */
-export type DmaBoundary =
-  { type: "Polygon"; coordinates: number[][][] } | { type: "MultiPolygon"; coordinates: number[][][][] }
-
-/** Minimum night flow settings of a DMA (issue 25 item 3); each default in NIGHT_FLOW_DEFAULTS. */
-export interface NightFlowConfig {
-  /** The window in local hours [fromHour, toHour), wrapping past midnight when fromHour > toHour. */
-  fromHour: number
-  toHour: number
-  /** IANA time zone of the window. */
-  tz: string
-  /** Nights before the one judged whose median is the baseline. */
-  baselineNights: number
-  /** A leak onset: the night's minimum flow above the baseline by more than both of these. */
-  riseMlPerH: number
-  risePct: number
-  /** A customer-side leak: a customer meter that never reached zero in this many complete nights in a row. */
-  customerNights: number
-}
-
-export const NIGHT_FLOW_DEFAULTS: NightFlowConfig = {
-  fromHour: 2,
-  toHour: 4,
-  tz: "UTC",
-  baselineNights: 7,
-  riseMlPerH: 50_000,
-  risePct: 20,
-  customerNights: 3,
-}
-
-export interface DmaInput {
-  dmaId: string
-  name: string
-  parentId: string | null
-  boundary: DmaBoundary | null
-  inflow: string[]
-  outflow: string[]
-  /** Explicit customer meters, beside the meters of the district named as the DMA. */
-  customers: string[]
-  nightFlow: NightFlowConfig
-}
-
-export interface DmaRow extends DmaInput {
-  updatedAt: Date
-}
-
-export interface DmaMember {
-  meterId: string
-  role: DmaRole
-  /** "explicit": named in the DMA; "district": its registry district is the DMA's id. */
-  source: "explicit" | "district"
-}
-
-export type PutDmaOutcome =
-  | { kind: "stored"; created: boolean; dma: DmaRow }
-  | { kind: "refused"; reason: "parent" | "cycle" | "meters"; detail: string }
-
-export interface DmaStore {
-  /** Creates or replaces a DMA and its explicit meters; refused for an unknown parent, a cycle of parents or unknown meters. */
-  putDma(d: DmaInput, at: Date): Promise<PutDmaOutcome>
-  /** Every DMA by id. */
-  listDmas(): Promise<DmaRow[]>
-  getDma(dmaId: string): Promise<DmaRow | undefined>
-  /** Deletes a DMA without sub-DMAs: "deleted", "missing", or "children" (it is a parent). */
-  deleteDma(dmaId: string): Promise<"deleted" | "missing" | "children">
-  /** A DMA's meters by role, explicit members and its district's meters. */
-  dmaMembers(dmaId: string): Promise<DmaMember[]>
-  /** The water balance of DMAs per period (store/dma-balance.ts). */
-  dmaBalance(q: DmaBalanceQuery): Promise<DmaBalanceRow[]>
-  /** Minimum night flow of a DMA and of its customer meters, per night (store/dma-balance.ts). */
-  dmaNightFlow(q: NightFlowQuery): Promise<NightFlowAnswer>
-  /**
-   * Raises (active) or clears a bridge alarm of `type` on `meterId`, unless its newest edge is
-   * already that: exactly once, also with several bridges at once. Returns whether it wrote an edge.
-   */
-  setBridgeAlarm(meterId: string, type: string, active: boolean, value: number, at: Date): Promise<boolean>
-}
+import {
+  NIGHT_FLOW_DEFAULTS,
+  type DmaBoundary,
+  type DmaInput,
+  type DmaMember,
+  type DmaRole,
+  type DmaRow,
+  type NightFlowConfig,
+  type PutDmaOutcome,
+} from "./dma-store.js"
+export * from "./dma-store.js"
 
 export const DMAS_DDL = [
   `CREATE TABLE IF NOT EXISTS dmas (

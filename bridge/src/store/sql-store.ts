@@ -4,7 +4,8 @@
 // are parameterised ($1...); identifiers never come from input.
 import * as consumptionReads from "./consumption.js"
 import { planCost, ReadCostError, type Db } from "./db.js"
-import { compactReadings, type CompactionOptions } from "./compaction.js"
+import type { CompactionOptions } from "./compaction-store.js"
+import { compactReadings } from "./compaction.js"
 import * as dmaReads from "./dma-balance.js"
 import * as dmas from "./dmas.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"

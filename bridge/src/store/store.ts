@@ -1,8 +1,8 @@
 // The city data tier behind one interface. Engines: PostgreSQL (pg) and embedded PGlite, both
 // running the same SQL (store/sql-store.ts); tests/store-contract.ts runs one suite against each.
 import type { FleetCounts } from "../metrics.js"
-import type { CompactionStore } from "./compaction.js"
-import type { DmaStore } from "./dmas.js"
+import type { CompactionStore } from "./compaction-store.js"
+import type { DmaStore } from "./dma-store.js"
 import type { ExportStore } from "./export-store.js"
 import type { LedgerStore } from "./ledger-blocks.js"
 import type { LinkKeyStore } from "./link-keys.js"
