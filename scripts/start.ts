@@ -28,7 +28,9 @@ const fleet = {
   batch: Number(process.env.BATCH ?? DEMO_FLEET.batch),
 }
 // the meters' own lines, in the bridge's log form, each with its meter id: the firmware's console
-// at info, the runtime's messages at debug, its errors at warn
+// at info, the runtime's messages at debug, its errors at warn; held until the banner is out, so
+// that a newcomer sees the dashboard's address first
+let held: (() => void)[] | undefined = []
 const LINE_LEVEL = { console: "info", dmesg: "debug", error: "warn" } as const
 let demo: Demo
 let config: ServiceConfig
@@ -50,7 +52,11 @@ try {
     meterLogs.get(meterId) ?? meterLogs.set(meterId, firmwareLog.child({ meterId })).get(meterId)!
   demo = await startDemo({
     config,
-    meterLog: (meterId, line, kind) => meterLog(meterId)[LINE_LEVEL[kind]](line.replace(/^> /, "")),
+    meterLog: (meterId, line, kind) => {
+      const write = () => meterLog(meterId)[LINE_LEVEL[kind]](line.replace(/^> /, ""))
+      if (held) held.push(write)
+      else write()
+    },
     ...fleet,
     dataDir: DEMO_DATA_DIR,
     open: flags.open,
@@ -89,6 +95,8 @@ In another terminal:
   npx citymeter watch + ${brokerArg}                    live frames of every meter${logins ? " (as the bridge's login)" : ""}
 ${more}
 Ctrl-C to stop.`)
+for (const write of held ?? []) write()
+held = undefined
 
 let stopping = false
 async function shutdown() {
