@@ -141,15 +141,23 @@ async function truncateCompacted(db: Db, cutoff: Date, out: CompactionResult) {
   const partitioned = await db.query<{ p: boolean }>(
     `SELECT (SELECT relkind FROM pg_class WHERE oid = to_regclass('rollup_hour')) = 'p' AS p`,
   )
+  const hourly = partitioned.rows[0]?.p === true
   for (const key of await listPartitions(db)) {
     if (Date.parse(monthRange(key)[1]) > cutoff.getTime()) continue
+    // a month truncated before has no heap: no lock taken for it (an exclusive lock waits for
+    // readers and makes the next ones queue behind it)
+    const { rows: size } = await db.query<{ b: string }>(
+      `SELECT pg_relation_size($1::regclass) + COALESCE(pg_relation_size(to_regclass($2)), 0) AS b`,
+      [partitionName(key), hourly ? hourPartition(key) : partitionName(key)],
+    )
+    if (Number(size[0].b) === 0) continue
     try {
       const done = await db.transaction(async (tx) => {
         await tx.query(`SET LOCAL lock_timeout = '2s'`)
         await tx.query(`LOCK TABLE ${partitionName(key)} IN ACCESS EXCLUSIVE MODE`)
         const { rows } = await tx.query(`SELECT 1 FROM ${partitionName(key)} LIMIT 1`)
         if (rows.length) return false
-        const hour = partitioned.rows[0]?.p ? `, ${hourPartition(key)}` : ""
+        const hour = hourly ? `, ${hourPartition(key)}` : ""
         if (hour) {
           const { rows: r } = await tx.query(`SELECT to_regclass($1) AS r`, [hourPartition(key)])
           if (r[0].r === null) return false
@@ -164,7 +172,7 @@ async function truncateCompacted(db: Db, cutoff: Date, out: CompactionResult) {
     }
   }
   // rows of the hourly rollup before the horizon that live in no month partition (the default one)
-  if (partitioned.rows[0]?.p) await db.query(`DELETE FROM rollup_hour_default WHERE bucket < $1`, [cutoff])
+  if (hourly) await db.query(`DELETE FROM rollup_hour_default WHERE bucket < $1`, [cutoff])
   else await db.query(`DELETE FROM rollup_hour WHERE bucket < $1`, [cutoff])
 }
 
