@@ -1,5 +1,5 @@
 // A year of a city in the data tier, opt-in, not CI:
-//   npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms]
+//   npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms] [--keep]
 // (default 1000 meters, both engines, the bridge's read budget)
 // Loads meters × one year (2025) of 15-minute readings of seeded households (bench/household.ts)
 // through the ingest path (one transaction per batch of 1,000 frames: ledger, readings, rollups)
@@ -34,9 +34,11 @@ const option = (name: string) => (args.includes(name) ? args[args.indexOf(name) 
 const ENGINE = option("--engine") ?? "both"
 /** The reads' statement budget (ms); default the bridge's (BRIDGE_DEFAULTS.reads.statementMs). */
 const READ_MS = option("--read-ms") === undefined ? undefined : Number(option("--read-ms"))
+/** Keep the PostgreSQL schema (its name is printed) for a look at the data afterwards. */
+const KEEP = args.includes("--keep")
 const METERS = Number(args.find((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--")) ?? 1000)
 if (!["postgres", "pglite", "both"].includes(ENGINE) || !(METERS > 0) || (READ_MS !== undefined && !(READ_MS > 0))) {
-  console.error("usage: npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms]")
+  console.error("usage: npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms] [--keep]")
   process.exit(2)
 }
 const Y0 = Date.parse("2025-01-01T00:00:00Z")
@@ -415,6 +417,7 @@ async function run(engine: "postgres" | "pglite") {
   } finally {
     await store.close()
     if (dir) rmSync(dir, { recursive: true, force: true })
+    else if (KEEP) console.error(`${engine}: kept schema ${schema} (and ${schema}_pre, ${schema}_post)`)
     else {
       const c = new pg.Client({ connectionString: URL })
       await c.connect()

@@ -165,6 +165,8 @@ export interface LedgerCompaction {
   blocks: number
   /** Transactions committed (pages of meters with rows to move). */
   transactions: number
+  /** Set when the move left the key index of `frames` mostly empty and it was rebuilt (ledger-index.ts): its bytes. */
+  indexRebuilt?: { before: number; after: number }
 }
 
 /** Compaction of the frame ledger, composed into the Store (store.ts). */

@@ -10,6 +10,7 @@ import * as dmaReads from "./dma-balance.js"
 import * as dmas from "./dmas.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"
 import { compactLedger, type CompactLedgerOptions } from "./ledger-blocks.js"
+import { shrinkLedgerIndex } from "./ledger-index.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
 import * as readingReads from "./readings.js"
@@ -174,8 +175,14 @@ export class SqlStore implements Store {
   exportLines = (from: Date, to: Date, format: ExportFormat, batch?: number) =>
     exportLines(this.reader, from, to, format, batch)
 
-  // the frame ledger's compaction (issue 24 item 2), on the ingest connection: it moves rows
-  compactLedger = (before: Date, opts?: CompactLedgerOptions) => compactLedger(this.db, before, opts)
+  // the frame ledger's compaction (issue 24 item 2), on the ingest connection: it moves rows; then
+  // its key index rebuilt where the move left it mostly empty pages (ledger-index.ts)
+  compactLedger = async (before: Date, opts?: CompactLedgerOptions) => {
+    const done = await compactLedger(this.db, before, opts)
+    if (!done.frames) return done
+    const index = await shrinkLedgerIndex(this.db, this.engine === "pglite" ? "pglite" : "postgres")
+    return index.rebuilt ? { ...done, indexRebuilt: { before: index.before, after: index.after } } : done
+  }
 
   consumption = (meterId: string, q: ConsumptionQuery) => consumptionReads.consumption(this.reader, meterId, q)
   fleetConsumption = (q: FleetConsumptionQuery) => consumptionReads.fleetConsumption(this.reader, q)
