@@ -22,6 +22,8 @@ export interface Relation {
   column?: string
   /** The most target rows one source entity can have (a plural relation; unset: unbounded), for $expand's cost. */
   max?: number
+  /** The source column naming the one meter whose target rows the relation selects (a page by time: byMeterTime). */
+  meter?: string
 }
 
 export type Row = Record<string, unknown>
@@ -32,6 +34,12 @@ export interface EntitySet {
   from: string
   /** The same rows and columns in a form faster to count, when there is one (unordered). */
   countFrom?: string
+  /**
+   * Set when one meter's rows can be read by phenomenonTime window (sta/time-windows.ts): `from`
+   * selects the set's columns for meter m with ts in [t0, t1) (SQL placeholders), `span` the
+   * meter's first and last ts (columns lo, hi; NULL without rows).
+   */
+  byMeterTime?: { from: (m: string, t0: string, t1: string) => string; span: (m: string) => string }
   /** The columns that identify a row, and an entity id's values for them (undefined: no such id). */
   keyCols: string[]
   key: (id: string) => unknown[] | undefined

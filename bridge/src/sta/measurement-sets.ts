@@ -57,6 +57,7 @@ export const datastreams: EntitySet = {
       target: "Observations",
       plural: true,
       on: (t, s) => `${t}.meter_id = ${s("meter_id")} AND ${t}.ch = ${s("ch")}`,
+      meter: "meter_id",
     },
   },
   id: (r) => String(r.id),
@@ -127,12 +128,23 @@ const OBS_KEY = ["meter_id", "ch", "boot", "seq", "idx"]
  * FeatureOfInterest) the planner reads the readings_meter_ts index; phenomenonTime is the
  * interval's start (ts) in $filter and $orderby, so time ranges use it too.
  */
+const observationsOf = (readings: string) => `SELECT r.meter_id, v.ch, r.ts, r.interval_s, r.boot, r.seq, r.idx,
+      r.time_synced, r.backfill, r.ts_estimated, r.after_reboot, v.result
+    FROM ${readings} r CROSS JOIN LATERAL ${PER_CHANNEL}
+    WHERE v.result IS NOT NULL`
+
 export const observations: EntitySet = {
   name: "Observations",
-  from: `SELECT r.meter_id, v.ch, r.ts, r.interval_s, r.boot, r.seq, r.idx,
-      r.time_synced, r.backfill, r.ts_estimated, r.after_reboot, v.result
-    FROM readings_all r CROSS JOIN LATERAL ${PER_CHANNEL}
-    WHERE v.result IS NOT NULL`,
+  from: observationsOf("readings_all"),
+  // one meter's, a month at a time (time-windows.ts): readings_between decodes that month's block only
+  byMeterTime: {
+    from: (m, t0, t1) => observationsOf(`readings_between(${m}, ${t0}, ${t1})`),
+    span: (m) => `SELECT
+        least((SELECT min(ts) FROM readings WHERE meter_id = ${m}),
+          (SELECT min(first_ts) FROM reading_blocks WHERE meter_id = ${m})) AS lo,
+        greatest((SELECT max(ts) FROM readings WHERE meter_id = ${m}),
+          (SELECT max(last_ts) FROM reading_blocks WHERE meter_id = ${m})) AS hi`,
+  },
   // counting reads each channel's column in a scan of its own: 2-4x faster than the lateral list
   // over 1M Observations, but its order needs a sort, so pages use `from`
   countFrom: CHANNELS.map(

@@ -114,7 +114,7 @@ export const featuresOfInterest: EntitySet = {
     encodingType: { sql: () => lit(GEOJSON), type: "text" },
     "properties/district": text("district"),
   },
-  relations: { Observations: { target: "Observations", plural: true, ...same("meter_id") } },
+  relations: { Observations: { target: "Observations", plural: true, ...same("meter_id"), meter: "meter_id" } },
   id: (r) => String(r.meter_id),
   json: (r) => ({
     name: r.name,
