@@ -25,6 +25,7 @@ import {
   type DemoLogins,
 } from "../sim/src/demo-logins.js"
 import { SimMeter, type MeterLineKind } from "../sim/src/meter.js"
+import type { CityPlan } from "../sim/src/city.js"
 import { registerCity } from "../sim/src/city-registry.js"
 import { demoCity } from "../sim/scenarios/city.js"
 
@@ -33,8 +34,11 @@ export interface DemoOptions {
   config: ServiceConfig
   /** Household meters (without `city`). */
   meters: number
-  /** Run the small city (demoCity): its meters instead of `meters`, its DMAs and places registered. */
-  city?: boolean
+  /**
+   * Run the small city (true: demoCity, or the plan given, whose meter ids are the demo's): its
+   * meters instead of `meters`, its DMAs and their meters' places registered at start.
+   */
+  city?: boolean | CityPlan
   intervalS: number
   batch: number
   /** Flash images (flash/) and the broker's logins (broker/): npm start's ./data. */
@@ -79,7 +83,7 @@ async function provisionSeal(store: Store, meterId: string, open: boolean): Prom
 }
 
 export async function startDemo(o: DemoOptions): Promise<Demo> {
-  const city = o.city ? demoCity(demoMeterId) : undefined
+  const city = o.city === true ? demoCity(demoMeterId) : o.city || undefined
   const ids = city ? city.meters.map((m) => m.meterId) : Array.from({ length: o.meters }, (_, i) => demoMeterId(i + 1))
   const embedded = !o.config.mqttUrl
   const bridgeUser = o.config.embeddedBroker?.bridgeUser ?? DEFAULT_BRIDGE_USER
