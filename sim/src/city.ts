@@ -6,7 +6,8 @@
 //   - stuck: a customer meter that registers nothing from then on while its household keeps using
 //     water (which therefore passes the inflow meter: an apparent loss);
 //   - bypass: a share of a customer's water taken before its meter (theft): the inflow includes
-//     it, the customer meter registers less (an apparent loss);
+//     it, the customer meter registers less (an apparent loss); fitting it opened the meter's case
+//     (a tamper event as it begins, for the rule that looks for tamper near a consumption drop);
 //   - nightLeak: a leak on the customer's side, behind the meter: it registers, and never reaches
 //     zero at night.
 // Pure and deterministic: the layout (locations, demand scales and phases) comes from a seed, and
@@ -49,8 +50,11 @@ export type CityEvent =
   | { kind: "pipeLeak"; dmaId: string; fromH: number; untilH?: number; flowMlMin: number }
   /** The customer meter registers nothing from fromH on; the household's use goes on. */
   | { kind: "stuck"; meterId: string; fromH: number }
-  /** From fromH on, `share` of the customer's demand is taken before its meter. */
-  | { kind: "bypass"; meterId: string; fromH: number; share: number }
+  /**
+   * From fromH on, `share` of the customer's demand is taken before its meter; its case is open
+   * (tamper switch) for the first `tamperH` hours (0: never).
+   */
+  | { kind: "bypass"; meterId: string; fromH: number; share: number; tamperH: number }
   /** A leak behind the customer meter (it registers it), from fromH on. */
   | { kind: "nightLeak"; meterId: string; fromH: number; flowMlMin: number }
 
@@ -95,8 +99,8 @@ export interface SmallCityOptions {
   pipeLeakMlMin?: number
   /** When the south DMA's stuck meter stops registering, simulated hours. */
   stuckFromH: number
-  /** When the south DMA's bypass begins, simulated hours. */
-  bypassFromH?: number
+  /** When the south DMA's bypass begins (its case opened for a quarter of an hour), simulated hours. */
+  bypassFromH: number
   bypassShare?: number
   /** The north DMA's customer-side leak, from the start. */
   nightLeakMlMin?: number
@@ -174,7 +178,7 @@ export function smallCity(o: SmallCityOptions): CityPlan {
       { kind: "pipeLeak", dmaId: north, fromH: o.pipeLeakFromH, flowMlMin: o.pipeLeakMlMin ?? 5000 },
       { kind: "nightLeak", meterId: meters[1].meterId, fromH: 0, flowMlMin: o.nightLeakMlMin ?? 500 },
       { kind: "stuck", meterId: meters[5].meterId, fromH: o.stuckFromH },
-      { kind: "bypass", meterId: meters[6].meterId, fromH: o.bypassFromH ?? 0, share: o.bypassShare ?? 0.5 },
+      { kind: "bypass", meterId: meters[6].meterId, fromH: o.bypassFromH, share: o.bypassShare ?? 0.6, tamperH: 0.25 },
     ],
   }
 }
@@ -316,6 +320,13 @@ export class CityRun {
   /** The events' volumes in the DMA so far (not rounded), mL. */
   injected(dmaId: string): CityVolumes {
     return { ...this.volumes.get(dmaId)! }
+  }
+
+  /** Whether the meter's case is open at tH (a bypass being fitted). */
+  tamper(meterId: string, tH: number): boolean {
+    return this.plan.events.some(
+      (e) => e.kind === "bypass" && e.meterId === meterId && tH >= e.fromH && tH < e.fromH + e.tamperH,
+    )
   }
 
   /** Line pressure at the meter, Pa, from the flow through it (physics.ts). */

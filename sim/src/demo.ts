@@ -50,6 +50,7 @@ export function driveDemo(meters: SimMeter[], city?: CityPlan): () => void {
         m.setWater({ volumeMl: run.registerMl(m.meterId), flowRateMlMin: Math.round(planned.registeredMlMin) })
         m.setElectricity({ energyWh: Math.floor(s.energy), powerW, voltageDv: mainsVoltageDv(hour) })
         m.setPressure(linePressurePa(planned.usedMlMin))
+        m.setTamper(run.tamper(m.meterId, simHours))
         return
       }
       const hour = (7 + s.hourOffset + simHours) % 24

@@ -21,7 +21,14 @@ const config = (): ServiceConfig => ({
   embeddedMqttPort: 0,
   log: captureLog().log,
 })
-const city = smallCity({ seed: 25, startHour: 6, meterId: demoMeterId, pipeLeakFromH: 0, stuckFromH: 0 })
+const city = smallCity({
+  seed: 25,
+  startHour: 6,
+  meterId: demoMeterId,
+  pipeLeakFromH: 0,
+  stuckFromH: 0,
+  bypassFromH: 0,
+})
 const leak = city.events.find((e) => e.kind === "pipeLeak")!
 const stuck = city.events.find((e) => e.kind === "stuck")!
 const office = city.meters.find((m) => m.profile === "commercial")!
