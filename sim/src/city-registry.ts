@@ -1,8 +1,9 @@
 // Registers a simulated city (sim/src/city.ts) in the data tier: every meter's place (lat, lon,
 // address, and its DMA as district, so the customers are the DMA's by district) and every DMA with
 // its GeoJSON boundary and its inflow meter (explicit: it takes precedence over its district), the
-// default night-flow settings. Through the Store, as the registry's PUT /dmas/:id does; used by the
-// demo at start (scripts/demo.ts) and by the city tests. The meters must be registered already.
+// default night-flow and apparent-loss settings, and the network's size for the ILI. Through the
+// Store, as the registry's PUT /dmas/:id does; used by the demo at start (scripts/demo.ts) and by
+// the city tests. The meters must be registered already.
 import { NIGHT_FLOW_DEFAULTS } from "../../bridge/src/store/dmas.js"
 import type { Store } from "../../bridge/src/store/store.js"
 import type { CityPlan } from "./city.js"
@@ -21,6 +22,9 @@ export async function registerCity(store: Store, plan: CityPlan, at = new Date()
         outflow: [],
         customers: [],
         nightFlow: NIGHT_FLOW_DEFAULTS,
+        mainsKm: d.mainsKm,
+        connections: d.connections,
+        avgServiceLengthM: 0,
       },
       at,
     )

@@ -27,6 +27,9 @@ export interface CityDma {
   dmaId: string
   name: string
   boundary: CityPolygon
+  /** The network's size, for the Infrastructure Leakage Index: mains length, km, and service connections. */
+  mainsKm: number
+  connections: number
 }
 
 export interface CityMeter {
@@ -143,6 +146,9 @@ export function smallCity(o: SmallCityOptions): CityPlan {
     return {
       dmaId: `${prefix}-${d}`,
       name: d === "north" ? "North district" : "South district",
+      // the block's perimeter and a street across it; a connection per customer
+      mainsKm: 3.2,
+      connections: 3,
       boundary: { type: "Polygon", coordinates: [ring.map(([x, y]) => [round6(x), round6(y)])] },
     }
   })

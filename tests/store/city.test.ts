@@ -191,6 +191,19 @@ describe.each(["postgres", "pglite"] as const)("a small simulated city on %s", (
     const leak = injected(north, pipeLeak.fromH, HOURS, "pipeLeakMl")
     console.log(`${engine} ${north}: losses from the onset to the end ${sum} mL, injected ${Math.round(leak)} mL`)
     expect(Math.abs(sum - leak)).toBeLessThan(tolerance(north))
+    // the ILI of the leak's first whole day: its real losses over the unavoidable ones at the
+    // meters' own zone pressure (the city registers mains length and connections)
+    const p = await store.dmaPressure({
+      dmaId: north,
+      bucket: "day",
+      from: new Date(T0 + 2 * DAY),
+      to: new Date(T0 + 3 * DAY),
+    })
+    expect(p.avgPa).toBeGreaterThan(300_000)
+    expect(Math.abs(p.ili!.carlLPerDay - figures[2].injectedMl / 1000)).toBeLessThan(tolerance(north) / 1000)
+    console.log(
+      `${engine} ${north} day 2: ILI ${p.ili!.ili.toFixed(1)} (CARL ${p.ili!.carlLPerDay} L/day, UARL ${p.ili!.uarlLPerDay.toFixed(1)} L/day at ${p.ili!.pressureM.toFixed(1)} m)`,
+    )
   })
 
   test("the north DMA's night-flow alarm comes at the end of the first night after the leak's onset, and only there", () => {
