@@ -7,6 +7,9 @@
 //     under the production ACL and client id binding (bridge/src/acl.ts); the bridge logs in too.
 // `open` (--open) keeps the legacy open frames; `anonymousBroker` (--anonymous-broker) the broker
 // without logins. With MQTT_URL the broker is the user's own: no logins are made for it.
+// `city` (npm start's default, issue 25 item 6) runs the small city of sim/scenarios/city.ts
+// (demoCity) instead of `meters` households: its meters, their places and its DMAs registered at
+// start, each meter driven by its place in the city (sim/src/demo.ts driveDemo).
 import { join } from "node:path"
 import { mkdirSync } from "node:fs"
 import { DEFAULT_BRIDGE_USER } from "../bridge/src/acl.js"
@@ -22,11 +25,20 @@ import {
   type DemoLogins,
 } from "../sim/src/demo-logins.js"
 import { SimMeter, type MeterLineKind } from "../sim/src/meter.js"
+import type { CityPlan } from "../sim/src/city.js"
+import { registerCity } from "../sim/src/city-registry.js"
+import { demoCity } from "../sim/scenarios/city.js"
 
 export interface DemoOptions {
   /** The bridge's configuration (configFromEnv()): the demo adds demo mode and the broker's logins. */
   config: ServiceConfig
+  /** Household meters (without `city`). */
   meters: number
+  /**
+   * Run the small city (true: demoCity, or the plan given, whose meter ids are the demo's): its
+   * meters instead of `meters`, its DMAs and their meters' places registered at start.
+   */
+  city?: boolean | CityPlan
   intervalS: number
   batch: number
   /** Flash images (flash/) and the broker's logins (broker/): npm start's ./data. */
@@ -71,7 +83,8 @@ async function provisionSeal(store: Store, meterId: string, open: boolean): Prom
 }
 
 export async function startDemo(o: DemoOptions): Promise<Demo> {
-  const ids = Array.from({ length: o.meters }, (_, i) => demoMeterId(i + 1))
+  const city = o.city === true ? demoCity(demoMeterId) : o.city || undefined
+  const ids = city ? city.meters.map((m) => m.meterId) : Array.from({ length: o.meters }, (_, i) => demoMeterId(i + 1))
   const embedded = !o.config.mqttUrl
   const bridgeUser = o.config.embeddedBroker?.bridgeUser ?? DEFAULT_BRIDGE_USER
   const logins = embedded && !o.anonymousBroker ? generateDemoLogins(ids, bridgeUser) : undefined
@@ -114,7 +127,8 @@ export async function startDemo(o: DemoOptions): Promise<Demo> {
         }),
       )
     }
-    stopDriving = driveDemo(meters)
+    if (city) await registerCity(svc.store, city)
+    stopDriving = driveDemo(meters, city)
     for (const m of meters) await m.start()
     return {
       svc,

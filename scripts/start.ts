@@ -4,6 +4,9 @@
 // arrive in time). The meters seal their frames and the broker takes only the logins made at start
 // (written to data/broker/logins.json); `npm start -- --open` sends open frames as before, and
 // `--anonymous-broker` lets anyone on the broker.
+// The meters are a small city by default (issue 25 item 6; sim/scenarios/city.ts demoCity): two
+// DMAs, each an inflow meter and three customers, with a pipe leak, a customer-side leak, a stuck
+// meter and a bypass; METERS=n runs n households instead, as before.
 // Environment: METERS, INTERVAL_S, BATCH (defaults: DEMO_FLEET, sim/src/demo.ts), and the bridge's
 // variables (README Configuration; defaults in bridge/src/defaults.ts), MQTT_URL to use a real broker.
 // A failure the user can fix (a port in use, a bad setting, a bad flag) is one line; DEBUG=1 adds the stack.
@@ -23,6 +26,7 @@ const FLAGS = {
 const FLAGS_HELP = "--open (meters send open frames), --anonymous-broker (the embedded broker takes anyone)"
 
 const fleet = {
+  city: process.env.METERS === undefined,
   meters: Number(process.env.METERS ?? DEMO_FLEET.meters),
   intervalS: Number(process.env.INTERVAL_S ?? DEMO_FLEET.intervalS),
   batch: Number(process.env.BATCH ?? DEMO_FLEET.batch),
@@ -89,7 +93,13 @@ citymeter is running (embedded defaults unless MQTT_URL / DATABASE_URL are set)
   HTTP API      ${svc.httpUrl}/meters
   readings      ${svc.httpUrl}/meters/${meters[0].meterId}/readings
   metrics       ${svc.httpUrl}/metrics
-  ${meters.length} simulated meters running the real firmware, ${frames},
+  ${meters.length} simulated meters running the real firmware, ${frames},${
+    fleet.city
+      ? `
+  a small city: DMAs city-north (a pipe leak from 2 simulated hours, a customer-side leak) and city-south
+  (a stuck meter from 1 simulated hour, a bypass): ${svc.httpUrl}/dmas, ${svc.httpUrl}/balances?bucket=hour&from=...&to=...,`
+      : ""
+  }
   ${fleet.intervalS} s intervals x${fleet.batch} per frame; ${DEMO_SPEED_NOTE} (alarm thresholds in simulated time).
 In another terminal:
   npx citymeter watch + ${brokerArg}                    live frames of every meter${logins ? " (as the bridge's login)" : ""}
