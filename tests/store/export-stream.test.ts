@@ -115,15 +115,18 @@ describe.each(["postgres", "pglite"] as const)("the export's streamed query on %
   test("any batch size gives the former path's lines: chunks break inside a meter and inside ties", async () => {
     const month = [new Date(M0), new Date(M0 + 31 * DAY)] as const
     const day9 = [new Date(M0 + 9 * DAY), new Date(M0 + 10 * DAY)] as const
+    // month: 1,000 breaks inside a 306-row meter and inside m-big (42 batches; 333's 125 took 103 s
+    // on PGlite at load ≈20); the ties are broken by day 9's batches of 2 and 7
     for (const [[from, to], sizes] of [
       [day9, [2, 7]],
-      [month, [333, 5000, 50_000]],
+      [month, [1000, 5000, 50_000]],
     ] as const) {
       for (const format of ["csv", "ndjson"] as const) {
         const { text: expected } = await collect(perMeterLines(store, from, to, format))
         const lines = expected.split("\n").length - 1
         expect(lines).toBe(from === day9[0] ? 5 * 130 : 5 * 306 + BIG_N)
-        for (const size of sizes) {
+        // PostgreSQL's COPY takes no batch size (export-rows.ts): one run per range is the whole case
+        for (const size of engine === "pglite" ? sizes : sizes.slice(0, 1)) {
           const { text, batches, largest } = await collect(store.exportLines(from, to, format, size))
           expect(text === expected, `${format}, batch ${size}`).toBe(true)
           // PGlite: keyset batches of `size` lines; PostgreSQL: COPY's chunks as the socket gives them
@@ -134,7 +137,7 @@ describe.each(["postgres", "pglite"] as const)("the export's streamed query on %
         }
       }
     }
-  }, 240_000) // PGlite's 125 keyset batches of 333 took 103 s alone at load average ≈20
+  }, 240_000)
 
   test("a client gone mid-file ends the query and gives its connection back; most batches never read", async () => {
     let batches = 0
