@@ -197,4 +197,21 @@ describe("the districts views in Chromium, on Mosquitto + PostgreSQL", () => {
     expect(seen.failed).toEqual([])
     expect(seen.requests.filter((u) => !u.startsWith(stack.baseUrl))).toEqual([])
   })
+
+  test("on a phone-sized screen neither view scrolls sideways as a whole", async () => {
+    const phone = await browser.newPage({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true })
+    for (const hash of ["#/dmas", `#/dma/${id}`]) {
+      await phone.goto(`${stack.baseUrl}${hash}`)
+      await phone.locator("main h1").waitFor()
+      await phone.waitForFunction(() => !document.getElementById("main")!.hasAttribute("aria-busy"))
+      const wide = await phone.evaluate(() =>
+        [...document.querySelectorAll("body *")]
+          .filter((e) => e.getBoundingClientRect().right > 376 && !e.parentElement!.closest(".scroll"))
+          .map((e) => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`),
+      )
+      expect(wide, hash).toEqual([])
+      expect(await phone.evaluate(() => document.documentElement.scrollWidth), hash).toBeLessThanOrEqual(375)
+    }
+    await phone.close()
+  })
 })
