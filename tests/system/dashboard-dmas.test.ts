@@ -41,6 +41,8 @@ describe("the districts views in Chromium, on Mosquitto + PostgreSQL", () => {
     total: 0,
     seq: 1,
   }))
+  // at zero for the three days while its neighbours consume: an apparent loss (stuck) where the bridge lists them
+  const stuck: Flow = { meterId: uid("dui-stuck"), fwd: () => 0, total: 0, seq: 1 }
   const inflow: Flow = {
     meterId: uid("dui-in"),
     fwd: (t) => customers.reduce((s, c) => s + c.fwd(t), 0) + LEAK,
@@ -64,7 +66,7 @@ describe("the districts views in Chromium, on Mosquitto + PostgreSQL", () => {
     stack = await startWebStack({ extra: { apiTokens: { ops: OPS } } })
     browser = await launchChromium()
     const s = stack.store
-    for (const [i, f] of [inflow, ...customers].entries()) {
+    for (const [i, f] of [inflow, ...customers, stuck].entries()) {
       await s.registerMeter(f.meterId, new Date(D1))
       await s.setLocation(f.meterId, {
         lat: 48.202 + i * 0.002,
@@ -81,11 +83,11 @@ describe("the districts views in Chromium, on Mosquitto + PostgreSQL", () => {
         name: "North",
         boundary: { type: "Polygon", coordinates: [square] },
         inflow: [inflow.meterId],
-        customers: customers.map((c) => c.meterId),
+        customers: [...customers, stuck].map((c) => c.meterId),
       },
     })
     expect(put.statusCode, put.body).toBe(201)
-    for (const f of [inflow, ...customers]) {
+    for (const f of [inflow, ...customers, stuck]) {
       const rows = hours(f, D1, today)
       // the first customer's last hour of yesterday is missing: yesterday stays provisional
       const kept = f === customers[0] ? rows.slice(0, -1) : rows
@@ -174,14 +176,20 @@ describe("the districts views in Chromium, on Mosquitto + PostgreSQL", () => {
       .locator("circle.dot")
       .evaluateAll((cs) => cs.map((c) => [c.getAttribute("data-meter"), c.getAttribute("data-role")]))
     expect(dots.sort()).toEqual(
-      [[inflow.meterId, "inflow"], ...customers.map((c) => [c.meterId, "customer"])].sort() as string[][],
+      [[inflow.meterId, "inflow"], ...[...customers, stuck].map((c) => [c.meterId, "customer"])].sort() as string[][],
     )
 
     // the apparent-loss list shows only where the bridge answers its route
     const losses = await api(`/dmas/${id}/apparent-losses?${range}`)
     if (losses.status === 200) {
-      const findings = losses.body.findings as unknown[]
-      expect(await page.locator("#losses-table tbody tr").count()).toBe(Math.max(1, findings.length))
+      const findings = losses.body.findings as { meterId: string; kind: string; evidence: object }[]
+      expect(findings.map((f) => [f.meterId, f.kind])).toContainEqual([stuck.meterId, "stuck"])
+      expect(await page.locator("#losses-table tbody tr").count()).toBe(findings.length)
+      const row = page.locator(`#losses-table tr[data-meter="${stuck.meterId}"][data-kind="stuck"]`)
+      const cells = await row.locator("th, td").allInnerTexts()
+      expect(cells.slice(0, 2)).toEqual([stuck.meterId, "stuck"])
+      const evidence = findings.find((f) => f.meterId === stuck.meterId)!.evidence
+      for (const k of Object.keys(evidence)) expect(cells[4]).toContain(`${k}: `)
     } else expect(await page.locator("#losses-table").count()).toBe(0)
 
     expect(await page.locator("#balance-csv, a[download$='-balance.csv']").getAttribute("href")).toBe(
