@@ -236,7 +236,7 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
       // the DMAs' WaterNetwork entities follow the meters' (DMA id order)
       const dmaPage: DmaRow[] = []
       let allDmas: DmaRow[] = []
-      if (networks) {
+      if (networks && (q.id === undefined || wantedDmas.size)) {
         allDmas = await store.listDmas()
         for (const d of allDmas) {
           if (q.id !== undefined && !wantedDmas.has(d.dmaId)) continue
