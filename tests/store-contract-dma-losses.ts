@@ -287,5 +287,9 @@ export function dmaLossesContract(getStore: () => Store) {
     const bare = await store.dmaPressure({ dmaId: id, bucket: "day", from: new Date(P0), to: new Date(P0 + 2 * DAY) })
     expect(bare.ili).toBeNull()
     expect(bare.avgPa).toBe(ans.avgPa)
+    // the network's size but no inflow meter: no system input, no real losses to compare
+    expect((await store.putDma(dma(id, net), new Date())).kind).toBe("stored")
+    const dry = await store.dmaPressure({ dmaId: id, bucket: "day", from: new Date(P0), to: new Date(P0 + 2 * DAY) })
+    expect([dry.avgPa, dry.ili]).toEqual([ans.avgPa, null])
   })
 }

@@ -131,7 +131,7 @@ export async function dmaLossRoutes(app: FastifyInstance, { store }: RouteContex
               ili: {
                 type: "object",
                 nullable: true,
-                description: "null without mainsKm and connections, or without pressure",
+                description: "null without mainsKm and connections, pressure readings or system input",
                 properties: {
                   carlLPerDay: num("current real losses: the balance's losses per day, L/day"),
                   uarlLPerDay: num("unavoidable annual real losses, L/day"),

@@ -86,11 +86,17 @@ export async function dmaApparentLosses(db: Db, q: ApparentLossQuery): Promise<A
   const customers = await customersOf(db, q.dmaId)
   if (!customers.length) return []
   const lookback = new Date(q.from.getTime() - Math.max(LOOKBACK_DAYS, cfg.baselineDays) * DAY_MS)
+  // independent reads: on a pool they run side by side
+  const [d, h, alarms] = await Promise.all([
+    days(db, customers, lookback, q.to),
+    hours(db, customers, q.from, q.to, cfg.lowFlowMl),
+    alarmEdges(db, customers, q.from, q.to),
+  ])
   return judgeLosses({
     customers,
-    days: await days(db, customers, lookback, q.to),
-    hours: await hours(db, customers, q.from, q.to, cfg.lowFlowMl),
-    alarms: await alarmEdges(db, customers, q.from, q.to),
+    days: d,
+    hours: h,
+    alarms,
     from: q.from,
     to: q.to,
     cfg,

@@ -20,7 +20,8 @@
 // with CARL, the current annual real losses as a daily rate, taken as the period's water losses of
 // the balance (store/dma-balance.ts dmaBalance by day: system input − billed) / its days. Those
 // losses hold the apparent losses too (stuck and under-registering meters, theft): none is
-// subtracted, so the ILI is an upper bound (apparentLossesSubtracted: false).
+// subtracted, so the ILI is an upper bound (apparentLossesSubtracted: false). No ILI (null) without
+// mains length and connections, without pressure readings, or without system input in the period.
 import type { Db } from "./db.js"
 import { dmaBalance } from "./dma-balance.js"
 import type { DmaPressureAnswer, DmaPressureQuery, IliAnswer } from "./dma-store.js"
@@ -90,6 +91,8 @@ export async function dmaPressure(db: Db, q: DmaPressureQuery): Promise<DmaPress
   if (!d || d.mains_km === null || d.connections === null || avgPa === null || avgPa <= 0)
     return { buckets, avgPa, meters, ili: null }
   const balance = await dmaBalance(db, { dmaIds: [q.dmaId], bucket: "day", from: q.from, to: q.to })
+  // no system input (no inflow meter, or no data from it): no real losses to speak of
+  if (balance.reduce((s, b) => s + b.systemInputMl, 0) <= 0) return { buckets, avgPa, meters, ili: null }
   const ili = infrastructureLeakageIndex({
     lossesMl: balance.reduce((s, b) => s + b.lossesMl, 0),
     days: (q.to.getTime() - q.from.getTime()) / DAY_MS,

@@ -280,6 +280,6 @@ export interface DmaPressureAnswer {
   /** Over the whole period, as a bucket's avgPa. */
   avgPa: number | null
   meters: number
-  /** null without mains length and connection count, or without pressure readings. */
+  /** null without mains length and connection count, pressure readings, or system input in the period. */
   ili: IliAnswer | null
 }
