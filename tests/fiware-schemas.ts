@@ -15,6 +15,7 @@ const vendored = (path: string) =>
 export const SCHEMA_FILES = {
   WaterConsumptionObserved: "dataModel.WaterConsumption/WaterConsumptionObserved",
   ACMeasurement: "dataModel.Energy/ACMeasurement",
+  WaterNetwork: "dataModel.WaterDistributionManagementEPANET/WaterNetwork",
 } as const
 
 export type ModelName = keyof typeof SCHEMA_FILES
@@ -33,6 +34,7 @@ export function modelValidators(): Record<ModelName, ValidateFunction> & { ajv: 
     ajv,
     WaterConsumptionObserved: ajv.compile(vendored(`${SCHEMA_FILES.WaterConsumptionObserved}/schema.json`)),
     ACMeasurement: ajv.compile(vendored(`${SCHEMA_FILES.ACMeasurement}/schema.json`)),
+    WaterNetwork: ajv.compile(vendored(`${SCHEMA_FILES.WaterNetwork}/schema.json`)),
   }
 }
 

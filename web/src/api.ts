@@ -1,10 +1,52 @@
 // The page reads the same API routes as any client (types from the bridge's own serialisers).
+import type { dmaJson } from "../../bridge/src/routes/dmas.js"
 import type { meterJson } from "../../bridge/src/routes/meters.js"
 import type { rolloutJson } from "../../bridge/src/routes/rollouts.js"
 import type { ApiReading } from "./types.js"
 
 export type Meter = ReturnType<typeof meterJson>
 export type Rollout = ReturnType<typeof rolloutJson>
+export type Dma = ReturnType<typeof dmaJson>
+
+/** A DMA with its meters by role (GET /dmas/:id). */
+export type DmaDetail = Dma & {
+  members: { meterId: string; role: "inflow" | "outflow" | "customer"; source: "explicit" | "district" }[]
+}
+
+/** One period of a DMA's water balance (GET /dmas/:id/balance, GET /balances). */
+export interface BalanceRow {
+  dmaId?: string
+  start: string
+  inflowMl: number
+  outflowMl: number
+  systemInputMl: number
+  billedMl: number
+  lossesMl: number
+  nrwShare: number | null
+  meters: number
+  completeMeters: number
+  coverage: number
+  provisional: boolean
+}
+
+/** One night of a DMA's minimum night flow (GET /dmas/:id/night-flow). */
+export interface DmaNight {
+  night: string
+  minInputMlPerH: number | null
+  at: string | null
+  customersMl: number | null
+  hours: number
+  complete: boolean
+}
+
+/** An apparent loss (GET /dmas/:id/apparent-losses): a customer meter, its rule and the rule's numbers. */
+export interface ApparentLoss {
+  meterId: string
+  kind: string
+  from: string
+  to: string
+  evidence: Record<string, unknown>
+}
 
 /** A meter of a rollout (GET /rollouts/:rid/meters). */
 export interface RolloutMeter {
@@ -122,6 +164,22 @@ export const api = {
     ),
   districts: (q: { from?: string }) => call<{ districts: District[] }>(`districts${qs(q)}`).then((r) => r.districts),
   ops: () => call<OpsFigures>("dashboard/ops"),
+  dmas: () => call<{ dmas: Dma[] }>("dmas").then((r) => r.dmas),
+  dma: (id: string) => call<DmaDetail>(`dmas/${encodeURIComponent(id)}`),
+  balances: (q: { bucket: string; from: string; to: string }) =>
+    call<{ balances: BalanceRow[] }>(`balances${qs(q)}`).then((r) => r.balances),
+  balance: (id: string, q: { bucket: string; from: string; to: string }) =>
+    call<{ balance: BalanceRow[] }>(`dmas/${encodeURIComponent(id)}/balance${qs(q)}`).then((r) => r.balance),
+  balanceCsvUrl: (id: string | undefined, q: { bucket: string; from: string; to: string }) =>
+    `${id === undefined ? "balances" : `dmas/${encodeURIComponent(id)}/balance`}${qs({ ...q, format: "csv" })}`,
+  nightFlow: (id: string, q: { from: string; to: string }) =>
+    call<{ window: string; tz: string; nights: DmaNight[] }>(`dmas/${encodeURIComponent(id)}/night-flow${qs(q)}`),
+  /** Apparent losses; undefined when the bridge has no such route or does not answer it (any failure). */
+  apparentLosses: (id: string, q: { from: string; to: string }) =>
+    call<{ findings: ApparentLoss[] }>(`dmas/${encodeURIComponent(id)}/apparent-losses${qs(q)}`).then(
+      (r) => r.findings,
+      () => undefined,
+    ),
   /** Rollouts need a token with the read scope (read, write or ops) even where reads are open. */
   rollouts: (token: string) =>
     call<{ rollouts: Rollout[] }>("rollouts?limit=50", bearer(token)).then((r) => r.rollouts),

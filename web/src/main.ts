@@ -3,6 +3,8 @@
 import { announce } from "./dom.js"
 import { alarmsView } from "./alarms.js"
 import { fleetView } from "./fleet.js"
+import { dmaView } from "./dma.js"
+import { dmasView } from "./dmas.js"
 import { connectLive, type LiveMsg } from "./live.js"
 import { mapView } from "./map.js"
 import { meterView } from "./meter.js"
@@ -25,6 +27,10 @@ function route(): View {
       return meterView(decodeURIComponent(rest.join("/")))
     case "map":
       return mapView()
+    case "dmas":
+      return dmasView()
+    case "dma":
+      return dmaView(decodeURIComponent(rest.join("/")))
     case "alarms":
       return alarmsView()
     case "ops":
@@ -41,7 +47,9 @@ async function show() {
   const main = document.getElementById("main")!
   main.replaceChildren()
   main.setAttribute("aria-busy", "true")
-  const name = location.hash.split("/")[1] || "fleet"
+  const hashName = location.hash.split("/")[1] || "fleet"
+  // a district's own view is under Districts in the navigation
+  const name = hashName === "dma" ? "dmas" : hashName
   for (const a of document.querySelectorAll<HTMLAnchorElement>("nav a[data-view]"))
     if (a.dataset.view === name) a.setAttribute("aria-current", "page")
     else a.removeAttribute("aria-current")

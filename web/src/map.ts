@@ -1,15 +1,12 @@
-// Where meters are: a plan of the city drawn from the meters' own coordinates (no online tiles:
-// the bridge may have no internet), coloured by status, and the fleet grouped by district with
+// Where meters are: a plan of the city drawn from the meters' own coordinates (plan.ts: no online
+// tiles, the bridge may have no internet), coloured by status, and the fleet grouped by district with
 // its open alarms and the last day's consumption (GET /districts).
 import { api } from "./api.js"
 import { h, svg } from "./dom.js"
 import type { LiveMsg } from "./live.js"
 import type { View } from "./view.js"
+import { fit, grid, H, W } from "./plan.js"
 import { fleet, openCount, statusOf } from "./state.js"
-
-const W = 800
-const H = 560
-const PAD = 24
 
 export function mapView(): View {
   let plan: HTMLElement
@@ -25,23 +22,7 @@ export function mapView(): View {
       )
       return
     }
-    let [minLat, maxLat, minLon, maxLon] = [Infinity, -Infinity, Infinity, -Infinity]
-    for (const m of placed) {
-      const { lat, lon } = m.location!
-      ;[minLat, maxLat, minLon, maxLon] = [
-        Math.min(minLat, lat),
-        Math.max(maxLat, lat),
-        Math.min(minLon, lon),
-        Math.max(maxLon, lon),
-      ]
-    }
-    // equirectangular, scaled by cos(latitude): true enough for one city
-    const kx = Math.cos(((minLat + maxLat) / 2) * (Math.PI / 180))
-    const spanX = Math.max((maxLon - minLon) * kx, 1e-6)
-    const spanY = Math.max(maxLat - minLat, 1e-6)
-    const scale = Math.min((W - 2 * PAD) / spanX, (H - 2 * PAD) / spanY)
-    const x = (lon: number) => PAD + (lon - minLon) * kx * scale
-    const y = (lat: number) => H - PAD - (lat - minLat) * scale
+    const { x, y } = fit(placed.map((m) => [m.location!.lon, m.location!.lat] as const))
     const districts = new Map<string, { sx: number; sy: number; n: number }>()
     const dots: SVGElement[] = []
     for (const m of placed) {
@@ -67,18 +48,13 @@ export function mapView(): View {
       t.textContent = d
       return t
     })
-    const grid: SVGElement[] = []
-    for (let i = 0; i <= 8; i++) {
-      grid.push(svg("line", { x1: (i * W) / 8, y1: 0, x2: (i * W) / 8, y2: H, class: "grid" }))
-      grid.push(svg("line", { x1: 0, y1: (i * H) / 8, x2: W, y2: (i * H) / 8, class: "grid" }))
-    }
     const title = svg("title")
     title.textContent = `City plan: ${placed.length} meters in ${districts.size} districts; red rings are meters with open alarms`
     const map = svg(
       "svg",
       { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": "plan-title", class: "plan" },
       title,
-      ...grid,
+      ...grid(),
       ...dots,
       ...labels,
     )

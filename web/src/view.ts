@@ -1,4 +1,4 @@
-// What main.ts routes between: each view module (fleet, meter, map, alarms, ops) makes one.
+// What main.ts routes between: each view module (fleet, meter, map, dmas, dma, alarms, ops) makes one.
 import type { LiveMsg } from "./live.js"
 
 export interface View {

@@ -57,6 +57,46 @@ export const dmaJson = (d: DmaRow) => ({
 
 const balanceJson = ({ dmaId: _d, start, ...b }: DmaBalanceRow) => ({ start: start.toISOString(), ...b })
 
+/** CSV columns of a balance export, in order (RFC 4180; no field needs quoting): the JSON row's fields, dmaId first. */
+export const BALANCE_CSV_COLUMNS = [
+  "dmaId",
+  "start",
+  "inflowMl",
+  "outflowMl",
+  "systemInputMl",
+  "billedMl",
+  "lossesMl",
+  "nrwShare",
+  "meters",
+  "completeMeters",
+  "coverage",
+  "provisional",
+] as const satisfies readonly (keyof DmaBalanceRow)[]
+
+/**
+ * A balance cell: an ISO 8601 UTC time, an integer as its decimal digits, a share (nrwShare,
+ * coverage) with a decimal point and at most 9 decimals (never an exponent, whatever the locale),
+ * true/false, and empty for null.
+ */
+export function balanceCell(v: DmaBalanceRow[keyof DmaBalanceRow]): string {
+  if (v === null) return ""
+  if (v instanceof Date) return v.toISOString()
+  if (typeof v === "number") {
+    if (Number.isInteger(v)) return v.toFixed(0)
+    const s = v.toFixed(9).replace(/\.?0+$/, "")
+    return s === "-0" ? "0" : s
+  }
+  return String(v)
+}
+
+export function balanceCsv(rows: DmaBalanceRow[]): string {
+  const lines = [BALANCE_CSV_COLUMNS.join(",")]
+  for (const r of rows) lines.push(BALANCE_CSV_COLUMNS.map((c) => balanceCell(r[c])).join(","))
+  return lines.join("\r\n") + "\r\n"
+}
+
+const CSV_TYPE = "text/csv; charset=utf-8; header=present"
+
 const meterList = { type: "array", maxItems: MAX_METERS, uniqueItems: true, items: meterIdSchema } as const
 
 const NIGHT_FLOW_BODY = {
@@ -259,19 +299,30 @@ export async function dmaRoutes(app: FastifyInstance, { store, requireScope }: R
   const balanceQuery = strictQuery({
     ...rangeProps,
     bucket: { type: "string", enum: [...BALANCE_BUCKETS], default: "day" },
+    format: {
+      type: "string",
+      enum: ["json", "csv"],
+      description: "json (default), or csv: one row per period (and DMA), a header row of the field names",
+    },
   })
+  const CSV_DOC =
+    " With format=csv: text/csv (RFC 4180, CRLF line ends, a header row), one row per period and DMA, columns " +
+    `${BALANCE_CSV_COLUMNS.join(", ")}; volumes in whole mL, nrwShare and coverage as decimal fractions with at ` +
+    "most 9 decimals (never an exponent), provisional true/false, nrwShare empty where the JSON has null."
+  type BalanceQs = { bucket?: BalanceBucket; from?: string; to?: string; format?: "json" | "csv" }
 
-  app.get<{ Params: { id: string }; Querystring: { bucket?: BalanceBucket; from?: string; to?: string } }>(
+  app.get<{ Params: { id: string }; Querystring: BalanceQs }>(
     "/dmas/:id/balance",
     {
       schema: {
         tags: ["dmas"],
-        summary: "A DMA's water balance per hour, day or month",
-        description: BALANCE_DOC,
+        summary: "A DMA's water balance per hour, day or month (JSON, or CSV with format=csv)",
+        description: BALANCE_DOC + CSV_DOC,
         params: dmaParam,
         querystring: balanceQuery,
         response: {
           200: {
+            description: "JSON; with format=csv, text/csv with the same fields as columns (dmaId first)",
             type: "object",
             properties: {
               dmaId: { type: "string" },
@@ -283,25 +334,31 @@ export async function dmaRoutes(app: FastifyInstance, { store, requireScope }: R
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const bucket = req.query.bucket ?? "day"
       const { from, to } = balanceRange(req.query, bucket)
       if (!(await store.getDma(req.params.id))) throw errors.CM_ERR_NOT_FOUND(`DMA ${req.params.id}`)
       const rows = await store.dmaBalance({ dmaIds: [req.params.id], bucket, from, to })
+      if (req.query.format === "csv")
+        return reply
+          .header("content-type", CSV_TYPE)
+          .header("content-disposition", `attachment; filename="${req.params.id}-balance-${bucket}.csv"`)
+          .send(balanceCsv(rows))
       return { dmaId: req.params.id, bucket, balance: rows.map(balanceJson) }
     },
   )
 
-  app.get<{ Querystring: { bucket?: BalanceBucket; from?: string; to?: string } }>(
+  app.get<{ Querystring: BalanceQs }>(
     "/balances",
     {
       schema: {
         tags: ["dmas"],
-        summary: "Every DMA's water balance per hour, day or month",
-        description: BALANCE_DOC,
+        summary: "Every DMA's water balance per hour, day or month (JSON, or CSV with format=csv)",
+        description: BALANCE_DOC + CSV_DOC,
         querystring: balanceQuery,
         response: {
           200: {
+            description: "JSON; with format=csv, text/csv with the same fields as columns (dmaId first)",
             type: "object",
             properties: {
               bucket: { type: "string" },
@@ -318,10 +375,15 @@ export async function dmaRoutes(app: FastifyInstance, { store, requireScope }: R
         },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const bucket = req.query.bucket ?? "day"
       const { from, to } = balanceRange(req.query, bucket)
       const rows = await store.dmaBalance({ bucket, from, to })
+      if (req.query.format === "csv")
+        return reply
+          .header("content-type", CSV_TYPE)
+          .header("content-disposition", `attachment; filename="balances-${bucket}.csv"`)
+          .send(balanceCsv(rows))
       return { bucket, balances: rows.map((r) => ({ dmaId: r.dmaId, ...balanceJson(r) })) }
     },
   )

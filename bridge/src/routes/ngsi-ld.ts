@@ -10,6 +10,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify"
 import { errors } from "../errors.js"
 import {
   MODELS,
+  NGSI_LD_CORE_CONTEXT,
   contextLink,
   contextOf,
   entityOf,
@@ -19,6 +20,16 @@ import {
   type FiwareType,
   type NgsiEntity,
 } from "../fiware.js"
+import {
+  WATER_NETWORK,
+  WATER_NETWORK_CONTEXT,
+  dmaEntity,
+  dmaKeyValues,
+  isWaterNetworkType,
+  parseDmaEntityId,
+  type DmaEntity,
+} from "../fiware-dma.js"
+import type { DmaRow } from "../store/dma-store.js"
 import type { ReadingRow, Store } from "../store/store.js"
 import { NGSI_LD_PREFIX, PROBLEM_RESPONSES } from "./problem.js"
 import { strictQuery, type RouteContext } from "./shared.js"
@@ -66,6 +77,37 @@ function render(e: NgsiEntity, o: Options, attrs: string[] | undefined, ld: bool
   return out
 }
 
+const DAY_MS = 86_400_000
+
+/** The DMAs' WaterNetwork entities (fiware-dma.ts), each with the balance of the last whole UTC day. */
+async function buildDmaEntities(store: Store, dmas: DmaRow[], all: DmaRow[], now = Date.now()): Promise<DmaEntity[]> {
+  if (!dmas.length) return []
+  const to = new Date(Math.floor(now / DAY_MS) * DAY_MS)
+  const days = await store.dmaBalance({
+    dmaIds: dmas.map((d) => d.dmaId),
+    bucket: "day",
+    from: new Date(to.getTime() - DAY_MS),
+    to,
+  })
+  const day = new Map(days.map((b) => [b.dmaId, b]))
+  return dmas.map((d) =>
+    dmaEntity(
+      d,
+      all.filter((c) => c.parentId === d.dmaId).map((c) => c.dmaId),
+      day.get(d.dmaId),
+    ),
+  )
+}
+
+/** A DMA's entity as answered, like render() for a meter's. */
+function renderDma(e: DmaEntity, o: Options, attrs: string[] | undefined, ld: boolean): Record<string, unknown> {
+  let out: Record<string, unknown> = o.keyValues ? dmaKeyValues(e) : { ...e }
+  if (attrs)
+    out = Object.fromEntries(Object.entries(out).filter(([k]) => k === "id" || k === "type" || attrs.includes(k)))
+  if (ld) out["@context"] = [WATER_NETWORK_CONTEXT, NGSI_LD_CORE_CONTEXT]
+  return out
+}
+
 /** The entity of `type` for a meter's newest reading, with its location and open alarms. */
 async function buildEntity(store: Store, type: FiwareType, r: ReadingRow): Promise<NgsiEntity | undefined> {
   const meter = await store.getMeter(r.meterId)
@@ -91,7 +133,7 @@ const listQuery = strictQuery({
   type: {
     type: "string",
     maxLength: 400,
-    description: `Entity types, comma-separated: ${[...MODELS.keys()].join(", ")} (short name or expanded URI)`,
+    description: `Entity types, comma-separated: ${[...MODELS.keys(), WATER_NETWORK].join(", ")} (short name or expanded URI)`,
   },
   id: { type: "string", maxLength: 20000, description: "Entity ids, comma-separated" },
   attrs: { type: "string", maxLength: 2000, description: "Attributes to answer, comma-separated (id and type always)" },
@@ -103,9 +145,19 @@ const listQuery = strictQuery({
 })
 
 export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext) {
-  const send = (reply: FastifyReply, ld: boolean, type: FiwareType | undefined, body: unknown) => {
+  const send = (
+    reply: FastifyReply,
+    ld: boolean,
+    type: FiwareType | typeof WATER_NETWORK | undefined,
+    body: unknown,
+  ) => {
     if (ld) return reply.type(LD_TYPE).send(body)
-    if (type) void reply.header("link", contextLink(type))
+    if (type === WATER_NETWORK)
+      void reply.header(
+        "link",
+        `<${WATER_NETWORK_CONTEXT}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"`,
+      )
+    else if (type) void reply.header("link", contextLink(type))
     return reply.type(JSON_TYPE).send(body)
   }
 
@@ -114,11 +166,16 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
     {
       schema: {
         tags: ["fiware"],
-        summary: "Query Entities (NGSI-LD): every meter's newest reading as WaterConsumptionObserved or ACMeasurement",
+        summary:
+          "Query Entities (NGSI-LD): every meter's newest reading as WaterConsumptionObserved or ACMeasurement, " +
+          "every DMA as a WaterNetwork",
         description:
           "ETSI GS CIM 009 Query Entities over the meters' newest readings. `type` or `id` is required. Normalized " +
           "by default; options=keyValues for the simplified form (what the Smart Data Models' JSON Schemas describe). " +
           "Accept application/json: the @context is in the Link header; application/ld+json: in each entity. " +
+          "DMAs are WaterNetwork entities (docs/fiware-dma.md): name, boundary as location, sub-DMAs as " +
+          "hasSubNetwork, and the balance of the last whole UTC day as citymeter's attributes (no Smart Data Model " +
+          "has a water balance); they follow the meters' entities, in DMA id order. " +
           `Entities in meter id order; limit (default ${NGSI_DEFAULT_LIMIT}, at most ${NGSI_MAX_LIMIT}) and offset page them. ` +
           "Each query walks the meters' newest readings (one row per meter).",
         querystring: listQuery,
@@ -134,10 +191,12 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
       if (q.type === undefined && q.id === undefined)
         throw errors.CM_ERR_BAD_QUERY("Query Entities needs type or id (NGSI-LD: at least one of type, id, attrs, q)")
       const types = new Set<FiwareType>()
+      let networks = q.type === undefined
       for (const t of (q.type ?? [...MODELS.keys()].join(",")).split(",")) {
         const m = modelOf(t.trim())
         // an unknown type matches no entity (NGSI-LD): answer none rather than an error
         if (m) types.add(m.type)
+        else if (isWaterNetworkType(t.trim())) networks = true
       }
       const attrs = q.attrs?.split(",").map((a) => a.trim())
       // candidates in meter id order, then model order; built only for the page answered
@@ -150,7 +209,12 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
           matched++
         }
       }
+      const wantedDmas = new Set<string>()
       if (q.id !== undefined) {
+        for (const s of q.id.split(",")) {
+          const dmaId = parseDmaEntityId(s.trim())
+          if (dmaId) wantedDmas.add(dmaId)
+        }
         const ids = q.id.split(",").map((s) => parseEntityId(s.trim()))
         const wanted = new Map<string, Set<FiwareType>>()
         for (const p of ids) if (p) wanted.set(p.meterId, (wanted.get(p.meterId) ?? new Set()).add(p.model.type))
@@ -169,13 +233,26 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
           after = rows[rows.length - 1].meterId
         }
       }
+      // the DMAs' WaterNetwork entities follow the meters' (DMA id order)
+      const dmaPage: DmaRow[] = []
+      let allDmas: DmaRow[] = []
+      if (networks && (q.id === undefined || wantedDmas.size)) {
+        allDmas = await store.listDmas()
+        for (const d of allDmas) {
+          if (q.id !== undefined && !wantedDmas.has(d.dmaId)) continue
+          if (matched >= offset && page.length + dmaPage.length < limit) dmaPage.push(d)
+          matched++
+        }
+      }
       if (q.count) void reply.header("NGSILD-Results-Count", String(matched))
       const out: Record<string, unknown>[] = []
       for (const { type, r } of page) {
         const e = await buildEntity(store, type, r)
         if (e) out.push(render(e, opts, attrs, ld))
       }
-      return send(reply, ld, types.size === 1 ? [...types][0] : undefined, out)
+      for (const e of await buildDmaEntities(store, dmaPage, allDmas)) out.push(renderDma(e, opts, attrs, ld))
+      const only = networks ? (types.size ? undefined : WATER_NETWORK) : types.size === 1 ? [...types][0] : undefined
+      return send(reply, ld, only, out)
     },
   )
 
@@ -186,7 +263,8 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
         tags: ["fiware"],
         summary: "Retrieve Entity (NGSI-LD): one meter's newest reading as its Smart Data Models entity",
         description:
-          "Entity ids: urn:ngsi-ld:WaterConsumptionObserved:<meter id> and urn:ngsi-ld:ACMeasurement:<meter id>.",
+          "Entity ids: urn:ngsi-ld:WaterConsumptionObserved:<meter id>, urn:ngsi-ld:ACMeasurement:<meter id> and " +
+          "urn:ngsi-ld:WaterNetwork:<DMA id> (docs/fiware-dma.md).",
         params: { type: "object", properties: { id: { type: "string", maxLength: 200 } }, required: ["id"] },
         querystring: strictQuery({
           attrs: listQuery.properties.attrs,
@@ -202,12 +280,20 @@ export async function ngsiLdRoutes(app: FastifyInstance, { store }: RouteContext
       // NGSI-LD: an id that is not a URI is BadRequestData; a URI naming no entity, ResourceNotFound
       if (!/^[A-Za-z][A-Za-z0-9+.-]*:/.test(req.params.id))
         throw errors.CM_ERR_BAD_REQUEST(`entity id '${req.params.id}' is not a URI`)
+      const attrs = req.query.attrs?.split(",").map((a) => a.trim())
+      const dmaId = parseDmaEntityId(req.params.id)
+      if (dmaId) {
+        const all = await store.listDmas()
+        const d = all.find((x) => x.dmaId === dmaId)
+        if (!d) throw errors.CM_ERR_NOT_FOUND(`entity ${req.params.id}`)
+        const [e] = await buildDmaEntities(store, [d], all)
+        return send(reply, ld, WATER_NETWORK, renderDma(e, opts, attrs, ld))
+      }
       const parsed = parseEntityId(req.params.id)
       if (!parsed) throw errors.CM_ERR_NOT_FOUND(`entity ${req.params.id}`)
       const [r] = await store.latestOf([parsed.meterId])
       const e = r && (await buildEntity(store, parsed.model.type, r))
       if (!e) throw errors.CM_ERR_NOT_FOUND(`entity ${req.params.id}`)
-      const attrs = req.query.attrs?.split(",").map((a) => a.trim())
       return send(reply, ld, e.type, render(e, opts, attrs, ld))
     },
   )
