@@ -48,6 +48,20 @@ export interface ApparentLoss {
   evidence: Record<string, unknown>
 }
 
+/** A DMA's zone pressure over a range and its Infrastructure Leakage Index (GET /dmas/:id/pressure). */
+export interface DmaPressure {
+  avgPa: number | null
+  meters: number
+  ili: {
+    ili: number | null
+    carlLPerDay: number | null
+    uarlLPerDay: number | null
+    pressureM: number | null
+    apparentLossesSubtracted: boolean
+    provisional: boolean
+  } | null
+}
+
 /** A meter of a rollout (GET /rollouts/:rid/meters). */
 export interface RolloutMeter {
   meterId: string
@@ -180,6 +194,8 @@ export const api = {
       (r) => r.findings,
       () => undefined,
     ),
+  pressure: (id: string, q: { from: string; to: string }) =>
+    call<DmaPressure>(`dmas/${encodeURIComponent(id)}/pressure${qs({ ...q, bucket: "day" })}`),
   /** Rollouts need a token with the read scope (read, write or ops) even where reads are open. */
   rollouts: (token: string) =>
     call<{ rollouts: Rollout[] }>("rollouts?limit=50", bearer(token)).then((r) => r.rollouts),

@@ -2,7 +2,7 @@
 // days marked, a table with the same figures, CSV), its minimum night flow per night with the
 // night-flow alarm's state, its boundary and meters on a plan (plan.ts, no online tiles), and its
 // apparent losses where the bridge lists them (GET /dmas/:id/apparent-losses).
-import { api, type ApparentLoss, type BalanceRow, type DmaDetail, type DmaNight } from "./api.js"
+import { api, type ApparentLoss, type BalanceRow, type DmaDetail, type DmaNight, type DmaPressure } from "./api.js"
 import { balanceChart, nightFlowChart } from "./charts.js"
 import { h, labelled, svg, when } from "./dom.js"
 import { fmtM3, fmtPct, nightAlarm } from "./dmas.js"
@@ -105,12 +105,40 @@ function dmaPlan(d: DmaDetail) {
   )
 }
 
+/** The range's average zone pressure and the ILI (GET /dmas/:id/pressure), or why there is none. */
+function pressureFacts(p: DmaPressure) {
+  const ili = p.ili
+  return h(
+    "dl",
+    { class: "facts", id: "pressure" },
+    h("dt", {}, "Average zone pressure"),
+    h(
+      "dd",
+      { id: "pressure-avg" },
+      p.avgPa === null
+        ? "no pressure readings in this range"
+        : `${(p.avgPa / 1000).toFixed(1)} kPa (${(p.avgPa / 9806.65).toFixed(1)} m head) from ${p.meters} customer meters`,
+    ),
+    h("dt", {}, "Infrastructure Leakage Index"),
+    h(
+      "dd",
+      { id: "pressure-ili" },
+      ili === null || ili.ili === null
+        ? "not computed: it needs the mains length and connections, pressure readings and system input"
+        : `${ili.ili.toFixed(2)}: real losses ${Math.round(ili.carlLPerDay ?? 0)} L/day against ${Math.round(ili.uarlLPerDay ?? 0)} L/day unavoidable` +
+            (ili.apparentLossesSubtracted ? "" : " (apparent losses not subtracted: an upper bound)") +
+            (ili.provisional ? ", provisional" : ""),
+    ),
+  )
+}
+
 export function dmaView(dmaId: string): View {
   let dma: DmaDetail
   let balance: BalanceRow[] = []
   let nights: DmaNight[] = []
   let nightInfo = { window: "", tz: "" }
   let findings: ApparentLoss[] | undefined
+  let pressure: DmaPressure
   let body: HTMLElement
   let csv: HTMLAnchorElement
   let refresh: number | undefined
@@ -241,6 +269,8 @@ export function dmaView(dmaId: string): View {
           ),
         ),
       ),
+      h("h2", {}, "Pressure and leakage index"),
+      pressureFacts(pressure),
       h("h2", {}, "Map"),
       dmaPlan(dma),
       ...(findings === undefined
@@ -291,11 +321,12 @@ export function dmaView(dmaId: string): View {
   const load = async () => {
     const r = range()
     // apparent losses and night flow cover at most 92 days; the ranges offered stay within that
-    ;[dma, balance, { nights, ...nightInfo }, findings] = await Promise.all([
+    ;[dma, balance, { nights, ...nightInfo }, findings, pressure] = await Promise.all([
       api.dma(dmaId),
       api.balance(dmaId, { bucket: "day", ...r }),
       api.nightFlow(dmaId, r),
       api.apparentLosses(dmaId, r),
+      api.pressure(dmaId, r),
     ])
     csv.href = api.balanceCsvUrl(dmaId, { bucket: "day", ...r })
     draw()
