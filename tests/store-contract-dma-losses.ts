@@ -6,7 +6,7 @@
 // pressure is time-weighted per meter and averaged over customer meters, and the ILI equals
 // Lambert's formula computed by hand.
 import { expect, test } from "vitest"
-import { NIGHT_FLOW_DEFAULTS, type DmaInput } from "../bridge/src/store/dmas.js"
+import { dma } from "./store-contract-dmas.js"
 import type { AlarmEvent, ReadingRow, Store } from "../bridge/src/store/store.js"
 import { readingRow } from "../testkit/rows.js"
 import { insertAlarm } from "../testkit/store-writes.js"
@@ -77,18 +77,6 @@ async function customers(store: Store, district: string, ids: string[]) {
     await store.setLocation(m, { lat: 45, lon: 7, address: null, district })
   }
 }
-
-const dma = (dmaId: string, o: Partial<DmaInput> = {}): DmaInput => ({
-  dmaId,
-  name: `area ${dmaId}`,
-  parentId: null,
-  boundary: null,
-  inflow: [],
-  outflow: [],
-  customers: [],
-  nightFlow: NIGHT_FLOW_DEFAULTS,
-  ...o,
-})
 
 let alarmSeq = 1
 const alarm = (store: Store, meterId: string, type: string, active: boolean, ts: number) => {

@@ -57,7 +57,8 @@ async function register(store: Store, meterId: string, district: string | null) 
   if (district) await store.setLocation(meterId, { lat: 45, lon: 7, address: null, district })
 }
 
-const dma = (dmaId: string, o: Partial<DmaInput> = {}): DmaInput => ({
+/** A DMA without meters or boundary, the defaults overridden by `o`. */
+export const dma = (dmaId: string, o: Partial<DmaInput> = {}): DmaInput => ({
   dmaId,
   name: `area ${dmaId}`,
   parentId: null,

@@ -14,6 +14,7 @@
 // a CityRun integrates the flows over simulated time. The demo (sim/src/demo.ts driveDemo) drives
 // the firmware's sensors from a CityRun; the tests turn it into stored readings directly.
 import { commercialWaterMlMin, householdWaterMlMin, linePressurePa } from "./physics.js"
+import { seededRandom } from "./random.js"
 
 export type CityProfile = "household" | "commercial"
 
@@ -78,18 +79,6 @@ export function defineCity(c: CityPlan): CityPlan {
   return c
 }
 
-/** mulberry32: a small seeded PRNG, [0, 1). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 export interface SmallCityOptions {
   seed?: number
   startHour?: number
@@ -121,7 +110,7 @@ const BLOCK = { lon: 0.01, lat: 0.006 }
  */
 export function smallCity(o: SmallCityOptions): CityPlan {
   const seed = o.seed ?? 25
-  const rnd = seeded(seed)
+  const rnd = seededRandom(seed)
   const id = o.meterId ?? ((i: number) => `city-${String(i).padStart(3, "0")}`)
   const prefix = o.dmaPrefix ?? "city"
   const layout: { dma: "north" | "south"; role: CityMeter["role"]; profile?: CityProfile; street: string }[] = [

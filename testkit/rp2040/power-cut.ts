@@ -127,17 +127,8 @@ export function storeRecords(store: Uint8Array): Map<string, string> {
   return out
 }
 
-/** Deterministic pseudo-random numbers in [0, 1) (mulberry32), so a failing cut can be replayed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+/** Deterministic pseudo-random numbers in [0, 1), so a failing cut can be replayed. */
+export { seededRandom } from "../../sim/src/random.js"
 
 /** Emulated ms from reset to the meter program's first lines (the runtime waits 1.1 s: devsmgr.c). */
 export const PROGRAM_START_MS = 4000
