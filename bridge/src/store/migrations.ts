@@ -9,6 +9,7 @@ import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { compactionStep } from "./compaction.js"
 import { DMAS_DDL } from "./dmas.js"
+import { DMA_DAYS_DDL, FILL as DMA_DAYS_FILL } from "./dma-days.js"
 import { LEDGER_BLOCKS_DDL } from "./ledger-blocks.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
@@ -203,6 +204,12 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // district metered areas, their bulk and customer meters (issue 25 item 1; store/dmas.ts)
     name: "district metered areas",
     up: DMAS_DDL,
+  },
+  {
+    // the DMAs' customers per registry district and day, and complete meter-months, so the balance
+    // of every DMA reads a row per district and day (issue 25 "Measure"; store/dma-days.ts)
+    name: "dma district days",
+    up: [...DMA_DAYS_DDL, ...DMA_DAYS_FILL],
   },
 ]
 
