@@ -7,7 +7,13 @@
 import { randomBytes } from "node:crypto"
 import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { dmaBalancePerMeter, type DmaBalanceQuery, type DmaBalanceRow } from "../../bridge/src/store/dma-balance.js"
-import { DISTRICT_DAYS, DISTRICT_MONTHS, METER_MONTHS, refillDmaDays } from "../../bridge/src/store/dma-days.js"
+import {
+  DISTRICT_DAYS,
+  DISTRICT_METERS,
+  DISTRICT_MONTHS,
+  METER_MONTHS,
+  refillDmaDays,
+} from "../../bridge/src/store/dma-days.js"
 import { NIGHT_FLOW_DEFAULTS, type DmaInput } from "../../bridge/src/store/dmas.js"
 import { openPglite, openPostgres } from "../../bridge/src/store/engines.js"
 import type { SqlStore } from "../../bridge/src/store/sql-store.js"
@@ -92,16 +98,16 @@ for (const engine of ["postgres", "pglite"] as const) {
     async function refillSame() {
       const dump = async () => {
         const out: unknown[] = []
-        for (const [t, k] of [
-          [DISTRICT_DAYS, "district, bucket"],
-          [METER_MONTHS, "meter_id, month"],
-          [DISTRICT_MONTHS, "district, month"],
+        for (const [t, k, nonzero] of [
+          [DISTRICT_DAYS, "district, bucket", "complete <> 0 OR water <> 0"],
+          [METER_MONTHS, "meter_id, month", "complete_days <> 0"],
+          [DISTRICT_MONTHS, "district, month", "complete <> 0"],
+          [DISTRICT_METERS, "district", "meters <> 0"],
         ])
           out.push(
-            (
-              await store.db.query(`SELECT * FROM ${t} WHERE ${t === METER_MONTHS ? "complete_days" : "complete"} <> 0
-               ${t === DISTRICT_DAYS ? "OR water <> 0" : ""} ORDER BY ${k}`)
-            ).rows.map((r) => JSON.stringify(r)),
+            (await store.db.query(`SELECT * FROM ${t} WHERE ${nonzero} ORDER BY ${k}`)).rows.map((r) =>
+              JSON.stringify(r),
+            ),
           )
         return out
       }

@@ -16,7 +16,7 @@
 // meters complete for every bucket of the period / the DMA's meters; provisional when below 1.
 import { hourRollupCovers } from "./consumption.js"
 import type { Db } from "./db.js"
-import { DISTRICT_DAYS, DISTRICT_MONTHS } from "./dma-days.js"
+import { DISTRICT_DAYS, DISTRICT_METERS, DISTRICT_MONTHS } from "./dma-days.js"
 import type {
   BalanceBucket,
   DmaBalanceQuery,
@@ -157,8 +157,9 @@ export async function dmaBalance(db: Db, q: DmaBalanceQuery): Promise<DmaBalance
   // $1 DMA ids (NULL: all), $2 from, $3 to, $4 period starts, $5 days per period
   const sql = `WITH d AS (SELECT dma_id FROM dmas WHERE $1::text[] IS NULL OR dma_id = ANY($1::text[])),
     mem AS (
-      SELECT x.dma_id, x.meter_id, x.role, COALESCE(g.district = x.dma_id, false) AS shadows
-      FROM dma_meters x JOIN d ON d.dma_id = x.dma_id LEFT JOIN meters g ON g.meter_id = x.meter_id),
+      SELECT x.dma_id, x.meter_id, x.role,
+        COALESCE((SELECT g.district = x.dma_id FROM meters g WHERE g.meter_id = x.meter_id), false) AS shadows
+      FROM dma_meters x JOIN d ON d.dma_id = x.dma_id),
     m AS (SELECT DISTINCT meter_id FROM mem),
     ${fromRollup("rollup_day", "day")},
     bp AS (
@@ -178,7 +179,7 @@ export async function dmaBalance(db: Db, q: DmaBalanceQuery): Promise<DmaBalance
         count(*) - count(*) FILTER (WHERE shadows) AS meters,
         count(*) FILTER (WHERE ok) - count(*) FILTER (WHERE ok AND shadows) AS complete
       FROM per GROUP BY dma_id, start),
-    dm AS (SELECT district, count(*) AS meters FROM meters WHERE district IN (SELECT dma_id FROM d) GROUP BY district),
+    dm AS (SELECT district, meters FROM ${DISTRICT_METERS} WHERE district IN (SELECT dma_id FROM d)),
     dd AS (
       SELECT district, ${out} AS start, sum(water) AS water, sum(complete) AS complete FROM ${DISTRICT_DAYS}
       WHERE district IN (SELECT dma_id FROM d) AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2),

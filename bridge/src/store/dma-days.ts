@@ -18,7 +18,8 @@
 //   dma_district_day   (district, bucket): Σ water, count of complete meter-days;
 //   dma_meter_month    (meter, UTC month): its complete days (a meter-month is complete when all
 //                      its days are);
-//   dma_district_month (district, UTC month): meters complete for every day of the month.
+//   dma_district_month (district, UTC month): meters complete for every day of the month;
+//   dma_district_meters (district): its meters now (the trigger keeps it).
 // A batch reads the terms of the day rows it touches and of the next row of each (whose first
 // charge and completeness depend on the touched row) before writing them (BEFORE_SQL), and adds
 // the differences after (SETTLE_SQL): a late frame changes exactly the days (and their months) it
@@ -30,6 +31,7 @@ import type { Db } from "./db.js"
 export const DISTRICT_DAYS = "dma_district_day"
 export const METER_MONTHS = "dma_meter_month"
 export const DISTRICT_MONTHS = "dma_district_month"
+export const DISTRICT_METERS = "dma_district_meters"
 
 /** Days in the UTC month starting at `col` (a timestamptz), computed in UTC whatever the session's zone. */
 export const daysIn = (col: string) =>
@@ -142,13 +144,16 @@ export const DMA_DAYS_DDL = [
      complete_days integer NOT NULL, PRIMARY KEY (meter_id, month))`,
   `CREATE TABLE IF NOT EXISTS ${DISTRICT_MONTHS} (district text NOT NULL, month timestamptz NOT NULL,
      complete integer NOT NULL, PRIMARY KEY (district, month))`,
-  // adds (way 1) or takes away (-1) a meter's days and complete months in a district
+  `CREATE TABLE IF NOT EXISTS ${DISTRICT_METERS} (district text PRIMARY KEY, meters integer NOT NULL)`,
+  // adds (way 1) or takes away (-1) a meter, its days and its complete months in a district
   `CREATE OR REPLACE FUNCTION dma_days_move(the_meter text, the_district text, way integer) RETURNS void
    LANGUAGE sql AS $$
      ${upsertDays(`SELECT the_district, c.bucket, way * c.water, way * c.complete::integer
        FROM (${allTermsOf("r.meter_id = the_meter")}) c WHERE c.water <> 0 OR c.complete ORDER BY c.bucket`)};
      ${upsertMonths(`SELECT the_district, month, way FROM ${METER_MONTHS}
        WHERE meter_id = the_meter AND complete_days = ${daysIn("month")} ORDER BY month`)};
+     INSERT INTO ${DISTRICT_METERS} AS d (district, meters) VALUES (the_district, way)
+     ON CONFLICT (district) DO UPDATE SET meters = d.meters + EXCLUDED.meters;
    $$`,
   `CREATE OR REPLACE FUNCTION dma_days_meter_district() RETURNS trigger LANGUAGE plpgsql AS $$
    BEGIN
@@ -169,7 +174,9 @@ export const DMA_DAYS_DDL = [
 
 /** Empties and refills the three tables from every rollup_day row (migration step; benches seeding rollup_day). */
 export const FILL = [
-  `TRUNCATE ${DISTRICT_DAYS}, ${METER_MONTHS}, ${DISTRICT_MONTHS}`,
+  `TRUNCATE ${DISTRICT_DAYS}, ${METER_MONTHS}, ${DISTRICT_MONTHS}, ${DISTRICT_METERS}`,
+  `INSERT INTO ${DISTRICT_METERS} (district, meters)
+   SELECT district, count(*) FROM meters WHERE district IS NOT NULL GROUP BY district`,
   `CREATE TEMP TABLE dma_days_terms ON COMMIT DROP AS ${allTermsOf("true")}`,
   upsertDays(`SELECT m.district, c.bucket, sum(c.water), count(*) FILTER (WHERE c.complete)
      FROM dma_days_terms c JOIN meters m ON m.meter_id = c.meter_id WHERE m.district IS NOT NULL
