@@ -112,7 +112,8 @@ export const SETTLE_SQL = `WITH ${KEYS(`
       UNION ALL
       SELECT meter_id, to_timestamp(ms / 1000), -water, -(complete::integer)
       FROM unnest($3::text[], $4::float8[], $5::bigint[], $6::boolean[]) AS o(meter_id, ms, water, complete)),
-    xd AS (SELECT x.*, m.district FROM x JOIN meters m ON m.meter_id = x.meter_id),
+    -- each row's meter's district by its key (a join would scan every meter)
+    xd AS (SELECT x.*, (SELECT m.district FROM meters m WHERE m.meter_id = x.meter_id) AS district FROM x),
     days AS (${upsertDays(`SELECT district, bucket, sum(water), sum(n) FROM xd WHERE district IS NOT NULL
       GROUP BY district, bucket HAVING sum(water) <> 0 OR sum(n) <> 0 ORDER BY district, bucket`)}),
     mm AS (
