@@ -1,6 +1,9 @@
-// The water balance of district metered areas and their minimum night flow (issue 25 items 2-3),
-// computed at query time from each member meter's rollup rows (store/rollups.ts), so a late frame
-// changes the answer of exactly the periods it touches, and nothing has to be recomputed or kept.
+// The water balance of district metered areas and their minimum night flow (issue 25 items 2-3).
+// By day and UTC month, a DMA's district meters are read from the district days kept by ingest
+// (store/dma-days.ts: a row per district and day, whatever the number of meters) and its explicit
+// members per meter from their rollup rows; by hour, and for ranges off those edges, every member
+// per meter (dmaBalancePerMeter). A late frame changes exactly the periods it touches: the district
+// days it touches are updated in its batch, and the rest is computed at the read.
 //
 // Per meter and rollup bucket (an hour or a UTC day): its consumption by the rule (ConsumptionRow:
 // each row's first reading charged against the previous row's last total), its reverse flow, and
