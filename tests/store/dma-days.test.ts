@@ -16,6 +16,7 @@ import {
 } from "../../bridge/src/store/dma-days.js"
 import { NIGHT_FLOW_DEFAULTS, type DmaInput } from "../../bridge/src/store/dmas.js"
 import { openPglite, openPostgres } from "../../bridge/src/store/engines.js"
+import { MIGRATIONS } from "../../bridge/src/store/migrations.js"
 import type { SqlStore } from "../../bridge/src/store/sql-store.js"
 import type { ReadingRow } from "../../bridge/src/store/store.js"
 import { insertReadings } from "../../testkit/store-writes.js"
@@ -222,6 +223,30 @@ for (const engine of ["postgres", "pglite"] as const) {
       await store.setLocation(u2, { lat: 45, lon: 7, address: null, district: u })
       const [, m2] = await same([u, v])
       expect(m2).toEqual(m0)
+      await refillSame()
+    })
+    test("the migration step fills the district days of a data tier from before it: the per-meter numbers", async () => {
+      const [w, w1, w2, bulk] = [uid("dma"), uid("w"), uid("w"), uid("in")]
+      const flows = [flow(w1, 1), flow(w2, 2), flow(bulk, 9)]
+      await register(w1, w)
+      await register(w2, w)
+      await register(bulk, null)
+      expect((await store.putDma(dma(w, { inflow: [bulk] }), new Date())).kind).toBe("stored")
+      for (const f of flows) await days(f, FEB + 20 * DAY, MAR + 2 * DAY, f === flows[0] ? [FEB + 25 * DAY] : [])
+      const kept = await same([w])
+      // the data tier as it was before the step: none of its tables, functions or triggers
+      const step = MIGRATIONS.find((m) => m.name === "dma district days")!
+      await store.db.transaction(async (tx) => {
+        for (const t of [DISTRICT_DAYS, METER_MONTHS, DISTRICT_MONTHS, DISTRICT_METERS])
+          await tx.query(`DROP TABLE ${t}`)
+        await tx.query(`DROP FUNCTION dma_days_meter_district() CASCADE`)
+        await tx.query(`DROP FUNCTION dma_days_move(text, text, integer)`)
+      })
+      await store.db.transaction(async (tx) => {
+        for (const sql of step.up as string[]) await tx.query(sql)
+      })
+      expect(await same([w])).toEqual(kept)
+      await same()
       await refillSame()
     })
   })
