@@ -32,6 +32,21 @@ export interface BalanceRow {
   provisional: boolean
 }
 
+export interface LossFinding {
+  meterId: string
+  kind: string
+  from: string
+  to: string
+  evidence: Record<string, unknown>
+}
+
+export interface PressureAnswer {
+  avgPa: number | null
+  meters: number
+  buckets: { start: string; avgPa: number | null; meters: number }[]
+  ili: { carlLPerDay: number; uarlLPerDay: number; ili: number; pressureM: number; provisional: boolean } | null
+}
+
 export const dmaApi = (t: BridgeTarget) => ({
   put: (id: string, body: object) => bridgeCall<Dma>(t, "PUT", `dmas/${encodeURIComponent(id)}`, body),
   list: () => bridgeCall<{ dmas: Dma[] }>(t, "GET", "dmas"),
@@ -39,6 +54,10 @@ export const dmaApi = (t: BridgeTarget) => ({
   remove: (id: string) => bridgeCall<{ deleted: boolean }>(t, "DELETE", `dmas/${encodeURIComponent(id)}`),
   balance: (id: string, q: URLSearchParams) =>
     bridgeCall<{ balance: BalanceRow[] }>(t, "GET", `dmas/${encodeURIComponent(id)}/balance?${q}`),
+  losses: (id: string, q: URLSearchParams) =>
+    bridgeCall<{ findings: LossFinding[] }>(t, "GET", `dmas/${encodeURIComponent(id)}/apparent-losses?${q}`),
+  pressure: (id: string, q: URLSearchParams) =>
+    bridgeCall<PressureAnswer>(t, "GET", `dmas/${encodeURIComponent(id)}/pressure?${q}`),
 })
 
 /**
@@ -75,6 +94,16 @@ interface PutOptions {
   riseMlPerH?: string
   risePct?: string
   customerNights?: string
+  mainsKm?: string
+  connections?: string
+  serviceLengthM?: string
+}
+
+/** A non-negative decimal number option. */
+function amount(name: string, v: string, max: number): number {
+  const n = Number(v)
+  if (!/^\d+(\.\d+)?$/.test(v.trim()) || n > max) throw usage(`${name} must be a number in 0..${max}`)
+  return n
 }
 
 /** The PUT /dmas/:id body of `dma put`'s options; every mistake is a usage error. */
@@ -98,6 +127,11 @@ export function putBody(o: PutOptions, read = (f: string) => readFileSync(f, "ut
     ...(o.outflow ? { outflow: metersOf(o.outflow) } : {}),
     ...(o.customers ? { customers: metersOf(o.customers) } : {}),
     ...(Object.keys(nightFlow).length ? { nightFlow } : {}),
+    ...(o.mainsKm !== undefined ? { mainsKm: amount("--mains-km", o.mainsKm, 1e6) } : {}),
+    ...(o.connections !== undefined ? { connections: intIn("--connections", o.connections, 0, 1e8) } : {}),
+    ...(o.serviceLengthM !== undefined
+      ? { avgServiceLengthM: amount("--service-length-m", o.serviceLengthM, 10_000) }
+      : {}),
   }
 }
 
@@ -163,6 +197,9 @@ export function registerDma(program: Command, print: Print) {
     .option("--rise-ml-per-h <n>", "leak onset: mL/h above the baseline (default 50000)")
     .option("--rise-pct <n>", "leak onset: % above the baseline (default 20)")
     .option("--customer-nights <n>", "customer leak: nights never at zero (default 3)")
+    .option("--mains-km <km>", "length of mains, for the ILI")
+    .option("--connections <n>", "service connections, for the ILI")
+    .option("--service-length-m <m>", "mean private pipe between property line and meter (default 0)")
     .addHelpText(
       "after",
       "\nExample:\n  citymeter dma put north --name 'North' --inflow bulk-n1 --outflow bulk-n2 --boundary north.geojson --bridge https://bridge.city.example",
@@ -198,6 +235,40 @@ export function registerDma(program: Command, print: Print) {
       if (!o.from || !o.to) throw usage("--bucket needs --from and --to")
       const rows = await a.balance(id, new URLSearchParams({ bucket: o.bucket, from: o.from, to: o.to }))
       for (const l of balanceTable(rows.balance)) print(l)
+    })
+
+  const days = (o: { from?: string; to?: string }, what: string) => {
+    if (!o.from || !o.to) throw usage(`dma ${what} needs --from and --to (whole UTC days)`)
+    return { from: o.from, to: o.to }
+  }
+  withBridge(root.command("losses"), "read")
+    .description("a DMA's apparent losses from --from to --to: stuck, low-flow, tamper-drop, reverse-flow")
+    .argument("<id>", "the DMA's id")
+    .option("--from <day>", "the first day (YYYY-MM-DD)")
+    .option("--to <day>", "the day after the last")
+    .action(async (id: string, o: { from?: string; to?: string; bridge?: string; token?: string }) => {
+      const { findings } = await api(o).losses(id, new URLSearchParams(days(o, "losses")))
+      if (!findings.length) print("no apparent losses")
+      for (const f of findings) print(`${f.meterId}\t${f.kind}\t${f.from}\t${f.to}\t${JSON.stringify(f.evidence)}`)
+    })
+
+  withBridge(root.command("pressure"), "read")
+    .description("a DMA's average zone pressure per day and its Infrastructure Leakage Index")
+    .argument("<id>", "the DMA's id")
+    .option("--from <day>", "the first day (YYYY-MM-DD)")
+    .option("--to <day>", "the day after the last")
+    .action(async (id: string, o: { from?: string; to?: string; bridge?: string; token?: string }) => {
+      const p = await api(o).pressure(id, new URLSearchParams(days(o, "pressure")))
+      const kpa = (pa: number | null) => (pa === null ? "-" : `${(pa / 1000).toFixed(1)} kPa`)
+      for (const b of p.buckets) print(`${b.start}\t${kpa(b.avgPa)}\t${b.meters} meters`)
+      print(`average zone pressure: ${kpa(p.avgPa)} over ${p.meters} meters`)
+      const i = p.ili
+      print(
+        i
+          ? `ILI ${i.ili.toFixed(2)}: real losses ${i.carlLPerDay.toFixed(0)} L/day (apparent losses not subtracted), ` +
+              `unavoidable ${i.uarlLPerDay.toFixed(0)} L/day at ${i.pressureM.toFixed(1)} m${i.provisional ? ", provisional" : ""}`
+          : "ILI: needs the DMA's --mains-km and --connections, and pressure readings",
+      )
     })
 
   withBridge(root.command("delete"), "ops")

@@ -6,6 +6,7 @@ import { MIGRATIONS } from "../bridge/src/store/migrations.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import { DEAD_LETTER_HEAD_BYTES, type ReadingRow, type Store } from "../bridge/src/store/store.js"
 import { uid } from "./helpers.js"
+import { dmaLossesContract } from "./store-contract-dma-losses.js"
 import { dmaContract } from "./store-contract-dmas.js"
 import { ledgerContract } from "./store-contract-ledger.js"
 import { districtMonthContract } from "./store-contract-months.js"
@@ -127,6 +128,7 @@ export function describeStoreContract(
     districtMonthContract(() => store)
     if (!o.compacted) ledgerContract(() => store)
     dmaContract(() => store)
+    dmaLossesContract(() => store)
 
     test("migrations: every step recorded once in schema_version, none run again, data kept", async () => {
       const m = uid("mig")

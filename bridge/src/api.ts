@@ -20,6 +20,7 @@ import { locationRoutes } from "./routes/locations.js"
 import { SCOPES, readsGuarded, requireScope, type ApiTokens, type Scope } from "./routes/auth.js"
 import { deadLetterRoutes } from "./routes/dead-letters.js"
 import { deviceLogRoutes } from "./routes/device-log.js"
+import { dmaLossRoutes } from "./routes/dma-losses.js"
 import { dmaRoutes } from "./routes/dmas.js"
 import { downlinkRoutes } from "./routes/downlinks.js"
 import { exportRoutes, type ExportLicense } from "./routes/export.js"
@@ -257,6 +258,7 @@ export function buildApp(o: AppOptions): FastifyInstance {
     releaseRoutes,
     rolloutRoutes,
     dmaRoutes,
+    dmaLossRoutes,
     deviceLogRoutes,
     liveRoutes,
     dashboardRoutes,

@@ -181,6 +181,97 @@ describe.each(STACKS)("DMAs over HTTP and the CLI: %s", (kind) => {
     expect(shown.stdout).not.toMatch(/provisional/)
   })
 
+  test("apparent losses and zone pressure with the ILI over HTTP and from the CLI; bad ranges are 400s", async () => {
+    // the network's size from `dma put` (the rest as before)
+    const put = await cli(
+      ["put", id, "--name", "North", "--inflow", inflow.meterId, "--window", "01:00-04:00"].concat([
+        "--mains-km",
+        "1.5",
+        "--connections",
+        "2",
+        "--service-length-m",
+        "5",
+      ]),
+    )
+    expect(put.code, put.stderr).toBe(0)
+    const got = (await svc.app.inject({ url: `/dmas/${id}` })).json() as Record<string, unknown>
+    expect(got).toMatchObject({ mainsKm: 1.5, connections: 2, avgServiceLengthM: 5, losses: { stuckDays: 3 } })
+    // day 3: the customers measure 3 bar; the second flows 50 mL back at 02:00
+    const D3 = D1 + 2 * DAY
+    const [c1, c2] = customers
+    await store1(
+      c1,
+      hours(c1, D3, D3 + DAY).map((r) => ({ ...r, pressureAvgPa: 300_000 })),
+    )
+    const back = (r: ReturnType<typeof hours>[number]) => (r.ts.getTime() === D3 + 2 * HOUR ? 50 : 0)
+    await store1(
+      c2,
+      hours(c2, D3, D3 + DAY).map((r) => ({ ...r, pressureAvgPa: 300_000, reverseMl: back(r) })),
+    )
+    await store1(
+      inflow,
+      hours(inflow, D3, D3 + DAY).map((r) => ({ ...r, pressureAvgPa: 500_000 })),
+    )
+
+    const res = await svc.app.inject({ url: `/dmas/${id}/apparent-losses?from=2035-03-03&to=2035-03-04` })
+    expect(res.statusCode, res.body).toBe(200)
+    expect((res.json() as { findings: unknown[] }).findings).toEqual([
+      {
+        meterId: c2.meterId,
+        kind: "reverse-flow",
+        from: "2035-03-03T00:00:00.000Z",
+        to: "2035-03-04T00:00:00.000Z",
+        evidence: {
+          reverseMl: 50,
+          reverseDays: 1,
+          days: ["2035-03-03"],
+          backflowAlarmsRaised: 0,
+          backflowOpenAtFrom: false,
+          backflowOpenAtTo: false,
+        },
+      },
+    ])
+    const p = await svc.app.inject({ url: `/dmas/${id}/pressure?from=2035-03-03&to=2035-03-04` })
+    expect(p.statusCode, p.body).toBe(200)
+    const ans = p.json() as { avgPa: number; meters: number; ili: Record<string, number | boolean> }
+    expect([ans.avgPa, ans.meters]).toEqual([300_000, 2]) // the inflow meter's 5 bar is not the zone's
+    // by hand: UARL = (18 × 1.5 km + 0.8 × 2 + 25 × 2 × 5 m / 1000) × 300 kPa / 9.80665 kPa per m
+    const uarl = (27 + 1.6 + 0.25) * (300 / 9.80665)
+    expect(ans.ili.carlLPerDay).toBe((24 * LEAK) / 1000)
+    expect(ans.ili.uarlLPerDay).toBeCloseTo(uarl, 9)
+    expect(ans.ili.ili).toBeCloseTo((24 * LEAK) / 1000 / uarl, 12)
+    expect(ans.ili.apparentLossesSubtracted).toBe(false)
+
+    for (const q of [
+      "",
+      "from=2035-03-03",
+      "from=2035-03-03T01:00:00Z&to=2035-03-04",
+      "from=2035-01-01&to=2035-06-01",
+    ]) {
+      for (const route of ["apparent-losses", "pressure"]) {
+        const bad = await svc.app.inject({ url: `/dmas/${id}/${route}?${q}` })
+        expect([bad.statusCode, (bad.json() as { error: string }).error], `${route}?${q}`).toEqual([
+          400,
+          "CM_ERR_BAD_QUERY",
+        ])
+      }
+    }
+    expect(
+      (await svc.app.inject({ url: `/dmas/${id}/pressure?from=2035-03-03&to=2035-03-04&bucket=month` })).statusCode,
+    ).toBe(400)
+    expect(
+      (await svc.app.inject({ url: `/dmas/nope-${id}/apparent-losses?from=2035-03-03&to=2035-03-04` })).statusCode,
+    ).toBe(404)
+
+    const losses = await cli(["losses", id, "--from", "2035-03-03", "--to", "2035-03-04"])
+    expect(losses.code, losses.stderr).toBe(0)
+    expect(losses.stdout).toMatch(new RegExp(`${c2.meterId}\treverse-flow\t.*"reverseMl":50`))
+    const pressure = await cli(["pressure", id, "--from", "2035-03-03", "--to", "2035-03-04"])
+    expect(pressure.code, pressure.stderr).toBe(0)
+    expect(pressure.stdout).toMatch(/average zone pressure: 300\.0 kPa over 2 meters/)
+    expect(pressure.stdout).toMatch(/ILI 0\.01: real losses 10 L\/day \(apparent losses not subtracted\)/)
+  })
+
   test("night flow per night from the API; OpenAPI; a parent goes after its sub-DMAs", async () => {
     const res = await svc.app.inject({ url: `/dmas/${id}/night-flow?from=2035-03-01&to=2035-03-02&meters=true` })
     expect(res.statusCode, res.body).toBe(200)
@@ -200,7 +291,15 @@ describe.each(STACKS)("DMAs over HTTP and the CLI: %s", (kind) => {
 
     const api = (await svc.app.inject({ url: "/openapi.json" })).json() as { paths: Record<string, object> }
     expect(Object.keys(api.paths)).toEqual(
-      expect.arrayContaining(["/dmas", "/dmas/{id}", "/dmas/{id}/balance", "/dmas/{id}/night-flow", "/balances"]),
+      expect.arrayContaining([
+        "/dmas",
+        "/dmas/{id}",
+        "/dmas/{id}/balance",
+        "/dmas/{id}/night-flow",
+        "/balances",
+        "/dmas/{id}/apparent-losses",
+        "/dmas/{id}/pressure",
+      ]),
     )
 
     const auth = { authorization: `Bearer ${OPS}` }

@@ -6,7 +6,14 @@ import type { FastifyInstance } from "fastify"
 import { boundaryError, asBoundary } from "../dma/geojson.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
 import { BALANCE_BUCKETS, type BalanceBucket, type DmaBalanceRow } from "../store/dma-balance.js"
-import { NIGHT_FLOW_DEFAULTS, type DmaRow, type NightFlowConfig } from "../store/dmas.js"
+import {
+  LOSSES_DEFAULTS,
+  NIGHT_FLOW_DEFAULTS,
+  type DmaRow,
+  type LossesConfig,
+  type NightFlowConfig,
+} from "../store/dmas.js"
+import { LOSSES_BODY, NETWORK_BODY_PROPS, networkJson } from "./dma-settings.js"
 import { meterIdSchema, strictQuery, textSchema, type RouteContext } from "./shared.js"
 import { checkTimeZone, parseRange, rangeProps } from "./time.js"
 
@@ -44,6 +51,7 @@ export const dmaJson = (d: DmaRow) => ({
     risePct: d.nightFlow.risePct,
     customerNights: d.nightFlow.customerNights,
   },
+  ...networkJson(d),
   updatedAt: d.updatedAt.toISOString(),
 })
 
@@ -72,6 +80,10 @@ interface PutBody {
   outflow?: string[]
   customers?: string[]
   nightFlow?: Partial<Omit<NightFlowConfig, "fromHour" | "toHour">> & { window?: string }
+  losses?: Partial<LossesConfig>
+  mainsKm?: number | null
+  connections?: number | null
+  avgServiceLengthM?: number | null
 }
 
 const balanceRowSchema = {
@@ -157,7 +169,9 @@ export async function dmaRoutes(app: FastifyInstance, { store, requireScope }: R
         description:
           "Meters must be registered; a meter has one role per DMA (it may feed one DMA and drain another). " +
           "Customers are the meters whose district is the DMA's id, plus `customers`. The boundary is a GeoJSON " +
-          "Polygon or MultiPolygon, WGS 84, closed rings, at most 10000 positions.",
+          "Polygon or MultiPolygon, WGS 84, closed rings, at most 10000 positions. `losses`: the apparent-loss " +
+          "thresholds (GET /dmas/:id/apparent-losses); mainsKm, connections, avgServiceLengthM: the network's size " +
+          "for the ILI (GET /dmas/:id/pressure).",
         security: [{ bearer: [] }],
         params: dmaParam,
         body: {
@@ -172,6 +186,8 @@ export async function dmaRoutes(app: FastifyInstance, { store, requireScope }: R
             outflow: meterList,
             customers: meterList,
             nightFlow: NIGHT_FLOW_BODY,
+            losses: LOSSES_BODY,
+            ...NETWORK_BODY_PROPS,
           },
         },
         response: ERROR_RESPONSES,
@@ -207,6 +223,10 @@ export async function dmaRoutes(app: FastifyInstance, { store, requireScope }: R
           outflow,
           customers,
           nightFlow: { ...NIGHT_FLOW_DEFAULTS, ...nf, tz, fromHour, toHour },
+          losses: { ...LOSSES_DEFAULTS, ...b.losses },
+          mainsKm: b.mainsKm ?? null,
+          connections: b.connections ?? null,
+          avgServiceLengthM: b.avgServiceLengthM ?? null,
         },
         new Date(),
       )

@@ -72,7 +72,7 @@ export function readGates(limits: { reads: GateLimits; exports: GateLimits }): G
     /^\/ngsi-ld\/v1\/./,
     /^\/meters\/[^/]+\/(readings|consumption)$/,
     /^\/(consumption|districts|alarms|balances)$/,
-    /^\/dmas\/[^/]+\/(balance|night-flow)$/,
+    /^\/dmas\/[^/]+\/(balance|night-flow|apparent-losses|pressure)$/,
     /^\/readings\/latest$/,
   ]
   return (path) =>

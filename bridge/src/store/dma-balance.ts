@@ -73,7 +73,7 @@ const FROM_READINGS = `r AS (
     FROM r WHERE ts >= $2 GROUP BY meter_id, bucket)`
 
 /** The CTEs r, b for the meters of `m` and [$2, $3) in `unit` buckets: the rollup when it answers, else readings. */
-async function meterBuckets(db: Db, unit: "hour" | "day", from: Date, meters: string[]) {
+export async function meterBuckets(db: Db, unit: "hour" | "day", from: Date, meters: string[]) {
   if (unit === "day") return fromRollup("rollup_day", "day")
   return (await hourRollupCovers(db, from, meters)) ? fromRollup("rollup_hour", "hour") : FROM_READINGS
 }

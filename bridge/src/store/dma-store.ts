@@ -34,7 +34,56 @@ export const NIGHT_FLOW_DEFAULTS: NightFlowConfig = {
   customerNights: 3,
 }
 
-export interface DmaInput {
+/**
+ * Apparent-loss rules of a DMA (issue 25 item 4; store/dma-losses.ts); each default in LOSSES_DEFAULTS.
+ * Days are UTC days of the daily rollup.
+ */
+export interface LossesConfig {
+  /** Stuck meter: a customer meter at zero for at least this many complete days in a row ... */
+  stuckDays: number
+  /** ... while on each of them at least this % of the DMA's other customer meters with a complete day consumed > 0. */
+  stuckNeighbourPct: number
+  /** Under-registration: none of the meter's nonzero hours was below this (mL) ... */
+  lowFlowMl: number
+  /** ... over at least this many nonzero hours, while it has zero hours, ... */
+  lowFlowMinHours: number
+  /**
+   * ... its mean daily use is at least this % of the median of the DMA's customers, and at least half
+   * of the DMA's other customers with lowFlowMinHours nonzero hours do have one below lowFlowMl.
+   */
+  lowFlowUsePct: number
+  /** Tamper or magnet near a drop: the mean of the dropDays days after the event's day ... */
+  dropDays: number
+  /** ... is at least dropPct % below the mean of the baselineDays complete days before it. */
+  dropPct: number
+  baselineDays: number
+  /** Reverse flow: a customer meter's reverse volume in the period at least this (mL), or a backflow alarm. */
+  reverseMl: number
+}
+
+export const LOSSES_DEFAULTS: LossesConfig = {
+  stuckDays: 3,
+  stuckNeighbourPct: 50,
+  lowFlowMl: 5000,
+  lowFlowMinHours: 48,
+  lowFlowUsePct: 50,
+  dropDays: 7,
+  dropPct: 50,
+  baselineDays: 14,
+  reverseMl: 1,
+}
+
+/** What the utility says of a DMA's network, for the Infrastructure Leakage Index (issue 25 item 5). */
+export interface DmaInfrastructure {
+  /** Length of mains, km (Lm). */
+  mainsKm: number | null
+  /** Number of service connections (Nc). */
+  connections: number | null
+  /** Mean length of private pipe between the property line and the meter, m (0: meters at the property line). */
+  avgServiceLengthM: number | null
+}
+
+export interface DmaInput extends Partial<DmaInfrastructure> {
   dmaId: string
   name: string
   parentId: string | null
@@ -44,9 +93,15 @@ export interface DmaInput {
   /** Explicit customer meters, beside the meters of the district named as the DMA. */
   customers: string[]
   nightFlow: NightFlowConfig
+  /** Absent: LOSSES_DEFAULTS. */
+  losses?: LossesConfig
 }
 
 export interface DmaRow extends DmaInput {
+  losses: LossesConfig
+  mainsKm: number | null
+  connections: number | null
+  avgServiceLengthM: number | null
   updatedAt: Date
 }
 
@@ -80,6 +135,10 @@ export interface DmaStore {
    * already that: exactly once, also with several bridges at once. Returns whether it wrote an edge.
    */
   setBridgeAlarm(meterId: string, type: string, active: boolean, value: number, at: Date): Promise<boolean>
+  /** A DMA's apparent losses over whole UTC days [from, to), each with its evidence (store/dma-losses.ts). */
+  dmaApparentLosses(q: ApparentLossQuery): Promise<ApparentLoss[]>
+  /** A DMA's average zone pressure per bucket and its Infrastructure Leakage Index (store/dma-pressure.ts). */
+  dmaPressure(q: DmaPressureQuery): Promise<DmaPressureAnswer>
 }
 
 export const BALANCE_BUCKETS = ["hour", "day", "month"] as const
@@ -156,4 +215,71 @@ export interface MeterNight {
 export interface NightFlowAnswer {
   dma: DmaNight[]
   meters: MeterNight[]
+}
+
+export const APPARENT_LOSS_KINDS = ["stuck", "low-flow", "tamper-drop", "reverse-flow"] as const
+export type ApparentLossKind = (typeof APPARENT_LOSS_KINDS)[number]
+
+export interface ApparentLossQuery {
+  dmaId: string
+  /** Whole UTC days. */
+  from: Date
+  to: Date
+  /** The rules' thresholds; absent: the DMA's own. */
+  config?: LossesConfig
+}
+
+/** One apparent loss: the meter, the rule, the days [from, to) it covers, and the numbers behind it. */
+export interface ApparentLoss {
+  meterId: string
+  kind: ApparentLossKind
+  from: Date
+  to: Date
+  evidence: Record<string, number | string | boolean | null | (number | string)[]>
+}
+
+export interface DmaPressureQuery {
+  dmaId: string
+  bucket: "hour" | "day"
+  /** Whole UTC days. */
+  from: Date
+  to: Date
+}
+
+export interface PressureBucket {
+  start: Date
+  /** Mean over the customer meters of each one's time-weighted mean pressure_avg_pa, Pa; null: none measured. */
+  avgPa: number | null
+  /** Customer meters with a pressure reading in the bucket. */
+  meters: number
+}
+
+export interface IliAnswer {
+  /** Current annual real losses as a daily rate: the period's water losses (balance) / its days, L/day. */
+  carlLPerDay: number
+  /** Lambert's unavoidable annual real losses at the period's average pressure, L/day. */
+  uarlLPerDay: number
+  /** CARL / UARL. */
+  ili: number
+  /** The average zone pressure used, m head. */
+  pressureM: number
+  mainsKm: number
+  connections: number
+  /** Private pipe between property line and meter, km: connections × avgServiceLengthM / 1000. */
+  privatePipeKm: number
+  /** The balance's losses hold apparent losses too: none is subtracted. */
+  apparentLossesSubtracted: false
+  /** Some day of the balance is provisional (coverage < 1). */
+  provisional: boolean
+  /** Nc ≥ 3000 and P ≥ 25 m, the range in which the UARL formula was validated. */
+  inValidatedRange: boolean
+}
+
+export interface DmaPressureAnswer {
+  buckets: PressureBucket[]
+  /** Over the whole period, as a bucket's avgPa. */
+  avgPa: number | null
+  meters: number
+  /** null without mains length and connection count, pressure readings, or system input in the period. */
+  ili: IliAnswer | null
 }

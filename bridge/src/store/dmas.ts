@@ -6,12 +6,14 @@
 // The balances and night flows read from these (store/dma-balance.ts).
 import type { Db } from "./db.js"
 import {
+  LOSSES_DEFAULTS,
   NIGHT_FLOW_DEFAULTS,
   type DmaBoundary,
   type DmaInput,
   type DmaMember,
   type DmaRole,
   type DmaRow,
+  type LossesConfig,
   type NightFlowConfig,
   type PutDmaOutcome,
 } from "./dma-store.js"
@@ -35,12 +37,24 @@ export const DMAS_DDL = [
   `CREATE INDEX IF NOT EXISTS bridge_alarms_meter_type_id ON bridge_alarms (meter_id, type, id)`,
 ]
 
+/**
+ * A later step (issue 25 items 4-5): each DMA's apparent-loss thresholds (NULL: LOSSES_DEFAULTS)
+ * and what the utility says of its network for the Infrastructure Leakage Index (NULL: not given).
+ */
+export const DMA_NETWORK_DDL = [
+  `ALTER TABLE dmas ADD COLUMN IF NOT EXISTS losses jsonb`,
+  `ALTER TABLE dmas ADD COLUMN IF NOT EXISTS mains_km double precision`,
+  `ALTER TABLE dmas ADD COLUMN IF NOT EXISTS connections integer`,
+  `ALTER TABLE dmas ADD COLUMN IF NOT EXISTS avg_service_length_m double precision`,
+]
+
 /** pg_advisory_xact_lock class of DMA writes and bridge alarm edges ("dm"). */
 const LOCK_CLASS = 0x646d
 
 function toDma(r: Record<string, unknown>, meters: { meter_id: string; role: string }[]): DmaRow {
   const of = (role: DmaRole) => meters.filter((m) => m.role === role).map((m) => m.meter_id)
   const json = (v: unknown) => (typeof v === "string" ? (JSON.parse(v) as unknown) : v)
+  const num = (v: unknown) => (v === null || v === undefined ? null : Number(v))
   return {
     dmaId: r.dma_id as string,
     name: r.name as string,
@@ -50,6 +64,10 @@ function toDma(r: Record<string, unknown>, meters: { meter_id: string; role: str
     outflow: of("outflow"),
     customers: of("customer"),
     nightFlow: { ...NIGHT_FLOW_DEFAULTS, ...(json(r.night_flow) as Partial<NightFlowConfig>) },
+    losses: { ...LOSSES_DEFAULTS, ...((json(r.losses) as Partial<LossesConfig> | null) ?? {}) },
+    mainsKm: num(r.mains_km),
+    connections: num(r.connections),
+    avgServiceLengthM: num(r.avg_service_length_m),
     updatedAt: new Date(r.updated_at as string),
   }
 }
@@ -98,12 +116,26 @@ export async function putDma(db: Db, d: DmaInput, at: Date): Promise<PutDmaOutco
     if (unknown.length)
       return { kind: "refused", reason: "meters", detail: `not registered: ${unknown.slice(0, 10).join(", ")}` }
     const { rows } = await tx.query<{ created: boolean }>(
-      `INSERT INTO dmas (dma_id, name, parent_id, boundary, night_flow, updated_at)
-       VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6)
+      `INSERT INTO dmas (dma_id, name, parent_id, boundary, night_flow, updated_at, losses, mains_km, connections,
+         avg_service_length_m)
+       VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7::jsonb, $8, $9, $10)
        ON CONFLICT (dma_id) DO UPDATE SET name = EXCLUDED.name, parent_id = EXCLUDED.parent_id,
-         boundary = EXCLUDED.boundary, night_flow = EXCLUDED.night_flow, updated_at = EXCLUDED.updated_at
+         boundary = EXCLUDED.boundary, night_flow = EXCLUDED.night_flow, updated_at = EXCLUDED.updated_at,
+         losses = EXCLUDED.losses, mains_km = EXCLUDED.mains_km, connections = EXCLUDED.connections,
+         avg_service_length_m = EXCLUDED.avg_service_length_m
        RETURNING (xmax = 0) AS created`,
-      [d.dmaId, d.name, d.parentId, d.boundary ? JSON.stringify(d.boundary) : null, JSON.stringify(d.nightFlow), at],
+      [
+        d.dmaId,
+        d.name,
+        d.parentId,
+        d.boundary ? JSON.stringify(d.boundary) : null,
+        JSON.stringify(d.nightFlow),
+        at,
+        d.losses ? JSON.stringify(d.losses) : null,
+        d.mainsKm ?? null,
+        d.connections ?? null,
+        d.avgServiceLengthM ?? null,
+      ],
     )
     await tx.query(`DELETE FROM dma_meters WHERE dma_id = $1`, [d.dmaId])
     const roles = [

@@ -8,7 +8,7 @@ import { RELEASES_DDL } from "./releases.js"
 import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { compactionStep } from "./compaction.js"
-import { DMAS_DDL } from "./dmas.js"
+import { DMA_NETWORK_DDL, DMAS_DDL } from "./dmas.js"
 import { DMA_DAYS_DDL, FILL as DMA_DAYS_FILL } from "./dma-days.js"
 import { LEDGER_BLOCKS_DDL } from "./ledger-blocks.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
@@ -204,6 +204,11 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // district metered areas, their bulk and customer meters (issue 25 item 1; store/dmas.ts)
     name: "district metered areas",
     up: DMAS_DDL,
+  },
+  {
+    // each DMA's apparent-loss thresholds, mains length and connections for the ILI (issue 25 items 4-5)
+    name: "dma losses settings and network size",
+    up: DMA_NETWORK_DDL,
   },
   {
     // the DMAs' customers per registry district and day, and complete meter-months, so the balance

@@ -7,6 +7,8 @@ import { planCost, ReadCostError, type Db } from "./db.js"
 import type { CompactionOptions } from "./compaction-store.js"
 import { compactReadings } from "./compaction.js"
 import * as dmaReads from "./dma-balance.js"
+import { dmaApparentLosses } from "./dma-losses.js"
+import { dmaPressure } from "./dma-pressure.js"
 import * as dmas from "./dmas.js"
 import { exportLines, type ExportFormat } from "./export-rows.js"
 import { compactLedger, type CompactLedgerOptions } from "./ledger-blocks.js"
@@ -165,6 +167,8 @@ export class SqlStore implements Store {
   dmaMembers = (dmaId: string) => dmas.dmaMembers(this.reader, dmaId)
   dmaBalance = (q: dmaReads.DmaBalanceQuery) => dmaReads.dmaBalance(this.reader, q)
   dmaNightFlow = (q: dmaReads.NightFlowQuery) => dmaReads.dmaNightFlow(this.reader, q)
+  dmaApparentLosses = (q: dmaReads.ApparentLossQuery) => dmaApparentLosses(this.reader, q)
+  dmaPressure = (q: dmaReads.DmaPressureQuery) => dmaPressure(this.reader, q)
   setBridgeAlarm = (meterId: string, type: string, active: boolean, value: number, at: Date) =>
     dmas.setBridgeAlarm(this.db, meterId, type, active, value, at)
 
