@@ -59,18 +59,18 @@ const allTermsOf = (where: string) => `SELECT t.meter_id, t.bucket, ${WATER} AS 
     FROM (SELECT r.*, LAG(r.last_water_total_ml) OVER w AS p_total, LAG(r.last_end) OVER w AS p_end
       FROM rollup_day r WHERE ${where} WINDOW w AS (PARTITION BY r.meter_id ORDER BY r.bucket)) t`
 
-/** The keys $1 (meter ids), $2 (day starts, epoch ms) and the next stored row of each, and the keys `also` selects: CTEs k, a. */
-const KEYS = (also = "") => `k AS (SELECT u.meter_id, to_timestamp(u.ms / 1000) AS bucket
-      FROM unnest($1::text[], $2::float8[]) AS u(meter_id, ms)),
+/** The keys $1 (meter ids), $2 (day starts, epoch ms): CTE k. */
+const KEYS = `k AS (SELECT u.meter_id, to_timestamp(u.ms / 1000) AS bucket
+      FROM unnest($1::text[], $2::float8[]) AS u(meter_id, ms))`
+
+/** Before a batch's day rows are written ($1 meter ids, $2 day starts in epoch ms): the terms of those rows and of their next rows. Reads only. */
+export const BEFORE_SQL = `WITH ${KEYS},
     a AS (
       SELECT meter_id, bucket FROM k
       UNION
       SELECT n.meter_id, n.bucket FROM k CROSS JOIN LATERAL (
         SELECT t.meter_id, t.bucket FROM rollup_day t WHERE t.meter_id = k.meter_id AND t.bucket > k.bucket
-        ORDER BY t.bucket LIMIT 1) n${also})`
-
-/** Before a batch's day rows are written ($1 meter ids, $2 day starts in epoch ms): the terms of those rows and of their next rows. Reads only. */
-export const BEFORE_SQL = `WITH ${KEYS()}
+        ORDER BY t.bucket LIMIT 1) n)
   SELECT c.meter_id, extract(epoch FROM c.bucket)::float8 * 1000 AS ms, c.water, c.complete FROM (${termsOf("a")}) c`
 
 export interface DmaBeforeRow {
@@ -104,9 +104,13 @@ const upsertMonths = (from: string) => `INSERT INTO ${DISTRICT_MONTHS} AS d (dis
  * meter-months' complete days, and to the districts' months whose meters became complete for
  * every day or stopped being. One lock order (district, bucket) for concurrent ingest lanes.
  */
-export const SETTLE_SQL = `WITH ${KEYS(`
+export const SETTLE_SQL = `WITH ${KEYS},
+    -- the rows read before and the keys: a key's next row now is a key, or the next row it had
+    -- before (rows are only added), so no next row needs looking up again
+    a AS (
+      SELECT meter_id, bucket FROM k
       UNION
-      SELECT u.meter_id, to_timestamp(u.ms / 1000) FROM unnest($3::text[], $4::float8[]) AS u(meter_id, ms)`)},
+      SELECT u.meter_id, to_timestamp(u.ms / 1000) FROM unnest($3::text[], $4::float8[]) AS u(meter_id, ms)),
     x AS (
       SELECT meter_id, bucket, water, complete::integer AS n FROM (${termsOf("a")}) c
       UNION ALL
