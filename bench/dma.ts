@@ -2,15 +2,24 @@
 // (default 100000 100 postgres). A city of `meters` customer meters in `districts` districts, each
 // a DMA with one inflow meter, and a month of rollup_day rows per meter, seeded with SQL straight
 // into the rollup tables (loading 3 M meter-days through ingest would take hours on this machine;
-// the balance reads only rollup_day and the registry, so it sees the same rows). Prints the median
-// time of the balance of every DMA and of one DMA, for a day and for the month, and what a late
-// frame costs: its ingest (the rollup upkeep of the days it touches) and the periods whose
-// balance it changes — the balance is computed at each read, so nothing else is recomputed.
+// the balance reads only rollup_day, the DMAs' district days and the registry, so it sees the same
+// rows; the district days are then filled from rollup_day as the migration step fills them).
+// Prints the median time of the balance of every DMA and of one DMA, for a day and for the month,
+// from the district days (dmaBalance, store/dma-days.ts) and per meter (dmaBalancePerMeter, the
+// path before them) in the same run, their ratio, and checks that both give the same answers;
+// and what a late frame costs: its ingest (the upkeep of the days it touches) and the periods
+// whose balance it changes.
 import { randomBytes } from "node:crypto"
 import { openPglite, openPostgres } from "../bridge/src/store/engines.js"
 import type { SqlStore } from "../bridge/src/store/sql-store.js"
 import { NIGHT_FLOW_DEFAULTS } from "../bridge/src/store/dmas.js"
-import type { DmaBalanceRow } from "../bridge/src/store/dma-balance.js"
+import {
+  dmaBalance,
+  dmaBalancePerMeter,
+  type DmaBalanceQuery,
+  type DmaBalanceRow,
+} from "../bridge/src/store/dma-balance.js"
+import { refillDmaDays } from "../bridge/src/store/dma-days.js"
 import { readingRow } from "../testkit/rows.js"
 import { insertReadings } from "../testkit/store-writes.js"
 import { PG_URL } from "../testkit/services.js"
@@ -59,6 +68,8 @@ async function measure(engine: "postgres" | "pglite", meters: number, districts:
     const t0 = performance.now()
     const per = Math.ceil(meters / districts)
     // customers: c-NNNNNNN in district dNNN; each district's inflow meter in-dNNN measures them all and a leak
+    // the district days are filled once below (refillDmaDays), not by the trigger meter by meter
+    await db.query(`ALTER TABLE meters DISABLE TRIGGER USER`)
     await db.query(
       `INSERT INTO meters (meter_id, first_seen, last_seen, district)
        SELECT 'c-' || lpad(i::text, 7, '0'), $1::timestamptz, $1::timestamptz, 'd' || lpad((i / ${per})::text, 3, '0')
@@ -76,6 +87,8 @@ async function measure(engine: "postgres" | "pglite", meters: number, districts:
       seedDays(`SELECT 'in-' || district AS meter_id, sum(9600 + (substr(meter_id, 3)::int % 50) * 96) + 1000000 AS u, '' AS district
         FROM meters WHERE meter_id LIKE 'c-%' GROUP BY district`),
     )
+    await db.query(`ALTER TABLE meters ENABLE TRIGGER USER`)
+    await refillDmaDays(db)
     await db.query(`ANALYZE`)
     for (let k = 0; k < districts; k++) {
       const id = `d${String(k).padStart(3, "0")}`
@@ -103,14 +116,24 @@ async function measure(engine: "postgres" | "pglite", meters: number, districts:
     const check = (rows: DmaBalanceRow[], n: number) => {
       if (rows.length !== n) throw new Error(`expected ${n} rows, got ${rows.length}`)
     }
-    const allDay = await time(3, async () => check(await store.dmaBalance({ bucket: "day", ...day }), districts))
-    const allMonth = await time(1, async () => check(await store.dmaBalance({ bucket: "month", ...month }), districts))
-    const oneDay = await time(5, async () =>
-      check(await store.dmaBalance({ dmaIds: ["d000"], bucket: "day", ...day }), 1),
-    )
-    const oneMonth = await time(5, async () =>
-      check(await store.dmaBalance({ dmaIds: ["d000"], bucket: "month", ...month }), 1),
-    )
+    const cases: [string, DmaBalanceQuery, number, number][] = [
+      ["all DMAs, day", { bucket: "day", ...day }, districts, 3],
+      ["all DMAs, month", { bucket: "month", ...month }, districts, 1],
+      ["one DMA, day", { dmaIds: ["d000"], bucket: "day", ...day }, 1, 5],
+      ["one DMA, month", { dmaIds: ["d000"], bucket: "month", ...month }, 1, 5],
+    ]
+    const figures: string[][] = []
+    for (const [name, q, n, perMeterRuns] of cases) {
+      // both on the writer's connection (the API's reads take turns with the writer's statements)
+      const fast = await dmaBalance(db, q)
+      const slow = await dmaBalancePerMeter(db, q)
+      check(fast, n)
+      if (JSON.stringify(fast) !== JSON.stringify(slow))
+        throw new Error(`${name}: the district days differ from per meter`)
+      const perMeter = await time(perMeterRuns, () => dmaBalancePerMeter(db, q))
+      const districtDays = await time(9, () => dmaBalance(db, q))
+      figures.push([name, perMeter.toFixed(0), districtDays.toFixed(1), (perMeter / districtDays).toFixed(0)])
+    }
     const leak = (await store.dmaBalance({ dmaIds: ["d001"], bucket: "day", ...day }))[0].lossesMl
 
     // a late frame: c-0000000's tenth day, 96 readings through the ingest path
@@ -130,12 +153,19 @@ async function measure(engine: "postgres" | "pglite", meters: number, districts:
     await insertReadings(store, { meterId: "c-0000000", boot: 1, seq: 1 }, rows, new Date())
     const lateMs = performance.now() - t1
     const after = await store.dmaBalance(days)
+    const afterPerMeter = await dmaBalancePerMeter(db, days)
+    if (JSON.stringify(after) !== JSON.stringify(afterPerMeter)) {
+      after.forEach(
+        (r, i) => JSON.stringify(r) !== JSON.stringify(afterPerMeter[i]) && console.log(r, afterPerMeter[i]),
+      )
+      throw new Error(`after the late frame, the district days differ from per meter`)
+    }
     const changed = after
       .filter((r, i) => JSON.stringify(r) !== JSON.stringify(before[i]))
       .map((r) => `${r.start.toISOString().slice(0, 10)} ${r.provisional ? "provisional" : "final"}`)
-    const row = [engine, meters, districts, (meters + districts) * DAYS, seedS.toFixed(0)]
-    row.push(...[allDay, allMonth, oneDay, oneMonth].map((x) => x.toFixed(0)), lateMs.toFixed(0), changed.join(", "))
-    console.log(`| ${row.join(" | ")} |`)
+    const head = `| ${engine} | ${meters} | ${districts} | ${(meters + districts) * DAYS} | ${seedS.toFixed(0)}`
+    for (const f of figures) console.log(`${head} | ${f.join(" | ")} |`)
+    console.log(`${head} | late frame: ingest ${lateMs.toFixed(0)} ms; days it changed: ${changed.join(", ")} | | | |`)
     if (leak !== 1_000_000) throw new Error(`losses ${leak} mL, expected the 1 m³ leak`)
   } finally {
     if (engine === "postgres" && !process.env.DMA_BENCH_KEEP) await db.query(`DROP SCHEMA ${schema} CASCADE`)
@@ -147,8 +177,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const [meters = 100_000, districts = 100] = process.argv.slice(2, 4).map(Number)
   const engines = (process.argv[4] ?? "postgres").split(",") as ("postgres" | "pglite")[]
   console.log(
-    "| engine | meters | DMAs | meter-days | seed s | all DMAs, day ms | all DMAs, month ms | one DMA, day ms | one DMA, month ms | late frame ingest ms | days the late frame changed |",
+    "| engine | meters | DMAs | meter-days | seed s | balance | per meter ms (median) | district days ms (median) | ratio |",
   )
-  console.log("|---|---|---|---|---|---|---|---|---|---|---|")
+  console.log("|---|---|---|---|---|---|---|---|---|")
   for (const e of engines) await measure(e, meters, districts)
 }

@@ -1,6 +1,9 @@
-// The water balance of district metered areas and their minimum night flow (issue 25 items 2-3),
-// computed at query time from each member meter's rollup rows (store/rollups.ts), so a late frame
-// changes the answer of exactly the periods it touches, and nothing has to be recomputed or kept.
+// The water balance of district metered areas and their minimum night flow (issue 25 items 2-3).
+// By day and UTC month, a DMA's district meters are read from the district days kept by ingest
+// (store/dma-days.ts: a row per district and day, whatever the number of meters) and its explicit
+// members per meter from their rollup rows; by hour, and for ranges off those edges, every member
+// per meter (dmaBalancePerMeter). A late frame changes exactly the periods it touches: the district
+// days it touches are updated in its batch, and the rest is computed at the read.
 //
 // Per meter and rollup bucket (an hour or a UTC day): its consumption by the rule (ConsumptionRow:
 // each row's first reading charged against the previous row's last total), its reverse flow, and
@@ -16,6 +19,7 @@
 // meters complete for every bucket of the period / the DMA's meters; provisional when below 1.
 import { hourRollupCovers } from "./consumption.js"
 import type { Db } from "./db.js"
+import { DISTRICT_DAYS, DISTRICT_METERS, DISTRICT_MONTHS } from "./dma-days.js"
 import type {
   BalanceBucket,
   DmaBalanceQuery,
@@ -100,7 +104,11 @@ async function memberIds(db: Db, dmaIds: string[] | null) {
   return rows.map((r) => r.meter_id)
 }
 
-export async function dmaBalance(db: Db, q: DmaBalanceQuery): Promise<DmaBalanceRow[]> {
+/**
+ * The balance from each member meter's rollup rows, computed at the read: the hour bucket, and the
+ * reference the district days (dmaBalance) are compared with in the tests.
+ */
+export async function dmaBalancePerMeter(db: Db, q: DmaBalanceQuery): Promise<DmaBalanceRow[]> {
   const ids = q.dmaIds ?? null
   const unit = q.bucket === "hour" ? "hour" : "day"
   const ps = periods(q.bucket, q.from, q.to)
@@ -122,6 +130,94 @@ export async function dmaBalance(db: Db, q: DmaBalanceQuery): Promise<DmaBalance
       count(*) AS meters, count(*) FILTER (WHERE ok AND n = expected) AS complete
     FROM per GROUP BY dma_id, start ORDER BY dma_id, start`
   const { rows } = await db.query(sql, [ids, q.from, q.to, ps.map((p) => p.start), ps.map((p) => p.buckets)])
+  return balanceRows(db, q, ps, rows)
+}
+
+/** Whether the district days answer: whole UTC days, or whole UTC months (each period a month start with all its days). */
+function onDistrictDays(q: DmaBalanceQuery, ps: { start: Date; buckets: number }[]) {
+  if (q.bucket === "hour") return false
+  if (q.bucket === "day") return q.from.getTime() % UNIT_MS.day === 0
+  return ps.every(({ start: t, buckets }) => {
+    const next = Date.UTC(t.getUTCFullYear(), t.getUTCMonth() + 1, 1)
+    return (
+      t.getTime() === Date.UTC(t.getUTCFullYear(), t.getUTCMonth(), 1) && buckets * UNIT_MS.day === next - t.getTime()
+    )
+  })
+}
+
+/**
+ * The water balance of DMAs per period. By day and by UTC month from the district days
+ * (store/dma-days.ts): a DMA's district meters are its district's rows, its explicit members are
+ * computed per meter (fromRollup), and an explicit member registered in the DMA's district is
+ * taken out of the district's rows (it counts with its explicit role). Hours, and ranges off
+ * the days' or months' edges, per meter (dmaBalancePerMeter). The same numbers either way.
+ */
+export async function dmaBalance(db: Db, q: DmaBalanceQuery): Promise<DmaBalanceRow[]> {
+  const ps = periods(q.bucket, q.from, q.to)
+  if (!onDistrictDays(q, ps)) return dmaBalancePerMeter(db, q)
+  const month = q.bucket === "month"
+  const out = month ? `date_trunc('month', bucket, 'UTC')` : `bucket`
+  // $1 DMA ids (NULL: all), $2 from, $3 to, $4 period starts, $5 days per period
+  const sql = `WITH d AS (SELECT dma_id FROM dmas WHERE $1::text[] IS NULL OR dma_id = ANY($1::text[])),
+    mem AS (
+      SELECT x.dma_id, x.meter_id, x.role,
+        COALESCE((SELECT g.district = x.dma_id FROM meters g WHERE g.meter_id = x.meter_id), false) AS shadows
+      FROM dma_meters x JOIN d ON d.dma_id = x.dma_id),
+    m AS (SELECT DISTINCT meter_id FROM mem),
+    ${fromRollup("rollup_day", "day")},
+    bp AS (
+      SELECT meter_id, ${out} AS start, sum(water) AS water, sum(reverse_ml) AS reverse_ml, count(*) AS n,
+        bool_and(complete) AS ok
+      FROM b GROUP BY 1, 2),
+    per AS (
+      SELECT mem.dma_id, mem.role, mem.shadows, p.start, bp.water, bp.reverse_ml,
+        COALESCE(bp.ok AND bp.n = p.expected, false) AS ok
+      FROM mem CROSS JOIN unnest($4::timestamptz[], $5::int[]) AS p(start, expected)
+      LEFT JOIN bp ON bp.meter_id = mem.meter_id AND bp.start = p.start),
+    ex AS (
+      SELECT dma_id, start,
+        COALESCE(sum(COALESCE(water, 0) - COALESCE(reverse_ml, 0)) FILTER (WHERE role = 'inflow'), 0) AS inflow,
+        COALESCE(sum(COALESCE(water, 0) - COALESCE(reverse_ml, 0)) FILTER (WHERE role = 'outflow'), 0) AS outflow,
+        COALESCE(sum(water) FILTER (WHERE role = 'customer'), 0) - COALESCE(sum(water) FILTER (WHERE shadows), 0) AS billed,
+        count(*) - count(*) FILTER (WHERE shadows) AS meters,
+        count(*) FILTER (WHERE ok) - count(*) FILTER (WHERE ok AND shadows) AS complete
+      FROM per GROUP BY dma_id, start),
+    dm AS (SELECT district, meters FROM ${DISTRICT_METERS} WHERE district IN (SELECT dma_id FROM d)),
+    dd AS (
+      SELECT district, ${out} AS start, sum(water) AS water, sum(complete) AS complete FROM ${DISTRICT_DAYS}
+      WHERE district IN (SELECT dma_id FROM d) AND bucket >= $2 AND bucket < $3 GROUP BY 1, 2),
+    dc AS (${
+      month
+        ? `SELECT district, month AS start, complete FROM ${DISTRICT_MONTHS}
+      WHERE district IN (SELECT dma_id FROM d) AND month >= $2 AND month < $3`
+        : `SELECT district, start, complete FROM dd`
+    })
+    SELECT d.dma_id, p.start, COALESCE(ex.inflow, 0) AS inflow, COALESCE(ex.outflow, 0) AS outflow,
+      COALESCE(ex.billed, 0) + COALESCE(dd.water, 0) AS billed,
+      COALESCE(ex.meters, 0) + COALESCE(dm.meters, 0) AS meters,
+      COALESCE(ex.complete, 0) + COALESCE(dc.complete, 0) AS complete
+    FROM d CROSS JOIN unnest($4::timestamptz[]) AS p(start)
+    LEFT JOIN ex ON ex.dma_id = d.dma_id AND ex.start = p.start
+    LEFT JOIN dm ON dm.district = d.dma_id
+    LEFT JOIN dd ON dd.district = d.dma_id AND dd.start = p.start
+    LEFT JOIN dc ON dc.district = d.dma_id AND dc.start = p.start`
+  const { rows } = await db.query(sql, [
+    q.dmaIds ?? null,
+    q.from,
+    q.to,
+    ps.map((p) => p.start),
+    ps.map((p) => p.buckets),
+  ])
+  return balanceRows(db, q, ps, rows)
+}
+
+/** Each DMA's (the query's, or every one by id) periods from the summed rows (dma_id, start, inflow, outflow, billed, meters, complete). */
+async function balanceRows(
+  db: Db,
+  q: DmaBalanceQuery,
+  ps: { start: Date }[],
+  rows: Record<string, unknown>[],
+): Promise<DmaBalanceRow[]> {
   const found = new Map(rows.map((r) => [`${String(r.dma_id)}\u0000${new Date(r.start as string).getTime()}`, r]))
   const dmas =
     q.dmaIds ??

@@ -9,6 +9,7 @@ import { ROLLOUTS_DDL } from "./rollouts.js"
 import { DISTRICT_MONTH_STEP } from "./district-rollups.js"
 import { compactionStep } from "./compaction.js"
 import { DMA_NETWORK_DDL, DMAS_DDL } from "./dmas.js"
+import { DMA_DAYS_DDL, FILL as DMA_DAYS_FILL } from "./dma-days.js"
 import { LEDGER_BLOCKS_DDL } from "./ledger-blocks.js"
 import { districtDayDdl, fillSql, rollupDdl, ROLLUPS, settleDistrictsSql } from "./rollups.js"
 import type { Db } from "./db.js"
@@ -208,6 +209,12 @@ export const MIGRATIONS: readonly MigrationStep[] = [
     // each DMA's apparent-loss thresholds, mains length and connections for the ILI (issue 25 items 4-5)
     name: "dma losses settings and network size",
     up: DMA_NETWORK_DDL,
+  },
+  {
+    // the DMAs' customers per registry district and day, and complete meter-months, so the balance
+    // of every DMA reads a row per district and day (issue 25 "Measure"; store/dma-days.ts)
+    name: "dma district days",
+    up: [...DMA_DAYS_DDL, ...DMA_DAYS_FILL],
   },
 ]
 

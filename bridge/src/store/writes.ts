@@ -7,6 +7,7 @@ import type { Db } from "./db.js"
 import { ensurePartition, monthKey, type PartitionState } from "./partitions.js"
 import { blockHoldsSql, blockSlotSql, COMPACTIONS_SQL, heldSql, slotHash } from "./ledger-blocks.js"
 import { BEFORE_SQL, SETTLE_SQL, settleParams, type BeforeRow } from "./district-rollups.js"
+import * as dmaDays from "./dma-days.js"
 import { aggregate, rebuildSql, ROLLUPS, upsertSql } from "./rollups.js"
 import { toMeter } from "./rows.js"
 import {
@@ -318,14 +319,17 @@ export class SqlWrites implements IngestTx {
     }
     await this.db.copyFrom("readings", COLUMN_NAMES, copyText(rows))
     // the consumption rollups follow in the same transaction (store/rollups.ts), each row written
-    // once; then the districts' days and months those rows changed (district-rollups.ts)
+    // once; then the districts' days and months those rows changed (district-rollups.ts), and the
+    // DMAs' district days and months (dma-days.ts)
     let days: unknown[][] = []
     let before: BeforeRow[] = []
+    let dmaBefore: dmaDays.DmaBeforeRow[] = []
     for (const r of ROLLUPS) {
       const params = aggregate(r, rows)
       if (r.unit === "day") {
         days = params
         before = (await this.db.query<BeforeRow>(BEFORE_SQL, [days[0], days[1]])).rows
+        dmaBefore = (await this.db.query<dmaDays.DmaBeforeRow>(dmaDays.BEFORE_SQL, [days[0], days[1]])).rows
       }
       const stale = await this.db.query<{ meter_id: string; bucket: Date }>(upsertSql(r), params)
       if (stale.rows.length)
@@ -335,6 +339,7 @@ export class SqlWrites implements IngestTx {
         ])
     }
     await this.db.query(SETTLE_SQL, settleParams(days, before))
+    await this.db.query(dmaDays.SETTLE_SQL, dmaDays.settleParams(days, dmaBefore))
     const newest = new Map<string, ReadingRow>()
     for (const r of rows) {
       const n = newest.get(r.meterId)
