@@ -1,7 +1,8 @@
 // District metered areas (issue 25 items 1-3): the network model (reads open, changes with the ops
 // scope), each DMA's water balance per hour, day or month, and its minimum night flow per night.
-// The balance and the night flow are computed from the rollups at each request (store/dma-balance.ts),
-// so a late frame changes exactly the periods it touches.
+// The balance by day and month reads per-district day sums kept at ingest beside per-meter rows for
+// bulk and named meters; by hour, and the night flow, per meter from the rollups (store/dma-balance.ts,
+// dma-days.ts): a late frame changes exactly the periods it touches.
 import type { FastifyInstance } from "fastify"
 import { boundaryError, asBoundary } from "../dma/geojson.js"
 import { ERROR_RESPONSES, errors } from "../errors.js"
@@ -161,7 +162,7 @@ function balanceRange(q: { from?: string; to?: string }, bucket: BalanceBucket) 
 }
 
 const BALANCE_DOC =
-  "IWA water-balance terms per period, computed from the rollups at each request: system input volume (the inflow " +
+  "IWA water-balance terms per period, from the rollups (by day and month: district sums kept at ingest): system input volume (the inflow " +
   "meters' forward minus reverse volume, less the outflow meters'), billed metered consumption (the customer meters), " +
   "water losses (input − billed) and the non-revenue water share (losses / input). coverage is the share of the DMA's " +
   "meters with every interval of the period stored (no gap inside, the last interval reaching the period's end, the " +
