@@ -109,15 +109,19 @@ export class StaQuery {
     return rows[0]
   }
 
-  /** A page of a collection, its count when asked, and whether more rows follow. */
-  async page(set: EntitySet, scopes: Scope[], o: Options, top: number) {
+  /**
+   * A page of a collection, its count when asked, and whether more rows follow. `byMonth`: a
+   * collection the request's path names may be read by month window (windowedPage); an $expand
+   * is not, so that it stays one statement per parent and relation (two with $count).
+   */
+  async page(set: EntitySet, scopes: Scope[], o: Options, top: number, byMonth = false) {
     const build = (p: Params) => {
       const tr = new Translator(p)
       const where = scopes.map((s) => s(p, "e"))
       if (o.filter !== undefined) where.push(tr.filter(set, "e", o.filter))
       return { tr, where: where.length ? `WHERE ${where.join(" AND ")}` : "" }
     }
-    const windowed = await this.windowedPage(set, scopes, o, top, build)
+    const windowed = byMonth ? await this.windowedPage(set, scopes, o, top, build) : undefined
     if (windowed) return windowed
     const p = new Params()
     const { tr, where } = build(p)
@@ -292,7 +296,7 @@ export class StaQuery {
       const ref = rest[0] === "$ref"
       this.top = pageSize(s, ref ? { ...o, expand: [] } : o, false, this.budgets.maxEntities)
       const top = o.top ?? this.top
-      const pg = await this.page(s, scopes(await walk()), o, top)
+      const pg = await this.page(s, scopes(await walk()), o, top, true)
       const value = ref ? pg.rows.map((r) => this.ref(s, r)) : await this.list(s, pg.rows, o)
       return {
         json: {
