@@ -189,7 +189,9 @@ describe("citymeter backup / restore on PGlite (dumpDataDir / loadDataDir)", () 
     const again = await citymeter("restore", "--database", `pglite:${target}`, "--from", file)
     expect(again.code).toBe(2)
     expect(again.stderr).toMatch(/is not empty.*--force/)
-  })
+    // two bridges and three CLI processes each opening PGlite: 94 s alone at load 8, over the default
+    // 120 s in CI beside the other suites
+  }, 240_000)
 })
 
 describe("citymeter backup / restore: usage", () => {
