@@ -7,8 +7,8 @@ import type { Command } from "commander"
 import { boundaryError } from "../bridge/src/dma/geojson.js"
 import type { Print } from "./build.js"
 import { usage } from "./errors.js"
-import { bridgeTarget, type BridgeTarget } from "./provision.js"
-import { bridgeCall, intIn, metersOf } from "./rollout.js"
+import type { BridgeTarget } from "./provision.js"
+import { bridgeCall, intIn, metersOf, requiredBridge, withBridge } from "./rollout.js"
 
 export interface Dma {
   dmaId: string
@@ -170,14 +170,7 @@ export function balanceTable(rows: BalanceRow[]): string[] {
 
 /** Adds `dma` and its subcommands to the program. */
 export function registerDma(program: Command, print: Print) {
-  const api = (o: { bridge?: string; token?: string }) => {
-    if (!o.bridge) throw usage("dma needs --bridge <url> (the bridge's HTTP API)")
-    return dmaApi(bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN))
-  }
-  const withBridge = (c: Command, scope: string) =>
-    c
-      .option("--bridge <url>", "the bridge's HTTP API, http(s)://host:port")
-      .option("--token <token>", `the bridge's ${scope} token (or set CITYMETER_API_TOKEN)`)
+  const api = (o: { bridge?: string; token?: string }) => dmaApi(requiredBridge("dma", o))
   const root = program
     .command("dma")
     .description("district metered areas: bulk meters, customers, boundary, balance (the bridge's /dmas)")

@@ -227,16 +227,21 @@ export async function watchRollout(
   }
 }
 
+/** --bridge and --token on a subcommand of a verb that talks to the bridge's API with a `scope` token. */
+export const withBridge = (c: Command, scope: string) =>
+  c
+    .option("--bridge <url>", "the bridge's HTTP API, http(s)://host:port")
+    .option("--token <token>", `the bridge's ${scope} token (or set CITYMETER_API_TOKEN)`)
+
+/** The bridge withBridge's options name (the token from CITYMETER_API_TOKEN when not given); `verb` names the command in the error. */
+export function requiredBridge(verb: string, o: { bridge?: string; token?: string }): BridgeTarget {
+  if (!o.bridge) throw usage(`${verb} needs --bridge <url> (the bridge's HTTP API)`)
+  return bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN)
+}
+
 /** Adds `rollout` and its subcommands to the program. */
 export function rolloutCommand(program: Command, print: Print) {
-  const target = (o: { bridge?: string; token?: string }) => {
-    if (!o.bridge) throw usage("rollout needs --bridge <url> (the bridge's HTTP API)")
-    return rolloutApi(bridgeTarget(o.bridge, o.token ?? process.env.CITYMETER_API_TOKEN))
-  }
-  const withBridge = (c: Command, scope: string) =>
-    c
-      .option("--bridge <url>", "the bridge's HTTP API, http(s)://host:port")
-      .option("--token <token>", `the bridge's ${scope} token (or set CITYMETER_API_TOKEN)`)
+  const target = (o: { bridge?: string; token?: string }) => rolloutApi(requiredBridge("rollout", o))
 
   const root = program
     .command("rollout")
