@@ -1,4 +1,5 @@
-// The API's answers are byte-identical before and after compaction (issue 24): readings, a
+// The API's answers are byte-identical before and after compaction (issue 24): readings (rows and
+// columns, the columns checked against the rows page by page), a
 // meter's and the fleet's consumption in every bucket and time zone, districts, SensorThings
 // $filter, the bulk export and the latest readings, on both engines. Then a late frame into a
 // compacted month is answered at once (from rows) and after the next compaction (from its merged
@@ -83,6 +84,10 @@ const URLS = [
   "/meters/ca-0/readings?from=2026-02-03T06:00:00Z&to=2026-02-03T12:07:00Z",
   "/meters/ca-1/readings?from=2026-01-31T23:00:00Z&to=2026-02-01T01:00:00Z",
   "/meters/ca-3/readings",
+  "/meters/ca-0/readings/columns?from=2026-01-01T00:00:00Z&to=2026-04-01T00:00:00Z&limit=10000",
+  "/meters/ca-0/readings/columns?from=2026-02-03T06:00:00Z&to=2026-02-03T12:07:00Z",
+  "/meters/ca-1/readings/columns?from=2026-01-31T23:00:00Z&to=2026-02-01T01:00:00Z",
+  "/meters/ca-3/readings/columns",
   ...["15min", "hour", "day", "month"].flatMap((b) => [
     `/meters/ca-0/consumption?bucket=${b}&from=2026-01-30T00:00:00Z&to=2026-02-02T00:00:00Z`,
     `/meters/ca-2/consumption?bucket=${b}&from=2026-01-01T00:00:00Z&to=2026-04-01T00:00:00Z`,
@@ -142,8 +147,50 @@ describe.each(["postgres", "pglite"] as const)("API answers before and after com
     }
   }
 
+  /**
+   * Every meter's readings walked in pages of 997, as rows and as columns: the same pages (the
+   * same `next`), and each page's columns the rows' fields transposed (ts as epoch ms).
+   */
+  const columnsAreRows = async (s: Store, label: string) => {
+    const app = buildApp({ store: s, metrics: createMetrics() })
+    try {
+      for (const m of METERS) {
+        let after = ""
+        let pages = 0
+        for (;;) {
+          const page = `limit=997${after ? `&after=${after}` : ""}`
+          const rows = (await app.inject({ url: `/meters/${m}/readings?${page}` })).json<{
+            readings: Record<string, unknown>[]
+            next: string | null
+          }>()
+          const cols = (await app.inject({ url: `/meters/${m}/readings/columns?${page}` })).json<{
+            count: number
+            columns: Record<string, unknown[]>
+            next: string | null
+          }>()
+          expect(cols.next, `${label}: ${m} page ${pages}`).toBe(rows.next)
+          expect(cols.count).toBe(rows.readings.length)
+          const transposed = Object.fromEntries(
+            Object.keys(rows.readings[0]).map((k) => [
+              k,
+              rows.readings.map((r) => (k === "ts" ? Date.parse(r.ts as string) : r[k])),
+            ]),
+          )
+          expect(cols.columns, `${label}: ${m} page ${pages}`).toEqual(transposed)
+          pages++
+          if (!rows.next) break
+          after = rows.next
+        }
+        expect(pages, m).toBe(4) // 36 days of 96 readings: 3,456 (3,452 for ca-0 without its late frame)
+      }
+    } finally {
+      await app.close()
+    }
+  }
+
   test("byte-identical after compacting January and February, and after a late frame into January", async () => {
     const before = await answers(store)
+    await columnsAreRows(store, "rows")
     const done = await store.compactReadings(new Date("2026-03-05T00:00:00Z"))
     expect(done.blocks).toBe(METERS.length * 2)
     const db = (store as SqlStore).db
@@ -151,15 +198,18 @@ describe.each(["postgres", "pglite"] as const)("API answers before and after com
     expect(left.rows[0].n).toBe(0)
     const after = await answers(store)
     for (const url of URLS) expect(after[url], url).toBe(before[url])
+    await columnsAreRows(store, "compacted")
 
     // the held-back frame arrives: at once from rows, after the next run from its merged block
     const late = frame(0, SKIPPED)
     await insertReadings(store, { meterId: "ca-0", boot: late[0].boot, seq: late[0].seq }, late, late[0].ts)
     const want = await answers(plain)
     const lateNow = await answers(store)
+    await columnsAreRows(store, "late frame in rows beside its compacted month")
     const merged = await store.compactReadings(new Date("2026-03-05T00:00:00Z"))
     expect(merged).toMatchObject({ blocks: 1, merged: 1, readings: 4 })
     const lateMerged = await answers(store)
+    await columnsAreRows(store, "late frame merged")
     for (const url of URLS) {
       expect(lateNow[url], `late, rows: ${url}`).toBe(want[url])
       expect(lateMerged[url], `late, merged: ${url}`).toBe(want[url])

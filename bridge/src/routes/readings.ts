@@ -2,7 +2,8 @@
 // consumption per bucket, the fleet's latest.
 import type { FastifyInstance } from "fastify"
 import { ERROR_RESPONSES, errors } from "../errors.js"
-import { READING_COLUMNS, READING_FIELDS_DOC, readingJsonSchema } from "../store/columns.js"
+import { READING_COLUMNS, READING_FIELDS_DOC, readingColumnsSchema, readingJsonSchema } from "../store/columns.js"
+import type { ReadingColumns } from "../store/reading-columns-store.js"
 import { BUCKETS, type Bucket, type ReadingRow } from "../store/store.js"
 import { knownMeter, meterIdSchema, meterParam, strictQuery, textSchema, type RouteContext } from "./shared.js"
 import { afterParam, keysetPage } from "./paging.js"
@@ -25,6 +26,8 @@ type ConsumptionQs = { bucket?: Bucket; from?: string; to?: string; tz?: string 
 
 /** Readings per page unless `limit` says otherwise; past it the answer has a `next`. */
 export const READINGS_PAGE = 10000
+/** The sort key of a reading (the row form's cursor): ts (ms), boot, seq, idx. */
+const KEY_COLUMNS = ["ts", "boot", "seq", "idx"] as const
 /** The bucket of /consumption when the query names none. */
 export const DEFAULT_BUCKET: Bucket = "day"
 
@@ -83,6 +86,64 @@ export async function readingRoutes(app: FastifyInstance, { store }: RouteContex
           .send(readingsCsv(rows))
       }
       return { meterId: req.params.id, readings: rows.map(readingJson), next }
+    },
+  )
+
+  app.get<{ Params: { id: string }; Querystring: Omit<ReadingsQs, "format"> }>(
+    "/meters/:id/readings/columns",
+    {
+      schema: {
+        tags: ["readings"],
+        summary: "The same readings as /meters/{id}/readings, as columns: one array per field",
+        description:
+          "The readings of /meters/{id}/readings (same range, order, `limit`, `after` and `next`), each field " +
+          "an array of the page's values in order: a meter's year of 15-minute readings (35,040) is one answer " +
+          "of 3.8 MB, read from the compacted blocks without a row per reading (issue 24). `ts` is in epoch " +
+          `milliseconds (UTC); the other fields as in the row form: ${READING_FIELDS_DOC}.`,
+        params: meterParam,
+        querystring: strictQuery({
+          ...rangeProps,
+          limit: { type: "integer", minimum: 1, maximum: 100000, default: READINGS_PAGE },
+          after: afterParam,
+        }),
+        response: {
+          200: {
+            type: "object",
+            required: ["meterId", "count", "columns", "next"],
+            properties: {
+              meterId: meterIdSchema,
+              count: { type: "integer", description: "readings in this page (the length of every column)" },
+              columns: readingColumnsSchema(),
+              next: { type: "string", nullable: true },
+            },
+          },
+          ...ERROR_RESPONSES,
+        },
+      },
+    },
+    async (req, reply) => {
+      const { from, to } = parseRange(req.query)
+      await knownMeter(store, req.params.id)
+      // keyset paging over positions in the fetched columns (the row form's cursor and cut)
+      let cols: ReadingColumns = { count: 0, columns: {} }
+      const { rows: page, next } = await keysetPage({
+        fetch: async (from, limit) => {
+          cols = await store.readingColumns(req.params.id, { from, to, limit })
+          return Array.from({ length: cols.count }, (_, i) => i)
+        },
+        key: (i) => KEY_COLUMNS.map((k) => cols.columns[k][i] as number),
+        from,
+        after: req.query.after,
+        limit: req.query.limit ?? READINGS_PAGE,
+      })
+      const whole = page.length === cols.count && page.every((p, i) => p === i)
+      const columns = whole
+        ? cols.columns
+        : Object.fromEntries(Object.entries(cols.columns).map(([k, v]) => [k, page.map((i) => v[i])]))
+      // serialised here: fast-json-stringify was no faster for arrays of numbers
+      return reply
+        .header("content-type", "application/json; charset=utf-8")
+        .send(JSON.stringify({ meterId: req.params.id, count: page.length, columns, next }))
     },
   )
 

@@ -8,6 +8,7 @@
 // readings_between(meter, from, to) and the view readings_all, which unite the hot rows of
 // `readings` with the decoded blocks.
 import { READING_COLUMNS } from "./columns.js"
+import type { BlockValue } from "./reading-columns-store.js"
 import type { ReadingRow } from "./store.js"
 
 /** How a column is coded in its block array. */
@@ -195,6 +196,58 @@ export function encodeBlock(rows: readonly ExactReading[], monthMs: number): unk
   const first = rows[0]
   const last = rows[rows.length - 1]
   return [rows.length, usIso(first.tsUs), usIso(last.tsUs), ...arrays]
+}
+
+/**
+ * One block decoded in Node, the inverse of encodeBlock (and the same values as DECODED's):
+ * `arrays` in BLOCK_COLUMNS order (null: the column was NULL throughout), each of n elements.
+ * Returns each column by its ReadingRow key; ts as epoch microseconds.
+ */
+export function decodeBlock(monthMs: number, n: number, arrays: (BlockValue[] | null)[]) {
+  const out: Record<string, BlockValue[]> = {}
+  const coded = (column: string) => arrays[BLOCK_COLUMNS.findIndex((c) => c.column === column)]
+  BLOCK_COLUMNS.forEach((c, ci) => {
+    const u = arrays[ci]
+    const values = new Array<BlockValue>(n).fill(null)
+    out[c.key] = values
+    if (!u) return
+    const k = c.coding
+    let sum = k.kind === "time" ? monthMs * 1000 : 0
+    const amounts = k.kind === "counter" ? coded(k.amountColumn) : null
+    for (let i = 0; i < n; i++) {
+      const x = u[i]
+      switch (k.kind) {
+        case "raw":
+          values[i] = x
+          break
+        case "time":
+        case "delta":
+          // SQL's running sum skips NULLs; a NULL stays NULL
+          if (x !== null) values[i] = sum += x as number
+          else if (k.kind === "time") values[i] = sum
+          break
+        case "counter":
+          if (x !== null) values[i] = sum += (x as number) + (((amounts ? amounts[i] : null) as number | null) ?? 0)
+          break
+        case "spread":
+          break
+      }
+    }
+  })
+  // pressure extremes last: they are coded against the decoded mean
+  BLOCK_COLUMNS.forEach((c, ci) => {
+    const k = c.coding
+    const u = arrays[ci]
+    if (k.kind !== "spread" || !u) return
+    const mean = out.pressureAvgPa
+    const values = out[c.key]
+    for (let i = 0; i < n; i++) {
+      const x = u[i] as number | null
+      const m = mean[i] as number | null
+      values[i] = x === null ? null : m === null ? x : k.sign < 0 ? m - x : m + x
+    }
+  })
+  return out
 }
 
 /** An epoch-microsecond time as an ISO 8601 literal PostgreSQL reads exactly. */

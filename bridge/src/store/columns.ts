@@ -214,3 +214,25 @@ export function readingJsonSchema(omit: readonly (keyof ReadingRow)[] = []) {
     ),
   } as const
 }
+
+/** JSON Schema of /meters/{id}/readings/columns' `columns`: each field but meterId as an array. */
+export function readingColumnsSchema() {
+  const row = readingJsonSchema(["meterId"])
+  return {
+    type: "object",
+    required: row.required,
+    properties: Object.fromEntries(
+      Object.entries(row.properties).map(([k, p]) => {
+        const { format: _f, description, ...item } = p as { format?: string; description?: string; type: string }
+        return [
+          k,
+          {
+            type: "array",
+            description: k === "ts" ? "Start of the interval, epoch milliseconds (UTC)" : description,
+            items: k === "ts" ? { type: "integer" } : item,
+          },
+        ]
+      }),
+    ),
+  }
+}

@@ -15,6 +15,7 @@ import { compactLedger, type CompactLedgerOptions } from "./ledger-blocks.js"
 import { shrinkLedgerIndex } from "./ledger-index.js"
 import { migrate } from "./migrations.js"
 import { ensurePartitions, isPartitioned, maintainReadings, type PartitionState } from "./partitions.js"
+import { readingColumns } from "./reading-columns.js"
 import * as readingReads from "./readings.js"
 import * as registry from "./registry.js"
 import * as releases from "./releases.js"
@@ -173,6 +174,7 @@ export class SqlStore implements Store {
     dmas.setBridgeAlarm(this.db, meterId, type, active, value, at)
 
   readings = (meterId: string, q?: ReadingQuery) => readingReads.readings(this.reader, meterId, q)
+  readingColumns = (meterId: string, q?: ReadingQuery) => readingColumns(this.reader, meterId, q)
   latest = (q?: LatestQuery) => readingReads.latest(this.reader, q)
   latestOf = (meterIds: string[]) => readingReads.latestOf(this.reader, meterIds)
   latestJson = (q?: LatestQuery) => readingReads.latestJson(this.reader, q)

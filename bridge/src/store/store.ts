@@ -3,9 +3,9 @@
 import type { FleetCounts } from "../metrics.js"
 import type { CompactionStore } from "./compaction-store.js"
 import type { DmaStore } from "./dma-store.js"
-import type { ExportStore } from "./export-store.js"
 import type { LedgerStore } from "./ledger-blocks.js"
 import type { LinkKeyStore } from "./link-keys.js"
+import type { BulkReadStore } from "./reading-columns-store.js"
 import type { RolloutStore } from "./rollouts.js"
 
 export interface MeterRow {
@@ -315,13 +315,13 @@ export interface IngestTx {
   addDeadLetters(letters: { letter: DeadLetter; at: Date }[]): Promise<void>
 }
 
-export interface Store extends RolloutStore, LinkKeyStore, ExportStore, CompactionStore, LedgerStore, DmaStore {
+export interface Store extends RolloutStore, LinkKeyStore, BulkReadStore, CompactionStore, LedgerStore, DmaStore {
   readonly engine: string
   /** Applies the schema steps not applied yet (store/migrations.ts); returns their versions. */
   migrate(): Promise<number[]>
   getMeter(meterId: string): Promise<MeterRow | undefined>
   listMeters(): Promise<MeterRow[]>
-  /** Every meter id, in meter id order (the bulk export's order, ExportStore). */
+  /** Every meter id, in meter id order (the bulk export's order, BulkReadStore). */
   meterIds(): Promise<string[]>
   /** The earliest first_seen of any meter; null when there is none (the export index starts there). */
   firstSeen(): Promise<Date | null>
