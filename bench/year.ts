@@ -1,5 +1,6 @@
 // A year of a city in the data tier, opt-in, not CI:
 //   npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms] [--keep]
+//   npm run bench:year -- --measure <kept schema>   (its sizes and the queries again, as it is)
 // (default 1000 meters, both engines, the bridge's read budget)
 // Loads meters × one year (2025) of 15-minute readings of seeded households (bench/household.ts)
 // through the ingest path (one transaction per batch of 1,000 frames: ledger, readings, rollups)
@@ -36,9 +37,13 @@ const ENGINE = option("--engine") ?? "both"
 const READ_MS = option("--read-ms") === undefined ? undefined : Number(option("--read-ms"))
 /** Keep the PostgreSQL schema (its name is printed) for a look at the data afterwards. */
 const KEEP = args.includes("--keep")
+/** Only measure a kept schema again (its sizes and the queries, as it is): `--measure bench_…`. */
+const MEASURE = option("--measure")
 const METERS = Number(args.find((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--")) ?? 1000)
 if (!["postgres", "pglite", "both"].includes(ENGINE) || !(METERS > 0) || (READ_MS !== undefined && !(READ_MS > 0))) {
-  console.error("usage: npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms] [--keep]")
+  console.error(
+    "usage: npm run bench:year -- [meters] [--engine postgres|pglite|both] [--read-ms ms] [--keep] [--measure schema]",
+  )
   process.exit(2)
 }
 const Y0 = Date.parse("2025-01-01T00:00:00Z")
@@ -218,6 +223,12 @@ async function queries(store: SqlStore, meter: string) {
   const calls: Record<string, () => Promise<unknown>> = {
     oneMeterByMonth: () => store.consumption(meter, { bucket: "month", ...year }),
     oneMeterReadings: () => store.readings(meter, { ...year, limit: 40_000 }),
+    // the store call and the JSON text the route sends (GET /meters/{id}/readings/columns)
+    oneMeterReadingsAsColumns: async () => {
+      const c = await store.readingColumns(meter, { ...year, limit: 40_000 })
+      JSON.stringify(c)
+      return c
+    },
     oneMeterBy15min: () => store.consumption(meter, { bucket: "15min", ...year }),
     fleetByDay: () => store.fleetConsumption({ bucket: "day", ...year }),
     fleetByMonth: () => store.fleetConsumption({ bucket: "month", ...year }),
@@ -260,6 +271,9 @@ async function queries(store: SqlStore, meter: string) {
       : null
   const counts = {
     readings: length("oneMeterReadings"),
+    readingsAsColumns: answers.oneMeterReadingsAsColumns.startsWith("{")
+      ? (JSON.parse(answers.oneMeterReadingsAsColumns) as { count: number }).count
+      : null,
     fifteenMinutes: length("oneMeterBy15min"),
     staObservations: length("staFilterYear", (x: { json: { value: unknown[] } }) => x.json.value),
   }
@@ -425,6 +439,25 @@ async function run(engine: "postgres" | "pglite") {
       await c.end()
     }
   }
+}
+
+if (MEASURE) {
+  const store = (await openPostgres(URL, {
+    schema: MEASURE,
+    reads: READ_MS === undefined ? undefined : { statementMs: READ_MS },
+  })) as SqlStore
+  try {
+    const meters = (await store.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM meters`)).rows[0].n
+    const { times, counts, errors } = await queries(store, "y-00000")
+    const bytes = await sizes(store, meters)
+    console.log(
+      JSON.stringify({ schema: MEASURE, meters, bytesPerMeterYear: bytes, queryMs: times, counts, errors }, null, 2),
+    )
+    console.log(`bytes per meter-year, total: ${bytes.total}`)
+  } finally {
+    await store.close()
+  }
+  process.exit(0)
 }
 
 const engines = ENGINE === "both" ? (["postgres", "pglite"] as const) : ([ENGINE] as ["postgres" | "pglite"])

@@ -14,20 +14,22 @@ import type { ReadingQuery, ReadingRow } from "./store.js"
 export type ReadingColumnKey = Exclude<keyof ReadingRow, "meterId">
 export const READING_COLUMN_KEYS = BLOCK_COLUMNS.map((c) => c.key as ReadingColumnKey)
 
-/** Blocks fetched per round trip (a month each). */
-const BLOCKS_PER_FETCH = 12
-
 const FROM = `COALESCE($2::timestamptz, '-infinity')`
 const TO = `COALESCE($3::timestamptz, 'infinity')`
+// The blocks a range touches, in month order, with their sizes (no array detoasted)
+const BLOCK_LIST_SQL = `SELECT month, n FROM reading_blocks
+  WHERE meter_id = $1 AND month >= date_trunc('month', ${FROM}, 'UTC') AND month < ${TO}
+    AND last_ts >= ${FROM} AND first_ts < ${TO}
+  ORDER BY month`
 // Each array in PostgreSQL's text form, cast to text so that the driver does not parse it (its
 // array parser was 10× slower than parseArray, and the binary form, array_send, costs the engine
 // as much as the text and moves 2–3× the bytes, as hex)
 const BLOCK_SQL = `SELECT (extract(epoch FROM month) * 1000)::float8 AS month_ms, n,
     ${BLOCK_COLUMNS.map((c) => `${c.array}::text AS ${c.array}`).join(", ")}
-  FROM reading_blocks
-  WHERE meter_id = $1 AND month >= date_trunc('month', ${FROM}, 'UTC') AND month < ${TO}
-    AND last_ts >= ${FROM} AND first_ts < ${TO} AND ($4::timestamptz IS NULL OR month > $4)
-  ORDER BY month LIMIT ${BLOCKS_PER_FETCH}`
+  FROM reading_blocks WHERE meter_id = $1 AND month = ANY($2::timestamptz[])
+  ORDER BY month`
+/** Readings at which a read of blocks is split in two statements that run side by side. */
+const SPLIT_AT = 8_000
 // the hot rows in order (o), each column aggregated in that order; ts as epoch µs
 const HOT_SQL = `SELECT count(*)::int AS n, ${BLOCK_COLUMNS.map(
   (c) => `array_agg(${c.array} ORDER BY o)::text AS ${c.array}`,
@@ -82,48 +84,56 @@ function run(columns: Record<string, BlockValue[]>, length: number): Run {
 }
 
 /** The first `limit` readings of a meter with ts in [from, to), as columns. */
-export async function readingColumns(db: Db, meterId: string, q: ReadingQuery = {}): Promise<ReadingColumns> {
+export async function readingColumns(
+  db: Db,
+  meterId: string,
+  q: ReadingQuery = {},
+  { splitAt = SPLIT_AT } = {},
+): Promise<ReadingColumns> {
   const from = q.from ?? null
   const to = q.to ?? null
   const limit = q.limit ?? 10000
   const fromUs = from ? from.getTime() * 1000 : -Infinity
   const toUs = to ? to.getTime() * 1000 : Infinity
+  // the blocks that hold the first `limit` readings from `from` (the first may begin before it)
+  const list = (await db.query<{ month: Date; n: number }>(BLOCK_LIST_SQL, [meterId, from, to])).rows
+  const months: Date[] = []
+  let counted = 0
+  for (const [i, b] of list.entries()) {
+    if (i > 0 && counted >= limit) break
+    months.push(b.month)
+    if (i > 0) counted += b.n
+  }
+  // the hot rows beside the blocks; the blocks in two statements when they are many (two
+  // backends decode the engine's text side by side; PGlite runs them one after the other)
+  const half = months.length > 1 && counted > splitAt ? Math.ceil(months.length / 2) : months.length
+  const groups = [months.slice(0, half), months.slice(half)].filter((g) => g.length)
+  const [{ rows: hot }, ...fetched] = await Promise.all([
+    db.query<TextRow & { n: number }>(HOT_SQL, [meterId, from, to, limit]),
+    ...groups.map((g) => db.query<TextRow & { month_ms: number; n: number }>(BLOCK_SQL, [meterId, g])),
+  ])
   const runs: Run[] = []
-
-  const { rows: hot } = await db.query<TextRow & { n: number }>(HOT_SQL, [meterId, from, to, limit])
   const n = Number(hot[0]?.n ?? 0)
   if (n) {
     const cols: Record<string, BlockValue[]> = {}
     for (const c of BLOCK_COLUMNS) cols[c.key] = parseArray(hot[0][c.array], n)
     runs.push(run(cols, n))
   }
-
-  // blocks in month order until `limit` readings in range are decoded (a block: one meter-month)
-  let cold = 0
-  let after: Date | null = null
-  while (cold < limit) {
-    const fetched: (TextRow & { month_ms: number; n: number })[] = (
-      await db.query<TextRow & { month_ms: number; n: number }>(BLOCK_SQL, [meterId, from, to, after])
-    ).rows
-    for (const b of fetched) {
-      const arrays = BLOCK_COLUMNS.map((c) => (b[c.array] === null ? null : parseArray(b[c.array], b.n)))
-      const block = decodeBlock(Number(b.month_ms), b.n, arrays)
-      const ts = block.ts as number[]
-      // the block's readings in [from, to): a contiguous run of its sorted times
-      let i0 = 0
-      while (i0 < ts.length && ts[i0] < fromUs) i0++
-      let i1 = i0
-      while (i1 < ts.length && ts[i1] < toUs) i1++
-      if (i1 > i0) {
-        const whole = i0 === 0 && i1 === ts.length
-        const cols: Record<string, BlockValue[]> = {}
-        for (const c of BLOCK_COLUMNS) cols[c.key] = whole ? block[c.key] : block[c.key].slice(i0, i1)
-        runs.push(run(cols, i1 - i0))
-      }
-      cold += i1 - i0
-      after = new Date(Number(b.month_ms))
+  for (const b of fetched.flatMap((f) => f.rows)) {
+    const arrays = BLOCK_COLUMNS.map((c) => (b[c.array] === null ? null : parseArray(b[c.array], b.n)))
+    const block = decodeBlock(Number(b.month_ms), b.n, arrays)
+    const ts = block.ts as number[]
+    // the block's readings in [from, to): a contiguous run of its sorted times
+    let i0 = 0
+    while (i0 < ts.length && ts[i0] < fromUs) i0++
+    let i1 = i0
+    while (i1 < ts.length && ts[i1] < toUs) i1++
+    if (i1 > i0) {
+      const whole = i0 === 0 && i1 === ts.length
+      const cols: Record<string, BlockValue[]> = {}
+      for (const c of BLOCK_COLUMNS) cols[c.key] = whole ? block[c.key] : block[c.key].slice(i0, i1)
+      runs.push(run(cols, i1 - i0))
     }
-    if (fetched.length < BLOCKS_PER_FETCH) break
   }
   return merge(runs, limit)
 }
