@@ -1,5 +1,6 @@
 // The open-data export of a month, opt-in, not CI:
-// `npm run bench:export -- [meters] [--skip-old] [--per-meter] [--interleaved] [--pglite] [--seed-only]`
+// `npm run bench:export -- [meters] [--skip-old] [--per-meter] [--interleaved] [--pglite] [--seed-only]
+// [--compacted]`
 // (default 2,000 meters). Seeds meters × one month (January 2026, 31 days) of 15-minute readings
 // straight into PostgreSQL (a private schema, dropped afterwards; INSERT … SELECT generate_series,
 // no ingest path; each meter's month together on disk, or with --interleaved in time order, every
@@ -35,6 +36,8 @@ const PER_METER = args.includes("--per-meter")
 const INTERLEAVED = args.includes("--interleaved")
 /** PGlite in memory instead of PostgreSQL: its keyset batches (store/export-rows.ts). */
 const PGLITE = args.includes("--pglite")
+/** Then compact January into blocks (issue 24) and export it again from them: same bytes, its time. */
+const COMPACTED = args.includes("--compacted")
 /** Only seed, and keep the schema (its name is printed), for probing the query by hand. */
 const SEED_ONLY = args.includes("--seed-only")
 const M0 = "2026-01-01T00:00:00Z"
@@ -194,6 +197,30 @@ try {
       console.log(
         `${format}: identical bytes; ${apps[0].name} / ${name} time ${(first.s / b.s).toFixed(3)} (${(b.s / first.s).toFixed(1)}× faster)`,
       )
+    }
+  }
+  if (COMPACTED) {
+    // January into one block per meter, then the same files by the store's path from the blocks
+    const c0 = performance.now()
+    const done = await store.compactReadings(new Date("2026-02-01T00:00:00Z"))
+    await store.db.query(`VACUUM ANALYZE`)
+    console.log(
+      `compacted ${done.readings} readings into ${done.blocks} blocks in ${((performance.now() - c0) / 1000).toFixed(1)} s`,
+    )
+    for (const format of ["csv", "ndjson"]) {
+      global.gc?.()
+      const r = await fetchFile(`${apps[0].base}/export/readings/2026-01.${format}`)
+      const out = { ...r, rowsPerS: Math.round(rows / r.s) }
+      const rowsForm = results[`${apps[0].name} ${format}`]
+      results[`${apps[0].name} ${format} from blocks`] = out
+      console.log(
+        `${apps[0].name} ${format} from blocks: ${out.s.toFixed(1)} s, ${out.rowsPerS} rows/s, CPU bridge ` +
+          `${out.bridgeCpuS.toFixed(1)} s, engine ${out.engineCpuS.toFixed(1)} s ` +
+          `(${((out.engineCpuS / rows) * 1e6).toFixed(2)} µs/row), RSS ${out.rssBeforeMiB.toFixed(0)} → peak ` +
+          `${out.rssPeakMiB.toFixed(0)} MiB, load ${out.load.toFixed(1)}; time against rows ${(out.s / rowsForm.s).toFixed(2)}`,
+      )
+      if (out.cksum !== rowsForm.cksum || out.bytes !== rowsForm.bytes)
+        throw new Error(`${format}: the bytes from blocks differ from the bytes from rows`)
     }
   }
   // an extrapolation, not a measurement: the same rate over 100,000 meters × 2,976 readings
