@@ -183,6 +183,25 @@ describe.each(["postgres", "pglite"] as const)("API answers before and after com
           after = rows.next
         }
         expect(pages, m).toBe(4) // 36 days of 96 readings: 3,456 (3,452 for ca-0 without its late frame)
+        // by 15 minutes from the columns (quarter-hours.ts) as from the readings in SQL: from the
+        // start, and from mid-bucket times whose predecessor is a jittered reading of another month
+        // (ca-0: water and energy, a late frame, a reboot; ca-3: no energy at all)
+        for (const [from, to] of m !== "ca-0" && m !== "ca-3"
+          ? []
+          : [
+              [undefined, undefined],
+              ["2026-01-30T00:07:00Z", "2026-02-02T00:00:00Z"],
+              ["2026-02-01T00:00:00.5Z", "2026-02-03T12:07:00Z"],
+            ]) {
+          const range = {
+            bucket: "15min" as const,
+            from: from ? new Date(from) : undefined,
+            to: to ? new Date(to) : undefined,
+          }
+          expect(await s.consumption(m, range), `${label}: ${m} by 15 minutes from ${from}`).toEqual(
+            await (s as SqlStore).consumptionFromReadings(m, range),
+          )
+        }
         // the blocks read in two statements side by side (a meter's year is; 36 days are not)
         const split = await readingColumns((s as SqlStore).db, m, { limit: 5000 }, { splitAt: 1 })
         expect(split, `${label}: ${m} split`).toEqual(await s.readingColumns(m, { limit: 5000 }))

@@ -88,6 +88,20 @@ export async function readingColumns(
   db: Db,
   meterId: string,
   q: ReadingQuery = {},
+  o: { splitAt?: number } = {},
+): Promise<ReadingColumns> {
+  const out = await exactColumns(db, meterId, q, o)
+  // µs (the order) to ms (the API's precision, as readings() gives it: truncated)
+  const ts = out.columns.ts
+  for (let i = 0; i < ts.length; i++) ts[i] = Math.floor((ts[i] as number) / 1000)
+  return out
+}
+
+/** As readingColumns, ts in epoch microseconds (as stored). */
+export async function exactColumns(
+  db: Db,
+  meterId: string,
+  q: ReadingQuery = {},
   { splitAt = SPLIT_AT } = {},
 ): Promise<ReadingColumns> {
   const from = q.from ?? null
@@ -138,7 +152,7 @@ export async function readingColumns(
   return merge(runs, limit)
 }
 
-/** Merges runs (each sorted by ts, boot, seq, idx) into the first `limit` readings; ts to ms. */
+/** Merges runs (each sorted by ts, boot, seq, idx) into the first `limit` readings. */
 function merge(runs: Run[], limit: number): ReadingColumns {
   const chunks: { run: Run; from: number; to: number }[] = []
   const at = runs.map(() => 0)
@@ -175,8 +189,5 @@ function merge(runs: Run[], limit: number): ReadingColumns {
     const parts = chunks.map(({ run, from, to }) => (from === 0 && to === run.length ? run[k] : run[k].slice(from, to)))
     columns[k] = parts.length === 1 ? parts[0] : ([] as BlockValue[]).concat(...parts)
   }
-  // µs (the order) to ms (the API's precision, as readings() gives it: truncated)
-  const ts = columns.ts
-  for (let i = 0; i < ts.length; i++) ts[i] = Math.floor((ts[i] as number) / 1000)
   return { count, columns }
 }
