@@ -201,13 +201,15 @@ export function encodeBlock(rows: readonly ExactReading[], monthMs: number): unk
 /**
  * One block decoded in Node, the inverse of encodeBlock (and the same values as DECODED's):
  * `arrays` in BLOCK_COLUMNS order (null: the column was NULL throughout), each of n elements.
- * Returns each column by its ReadingRow key; ts as epoch microseconds.
+ * Returns each column by its ReadingRow key; ts as epoch microseconds. An undefined array (a
+ * column not read) is left out, and so are the columns coded against it.
  */
-export function decodeBlock(monthMs: number, n: number, arrays: (BlockValue[] | null)[]) {
+export function decodeBlock(monthMs: number, n: number, arrays: (BlockValue[] | null | undefined)[]) {
   const out: Record<string, BlockValue[]> = {}
   const coded = (column: string) => arrays[BLOCK_COLUMNS.findIndex((c) => c.column === column)]
   BLOCK_COLUMNS.forEach((c, ci) => {
     const u = arrays[ci]
+    if (u === undefined) return // not read
     const values = new Array<BlockValue>(n).fill(null)
     out[c.key] = values
     if (!u) return

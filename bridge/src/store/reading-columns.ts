@@ -21,23 +21,52 @@ const BLOCK_LIST_SQL = `SELECT month, n FROM reading_blocks
   WHERE meter_id = $1 AND month >= date_trunc('month', ${FROM}, 'UTC') AND month < ${TO}
     AND last_ts >= ${FROM} AND first_ts < ${TO}
   ORDER BY month`
-// Each array in PostgreSQL's text form, cast to text so that the driver does not parse it (its
-// array parser was 10× slower than parseArray, and the binary form, array_send, costs the engine
-// as much as the text and moves 2–3× the bytes, as hex)
-const BLOCK_SQL = `SELECT (extract(epoch FROM month) * 1000)::float8 AS month_ms, n,
-    ${BLOCK_COLUMNS.map((c) => `${c.array}::text AS ${c.array}`).join(", ")}
-  FROM reading_blocks WHERE meter_id = $1 AND month = ANY($2::timestamptz[])
-  ORDER BY month`
 /** Readings at which a read of blocks is split in two statements that run side by side. */
 const SPLIT_AT = 8_000
-// the hot rows in order (o), each column aggregated in that order; ts as epoch µs
-const HOT_SQL = `SELECT count(*)::int AS n, ${BLOCK_COLUMNS.map(
-  (c) => `array_agg(${c.array} ORDER BY o)::text AS ${c.array}`,
-).join(", ")}
-  FROM (SELECT *, (extract(epoch FROM ts) * 1000000)::bigint AS ts_us,
-          row_number() OVER (ORDER BY ts, boot, seq, idx) AS o
-        FROM readings WHERE meter_id = $1 AND ts >= ${FROM} AND ts < ${TO}
-        ORDER BY ts, boot, seq, idx LIMIT $4) r`
+
+type Column = (typeof BLOCK_COLUMNS)[number]
+/** What a read needs besides the columns asked for: the order's, and those they are coded against. */
+const ORDER_KEYS: readonly ReadingColumnKey[] = ["ts", "boot", "seq", "idx"]
+function needs(c: Column): string[] {
+  const k = c.coding
+  if (k.kind === "counter") return [BLOCK_COLUMNS.find((x) => x.column === k.amountColumn)!.key]
+  if (k.kind === "spread") return ["pressureAvgPa"]
+  return []
+}
+
+/** The statements of a read of some columns (the same few selections recur: kept by their key list). */
+interface Selection {
+  columns: Column[]
+  blocks: string
+  hot: string
+}
+const selections = new Map<string, Selection>()
+function selection(keys: readonly ReadingColumnKey[] = READING_COLUMN_KEYS): Selection {
+  const id = keys.join(",")
+  const known = selections.get(id)
+  if (known) return known
+  const wanted = new Set<string>([...ORDER_KEYS, ...keys])
+  for (const c of BLOCK_COLUMNS) if (wanted.has(c.key)) for (const k of needs(c)) wanted.add(k)
+  const columns = BLOCK_COLUMNS.filter((c) => wanted.has(c.key))
+  const made: Selection = {
+    columns,
+    // each array in PostgreSQL's text form, cast to text so that the driver does not parse it (its
+    // array parser was 10× slower than parseArray, and the binary form, array_send, costs the
+    // engine as much as the text and moves 2–3× the bytes, as hex)
+    blocks: `SELECT (extract(epoch FROM month) * 1000)::float8 AS month_ms, n,
+        ${columns.map((c) => `${c.array}::text AS ${c.array}`).join(", ")}
+      FROM reading_blocks WHERE meter_id = $1 AND month = ANY($2::timestamptz[])
+      ORDER BY month`,
+    // the hot rows in order (o), each column aggregated in that order; ts as epoch µs
+    hot: `SELECT count(*)::int AS n, ${columns.map((c) => `array_agg(${c.array} ORDER BY o)::text AS ${c.array}`).join(", ")}
+      FROM (SELECT *, (extract(epoch FROM ts) * 1000000)::bigint AS ts_us,
+              row_number() OVER (ORDER BY ts, boot, seq, idx) AS o
+            FROM readings WHERE meter_id = $1 AND ts >= ${FROM} AND ts < ${TO}
+            ORDER BY ts, boot, seq, idx LIMIT $4) r`,
+  }
+  selections.set(id, made)
+  return made
+}
 
 type TextRow = Record<string, string | null>
 
@@ -97,13 +126,17 @@ export async function readingColumns(
   return out
 }
 
-/** As readingColumns, ts in epoch microseconds (as stored). */
+/**
+ * As readingColumns, ts in epoch microseconds (as stored); with `keys`, those columns only (and
+ * the order's: ts, boot, seq, idx), so that the engine writes and Node parses no more.
+ */
 export async function exactColumns(
   db: Db,
   meterId: string,
   q: ReadingQuery = {},
-  { splitAt = SPLIT_AT } = {},
+  { splitAt = SPLIT_AT, keys }: { splitAt?: number; keys?: readonly ReadingColumnKey[] } = {},
 ): Promise<ReadingColumns> {
+  const sel = selection(keys)
   const from = q.from ?? null
   const to = q.to ?? null
   const limit = q.limit ?? 10000
@@ -123,18 +156,21 @@ export async function exactColumns(
   const half = months.length > 1 && counted > splitAt ? Math.ceil(months.length / 2) : months.length
   const groups = [months.slice(0, half), months.slice(half)].filter((g) => g.length)
   const [{ rows: hot }, ...fetched] = await Promise.all([
-    db.query<TextRow & { n: number }>(HOT_SQL, [meterId, from, to, limit]),
-    ...groups.map((g) => db.query<TextRow & { month_ms: number; n: number }>(BLOCK_SQL, [meterId, g])),
+    db.query<TextRow & { n: number }>(sel.hot, [meterId, from, to, limit]),
+    ...groups.map((g) => db.query<TextRow & { month_ms: number; n: number }>(sel.blocks, [meterId, g])),
   ])
   const runs: Run[] = []
   const n = Number(hot[0]?.n ?? 0)
   if (n) {
     const cols: Record<string, BlockValue[]> = {}
-    for (const c of BLOCK_COLUMNS) cols[c.key] = parseArray(hot[0][c.array], n)
+    for (const c of sel.columns) cols[c.key] = parseArray(hot[0][c.array], n)
     runs.push(run(cols, n))
   }
   for (const b of fetched.flatMap((f) => f.rows)) {
-    const arrays = BLOCK_COLUMNS.map((c) => (b[c.array] === null ? null : parseArray(b[c.array], b.n)))
+    // a column not read is undefined (decodeBlock skips it), one NULL throughout null
+    const arrays = BLOCK_COLUMNS.map((c) =>
+      !sel.columns.includes(c) ? undefined : b[c.array] === null ? null : parseArray(b[c.array], b.n),
+    )
     const block = decodeBlock(Number(b.month_ms), b.n, arrays)
     const ts = block.ts as number[]
     // the block's readings in [from, to): a contiguous run of its sorted times
@@ -145,15 +181,15 @@ export async function exactColumns(
     if (i1 > i0) {
       const whole = i0 === 0 && i1 === ts.length
       const cols: Record<string, BlockValue[]> = {}
-      for (const c of BLOCK_COLUMNS) cols[c.key] = whole ? block[c.key] : block[c.key].slice(i0, i1)
+      for (const c of sel.columns) cols[c.key] = whole ? block[c.key] : block[c.key].slice(i0, i1)
       runs.push(run(cols, i1 - i0))
     }
   }
-  return merge(runs, limit)
+  return merge(runs, limit, sel.columns)
 }
 
 /** Merges runs (each sorted by ts, boot, seq, idx) into the first `limit` readings. */
-function merge(runs: Run[], limit: number): ReadingColumns {
+function merge(runs: Run[], limit: number, columns: readonly Column[]): ReadingColumns {
   const chunks: { run: Run; from: number; to: number }[] = []
   const at = runs.map(() => 0)
   const order = (a: Run, i: number, b: Run, j: number) =>
@@ -184,10 +220,11 @@ function merge(runs: Run[], limit: number): ReadingColumns {
     count += end - at[best]
     at[best] = end
   }
-  const columns: Record<string, BlockValue[]> = {}
-  for (const k of READING_COLUMN_KEYS) {
+  const out: Record<string, BlockValue[]> = {}
+  for (const { key } of columns) {
+    const k = key as ReadingColumnKey
     const parts = chunks.map(({ run, from, to }) => (from === 0 && to === run.length ? run[k] : run[k].slice(from, to)))
-    columns[k] = parts.length === 1 ? parts[0] : ([] as BlockValue[]).concat(...parts)
+    out[k] = parts.length === 1 ? parts[0] : ([] as BlockValue[]).concat(...parts)
   }
-  return { count, columns }
+  return { count, columns: out }
 }
