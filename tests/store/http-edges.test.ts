@@ -95,7 +95,9 @@ describe("HTTP edges", () => {
 
   const timeRoutes = [
     `/meters/${METER}/readings`,
+    `/meters/${METER}/readings/columns`,
     `/meters/${METER}/consumption?bucket=day`,
+    `/meters/${METER}/consumption?bucket=15min`,
     `/alarms`,
     `/meters/${METER}/alarms`,
   ]
@@ -144,8 +146,14 @@ describe("HTTP edges", () => {
       })
     for (const body of ['{"leakS":"12"}', '{"intervalS":60.5}', '{"intervalS":true}', '{"batch":[2]}', "[]", '"x"'])
       expect(expectError(await post(body), 400, "CM_ERR_BAD_REQUEST"), body).toMatch(/body/)
-    for (const limit of ["abc", "1.5", "1e2", "0x10", "", " 5", "-1", "0", "100001"])
-      expectError(await req(`/meters/${METER}/readings?limit=${encodeURIComponent(limit)}`), 400, "CM_ERR_BAD_REQUEST")
+    for (const route of ["readings", "readings/columns"])
+      for (const limit of ["abc", "1.5", "1e2", "0x10", "", " 5", "-1", "0", "100001"])
+        expectError(
+          await req(`/meters/${METER}/${route}?limit=${encodeURIComponent(limit)}`),
+          400,
+          "CM_ERR_BAD_REQUEST",
+        )
+    expectError(await req(`/meters/${METER}/readings/columns?after=bm90IGEgY3Vyc29y`), 400, "CM_ERR_BAD_QUERY")
     expectError(await req(`/meters/${METER}/readings?limit=1&limit=2`), 400, "CM_ERR_BAD_REQUEST")
     expectError(await req(`/alarms?open=yes`), 400, "CM_ERR_BAD_REQUEST")
     expectError(await req(`/alarms?open=1`), 400, "CM_ERR_BAD_REQUEST")
@@ -156,6 +164,7 @@ describe("HTTP edges", () => {
   test("unknown query and body keys are 400 CM_ERR_UNKNOWN_KEY naming the key", async () => {
     for (const url of [
       `/meters/${METER}/readings?form=csv`,
+      `/meters/${METER}/readings/columns?format=csv`,
       `/meters/${METER}/consumption?bucket=day&timezone=UTC`,
       `/alarms?meterId=${METER}`,
       `/readings/latest?offset=5`,
