@@ -159,6 +159,32 @@ async function all<K extends string, T>(
   return out
 }
 
+/**
+ * A meter's readings in a range as rows, read as columns (GET /meters/:id/readings/columns: a
+ * year of 15-minute readings is one answer of 3.8 MB, against 12.7 MB as rows, and the bridge
+ * reads it without a row per reading), then turned into the row form here.
+ */
+async function meterReadings(id: string, q: { from?: string; to?: string }) {
+  const out: ApiReading[] = []
+  let after: string | undefined
+  do {
+    const page = await call<{
+      count: number
+      columns: Record<string, (number | boolean | null)[]>
+      next: string | null
+    }>(`meters/${encodeURIComponent(id)}/readings/columns${qs({ ...q, limit: 100000, after })}`)
+    const keys = Object.keys(page.columns)
+    for (let i = 0; i < page.count; i++) {
+      const r: Record<string, unknown> = {}
+      for (const k of keys)
+        r[k] = k === "ts" ? new Date(page.columns.ts[i] as number).toISOString() : page.columns[k][i]
+      out.push(r as ApiReading)
+    }
+    after = page.next ?? undefined
+  } while (after)
+  return out
+}
+
 const bearer = (token: string): RequestInit => (token ? { headers: { authorization: `Bearer ${token}` } } : {})
 
 export const api = {
@@ -168,8 +194,7 @@ export const api = {
   alarms: (q: { from?: string; meter?: string }) => all<"alarms", Alarm>("alarms", "alarms", q),
   meterAlarms: (id: string, q: { from?: string; to?: string }) =>
     all<"alarms", Alarm>(`meters/${encodeURIComponent(id)}/alarms`, "alarms", q),
-  readings: (id: string, q: { from?: string; to?: string }) =>
-    all<"readings", ApiReading>(`meters/${encodeURIComponent(id)}/readings`, "readings", q),
+  readings: meterReadings,
   readingsCsvUrl: (id: string, q: { from?: string; to?: string }) =>
     `meters/${encodeURIComponent(id)}/readings${qs({ ...q, format: "csv", limit: 100000 })}`,
   consumption: (id: string, q: { bucket: string; from?: string; to?: string }) =>
