@@ -35,13 +35,13 @@ function needs(c: Column): string[] {
 }
 
 /** The statements of a read of some columns (the same few selections recur: kept by their key list). */
-interface Selection {
+export interface Selection {
   columns: Column[]
   blocks: string
   hot: string
 }
 const selections = new Map<string, Selection>()
-function selection(keys: readonly ReadingColumnKey[] = READING_COLUMN_KEYS): Selection {
+export function selection(keys: readonly ReadingColumnKey[] = READING_COLUMN_KEYS): Selection {
   const id = keys.join(",")
   const known = selections.get(id)
   if (known) return known
@@ -156,17 +156,45 @@ export async function exactColumns(
   const half = months.length > 1 && counted > splitAt ? Math.ceil(months.length / 2) : months.length
   const groups = [months.slice(0, half), months.slice(half)].filter((g) => g.length)
   const [{ rows: hot }, ...fetched] = await Promise.all([
-    db.query<TextRow & { n: number }>(sel.hot, [meterId, from, to, limit]),
-    ...groups.map((g) => db.query<TextRow & { month_ms: number; n: number }>(sel.blocks, [meterId, g])),
+    db.query<HotRow>(sel.hot, [meterId, from, to, limit]),
+    ...groups.map((g) => db.query<BlockRow>(sel.blocks, [meterId, g])),
   ])
+  return columnsOf(
+    sel,
+    hot[0],
+    fetched.flatMap((f) => f.rows),
+    fromUs,
+    toUs,
+    limit,
+  )
+}
+
+/** A meter's hot rows as one row of aggregated arrays (n: how many), as Selection.hot reads them. */
+export type HotRow = TextRow & { n: number }
+/** A block's coded arrays as text, as Selection.blocks reads them. */
+export type BlockRow = TextRow & { month_ms: number; n: number }
+
+/**
+ * One meter's first `limit` readings with ts (epoch µs) in [fromUs, toUs), as columns, from its
+ * hot rows (undefined: none) and its blocks as fetched (in month order): each decoded, the two
+ * forms merged in readings' order.
+ */
+export function columnsOf(
+  sel: Selection,
+  hot: HotRow | undefined,
+  blocks: readonly BlockRow[],
+  fromUs: number,
+  toUs: number,
+  limit: number,
+): ReadingColumns {
   const runs: Run[] = []
-  const n = Number(hot[0]?.n ?? 0)
-  if (n) {
+  const n = Number(hot?.n ?? 0)
+  if (hot && n) {
     const cols: Record<string, BlockValue[]> = {}
-    for (const c of sel.columns) cols[c.key] = parseArray(hot[0][c.array], n)
+    for (const c of sel.columns) cols[c.key] = parseArray(hot[c.array], n)
     runs.push(run(cols, n))
   }
-  for (const b of fetched.flatMap((f) => f.rows)) {
+  for (const b of blocks) {
     // a column not read is undefined (decodeBlock skips it), one NULL throughout null
     const arrays = BLOCK_COLUMNS.map((c) =>
       !sel.columns.includes(c) ? undefined : b[c.array] === null ? null : parseArray(b[c.array], b.n),
