@@ -6,7 +6,7 @@ import { LineWriter } from "../../bridge/src/store/export-blocks.js"
 
 const written = (f: (w: LineWriter) => void) => {
   const w = new LineWriter()
-  w.room(1 << 12)
+  w.start(1 << 12)
   f(w)
   return w.take().toString("latin1")
 }

@@ -60,48 +60,62 @@ const DAY_MS = 86_400_000
  * reading for CSV, bench/README.md).
  */
 export class LineWriter {
-  private buf = Buffer.allocUnsafe(1 << 16)
+  private buf = Buffer.allocUnsafe(0)
   private at = 0
   private day = NaN
   private dayPrefix = Buffer.alloc(0)
 
-  /** Room for n more bytes. */
-  room(n: number) {
-    if (this.at + n <= this.buf.length) return
-    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.at + n))
-    this.buf.copy(next, 0, 0, this.at)
-    this.buf = next
+  /** A fresh buffer of n bytes for the next lines (the last one's bytes went out with take). */
+  start(n: number) {
+    this.buf = Buffer.allocUnsafe(n)
+    this.at = 0
   }
 
   byte(b: number) {
     this.buf[this.at++] = b
   }
 
+  /** A few bytes (a key, an id, true/false): a loop, cheaper than set() at these lengths. */
   bytes(b: Uint8Array) {
-    this.buf.set(b, this.at)
-    this.at += b.length
+    const buf = this.buf
+    let at = this.at
+    for (let i = 0; i < b.length; i++) buf[at++] = b[i]
+    this.at = at
   }
 
   /** An integer below 2^53 in magnitude, as String() writes it. */
   int(v: number) {
+    const buf = this.buf
     if (v < 0) {
-      this.buf[this.at++] = MINUS
+      buf[this.at++] = MINUS
       v = -v
     }
     let digits = 1
-    for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++
-    for (let i = this.at + digits - 1; i >= this.at; i--) {
-      const q = Math.floor(v / 10)
-      this.buf[i] = ZERO + (v - q * 10)
-      v = q
+    if (v < 2 ** 31) {
+      // int32 arithmetic for the values most columns hold
+      let x = v | 0
+      for (let t = x; t >= 10; t = (t / 10) | 0) digits++
+      for (let i = this.at + digits - 1; i >= this.at; i--) {
+        const q = (x / 10) | 0
+        buf[i] = ZERO + x - q * 10
+        x = q
+      }
+    } else {
+      for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++
+      for (let i = this.at + digits - 1; i >= this.at; i--) {
+        const q = Math.floor(v / 10)
+        buf[i] = ZERO + (v - q * 10)
+        v = q
+      }
     }
     this.at += digits
   }
 
   private digits(v: number, n: number) {
     for (let i = this.at + n - 1; i >= this.at; i--) {
-      this.buf[i] = ZERO + (v % 10)
-      v = Math.floor(v / 10)
+      const q = (v / 10) | 0
+      this.buf[i] = ZERO + v - q * 10
+      v = q
     }
     this.at += n
   }
@@ -131,11 +145,9 @@ export class LineWriter {
     this.byte(0x5a) // Z
   }
 
-  /** The bytes written, and a fresh start. */
+  /** The bytes written since start. */
   take(): Buffer {
-    const out = Buffer.from(this.buf.subarray(0, this.at))
-    this.at = 0
-    return out
+    return this.buf.subarray(0, this.at)
   }
 }
 
@@ -165,8 +177,8 @@ function meterLines(
   const ts = columns.ts as number[]
   const csv = format === "csv"
   const head = Buffer.from(csv ? meterId : `{"meterId":${JSON.stringify(meterId)}`, "latin1")
+  w.start(count * (head.length + LINE_MAX))
   for (let i = 0; i < count; i++) {
-    w.room(head.length + LINE_MAX)
     w.bytes(head)
     if (csv) w.byte(COMMA)
     else {
