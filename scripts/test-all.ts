@@ -25,6 +25,7 @@ const PLAN: (Step | Step[])[] = [
     { name: "test:firmware", script: "npm run test:firmware" },
   ],
   { name: "test:unit+store+system", script: "vitest run --project unit --project store --project system" },
+  { name: "test:paced", script: "npm run test:paced" },
   { name: "test:board", script: "npm run test:board" },
 ]
 

@@ -6,6 +6,7 @@
 //   its connection;
 // - every over-budget request gets its 4xx (or is shed with 503), none a 500;
 // - the process's RSS stays under a stated cap.
+// The paced layer (tests/README.md) runs it alone, after the other layers: the bound is the bridge's.
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
