@@ -28,7 +28,14 @@ describe("LineWriter", () => {
       -(2 ** 31),
       2 ** 53 - 1,
       -(2 ** 53 - 1),
+      // past int32: the digits above the last nine, then the last nine with their zeros
+      2 ** 31 + 1,
+      1_000_000_000_000,
+      1_735_689_600_000,
+      10_000_000_001,
+      -4_000_000_000_000_007,
     ]
+    for (let i = 0; i < 2000; i++) values.push(Math.floor(Math.random() * 2 ** (31 + (i % 22))) * (i % 2 ? 1 : -1))
     for (const v of values)
       expect(
         written((w) => w.int(v)),

@@ -90,23 +90,21 @@ export class LineWriter {
       buf[this.at++] = MINUS
       v = -v
     }
+    if (v >= 2 ** 31) {
+      // the digits above the last nine fit an int32 (v < 2^53), and so do the last nine
+      const hi = Math.floor(v / 1e9)
+      this.int(hi)
+      this.digits(v - hi * 1e9, 9)
+      return
+    }
+    // int32 arithmetic
+    let x = v | 0
     let digits = 1
-    if (v < 2 ** 31) {
-      // int32 arithmetic for the values most columns hold
-      let x = v | 0
-      for (let t = x; t >= 10; t = (t / 10) | 0) digits++
-      for (let i = this.at + digits - 1; i >= this.at; i--) {
-        const q = (x / 10) | 0
-        buf[i] = ZERO + x - q * 10
-        x = q
-      }
-    } else {
-      for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++
-      for (let i = this.at + digits - 1; i >= this.at; i--) {
-        const q = Math.floor(v / 10)
-        buf[i] = ZERO + (v - q * 10)
-        v = q
-      }
+    for (let t = x; t >= 10; t = (t / 10) | 0) digits++
+    for (let i = this.at + digits - 1; i >= this.at; i--) {
+      const q = (x / 10) | 0
+      buf[i] = ZERO + x - q * 10
+      x = q
     }
     this.at += digits
   }
