@@ -18,6 +18,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import pg from "pg"
 import { StaQuery } from "../bridge/src/sta/query.js"
+import { columnsJson } from "../bridge/src/store/columns-json.js"
 import type { Db } from "../bridge/src/store/db.js"
 import { openPglite, openPostgres } from "../bridge/src/store/engines.js"
 import { MIGRATIONS, migrate } from "../bridge/src/store/migrations.js"
@@ -226,7 +227,7 @@ async function queries(store: SqlStore, meter: string) {
     // the store call and the JSON text the route sends (GET /meters/{id}/readings/columns)
     oneMeterReadingsAsColumns: async () => {
       const c = await store.readingColumns(meter, { ...year, limit: 40_000 })
-      JSON.stringify(c)
+      columnsJson(meter, c.count, c.columns, null)
       return c
     },
     oneMeterBy15min: () => store.consumption(meter, { bucket: "15min", ...year }),

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest"
 import { buildApp } from "../../bridge/src/api.js"
 import { createMetrics } from "../../bridge/src/metrics.js"
 import { openPglite, openPostgres } from "../../bridge/src/store/engines.js"
-import { readingColumns } from "../../bridge/src/store/reading-columns.js"
+import { blockLines } from "../../bridge/src/store/export-blocks.js"
+import { exactColumns, readingColumns } from "../../bridge/src/store/reading-columns.js"
 import type { SqlStore } from "../../bridge/src/store/sql-store.js"
 import type { ReadingRow, Store } from "../../bridge/src/store/store.js"
 import { readingRow } from "../../testkit/rows.js"
@@ -205,10 +206,51 @@ describe.each(["postgres", "pglite"] as const)("API answers before and after com
         // the blocks read in two statements side by side (a meter's year is; 36 days are not)
         const split = await readingColumns((s as SqlStore).db, m, { limit: 5000 }, { splitAt: 1 })
         expect(split, `${label}: ${m} split`).toEqual(await s.readingColumns(m, { limit: 5000 }))
+        // a cap the blocks pass: their count and no arrays read (the 15-minute path's memory bound);
+        // a cap they do not: the columns, as without one
+        const db = (s as SqlStore).db
+        const blocks = (
+          await db.query<{ n: number }>(`SELECT n FROM reading_blocks WHERE meter_id = $1 ORDER BY month`, [m])
+        ).rows
+        // the first block may begin before the range: counted are the blocks after it
+        const counted = blocks.slice(1).reduce((n, b) => n + b.n, 0)
+        if (counted) {
+          const over = await exactColumns(db, m, { limit: 5000 }, { cap: counted - 1 })
+          expect(over, `${label}: ${m} over its cap`).toEqual({ count: counted, columns: {} })
+        }
+        expect(await exactColumns(db, m, { limit: 5000 }, { cap: 5000 })).toEqual(
+          await exactColumns(db, m, { limit: 5000 }),
+        )
       }
     } finally {
       await app.close()
     }
+  }
+
+  /**
+   * The export of a compacted month, a batch of one block or meter at a time (the next batch read
+   * while this one is written): the whole file's bytes; and a reader that stops after its first
+   * lines, with the next batch still in flight, gives its connection back (six stops, then the file
+   * again, on a pool of four).
+   */
+  const blockExportStops = async (s: Store) => {
+    const db = (s as SqlStore).db.reads ?? (s as SqlStore).db
+    const [from, to] = [new Date("2026-01-01T00:00:00Z"), new Date("2026-02-01T00:00:00Z")]
+    const text = async (lines: AsyncIterable<string | Uint8Array>) => {
+      const out: Buffer[] = []
+      for await (const b of lines) out.push(Buffer.from(b))
+      return Buffer.concat(out).toString()
+    }
+    const whole = await text(s.exportLines(from, to, "csv"))
+    expect(whole.split("\r\n").length).toBeGreaterThan(METERS.length * 2900)
+    const small = { fetchRows: 1, keysetMeters: 1 }
+    expect(await text(blockLines(db, from, to, "csv", small))).toBe(whole)
+    for (let i = 0; i < 6; i++) {
+      const lines = blockLines(db, from, to, "ndjson", small)
+      expect((await lines.next()).value.length).toBeGreaterThan(0)
+      await lines.return(undefined)
+    }
+    expect(await text(s.exportLines(from, to, "csv"))).toBe(whole)
   }
 
   test("byte-identical after compacting January and February, and after a late frame into January", async () => {
@@ -222,6 +264,7 @@ describe.each(["postgres", "pglite"] as const)("API answers before and after com
     const after = await answers(store)
     for (const url of URLS) expect(after[url], url).toBe(before[url])
     await columnsAreRows(store, "compacted")
+    await blockExportStops(store)
 
     // the held-back frame arrives: at once from rows, after the next run from its merged block
     const late = frame(0, SKIPPED)

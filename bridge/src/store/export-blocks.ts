@@ -260,24 +260,41 @@ async function* meterByMeter(lines: ByMeter, rows: MeterRow[]) {
   }
 }
 
-/** Every registered meter's readings of [from, to) as the export's lines, from blocks and rows. */
-export async function* blockLines(db: Db, from: Date, to: Date, format: ExportFormat): AsyncGenerator<Buffer> {
+/**
+ * Every registered meter's readings of [from, to) as the export's lines, from blocks and rows. The
+ * engine reads the next batch while the bridge decodes and writes this one (PostgreSQL's backend and
+ * PGlite's thread each run beside the main thread).
+ */
+export async function* blockLines(
+  db: Db,
+  from: Date,
+  to: Date,
+  format: ExportFormat,
+  { fetchRows = FETCH_ROWS, keysetMeters = KEYSET_METERS } = {},
+): AsyncGenerator<Buffer> {
   const lines = new ByMeter(from, to, format)
   const s = db.session && (await db.session())
   if (!s) {
     // PGlite: keyset batches of meters, each one statement
-    let after = ""
-    for (;;) {
+    const batch = async (after: string) => {
       const { rows: meters } = await db.query<{ meter_id: string }>(
         `SELECT meter_id FROM meters WHERE meter_id > $1 ORDER BY meter_id LIMIT $2`,
-        [after, KEYSET_METERS],
+        [after, keysetMeters],
       )
-      if (!meters.length) return
-      const { rows } = await db.query<MeterRow>(METER_ROWS, [from, to, after, KEYSET_METERS])
+      if (!meters.length) return undefined
+      const rows = db.query<MeterRow>(METER_ROWS, [from, to, after, keysetMeters]).then((r) => r.rows)
+      return { last: meters[meters.length - 1].meter_id, rows }
+    }
+    let next = batch("")
+    for (;;) {
+      const b = await next
+      if (!b) return
+      const rows = await b.rows
+      next = batch(b.last)
+      next.catch(() => {}) // awaited on the next turn, unless the consumer has stopped
       yield* meterByMeter(lines, rows)
       lines.flush()
       yield* lines.take()
-      after = meters[meters.length - 1].meter_id
     }
   }
   let done = false
@@ -286,12 +303,20 @@ export async function* blockLines(db: Db, from: Date, to: Date, format: ExportFo
     await s.query(`BEGIN READ ONLY`)
     await s.query(`SET LOCAL statement_timeout = 0`)
     await s.query(`DECLARE export_blocks NO SCROLL CURSOR FOR ${METER_ROWS}`, [from, to, "", null])
+    const fetch = () => {
+      const f = s.query<MeterRow>(`FETCH ${fetchRows} FROM export_blocks`)
+      f.catch(() => {}) // awaited on the next turn, unless the consumer has stopped
+      return f
+    }
+    let next = fetch()
     for (;;) {
-      const { rows } = await s.query<MeterRow>(`FETCH ${FETCH_ROWS} FROM export_blocks`)
+      const { rows } = await next
+      const last = rows.length < fetchRows
+      if (!last) next = fetch()
       yield* meterByMeter(lines, rows)
-      if (rows.length < FETCH_ROWS) lines.flush()
+      if (last) lines.flush()
       yield* lines.take()
-      if (rows.length < FETCH_ROWS) break
+      if (last) break
     }
     await s.query(`COMMIT`)
     done = true

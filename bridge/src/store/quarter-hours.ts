@@ -33,7 +33,7 @@ export async function quarterHours(db: Db, meterId: string, q: ConsumptionQuery)
       to: q.to,
       limit: QUARTER_HOURS_CAP + 1,
     },
-    { keys: QUARTER_HOUR_KEYS },
+    { keys: QUARTER_HOUR_KEYS, cap: QUARTER_HOURS_CAP },
   )
   if (count > QUARTER_HOURS_CAP) return undefined
   const fromUs = q.from ? q.from.getTime() * 1000 : -Infinity

@@ -129,13 +129,16 @@ export async function readingColumns(
 
 /**
  * As readingColumns, ts in epoch microseconds (as stored); with `keys`, those columns only (and
- * the order's: ts, boot, seq, idx), so that the engine writes and Node parses no more.
+ * the order's: ts, boot, seq, idx), so that the engine writes and Node parses no more. With `cap`:
+ * when the blocks alone hold more than `cap` readings of the range, no array is read and the
+ * answer is their count with no columns (a caller with a memory bound learns it for 2 ms, not
+ * after reading them).
  */
 export async function exactColumns(
   db: Db,
   meterId: string,
   q: ReadingQuery = {},
-  { splitAt = SPLIT_AT, keys }: { splitAt?: number; keys?: readonly ReadingColumnKey[] } = {},
+  { splitAt = SPLIT_AT, keys, cap }: { splitAt?: number; keys?: readonly ReadingColumnKey[]; cap?: number } = {},
 ): Promise<ReadingColumns> {
   const sel = selection(keys)
   const from = q.from ?? null
@@ -152,6 +155,7 @@ export async function exactColumns(
     months.push(b.month)
     if (i > 0) counted += b.n
   }
+  if (cap !== undefined && counted > cap) return { count: counted, columns: {} }
   // the hot rows beside the blocks; the blocks in two statements when they are many (two
   // backends decode the engine's text side by side; PGlite runs them one after the other)
   const half = months.length > 1 && counted > splitAt ? Math.ceil(months.length / 2) : months.length
