@@ -202,53 +202,49 @@ export function encodeBlock(rows: readonly ExactReading[], monthMs: number): unk
  * One block decoded in Node, the inverse of encodeBlock (and the same values as DECODED's):
  * `arrays` in BLOCK_COLUMNS order (null: the column was NULL throughout), each of n elements.
  * Returns each column by its ReadingRow key; ts as epoch microseconds. An undefined array (a
- * column not read) is left out, and so are the columns coded against it.
+ * column not read) is left out, and so are the columns coded against it. Decodes in place: the
+ * arrays given become the columns (a year's read allocated twice over without it, and spent its
+ * time in garbage collection).
  */
 export function decodeBlock(monthMs: number, n: number, arrays: (BlockValue[] | null | undefined)[]) {
   const out: Record<string, BlockValue[]> = {}
   const coded = (column: string) => arrays[BLOCK_COLUMNS.findIndex((c) => c.column === column)]
-  BLOCK_COLUMNS.forEach((c, ci) => {
+  // pressure extremes last: they are coded against the decoded mean; a counter's amount is raw
+  const order = [...BLOCK_COLUMNS.keys()].sort(
+    (a, b) => +(BLOCK_COLUMNS[a].coding.kind === "spread") - +(BLOCK_COLUMNS[b].coding.kind === "spread"),
+  )
+  for (const ci of order) {
+    const c = BLOCK_COLUMNS[ci]
     const u = arrays[ci]
-    if (u === undefined) return // not read
-    const values = new Array<BlockValue>(n).fill(null)
-    out[c.key] = values
-    if (!u) return
+    if (u === undefined) continue // not read
+    if (u === null) {
+      out[c.key] = new Array<BlockValue>(n).fill(null)
+      continue
+    }
+    out[c.key] = u
     const k = c.coding
-    let sum = k.kind === "time" ? monthMs * 1000 : 0
-    const amounts = k.kind === "counter" ? coded(k.amountColumn) : null
-    for (let i = 0; i < n; i++) {
-      const x = u[i]
-      switch (k.kind) {
-        case "raw":
-          values[i] = x
-          break
-        case "time":
-        case "delta":
-          // SQL's running sum skips NULLs; a NULL stays NULL
-          if (x !== null) values[i] = sum += x as number
-          else if (k.kind === "time") values[i] = sum
-          break
-        case "counter":
-          if (x !== null) values[i] = sum += (x as number) + (((amounts ? amounts[i] : null) as number | null) ?? 0)
-          break
-        case "spread":
-          break
+    if (k.kind === "time") {
+      // a NULL time (never written) keeps the previous one
+      let sum = monthMs * 1000
+      for (let i = 0; i < n; i++) u[i] = sum += (u[i] as number | null) ?? 0
+    } else if (k.kind === "delta") {
+      // SQL's running sum skips NULLs; a NULL stays NULL
+      let sum = 0
+      for (let i = 0; i < n; i++) if (u[i] !== null) u[i] = sum += u[i] as number
+    } else if (k.kind === "counter") {
+      const amounts = coded(k.amountColumn)
+      let sum = 0
+      for (let i = 0; i < n; i++)
+        if (u[i] !== null) u[i] = sum += (u[i] as number) + (((amounts ? amounts[i] : null) as number | null) ?? 0)
+    } else if (k.kind === "spread") {
+      const mean = out.pressureAvgPa
+      for (let i = 0; i < n; i++) {
+        const x = u[i] as number | null
+        const m = mean[i] as number | null
+        if (x !== null && m !== null) u[i] = k.sign < 0 ? m - x : m + x
       }
     }
-  })
-  // pressure extremes last: they are coded against the decoded mean
-  BLOCK_COLUMNS.forEach((c, ci) => {
-    const k = c.coding
-    const u = arrays[ci]
-    if (k.kind !== "spread" || !u) return
-    const mean = out.pressureAvgPa
-    const values = out[c.key]
-    for (let i = 0; i < n; i++) {
-      const x = u[i] as number | null
-      const m = mean[i] as number | null
-      values[i] = x === null ? null : m === null ? x : k.sign < 0 ? m - x : m + x
-    }
-  })
+  }
   return out
 }
 
