@@ -198,6 +198,11 @@ export function encodeBlock(rows: readonly ExactReading[], monthMs: number): unk
   return [rows.length, usIso(first.tsUs), usIso(last.tsUs), ...arrays]
 }
 
+/** BLOCK_COLUMNS' indexes, pressure extremes last: they are coded against the decoded mean (a counter's amount is raw). */
+const DECODE_ORDER = [...BLOCK_COLUMNS.keys()].sort(
+  (a, b) => +(BLOCK_COLUMNS[a].coding.kind === "spread") - +(BLOCK_COLUMNS[b].coding.kind === "spread"),
+)
+
 /**
  * One block decoded in Node, the inverse of encodeBlock (and the same values as DECODED's):
  * `arrays` in BLOCK_COLUMNS order (null: the column was NULL throughout), each of n elements.
@@ -209,11 +214,7 @@ export function encodeBlock(rows: readonly ExactReading[], monthMs: number): unk
 export function decodeBlock(monthMs: number, n: number, arrays: (BlockValue[] | null | undefined)[]) {
   const out: Record<string, BlockValue[]> = {}
   const coded = (column: string) => arrays[BLOCK_COLUMNS.findIndex((c) => c.column === column)]
-  // pressure extremes last: they are coded against the decoded mean; a counter's amount is raw
-  const order = [...BLOCK_COLUMNS.keys()].sort(
-    (a, b) => +(BLOCK_COLUMNS[a].coding.kind === "spread") - +(BLOCK_COLUMNS[b].coding.kind === "spread"),
-  )
-  for (const ci of order) {
+  for (const ci of DECODE_ORDER) {
     const c = BLOCK_COLUMNS[ci]
     const u = arrays[ci]
     if (u === undefined) continue // not read

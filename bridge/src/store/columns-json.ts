@@ -13,20 +13,20 @@ const NULL = Buffer.from("null")
 /** The most bytes a value and its comma take: JSON's longest number is 24 (-1.2345678901234567e-308). */
 const VALUE_MAX = 25
 
-const ascii = (s: string) => Buffer.from(s, "utf8")
+const utf8 = (s: string) => Buffer.from(s, "utf8")
 
 /** `{"meterId":…,"count":…,"columns":{"key":[…],…},"next":…}`, as JSON.stringify writes it. */
 export function columnsJson(meterId: string, count: number, columns: ReadingColumns["columns"], next: string | null) {
   const keys = Object.keys(columns)
-  const head = ascii(`{"meterId":${JSON.stringify(meterId)},"count":${JSON.stringify(count)},"columns":{`)
-  const tail = ascii(`},"next":${JSON.stringify(next)}}`)
+  const head = utf8(`{"meterId":${JSON.stringify(meterId)},"count":${JSON.stringify(count)},"columns":{`)
+  const tail = utf8(`},"next":${JSON.stringify(next)}}`)
   let size = head.length + tail.length
   for (const k of keys) size += JSON.stringify(k).length * 3 + 4 + columns[k].length * VALUE_MAX
   const w = new LineWriter()
   w.start(size)
   w.bytes(head)
   keys.forEach((k, i) => {
-    w.bytes(ascii(`${i ? "," : ""}${JSON.stringify(k)}:`))
+    w.bytes(utf8(`${i ? "," : ""}${JSON.stringify(k)}:`))
     w.byte(OPEN)
     values(w, columns[k])
     w.byte(CLOSE)
@@ -41,7 +41,7 @@ function values(w: LineWriter, vs: readonly BlockValue[]) {
     const v = vs[i]
     if (typeof v === "number") {
       if (Number.isSafeInteger(v)) w.int(v)
-      else w.bytes(ascii(JSON.stringify(v))) // not a reading's value (columns.ts bounds them): as JSON writes it
+      else w.bytes(utf8(JSON.stringify(v))) // not a reading's value (columns.ts bounds them): as JSON writes it
     } else if (v === true) w.bytes(TRUE)
     else if (v === false) w.bytes(FALSE)
     else w.bytes(NULL) // null, and a hole or undefined, which JSON.stringify writes as null in an array

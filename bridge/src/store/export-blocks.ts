@@ -283,6 +283,7 @@ export async function* blockLines(
       )
       if (!meters.length) return undefined
       const rows = db.query<MeterRow>(METER_ROWS, [from, to, after, keysetMeters]).then((r) => r.rows)
+      rows.catch(() => {}) // awaited on the next turn, unless the consumer has stopped
       return { last: meters[meters.length - 1].meter_id, rows }
     }
     let next = batch("")
