@@ -7,9 +7,6 @@ import { LineWriter } from "./export-blocks.js"
 import type { BlockValue, ReadingColumns } from "./reading-columns-store.js"
 
 const [OPEN, CLOSE, COMMA] = ["[", "]", ","].map((c) => c.charCodeAt(0))
-const TRUE = Buffer.from("true")
-const FALSE = Buffer.from("false")
-const NULL = Buffer.from("null")
 /** The most bytes a value and its comma take: JSON's longest number is 24 (-1.2345678901234567e-308). */
 const VALUE_MAX = 25
 
@@ -38,12 +35,6 @@ export function columnsJson(meterId: string, count: number, columns: ReadingColu
 function values(w: LineWriter, vs: readonly BlockValue[]) {
   for (let i = 0; i < vs.length; i++) {
     if (i) w.byte(COMMA)
-    const v = vs[i]
-    if (typeof v === "number") {
-      if (Number.isSafeInteger(v)) w.int(v)
-      else w.bytes(utf8(JSON.stringify(v))) // not a reading's value (columns.ts bounds them): as JSON writes it
-    } else if (v === true) w.bytes(TRUE)
-    else if (v === false) w.bytes(FALSE)
-    else w.bytes(NULL) // null, and a hole or undefined, which JSON.stringify writes as null in an array
+    w.json(vs[i])
   }
 }

@@ -9,6 +9,7 @@
 import { READING_COLUMNS } from "./columns.js"
 import type { Db } from "./db.js"
 import type { ExportFormat } from "./export-store.js"
+import type { BlockValue } from "./reading-columns-store.js"
 import { columnsOf, selection, type BlockRow, type HotRow } from "./reading-columns.js"
 
 const ALL = selection()
@@ -53,6 +54,9 @@ const [COMMA, QUOTE, MINUS, DOT, COLON, ZERO, LF, CR] = [",", '"', "-", ".", ":"
   c.charCodeAt(0),
 )
 const DAY_MS = 86_400_000
+const TRUE = Buffer.from("true")
+const FALSE = Buffer.from("false")
+const NULL = Buffer.from("null")
 
 /**
  * A meter's lines written as bytes: numbers digit by digit and times from a day's cached
@@ -143,15 +147,25 @@ export class LineWriter {
     this.byte(0x5a) // Z
   }
 
+  /**
+   * A value as JSON.stringify writes it in an array: true, false, null (a hole or undefined too),
+   * an integer; any other number (no reading holds one: columns.ts bounds them) through JSON.stringify.
+   */
+  json(v: BlockValue | undefined) {
+    if (typeof v === "number") {
+      if (Number.isSafeInteger(v)) this.int(v)
+      else this.bytes(Buffer.from(JSON.stringify(v)))
+    } else if (v === true) this.bytes(TRUE)
+    else if (v === false) this.bytes(FALSE)
+    else this.bytes(NULL)
+  }
+
   /** The bytes written since start. */
   take(): Buffer {
     return this.buf.subarray(0, this.at)
   }
 }
 
-const TRUE = Buffer.from("true")
-const FALSE = Buffer.from("false")
-const NULL = Buffer.from("null")
 /** NDJSON's keys, each with the comma before it (READING_COLUMNS after meterId, ts first). */
 const KEYS = READING_COLUMNS.slice(1).map((c) => Buffer.from(`,"${c.key}":`))
 /** The longest line's bytes past the meter id: the keys, 24 for the time, 17 for each other value. */
@@ -189,11 +203,7 @@ function meterLines(
       if (csv) w.byte(COMMA)
       else w.bytes(KEYS[j])
       const v = cols[j][i]
-      if (v === null) {
-        if (!csv) w.bytes(NULL)
-      } else if (v === true) w.bytes(TRUE)
-      else if (v === false) w.bytes(FALSE)
-      else w.int(v)
+      if (v !== null || !csv) w.json(v) // CSV: an empty cell for null
     }
     if (csv) {
       w.byte(CR)
@@ -218,13 +228,11 @@ class ByMeter {
     private readonly format: ExportFormat,
   ) {}
 
-  /** Takes a batch of rows; writes the lines of the meters it completed. */
-  push(batch: MeterRow[]) {
-    for (const r of batch) {
-      if (r.meter_id !== this.meter) this.flush()
-      this.meter = r.meter_id
-      this.rows.push(r)
-    }
+  /** Takes a row (rows come in meter order); writes the lines of the meter it completes. */
+  push(r: MeterRow) {
+    if (r.meter_id !== this.meter) this.flush()
+    this.meter = r.meter_id
+    this.rows.push(r)
   }
 
   /** Writes the lines of the meter whose rows are in. */
@@ -252,12 +260,18 @@ class ByMeter {
  */
 async function* meterByMeter(lines: ByMeter, rows: MeterRow[]) {
   for (const r of rows) {
-    lines.push([r])
+    lines.push(r)
     for (const bytes of lines.take()) {
       yield bytes
       await new Promise((resolve) => setImmediate(resolve))
     }
   }
+}
+
+/** A read started ahead: awaited on the next turn, unless the consumer has stopped (then its failure is no one's). */
+function ahead<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {})
+  return p
 }
 
 /**
@@ -282,17 +296,15 @@ export async function* blockLines(
         [after, keysetMeters],
       )
       if (!meters.length) return undefined
-      const rows = db.query<MeterRow>(METER_ROWS, [from, to, after, keysetMeters]).then((r) => r.rows)
-      rows.catch(() => {}) // awaited on the next turn, unless the consumer has stopped
+      const rows = ahead(db.query<MeterRow>(METER_ROWS, [from, to, after, keysetMeters]).then((r) => r.rows))
       return { last: meters[meters.length - 1].meter_id, rows }
     }
-    let next = batch("")
+    let next = ahead(batch(""))
     for (;;) {
       const b = await next
       if (!b) return
       const rows = await b.rows
-      next = batch(b.last)
-      next.catch(() => {}) // awaited on the next turn, unless the consumer has stopped
+      next = ahead(batch(b.last))
       yield* meterByMeter(lines, rows)
       lines.flush()
       yield* lines.take()
@@ -304,11 +316,7 @@ export async function* blockLines(
     await s.query(`BEGIN READ ONLY`)
     await s.query(`SET LOCAL statement_timeout = 0`)
     await s.query(`DECLARE export_blocks NO SCROLL CURSOR FOR ${METER_ROWS}`, [from, to, "", null])
-    const fetch = () => {
-      const f = s.query<MeterRow>(`FETCH ${fetchRows} FROM export_blocks`)
-      f.catch(() => {}) // awaited on the next turn, unless the consumer has stopped
-      return f
-    }
+    const fetch = () => ahead(s.query<MeterRow>(`FETCH ${fetchRows} FROM export_blocks`))
     let next = fetch()
     for (;;) {
       const { rows } = await next
